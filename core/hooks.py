@@ -1,0 +1,133 @@
+"""Every reach into aiortc's and aioice's private internals, in one place.
+
+aiortc has no public knob for the server ICE ufrag, for the sockets aioice
+uses, or for taking Opus packets off the wire without its jitter buffer and
+decoder. The transceiver needs all three, so this module writes a handful of
+private attributes. aiortc and aioice are pinned exactly in pyproject.toml;
+``check()`` runs at transceiver start and tests/test_hooks.py runs it in CI, so
+an upgrade that moves a hook fails loudly instead of silently breaking calls.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import aioice
+import aiortc
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aioice.ice import Connection, StunProtocol
+from aiortc import RTCPeerConnection
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+AIORTC_VERSION = "1.16.0"
+AIOICE_VERSION = "0.13.0"
+
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+
+
+class HookError(RuntimeError):
+    """aiortc or aioice no longer look the way core/hooks.py expects."""
+
+
+def check() -> None:
+    """Verify the pinned versions and every private attribute used here.
+
+    Raises HookError naming what moved. Cheap: call it once at start-up.
+    """
+    if aiortc.__version__ != AIORTC_VERSION or aioice.__version__ != AIOICE_VERSION:
+        raise HookError(
+            f"voicemesh needs aiortc=={AIORTC_VERSION} and aioice=={AIOICE_VERSION}, "
+            f"found aiortc {aiortc.__version__} and aioice {aioice.__version__}"
+        )
+    conn = Connection(ice_controlling=False)
+    for name in ("_local_username", "_protocols", "_local_candidates",
+                 "_local_candidates_start", "_local_candidates_end", "data_received"):
+        if not hasattr(conn, name):
+            raise HookError(f"aioice.Connection has no {name}")
+    for name in ("datagram_received", "connection_made", "connection_lost", "close"):
+        if not hasattr(StunProtocol, name):
+            raise HookError(f"aioice.StunProtocol has no {name}")
+    if "__jitter_buffer" not in inspect.getsource(RTCRtpReceiver.__init__):
+        raise HookError("RTCRtpReceiver no longer has a jitter buffer attribute")
+    if not hasattr(aioice.ice, "validate_username"):
+        raise HookError("aioice.ice has no validate_username")
+
+
+def ice_connection(pc: RTCPeerConnection) -> Connection:
+    """The aioice Connection of a BUNDLEd peer connection (one transport for all m-lines).
+
+    Raises ValueError if the peer connection has no transceiver yet
+    (call after setRemoteDescription).
+    """
+    transceivers = pc.getTransceivers()
+    if not transceivers:
+        raise ValueError("peer connection has no transceiver")
+    return transceivers[0].receiver.transport.transport.iceGatherer._connection
+
+
+def set_local_ufrag(conn: Connection, ufrag: str) -> None:
+    """Make ``ufrag`` the server ICE ufrag (RFC 8445 5.3) of ``conn``.
+
+    Rewriting the SDP alone does not work: aioice checks USERNAME against its
+    own value and answers every check with 401. Must run before
+    createAnswer(). Raises ValueError if ``ufrag`` is outside ICE's alphabet.
+    """
+    aioice.ice.validate_username(ufrag)
+    conn._local_username = ufrag
+
+
+def attach_protocol(conn: Connection, transport: Any, public: tuple[str, int]) -> StunProtocol:
+    """Give ``conn`` one host candidate, ``public``, served by ``transport``.
+
+    ``transport`` stands in for an asyncio DatagramTransport (aioice calls only
+    ``sendto``, ``close`` and ``get_extra_info``; ``close`` must end in
+    ``protocol.connection_lost``, or Connection.close() hangs). Marks gathering
+    done so aioice binds no socket of its own. Must run after
+    setRemoteDescription and before createAnswer (RFC 8445 5.1.1: the answer
+    carries this candidate).
+    """
+    if conn._local_candidates_start:
+        raise ValueError("candidates already gathered")
+    protocol = StunProtocol(conn)
+    protocol.connection_made(transport)
+    protocol.local_candidate = Candidate(
+        foundation=candidate_foundation("host", "udp", public[0]),
+        component=1,
+        transport="udp",
+        priority=candidate_priority(1, "host"),
+        host=public[0],
+        port=public[1],
+        type="host",
+    )
+    conn._protocols.append(protocol)
+    conn._local_candidates.append(protocol.local_candidate)
+    conn._local_candidates_start = conn._local_candidates_end = True
+    return protocol
+
+
+class _Tap:
+    """Stands in for the receiver's jitter buffer: hands each RTP packet on, keeps nothing."""
+
+    __slots__ = ("on_packet",)
+
+    def __init__(self, on_packet: Callable[[Any], None]) -> None:
+        self.on_packet = on_packet
+
+    def add(self, packet: Any) -> tuple[bool, None]:
+        self.on_packet(packet)
+        return False, None
+
+
+def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[Any], None]) -> None:
+    """Deliver every RTP packet ``receiver`` accepts to ``on_packet(packet)``.
+
+    The packet has ``payload`` (bytes: one Opus packet, RFC 7587),
+    ``timestamp`` (48 kHz RTP clock) and ``sequence_number``. aiortc still does
+    SRTP, RTCP statistics, NACK and RTX, but its jitter buffer (which waits for
+    4 packets, ~85 ms) and its decoder thread are bypassed.
+    """
+    if not hasattr(receiver, _JITTER_BUFFER):
+        raise HookError("RTCRtpReceiver has no jitter buffer attribute")
+    setattr(receiver, _JITTER_BUFFER, _Tap(on_packet))

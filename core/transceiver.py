@@ -1,0 +1,279 @@
+"""The transceiver: terminates ICE, DTLS and SRTP with aiortc and owns each session.
+
+For every WHIP offer forwarded by an edge it mints the routing token as the
+server ICE ufrag, claims the session in the registry, answers with the edge's
+public relay address as the only candidate, and bridges the caller's audio to
+an agent over gRPC (core/agent_link.py). All sessions share one backbone UDP
+socket (core/mux.py). A session ends on DELETE, ICE or DTLS failure, consent
+expiry, the agent hanging up, or a watchdog (not connected in time, too long).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from core import hooks
+from core.agent_link import AgentLink, AgentSession
+from core.media import AgentAudioTrack, OpusDecoder, OpusEncoder, RTP_CLOCK_HZ
+from core.mux import BackboneMux, MuxTransport
+from core.offer import OfferRejected, check_offer
+from edge.token import TokenCodec
+from registry import Claim, NodeRecord, Registry
+from voicemesh.http import format_hostport, parse_hostport
+from voicemesh.agent.v1 import agent_pb2
+from voicemesh.udp import bind_udp
+
+log = logging.getLogger("voicemesh.transceiver")
+
+CODECS = {"opus": agent_pb2.CODEC_OPUS, "pcm16": agent_pb2.CODEC_PCM16}
+"""Agent link formats by config name: Opus as received, or PCM16 mono."""
+
+
+@dataclass
+class TransceiverConfig:
+    """Settings of one transceiver process. Durations in seconds."""
+
+    node_id: str = "trx-1"
+    region: str = "local"
+    region_id: int = 1
+    backbone: str = "127.0.0.1:0"
+    capacity: int = 50
+    agent: str = "127.0.0.1:50051"
+    agent_codec: str = "opus"
+    agent_rate_hz: int = 16000
+    connect_timeout_s: float = 10.0
+    max_session_s: float = 4 * 3600.0
+
+
+@dataclass(frozen=True)
+class EdgeHop:
+    """Where an offer came from: the edge's numeric id and its public relay address."""
+
+    edge_id: int
+    relay: tuple[str, int]
+    client_ip: str = ""
+
+
+class Capacity(Exception):
+    """No room for another session; ``retry_after_s`` says when to try again."""
+
+    retry_after_s = 1
+
+
+@dataclass(eq=False)
+class Session:
+    """One call: its peer connection, registry claim, agent stream and timers."""
+
+    id: str
+    pc: RTCPeerConnection
+    track: AgentAudioTrack
+    ufrag: str
+    edge: EdgeHop
+    created_at: float
+    claim: Claim | None = None
+    agent: AgentSession | None = None
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    ended: bool = False
+
+
+class Transceiver:
+    """Answers offers and runs sessions.
+
+    ``registry`` must be started. ``start()`` binds the backbone socket,
+    allocates this node's numeric index in its region (carried in routing
+    tokens), connects to the agent and registers the node.
+    """
+
+    def __init__(self, config: TransceiverConfig, registry: Registry, tokens: TokenCodec) -> None:
+        if config.agent_codec not in CODECS:
+            raise ValueError(f"agent codec must be one of {sorted(CODECS)}, got {config.agent_codec!r}")
+        self.config = config
+        self.registry = registry
+        self.tokens = tokens
+        self.sessions: dict[str, Session] = {}
+        self.record: NodeRecord | None = None
+        self.mux: BackboneMux | None = None
+        self.agent_link = AgentLink(config.agent)
+        self._edges: set[tuple[str, int]] = set()
+        self._load_update: asyncio.TimerHandle | None = None
+
+    async def start(self, http_url: str) -> None:
+        """Bind, register as ``http_url`` (the base URL of the transceiver API)."""
+        hooks.check()
+        self.mux = BackboneMux(bind_udp(*parse_hostport(self.config.backbone)), self._edges)
+        self.mux.start()
+        self.registry.subscribe(self._on_view)
+        self._on_view()
+        await self.agent_link.start()
+        index = await self.registry.allocate_index("transceiver", self.config.region)
+        self.record = NodeRecord(
+            role="transceiver",
+            region=self.config.region,
+            node_id=self.config.node_id,
+            index=index,
+            region_id=self.config.region_id,
+            http=http_url,
+            backbone=format_hostport(self.mux.address),
+            capacity=self.config.capacity,
+        )
+        await self.registry.register(self.record)
+        log.info("transceiver up", extra={"node": self.config.node_id, "index": index,
+                                          "backbone": self.record.backbone})
+
+    async def close(self) -> None:
+        """Drain: mark draining, end every session, close the mux and the agent link."""
+        if self.record is not None:
+            self.record = replace(self.record, draining=True)
+            await self.registry.register(self.record)
+        await asyncio.gather(*(self.end(s, "shutdown") for s in list(self.sessions.values())))
+        await self.agent_link.close()
+        if self.mux is not None:
+            self.mux.close()
+
+    def _on_view(self) -> None:
+        edges = set()
+        for node in self.registry.nodes("edge"):
+            if node.backbone:
+                edges.add(parse_hostport(node.backbone))
+        self._edges.clear()
+        self._edges.update(edges)
+
+    async def create_session(self, offer_sdp: str, edge: EdgeHop) -> Session:
+        """Answer ``offer_sdp`` for a caller arriving through ``edge``.
+
+        Returns the Session; its answer is ``session.pc.localDescription.sdp``.
+        Raises OfferRejected (a 400 for the caller), Capacity (503).
+        """
+        assert self.record is not None and self.mux is not None, "start() first"
+        if len(self.sessions) >= self.config.capacity or self.record.draining:
+            raise Capacity()
+        offer = check_offer(offer_sdp)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        session_id = secrets.token_urlsafe(16)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        except Exception as exc:  # aiortc raises ValueError, InternalError, ...
+            await pc.close()
+            raise OfferRejected("unsupported-offer", f"the offer was not accepted: {exc}") from None
+        track = AgentAudioTrack()
+        pc.addTrack(track)
+        ufrag = self.tokens.mint(
+            region=self.config.region_id,
+            transceiver=self.record.index,
+            nonce=secrets.randbits(32),
+            expires_at=int(time.time() + self.config.max_session_s),
+        )
+        session = Session(session_id, pc, track, ufrag, edge, time.monotonic())
+        try:
+            conn = hooks.ice_connection(pc)
+            hooks.set_local_ufrag(conn, ufrag)
+            transport = MuxTransport(self.mux, edge.relay)
+            transport.protocol = hooks.attach_protocol(conn, transport, edge.relay)
+            self.mux.register(ufrag, conn.local_password, transport.protocol)
+            session.claim = await self.registry.claim_session(session_id, self.record)
+            self.sessions[session_id] = session
+            self._bridge(session)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except BaseException:
+            await self.end(session, "setup_failed")
+            raise
+        self._watch(session)
+        self._schedule_load_update()
+        log.info("session answered", extra={"session_id": session_id, "edge_id": edge.edge_id,
+                                            "client_ip": edge.client_ip})
+        return session
+
+    def _bridge(self, session: Session) -> None:
+        """Connect the caller's RTP to the agent stream and the agent's frames to the caller."""
+        pcm = self.config.agent_codec == "pcm16"
+        rate = self.config.agent_rate_hz if pcm else RTP_CLOCK_HZ
+        session.agent = self.agent_link.open_session(
+            session.id,
+            codec=CODECS[self.config.agent_codec],
+            sample_rate_hz=rate,
+            on_frame=self._downlink(session, pcm, rate),
+            on_end=lambda reason: asyncio.ensure_future(self.end(session, f"agent:{reason}")),
+        )
+        agent = session.agent
+        receiver = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio")
+        if pcm:
+            decoder = OpusDecoder(rate)
+            ratio = rate / RTP_CLOCK_HZ
+
+            def on_packet(packet) -> None:
+                agent.send(decoder.decode(packet.payload), int(packet.timestamp * ratio))
+        else:
+            def on_packet(packet) -> None:
+                agent.send(packet.payload, packet.timestamp)
+
+        hooks.tap_receiver(receiver, on_packet)
+
+    @staticmethod
+    def _downlink(session: Session, pcm: bool, rate: int) -> Callable[[bytes, int], None]:
+        push = session.track.push
+        if not pcm:
+            return lambda payload, _timestamp: push(payload)
+        encoder = OpusEncoder(rate)
+
+        def on_frame(payload: bytes, _timestamp: int) -> None:
+            for packet in encoder.encode(payload):
+                push(packet)
+
+        return on_frame
+
+    def _watch(self, session: Session) -> None:
+        loop = asyncio.get_running_loop()
+
+        @session.pc.on("connectionstatechange")
+        def on_state() -> None:
+            state = session.pc.connectionState
+            log.info("connection %s", state, extra={"session_id": session.id})
+            if state in ("failed", "closed"):
+                asyncio.ensure_future(self.end(session, f"connection_{state}"))
+
+        def connect_deadline() -> None:
+            if session.pc.connectionState != "connected":
+                asyncio.ensure_future(self.end(session, "connect_timeout"))
+
+        session.timers.append(loop.call_later(self.config.connect_timeout_s, connect_deadline))
+        session.timers.append(loop.call_later(
+            self.config.max_session_s, lambda: asyncio.ensure_future(self.end(session, "max_duration"))))
+
+    async def end(self, session: Session, reason: str) -> None:
+        """End ``session`` once: close the peer connection, the agent stream and the claim."""
+        if session.ended:
+            return
+        session.ended = True
+        self.sessions.pop(session.id, None)
+        for timer in session.timers:
+            timer.cancel()
+        if session.agent is not None:
+            session.agent.close(reason)
+        session.track.stop()
+        await session.pc.close()
+        if session.claim is not None:
+            try:
+                await self.registry.release(session.claim)
+            except Exception:
+                log.warning("claim release failed; the lease will expire it",
+                            extra={"session_id": session.id}, exc_info=True)
+        self._schedule_load_update()
+        log.info("session ended", extra={"session_id": session.id, "reason": reason,
+                                         "duration_s": round(time.monotonic() - session.created_at, 3)})
+
+    def _schedule_load_update(self) -> None:
+        if self._load_update is None and self.record is not None:
+            self._load_update = asyncio.get_running_loop().call_later(0.2, self._update_load)
+
+    def _update_load(self) -> None:
+        self._load_update = None
+        if self.record is not None and self.record.load != len(self.sessions):
+            self.record = replace(self.record, load=len(self.sessions))
+            asyncio.ensure_future(self.registry.register(self.record))

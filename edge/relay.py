@@ -1,0 +1,160 @@
+"""The edge relay: one public UDP port, packets routed by the token in the server ufrag.
+
+The first datagram from an unknown client address must be a STUN Binding
+request (RFC 8489) whose USERNAME starts with a routing token (edge/token.py)
+that verifies and names a registered transceiver; anything else is dropped and
+counted by reason. A valid request creates a flow (edge/flows.py); after that,
+DTLS, SRTP and STUN datagrams of that client are forwarded without parsing,
+framed with the client's address (edge/frame.py) to the transceiver's backbone
+socket. Frames coming back are unframed and sent to the client only if it has
+a flow through this transceiver: the relay never sends to an address that did
+not first send it a valid request (no reflection, no amplification).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterable
+
+from edge import frame, stun
+from edge.flows import Flow, FlowTable, FlowTableFull
+from edge.token import BadToken, TokenCodec
+from registry import NodeRecord
+from voicemesh.http import parse_hostport
+from voicemesh.udp import add_drain_reader, sockname
+
+log = logging.getLogger("voicemesh.relay")
+
+
+class Relay:
+    """Forwards between the public socket and the backbone socket.
+
+    ``drops`` counts dropped datagrams by reason: the MalformedStun and
+    BadToken reasons for first packets (``not_stun``, ``truncated``, ``mac``,
+    ``expired``, ...), ``unknown_transceiver``, ``table_full``, and on the
+    backbone side ``frame_<reason>``, ``no_flow`` (no flow for that client
+    through the sending transceiver), ``tx_error``. Forwarded packets and
+    bytes are counted per flow, so the hot path updates two integers; see
+    ``stats()`` for the totals.
+    """
+
+    def __init__(
+        self,
+        public: socket.socket,
+        backbone: socket.socket,
+        edge_id: int,
+        tokens: TokenCodec,
+        *,
+        idle_timeout_s: float = 60.0,
+        max_flows: int = 100_000,
+    ) -> None:
+        self.public = public
+        self.backbone = backbone
+        self.public_address = sockname(public)
+        self.backbone_address = sockname(backbone)
+        self.tokens = tokens
+        self.flows = FlowTable(edge_id, idle_timeout_s, max_flows)
+        self.drops: Counter[str] = Counter()
+        self.directory: dict[tuple[int, int], tuple[str, int]] = {}
+        self._expired_totals: Counter[str] = Counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Start reading both sockets and sweeping idle flows (inside the running loop)."""
+        self._loop = asyncio.get_running_loop()
+        add_drain_reader(self._loop, self.public, self.on_public)
+        add_drain_reader(self._loop, self.backbone, self.on_backbone)
+        self._sweep()
+
+    def close(self) -> None:
+        """Stop reading and close both sockets."""
+        if self._loop is not None:
+            self._loop.remove_reader(self.public.fileno())
+            self._loop.remove_reader(self.backbone.fileno())
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.public.close()
+        self.backbone.close()
+
+    def set_transceivers(self, nodes: Iterable[NodeRecord]) -> None:
+        """Replace the directory ``(region id, transceiver index) -> backbone address``."""
+        self.directory = {
+            (n.region_id, n.index): parse_hostport(n.backbone) for n in nodes if n.backbone and n.index
+        }
+
+    def on_public(self, data: bytes, addr: tuple) -> None:
+        """A datagram from a client (the per-packet path)."""
+        flow = self.flows.by_client.get(addr)
+        if flow is None:
+            flow = self._first_packet(data, addr)
+            if flow is None:
+                return
+        flow.packets_in += 1
+        flow.bytes_in += len(data)
+        try:
+            self.backbone.sendto(flow.header + data, flow.transceiver)
+        except OSError:
+            self.drops["tx_error"] += 1
+
+    def _first_packet(self, data: bytes, addr: tuple) -> Flow | None:
+        try:
+            server_ufrag, _ = stun.split_username(stun.binding_request_username(data))
+            token = self.tokens.verify(server_ufrag, time.time())
+        except (stun.MalformedStun, BadToken) as exc:
+            self.drops[exc.reason] += 1
+            return None
+        transceiver = self.directory.get((token.region, token.transceiver))
+        if transceiver is None:
+            self.drops["unknown_transceiver"] += 1
+            return None
+        try:
+            flow = self.flows.learn((addr[0], addr[1]), transceiver, token, time.monotonic())
+        except FlowTableFull as exc:
+            self.drops[exc.reason] += 1
+            return None
+        log.debug("flow learned client=%s:%d transceiver=%s:%d", addr[0], addr[1], *transceiver)
+        return flow
+
+    def on_backbone(self, data: bytes, src: tuple) -> None:
+        """A backbone frame from a transceiver (the per-packet return path)."""
+        try:
+            n = frame.header_length(data)
+        except frame.MalformedFrame as exc:
+            self.drops["frame_" + exc.reason] += 1
+            return
+        flow = self.flows.by_header.get(data[:n])
+        if flow is None or flow.transceiver != src:
+            self.drops["no_flow"] += 1
+            return
+        flow.packets_out += 1
+        flow.bytes_out += len(data) - n
+        try:
+            self.public.sendto(data[n:], flow.client)
+        except OSError:
+            self.drops["tx_error"] += 1
+
+    def _sweep(self) -> None:
+        for flow in self.flows.expire(time.monotonic()):
+            self._expired_totals.update(_flow_counts(flow))
+        assert self._loop is not None
+        self._sweeper = self._loop.call_later(self.flows.idle_timeout_s / 4, self._sweep)
+
+    def stats(self) -> dict:
+        """Counters: ``flows`` (active), ``packets_in``/``bytes_in`` (client to
+        transceiver), ``packets_out``/``bytes_out`` (back to clients), ``drops`` by reason."""
+        totals = Counter(self._expired_totals)
+        for flow in self.flows.by_client.values():
+            totals.update(_flow_counts(flow))
+        return {"flows": len(self.flows), **{k: totals[k] for k in _COUNTS}, "drops": dict(self.drops)}
+
+
+_COUNTS = ("packets_in", "bytes_in", "packets_out", "bytes_out")
+
+
+def _flow_counts(flow: Flow) -> dict[str, int]:
+    return {k: getattr(flow, k) for k in _COUNTS}

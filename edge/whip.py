@@ -1,0 +1,115 @@
+"""The edge's WHIP front (RFC 9725): takes a caller's offer and forwards it to a transceiver.
+
+It picks the least loaded transceiver with capacity from the registry view
+(its own region first), forwards the offer with the edge's id, its public
+relay address and the caller's address, and returns the transceiver's answer
+as ``201 Created`` with a ``Location`` on this edge. ``DELETE`` on that URL
+finds the owner through the session's claim in the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+
+from core.api import CLIENT_ADDRESS, EDGE_ID, RELAY_ADDRESS
+from core.offer import MAX_OFFER_BYTES
+from registry import NodeRecord, Registry
+from voicemesh.http import SDP_TYPE, problem, read_offer
+
+log = logging.getLogger("voicemesh.whip")
+
+FORWARD_TIMEOUT_S = 10.0
+RETRY_AFTER_S = 2
+
+
+def pick_transceivers(nodes: list[NodeRecord], region: str) -> list[NodeRecord]:
+    """Transceivers to try, best first: not draining, below capacity, own
+    ``region`` first, then by load (sessions) and node id."""
+    usable = [n for n in nodes if not n.draining and n.load < n.capacity and n.http]
+    return sorted(usable, key=lambda n: (n.region != region, n.load / max(n.capacity, 1), n.node_id))
+
+
+class WhipFront:
+    """The WHIP HTTP application of one edge.
+
+    ``edge`` is this edge's registered record (``index`` is the edge id in
+    backbone frames, ``public_relay`` the relay's public address);
+    ``relay_stats`` returns the relay's counters for ``GET /v1/status``.
+    """
+
+    def __init__(self, registry: Registry, edge: Callable[[], NodeRecord], relay_stats: Callable[[], dict]) -> None:
+        self.registry = registry
+        self.edge = edge
+        self.relay_stats = relay_stats
+        self._http: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_OFFER_BYTES)
+        app.router.add_post("/v1/sessions", self.post_session)
+        app.router.add_delete("/v1/sessions/{session_id}", self.delete_session)
+        app.router.add_get("/v1/status", self.status)
+        return app
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S))
+        return self._http
+
+    async def post_session(self, request: web.Request) -> web.StreamResponse:
+        """WHIP POST (RFC 9725 4.2): offer in, ``201`` + answer + ``Location`` out."""
+        offer = await read_offer(request, MAX_OFFER_BYTES)
+        if isinstance(offer, web.Response):
+            return offer
+        edge = self.edge()
+        headers = {
+            "Content-Type": SDP_TYPE,
+            EDGE_ID: str(edge.index),
+            RELAY_ADDRESS: edge.public_relay,
+            CLIENT_ADDRESS: request.remote or "",
+        }
+        for node in pick_transceivers(self.registry.nodes("transceiver"), edge.region)[:2]:
+            try:
+                async with self._client().post(f"{node.http}/v1/sessions", data=offer, headers=headers) as resp:
+                    body = await resp.read()
+                    if resp.status == 503:
+                        continue
+                    if resp.status != 201:
+                        return web.Response(status=resp.status, body=body, content_type=resp.content_type)
+                    location = resp.headers["Location"]
+            except (aiohttp.ClientError, TimeoutError, KeyError) as exc:
+                log.warning("transceiver %s failed: %r", node.node_id, exc)
+                continue
+            log.info("session forwarded", extra={"session_id": location.rsplit("/", 1)[-1],
+                                                 "transceiver": node.node_id})
+            return web.Response(status=201, body=body, content_type=SDP_TYPE, headers={"Location": location})
+        return problem(503, "no-capacity", "no transceiver has capacity for a new session; retry later",
+                       headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    async def delete_session(self, request: web.Request) -> web.StreamResponse:
+        """WHIP DELETE (RFC 9725 4.3): end the session on the transceiver that owns it."""
+        session_id = request.match_info["session_id"]
+        value = await self.registry.get(f"/voicemesh/v1/sessions/{session_id}")
+        owner = json.loads(value)["owner"] if value else None
+        node = next((n for n in self.registry.nodes("transceiver") if n.node_id == owner), None)
+        if node is None:
+            return problem(404, "no-such-session", "no live session has this id")
+        try:
+            async with self._client().delete(f"{node.http}/v1/sessions/{session_id}") as resp:
+                return web.Response(status=resp.status, body=await resp.read(), content_type=resp.content_type)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return problem(502, "transceiver-unreachable", f"the owning transceiver did not answer: {exc!r}")
+
+    async def status(self, _request: web.Request) -> web.StreamResponse:
+        edge = self.edge()
+        return web.json_response({"edge": edge.node_id, "relay": edge.public_relay,
+                                  **self.relay_stats()})
+

@@ -1,0 +1,64 @@
+"""HTTP pieces shared by the WHIP front and the transceiver API: RFC 9457 problems, offer bodies, addresses."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+PROBLEM_TYPE_BASE = "https://voicemesh.dev/problems/"
+
+
+def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | None = None) -> web.Response:
+    """An ``application/problem+json`` response (RFC 9457 3).
+
+    ``title`` is a short stable slug (for example ``no-bundle``) that also
+    names the ``type`` URI; ``detail`` explains this occurrence to a human.
+    """
+    body = {"type": PROBLEM_TYPE_BASE + title, "title": title, "status": status, "detail": detail}
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+SDP_TYPE = "application/sdp"
+
+
+async def read_offer(request: web.Request, max_bytes: int) -> str | web.Response:
+    """Read a WHIP offer body (RFC 9725 4.2): the SDP text, or a problem response.
+
+    Returns 415 for a content type other than ``application/sdp``, 413 for a
+    body over ``max_bytes`` (bytes), 400 for a body that is not UTF-8.
+    """
+    if request.content_type != SDP_TYPE:
+        return problem(415, "unsupported-media-type",
+                       f"the offer must be sent as {SDP_TYPE}, not {request.content_type or 'no content type'}")
+    if request.content_length is not None and request.content_length > max_bytes:
+        return problem(413, "offer-too-large", f"the offer is {request.content_length} bytes; the limit is {max_bytes}")
+    body = await request.content.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        return problem(413, "offer-too-large", f"the offer is over the {max_bytes} byte limit")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return problem(400, "malformed-sdp", "the offer is not UTF-8 text")
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """Parse ``host:port`` or ``[v6]:port`` into ``(host, port)``; raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected host:port, got {text!r}")
+    port_n = int(port)
+    if port_n > 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return host.strip("[]"), port_n
+
+
+def format_hostport(addr: tuple[str, int]) -> str:
+    """``(host, port)`` as ``host:port`` (IPv6 in brackets)."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
