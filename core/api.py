@@ -12,7 +12,7 @@ from aiohttp import web
 
 from core.offer import MAX_OFFER_BYTES, OfferRejected
 from core.transceiver import Capacity, EdgeHop, Transceiver
-from voicemesh.http import SDP_TYPE, parse_hostport, problem, read_offer
+from voicemesh.http import SDP_TYPE, parse_hostport, problem, read_offer, serve_app
 
 EDGE_ID = "Voicemesh-Edge-Id"
 RELAY_ADDRESS = "Voicemesh-Relay-Address"
@@ -69,3 +69,10 @@ def create_app(transceiver: Transceiver) -> web.Application:
     app.router.add_delete("/v1/sessions/{session_id}", delete_session)
     app.router.add_get("/v1/status", status)
     return app
+
+
+async def serve(transceiver: Transceiver, host: str, port: int) -> web.AppRunner:
+    """Serve the API on ``host:port``, then start and register ``transceiver`` under that URL."""
+    runner, url = await serve_app(create_app(transceiver), host, port)
+    await transceiver.start(url)
+    return runner

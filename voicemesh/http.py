@@ -62,3 +62,16 @@ def format_hostport(addr: tuple[str, int]) -> str:
     """``(host, port)`` as ``host:port`` (IPv6 in brackets)."""
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on ``host:port`` (0 picks a port); returns the runner and the base URL.
+
+    Raises OSError if the address cannot be bound.
+    """
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
+    return runner, f"http://{format_hostport((bound[0], bound[1]))}"

@@ -1,0 +1,96 @@
+"""One edge PoP process: the UDP relay and the WHIP front, registered in the registry."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from edge.relay import Relay
+from edge.token import TokenCodec
+from edge.whip import WhipFront
+from registry import NodeRecord, Registry
+from voicemesh.http import format_hostport, parse_hostport, serve_app
+from voicemesh.udp import bind_udp
+
+log = logging.getLogger("voicemesh.edge")
+
+
+@dataclass
+class EdgeConfig:
+    """Settings of one edge process.
+
+    ``public`` is the relay's UDP bind address and ``advertise`` the address
+    put in answers (defaults to the bound public address; set it when the
+    host is behind a 1:1 NAT). ``backbone`` is the UDP socket facing
+    transceivers, ``http`` the WHIP front. Durations in seconds.
+    """
+
+    node_id: str = "edge-1"
+    region: str = "local"
+    public: str = "127.0.0.1:3478"
+    advertise: str = ""
+    backbone: str = "127.0.0.1:0"
+    http: str = "127.0.0.1:8080"
+    idle_timeout_s: float = 60.0
+    max_flows: int = 100_000
+    reuse_port: bool = False
+    lat: float = 0.0
+    lon: float = 0.0
+
+
+class EdgeNode:
+    """Starts and stops an edge: allocate an edge id, bind, serve, register."""
+
+    def __init__(self, config: EdgeConfig, registry: Registry, tokens: TokenCodec) -> None:
+        self.config = config
+        self.registry = registry
+        self.tokens = tokens
+        self.relay: Relay | None = None
+        self.record: NodeRecord | None = None
+        self.url = ""
+        self._whip: WhipFront | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Raises OSError if a socket cannot be bound, RegistryUnavailable if the registry is down."""
+        cfg = self.config
+        index = await self.registry.allocate_index("edge", cfg.region)
+        self.relay = Relay(
+            bind_udp(*parse_hostport(cfg.public), reuse_port=cfg.reuse_port),
+            bind_udp(*parse_hostport(cfg.backbone)),
+            index,
+            self.tokens,
+            idle_timeout_s=cfg.idle_timeout_s,
+            max_flows=cfg.max_flows,
+        )
+        relay = self.relay
+        self.registry.subscribe(lambda: relay.set_transceivers(self.registry.nodes("transceiver")))
+        relay.set_transceivers(self.registry.nodes("transceiver"))
+        relay.start()
+        self._whip = WhipFront(self.registry, lambda: self.record, relay.stats)
+        self._runner, self.url = await serve_app(self._whip.app(), *parse_hostport(cfg.http))
+        self.record = NodeRecord(
+            role="edge",
+            region=cfg.region,
+            node_id=cfg.node_id,
+            index=index,
+            http=self.url,
+            backbone=format_hostport(relay.backbone_address),
+            public_relay=cfg.advertise or format_hostport(relay.public_address),
+            lat=cfg.lat,
+            lon=cfg.lon,
+        )
+        await self.registry.register(self.record)
+        log.info("edge up", extra={"node": cfg.node_id, "edge_id": index, "whip": self.url,
+                                   "relay": self.record.public_relay})
+
+    async def close(self) -> None:
+        """Stop taking offers, then close the relay."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._whip is not None:
+            await self._whip.close()
+        if self.relay is not None:
+            self.relay.close()

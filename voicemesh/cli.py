@@ -1,0 +1,237 @@
+"""The ``voicemesh`` command: the quick-start demo, a test call, and each part as its own process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+import uvloop
+
+from voicemesh import config, logs
+
+log = logging.getLogger("voicemesh")
+
+EDGE_HELP = {
+    "node_id": "this edge's name in the registry",
+    "region": "the region (PoP) this edge serves",
+    "public": "UDP address the relay binds for clients (host:port)",
+    "advertise": "relay address put in answers, if not the bound one (host:port)",
+    "backbone": "UDP address facing transceivers (host:port)",
+    "http": "WHIP front address (host:port)",
+    "idle_timeout_s": "seconds before an idle flow is forgotten (above ICE consent's 30 s)",
+    "max_flows": "flows the relay keeps at most",
+    "reuse_port": "share the public port with other edge workers (SO_REUSEPORT)",
+    "lat": "latitude of this PoP (degrees)",
+    "lon": "longitude of this PoP (degrees)",
+}
+TRANSCEIVER_HELP = {
+    "node_id": "this transceiver's name in the registry",
+    "region": "the core region this transceiver belongs to",
+    "region_id": "numeric id of the region carried in routing tokens (1-255)",
+    "backbone": "UDP address of the mux socket that edges send to (host:port)",
+    "capacity": "sessions this transceiver takes at most",
+    "agent": "agent gRPC endpoint (host:port); empty runs the echo agent in-process",
+    "agent_codec": "audio format on the agent link: opus (as received) or pcm16",
+    "agent_rate_hz": "PCM16 sample rate for the agent (8000, 12000, 16000, 24000, 48000)",
+    "connect_timeout_s": "seconds a session may take to connect before it is closed",
+    "max_session_s": "longest session in seconds (also the routing token's lifetime)",
+}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML file with [edge], [transceiver] and [agent] tables")
+    parser.add_argument("--registry", help="memory:// or etcd://host:port[,host:port] (env VOICEMESH_REGISTRY)")
+    parser.add_argument("--log-level", help="debug, info, warning, error (env VOICEMESH_LOG_LEVEL)")
+    parser.add_argument("--log-format", help="json or text (env VOICEMESH_LOG_FORMAT)")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of ``voicemesh``."""
+    from core.transceiver import TransceiverConfig
+    from edge.node import EdgeConfig
+
+    top = argparse.ArgumentParser(
+        prog="voicemesh",
+        description="voicemesh: a global relay mesh for real-time voice AI over plain WebRTC.",
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run a whole mesh in this process and place one real call through it")
+    demo.add_argument("--wav", help="speech to send (default: the bundled speech.wav)")
+    demo.add_argument("--out", help="write the audio that came back to this WAV file")
+    demo.add_argument("--agent-codec", default="opus", choices=["opus", "pcm16"], help="agent link format")
+    demo.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+    call = sub.add_parser("call", help="call a WHIP URL with an aiortc client and measure the echo")
+    call.add_argument("url", help="WHIP endpoint, e.g. http://edge:8080/v1/sessions")
+    call.add_argument("--wav", required=True, help="speech to send")
+    call.add_argument("--out", help="write the audio that came back to this WAV file")
+    call.add_argument("--bind", help="gather ICE candidates only on this local address")
+    call.add_argument("--duration", type=float, help="call length in seconds (default: the WAV plus 1 s)")
+    call.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+    edge = sub.add_parser("edge", help="run an edge: UDP relay and WHIP front")
+    _common(edge)
+    config.add_flags(edge, EdgeConfig, EDGE_HELP)
+
+    trx = sub.add_parser("transceiver", help="run a transceiver: aiortc sessions, backbone mux, agent bridge")
+    _common(trx)
+    trx.add_argument("--http", help="transceiver API address (host:port) (env VOICEMESH_HTTP)")
+    config.add_flags(trx, TransceiverConfig, TRANSCEIVER_HELP)
+
+    agent = sub.add_parser("agent", help="run the built-in echo agent as a gRPC server")
+    _common(agent)
+    agent.add_argument("--bind", help="gRPC address (host:port) (default 127.0.0.1:50051; env VOICEMESH_BIND)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = parser().parse_args(argv)
+    try:
+        return uvloop.run(_dispatch(args))
+    except config.ConfigError as exc:
+        print(f"voicemesh: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        return await _demo(args)
+    if args.command == "call":
+        return await _call(args)
+    file = config.load_file(args.config)
+    table = file.get(args.command, {})
+    level = config.setting("log_level", args, file) or ("info", "")
+    fmt = config.setting("log_format", args, file) or ("json", "")
+    logs.setup(str(level[0]), str(fmt[0]))
+    return await {"edge": _edge, "transceiver": _transceiver, "agent": _agent}[args.command](args, file, table)
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from voicemesh import demo
+    from voicemesh.client import format_report
+
+    logs.setup("warning", "text")
+    report, relay = await demo.run(args.wav, args.out, args.agent_codec)
+    if args.json:
+        print(json.dumps({**report.to_dict(), "relay": relay}))
+    else:
+        print(format_report(report))
+        drops = ", ".join(f"{k} {v}" for k, v in relay["drops"].items()) or "none"
+        print(f"relay: {relay['packets_in']} packets in, {relay['packets_out']} out, drops: {drops}")
+    return 0 if report.ok else 1
+
+
+async def _call(args: argparse.Namespace) -> int:
+    from voicemesh.client import call, format_report
+
+    logs.setup("warning", "text")
+    report = await call(args.url, args.wav, out=args.out, bind=args.bind, duration_s=args.duration)
+    print(json.dumps(report.to_dict()) if args.json else format_report(report))
+    return 0 if report.ok else 1
+
+
+def _registry_and_tokens(args: argparse.Namespace, file: dict):
+    from edge.token import TokenCodec
+    from registry import open_registry
+
+    url = config.setting("registry", args, file)
+    keys = config.setting("token_keys", args, file)
+    if keys is None:
+        raise config.ConfigError("no routing token keys: set VOICEMESH_TOKEN_KEYS (\"id:hexkey,...\", current first)"
+                                 " or token_keys in the config file")
+    try:
+        return open_registry(str(url[0]) if url else "etcd://127.0.0.1:2379"), TokenCodec.from_spec(str(keys[0]))
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from None
+
+
+async def _until_signalled(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> int:
+    """Run ``start``, wait for SIGINT or SIGTERM, then run ``stop`` (graceful shutdown)."""
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    try:
+        await start()
+        await done.wait()
+        log.info("shutting down")
+    finally:
+        await stop()
+    return 0
+
+
+async def _edge(args: argparse.Namespace, file: dict, table: dict) -> int:
+    from edge.node import EdgeConfig, EdgeNode
+
+    registry, tokens = _registry_and_tokens(args, file)
+    node = EdgeNode(config.build(EdgeConfig, args, table), registry, tokens)
+
+    async def start() -> None:
+        await registry.start()
+        await node.start()
+
+    async def stop() -> None:
+        await node.close()
+        await registry.close()
+
+    return await _until_signalled(start, stop)
+
+
+async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int:
+    from core import api, echo_agent
+    from core.transceiver import Transceiver, TransceiverConfig
+    from voicemesh.http import parse_hostport
+
+    registry, tokens = _registry_and_tokens(args, file)
+    cfg = config.build(TransceiverConfig, args, table)
+    http = config.setting("http", args, table) or ("127.0.0.1:8081", "")
+    resources: list = []
+
+    async def start() -> None:
+        if not cfg.agent:
+            server, port = await echo_agent.serve("127.0.0.1:0")
+            resources.append(server)
+            cfg.agent = f"127.0.0.1:{port}"
+        await registry.start()
+        transceiver = Transceiver(cfg, registry, tokens)
+        resources.append(transceiver)
+        resources.append(await api.serve(transceiver, *parse_hostport(str(http[0]))))
+
+    async def stop() -> None:
+        for res in reversed(resources):
+            if hasattr(res, "cleanup"):
+                await res.cleanup()
+            elif hasattr(res, "stop"):
+                await res.stop(1.0)
+            else:
+                await res.close()
+        await registry.close()
+
+    return await _until_signalled(start, stop)
+
+
+async def _agent(args: argparse.Namespace, file: dict, table: dict) -> int:
+    from core import echo_agent
+
+    bind = config.setting("bind", args, table) or ("127.0.0.1:50051", "")
+    servers: list = []
+
+    async def start() -> None:
+        server, port = await echo_agent.serve(str(bind[0]))
+        servers.append(server)
+        log.info("echo agent up", extra={"port": port})
+
+    async def stop() -> None:
+        for server in servers:
+            await server.stop(1.0)
+
+    return await _until_signalled(start, stop)
