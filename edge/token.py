@@ -1,0 +1,131 @@
+"""The routing token: the server ICE ufrag that a transceiver mints and the edge relay checks, so the first
+STUN Binding request carries its own route, MAC'd with a mesh key (DESIGN.md "Routing token")."""
+
+import base64
+import binascii
+import hmac
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Self
+
+UFRAG_LENGTH = 28
+"""Characters in a token ufrag: 21 bytes in base64 without padding, within ICE's 4..256 ice-chars."""
+
+MIN_SECRET_LENGTH = 16
+_FIELDS = struct.Struct(">BBHII")  # key_id, region, transceiver, nonce, expires_at: 12 bytes
+_MAC_LENGTH = 9
+_RAW_LENGTH = _FIELDS.size + _MAC_LENGTH
+
+
+class BadToken(ValueError):
+    """A ufrag that is not a valid routing token.
+
+    `reason` is a counter label: "length", "alphabet", "unknown_key", "mac" or "expired".
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"bad routing token: {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingToken:
+    """The fields of a verified token: mesh key id, region id, transceiver id within the region, a per-session
+    nonce, and the expiry in unix seconds."""
+
+    key_id: int
+    region: int
+    transceiver: int
+    nonce: int
+    expires_at: int
+
+
+def _check_range(name: str, value: int, maximum: int) -> None:
+    if not 0 <= value <= maximum:
+        raise ValueError(f"{name} must be in 0..{maximum}, got {value}")
+
+
+class TokenCodec:
+    """Mints and verifies routing tokens with a set of mesh keys.
+
+    Layout (big endian, 21 bytes): key_id u8 | region u8 | transceiver u16 | nonce u32 | expires_at u32 |
+    HMAC-SHA256(key, first 12 bytes)[:9]. Encoded as standard base64 without padding: exactly 28 chars of
+    [A-Za-z0-9+/], the ice-char alphabet (RFC 8445 section 5.3, RFC 8839 section 5.4).
+
+    `keys` maps key id (0..255) to a secret of at least 16 bytes. Tokens are minted with `current_key_id`
+    and verified with any key in the map, so the previous key keeps working during a rotation.
+    Raises ValueError for a bad key set.
+    """
+
+    def __init__(self, keys: Mapping[int, bytes], current_key_id: int) -> None:
+        if current_key_id not in keys:
+            raise ValueError(f"current key id {current_key_id} is not among the keys {sorted(keys)}")
+        for key_id, secret in keys.items():
+            _check_range("key id", key_id, 0xFF)
+            if len(secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"token key {key_id}: secret must be at least {MIN_SECRET_LENGTH} bytes, got {len(secret)}"
+                )
+        self._keys = dict(keys)
+        self.current_key_id = current_key_id
+
+    @classmethod
+    def from_spec(cls, spec: str) -> Self:
+        """Build a codec from "1:<hex secret>,0:<hex secret>" (config or environment); the first entry is the
+        current key, the others are still accepted. Raises ValueError naming the bad entry, never its secret."""
+        keys: dict[int, bytes] = {}
+        for number, entry in enumerate(spec.split(","), start=1):
+            key_id_text, colon, secret_hex = entry.strip().partition(":")
+            if not colon:
+                raise ValueError(f"token key spec entry {number} must look like '<key id>:<hex secret>'")
+            try:
+                key_id = int(key_id_text)
+            except ValueError:
+                raise ValueError(f"token key spec entry {number}: key id {key_id_text!r} is not an integer") from None
+            if key_id in keys:
+                raise ValueError(f"token key spec entry {number}: key id {key_id} appears twice")
+            try:
+                keys[key_id] = bytes.fromhex(secret_hex)
+            except ValueError:
+                raise ValueError(f"token key spec entry {number}: the secret for key {key_id} is not hex") from None
+        return cls(keys, current_key_id=next(iter(keys)))  # dicts keep insertion order: the first entry
+
+    def mint(self, *, region: int, transceiver: int, nonce: int, expires_at: int) -> str:
+        """Return the 28-char ufrag for these fields under the current key.
+
+        `nonce` must be random per session (at least 24 random bits) so every session's ufrag is unique;
+        `expires_at` is in unix seconds. Raises ValueError if a field does not fit its width.
+        """
+        _check_range("region", region, 0xFF)
+        _check_range("transceiver", transceiver, 0xFFFF)
+        _check_range("nonce", nonce, 0xFFFF_FFFF)
+        _check_range("expires_at", expires_at, 0xFFFF_FFFF)
+        fields = _FIELDS.pack(self.current_key_id, region, transceiver, nonce, expires_at)
+        mac = hmac.digest(self._keys[self.current_key_id], fields, "sha256")[:_MAC_LENGTH]
+        return base64.b64encode(fields + mac).decode("ascii")
+
+    def verify(self, ufrag: bytes | str, now: float) -> RoutingToken:
+        """Check a ufrag (bytes as read from STUN USERNAME, or str) and return its fields.
+
+        A token is valid while `now` (unix seconds) < expires_at. Checks run in this order and raise
+        BadToken with the reason of the first failure: "length", "alphabet", "unknown_key", "mac", "expired".
+        """
+        if len(ufrag) != UFRAG_LENGTH:
+            raise BadToken("length")
+        try:
+            raw = binascii.a2b_base64(ufrag, strict_mode=True)
+        except ValueError:
+            raise BadToken("alphabet") from None
+        if len(raw) != _RAW_LENGTH:  # 28 chars decode to fewer bytes only when they end in '=' padding
+            raise BadToken("alphabet")
+        key = self._keys.get(raw[0])
+        if key is None:
+            raise BadToken("unknown_key")
+        fields = raw[: _FIELDS.size]
+        if not hmac.compare_digest(hmac.digest(key, fields, "sha256")[:_MAC_LENGTH], raw[_FIELDS.size :]):
+            raise BadToken("mac")
+        key_id, region, transceiver, nonce, expires_at = _FIELDS.unpack(fields)
+        if now >= expires_at:
+            raise BadToken("expired")
+        return RoutingToken(key_id, region, transceiver, nonce, expires_at)

@@ -1,0 +1,96 @@
+"""Tests for edge.frame: the backbone frame header between edge relay and transceiver."""
+
+import pytest
+
+from edge import frame
+from edge.frame import MalformedFrame
+
+DTLS_RECORD = bytes([22, 0xFE, 0xFD]) + bytes(range(40))
+
+
+def reason(data: bytes) -> str:
+    with pytest.raises(MalformedFrame) as caught:
+        frame.header_length(data)
+    with pytest.raises(MalformedFrame):
+        frame.decode(data)
+    return caught.value.reason
+
+
+def test_ipv4_header_layout():
+    header = frame.encode_header(("192.0.2.1", 54321), edge_id=7)
+
+    assert header == b"VM" + bytes([1, 4]) + (54321).to_bytes(2, "big") + (7).to_bytes(2, "big") + bytes([192, 0, 2, 1])
+    assert len(header) == 12
+
+
+def test_ipv6_header_layout():
+    header = frame.encode_header(("2001:db8::1", 443), edge_id=65535)
+
+    assert header[:4] == b"VM\x01\x06"
+    assert header[4:8] == bytes.fromhex("01bb ffff")
+    assert header[8:] == bytes.fromhex("20010db8000000000000000000000001")
+    assert len(header) == 24
+
+
+def test_ipv4_mapped_ipv6_is_framed_as_ipv4():
+    assert frame.encode_header(("::ffff:192.0.2.1", 5000), 1) == frame.encode_header(("192.0.2.1", 5000), 1)
+
+
+def test_ipv6_socket_address_with_flowinfo_and_scope_id():
+    assert frame.encode_header(("2001:db8::1", 5000, 0, 0), 1) == frame.encode_header(("2001:db8::1", 5000), 1)
+
+
+@pytest.mark.parametrize("client", [("198.51.100.7", 3478), ("2001:db8:1234:5678:11:2233:4455:6677", 32853)])
+def test_round_trip_keeps_the_datagram_intact(client):
+    data = frame.encode_header(client, edge_id=42) + DTLS_RECORD
+
+    address, edge_id, n = frame.decode(data)
+
+    assert (address, edge_id) == (client, 42)
+    assert frame.header_length(data) == n
+    assert data[n:] == DTLS_RECORD
+
+
+def test_header_alone_is_a_frame_with_an_empty_datagram():
+    header = frame.encode_header(("192.0.2.1", 1), 1)
+
+    assert frame.header_length(header) == 12
+    assert frame.decode(header) == (("192.0.2.1", 1), 1, 12)
+
+
+def test_decode_gives_canonical_ip_text():
+    data = frame.encode_header(("2001:0DB8:0000::0001", 9), 1)
+
+    assert frame.decode(data)[0] == ("2001:db8::1", 9)
+
+
+def test_truncated():
+    v4 = frame.encode_header(("192.0.2.1", 1), 1)
+    v6 = frame.encode_header(("2001:db8::1", 1), 1)
+
+    assert reason(b"") == "truncated"
+    assert reason(b"VM\x01") == "truncated"
+    assert reason(v4[:11]) == "truncated"
+    assert reason(v6[:23]) == "truncated"
+
+
+def test_wrong_magic():
+    assert reason(b"XX\x01\x04" + bytes(8)) == "magic"
+    assert reason(DTLS_RECORD) == "magic"
+
+
+def test_unknown_version():
+    assert reason(b"VM\x02\x04" + bytes(8)) == "version"
+
+
+def test_unknown_family():
+    assert reason(b"VM\x01\x05" + bytes(20)) == "family"
+
+
+@pytest.mark.parametrize(
+    "client, edge_id",
+    [(("192.0.2.1", 65536), 1), (("192.0.2.1", -1), 1), (("192.0.2.1", 1), 65536), (("not-an-ip", 1), 1)],
+)
+def test_encode_rejects_what_does_not_fit(client, edge_id):
+    with pytest.raises(ValueError):
+        frame.encode_header(client, edge_id)
