@@ -1,0 +1,41 @@
+# voicemesh: `make demo` runs a real call through an embedded mesh; `make test` runs the test suite.
+# Both set up .venv from scratch (Debian packages through apt when run as root, Python packages through pip).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+APT_TEST  := etcd-server etcd-client
+APT_BENCH := coturn gcc
+APT_BASE  := python3-venv
+
+.PHONY: demo test bench setup apt-base apt-test apt-bench clean
+
+demo: setup
+	$(BIN)/voicemesh demo
+
+test: setup apt-test
+	$(BIN)/pytest -q
+
+bench: setup apt-bench
+	$(BIN)/python bench/run.py
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml | apt-base
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# apt-get only runs for what is missing, so repeated runs stay offline and fast.
+apt-base:
+	@scripts/apt-ensure $(APT_BASE)
+apt-test:
+	@scripts/apt-ensure $(APT_TEST)
+apt-bench:
+	@scripts/apt-ensure $(APT_BENCH)
+
+clean:
+	rm -rf $(VENV) build *.egg-info bench/out
+
+include mk/proto.mk
