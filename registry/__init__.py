@@ -1,1 +1,77 @@
+"""The voicemesh registry: node membership on leases, session ownership claimed in
+transactions, and an in-memory view of all nodes kept by a watch (DESIGN.md "Registry (etcd v3)").
+"""
 
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .base import (
+    INDEX_PREFIX,
+    NODES_PREFIX,
+    SESSIONS_PREFIX,
+    AlreadyClaimed,
+    Claim,
+    InvalidName,
+    MalformedRecord,
+    NodeRecord,
+    NoFreeIndex,
+    Registry,
+    RegistryUnavailable,
+)
+from .etcd import EtcdRegistry
+from .memory import MemoryRegistry, MemoryStore, named_store
+
+__all__ = [
+    "INDEX_PREFIX",
+    "NODES_PREFIX",
+    "SESSIONS_PREFIX",
+    "AlreadyClaimed",
+    "BadRegistryUrl",
+    "Claim",
+    "EtcdRegistry",
+    "InvalidName",
+    "MalformedRecord",
+    "MemoryRegistry",
+    "MemoryStore",
+    "NoFreeIndex",
+    "NodeRecord",
+    "Registry",
+    "RegistryUnavailable",
+    "named_store",
+    "open_registry",
+]
+
+
+class BadRegistryUrl(ValueError):
+    """open_registry() got a URL it cannot use; ``reason`` is "scheme" or "endpoints"."""
+
+    def __init__(self, reason: str, url: str) -> None:
+        super().__init__(f"bad registry URL {url!r} ({reason}): use memory://[name] or etcd://host:port[,host:port...]")
+        self.reason = reason
+
+
+def open_registry(url: str, *, lease_ttl_s: float = 5.0) -> Registry:
+    """A registry (not yet started) for ``url``.
+
+    ``memory://`` is a private in-memory store; ``memory://name`` the process-wide store
+    called name, shared by every registry opened with that URL; ``etcd://h1:p1,h2:p2``
+    an etcd cluster. Raises BadRegistryUrl.
+    """
+    scheme, _, rest = url.partition("://")
+    if scheme == "memory":
+        return MemoryRegistry(named_store(rest) if rest else None, lease_ttl_s=lease_ttl_s)
+    if scheme == "etcd":
+        endpoints = [endpoint for endpoint in rest.rstrip("/").split(",") if endpoint]
+        for endpoint in endpoints:
+            parts = urlsplit("//" + endpoint)
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            if not parts.hostname or port is None or parts.path:
+                raise BadRegistryUrl("endpoints", url)
+        if not endpoints:
+            raise BadRegistryUrl("endpoints", url)
+        return EtcdRegistry(endpoints, lease_ttl_s=lease_ttl_s)
+    raise BadRegistryUrl("scheme", url)

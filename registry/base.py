@@ -1,0 +1,274 @@
+"""The registry contract: node records, session claims and the abstract Registry that the
+etcd and in-memory stores implement (DESIGN.md "Registry (etcd v3)").
+
+Key space (all under one version prefix so a v2 layout can live beside it):
+``/voicemesh/v1/nodes/<role>/<region>/<node_id>`` holds a NodeRecord as JSON,
+``/voicemesh/v1/sessions/<session_id>`` a session claim, and
+``/voicemesh/v1/index/<role>/<region>/<n>`` a claimed small node index.
+Every key a registry writes is attached to its one lease, so it vanishes with the process.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("voicemesh.registry")
+
+PREFIX = "/voicemesh/v1/"
+NODES_PREFIX = PREFIX + "nodes/"
+SESSIONS_PREFIX = PREFIX + "sessions/"
+INDEX_PREFIX = PREFIX + "index/"
+
+
+class InvalidName(ValueError):
+    """A key segment (role, region, node_id, session_id) is empty or contains '/'.
+
+    ``reason`` is "empty_name" or "slash_in_name", usable as a counter label.
+    """
+
+    def __init__(self, reason: str, field: str, value: str) -> None:
+        super().__init__(f"{field}={value!r}: {reason.replace('_', ' ')}")
+        self.reason = reason
+
+
+class MalformedRecord(ValueError):
+    """A stored node record is not a JSON object with the NodeRecord fields.
+
+    ``reason`` is "json" (not a JSON object) or "fields" (missing or mistyped fields).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"malformed node record ({reason}): {detail}")
+        self.reason = reason
+
+
+class AlreadyClaimed(Exception):
+    """The key is held by someone else; ``owner`` is its current value (bytes)."""
+
+    def __init__(self, key: str, owner: bytes) -> None:
+        super().__init__(f"{key} is already claimed by {owner!r}")
+        self.key = key
+        self.owner = owner
+
+
+class RegistryUnavailable(Exception):
+    """The registry's store could not be reached or refused the request; the message says which call failed."""
+
+
+class NoFreeIndex(Exception):
+    """Every index 1..limit of (role, region) is claimed."""
+
+    def __init__(self, role: str, region: str, limit: int) -> None:
+        super().__init__(f"no free index in 1..{limit} for {role}/{region}")
+
+
+def check_name(field: str, value: str) -> str:
+    """Return ``value`` if it can be one segment of a registry key, else raise InvalidName."""
+    if not value:
+        raise InvalidName("empty_name", field, value)
+    if "/" in value:
+        raise InvalidName("slash_in_name", field, value)
+    return value
+
+
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """One node's membership record, stored as JSON under ``key`` and attached to the node's lease.
+
+    ``index`` is a small id unique per (role, region) (u16, 0 = not yet allocated, see
+    Registry.allocate_index); ``region_id`` the u8 region carried in routing tokens;
+    ``http`` the base URL of its HTTP API; ``backbone`` the "ip:port" of its backbone UDP
+    socket; ``public_relay`` (edges) the "ip:port" of the public relay socket; ``capacity``
+    and ``load`` count sessions; ``lat``/``lon`` are degrees. Raises InvalidName if role,
+    region or node_id cannot be a key segment.
+    """
+
+    role: str
+    region: str
+    node_id: str
+    index: int = 0
+    region_id: int = 0
+    http: str = ""
+    backbone: str = ""
+    public_relay: str = ""
+    capacity: int = 0
+    load: int = 0
+    draining: bool = False
+    lat: float = 0.0
+    lon: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_name("role", self.role)
+        check_name("region", self.region)
+        check_name("node_id", self.node_id)
+
+    @property
+    def key(self) -> str:
+        """``/voicemesh/v1/nodes/<role>/<region>/<node_id>``."""
+        return f"{NODES_PREFIX}{self.role}/{self.region}/{self.node_id}"
+
+    def to_json(self) -> bytes:
+        """The record as compact UTF-8 JSON, one key per field."""
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> NodeRecord:
+        """Parse a record written by to_json. Unknown keys are ignored (records may grow);
+        missing optional fields take their defaults. Raises MalformedRecord or InvalidName.
+        """
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise MalformedRecord("json", str(exc)) from None
+        if not isinstance(obj, dict):
+            raise MalformedRecord("json", f"expected an object, got {type(obj).__name__}")
+        known = {}
+        for field in dataclasses.fields(cls):
+            if field.name in obj:
+                value = obj[field.name]
+                if not isinstance(value, _JSON_TYPES[field.type]):
+                    raise MalformedRecord("fields", f"{field.name} must be {field.type}, got {value!r}")
+                known[field.name] = value
+        try:
+            return cls(**known)
+        except TypeError as exc:
+            raise MalformedRecord("fields", str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A key held by this registry: ``revision`` is the key's mod revision, the fencing token
+    (a later claim of the same key always has a higher revision).
+    """
+
+    key: str
+    value: bytes
+    revision: int
+
+
+class Registry(abc.ABC):
+    """Node membership and ownership claims, with an in-memory view of all node records.
+
+    One lease per registry (per process): register() and claim() attach their keys to it,
+    so they vanish when the process dies (after lease_ttl_s) or closes (at once).
+    nodes() reads the view that a watch keeps current; it never does I/O.
+    """
+
+    def __init__(self, *, lease_ttl_s: float) -> None:
+        self._lease_ttl_s = lease_ttl_s
+        self._view: dict[str, NodeRecord] = {}
+        self._subscribers: list[Callable[[], None]] = []
+        self._indexes: dict[str, bytes] = {}
+
+    @property
+    def lease_ttl_s(self) -> float:
+        """Seconds our keys outlive this process if it dies without close()."""
+        return self._lease_ttl_s
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect, grant the lease, keep it alive and load the node view (populated on return).
+
+        Raises RegistryUnavailable.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop the keepalive and the watch and revoke the lease, so our keys vanish at once."""
+
+    @abc.abstractmethod
+    async def register(self, node: NodeRecord) -> None:
+        """Put ``node`` under node.key on our lease; call again to update it (load, draining).
+
+        Raises RegistryUnavailable.
+        """
+
+    @abc.abstractmethod
+    async def claim(self, key: str, value: bytes) -> Claim:
+        """Create ``key`` = ``value`` on our lease if the key does not exist (create revision 0).
+
+        If it exists with exactly ``value`` (a retried request already won), that is a win
+        too: make ``value`` unique per claimant. Raises AlreadyClaimed with the current
+        value otherwise, RegistryUnavailable if the store cannot be reached.
+        """
+
+    @abc.abstractmethod
+    async def release(self, claim: Claim) -> bool:
+        """Delete claim.key only if its mod revision is still claim.revision (fencing).
+
+        Returns whether it deleted the key. Raises RegistryUnavailable.
+        """
+
+    async def claim_session(self, session_id: str, owner: NodeRecord) -> Claim:
+        """Claim ``/voicemesh/v1/sessions/<session_id>`` for ``owner``.
+
+        The value is JSON ``{"owner": node_id, "region": region, "claim": <64 random bits hex>}``;
+        the random claim token makes each claimant's value unique. Raises InvalidName,
+        AlreadyClaimed (``owner`` attribute = the holder's JSON), RegistryUnavailable.
+        """
+        key = SESSIONS_PREFIX + check_name("session_id", session_id)
+        value = {"owner": owner.node_id, "region": owner.region, "claim": secrets.token_hex(8)}
+        return await self.claim(key, json.dumps(value, separators=(",", ":")).encode())
+
+    async def allocate_index(self, role: str, region: str, limit: int = 65535) -> int:
+        """Claim the lowest free ``/voicemesh/v1/index/<role>/<region>/<n>``, n in 1..limit, and return n.
+
+        The claim lives on our lease. Raises NoFreeIndex, InvalidName, RegistryUnavailable.
+        """
+        prefix = f"{INDEX_PREFIX}{check_name('role', role)}/{check_name('region', region)}/"
+        token = secrets.token_hex(8).encode()
+        for n in range(1, limit + 1):
+            try:
+                await self.claim(prefix + str(n), token)
+            except AlreadyClaimed:
+                continue
+            self._indexes[prefix + str(n)] = token
+            return n
+        raise NoFreeIndex(role, region, limit)
+
+    def nodes(self, role: str | None = None) -> list[NodeRecord]:
+        """All node records in the view (of ``role`` if given), sorted by key. No I/O."""
+        return [node for key, node in sorted(self._view.items()) if role is None or node.role == role]
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (synchronously, in the event loop) after each change of the view."""
+        self._subscribers.append(callback)
+
+    def _apply(self, key: str, value: bytes | None) -> bool:
+        """Apply one put (``value``) or delete (None) of a node key to the view; return whether it changed."""
+        if value is None:
+            return self._view.pop(key, None) is not None
+        try:
+            node = NodeRecord.from_json(value)
+        except ValueError as exc:
+            log.warning("ignoring node record %s: %s", key, exc)
+            return self._view.pop(key, None) is not None
+        if self._view.get(key) == node:
+            return False
+        self._view[key] = node
+        return True
+
+    def _replace_view(self, items: dict[str, bytes]) -> None:
+        """Rebuild the view from a full listing of node keys; notify subscribers if it changed."""
+        before = dict(self._view)
+        self._view.clear()
+        for key, value in items.items():
+            self._apply(key, value)
+        if self._view != before:
+            self._notify()
+
+    def _notify(self) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback()
+            except Exception:
+                log.exception("registry subscriber %r failed", callback)

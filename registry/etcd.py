@@ -1,0 +1,233 @@
+"""The etcd v3 registry: one kept-alive lease per process, node records and claims on it,
+and a prefix watch that keeps the in-memory node view current.
+
+Client: etcd3aio (shared/research/feasibility-infra.md section 2). It is native asyncio
+``grpc.aio``, so it shares the event loop with our gRPC servers and OpenTelemetry; it takes
+several endpoints (round-robin, retries on UNAVAILABLE), has a background lease keepalive,
+and its watch resumes from its revision after a reconnect. ``etcd3`` needs process-wide
+pure-Python protobuf, which makes the OTLP exporter about 3.5x slower; ``aetcd`` takes a
+single endpoint and leaves the keepalive to hand-written code.
+
+etcd3aio behaviour this module relies on or works around:
+- It retries Txn on UNAVAILABLE, so a claim can run twice; the second run fails its
+  create-revision compare, and claim() counts "exists with my value" as a win.
+- Its keepalive refreshes every max(1, ttl // 3) whole seconds, so a 1 s lease expires
+  between refreshes: lease_ttl_s must be at least 2.
+- Its keepalive only flags a lost lease (``alive`` turns False); we poll that flag,
+  grant a new lease and register our node records again.
+- On compaction etcd cancels the watch; we reload the view and watch again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Sequence
+
+import grpc.aio
+from etcd3aio import Etcd3Client, EtcdError, prefix_range_end
+from etcd3aio._protobuf import Compare  # no public helper compares mod_revision
+from etcd3aio.kv import KVService as KV
+
+from .base import NODES_PREFIX, AlreadyClaimed, Claim, NodeRecord, Registry, RegistryUnavailable
+
+log = logging.getLogger("voicemesh.registry")
+
+_NODES_END = prefix_range_end(NODES_PREFIX)
+_EVENT_PUT = 0  # mvccpb.Event.EventType: PUT = 0, DELETE = 1
+_RETRY_S = 1.0
+
+
+class EtcdRegistry(Registry):
+    """Registry on an etcd v3 cluster reached at ``endpoints`` ("host:port" each).
+
+    ``lease_ttl_s`` (>= 2, rounded up to whole seconds as etcd leases are) is how long our
+    keys survive a dead process; ``timeout_s`` bounds each etcd call including its retries.
+    Errors from etcd surface as RegistryUnavailable.
+    """
+
+    def __init__(self, endpoints: Sequence[str], *, lease_ttl_s: float = 5.0, timeout_s: float = 2.0) -> None:
+        if not endpoints:
+            raise ValueError("EtcdRegistry needs at least one endpoint")
+        if lease_ttl_s < 2:
+            raise ValueError(f"lease_ttl_s={lease_ttl_s}: etcd3aio refreshes leases every >= 1 s, use >= 2 s")
+        super().__init__(lease_ttl_s=float(math.ceil(lease_ttl_s)))
+        self._endpoints = list(endpoints)
+        self._ttl = math.ceil(lease_ttl_s)
+        self._timeout_s = timeout_s
+        self._client: Etcd3Client | None = None
+        self._lease_id = 0
+        self._registered: dict[str, NodeRecord] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._client = Etcd3Client(self._endpoints)
+        await self._client.connect()
+        try:
+            self._lease_id = await self._grant()
+            revision = await self._load_view()
+        except RegistryUnavailable:
+            await self._client.close()
+            self._client = None
+            raise
+        self._tasks = [
+            asyncio.create_task(self._keep_lease(), name="registry-lease"),
+            asyncio.create_task(self._watch_nodes(revision), name="registry-watch"),
+        ]
+
+    async def close(self) -> None:
+        if self._client is None:
+            return
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        try:
+            with self._errors("Lease.Revoke"):
+                await self._client.lease.revoke(self._lease_id, timeout=self._timeout_s)
+        except RegistryUnavailable as exc:
+            log.warning("%s; our keys vanish when the lease expires (%d s)", exc, self._ttl)
+        await self._client.close()
+        self._client = None
+
+    async def register(self, node: NodeRecord) -> None:
+        self._registered[node.key] = node
+        await self._put_node(node)
+
+    async def claim(self, key: str, value: bytes) -> Claim:
+        kv = self._kv()
+        with self._errors(f"claim {key}"):
+            response = await kv.txn(
+                [KV.txn_compare_create_revision(key, 0)],
+                [KV.txn_op_put(key, value, lease=self._lease_id)],
+                [KV.txn_op_get(key)],
+                timeout=self._timeout_s,
+            )
+        if response.succeeded:
+            return Claim(key, value, response.header.revision)
+        current = response.responses[0].response_range.kvs[0]
+        if current.value == value:
+            return Claim(key, value, current.mod_revision)
+        raise AlreadyClaimed(key, current.value)
+
+    async def release(self, claim: Claim) -> bool:
+        """See Registry.release. A Txn that etcd3aio retried after it had already deleted
+        the key reports False; the key is gone either way.
+        """
+        kv = self._kv()
+        fence = Compare(result=Compare.EQUAL, target=Compare.MOD, key=claim.key.encode(), mod_revision=claim.revision)
+        with self._errors(f"release {claim.key}"):
+            response = await kv.txn([fence], [KV.txn_op_delete(claim.key)], timeout=self._timeout_s)
+        return response.succeeded
+
+    def _kv(self) -> KV:
+        if self._client is None or self._client.kv is None:
+            raise RuntimeError("EtcdRegistry.start() was not called")
+        return self._client.kv
+
+    @contextlib.contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        """Turn etcd3aio and gRPC failures inside the block into RegistryUnavailable."""
+        try:
+            yield
+        except TimeoutError as exc:
+            raise RegistryUnavailable(
+                f"etcd {operation} at {','.join(self._endpoints)} timed out after {self._timeout_s} s"
+            ) from exc
+        except grpc.aio.AioRpcError as exc:
+            raise RegistryUnavailable(
+                f"etcd {operation} at {','.join(self._endpoints)} failed: {exc.code().name} {exc.details()}"
+            ) from exc
+        except EtcdError as exc:
+            raise RegistryUnavailable(f"etcd {operation} at {','.join(self._endpoints)} failed: {exc}") from exc
+
+    async def _grant(self) -> int:
+        assert self._client is not None and self._client.lease is not None
+        with self._errors("Lease.Grant"):
+            response = await self._client.lease.grant(self._ttl, timeout=self._timeout_s)
+        return response.ID
+
+    async def _put_node(self, node: NodeRecord) -> None:
+        kv = self._kv()
+        with self._errors(f"register {node.key}"):
+            await kv.put(node.key, node.to_json(), lease=self._lease_id, timeout=self._timeout_s)
+
+    async def _load_view(self) -> int:
+        """Replace the view with a range read of all node keys; return that read's revision."""
+        kv = self._kv()
+        with self._errors(f"Range {NODES_PREFIX}"):
+            response = await kv.get(NODES_PREFIX, range_end=_NODES_END, timeout=self._timeout_s)
+        self._replace_view({kv.key.decode(): kv.value for kv in response.kvs})
+        return response.header.revision
+
+    async def _watch_nodes(self, revision: int) -> None:
+        """Follow node key events from ``revision`` + 1, so none is missed after the range read.
+
+        etcd3aio reconnects the stream by itself; after a cancel (compaction) or any other
+        failure we reload the view and watch from the new revision.
+        """
+        assert self._client is not None and self._client.watch is not None
+        start: int | None = revision
+        while True:
+            try:
+                if start is None:
+                    start = await self._load_view()
+                watch = self._client.watch.watch(NODES_PREFIX, range_end=_NODES_END, start_revision=start + 1)
+                async with contextlib.aclosing(watch) as responses:
+                    async for response in responses:
+                        if response.canceled:
+                            log.warning(
+                                "node watch cancelled by etcd (compact revision %d, %s); reloading the view",
+                                response.compact_revision,
+                                response.cancel_reason,
+                            )
+                            break
+                        changed = False
+                        for event in response.events:
+                            value = event.kv.value if event.type == _EVENT_PUT else None
+                            changed |= self._apply(event.kv.key.decode(), value)
+                        if changed:
+                            self._notify()
+                start = None
+            except (RegistryUnavailable, EtcdError, grpc.aio.AioRpcError) as exc:
+                log.warning("node watch failed (%s); reloading in %.0f s", exc, _RETRY_S)
+                start = None
+                await asyncio.sleep(_RETRY_S)
+
+    async def _keep_lease(self) -> None:
+        """Keep our lease alive; if etcd reports it lost, get a new one and re-register."""
+        assert self._client is not None and self._client.lease is not None
+        while True:
+            async with self._client.lease.keep_alive_context(self._lease_id, self._ttl) as keepalive:
+                while keepalive.alive:
+                    await asyncio.sleep(self._ttl / 3)
+            log.error(
+                "lease %x is gone (revoked, or etcd unreachable for more than %d s): our keys vanished; re-registering",
+                self._lease_id,
+                self._ttl,
+            )
+            await self._renew_lease()
+
+    async def _renew_lease(self) -> None:
+        """Grant a new lease, put our node records and index claims on it; retry until it works.
+
+        Session claims are not renewed: they died with the old lease and their owners'
+        fencing revisions are stale.
+        """
+        while True:
+            try:
+                self._lease_id = await self._grant()
+                for node in list(self._registered.values()):
+                    await self._put_node(node)
+                for key, token in list(self._indexes.items()):
+                    try:
+                        await self.claim(key, token)
+                    except AlreadyClaimed as exc:
+                        log.error("lost index %s to %r while our lease was gone: node indexes may collide", key, exc.owner)
+                log.info("new lease %x; re-registered %d node records", self._lease_id, len(self._registered))
+                return
+            except RegistryUnavailable as exc:
+                log.warning("lease renewal failed (%s); retrying in %.0f s", exc, _RETRY_S)
+                await asyncio.sleep(_RETRY_S)

@@ -1,0 +1,102 @@
+"""Shared pytest fixtures: a real single-node etcd on loopback (fixture ``etcd``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class EtcdServer:
+    """A running etcd: ``endpoint`` is "127.0.0.1:port", ``url`` the registry URL for open_registry."""
+
+    endpoint: str
+    url: str
+    process: subprocess.Popen
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no graceful shutdown) and reap it."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback TCP ports that were free a moment ago."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _healthy(client_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{client_port}/health", timeout=0.5) as response:
+            return json.load(response).get("health") == "true"
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.fixture
+def etcd() -> Iterator[EtcdServer]:
+    """A fresh etcd (Debian's ``etcd`` binary) with fast raft timers and its data on tmpfs.
+
+    Torn down with SIGTERM, then SIGKILL after 2 s (a member that lost quorum can hang on SIGTERM).
+    """
+    binary = shutil.which("etcd")
+    if binary is None:
+        pytest.skip("etcd binary not found: apt-get install etcd-server")
+    base = Path(tempfile.mkdtemp(prefix="voicemesh-etcd-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    client_port, peer_port = _free_ports(2)
+    client_url, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+    log_path = base / "etcd.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [
+                binary,
+                "--name", "s1",
+                "--data-dir", str(base / "data"),
+                "--listen-client-urls", client_url,
+                "--advertise-client-urls", client_url,
+                "--listen-peer-urls", peer_url,
+                "--initial-advertise-peer-urls", peer_url,
+                "--initial-cluster", f"s1={peer_url}",
+                "--heartbeat-interval", "10",
+                "--election-timeout", "100",
+                "--logger", "zap",
+                "--log-level", "error",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while not _healthy(client_port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"etcd did not become healthy on {client_url}:\n{log_path.read_text()}")
+            time.sleep(0.02)
+        yield EtcdServer(f"127.0.0.1:{client_port}", f"etcd://127.0.0.1:{client_port}", process)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(2)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,203 @@
+"""EtcdRegistry against a real etcd: membership via leases and the watched view, claims in transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from etcd3aio import Etcd3Client
+
+from registry import AlreadyClaimed, EtcdRegistry, NodeRecord, RegistryUnavailable, open_registry
+
+EDGE = NodeRecord("edge", "eu-west", "edge-1", index=1, http="http://127.0.0.1:8081", capacity=100)
+TRANSCEIVER = NodeRecord("transceiver", "eu-west", "tx-1", capacity=50)
+REPO = Path(__file__).resolve().parent.parent
+
+# A node process that registers EDGE on a 2 s lease, says so, and sleeps until it is killed.
+DOOMED_NODE = """
+import asyncio, sys
+from registry import EtcdRegistry, NodeRecord
+
+async def main():
+    registry = EtcdRegistry([sys.argv[1]], lease_ttl_s=2)
+    await registry.start()
+    await registry.register(NodeRecord("edge", "eu-west", "doomed"))
+    print("registered", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def eventually(predicate, what: str, deadline_s: float = 20.0) -> None:
+    """Poll ``predicate()`` every 20 ms until it is true; fail after a generous deadline."""
+    deadline = time.monotonic() + deadline_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def registries(etcd):
+    """``make(**kwargs)`` returns a started EtcdRegistry on the test's etcd; all are closed at the end."""
+    opened: list[EtcdRegistry] = []
+
+    async def make(**kwargs) -> EtcdRegistry:
+        registry = EtcdRegistry([etcd.endpoint], **kwargs)
+        await registry.start()
+        opened.append(registry)
+        return registry
+
+    yield make
+    for registry in opened:
+        await registry.close()
+
+
+@pytest.fixture
+async def raw(etcd):
+    """A plain etcd3aio client, to look at etcd behind the registry's back."""
+    async with Etcd3Client([etcd.endpoint]) as client:
+        yield client
+
+
+async def test_a_registered_node_is_watched_updated_and_removed(registries):
+    edge, transceiver = await registries(), await registries()
+    changes = []
+    transceiver.subscribe(lambda: changes.append(len(transceiver.nodes())))
+
+    await edge.register(EDGE)
+    await eventually(lambda: transceiver.nodes("edge") == [EDGE], "the edge in the transceiver's view")
+
+    await edge.register(dataclasses.replace(EDGE, load=7))
+    await eventually(lambda: transceiver.nodes("edge")[0].load == 7, "the load update")
+
+    await edge.close()
+    await eventually(lambda: transceiver.nodes() == [], "the edge to leave the view")
+    assert changes == [1, 1, 0]
+
+
+async def test_start_loads_the_existing_nodes(registries):
+    await (await registries()).register(TRANSCEIVER)
+    assert (await registries()).nodes() == [TRANSCEIVER]
+
+
+async def test_the_keys_of_a_dead_process_vanish_after_the_lease_ttl(etcd, registries):
+    observer = await registries()
+    node = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", DOOMED_NODE, etcd.endpoint, cwd=REPO, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert await node.stdout.readline() == b"registered\n"
+        await eventually(lambda: [n.node_id for n in observer.nodes()] == ["doomed"], "the node to appear")
+        node.kill()
+        await node.wait()
+        await eventually(lambda: observer.nodes() == [], "the dead node's lease to expire")
+    finally:
+        if node.returncode is None:
+            node.kill()
+            await node.wait()
+
+
+async def test_a_lost_lease_is_replaced_and_the_node_registered_again(registries, raw):
+    edge, observer = await registries(lease_ttl_s=2), await registries()
+    await edge.register(EDGE)
+    await eventually(lambda: observer.nodes() == [EDGE], "the edge to appear")
+    old_lease = (await raw.kv.get(EDGE.key)).kvs[0].lease
+
+    await raw.lease.revoke(old_lease)
+    await eventually(lambda: observer.nodes() == [], "the revoked lease to delete the edge")
+    await eventually(lambda: observer.nodes() == [EDGE], "the edge to register again")
+    assert (await raw.kv.get(EDGE.key)).kvs[0].lease != old_lease
+
+
+async def test_a_dead_endpoint_in_the_list_is_skipped(etcd):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = "127.0.0.1:%d" % closed.getsockname()[1]
+    registry = EtcdRegistry([dead, etcd.endpoint])
+    await registry.start()
+    try:
+        claims = [await registry.claim(f"/voicemesh/v1/sessions/s{i}", b"mine") for i in range(10)]
+        assert len({claim.revision for claim in claims}) == 10
+    finally:
+        await registry.close()
+
+
+async def test_concurrent_claims_have_exactly_one_winner(registries):
+    instances = [await registries() for _ in range(4)]
+    owners = [NodeRecord("transceiver", "eu-west", f"tx-{i}") for i in range(20)]
+    results = await asyncio.gather(
+        *(instances[i % 4].claim_session("s1", owner) for i, owner in enumerate(owners)), return_exceptions=True
+    )
+    winners = [result for result in results if not isinstance(result, BaseException)]
+    assert len(winners) == 1
+    losers = [result for result in results if isinstance(result, AlreadyClaimed)]
+    assert len(losers) == 19
+    assert {loser.owner for loser in losers} == {winners[0].value}
+    assert json.loads(winners[0].value)["owner"] in {owner.node_id for owner in owners}
+
+
+async def test_a_retried_claim_with_the_same_value_is_a_win(registries):
+    registry = await registries()
+    first = await registry.claim("/voicemesh/v1/sessions/s1", b"token-a")
+    again = await registry.claim("/voicemesh/v1/sessions/s1", b"token-a")
+    assert first == again
+    with pytest.raises(AlreadyClaimed) as caught:
+        await registry.claim("/voicemesh/v1/sessions/s1", b"token-b")
+    assert caught.value.owner == b"token-a"
+
+
+async def test_release_is_fenced_by_the_claim_revision(registries, raw):
+    registry = await registries()
+    old = await registry.claim("/voicemesh/v1/sessions/s1", b"a")
+    assert await registry.release(old)
+    new = await registry.claim("/voicemesh/v1/sessions/s1", b"b")
+    assert new.revision > old.revision
+    assert not await registry.release(old)
+    assert (await raw.kv.get(new.key)).kvs[0].value == b"b"
+    assert await registry.release(new)
+    assert not await registry.release(new)
+
+
+async def test_concurrent_index_allocations_are_distinct(registries):
+    instances = [await registries() for _ in range(5)]
+    indexes = await asyncio.gather(
+        *(instance.allocate_index("edge", "eu-west") for instance in instances for _ in range(2))
+    )
+    assert sorted(indexes) == list(range(1, 11))
+
+
+async def test_claims_are_attached_to_the_lease(registries, raw):
+    holder, other = await registries(), await registries()
+    claim = await holder.claim_session("s1", TRANSCEIVER)
+    assert (await raw.kv.get(claim.key)).kvs[0].lease != 0
+    await holder.close()
+    assert (await raw.kv.get(claim.key)).kvs == []
+    assert (await other.claim_session("s1", TRANSCEIVER)).revision > claim.revision
+
+
+async def test_calls_fail_with_registry_unavailable_when_etcd_is_gone(etcd, registries):
+    registry = await registries(timeout_s=1.0)
+    etcd.kill()
+    with pytest.raises(RegistryUnavailable, match="claim /voicemesh/v1/sessions/s1"):
+        await registry.claim_session("s1", TRANSCEIVER)
+    with pytest.raises(RegistryUnavailable):
+        await registry.register(EDGE)
+
+
+async def test_start_fails_with_registry_unavailable_when_etcd_is_gone(etcd):
+    etcd.kill()
+    with pytest.raises(RegistryUnavailable, match="Lease.Grant"):
+        await open_registry(etcd.url).start()
+
+
+def test_lease_ttl_below_two_seconds_is_refused():
+    with pytest.raises(ValueError, match="lease_ttl_s"):
+        EtcdRegistry(["127.0.0.1:2379"], lease_ttl_s=1)
