@@ -9,7 +9,6 @@ finds the owner through the session's claim in the registry.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 
@@ -18,7 +17,7 @@ from aiohttp import web
 
 from core.api import CLIENT_ADDRESS, EDGE_ID, RELAY_ADDRESS
 from core.offer import MAX_OFFER_BYTES
-from registry import NodeRecord, Registry
+from registry import InvalidName, MalformedRecord, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.http import SDP_TYPE, problem, read_offer
 
 log = logging.getLogger("voicemesh.whip")
@@ -97,8 +96,13 @@ class WhipFront:
     async def delete_session(self, request: web.Request) -> web.StreamResponse:
         """WHIP DELETE (RFC 9725 4.3): end the session on the transceiver that owns it."""
         session_id = request.match_info["session_id"]
-        value = await self.registry.get(f"/voicemesh/v1/sessions/{session_id}")
-        owner = json.loads(value)["owner"] if value else None
+        try:
+            owner = await self.registry.session_owner(session_id)
+        except (InvalidName, MalformedRecord):
+            owner = None
+        except RegistryUnavailable:
+            return problem(503, "registry-unavailable", "session ownership cannot be looked up right now",
+                           headers={"Retry-After": str(RETRY_AFTER_S)})
         node = next((n for n in self.registry.nodes("transceiver") if n.node_id == owner), None)
         if node is None:
             return problem(404, "no-such-session", "no live session has this id")

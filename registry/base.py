@@ -208,6 +208,23 @@ class Registry(abc.ABC):
         Returns whether it deleted the key. Raises RegistryUnavailable.
         """
 
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes | None:
+        """The current value of ``key``, or None if it does not exist. Raises RegistryUnavailable."""
+
+    async def session_owner(self, session_id: str) -> str | None:
+        """The node id that holds the claim on ``session_id``, or None if no one does.
+
+        Raises InvalidName, MalformedRecord, RegistryUnavailable.
+        """
+        value = await self.get(SESSIONS_PREFIX + check_name("session_id", session_id))
+        if value is None:
+            return None
+        try:
+            return str(json.loads(value)["owner"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MalformedRecord("json", f"session claim {session_id}: {exc}") from None
+
     async def claim_session(self, session_id: str, owner: NodeRecord) -> Claim:
         """Claim ``/voicemesh/v1/sessions/<session_id>`` for ``owner``.
 

@@ -112,6 +112,12 @@ class EtcdRegistry(Registry):
             return Claim(key, value, current.mod_revision)
         raise AlreadyClaimed(key, current.value)
 
+    async def get(self, key: str) -> bytes | None:
+        kv = self._kv()
+        with self._errors(f"get {key}"):
+            response = await kv.get(key, timeout=self._timeout_s)
+        return response.kvs[0].value if response.kvs else None
+
     async def release(self, claim: Claim) -> bool:
         """See Registry.release. A Txn that etcd3aio retried after it had already deleted
         the key reports False; the key is gone either way.

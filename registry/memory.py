@@ -125,6 +125,10 @@ class MemoryRegistry(Registry):
             return Claim(key, value, entry.mod_revision)
         raise AlreadyClaimed(key, entry.value)
 
+    async def get(self, key: str) -> bytes | None:
+        entry = self.store.get(key)
+        return None if entry is None else entry.value
+
     async def release(self, claim: Claim) -> bool:
         self._started_lease()
         entry = self.store.get(claim.key)
