@@ -8,11 +8,15 @@ the edge's WHIP front and relay, and reports what came back.
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 
 from core import api, echo_agent
 from core.transceiver import Transceiver, TransceiverConfig
 from edge.node import EdgeConfig, EdgeNode
+from edge.relay import Relay
 from edge.token import TokenCodec
 from registry import open_registry
 from voicemesh.client import CallReport, call
@@ -25,34 +29,57 @@ def bundled_speech() -> str:
     return str(resources.files("voicemesh") / "assets" / "speech.wav")
 
 
+@dataclass
+class Mesh:
+    """A running embedded mesh: ``whip_url`` is where callers POST offers."""
+
+    edge: EdgeNode
+    transceiver: Transceiver
+    tokens: TokenCodec
+
+    @property
+    def whip_url(self) -> str:
+        return f"{self.edge.url}/v1/sessions"
+
+    @property
+    def relay(self) -> Relay:
+        assert self.edge.relay is not None
+        return self.edge.relay
+
+
+@asynccontextmanager
+async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50,
+                        connect_timeout_s: float = 10.0) -> AsyncIterator[Mesh]:
+    """Run registry, echo agent, transceiver and edge on loopback; tear all down on exit."""
+    registry_url = f"memory://mesh-{secrets.token_hex(4)}"
+    tokens = TokenCodec({1: secrets.token_bytes(32)}, 1)
+    async with AsyncExitStack() as stack:
+        agent_server, agent_port = await echo_agent.serve(f"{LOOPBACK}:0")
+        stack.push_async_callback(agent_server.stop, 0.5)
+        trx_registry, edge_registry = open_registry(registry_url), open_registry(registry_url)
+        for registry in (trx_registry, edge_registry):
+            await registry.start()
+            stack.push_async_callback(registry.close)
+        transceiver = Transceiver(
+            TransceiverConfig(agent=f"{LOOPBACK}:{agent_port}", agent_codec=agent_codec,
+                              backbone=f"{LOOPBACK}:0", capacity=capacity,
+                              connect_timeout_s=connect_timeout_s),
+            trx_registry, tokens)
+        stack.push_async_callback(transceiver.close)
+        runner = await api.serve(transceiver, LOOPBACK, 0)
+        stack.push_async_callback(runner.cleanup)
+        edge = EdgeNode(EdgeConfig(public=f"{LOOPBACK}:0", backbone=f"{LOOPBACK}:0", http=f"{LOOPBACK}:0"),
+                        edge_registry, tokens)
+        stack.push_async_callback(edge.close)
+        await edge.start()
+        yield Mesh(edge, transceiver, tokens)
+
+
 async def run(wav: str | None = None, out: str | None = None, agent_codec: str = "opus") -> tuple[CallReport, dict]:
     """Run the embedded mesh, place one call, tear everything down.
 
     Returns the client's report and the relay's counters (Relay.stats()).
     """
-    registry_url = f"memory://demo-{secrets.token_hex(4)}"
-    tokens = TokenCodec({1: secrets.token_bytes(32)}, 1)
-    agent_server, agent_port = await echo_agent.serve(f"{LOOPBACK}:0")
-    trx_registry, edge_registry = open_registry(registry_url), open_registry(registry_url)
-    await trx_registry.start()
-    await edge_registry.start()
-    transceiver = Transceiver(
-        TransceiverConfig(agent=f"{LOOPBACK}:{agent_port}", agent_codec=agent_codec, backbone=f"{LOOPBACK}:0"),
-        trx_registry, tokens)
-    edge = EdgeNode(EdgeConfig(public=f"{LOOPBACK}:0", backbone=f"{LOOPBACK}:0", http=f"{LOOPBACK}:0"),
-                    edge_registry, tokens)
-    runner = None
-    try:
-        runner = await api.serve(transceiver, LOOPBACK, 0)
-        await edge.start()
-        report = await call(f"{edge.url}/v1/sessions", wav or bundled_speech(), out=out, bind=LOOPBACK)
-        assert edge.relay is not None
-        return report, edge.relay.stats()
-    finally:
-        await edge.close()
-        await transceiver.close()
-        if runner is not None:
-            await runner.cleanup()
-        await edge_registry.close()
-        await trx_registry.close()
-        await agent_server.stop(0.5)
+    async with embedded_mesh(agent_codec=agent_codec) as mesh:
+        report = await call(mesh.whip_url, wav or bundled_speech(), out=out, bind=LOOPBACK)
+        return report, mesh.relay.stats()

@@ -1,0 +1,179 @@
+"""End to end on one machine: an aiortc caller through the edge relay to the transceiver and the echo agent.
+
+Real UDP on loopback, real aiortc on both sides, real gRPC to the agent. The
+echo must correlate with the speech that was sent, not merely arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import aiohttp
+import pytest
+from aioice import stun as aioice_stun
+
+from edge.token import TokenCodec
+from voicemesh.client import call
+from voicemesh.demo import LOOPBACK, bundled_speech, embedded_mesh
+
+
+def binding_request(username: str, pwd: str = "x" * 22) -> bytes:
+    """A well-formed ICE Binding request (RFC 8445 7.2.2) built with aioice's STUN codec."""
+    msg = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.REQUEST)
+    msg.attributes["USERNAME"] = username
+    msg.attributes["PRIORITY"] = 1
+    msg.attributes["ICE-CONTROLLING"] = 1
+    msg.add_message_integrity(pwd.encode())
+    msg.add_fingerprint()
+    return bytes(msg)
+
+
+def assert_echo(report) -> None:
+    assert report.ok, report.error
+    assert report.correlation is not None and report.correlation > 0.5
+    assert report.packets_received > 100
+    assert {"answer", "ice_connected", "dtls_connected", "first_audio"} <= set(report.setup_ms)
+
+
+@pytest.mark.parametrize("codec", ["opus", "pcm16"])
+async def test_call_echoes_speech(codec: str) -> None:
+    async with embedded_mesh(agent_codec=codec) as mesh:
+        report = await call(mesh.whip_url, bundled_speech(), bind=LOOPBACK)
+        assert_echo(report)
+        stats = mesh.relay.stats()
+        assert stats["packets_in"] >= report.packets_sent
+        assert stats["packets_out"] >= report.packets_received
+        assert stats["drops"] == {}
+        for _ in range(100):
+            if not mesh.transceiver.sessions:
+                break
+            await asyncio.sleep(0.05)
+        assert mesh.transceiver.sessions == {}, "DELETE ends the session"
+
+
+async def test_bad_input_at_the_relay_does_not_disturb_a_call() -> None:
+    async with embedded_mesh() as mesh:
+        relay = mesh.relay.public_address
+        index = mesh.transceiver.record.index
+        forged = TokenCodec({1: os.urandom(32)}, 1).mint(region=1, transceiver=index, nonce=7,
+                                                         expires_at=int(time.time()) + 60)
+        expired = mesh.tokens.mint(region=1, transceiver=index, nonce=8, expires_at=int(time.time()) - 1)
+        unknown = mesh.tokens.mint(region=1, transceiver=999, nonce=9, expires_at=int(time.time()) + 60)
+        attacks = {
+            "not_stun": os.urandom(200),
+            "truncated": binding_request(f"{expired}:abcd")[:30],
+            "mac": binding_request(f"{forged}:abcd"),
+            "expired": binding_request(f"{expired}:abcd"),
+            "unknown_transceiver": binding_request(f"{unknown}:abcd"),
+            "dtls": bytes([22, 0xFE, 0xFD]) + os.urandom(60),
+        }
+
+        async def attack() -> None:
+            await asyncio.sleep(1.0)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind((LOOPBACK, 0))
+                for _ in range(20):
+                    for data in attacks.values():
+                        sock.sendto(data, relay)
+                    await asyncio.sleep(0.05)
+
+        report, _ = await asyncio.gather(call(mesh.whip_url, bundled_speech(), bind=LOOPBACK), attack())
+        assert_echo(report)
+        assert report.packets_lost == 0
+        drops = mesh.relay.stats()["drops"]
+        for reason in ("mac", "expired", "unknown_transceiver"):
+            assert drops.get(reason) == 20, drops
+        assert drops.get("not_stun", 0) >= 40  # random bytes and the DTLS record
+        assert drops.get("truncated", 0) + drops.get("bad_length", 0) == 20
+        assert mesh.relay.stats()["flows"] == 1, "no flow was created for any attacker"
+
+
+async def test_relay_never_sends_to_an_address_that_did_not_contact_it() -> None:
+    from edge import frame
+
+    async with embedded_mesh() as mesh:
+        relay = mesh.relay
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as spoofer:
+            victim.bind((LOOPBACK, 0))
+            victim.setblocking(False)
+            spoofer.bind((LOOPBACK, 0))
+            spoofed = frame.encode_header(victim.getsockname(), relay.flows.edge_id) + b"reflect me" * 50
+            for _ in range(10):
+                spoofer.sendto(spoofed, relay.backbone_address)
+            await asyncio.sleep(0.3)
+            with pytest.raises(BlockingIOError):
+                victim.recv(2048)
+            assert relay.stats()["drops"]["no_flow"] == 10
+
+
+async def whip_post(url: str, body: bytes | str, content_type: str = "application/sdp"):
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=body, headers={"Content-Type": content_type}) as resp:
+            return resp.status, resp.headers, await resp.json(content_type=None) if resp.status >= 400 else None
+
+
+async def real_offer(bundle: bool = True, audio: bool = True) -> str:
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio" if audio else "video")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp if bundle else sdp.replace("a=group:BUNDLE 0\r\n", "")
+
+
+@pytest.mark.parametrize(
+    "body, content_type, status, title",
+    [
+        ("hello", "application/sdp", 400, "malformed-sdp"),
+        ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", "application/sdp", 400, "no-audio"),
+        ("v=0", "text/plain", 415, "unsupported-media-type"),
+        ("v=0", "application/json", 415, "unsupported-media-type"),
+        (b"v=0" + b"a" * 70_000, "application/sdp", 413, "offer-too-large"),
+        (b"v=0\xff\xfe", "application/sdp", 400, "malformed-sdp"),
+    ],
+)
+async def test_whip_rejects_bad_offers(body, content_type, status, title) -> None:
+    async with embedded_mesh() as mesh:
+        got, _, problem = await whip_post(mesh.whip_url, body, content_type)
+        assert (got, problem["title"]) == (status, title)
+        assert problem["status"] == status and problem["detail"]
+
+
+async def test_whip_rejects_offers_without_bundle_or_audio() -> None:
+    async with embedded_mesh() as mesh:
+        status, _, problem = await whip_post(mesh.whip_url, await real_offer(bundle=False))
+        assert (status, problem["title"]) == (400, "no-bundle")
+        status, _, problem = await whip_post(mesh.whip_url, await real_offer(audio=False))
+        assert (status, problem["title"]) == (400, "no-audio")
+        assert mesh.transceiver.sessions == {}
+
+
+async def test_whip_no_capacity_is_503_with_retry_after() -> None:
+    async with embedded_mesh(capacity=0) as mesh:
+        status, headers, problem = await whip_post(mesh.whip_url, await real_offer())
+        assert (status, problem["title"]) == (503, "no-capacity")
+        assert int(headers["Retry-After"]) > 0
+
+
+async def test_unconnected_session_is_closed_by_the_watchdog() -> None:
+    async with embedded_mesh(connect_timeout_s=0.5) as mesh:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(mesh.whip_url, data=await real_offer(),
+                                 headers={"Content-Type": "application/sdp"}) as resp:
+                assert resp.status == 201
+                session_path = resp.headers["Location"]
+        assert len(mesh.transceiver.sessions) == 1
+        for _ in range(100):
+            if not mesh.transceiver.sessions:
+                break
+            await asyncio.sleep(0.05)
+        assert mesh.transceiver.sessions == {}
+        async with aiohttp.ClientSession() as http:
+            async with http.delete(mesh.edge.url + session_path) as resp:
+                assert resp.status == 404
