@@ -1,0 +1,113 @@
+"""Benchmark: CPU cost of the agent link per frame (uplink plus its echo), for several batch_ms.
+
+Runs the echo agent in a child process, drives `sessions` x 50 frames/s of 160 B Opus-sized frames
+through one AgentLink in this process, and prints one JSON line. Usage: python bench/agent_link.py
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+from core.agent_link import AgentLink
+from voicemesh.agent.v1 import agent_pb2
+
+FRAMES_PER_S = 50
+TICK_S = 0.002
+AGENT = """
+import asyncio
+from core.echo_agent import serve
+async def main():
+    server, port = await serve("127.0.0.1:0")
+    print(port, flush=True)
+    await server.wait_for_termination()
+asyncio.run(main())
+"""
+
+
+async def drive(send, sessions: int, duration_s: float) -> tuple[float, int]:
+    """Call send(index, frame_number) for every session 50 times/s, sessions spread evenly over
+    the 20 ms frame period in 2 ms ticks (as frames arrive from many callers). Returns (CPU s, frames)."""
+    loop = asyncio.get_running_loop()
+    ticks_per_frame = round(1 / FRAMES_PER_S / TICK_S)
+    cpu = time.process_time()
+    start = loop.time()
+    frames = 0
+    tick = 0
+    while tick * TICK_S < duration_s:
+        phase = tick % ticks_per_frame
+        for index in range(phase, sessions, ticks_per_frame):
+            send(index, tick // ticks_per_frame)
+            frames += 1
+        tick += 1
+        await asyncio.sleep(max(0.0, start + tick * TICK_S - loop.time()))
+    return time.process_time() - cpu, frames
+
+
+async def measure(port: int, batch_ms: float, sessions: int, duration_s: float, baseline_cpu_s: float) -> dict:
+    link = AgentLink(f"127.0.0.1:{port}", batch_ms=batch_ms)
+    await link.start()
+    while not link.connected:
+        await asyncio.sleep(0.01)
+    echoed = [0]
+
+    def on_frame(payload: bytes, timestamp: int) -> None:
+        echoed[0] += 1
+
+    opened = [
+        link.open_session(
+            f"bench-{n}", codec=agent_pb2.CODEC_OPUS, sample_rate_hz=48000, on_frame=on_frame,
+            on_end=lambda reason: print("session ended:", reason, file=sys.stderr),
+        )
+        for n in range(sessions)
+    ]
+    payload = bytes(160)
+    cpu_s, frames = await drive(lambda index, n: opened[index].send(payload, n * 960), sessions, duration_s)
+    await asyncio.sleep(0.5)
+    await link.close()
+    return {
+        "batch_ms": batch_ms,
+        "cpu_us_per_frame": round((cpu_s - baseline_cpu_s) / frames * 1e6, 1),
+        "cpu_percent": round((cpu_s - baseline_cpu_s) / duration_s * 100, 1),
+        "uplink_messages_per_s": round(link.uplink_messages / duration_s),
+        "downlink_messages_per_s": round(link.downlink_messages / duration_s),
+        "frames_sent": frames,
+        "frames_echoed": echoed[0],
+        "dropped_frames": link.dropped_frames,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per batch_ms setting")
+    parser.add_argument("--batch-ms", type=float, nargs="+", default=[0, 5, 10])
+    args = parser.parse_args()
+    agent = await asyncio.create_subprocess_exec(sys.executable, "-c", AGENT, stdout=asyncio.subprocess.PIPE)
+    try:
+        port = int(await agent.stdout.readline())
+        baseline_cpu_s, _ = await drive(lambda index, n: None, args.sessions, args.duration)
+        results = [
+            await measure(port, batch_ms, args.sessions, args.duration, baseline_cpu_s) for batch_ms in args.batch_ms
+        ]
+    finally:
+        agent.terminate()
+        await agent.wait()
+    print(
+        json.dumps(
+            {
+                "bench": "agent_link",
+                "sessions": args.sessions,
+                "frames_per_s_per_session": FRAMES_PER_S,
+                "frame_bytes": 160,
+                "duration_s": args.duration,
+                "driver_cpu_percent": round(baseline_cpu_s / args.duration * 100, 1),
+                "results": results,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

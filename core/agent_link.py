@@ -1,0 +1,375 @@
+"""Transceiver side of the agent bridge: one gRPC Connect stream per agent endpoint,
+carrying many sessions' audio both ways in batched messages (proto/voicemesh/agent/v1/agent.proto)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
+
+logger = logging.getLogger("voicemesh.agent")
+
+FRAME_MS = 20
+OPUS_CLOCK_HZ = 48000
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 2.0
+HEALTHY_AFTER_S = BACKOFF_MAX_S
+MAX_UPLINK_PAYLOAD_BYTES = 1 << 20
+
+# gRPC's own reconnect backoff (1 s doubling to 120 s by default) would hide a
+# restarted agent from us; make the channel retry on our schedule.
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", int(BACKOFF_MIN_S * 1000)),
+    ("grpc.min_reconnect_backoff_ms", int(BACKOFF_MIN_S * 1000)),
+    ("grpc.max_reconnect_backoff_ms", int(BACKOFF_MAX_S * 1000)),
+]
+
+
+class SessionFormatError(ValueError):
+    """An open_session() format the agent protocol cannot carry; `reason` is "codec" or "sample_rate"."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AgentSession:
+    """One session on an AgentLink, named on the stream by `stream_id`.
+
+    Created by AgentLink.open_session(); use it from the event loop's thread.
+    """
+
+    def __init__(
+        self,
+        link: AgentLink,
+        start: agent_pb2.SessionStart,
+        on_frame: Callable[[bytes, int], None],
+        on_end: Callable[[str], None],
+    ) -> None:
+        self.stream_id = start.stream_id
+        self.session_id = start.session_id
+        self.start = start
+        self.on_frame = on_frame
+        self.on_end = on_end
+        self.closed = False
+        self._link = link
+        self._seq = 0
+
+    def send(self, payload: bytes, timestamp: int) -> None:
+        """Queue one frame for the next uplink batch; never blocks or awaits.
+
+        payload: one Opus packet as received (RFC 7587) or PCM16 LE mono samples,
+        per the session's codec. timestamp: media time of its first sample, in
+        samples at the codec clock (48000 Hz for Opus). Each call takes the next
+        seq, so frames dropped on the way (queue full, agent down: counted in
+        AgentLink.dropped_frames) leave a gap the agent can see. No-op once closed.
+        """
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFFFFFFFF
+        if not self.closed:
+            self._link._enqueue(self.stream_id, seq, timestamp, payload)
+
+    def close(self, reason: str) -> None:
+        """End the session: sends SessionEnd(reason) after its queued frames. on_end is not called.
+
+        reason: a short label (for example "hangup", "ice_failed"). No-op once closed.
+        """
+        if not self.closed:
+            self._link._close_session(self, reason)
+
+
+class AgentLink:
+    """One channel + one Connect stream to an agent endpoint, many sessions on it.
+
+    Batching policy (latency vs CPU): a grpc.aio message costs ~200 us of CPU
+    per direction, so frames are not sent one per message. send() queues the
+    frame, and if no flush is pending, schedules one with loop.call_at at
+    max(now, last_flush + batch_ms). An idle link therefore adds ~0 ms (the
+    first frame goes out on the next loop iteration), and a busy link sends at
+    most 1000 / batch_ms uplink messages/s whatever the number of sessions; the
+    added latency is at most batch_ms. batch_ms=0 still batches what is queued
+    within one loop iteration. One uplink carries at most
+    MAX_UPLINK_PAYLOAD_BYTES (1 MiB) of payload, below gRPC's 4 MB message
+    limit; the rest follows at once.
+
+    The queue holds at most queue_limit frames: on overflow the oldest is
+    dropped. Frames sent while the stream is down are dropped. Both count in
+    `dropped_frames`; downlink frames for an unknown stream_id count in
+    `dropped_downlink_frames`.
+
+    Failures: if the stream fails, the link reopens it after a backoff of
+    0.1 s doubling to 2 s, and re-sends SessionStart for every live session
+    (same stream_id). A new stream ends the outage once it delivers a
+    Downlink or stays open HEALTHY_AFTER_S (2 s). Sessions see nothing of an
+    outage shorter than give_up_s; once it lasts give_up_s, every live session
+    gets on_end("agent_unavailable"), and so does, at once (on the next loop
+    iteration), any session opened while no stream is open, until the outage ends.
+
+    Downlink frames go to the session's on_frame(payload, timestamp), a
+    downlink SessionEnd (the agent hangs up) to on_end(reason). Callbacks run
+    on the event loop and must not block; an exception in one is logged, not
+    raised. Use the link from the event loop's thread.
+    """
+
+    def __init__(self, target: str, *, batch_ms: float = 5.0, queue_limit: int = 2000, give_up_s: float = 5.0) -> None:
+        """target: "host:port" of the agent. batch_ms: minimum ms between uplink
+        messages. queue_limit: frames. give_up_s: seconds of outage before sessions end."""
+        self.target = target
+        self.batch_s = batch_ms / 1000
+        self.queue_limit = queue_limit
+        self.give_up_s = give_up_s
+        self.dropped_frames = 0
+        self.dropped_downlink_frames = 0
+        self.uplink_messages = 0
+        self.downlink_messages = 0
+        self._sessions: dict[int, AgentSession] = {}
+        self._next_stream_id = 1
+        self._frames: collections.deque[tuple[int, int, int, bytes]] = collections.deque()
+        self._starts: list[agent_pb2.SessionStart] = []
+        self._ends: list[agent_pb2.SessionEnd] = []
+        self._up = False
+        self._healthy = False
+        self._given_up = False
+        self._backoff_s = BACKOFF_MIN_S
+        self._last_flush = float("-inf")
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._give_up_handle: asyncio.TimerHandle | None = None
+        self._healthy_handle: asyncio.TimerHandle | None = None
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        """True while a Connect stream is open (frames are sent, not dropped)."""
+        return self._up
+
+    async def start(self) -> None:
+        """Open the channel and start connecting in the background; returns at once.
+
+        The outage clock (give_up_s) runs from here until the first stream is healthy.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+        self._give_up_handle = self._loop.call_later(self.give_up_s, self._give_up)
+        self._task = asyncio.create_task(self._run(agent_pb2_grpc.AgentStub(self._channel)))
+
+    async def close(self) -> None:
+        """Cancel the stream and close the channel. Live sessions are forgotten
+        without callbacks (the agent ends them with the stream); close them first
+        for an explicit SessionEnd."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for handle in (self._give_up_handle, self._healthy_handle):
+            if handle is not None:
+                handle.cancel()
+        for session in self._sessions.values():
+            session.closed = True
+        self._sessions.clear()
+        if self._channel is not None:
+            await self._channel.close()
+
+    def open_session(
+        self,
+        session_id: str,
+        *,
+        codec: int,
+        sample_rate_hz: int,
+        on_frame: Callable[[bytes, int], None],
+        on_end: Callable[[str], None],
+        metadata: dict[str, str] | None = None,
+        traceparent: str = "",
+    ) -> AgentSession:
+        """Add a session to the stream (sends SessionStart: mono, 20 ms frames).
+
+        codec: agent_pb2.CODEC_OPUS (sample_rate_hz must be 48000, the RTP
+        clock of RFC 7587 section 4.1) or agent_pb2.CODEC_PCM16 (any rate, Hz).
+        on_frame(payload, timestamp) gets the agent's frames, on_end(reason)
+        the end of the session by the agent or by an outage ("agent_unavailable").
+        metadata: free-form attributes for the agent. traceparent: W3C Trace
+        Context of the session's trace. Raises SessionFormatError.
+        """
+        if codec not in (agent_pb2.CODEC_OPUS, agent_pb2.CODEC_PCM16):
+            raise SessionFormatError("codec", f"unsupported codec {codec}")
+        if sample_rate_hz <= 0 or (codec == agent_pb2.CODEC_OPUS and sample_rate_hz != OPUS_CLOCK_HZ):
+            raise SessionFormatError("sample_rate", f"unsupported sample rate {sample_rate_hz} Hz for codec {codec}")
+        start = agent_pb2.SessionStart(
+            stream_id=self._next_stream_id,
+            session_id=session_id,
+            codec=codec,
+            sample_rate_hz=sample_rate_hz,
+            channels=1,
+            frame_ms=FRAME_MS,
+            metadata=metadata,
+            traceparent=traceparent,
+        )
+        self._next_stream_id += 1
+        session = AgentSession(self, start, on_frame, on_end)
+        if self._given_up and not self._up:
+            session.closed = True
+            self._loop.call_soon(_call_back, on_end, "agent_unavailable")
+            return session
+        self._sessions[session.stream_id] = session
+        if self._up:
+            self._starts.append(start)
+            self._schedule_flush()
+        return session
+
+    def _enqueue(self, stream_id: int, seq: int, timestamp: int, payload: bytes) -> None:
+        if not self._up:
+            self.dropped_frames += 1
+            return
+        if len(self._frames) >= self.queue_limit:
+            self._frames.popleft()
+            self.dropped_frames += 1
+        self._frames.append((stream_id, seq, timestamp, payload))
+        if self._flush_handle is None:
+            self._schedule_flush()
+
+    def _close_session(self, session: AgentSession, reason: str) -> None:
+        session.closed = True
+        del self._sessions[session.stream_id]
+        if self._up:
+            self._ends.append(agent_pb2.SessionEnd(stream_id=session.stream_id, reason=reason))
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            when = max(self._loop.time(), self._last_flush + self.batch_s)
+            self._flush_handle = self._loop.call_at(when, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        self._wake.set()
+
+    def _take_batch(self) -> agent_pb2.Uplink | None:
+        if not (self._starts or self._frames or self._ends):
+            return None
+        uplink = agent_pb2.Uplink(starts=self._starts, ends=self._ends)
+        self._starts.clear()
+        self._ends.clear()
+        add = uplink.frames.add
+        frames = self._frames
+        size = 0
+        while frames and size < MAX_UPLINK_PAYLOAD_BYTES:
+            stream_id, seq, timestamp, payload = frames.popleft()
+            add(stream_id=stream_id, seq=seq, timestamp=timestamp, payload=payload)
+            size += len(payload)
+        if frames:
+            self._wake.set()
+        return uplink
+
+    async def _uplinks(self, wake: asyncio.Event) -> AsyncIterator[agent_pb2.Uplink]:
+        # grpc.aio drives this in its own task and does not stop it when the
+        # call fails; it returns once _run has given the next stream a new event.
+        while True:
+            await wake.wait()
+            if wake is not self._wake:
+                return
+            wake.clear()
+            uplink = self._take_batch()
+            if uplink is not None:
+                self._last_flush = self._loop.time()
+                self.uplink_messages += 1
+                yield uplink
+
+    async def _run(self, stub: agent_pb2_grpc.AgentStub) -> None:
+        while True:
+            wake = self._wake
+            call = stub.Connect(self._uplinks(wake))
+            try:
+                await call.wait_for_connection()
+                self._on_stream_up()
+                async for downlink in call:
+                    self._on_downlink(downlink)
+                logger.warning("agent %s closed the stream", self.target)
+            except grpc.aio.AioRpcError as error:
+                logger.warning("agent %s stream failed: %s %s", self.target, error.code().name, error.details())
+            finally:
+                call.cancel()
+                self._on_stream_down()
+                self._wake = asyncio.Event()
+                wake.set()
+            delay = self._backoff_s
+            self._backoff_s = min(delay * 2, BACKOFF_MAX_S)
+            await asyncio.sleep(delay)
+
+    def _on_stream_up(self) -> None:
+        self._up = True
+        self._starts = [session.start for session in self._sessions.values()]
+        self._healthy_handle = self._loop.call_later(HEALTHY_AFTER_S, self._on_healthy)
+        self._schedule_flush()
+        logger.info("agent %s stream open, %d sessions", self.target, len(self._sessions))
+
+    def _on_healthy(self) -> None:
+        self._healthy = True
+        self._given_up = False
+        self._backoff_s = BACKOFF_MIN_S
+        for handle in (self._healthy_handle, self._give_up_handle):
+            if handle is not None:
+                handle.cancel()
+        self._healthy_handle = self._give_up_handle = None
+
+    def _on_stream_down(self) -> None:
+        if not self._up:
+            return
+        self._up = False
+        self.dropped_frames += len(self._frames)
+        self._frames.clear()
+        self._starts.clear()
+        self._ends.clear()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._healthy_handle is not None:
+            self._healthy_handle.cancel()
+            self._healthy_handle = None
+        if self._healthy:
+            self._healthy = False
+            self._give_up_handle = self._loop.call_later(self.give_up_s, self._give_up)
+        elif self._given_up:
+            self._give_up()
+
+    def _on_downlink(self, downlink: agent_pb2.Downlink) -> None:
+        self.downlink_messages += 1
+        if not self._healthy:
+            self._on_healthy()
+        sessions = self._sessions
+        for frame in downlink.frames:
+            session = sessions.get(frame.stream_id)
+            if session is None:
+                self.dropped_downlink_frames += 1
+                continue
+            try:
+                session.on_frame(frame.payload, frame.timestamp)
+            except Exception:
+                logger.exception("on_frame of session %s failed", session.session_id)
+        for end in downlink.ends:
+            session = sessions.pop(end.stream_id, None)
+            if session is not None:
+                session.closed = True
+                _call_back(session.on_end, end.reason)
+
+    def _give_up(self) -> None:
+        self._give_up_handle = None
+        self._given_up = True
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        logger.warning("agent %s unavailable for %.1f s, ending %d sessions", self.target, self.give_up_s, len(sessions))
+        for session in sessions:
+            session.closed = True
+            _call_back(session.on_end, "agent_unavailable")
+
+
+def _call_back(on_end: Callable[[str], None], reason: str) -> None:
+    try:
+        on_end(reason)
+    except Exception:
+        logger.exception("on_end(%r) failed", reason)

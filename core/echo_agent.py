@@ -1,0 +1,63 @@
+"""The built-in agent: a gRPC Agent servicer that plays every caller's audio back to them.
+
+It runs in the transceiver's process for the quick start, or as its own server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
+
+logger = logging.getLogger("voicemesh.agent")
+
+
+class EchoAgent(agent_pb2_grpc.AgentServicer):
+    """Echoes every frame of every Uplink in one Downlink (same stream_id, seq,
+    timestamp, payload), in either codec. Uplinks are already batched, so the
+    echo is batched the same way.
+
+    State per Connect stream: the set of known stream ids. Frames for a stream
+    id without a SessionStart on that stream are dropped and counted.
+    Counters (over all streams): uplink_messages, uplink_frames (received),
+    dropped_frames (unknown stream id).
+    """
+
+    def __init__(self) -> None:
+        self.uplink_messages = 0
+        self.uplink_frames = 0
+        self.dropped_frames = 0
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[agent_pb2.Uplink], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[agent_pb2.Downlink]:
+        """One Connect stream: a Downlink per Uplink that carries frames of known sessions."""
+        known: set[int] = set()
+        async for uplink in request_iterator:
+            self.uplink_messages += 1
+            self.uplink_frames += len(uplink.frames)
+            known.update(start.stream_id for start in uplink.starts)
+            frames = [frame for frame in uplink.frames if frame.stream_id in known]
+            self.dropped_frames += len(uplink.frames) - len(frames)
+            known.difference_update(end.stream_id for end in uplink.ends)
+            if frames:
+                yield agent_pb2.Downlink(frames=frames)
+
+
+async def serve(
+    bind: str = "127.0.0.1:0", agent: agent_pb2_grpc.AgentServicer | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Start a gRPC server with an EchoAgent (or the given servicer) on bind ("host:port", port 0 = any free port).
+
+    Returns the started server and its port; stop it with `await server.stop(grace)`.
+    Raises RuntimeError if the address cannot be bound.
+    """
+    server = grpc.aio.server()
+    agent_pb2_grpc.add_AgentServicer_to_server(agent or EchoAgent(), server)
+    port = server.add_insecure_port(bind)
+    await server.start()
+    logger.info("echo agent listening on %s (port %d)", bind, port)
+    return server, port
