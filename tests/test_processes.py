@@ -1,0 +1,101 @@
+"""Each part as its own process against a real etcd, as an operator runs them.
+
+`voicemesh agent`, `voicemesh transceiver` and `voicemesh edge` are started
+from the command line with settings from flags, the environment and a config
+file; `voicemesh call` places a real call through them; SIGTERM shuts each
+down cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from voicemesh.demo import bundled_speech
+
+VOICEMESH = [sys.executable, "-m", "voicemesh"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, ready=lambda body: True, deadline_s: float = 20.0) -> dict:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args} exited with {proc.returncode}: {proc.stderr.read().decode()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                body = json.loads(resp.read())
+                if ready(body):
+                    return body
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready")
+
+
+@pytest.fixture
+def processes():
+    procs: list[subprocess.Popen] = []
+
+    def start(*args: str, env: dict[str, str]) -> subprocess.Popen:
+        proc = subprocess.Popen([*VOICEMESH, *args], env={**os.environ, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_parts_as_processes_against_etcd(etcd, processes, tmp_path: Path) -> None:
+    env = {"VOICEMESH_TOKEN_KEYS": f"2:{secrets.token_hex(32)},1:{secrets.token_hex(32)}",
+           "VOICEMESH_REGISTRY": etcd.url, "VOICEMESH_LOG_LEVEL": "info"}
+    agent_port, trx_port, edge_port = free_port(), free_port(), free_port()
+    config = tmp_path / "voicemesh.toml"
+    config.write_text(f'[transceiver]\nnode_id = "trx-a"\nregion = "eu-west"\nregion_id = 3\n'
+                      f'backbone = "127.0.0.1:0"\n\n[edge]\nnode_id = "edge-a"\nregion = "eu-west"\n')
+    agent = processes("agent", "--bind", f"127.0.0.1:{agent_port}", env=env)
+    trx = processes("transceiver", "--config", str(config), "--http", f"127.0.0.1:{trx_port}",
+                    "--agent", f"127.0.0.1:{agent_port}", env={**env, "VOICEMESH_CAPACITY": "7"})
+    status = wait_http(f"http://127.0.0.1:{trx_port}/v1/status", trx, lambda b: b["node"] == "trx-a")
+    edge = processes("edge", "--config", str(config), "--public", "127.0.0.1:0",
+                     "--http", f"127.0.0.1:{edge_port}", env=env)
+    wait_http(f"http://127.0.0.1:{edge_port}/v1/status", edge)
+
+    result = subprocess.run(
+        [*VOICEMESH, "call", f"http://127.0.0.1:{edge_port}/v1/sessions", "--wav", bundled_speech(),
+         "--bind", "127.0.0.1", "--out", str(tmp_path / "echo.wav"), "--json"],
+        capture_output=True, timeout=60)
+    report = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    assert result.returncode == 0, report
+    assert report["ok"] and report["correlation"] > 0.5 and report["packets_received"] > 100
+    assert (tmp_path / "echo.wav").stat().st_size > 100_000
+
+    edge_status = wait_http(f"http://127.0.0.1:{edge_port}/v1/status", edge)
+    assert edge_status["packets_in"] >= report["packets_sent"]
+    assert status["sessions"] == 0
+
+    for proc in (edge, trx, agent):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, proc.stderr.read().decode()
+    logs = [json.loads(line) for line in trx.stderr.read().decode().splitlines() if line.startswith("{")]
+    ended = [line for line in logs if line["msg"] == "session ended"]
+    assert ended and ended[0]["session_id"] == report["session_id"] and ended[0]["reason"] == "deleted"

@@ -1,0 +1,7 @@
+"""``python -m voicemesh``: the same as the ``voicemesh`` command."""
+
+import sys
+
+from voicemesh.cli import main
+
+sys.exit(main())
