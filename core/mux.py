@@ -9,8 +9,10 @@ the frame header (client address + edge) first; for a header not seen yet,
 the datagram must be a STUN Binding request whose USERNAME starts with a
 registered server ufrag and whose MESSAGE-INTEGRITY verifies with that
 session's pwd (RFC 8445 7.2.2). Replies go back to the edge the client's
-packets last came through, so a client rebinding or a relay restarting moves
-the route instead of stranding the session.
+packets last came through. DTLS and SRTP go to the route the session's media
+last arrived on: aioice keeps sending to the address it nominated, so when a
+client's NAT rebinds (a new address, authenticated by its next consent check)
+or a relay restarts, the mux moves the session instead of stranding it.
 """
 
 from __future__ import annotations
@@ -31,19 +33,20 @@ from voicemesh.udp import add_drain_reader, sockname
 log = logging.getLogger("voicemesh.mux")
 
 
-@dataclass(slots=True)
-class _Route:
-    protocol: StunProtocol
-    client: tuple[str, int]
-    header: bytes
-    edge: tuple[str, int]
-
-
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Session:
     protocol: StunProtocol
     pwd: bytes
-    routes: list[_Route] = field(default_factory=list)
+    routes: list["_Route"] = field(default_factory=list)
+    active: "_Route | None" = None
+
+
+@dataclass(slots=True, eq=False)
+class _Route:
+    session: _Session
+    client: tuple[str, int]
+    header: bytes
+    edge: tuple[str, int]
 
 
 class MuxTransport:
@@ -115,6 +118,7 @@ class BackboneMux:
         """Forget a session and every client route learned for it."""
         for ufrag, session in list(self._by_ufrag.items()):
             if session.protocol is protocol:
+                session.active = None
                 del self._by_ufrag[ufrag]
                 for route in session.routes:
                     self._by_header.pop(route.header, None)
@@ -143,10 +147,12 @@ class BackboneMux:
             route.edge = src
         self.counters["rx"] += 1
         payload = data[n:]
+        session = route.session
         if payload and payload[0] < 4:
-            route.protocol.datagram_received(payload, route.client)
+            session.protocol.datagram_received(payload, route.client)
         else:
-            route.protocol.receiver.data_received(payload, 1)
+            session.active = route
+            session.protocol.receiver.data_received(payload, 1)
 
     def _learn(self, data: bytes, n: int, src: tuple) -> _Route | None:
         if self.edges is not None and src not in self.edges:
@@ -166,7 +172,7 @@ class BackboneMux:
             self.counters["bad_integrity"] += 1
             return None
         client, _edge_id, _ = frame.decode(data)
-        route = _Route(session.protocol, client, data[:n], (src[0], src[1]))
+        route = _Route(session, client, data[:n], (src[0], src[1]))
         session.routes.append(route)
         self._by_header[route.header] = route
         self._by_client[client] = route
@@ -174,11 +180,18 @@ class BackboneMux:
         return route
 
     def send(self, data: bytes, client: tuple[str, int]) -> None:
-        """Send ``data`` to ``client`` through the edge its packets last came from."""
+        """Send ``data`` to ``client`` through the edge its packets last came from.
+
+        STUN (RFC 7983: first byte 0-3) goes to exactly ``client``, so each
+        ICE check is answered on its own 5-tuple; DTLS and SRTP follow the
+        session's active route.
+        """
         route = self._by_client.get(client)
         if route is None:
             self.counters["tx_noroute"] += 1
             return
+        if data[0] >= 4 and route.session.active is not None:
+            route = route.session.active
         try:
             self.sock.sendto(route.header + data, route.edge)
         except OSError:

@@ -177,3 +177,71 @@ async def test_unconnected_session_is_closed_by_the_watchdog() -> None:
         async with aiohttp.ClientSession() as http:
             async with http.delete(mesh.edge.url + session_path) as resp:
                 assert resp.status == 404
+
+
+class RebindingNat:
+    """A UDP NAT in front of the relay whose outside port changes on ``rebind()``.
+
+    Callers send to ``address``; the relay sees them from the NAT's current
+    outside socket, as it would a client whose NAT mapping expired.
+    """
+
+    def __init__(self) -> None:
+        self.inside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.inside.bind((LOOPBACK, 0))
+        self.inside.setblocking(False)
+        self.address = self.inside.getsockname()
+        self.outside: list[socket.socket] = []
+        self.client: tuple[str, int] | None = None
+        self.relay: tuple[str, int] | None = None
+        self.rebind()
+
+    def rebind(self) -> None:
+        loop = asyncio.get_event_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((LOOPBACK, 0))
+        sock.setblocking(False)
+        if self.outside:
+            loop.remove_reader(self.outside[-1].fileno())
+        self.outside.append(sock)
+        loop.add_reader(sock.fileno(), self._from_relay, sock)
+
+    def start(self, relay: tuple[str, int]) -> None:
+        self.relay = relay
+        asyncio.get_event_loop().add_reader(self.inside.fileno(), self._from_client)
+
+    def _from_client(self) -> None:
+        data, self.client = self.inside.recvfrom(2048)
+        self.outside[-1].sendto(data, self.relay)
+
+    def _from_relay(self, sock: socket.socket) -> None:
+        data, _ = sock.recvfrom(2048)
+        self.inside.sendto(data, self.client)
+
+    def close(self) -> None:
+        loop = asyncio.get_event_loop()
+        loop.remove_reader(self.inside.fileno())
+        loop.remove_reader(self.outside[-1].fileno())
+        for sock in [self.inside, *self.outside]:
+            sock.close()
+
+
+async def test_call_survives_a_client_nat_rebinding() -> None:
+    nat = RebindingNat()
+    try:
+        async with embedded_mesh(advertise=f"{nat.address[0]}:{nat.address[1]}") as mesh:
+            nat.start(mesh.relay.public_address)
+
+            async def rebind_mid_call() -> None:
+                await asyncio.sleep(1.5)
+                nat.rebind()
+
+            report, _ = await asyncio.gather(
+                call(mesh.whip_url, bundled_speech(), bind=LOOPBACK, duration_s=14.0), rebind_mid_call())
+            assert report.ok, report.error
+            flows = list(mesh.relay.flows.by_client.values())
+            assert len(flows) == 2, "the rebound address got a flow of its own"
+            new = next(f for f in flows if f.client == nat.outside[-1].getsockname())
+            assert new.packets_out > 200, "media went back through the new mapping"
+    finally:
+        nat.close()

@@ -49,8 +49,11 @@ class Mesh:
 
 @asynccontextmanager
 async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50,
-                        connect_timeout_s: float = 10.0) -> AsyncIterator[Mesh]:
-    """Run registry, echo agent, transceiver and edge on loopback; tear all down on exit."""
+                        connect_timeout_s: float = 10.0, advertise: str = "") -> AsyncIterator[Mesh]:
+    """Run registry, echo agent, transceiver and edge on loopback; tear all down on exit.
+
+    ``advertise`` is the relay address put in answers, if not the relay's own.
+    """
     registry_url = f"memory://mesh-{secrets.token_hex(4)}"
     tokens = TokenCodec({1: secrets.token_bytes(32)}, 1)
     async with AsyncExitStack() as stack:
@@ -68,7 +71,8 @@ async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50,
         stack.push_async_callback(transceiver.close)
         runner = await api.serve(transceiver, LOOPBACK, 0)
         stack.push_async_callback(runner.cleanup)
-        edge = EdgeNode(EdgeConfig(public=f"{LOOPBACK}:0", backbone=f"{LOOPBACK}:0", http=f"{LOOPBACK}:0"),
+        edge = EdgeNode(EdgeConfig(public=f"{LOOPBACK}:0", backbone=f"{LOOPBACK}:0", http=f"{LOOPBACK}:0",
+                                   advertise=advertise),
                         edge_registry, tokens)
         stack.push_async_callback(edge.close)
         await edge.start()
