@@ -17,7 +17,7 @@ test: setup apt-test
 	$(BIN)/pytest -q
 
 bench: setup apt-bench
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 setup: $(VENV)/.installed
 
@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml | apt-base
 
 # apt-get only runs for what is missing, so repeated runs stay offline and fast.
 apt-base:
-	@scripts/apt-ensure $(APT_BASE)
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || scripts/apt-ensure $(APT_BASE)
 apt-test:
 	@scripts/apt-ensure $(APT_TEST)
 apt-bench:
