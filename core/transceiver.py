@@ -50,6 +50,8 @@ class TransceiverConfig:
     agent_rate_hz: int = 16000
     connect_timeout_s: float = 10.0
     max_session_s: float = 4 * 3600.0
+    lat: float = 0.0
+    lon: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class Transceiver:
             http=http_url,
             backbone=format_hostport(self.mux.address),
             capacity=self.config.capacity,
+            lat=self.config.lat,
+            lon=self.config.lon,
         )
         await self.registry.register(self.record)
         log.info("transceiver up", extra={"node": self.config.node_id, "index": index,

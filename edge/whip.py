@@ -1,7 +1,7 @@
 """The edge's WHIP front (RFC 9725): takes a caller's offer and forwards it to a transceiver.
 
-It picks the least loaded transceiver with capacity from the registry view
-(its own region first), forwards the offer with the edge's id, its public
+It picks a transceiver from the registry view: in the nearest core region with
+capacity (or the region the request pins), the least loaded there. It forwards the offer with the edge's id, its public
 relay address and the caller's address, and returns the transceiver's answer
 as ``201 Created`` with a ``Location`` on this edge. ``DELETE`` on that URL
 finds the owner through the session's claim in the registry.
@@ -18,6 +18,7 @@ from aiohttp import web
 from core.api import CLIENT_ADDRESS, EDGE_ID, RELAY_ADDRESS
 from core.offer import MAX_OFFER_BYTES
 from registry import InvalidName, MalformedRecord, NodeRecord, Registry, RegistryUnavailable
+from voicemesh.geo import distance_km
 from voicemesh.http import SDP_TYPE, problem, read_offer
 
 log = logging.getLogger("voicemesh.whip")
@@ -26,11 +27,29 @@ FORWARD_TIMEOUT_S = 10.0
 RETRY_AFTER_S = 2
 
 
-def pick_transceivers(nodes: list[NodeRecord], region: str) -> list[NodeRecord]:
-    """Transceivers to try, best first: not draining, below capacity, own
-    ``region`` first, then by load (sessions) and node id."""
-    usable = [n for n in nodes if not n.draining and n.load < n.capacity and n.http]
-    return sorted(usable, key=lambda n: (n.region != region, n.load / max(n.capacity, 1), n.node_id))
+RegionPolicy = Callable[[web.Request], "str | None"]
+"""Chooses a core region for one offer, or None to let the edge pick the nearest with capacity."""
+
+PIN_HEADER = "Voicemesh-Region"
+
+
+def pin_from_request(request: web.Request) -> str | None:
+    """The default region policy: the ``region`` query parameter or the ``Voicemesh-Region`` header."""
+    return request.query.get("region") or request.headers.get(PIN_HEADER) or None
+
+
+def pick_transceivers(nodes: list[NodeRecord], edge: NodeRecord, region: str | None = None) -> list[NodeRecord]:
+    """Transceivers to try, best first.
+
+    Only those not draining and below capacity; only ``region`` if given.
+    Nearest region first by great-circle distance from ``edge`` to the
+    transceiver's coordinates, then least loaded (sessions / capacity), then
+    node id.
+    """
+    usable = [n for n in nodes if not n.draining and n.load < n.capacity and n.http
+              and (region is None or n.region == region)]
+    return sorted(usable, key=lambda n: (round(distance_km(edge.lat, edge.lon, n.lat, n.lon)),
+                                         n.load / n.capacity, n.node_id))
 
 
 class WhipFront:
@@ -41,8 +60,10 @@ class WhipFront:
     ``relay_stats`` returns the relay's counters for ``GET /v1/status``.
     """
 
-    def __init__(self, registry: Registry, edge: Callable[[], NodeRecord], relay_stats: Callable[[], dict]) -> None:
+    def __init__(self, registry: Registry, edge: Callable[[], NodeRecord], relay_stats: Callable[[], dict],
+                 region_policy: RegionPolicy = pin_from_request) -> None:
         self.registry = registry
+        self.region_policy = region_policy
         self.edge = edge
         self.relay_stats = relay_stats
         self._http: aiohttp.ClientSession | None = None
@@ -75,7 +96,8 @@ class WhipFront:
             RELAY_ADDRESS: edge.public_relay,
             CLIENT_ADDRESS: request.remote or "",
         }
-        for node in pick_transceivers(self.registry.nodes("transceiver"), edge.region)[:2]:
+        region = self.region_policy(request)
+        for node in pick_transceivers(self.registry.nodes("transceiver"), edge, region)[:2]:
             try:
                 async with self._client().post(f"{node.http}/v1/sessions", data=offer, headers=headers) as resp:
                     body = await resp.read()
@@ -90,7 +112,8 @@ class WhipFront:
             log.info("session forwarded", extra={"session_id": location.rsplit("/", 1)[-1],
                                                  "transceiver": node.node_id})
             return web.Response(status=201, body=body, content_type=SDP_TYPE, headers={"Location": location})
-        return problem(503, "no-capacity", "no transceiver has capacity for a new session; retry later",
+        where = f"in region {region}" if region else "in any region"
+        return problem(503, "no-capacity", f"no transceiver {where} has capacity for a new session; retry later",
                        headers={"Retry-After": str(RETRY_AFTER_S)})
 
     async def delete_session(self, request: web.Request) -> web.StreamResponse:

@@ -40,6 +40,8 @@ TRANSCEIVER_HELP = {
     "agent_rate_hz": "PCM16 sample rate for the agent (8000, 12000, 16000, 24000, 48000)",
     "connect_timeout_s": "seconds a session may take to connect before it is closed",
     "max_session_s": "longest session in seconds (also the routing token's lifetime)",
+    "lat": "latitude of this core region (degrees), for edges choosing the nearest region",
+    "lon": "longitude of this core region (degrees)",
 }
 
 
