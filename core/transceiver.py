@@ -137,6 +137,9 @@ class Transceiver:
             self.record = replace(self.record, draining=True)
             await self.registry.register(self.record)
         await asyncio.gather(*(self.end(s, "shutdown") for s in list(self.sessions.values())))
+        if self._load_update is not None:
+            self._load_update.cancel()
+        self.record = None
         await self.agent_link.close()
         if self.mux is not None:
             self.mux.close()
