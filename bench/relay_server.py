@@ -1,0 +1,49 @@
+"""The edge Relay alone in its own process, for the relay benchmark: fixed token key, one transceiver
+(region 1, index 1) at a given backbone address, no registry, under uvloop.
+
+usage: relay_server.py KEY_HEX TRANSCEIVER_HOST:PORT
+It prints one JSON line {"public": [host, port], "backbone": [host, port]} once both sockets are read,
+and on SIGTERM prints Relay.stats() as one JSON line and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+
+import uvloop
+
+from edge.relay import Relay
+from edge.token import TokenCodec
+from voicemesh.http import parse_hostport
+from voicemesh.udp import bind_udp
+
+PUBLIC_HOST = "127.0.0.1"
+BACKBONE_HOST = "127.0.0.3"
+EDGE_ID = 1
+TRANSCEIVER = (1, 1)
+
+
+async def serve(key: bytes, transceiver: tuple[str, int]) -> None:
+    relay = Relay(bind_udp(PUBLIC_HOST, 0), bind_udp(BACKBONE_HOST, 0), EDGE_ID, TokenCodec({1: key}, 1))
+    relay.directory = {TRANSCEIVER: transceiver}
+    stop = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)
+    relay.start()
+    print(json.dumps({"public": relay.public_address, "backbone": relay.backbone_address}), flush=True)
+    try:
+        await stop
+    finally:
+        print(json.dumps(relay.stats()), flush=True)
+        relay.close()
+
+
+def main() -> None:
+    key_hex, transceiver = sys.argv[1:]
+    uvloop.run(serve(bytes.fromhex(key_hex), parse_hostport(transceiver)))
+
+
+if __name__ == "__main__":
+    main()
