@@ -27,7 +27,7 @@ TRANSCEIVER = (1, 1)
 
 
 async def serve(key: bytes, transceiver: tuple[str, int]) -> None:
-    relay = Relay(bind_udp(PUBLIC_HOST, 0), bind_udp(BACKBONE_HOST, 0), EDGE_ID, TokenCodec({1: key}, 1))
+    relay = Relay(bind_udp(PUBLIC_HOST, 0), bind_udp(BACKBONE_HOST, 0, reuse_port=True), EDGE_ID, TokenCodec({1: key}, 1))
     relay.directory = {TRANSCEIVER: transceiver}
     stop = asyncio.get_running_loop().create_future()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)

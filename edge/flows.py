@@ -1,6 +1,7 @@
 """The edge relay's flow table: client address -> owning transceiver and precomputed backbone header, aged
 out by periodic sweeps so the packet path never reads a clock (sans-IO: time is passed in)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge.frame import encode_header
@@ -20,7 +21,8 @@ class Flow:
     """One client 5-tuple relayed by this edge: the client's socket address, the owning transceiver's backbone
     address, the frame header for this client (see edge.frame), the token that routed it, when it was
     learned (seconds, the caller's clock), and counters the relay bumps per packet (in: client -> transceiver,
-    out: transceiver -> client; payload bytes). Flows compare by identity."""
+    out: transceiver -> client; payload bytes). Flows compare by identity. ``uplink`` is the adapter's
+    send function towards the transceiver (the relay sets it: a connected socket's ``send``)."""
 
     client: tuple[str, int]
     transceiver: tuple[str, int]
@@ -31,6 +33,7 @@ class Flow:
     bytes_in: int = 0
     packets_out: int = 0
     bytes_out: int = 0
+    uplink: Callable[[bytes], object] | None = field(default=None, repr=False)
     _swept_packets: int = field(default=0, init=False, repr=False)
     _active_at: float = field(init=False, repr=False)
 

@@ -59,7 +59,7 @@ class EdgeNode:
         index = await self.registry.allocate_index("edge", cfg.region)
         self.relay = Relay(
             bind_udp(*parse_hostport(cfg.public), reuse_port=cfg.reuse_port),
-            bind_udp(*parse_hostport(cfg.backbone)),
+            bind_udp(*parse_hostport(cfg.backbone), reuse_port=True),
             index,
             self.tokens,
             idle_timeout_s=cfg.idle_timeout_s,

@@ -46,15 +46,18 @@ def add_drain_reader(
     loop: asyncio.AbstractEventLoop,
     sock: socket.socket,
     on_datagram: Callable[[bytes, tuple], None],
+    peer: tuple[str, int] | None = None,
 ) -> None:
     """Call ``on_datagram(data, addr)`` for every datagram on ``sock``.
 
-    Reads up to DRAIN_BATCH datagrams per readiness event. ``on_datagram`` must
-    not raise (it runs once per packet); socket errors such as ICMP port
-    unreachable surfacing as ConnectionRefusedError are skipped.
-    Remove with ``loop.remove_reader(sock.fileno())``.
+    Reads up to DRAIN_BATCH datagrams per readiness event. For a socket
+    connected to ``peer``, reads with ``recv`` and passes ``peer`` as the
+    address: Python builds no address tuple per datagram (about 0.5 µs).
+    ``on_datagram`` must not raise (it runs once per packet); socket errors
+    such as ICMP port unreachable surfacing as ConnectionRefusedError are
+    skipped. Remove with ``loop.remove_reader(sock.fileno())``.
     """
-    recvfrom = sock.recvfrom
+    recvfrom, recv = sock.recvfrom, sock.recv
 
     def drain() -> None:
         for _ in range(DRAIN_BATCH):
@@ -66,7 +69,17 @@ def add_drain_reader(
                 continue
             on_datagram(data, addr)
 
-    loop.add_reader(sock.fileno(), drain)
+    def drain_connected() -> None:
+        for _ in range(DRAIN_BATCH):
+            try:
+                data = recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            on_datagram(data, peer)
+
+    loop.add_reader(sock.fileno(), drain if peer is None else drain_connected)
 
 
 def sockname(sock: socket.socket) -> tuple[str, int]:
