@@ -12,6 +12,7 @@ from aiohttp import web
 
 from core.offer import MAX_OFFER_BYTES, OfferRejected
 from core.transceiver import Capacity, EdgeHop, Transceiver
+from voicemesh import telemetry
 from voicemesh.http import SDP_TYPE, parse_hostport, problem, read_offer, serve_app
 
 EDGE_ID = "Voicemesh-Edge-Id"
@@ -64,7 +65,7 @@ def create_app(transceiver: Transceiver) -> web.Application:
             "mux": dict(mux.counters) if mux else {},
         })
 
-    app = web.Application(client_max_size=MAX_OFFER_BYTES)
+    app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[telemetry.server_spans()])
     app.router.add_post("/v1/sessions", post_session)
     app.router.add_delete("/v1/sessions/{session_id}", delete_session)
     app.router.add_get("/v1/status", status)

@@ -14,10 +14,12 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from opentelemetry import metrics, trace
 
 from core import hooks
 from core.agent_link import AgentLink, AgentSession
@@ -27,6 +29,7 @@ from core.offer import OfferRejected, check_offer
 from edge.token import TokenCodec
 from registry import Claim, NodeRecord, Registry
 from voicemesh.http import format_hostport, parse_hostport
+from voicemesh import telemetry
 from voicemesh.agent.v1 import agent_pb2
 from voicemesh.udp import bind_udp
 
@@ -83,6 +86,12 @@ class Session:
     agent: AgentSession | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     ended: bool = False
+    span: trace.Span = trace.INVALID_SPAN
+    trace_id: str = ""
+
+    def log_extra(self, **more: object) -> dict:
+        """Fields every log line about this session carries."""
+        return {"session_id": self.id, "trace_id": self.trace_id, **more}
 
 
 class Transceiver:
@@ -105,6 +114,19 @@ class Transceiver:
         self.agent_link = AgentLink(config.agent)
         self._edges: set[tuple[str, int]] = set()
         self._load_update: asyncio.TimerHandle | None = None
+        meter = telemetry.meter()
+        self._setup_duration = meter.create_histogram(
+            "voicemesh.session.setup.duration", unit="s",
+            description="from the offer reaching the transceiver to DTLS connected")
+        self._agent_latency = meter.create_histogram(
+            "voicemesh.agent.latency", unit="s",
+            description="from a session's first audio to the agent to the agent's first audio back")
+        self._network_rtt = meter.create_histogram(
+            "voicemesh.session.network_rtt", unit="s",
+            description="caller <-> transceiver round-trip time from RTCP (RFC 3550 6.4.1), at session end")
+        meter.create_observable_gauge(
+            "voicemesh.sessions", unit="{session}", description="live sessions by connection state",
+            callbacks=[self._observe_sessions])
 
     async def start(self, http_url: str) -> None:
         """Bind, register as ``http_url`` (the base URL of the transceiver API)."""
@@ -152,11 +174,22 @@ class Transceiver:
         self._edges.clear()
         self._edges.update(edges)
 
+    def _observe_sessions(self, _options) -> list[metrics.Observation]:
+        states = Counter(s.pc.connectionState for s in self.sessions.values())
+        attrs = self._attributes()
+        return [metrics.Observation(n, {**attrs, "voicemesh.session.state": state}) for state, n in states.items()]
+
+    def _attributes(self) -> dict[str, str]:
+        return {telemetry.NODE_ID: self.config.node_id, telemetry.REGION: self.config.region}
+
     async def create_session(self, offer_sdp: str, edge: EdgeHop) -> Session:
         """Answer ``offer_sdp`` for a caller arriving through ``edge``.
 
         Returns the Session; its answer is ``session.pc.localDescription.sdp``.
-        Raises OfferRejected (a 400 for the caller), Capacity (503).
+        Raises OfferRejected (a 400 for the caller), Capacity (503). The
+        session's span (``session``, a child of the current span, which the
+        API's middleware continues from the edge's ``traceparent``) lasts
+        until the session ends; ICE, DTLS and first audio are its events.
         """
         assert self.record is not None and self.mux is not None, "start() first"
         if len(self.sessions) >= self.config.capacity or self.record.draining:
@@ -178,13 +211,21 @@ class Transceiver:
             expires_at=int(time.time() + self.config.max_session_s),
         )
         session = Session(session_id, pc, track, ufrag, edge, time.monotonic())
+        session.span = telemetry.tracer().start_span("session", attributes={
+            telemetry.SESSION_ID: session_id, telemetry.EDGE_ID: edge.edge_id, "client.address": edge.client_ip,
+            **self._attributes()})
+        session.trace_id = telemetry.trace_id(session.span)
         try:
             conn = hooks.ice_connection(pc)
             hooks.set_local_ufrag(conn, ufrag)
             transport = MuxTransport(self.mux, edge.relay)
             transport.protocol = hooks.attach_protocol(conn, transport, edge.relay)
             self.mux.register(ufrag, conn.local_password, transport.protocol)
-            session.claim = await self.registry.claim_session(session_id, self.record)
+            with telemetry.tracer().start_as_current_span(
+                    "registry claim", context=trace.set_span_in_context(session.span),
+                    attributes={telemetry.SESSION_ID: session_id}) as claim_span:
+                session.claim = await self.registry.claim_session(session_id, self.record)
+                claim_span.set_attribute("voicemesh.claim.revision", session.claim.revision)
             self.sessions[session_id] = session
             self._bridge(session)
             await pc.setLocalDescription(await pc.createAnswer())
@@ -193,8 +234,7 @@ class Transceiver:
             raise
         self._watch(session)
         self._schedule_load_update()
-        log.info("session answered", extra={"session_id": session_id, "edge_id": edge.edge_id,
-                                            "client_ip": edge.client_ip})
+        log.info("session answered", extra=session.log_extra(edge_id=edge.edge_id, client_ip=edge.client_ip))
         return session
 
     def _bridge(self, session: Session) -> None:
@@ -238,10 +278,18 @@ class Transceiver:
     def _watch(self, session: Session) -> None:
         loop = asyncio.get_running_loop()
 
+        @session.pc.on("iceconnectionstatechange")
+        def on_ice_state() -> None:
+            if session.pc.iceConnectionState == "completed":
+                session.span.add_event("ice connected")
+
         @session.pc.on("connectionstatechange")
         def on_state() -> None:
             state = session.pc.connectionState
-            log.info("connection %s", state, extra={"session_id": session.id})
+            log.info("connection %s", state, extra=session.log_extra())
+            if state == "connected":
+                session.span.add_event("dtls connected")
+                self._setup_duration.record(time.monotonic() - session.created_at, self._attributes())
             if state in ("failed", "closed"):
                 asyncio.ensure_future(self.end(session, f"connection_{state}"))
 
@@ -264,16 +312,26 @@ class Transceiver:
         if session.agent is not None:
             session.agent.close(reason)
         session.track.stop()
+        await self._record_rtt(session)
         await session.pc.close()
         if session.claim is not None:
             try:
                 await self.registry.release(session.claim)
             except Exception:
                 log.warning("claim release failed; the lease will expire it",
-                            extra={"session_id": session.id}, exc_info=True)
+                            extra=session.log_extra(), exc_info=True)
         self._schedule_load_update()
-        log.info("session ended", extra={"session_id": session.id, "reason": reason,
-                                         "duration_s": round(time.monotonic() - session.created_at, 3)})
+        session.span.set_attribute("voicemesh.session.end_reason", reason)
+        session.span.end()
+        log.info("session ended", extra=session.log_extra(
+            reason=reason, duration_s=round(time.monotonic() - session.created_at, 3)))
+
+    async def _record_rtt(self, session: Session) -> None:
+        if session.pc.connectionState != "connected":
+            return
+        for stats in (await session.pc.getStats()).values():
+            if stats.type == "remote-inbound-rtp" and stats.roundTripTime is not None:
+                self._network_rtt.record(stats.roundTripTime, self._attributes())
 
     def _schedule_load_update(self) -> None:
         if self._load_update is None and self.record is not None:

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from edge.observe import FlowTracer, observe_relay
 from edge.relay import Relay
 from edge.token import TokenCodec
 from edge.whip import WhipFront
 from registry import NodeRecord, Registry
+from voicemesh import telemetry
 from voicemesh.http import format_hostport, parse_hostport, serve_app
 from voicemesh.udp import bind_udp
 
@@ -69,7 +71,10 @@ class EdgeNode:
         self.registry.subscribe(lambda: relay.set_transceivers(self.registry.nodes("transceiver")))
         relay.set_transceivers(self.registry.nodes("transceiver"))
         relay.start()
-        self._whip = WhipFront(self.registry, lambda: self.record, relay.stats)
+        flows = FlowTracer(index)
+        relay.on_flow = flows.on_flow
+        observe_relay(relay, {telemetry.EDGE_ID: str(index), telemetry.REGION: cfg.region})
+        self._whip = WhipFront(self.registry, lambda: self.record, relay.stats, on_answer=flows.expect)
         self._runner, self.url = await serve_app(self._whip.app(), *parse_hostport(cfg.http))
         self.record = NodeRecord(
             role="edge",

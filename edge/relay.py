@@ -26,7 +26,7 @@ import logging
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from edge import frame, stun
 from edge.flows import Flow, FlowTable, FlowTableFull
@@ -49,7 +49,8 @@ class Relay:
     backbone side ``frame_<reason>``, ``no_flow`` (no flow for that client
     through the sending transceiver), ``tx_error``. Forwarded packets and
     bytes are counted per flow, so the hot path updates two integers; see
-    ``stats()`` for the totals.
+    ``stats()`` for the totals. ``on_flow(flow, server_ufrag)``, if set, is
+    called once for each flow learned.
     """
 
     def __init__(
@@ -74,6 +75,7 @@ class Relay:
         self.drops: Counter[str] = Counter()
         self.directory: dict[tuple[int, int], tuple[str, int]] = {}
         self._links: dict[tuple[str, int], socket.socket] = {}
+        self.on_flow: Callable[[Flow, bytes], None] | None = None
         self._expired_totals: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -172,6 +174,8 @@ class Relay:
         link = self._links.get(transceiver)
         flow.uplink = link.send if link is not None else _sendto(self.backbone, transceiver)
         log.debug("flow learned client=%s:%d transceiver=%s:%d", addr[0], addr[1], *transceiver)
+        if self.on_flow is not None:
+            self.on_flow(flow, server_ufrag)
         return flow
 
     def on_backbone(self, data: bytes, src: tuple) -> None:

@@ -14,10 +14,13 @@ from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 from core.api import CLIENT_ADDRESS, EDGE_ID, RELAY_ADDRESS
 from core.offer import MAX_OFFER_BYTES
 from registry import InvalidName, MalformedRecord, NodeRecord, Registry, RegistryUnavailable
+from voicemesh import telemetry
 from voicemesh.geo import distance_km
 from voicemesh.http import SDP_TYPE, problem, read_offer
 
@@ -58,12 +61,16 @@ class WhipFront:
     ``edge`` is this edge's registered record (``index`` is the edge id in
     backbone frames, ``public_relay`` the relay's public address);
     ``relay_stats`` returns the relay's counters for ``GET /v1/status``.
+    ``on_answer(answer_sdp, session_id, span_context)`` is told of each
+    session created, so the relay's first packet can join the trace.
     """
 
     def __init__(self, registry: Registry, edge: Callable[[], NodeRecord], relay_stats: Callable[[], dict],
-                 region_policy: RegionPolicy = pin_from_request) -> None:
+                 region_policy: RegionPolicy = pin_from_request,
+                 on_answer: Callable[[bytes, str, SpanContext], None] | None = None) -> None:
         self.registry = registry
         self.region_policy = region_policy
+        self.on_answer = on_answer
         self.edge = edge
         self.relay_stats = relay_stats
         self._http: aiohttp.ClientSession | None = None
@@ -73,7 +80,7 @@ class WhipFront:
             await self._http.close()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_OFFER_BYTES)
+        app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[telemetry.server_spans()])
         app.router.add_post("/v1/sessions", self.post_session)
         app.router.add_delete("/v1/sessions/{session_id}", self.delete_session)
         app.router.add_get("/v1/status", self.status)
@@ -98,19 +105,29 @@ class WhipFront:
         }
         region = self.region_policy(request)
         for node in pick_transceivers(self.registry.nodes("transceiver"), edge, region)[:2]:
-            try:
-                async with self._client().post(f"{node.http}/v1/sessions", data=offer, headers=headers) as resp:
-                    body = await resp.read()
-                    if resp.status == 503:
-                        continue
-                    if resp.status != 201:
-                        return web.Response(status=resp.status, body=body, content_type=resp.content_type)
-                    location = resp.headers["Location"]
-            except (aiohttp.ClientError, TimeoutError, KeyError) as exc:
-                log.warning("transceiver %s failed: %r", node.node_id, exc)
-                continue
-            log.info("session forwarded", extra={"session_id": location.rsplit("/", 1)[-1],
-                                                 "transceiver": node.node_id})
+            url = f"{node.http}/v1/sessions"
+            with telemetry.tracer().start_as_current_span("POST", kind=SpanKind.CLIENT, attributes={
+                    "http.request.method": "POST", "url.full": url, telemetry.NODE_ID: node.node_id}) as span:
+                try:
+                    async with self._client().post(url, data=offer, headers=headers | telemetry.inject()) as resp:
+                        span.set_attribute("http.response.status_code", resp.status)
+                        body = await resp.read()
+                        if resp.status == 503:
+                            continue
+                        if resp.status != 201:
+                            return web.Response(status=resp.status, body=body, content_type=resp.content_type)
+                        location = resp.headers["Location"]
+                except (aiohttp.ClientError, TimeoutError, KeyError) as exc:
+                    span.set_status(StatusCode.ERROR, repr(exc))
+                    log.warning("transceiver %s failed: %r", node.node_id, exc)
+                    continue
+            session_id = location.rsplit("/", 1)[-1]
+            server_span = trace.get_current_span()
+            server_span.set_attribute(telemetry.SESSION_ID, session_id)
+            if self.on_answer is not None:
+                self.on_answer(body, session_id, server_span.get_span_context())
+            log.info("session forwarded", extra={"session_id": session_id, "transceiver": node.node_id,
+                                                 "trace_id": telemetry.trace_id(server_span)})
             return web.Response(status=201, body=body, content_type=SDP_TYPE, headers={"Location": location})
         where = f"in region {region}" if region else "in any region"
         return problem(503, "no-capacity", f"no transceiver {where} has capacity for a new session; retry later",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -100,3 +102,21 @@ def etcd() -> Iterator[EtcdServer]:
                 process.kill()
                 process.wait()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def processes():
+    """Start ``voicemesh <part> ...`` processes with extra environment; killed at teardown if still running."""
+    procs: list[subprocess.Popen] = []
+
+    def start(*args: str, env: dict[str, str]) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "voicemesh", *args], env={**os.environ, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

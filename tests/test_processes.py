@@ -9,60 +9,15 @@ down cleanly.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
-
-import pytest
 
 from voicemesh.demo import bundled_speech
 
-VOICEMESH = [sys.executable, "-m", "voicemesh"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, ready=lambda body: True, deadline_s: float = 20.0) -> dict:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited with {proc.returncode}: {proc.stderr.read().decode()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                body = json.loads(resp.read())
-                if ready(body):
-                    return body
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} not ready")
-
-
-@pytest.fixture
-def processes():
-    procs: list[subprocess.Popen] = []
-
-    def start(*args: str, env: dict[str, str]) -> subprocess.Popen:
-        proc = subprocess.Popen([*VOICEMESH, *args], env={**os.environ, **env},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+from procs import VOICEMESH, free_port, wait_http
 
 
 def test_parts_as_processes_against_etcd(etcd, processes, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from voicemesh import config, logs
+from voicemesh import config, logs, telemetry
 
 log = logging.getLogger("voicemesh")
 
@@ -43,6 +43,16 @@ TRANSCEIVER_HELP = {
     "lat": "latitude of this core region (degrees), for edges choosing the nearest region",
     "lon": "longitude of this core region (degrees)",
 }
+DNS_HELP = {
+    "zone": "the zone this server is authoritative for",
+    "mesh_name": "the name answered with the nearest healthy edge (in the zone)",
+    "bind": "UDP address to answer on (host:port; [::]:port for IPv4 and IPv6)",
+    "geoip_db": "GeoIP2/GeoLite2 City .mmdb file; empty sends every client to the default edge",
+    "default_edge": "node id of the edge for clients with no location",
+    "ttl_s": "TTL of every answer and of negative answers (seconds)",
+    "ns": "name servers as name[=address],... (addresses of in-zone names are served)",
+    "reuse_port": "share the port with other DNS workers (SO_REUSEPORT)",
+}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +65,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``voicemesh``."""
     from core.transceiver import TransceiverConfig
+    from edge.dns_server import DnsConfig
     from edge.node import EdgeConfig
 
     top = argparse.ArgumentParser(
@@ -89,6 +100,12 @@ def parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="run the built-in echo agent as a gRPC server")
     _common(agent)
     agent.add_argument("--bind", help="gRPC address (host:port) (default 127.0.0.1:50051; env VOICEMESH_BIND)")
+
+    dns = sub.add_parser("dns", help="run the geo DNS server: the nearest healthy edge for each client")
+    _common(dns)
+    dns.add_argument("--topology", help="infra/topology.json to take the zone and mesh name defaults from"
+                                        " (env VOICEMESH_TOPOLOGY)")
+    config.add_flags(dns, DnsConfig, DNS_HELP)
     return top
 
 
@@ -114,7 +131,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
     level = config.setting("log_level", args, file) or ("info", "")
     fmt = config.setting("log_format", args, file) or ("json", "")
     logs.setup(str(level[0]), str(fmt[0]))
-    return await {"edge": _edge, "transceiver": _transceiver, "agent": _agent}[args.command](args, file, table)
+    telemetry.setup(f"voicemesh-{args.command}")
+    try:
+        return await {"edge": _edge, "transceiver": _transceiver, "agent": _agent, "dns": _dns}[args.command](
+            args, file, table)
+    finally:
+        telemetry.shutdown()
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -235,5 +257,31 @@ async def _agent(args: argparse.Namespace, file: dict, table: dict) -> int:
     async def stop() -> None:
         for server in servers:
             await server.stop(1.0)
+
+    return await _until_signalled(start, stop)
+
+
+async def _dns(args: argparse.Namespace, file: dict, table: dict) -> int:
+    import maxminddb
+
+    from edge.dns_server import DnsConfig, DnsServer, topology_defaults
+    from registry import open_registry
+
+    url = config.setting("registry", args, file)
+    topology = config.setting("topology", args, table)
+    try:
+        registry = open_registry(str(url[0]) if url else "etcd://127.0.0.1:2379")
+        defaults = topology_defaults(str(topology[0])) if topology else {}
+        server = DnsServer.from_config(config.build(DnsConfig, args, {**defaults, **table}))
+    except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+        raise config.ConfigError(str(exc)) from None
+
+    async def start() -> None:
+        await registry.start()
+        server.start(registry)
+
+    async def stop() -> None:
+        server.close()
+        await registry.close()
 
     return await _until_signalled(start, stop)

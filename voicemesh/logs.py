@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line (or plain text), with a record's extra fields.
 
 Call sites pass context as ``extra={"session_id": ...}``; the JSON formatter
-writes every such field, so a session's lines can be found by its id.
+writes every such field, so a session's lines can be found by its id, and adds
+the trace and span ids of the current OpenTelemetry span when the line has none.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+
+from opentelemetry import trace
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -24,6 +27,11 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         out.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if "trace_id" not in out:
+            context = trace.get_current_span().get_span_context()
+            if context.is_valid:
+                out["trace_id"] = format(context.trace_id, "032x")
+                out["span_id"] = format(context.span_id, "016x")
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
