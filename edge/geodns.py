@@ -1,0 +1,453 @@
+"""Geo DNS answers, sans-IO: the nearest healthy edge for a client's location, as DNS wire bytes.
+
+``GeoDNS.respond(query bytes, resolver address)`` returns the response bytes
+(or None to drop). It answers authoritatively for one zone (RFC 1034/1035):
+``A``/``AAAA`` of the mesh name with the edge nearest to the client by
+great-circle distance, ``SOA`` and ``NS`` at the apex, addresses of in-zone
+name servers, NXDOMAIN for other names in the zone, REFUSED outside it, never
+recursion. The client is the EDNS Client Subnet address (RFC 7871) when the
+query carries one, else the resolver's source address; IPv4-mapped IPv6
+addresses count as IPv4.
+
+Scope and cache. The answer for a client is a function of its network at the
+scope prefix: /24 for IPv4 and /56 for IPv6 (the prefixes RFC 7871 section 11.1
+recommends resolvers send), so the location is looked up for that network's
+first address, and the ECS scope returned is 24 or 56 (120 for an IPv4-mapped
+ECS address). A GeoIP network smaller than the scope therefore does not
+steer: a whole /24 gets one answer. Rendered NOERROR responses are cached,
+keyed by the query bytes after the ID plus, when the answer was computed from
+the resolver's address (no usable ECS), the resolver's network at the scope
+prefix. The query bytes hold exactly what the response echoes (question with
+its letter case, RD, EDNS payload and DO, the ECS option with the client
+network), so a hit is one dict lookup with no DNS parsing, and the ID is
+patched in. A change of the healthy edges bumps ``generation`` and empties
+the cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from registry import NodeRecord
+from voicemesh.geo import distance_km
+from voicemesh.http import parse_hostport
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Location = tuple[float, float]
+"""(latitude, longitude) in degrees."""
+Locate = Callable[[IPAddress], "Location | None"]
+"""Looks an address up in a GeoIP database; None if it has no location."""
+
+SCOPE_PREFIX = {4: 24, 6: 56}
+"""Bits of a client address the answer depends on, by IP version (the ECS scope prefix returned)."""
+UDP_PAYLOAD = 1232
+"""Largest UDP response in bytes with EDNS (the 2020 DNS flag day size); 512 without EDNS (RFC 1035 4.2.1)."""
+DEFAULT_CACHE_ENTRIES = 100_000
+SOA_TIMERS = (3600, 600, 86400)
+"""SOA refresh, retry, expire in seconds (no secondaries transfer this zone; the values are conventional)."""
+
+_A, _AAAA = dns.rdatatype.A, dns.rdatatype.AAAA
+_IN = dns.rdataclass.IN
+
+
+class BadZone(ValueError):
+    """The zone settings cannot be served.
+
+    ``reason``: "bad_name" (not a domain name), "outside_zone" (the mesh name is not in
+    the zone), "bad_address" (a name server address is not an IP address),
+    "glue_outside_zone" (an address given for a name server outside the zone),
+    "name_clash" (a name server is the mesh name), "bad_ttl" (not 1..86400 s).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{detail} ({reason.replace('_', ' ')})")
+        self.reason = reason
+
+
+class MalformedQuery(ValueError):
+    """A datagram that is not a query this server can answer.
+
+    ``reason``: "short_header" (under 12 bytes) and "response" (QR set) are dropped
+    unanswered; "malformed" (dnspython cannot parse it, including a bad ECS option,
+    RFC 7871 section 7.2.1) and "question_count" (QDCOUNT is not 1) get FORMERR.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason.replace("_", " "))
+        self.reason = reason
+
+
+DROPPED = frozenset({"short_header", "response"})
+"""MalformedQuery reasons that are never answered (no header to answer, or not a query)."""
+
+
+@dataclass(frozen=True)
+class EdgeTarget:
+    """A healthy edge as DNS sees it: ``address`` is the host of its public relay address."""
+
+    node_id: str
+    lat: float
+    lon: float
+    address: IPAddress
+
+
+def edge_targets(nodes: Iterable[NodeRecord]) -> tuple[EdgeTarget, ...]:
+    """The edges that may be answered, sorted by node id.
+
+    Keeps nodes of role "edge" that are not draining and whose ``public_relay`` is
+    ``ip:port`` or ``[ipv6]:port`` with an IP literal; skips the rest.
+    """
+    targets = []
+    for node in nodes:
+        if node.role != "edge" or node.draining:
+            continue
+        try:
+            address = ipaddress.ip_address(parse_hostport(node.public_relay)[0])
+        except ValueError:
+            continue
+        targets.append(EdgeTarget(node.node_id, node.lat, node.lon, normalise(address)))
+    return tuple(sorted(targets, key=lambda target: target.node_id))
+
+
+def choose_edge(location: Location | None, edges: Sequence[EdgeTarget], default_edge: str) -> EdgeTarget | None:
+    """The edge to send a client at ``location`` to, or None if ``edges`` is empty.
+
+    With a location: the edge nearest by great-circle distance (ties go to the lower
+    node id). Without: the edge named ``default_edge``, or if it is not among
+    ``edges``, the first of ``edges``.
+    """
+    if not edges:
+        return None
+    if location is None:
+        return next((edge for edge in edges if edge.node_id == default_edge), edges[0])
+    lat, lon = location
+    return min(edges, key=lambda edge: (distance_km(lat, lon, edge.lat, edge.lon), edge.node_id))
+
+
+def normalise(address: IPAddress) -> IPAddress:
+    """``address``, or the IPv4 address inside an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``)."""
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def client_network(address: IPAddress, prefix_len: int) -> IPNetwork:
+    """The network whose answer ``address`` gets: the first ``prefix_len`` bits of the
+    normalised address, cut to the scope prefix of its version (SCOPE_PREFIX).
+
+    ``prefix_len`` counts bits of the normalised address (for an IPv4-mapped address,
+    the bits after the first 96).
+    """
+    address = normalise(address)
+    bits = min(prefix_len, SCOPE_PREFIX[address.version])
+    host_bits = address.max_prefixlen - bits
+    return ipaddress.ip_network((int(address) >> host_bits << host_bits, bits))
+
+
+@functools.lru_cache(maxsize=65536)
+def source_network(source: str) -> IPNetwork:
+    """client_network() of a resolver's source address as the socket reports it (cached per address)."""
+    address = ipaddress.ip_address(source)
+    return client_network(address, address.max_prefixlen)
+
+
+def mmdb_locator(reader) -> Locate:
+    """A Locate over an open ``maxminddb`` Reader of a GeoIP2/GeoLite2 City database.
+
+    The location is the record's ``location.latitude``/``longitude``; an address the
+    database does not hold, or holds without coordinates, has none.
+    """
+
+    def locate(address: IPAddress) -> Location | None:
+        try:
+            record = reader.get(address)
+        except ValueError:  # an IPv6 address in an IPv4-only database
+            return None
+        location = record.get("location") if isinstance(record, dict) else None
+        if not isinstance(location, dict) or "latitude" not in location or "longitude" not in location:
+            return None
+        return float(location["latitude"]), float(location["longitude"])
+
+    return locate
+
+
+def parse_nameservers(spec: str) -> list[tuple[str, str]]:
+    """Parse ``"ns1.example=192.0.2.53,ns1.example=2001:db8::53,ns2.other.example"``
+    into ``[(name, address or ""), ...]``; Zone checks the names and addresses."""
+    pairs = []
+    for item in spec.split(","):
+        name, _, address = item.strip().partition("=")
+        if name:
+            pairs.append((name.strip(), address.strip()))
+    return pairs
+
+
+def _name(text: str) -> dns.name.Name:
+    try:
+        return dns.name.from_text(text)
+    except dns.exception.DNSException as exc:
+        raise BadZone("bad_name", f"{text!r} is not a domain name: {exc}") from None
+
+
+class Zone:
+    """The zone served: origin, mesh name, name servers, TTL.
+
+    ``origin`` and ``mesh_name`` are absolute names (a trailing dot is optional);
+    the mesh name must be in the zone (it may be the apex). ``nameservers`` are
+    ``(name, address)`` pairs (address "" for none): each name becomes an NS record,
+    and an address of an in-zone name is served as its A or AAAA record. Without
+    name servers the NS is ``ns1.<origin>``. ``ttl_s`` (seconds) is the TTL of every
+    record and the SOA minimum, so negative answers are cached as briefly (RFC 2308 5).
+    Raises BadZone.
+    """
+
+    def __init__(self, origin: str, mesh_name: str, *, ttl_s: int = 30,
+                 nameservers: Sequence[tuple[str, str]] = ()) -> None:
+        self.origin = _name(origin)
+        self.mesh_name = _name(mesh_name)
+        if not self.mesh_name.is_subdomain(self.origin):
+            raise BadZone("outside_zone", f"mesh name {self.mesh_name} is not in zone {self.origin}")
+        if not 1 <= ttl_s <= 86400:
+            raise BadZone("bad_ttl", f"TTL {ttl_s} s is not within 1..86400")
+        self.ttl_s = ttl_s
+        ns_names: list[dns.name.Name] = []
+        self.records: dict[tuple[dns.name.Name, int], list[dns.rdata.Rdata]] = {}
+        for text, address in nameservers or [(f"ns1.{self.origin}", "")]:
+            name = _name(text)
+            if name not in ns_names:
+                ns_names.append(name)
+            if not address:
+                continue
+            if not name.is_subdomain(self.origin):
+                raise BadZone("glue_outside_zone", f"name server {name} is outside the zone; give no address")
+            if name == self.mesh_name:
+                raise BadZone("name_clash", f"name server {name} is the mesh name")
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                raise BadZone("bad_address", f"{address!r} for {name} is not an IP address") from None
+            self.records.setdefault((name, _A if ip.version == 4 else _AAAA), []).append(_address_rdata(ip))
+        self.records[(self.origin, dns.rdatatype.NS)] = [
+            dns.rdata.from_text(_IN, dns.rdatatype.NS, name.to_text()) for name in ns_names
+        ]
+        self.soa = dns.rdata.from_text(
+            _IN, dns.rdatatype.SOA,
+            f"{ns_names[0]} hostmaster.{self.origin} 1 {' '.join(map(str, SOA_TIMERS))} {ttl_s}",
+        )
+        self.records[(self.origin, dns.rdatatype.SOA)] = [self.soa]
+        self.names: set[dns.name.Name] = set()
+        for name in [self.mesh_name, *(owner for owner, _ in self.records)]:
+            while name.is_subdomain(self.origin) and name not in self.names:
+                self.names.add(name)  # the name and its ancestors (empty non-terminals exist, RFC 8020)
+                name = name.parent()
+
+
+def _address_rdata(address: IPAddress) -> dns.rdata.Rdata:
+    return dns.rdata.from_text(_IN, _A if address.version == 4 else _AAAA, str(address))
+
+
+@dataclass(frozen=True)
+class _Client:
+    """Who the answer is for: ``network`` (at the scope prefix), the query's ECS option if any, the ECS
+    scope to return with a tailored answer, and whether ``network`` is the resolver's."""
+
+    network: IPNetwork
+    ecs: dns.edns.ECSOption | None
+    ecs_scope: int
+    from_source: bool
+
+
+class GeoDNS:
+    """The authoritative geo DNS state machine: zone, healthy edges, response cache, counters.
+
+    ``locate`` finds a client network's location (see mmdb_locator); ``default_edge``
+    is the node id answered for clients without one. ``cache_entries`` bounds the
+    cache of rendered responses (0 disables it); when full it is emptied, so a flood
+    of distinct queries costs rendering time, never memory. Counters: ``cache_hits``,
+    ``cache_misses``, ``drops`` and ``formerr`` by MalformedQuery reason, ``rcodes``
+    of rendered (uncached) responses by name.
+    """
+
+    def __init__(self, zone: Zone, locate: Locate, *, default_edge: str = "",
+                 cache_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
+        self.zone = zone
+        self.locate = locate
+        self.default_edge = default_edge
+        self.cache_entries = cache_entries
+        self.edges: tuple[EdgeTarget, ...] = ()
+        self.generation = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.drops: Counter[str] = Counter()
+        self.formerr: Counter[str] = Counter()
+        self.rcodes: Counter[str] = Counter()
+        self._cache: dict[bytes | tuple[bytes, IPNetwork], bytes] = {}
+
+    def set_edges(self, nodes: Iterable[NodeRecord]) -> bool:
+        """Take the healthy edges from registry records (see edge_targets).
+
+        If they differ from the current ones (an edge came, went, started draining,
+        moved or changed address), bump ``generation``, empty the cache and return
+        True; other changes (load, capacity) return False and keep the cache.
+        """
+        edges = edge_targets(nodes)
+        if edges == self.edges:
+            return False
+        self.edges = edges
+        self.generation += 1
+        self._cache.clear()
+        return True
+
+    def respond(self, data: bytes, source: str) -> bytes | None:
+        """The response to the UDP datagram ``data`` from resolver address ``source``
+        (text, as the socket reports it), or None to send nothing. Never raises.
+
+        Responses fit the UDP payload the query allows (512 bytes without EDNS, else
+        the advertised size up to UDP_PAYLOAD), truncated with TC set otherwise.
+        A malformed query gets a FORMERR header (12 bytes, no larger than the query).
+        """
+        body = data[2:]
+        cached = self._cache.get(body)
+        if cached is None:
+            network = source_network(source)
+            cached = self._cache.get((body, network))
+            if cached is None:
+                return self._render(data, source, network)
+        self.cache_hits += 1
+        return data[:2] + cached
+
+    def _render(self, data: bytes, source: str, network: IPNetwork) -> bytes | None:
+        self.cache_misses += 1
+        try:
+            query = parse_query(data)
+        except MalformedQuery as exc:
+            if exc.reason in DROPPED:
+                self.drops[exc.reason] += 1
+                return None
+            self.formerr[exc.reason] += 1
+            return formerr(data)
+        response, from_source = self.answer(query, ipaddress.ip_address(source))
+        limit = min(max(query.payload, 512), UDP_PAYLOAD) if query.edns >= 0 else 512
+        wire = response.to_wire(max_size=limit, prefer_truncation=True)
+        rcode = response.rcode()
+        self.rcodes[dns.rcode.to_text(rcode)] += 1
+        if rcode == dns.rcode.NOERROR and self.cache_entries:
+            if len(self._cache) >= self.cache_entries:
+                self._cache.clear()
+            self._cache[(data[2:], network) if from_source else data[2:]] = wire[2:]
+        return wire
+
+    def answer(self, query: dns.message.Message, source: IPAddress) -> tuple[dns.message.Message, bool]:
+        """The response to a parsed ``query`` (one question) from resolver address ``source``,
+        and whether it was computed from ``source`` (no usable ECS option).
+
+        RFC 1035 4.1.1 (NOTIMP for opcodes other than QUERY, REFUSED outside the zone),
+        RFC 6891 6.1.3 (BADVERS for EDNS versions above 0), RFC 2308 (NXDOMAIN and
+        NODATA with the SOA), RFC 7871 7.2.1 (ECS echoed with a scope prefix), RFC 8482
+        (ANY answered with one synthesised HINFO).
+
+        ``A`` answers the nearest healthy edge with an IPv4 relay address, ``AAAA`` the
+        nearest with an IPv6 one (choose_edge over the edges of that family), so a
+        single-stack client always gets an edge it can reach; NODATA if no healthy
+        edge has that family, SERVFAIL if no edge is healthy at all.
+        """
+        response = dns.message.make_response(query, our_payload=UDP_PAYLOAD)
+        if query.edns >= 0:
+            response.ednsflags |= query.ednsflags & dns.flags.DO  # RFC 3225 3
+        if query.opcode() != dns.opcode.QUERY:
+            response.set_rcode(dns.rcode.NOTIMP)
+            return response, False
+        if query.edns > 0:
+            response.set_rcode(dns.rcode.BADVERS)
+            return response, False
+        question = query.question[0]
+        qname, qtype = question.name, question.rdtype
+        client = _client(query, source)
+        scope, tailored = 0, False
+        zone = self.zone
+        if question.rdclass != _IN or not qname.is_subdomain(zone.origin):
+            response.set_rcode(dns.rcode.REFUSED)
+        else:
+            response.flags |= dns.flags.AA
+            if qname not in zone.names:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            elif qtype == dns.rdatatype.ANY:
+                response.answer.append(dns.rrset.from_text(qname, zone.ttl_s, _IN, dns.rdatatype.HINFO,
+                                                           '"RFC8482" ""'))
+            elif qname == zone.mesh_name and qtype in (_A, _AAAA):
+                scope, tailored = client.ecs_scope, True
+                edges = [edge for edge in self.edges if (edge.address.version == 4) == (qtype == _A)]
+                edge = choose_edge(self.locate(client.network.network_address), edges, self.default_edge)
+                if edge is not None:
+                    response.answer.append(dns.rrset.from_rdata(qname, zone.ttl_s, _address_rdata(edge.address)))
+                elif not self.edges:
+                    response.flags &= ~dns.flags.AA
+                    response.set_rcode(dns.rcode.SERVFAIL)
+            elif (qname, qtype) in zone.records:
+                response.answer.append(dns.rrset.from_rdata_list(qname, zone.ttl_s, zone.records[(qname, qtype)]))
+            if not response.answer and response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                response.authority.append(dns.rrset.from_rdata(zone.origin, zone.ttl_s, zone.soa))
+        if client.ecs is not None:
+            ecs = dns.edns.ECSOption(client.ecs.address, client.ecs.srclen, scope)
+            response.use_edns(0, response.ednsflags, UDP_PAYLOAD, query.payload, options=[ecs], pad=response.pad)
+        return response, tailored and client.from_source
+
+
+def _client(query: dns.message.Message, source: IPAddress) -> _Client:
+    """The client network from the query's ECS option (RFC 7871 7.2.1) if it carries
+    address bits, else from the resolver's ``source`` address."""
+    ecs = next((option for option in query.options if isinstance(option, dns.edns.ECSOption)), None)
+    if ecs is not None:
+        address = ipaddress.ip_address(ecs.address)
+        mapped = address.version == 6 and address.ipv4_mapped is not None
+        bits = ecs.srclen - 96 if mapped else ecs.srclen
+        if bits > 0:
+            network = client_network(address, bits)
+            return _Client(network, ecs, SCOPE_PREFIX[network.version] + (96 if mapped else 0), False)
+    return _Client(client_network(source, source.max_prefixlen), ecs, 0, True)
+
+
+def parse_query(data: bytes) -> dns.message.Message:
+    """Parse a DNS query datagram (RFC 1035 4.1) with exactly one question.
+
+    Raises MalformedQuery: "short_header", "response", "malformed", "question_count".
+    """
+    if len(data) < 12:
+        raise MalformedQuery("short_header")
+    if data[2] & 0x80:
+        raise MalformedQuery("response")
+    try:
+        query = dns.message.from_wire(data)
+    except Exception:  # any bytes from the network: dnspython raises many exception types
+        raise MalformedQuery("malformed") from None
+    if len(query.question) != 1:
+        raise MalformedQuery("question_count")
+    return query
+
+
+def formerr(data: bytes) -> bytes:
+    """A FORMERR response to the query header at the start of ``data`` (12+ bytes):
+    its ID, opcode and RD, no sections (RFC 1035 4.1.1)."""
+    flags = int.from_bytes(data[2:4], "big")
+    response = dns.message.Message(id=int.from_bytes(data[:2], "big"))
+    response.flags = dns.flags.QR | (flags & dns.flags.RD)
+    response.set_opcode(dns.opcode.from_flags(flags))
+    response.set_rcode(dns.rcode.FORMERR)
+    return response.to_wire()

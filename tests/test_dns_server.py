@@ -1,0 +1,275 @@
+"""The geo DNS server over real UDP, queried with dig (Debian bind9-dnsutils): ECS steering and scope,
+the zone's answers and errors, malformed datagrams, edges leaving with their lease, and `voicemesh dns`
+as its own process against a real etcd. The GeoIP data is MaxMind's official GeoIP2-City-Test.mmdb."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.message
+import dns.rcode
+import pytest
+
+from edge.dns_server import DnsConfig, DnsServer, topology_defaults
+from registry import EtcdRegistry, MemoryRegistry, MemoryStore, NodeRecord
+
+REPO = Path(__file__).resolve().parent.parent
+TOPOLOGY = json.loads((REPO / "infra" / "topology.json").read_text())
+MAXMIND_TEST_DB = REPO / "tests" / "data" / "GeoIP2-City-Test.mmdb"
+
+# MaxMind test networks: Changchun (nearest edge Tokyo), San Diego (San Jose), the Philippines (Singapore).
+CHANGCHUN, SAN_DIEGO6, PHILIPPINES = "175.16.199.0/24", "2001:480:10::/56", "202.196.224.0/24"
+
+pytestmark = pytest.mark.skipif(shutil.which("dig") is None, reason="dig not found: apt-get install bind9-dnsutils")
+
+
+def relay(site: str) -> str:
+    """The public relay address of the edge at ``site``: IPv6 for San Jose, IPv4 elsewhere."""
+    n = list(TOPOLOGY["sites"]).index(site) + 1
+    return f"[fd00::{n}]:3478" if site == "sjc" else f"10.9.0.{n}:3478"
+
+
+def edge(site: str, **fields) -> NodeRecord:
+    where = TOPOLOGY["sites"][site]
+    return NodeRecord("edge", site, f"edge-{site}", public_relay=relay(site), lat=where["lat"], lon=where["lon"],
+                      **fields)
+
+
+def host(site: str) -> str:
+    return relay(site).rpartition(":")[0].strip("[]")
+
+
+@dataclass
+class Dig:
+    """What dig printed: status, header flags, answer and authority records, the ECS option."""
+
+    status: str
+    flags: set[str]
+    answer: list[str]
+    authority: list[str]
+    client_subnet: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> Dig:
+        def section(title: str) -> list[str]:
+            match = re.search(rf";; {title} SECTION:\n(.*?)(?:\n\n|\Z)", text, re.S)
+            return [" ".join(line.split()) for line in match.group(1).splitlines()] if match else []
+
+        subnet = re.search(r"CLIENT-SUBNET: (\S+)", text)
+        flags = set(re.search(r"flags: ([a-z ]*);", text).group(1).split())
+        return cls(re.search(r"status: (\w+)", text).group(1), flags, section("ANSWER"), section("AUTHORITY"),
+                   subnet.group(1) if subnet else None)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [line.split()[-1] for line in self.answer]
+
+
+async def dig(port: int, *args: str) -> Dig:
+    """Query 127.0.0.1:port with dig (no recursion wanted, no cookie) and parse its output."""
+    proc = await asyncio.create_subprocess_exec(
+        "dig", "@127.0.0.1", "-p", str(port), "+norec", "+nocookie", "+time=2", "+tries=3", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, (out + err).decode()
+    return Dig.parse(out.decode())
+
+
+async def eventually(predicate, what: str, deadline_s: float = 20.0) -> None:
+    """Await ``predicate()`` every 50 ms until it is true; fail after a generous deadline."""
+    deadline = time.monotonic() + deadline_s
+    while not await predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def config(**fields) -> DnsConfig:
+    return DnsConfig(bind="127.0.0.1:0", geoip_db=str(MAXMIND_TEST_DB), default_edge="edge-fra",
+                     ns="ns1.voicemesh.test=127.0.0.1", **fields)
+
+
+@pytest.fixture
+async def mesh():
+    """A DNS server on loopback following a MemoryRegistry where every topology edge is registered,
+    each by its own registry (its own lease). Yields (server, {site: registry})."""
+    store = MemoryStore()
+    registries = {}
+    for site in TOPOLOGY["sites"]:
+        registries[site] = MemoryRegistry(store)
+        await registries[site].start()
+        await registries[site].register(edge(site))
+    watcher = MemoryRegistry(store)
+    await watcher.start()
+    server = DnsServer.from_config(config())
+    server.start(watcher)
+    yield server, registries
+    server.close()
+    for registry in [*registries.values(), watcher]:
+        await registry.close()
+
+
+async def test_dig_with_a_subnet_gets_the_nearest_edge_and_a_scope(mesh):
+    server, _ = mesh
+    port = server.address[1]
+    answer = await dig(port, "rtc.voicemesh.test", "A", f"+subnet={CHANGCHUN}")
+    assert (answer.status, answer.flags) == ("NOERROR", {"qr", "aa"})
+    assert answer.answer == [f"rtc.voicemesh.test. 30 IN A {host('nrt')}"]
+    assert answer.client_subnet == f"{CHANGCHUN}/24"
+    assert (await dig(port, "rtc.voicemesh.test", f"+subnet={PHILIPPINES}")).addresses == [host("sin")]
+    aaaa = await dig(port, "rtc.voicemesh.test", "AAAA", f"+subnet={SAN_DIEGO6}")
+    assert aaaa.addresses == [host("sjc")]
+    assert aaaa.client_subnet == f"{SAN_DIEGO6}/56"
+
+
+async def test_dig_without_a_location_gets_the_default_edge(mesh):
+    server, _ = mesh
+    plain = await dig(server.address[1], "rtc.voicemesh.test")  # 127.0.0.1 is not in the database
+    assert plain.addresses == [host("fra")]
+    assert plain.client_subnet is None
+    zero = await dig(server.address[1], "rtc.voicemesh.test", "+subnet=0")
+    assert (zero.addresses, zero.client_subnet) == ([host("fra")], "0.0.0.0/0/0")
+
+
+async def test_dig_soa_ns_nxdomain_and_refused(mesh):
+    server, _ = mesh
+    port = server.address[1]
+    soa = await dig(port, "voicemesh.test", "SOA")
+    assert soa.answer == ["voicemesh.test. 30 IN SOA ns1.voicemesh.test. hostmaster.voicemesh.test. "
+                          "1 3600 600 86400 30"]
+    assert (await dig(port, "voicemesh.test", "NS")).answer == ["voicemesh.test. 30 IN NS ns1.voicemesh.test."]
+    assert (await dig(port, "ns1.voicemesh.test", "A")).addresses == ["127.0.0.1"]
+    missing = await dig(port, "nope.voicemesh.test", "A")
+    assert (missing.status, missing.answer) == ("NXDOMAIN", [])
+    assert missing.authority[0].startswith("voicemesh.test. 30 IN SOA")
+    refused = await dig(port, "www.example.com", "A", "+recurse")
+    assert (refused.status, refused.answer) == ("REFUSED", [])
+    assert "ra" not in refused.flags and "aa" not in refused.flags
+
+
+async def test_malformed_datagrams_are_dropped_or_formerr_and_the_server_keeps_answering(mesh):
+    server, _ = mesh
+    query = dns.message.make_query("rtc.voicemesh.test", "A", id=7)
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect(server.address)
+        malformed = b"\x00\x09\x01\x00" + b"\xff" * 30  # ID 9, counts and records that run off the end
+        for garbage in [b"\x01", dns.message.make_response(query).to_wire(), malformed]:
+            sock.send(garbage)
+        sock.send(query.to_wire())
+        formerr = dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(sock, 2048), 10))
+        answer = dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(sock, 2048), 10))
+    assert (formerr.id, formerr.rcode()) == (9, dns.rcode.FORMERR)
+    assert (answer.id, answer.rcode()) == (7, dns.rcode.NOERROR)
+    stats = server.stats()
+    assert stats["drops"] == {"short_header": 1, "response": 1}
+    assert stats["formerr"] == {"malformed": 1}
+    assert (await dig(server.address[1], "rtc.voicemesh.test")).status == "NOERROR"
+
+
+async def test_a_closed_or_draining_edge_leaves_the_answers(mesh):
+    server, registries = mesh
+    port = server.address[1]
+    assert (await dig(port, "rtc.voicemesh.test", f"+subnet={CHANGCHUN}")).addresses == [host("nrt")]
+    await registries["nrt"].close()
+    assert (await dig(port, "rtc.voicemesh.test", f"+subnet={CHANGCHUN}")).addresses == [host("sin")]
+    await registries["sin"].register(edge("sin", draining=True))
+    assert (await dig(port, "rtc.voicemesh.test", f"+subnet={CHANGCHUN}")).addresses == [host("bom")]
+    assert server.stats()["generation"] == 3
+
+
+# A node process that registers the Tokyo edge on a 2 s lease, says so, and sleeps until it is killed.
+DOOMED_EDGE = """
+import asyncio, sys
+from registry import EtcdRegistry, NodeRecord
+
+async def main():
+    registry = EtcdRegistry([sys.argv[1]], lease_ttl_s=2)
+    await registry.start()
+    await registry.register(NodeRecord.from_json(sys.argv[2].encode()))
+    print("registered", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_an_edge_that_stops_heartbeating_disappears_from_the_answers(etcd):
+    others = EtcdRegistry([etcd.endpoint])
+    watcher = EtcdRegistry([etcd.endpoint])
+    await others.start()
+    await others.register(edge("sin"))
+    await watcher.start()
+    server = DnsServer.from_config(config())
+    server.start(watcher)
+    node = await asyncio.create_subprocess_exec(sys.executable, "-c", DOOMED_EDGE, etcd.endpoint,
+                                                edge("nrt").to_json().decode(), cwd=REPO,
+                                                stdout=asyncio.subprocess.PIPE)
+    try:
+        assert await asyncio.wait_for(node.stdout.readline(), 20) == b"registered\n"
+
+        async def answered(site: str) -> bool:
+            answer = await dig(server.address[1], "rtc.voicemesh.test", f"+subnet={CHANGCHUN}")
+            return answer.addresses == [host(site)]
+
+        await eventually(lambda: answered("nrt"), "the Tokyo edge in the answers")
+        node.kill()  # no close(): the lease runs out
+        await node.wait()
+        await eventually(lambda: answered("sin"), "the Tokyo edge to leave the answers")
+    finally:
+        if node.returncode is None:
+            node.kill()
+            await node.wait()
+        server.close()
+        await watcher.close()
+        await others.close()
+
+
+async def test_voicemesh_dns_runs_as_a_process_against_etcd(etcd, tmp_path):
+    registry = EtcdRegistry([etcd.endpoint])
+    await registry.start()
+    for site in ["fra", "nrt", "sjc"]:
+        await registry.register(edge(site))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicemesh", "dns", "--topology", str(REPO / "infra" / "topology.json"),
+         "--bind", f"127.0.0.1:{port}", "--default-edge", "edge-fra", "--ttl-s", "20"],
+        env={**os.environ, "VOICEMESH_REGISTRY": etcd.url, "VOICEMESH_GEOIP_DB": str(MAXMIND_TEST_DB)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        async def steered() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"voicemesh dns exited {proc.returncode}: {proc.stderr.read().decode()}")
+            try:
+                answer = await dig(port, f"{TOPOLOGY['mesh_name']}.{TOPOLOGY['zone']}", f"+subnet={CHANGCHUN}")
+            except AssertionError:  # not listening yet: dig timed out
+                return False
+            return answer.answer == [f"rtc.voicemesh.test. 20 IN A {host('nrt')}"]
+
+        await eventually(steered, "voicemesh dns to answer with the Tokyo edge")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await registry.close()
+
+
+def test_the_topology_gives_the_zone_and_mesh_name():
+    assert topology_defaults(str(REPO / "infra" / "topology.json")) == {"zone": "voicemesh.test",
+                                                                         "mesh_name": "rtc.voicemesh.test"}
