@@ -255,7 +255,7 @@ def test_other_types_at_existing_names_are_nodata(geodns):
     assert ecs_of(response).scopelen == 0  # the same for every client
 
 
-def test_empty_non_terminals_exist(city_db):
+def test_empty_non_terminals_exist():
     zone = Zone("voicemesh.test", "rtc.eu.voicemesh.test")
     response = ask(GeoDNS(zone, lambda address: None), "eu.voicemesh.test")
     assert (response.rcode(), response.answer) == (dns.rcode.NOERROR, [])
@@ -347,7 +347,7 @@ def test_parse_query_names_the_reason():
 
 # --- size: never more than the question invites ---
 
-def test_a_response_never_exceeds_the_payload_the_query_allows(city_db):
+def test_a_response_never_exceeds_the_payload_the_query_allows():
     many = ",".join(f"name-server-number-{n}.example.net" for n in range(60))
     server = GeoDNS(Zone("voicemesh.test", "rtc.voicemesh.test", nameservers=parse_nameservers(many)),
                     lambda address: None)
@@ -409,7 +409,7 @@ def test_errors_are_not_cached(geodns):
     assert geodns.cache_hits == 0
 
 
-def test_a_full_cache_is_emptied_not_grown(city_db):
+def test_a_full_cache_is_emptied_not_grown():
     server = GeoDNS(Zone("voicemesh.test", "rtc.voicemesh.test"), lambda address: None, cache_entries=2)
     server.set_edges(EDGES)
     for subnet in ["10.1.1.0/24", "10.1.2.0/24", "10.1.3.0/24", "10.1.1.0/24"]:
