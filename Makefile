@@ -4,8 +4,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_TEST  := etcd-server etcd-client
-APT_BENCH := coturn gcc
+APT_TEST  := etcd-server etcd-client bind9-dnsutils
+APT_BENCH := coturn gcc dnsperf
 APT_BASE  := python3-venv
 
 .PHONY: demo test bench setup apt-base apt-test apt-bench clean
