@@ -1,0 +1,287 @@
+# A core region: its three-member etcd cluster (the registry), the transceiver fleet with CPU
+# autoscaling, and the agent endpoint (the echo agent fleet behind an internal NLB, or yours).
+
+locals {
+  p          = var.ports
+  prefix     = "${var.name}-${var.core.name}"
+  run_agents = var.agent_endpoint == null
+  agent      = local.run_agents ? "${aws_lb.agent[0].dns_name}:${local.p.agent_grpc}" : var.agent_endpoint
+  last_port  = { backbone = local.p.backbone_udp + var.transceivers.workers - 1, http = local.p.transceiver_http + var.transceivers.workers - 1 }
+}
+
+# --- etcd ---------------------------------------------------------------------------------
+
+resource "aws_security_group" "etcd" {
+  name        = "${local.prefix}-etcd"
+  description = "etcd of ${var.core.name}: clients from the mesh, peers from each other"
+  vpc_id      = var.vpc_id
+  tags        = { Name = "${local.prefix}-etcd" }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "etcd_client" {
+  for_each          = toset(var.mesh_cidrs)
+  security_group_id = aws_security_group.etcd.id
+  description       = "etcd clients: transceivers, edges, DNS"
+  ip_protocol       = "tcp"
+  from_port         = local.p.etcd_client
+  to_port           = local.p.etcd_client
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_ingress_rule" "etcd_peer" {
+  security_group_id            = aws_security_group.etcd.id
+  description                  = "etcd peers"
+  ip_protocol                  = "tcp"
+  from_port                    = local.p.etcd_peer
+  to_port                      = local.p.etcd_peer
+  referenced_security_group_id = aws_security_group.etcd.id
+}
+
+module "etcd_config" {
+  source   = "../host_config"
+  for_each = { for m in var.core.etcd : m.name => m }
+  role     = "etcd"
+  common   = var.host_common
+  etcd = {
+    image   = var.etcd_image
+    name    = each.key
+    ip      = each.value.ip
+    cluster = local.prefix
+    members = [for m in var.core.etcd : { name = m.name, ip = m.ip }]
+  }
+}
+
+resource "aws_instance" "etcd" {
+  for_each               = { for m in var.core.etcd : m.name => m }
+  ami                    = var.ami_id
+  instance_type          = var.instance_types.etcd
+  iam_instance_profile   = var.instance_profiles.etcd
+  subnet_id              = var.subnet_ids[each.value.az]
+  private_ip             = each.value.ip
+  vpc_security_group_ids = [aws_security_group.etcd.id, aws_security_group.egress.id]
+  user_data_base64       = module.etcd_config[each.key].user_data_base64
+
+  root_block_device {
+    volume_type = "gp3"
+    volume_size = 20
+  }
+
+  metadata_options {
+    http_tokens = "required"
+  }
+
+  tags = { Name = each.key, "voicemesh:role" = "etcd", "voicemesh:core" = var.core.name }
+
+  # A member is replaced by hand (etcdctl member remove/add), never by a plan.
+  lifecycle {
+    ignore_changes = [ami, user_data_base64]
+  }
+}
+
+# --- transceivers ---------------------------------------------------------------------------
+
+resource "aws_security_group" "egress" {
+  name        = "${local.prefix}-egress"
+  description = "outbound from core hosts"
+  vpc_id      = var.vpc_id
+  tags        = { Name = "${local.prefix}-egress" }
+}
+
+resource "aws_vpc_security_group_egress_rule" "all" {
+  security_group_id = aws_security_group.egress.id
+  ip_protocol       = "-1"
+  cidr_ipv4         = "0.0.0.0/0"
+}
+
+resource "aws_security_group" "transceiver" {
+  name        = "${local.prefix}-transceiver"
+  description = "transceivers of ${var.core.name}: backbone frames and offers from edges"
+  vpc_id      = var.vpc_id
+  tags        = { Name = "${local.prefix}-transceiver" }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "transceiver" {
+  for_each = {
+    for pair in setproduct(["backbone", "http"], var.mesh_cidrs) : "${pair[0]} ${pair[1]}" => {
+      protocol = pair[0] == "backbone" ? "udp" : "tcp"
+      from     = pair[0] == "backbone" ? local.p.backbone_udp : local.p.transceiver_http
+      to       = local.last_port[pair[0]]
+      cidr     = pair[1]
+    }
+  }
+  security_group_id = aws_security_group.transceiver.id
+  description       = "${split(" ", each.key)[0]} from edges"
+  ip_protocol       = each.value.protocol
+  from_port         = each.value.from
+  to_port           = each.value.to
+  cidr_ipv4         = each.value.cidr
+}
+
+module "transceiver_config" {
+  source = "../host_config"
+  role   = "transceiver"
+  common = var.host_common
+  transceiver = {
+    region            = var.core.name
+    region_id         = var.core.region_id
+    lat               = var.core.lat
+    lon               = var.core.lon
+    registry          = var.core.registry
+    agent             = local.agent
+    workers           = var.transceivers.workers
+    capacity          = var.transceivers.capacity
+    token_keys_secret = var.token_keys_secret
+  }
+}
+
+resource "aws_launch_template" "transceiver" {
+  name_prefix            = "${local.prefix}-transceiver-"
+  image_id               = var.ami_id
+  instance_type          = var.instance_types.transceiver
+  user_data              = module.transceiver_config.user_data_base64
+  vpc_security_group_ids = [aws_security_group.transceiver.id, aws_security_group.egress.id]
+
+  iam_instance_profile {
+    name = var.instance_profiles.transceiver
+  }
+
+  metadata_options {
+    http_tokens = "required"
+  }
+
+  tag_specifications {
+    resource_type = "instance"
+    tags          = { Name = "${local.prefix}-transceiver", "voicemesh:role" = "transceiver", "voicemesh:core" = var.core.name }
+  }
+}
+
+resource "aws_autoscaling_group" "transceiver" {
+  name                = "${local.prefix}-transceiver"
+  min_size            = var.transceivers.min
+  max_size            = var.transceivers.max
+  vpc_zone_identifier = var.subnet_ids
+  health_check_type   = "EC2"
+
+  launch_template {
+    id      = aws_launch_template.transceiver.id
+    version = aws_launch_template.transceiver.latest_version
+  }
+
+  # A new launch template (new AMI or settings) replaces hosts a few at a time.
+  instance_refresh {
+    strategy = "Rolling"
+    preferences {
+      min_healthy_percentage = 90
+    }
+  }
+
+  depends_on = [aws_instance.etcd]
+}
+
+resource "aws_autoscaling_policy" "transceiver_cpu" {
+  name                   = "${local.prefix}-transceiver-cpu"
+  autoscaling_group_name = aws_autoscaling_group.transceiver.name
+  policy_type            = "TargetTrackingScaling"
+
+  target_tracking_configuration {
+    target_value = var.transceivers.cpu_target
+    predefined_metric_specification {
+      predefined_metric_type = "ASGAverageCPUUtilization"
+    }
+  }
+}
+
+# --- agents ----------------------------------------------------------------------------------
+
+resource "aws_security_group" "agent" {
+  count       = local.run_agents ? 1 : 0
+  name        = "${local.prefix}-agent"
+  description = "echo agents of ${var.core.name}: gRPC from transceivers through the NLB"
+  vpc_id      = var.vpc_id
+  tags        = { Name = "${local.prefix}-agent" }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "agent" {
+  count             = local.run_agents ? 1 : 0
+  security_group_id = aws_security_group.agent[0].id
+  description       = "agent gRPC"
+  ip_protocol       = "tcp"
+  from_port         = local.p.agent_grpc
+  to_port           = local.p.agent_grpc
+  cidr_ipv4         = var.vpc_cidr
+}
+
+module "agent_config" {
+  source = "../host_config"
+  role   = "agent"
+  common = var.host_common
+}
+
+resource "aws_lb" "agent" {
+  count              = local.run_agents ? 1 : 0
+  name               = substr("${local.prefix}-agent", 0, 32)
+  internal           = true
+  load_balancer_type = "network"
+  subnets            = var.subnet_ids
+}
+
+resource "aws_lb_target_group" "agent" {
+  count    = local.run_agents ? 1 : 0
+  name     = substr("${local.prefix}-agent", 0, 32)
+  port     = local.p.agent_grpc
+  protocol = "TCP"
+  vpc_id   = var.vpc_id
+}
+
+resource "aws_lb_listener" "agent" {
+  count             = local.run_agents ? 1 : 0
+  load_balancer_arn = aws_lb.agent[0].arn
+  port              = local.p.agent_grpc
+  protocol          = "TCP"
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.agent[0].arn
+  }
+}
+
+resource "aws_launch_template" "agent" {
+  count                  = local.run_agents ? 1 : 0
+  name_prefix            = "${local.prefix}-agent-"
+  image_id               = var.ami_id
+  instance_type          = var.instance_types.agent
+  user_data              = module.agent_config.user_data_base64
+  vpc_security_group_ids = [aws_security_group.agent[0].id, aws_security_group.egress.id]
+
+  iam_instance_profile {
+    name = var.instance_profiles.agent
+  }
+
+  metadata_options {
+    http_tokens = "required"
+  }
+
+  tag_specifications {
+    resource_type = "instance"
+    tags          = { Name = "${local.prefix}-agent", "voicemesh:role" = "agent", "voicemesh:core" = var.core.name }
+  }
+}
+
+resource "aws_autoscaling_group" "agent" {
+  count               = local.run_agents ? 1 : 0
+  name                = "${local.prefix}-agent"
+  min_size            = var.agents
+  max_size            = var.agents
+  vpc_zone_identifier = var.subnet_ids
+  target_group_arns   = [aws_lb_target_group.agent[0].arn]
+  health_check_type   = "ELB"
+
+  launch_template {
+    id      = aws_launch_template.agent[0].id
+    version = aws_launch_template.agent[0].latest_version
+  }
+
+  instance_refresh {
+    strategy = "Rolling"
+  }
+}

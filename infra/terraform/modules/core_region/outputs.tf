@@ -1,0 +1,22 @@
+output "registry" {
+  description = "The region's etcd cluster as a voicemesh registry URL."
+  value       = var.core.registry
+}
+
+output "agent" {
+  description = "The agent endpoint the region's transceivers use (host:port)."
+  value       = local.agent
+}
+
+output "transceiver_asg" {
+  description = "Name of the transceiver Auto Scaling group."
+  value       = aws_autoscaling_group.transceiver.name
+}
+
+output "transceiver_ports" {
+  description = "Ports a transceiver host accepts from edges: backbone UDP and HTTP, first and last."
+  value = {
+    backbone_udp = [local.p.backbone_udp, local.last_port.backbone]
+    http         = [local.p.transceiver_http, local.last_port.http]
+  }
+}

@@ -1,0 +1,129 @@
+# What a host runs and how it starts: /etc/voicemesh/host.json (no secrets), the systemd units
+# and scripts from deploy/, as gzip'd cloud-config user data. No provider.
+
+locals {
+  deploy      = "${path.module}/../../../../deploy"
+  config_args = ["--config", "/run/voicemesh/config.toml"]
+  p           = var.common.ports
+
+  # merge([for e in ... : {...}]...) is {} without that role's input: one object type either way.
+  edge_parts = merge([for e in var.edge == null ? [] : [var.edge] : {
+    edge = {
+      args    = concat(["edge"], local.config_args)
+      secrets = { token_keys = e.token_keys_secret }
+      settings = {
+        registry = e.registry
+        edge = {
+          node_id   = e.node_id
+          region    = e.pop
+          public    = "{private_ip}:${local.p.relay_udp}"
+          advertise = "{public_ip}:${local.p.relay_udp}"
+          backbone  = "{private_ip}:${local.p.backbone_udp}"
+          http      = "127.0.0.1:8080"
+          lat       = e.lat
+          lon       = e.lon
+        }
+      }
+    }
+    dns = {
+      args           = concat(["dns"], local.config_args)
+      docker_options = ["--user", "0", "--cap-add", "NET_BIND_SERVICE"]
+      uid            = 0
+      parameters     = { "dns.ns" = e.name_servers_parameter }
+      files          = { "/var/lib/voicemesh/GeoLite2-City.mmdb" = e.geoip_db_s3_uri }
+      settings = {
+        registry = e.registry
+        dns = {
+          zone         = e.zone
+          mesh_name    = e.mesh_name
+          bind         = "0.0.0.0:${local.p.dns}"
+          geoip_db     = "/var/lib/voicemesh/GeoLite2-City.mmdb"
+          default_edge = e.node_id
+        }
+      }
+    }
+    whip-tls = { tls_secret = e.whip_tls_secret, tls_dir = "/run/voicemesh/tls" }
+  }]...)
+
+  transceiver_parts = var.transceiver == null ? {} : {
+    for n in range(var.transceiver.workers) : "transceiver-${n}" => {
+      args    = concat(["transceiver"], local.config_args)
+      secrets = { token_keys = var.transceiver.token_keys_secret }
+      settings = {
+        registry = var.transceiver.registry
+        transceiver = {
+          node_id   = "trx-${var.transceiver.region}-{instance_id}-${n}"
+          region    = var.transceiver.region
+          region_id = var.transceiver.region_id
+          backbone  = "{private_ip}:${local.p.backbone_udp + n}"
+          http      = "{private_ip}:${local.p.transceiver_http + n}"
+          capacity  = var.transceiver.capacity
+          agent     = var.transceiver.agent
+          lat       = var.transceiver.lat
+          lon       = var.transceiver.lon
+        }
+      }
+    }
+  }
+
+  agent_parts = merge([for role in var.role == "agent" ? [var.role] : [] : {
+    agent = {
+      args     = concat(["agent"], local.config_args)
+      settings = { agent = { bind = "0.0.0.0:${local.p.agent_grpc}" } }
+    }
+  }]...)
+
+  parts = merge(local.edge_parts, local.transceiver_parts, local.agent_parts)
+
+  host = {
+    aws_region        = var.common.aws_region
+    image_repository  = var.common.image_repository
+    release_parameter = var.common.release_parameter
+    container_uid     = 10001
+    parts             = local.parts
+  }
+
+  etcd_env = var.etcd == null ? "" : join("\n", [
+    "VOICEMESH_ETCD_IMAGE=${var.etcd.image}",
+    "ETCD_NAME=${var.etcd.name}",
+    "ETCD_DATA_DIR=/var/lib/etcd",
+    "ETCD_LISTEN_PEER_URLS=http://${var.etcd.ip}:${local.p.etcd_peer}",
+    "ETCD_LISTEN_CLIENT_URLS=http://${var.etcd.ip}:${local.p.etcd_client},http://127.0.0.1:${local.p.etcd_client}",
+    "ETCD_ADVERTISE_CLIENT_URLS=http://${var.etcd.ip}:${local.p.etcd_client}",
+    "ETCD_INITIAL_ADVERTISE_PEER_URLS=http://${var.etcd.ip}:${local.p.etcd_peer}",
+    "ETCD_INITIAL_CLUSTER=${join(",", [for m in var.etcd.members : "${m.name}=http://${m.ip}:${local.p.etcd_peer}"])}",
+    "ETCD_INITIAL_CLUSTER_STATE=new",
+    "ETCD_INITIAL_CLUSTER_TOKEN=${var.etcd.cluster}",
+    "",
+  ])
+
+  voicemesh_files = var.role == "etcd" ? [] : [
+    { path = "/etc/voicemesh/host.json", permissions = "0644", content = jsonencode(local.host) },
+    { path = "/usr/local/bin/voicemesh-prepare", permissions = "0755", content = file("${local.deploy}/voicemesh-prepare") },
+    { path = "/etc/systemd/system/voicemesh@.service", permissions = "0644", content = file("${local.deploy}/voicemesh@.service") },
+  ]
+  edge_files = var.role != "edge" ? [] : [
+    { path = "/etc/nginx/conf.d/voicemesh-whip.conf", permissions = "0644", content = file("${local.deploy}/whip-tls.nginx.conf") },
+    { path = "/etc/systemd/system/nginx.service.d/voicemesh.conf", permissions = "0644", content = file("${local.deploy}/nginx-whip-tls.conf") },
+  ]
+  etcd_files = var.role != "etcd" ? [] : [
+    { path = "/etc/voicemesh/etcd.env", permissions = "0644", content = local.etcd_env },
+    { path = "/etc/systemd/system/etcd.service", permissions = "0644", content = file("${local.deploy}/etcd.service") },
+  ]
+
+  units = var.role == "etcd" ? ["etcd"] : concat(
+    [for name, part in local.parts : "voicemesh@${name}" if name != "whip-tls"],
+    var.role == "edge" ? ["nginx"] : [],
+  )
+
+  cloud_config = "#cloud-config\n${yamlencode({
+    packages    = var.role == "edge" ? ["docker", "nginx"] : ["docker"]
+    write_files = concat(local.voicemesh_files, local.edge_files, local.etcd_files)
+    runcmd = [
+      ["mkdir", "-p", "/var/lib/voicemesh", "/run/voicemesh"],
+      ["systemctl", "daemon-reload"],
+      ["systemctl", "enable", "--now", "docker"],
+      concat(["systemctl", "enable", "--now"], local.units),
+    ]
+  })}"
+}

@@ -1,0 +1,110 @@
+# Each role's host runs the parts it should, with the topology's ports and no secret values.
+
+variables {
+  common = {
+    aws_region        = "eu-central-1"
+    image_repository  = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/voicemesh"
+    release_parameter = "/voicemesh/release"
+    ports             = jsondecode(file("../../../topology.json")).ports
+  }
+}
+
+run "edge" {
+  command = plan
+
+  variables {
+    role = "edge"
+    edge = {
+      node_id                = "edge-fra-1"
+      pop                    = "edge-fra"
+      lat                    = 50.11
+      lon                    = 8.68
+      registry               = "etcd://10.64.16.10:2379"
+      zone                   = "voicemesh.test"
+      mesh_name              = "rtc.voicemesh.test"
+      name_servers_parameter = "/voicemesh/name-servers"
+      geoip_db_s3_uri        = "s3://geo/GeoLite2-City.mmdb"
+      token_keys_secret      = "voicemesh/token-keys"
+      whip_tls_secret        = "voicemesh/whip-tls"
+    }
+  }
+
+  assert {
+    condition     = jsonencode(output.units) == jsonencode(["voicemesh@dns", "voicemesh@edge", "nginx"])
+    error_message = "An edge host runs the relay and WHIP front, the geo DNS server and the TLS front."
+  }
+  assert {
+    condition     = jsondecode(output.host_json).parts.edge.settings.edge.public == "{private_ip}:3478" && jsondecode(output.host_json).parts.edge.settings.edge.advertise == "{public_ip}:3478"
+    error_message = "The relay binds the topology's relay port and advertises the host's public address."
+  }
+  assert {
+    condition     = jsondecode(output.host_json).parts.edge.secrets.token_keys == "voicemesh/token-keys" && !strcontains(output.cloud_config, "VOICEMESH_TOKEN_KEYS")
+    error_message = "The token keys are a Secrets Manager reference, fetched on the host."
+  }
+  assert {
+    condition     = jsondecode(output.host_json).parts.dns.settings.dns.bind == "0.0.0.0:53" && jsondecode(output.host_json).parts.dns.parameters["dns.ns"] == "/voicemesh/name-servers"
+    error_message = "The geo DNS server listens on the topology's DNS port and learns the zone's name servers at start."
+  }
+  assert {
+    condition     = startswith(output.cloud_config, "#cloud-config\n")
+    error_message = "The user data is a cloud-config document."
+  }
+}
+
+run "transceiver" {
+  command = plan
+
+  variables {
+    role = "transceiver"
+    transceiver = {
+      region            = "eu-central"
+      region_id         = 1
+      lat               = 50.11
+      lon               = 8.68
+      registry          = "etcd://10.64.16.10:2379"
+      agent             = "agents.internal:50051"
+      workers           = 2
+      capacity          = 50
+      token_keys_secret = "voicemesh/token-keys"
+    }
+  }
+
+  assert {
+    condition     = jsonencode(output.units) == jsonencode(["voicemesh@transceiver-0", "voicemesh@transceiver-1"])
+    error_message = "One transceiver worker per core."
+  }
+  assert {
+    condition     = jsondecode(output.host_json).parts["transceiver-1"].settings.transceiver.backbone == "{private_ip}:7001" && jsondecode(output.host_json).parts["transceiver-1"].settings.transceiver.http == "{private_ip}:8082"
+    error_message = "Worker n listens on the topology's backbone and HTTP ports plus n."
+  }
+}
+
+run "etcd" {
+  command = plan
+
+  variables {
+    role = "etcd"
+    etcd = {
+      image   = "gcr.io/etcd-development/etcd:v3.5.21"
+      name    = "etcd-eu-central-0"
+      ip      = "10.64.16.10"
+      cluster = "voicemesh-eu-central"
+      members = [{ name = "etcd-eu-central-0", ip = "10.64.16.10" }, { name = "etcd-eu-central-1", ip = "10.64.32.10" }]
+    }
+  }
+
+  assert {
+    condition     = jsonencode(output.units) == jsonencode(["etcd"]) && strcontains(output.cloud_config, "ETCD_INITIAL_CLUSTER=etcd-eu-central-0=http://10.64.16.10:2380,etcd-eu-central-1=http://10.64.32.10:2380")
+    error_message = "An etcd member bootstraps statically with every member's peer URL."
+  }
+}
+
+run "unknown_role_is_refused" {
+  command = plan
+
+  variables {
+    role = "sfu"
+  }
+
+  expect_failures = [var.role]
+}

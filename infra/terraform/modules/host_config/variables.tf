@@ -1,0 +1,65 @@
+variable "role" {
+  description = "What the host runs: edge (relay, WHIP front, geo DNS), transceiver, agent or etcd."
+  type        = string
+
+  validation {
+    condition     = contains(["edge", "transceiver", "agent", "etcd"], var.role)
+    error_message = "The role must be edge, transceiver, agent or etcd."
+  }
+}
+
+variable "common" {
+  description = "Settings every host shares: aws_region, image_repository (without tag), release_parameter (SSM name holding the image tag) and ports (the topology's)."
+  type = object({
+    aws_region        = string
+    image_repository  = string
+    release_parameter = string
+    ports             = map(number)
+  })
+}
+
+variable "edge" {
+  description = "For role edge: node_id (host name), pop (edge id), lat, lon, registry (etcd:// URL), zone, mesh_name (rtc.<zone>), name_servers_parameter (SSM name of the zone's name servers, name=address,...), geoip_db_s3_uri, token_keys_secret and whip_tls_secret (Secrets Manager names)."
+  type = object({
+    node_id                = string
+    pop                    = string
+    lat                    = number
+    lon                    = number
+    registry               = string
+    zone                   = string
+    mesh_name              = string
+    name_servers_parameter = string
+    geoip_db_s3_uri        = string
+    token_keys_secret      = string
+    whip_tls_secret        = string
+  })
+  default = null
+}
+
+variable "transceiver" {
+  description = "For role transceiver: region, region_id, lat, lon, registry, agent (host:port), workers per host (one per core), capacity (sessions per worker), token_keys_secret."
+  type = object({
+    region            = string
+    region_id         = number
+    lat               = number
+    lon               = number
+    registry          = string
+    agent             = string
+    workers           = number
+    capacity          = number
+    token_keys_secret = string
+  })
+  default = null
+}
+
+variable "etcd" {
+  description = "For role etcd: image, this member's name and ip, the cluster token and all members (name, ip)."
+  type = object({
+    image   = string
+    name    = string
+    ip      = string
+    cluster = string
+    members = list(object({ name = string, ip = string }))
+  })
+  default = null
+}

@@ -1,0 +1,95 @@
+# Everything of the mesh in one AWS region: each site's network, its edge PoPs and core regions,
+# and the region's release (the image tag its hosts run). One instance per AWS region, because a
+# provider is fixed per module call.
+
+locals {
+  m     = var.mesh
+  sites = { for key, site in local.m.sites : key => site if site.aws_region == var.aws_region }
+  edges = { for id, edge in local.m.edges : id => edge if edge.aws_region == var.aws_region }
+  cores = { for name, core in local.m.cores : name => core if core.aws_region == var.aws_region }
+
+  host_common = {
+    aws_region        = var.aws_region
+    image_repository  = local.m.image_repository
+    release_parameter = "/${local.m.name}/release"
+    ports             = local.m.ports
+  }
+}
+
+data "aws_ssm_parameter" "al2023" {
+  count = length(local.sites) > 0 ? 1 : 0
+  name  = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+}
+
+# Hosts read it at every start: rolling out a release is this value, then restarts (README).
+resource "aws_ssm_parameter" "release" {
+  count = length(local.sites) > 0 ? 1 : 0
+  name  = local.host_common.release_parameter
+  type  = "String"
+  value = lookup(local.m.release_by_region, var.aws_region, local.m.release)
+}
+
+# The zone's name servers (name=address,...), which the geo DNS servers answer NS queries with.
+resource "aws_ssm_parameter" "name_servers" {
+  count = length(local.edges) > 0 ? 1 : 0
+  name  = "/${local.m.name}/name-servers"
+  type  = "String"
+  value = var.name_servers
+}
+
+module "network" {
+  source       = "../network"
+  for_each     = local.sites
+  name         = "${local.m.name}-${each.key}"
+  site         = each.value
+  peer_cidrs   = [for cidr in local.m.mesh_cidrs : cidr if cidr != each.value.vpc_cidr]
+  core_network = var.core_network
+}
+
+module "edge_pop" {
+  source           = "../edge_pop"
+  for_each         = local.edges
+  name             = local.m.name
+  edge             = each.value
+  ports            = local.m.ports
+  vpc_id           = module.network[each.value.site].vpc_id
+  subnet_ids       = module.network[each.value.site].public_subnet_ids
+  mesh_cidrs       = local.m.mesh_cidrs
+  ami_id           = data.aws_ssm_parameter.al2023[0].insecure_value
+  instance_type    = local.m.instance_types.edge
+  instance_profile = local.m.instance_profiles.edge
+  host_common      = local.host_common
+  mesh_fqdn        = local.m.mesh_fqdn
+  host_edge = {
+    registry               = local.m.cores[each.value.home_core].registry
+    zone                   = local.m.zone
+    mesh_name              = local.m.mesh_fqdn
+    name_servers_parameter = "/${local.m.name}/name-servers"
+    geoip_db_s3_uri        = local.m.geoip_db_s3_uri
+    token_keys_secret      = local.m.secrets.token_keys
+    whip_tls_secret        = local.m.secrets.whip_tls
+  }
+  depends_on = [aws_ssm_parameter.release]
+}
+
+module "core_region" {
+  source            = "../core_region"
+  for_each          = local.cores
+  name              = local.m.name
+  core              = each.value
+  ports             = local.m.ports
+  vpc_id            = module.network[each.value.site].vpc_id
+  vpc_cidr          = local.m.sites[each.value.site].vpc_cidr
+  subnet_ids        = module.network[each.value.site].private_subnet_ids
+  mesh_cidrs        = local.m.mesh_cidrs
+  ami_id            = data.aws_ssm_parameter.al2023[0].insecure_value
+  instance_types    = local.m.instance_types
+  instance_profiles = local.m.instance_profiles
+  host_common       = local.host_common
+  token_keys_secret = local.m.secrets.token_keys
+  transceivers      = local.m.transceivers
+  agents            = local.m.agents
+  agent_endpoint    = lookup(local.m.agent_endpoints, each.key, null)
+  etcd_image        = local.m.etcd_image
+  depends_on        = [aws_ssm_parameter.release]
+}

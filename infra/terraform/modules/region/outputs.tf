@@ -1,0 +1,19 @@
+output "aws_region" {
+  description = "The AWS region this instance deploys."
+  value       = var.aws_region
+}
+
+output "edges" {
+  description = "Edge PoPs in this region by id: their hosts (public_ip, private_ip, instance_id, health_check_id)."
+  value       = { for id, pop in module.edge_pop : id => pop.hosts }
+}
+
+output "cores" {
+  description = "Core regions in this region by name: registry, agent, transceiver_asg, transceiver_ports."
+  value       = module.core_region
+}
+
+output "edge_ingress" {
+  description = "What each PoP in this region accepts from the internet: protocol and port by name."
+  value       = { for id, pop in module.edge_pop : id => pop.public_ingress }
+}

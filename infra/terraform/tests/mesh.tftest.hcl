@@ -1,0 +1,140 @@
+# The whole mesh, planned and applied against a mocked AWS: every region, PoP and core region
+# of infra/topology.json is deployed with the topology's ports.
+
+mock_provider "aws" {
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "ap_northeast_1"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "ap_south_1"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "ap_southeast_1"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "ap_southeast_2"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "eu_central_1"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "eu_west_2"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "sa_east_1"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "us_east_1"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "us_west_1"
+  source = "./tests/mocks"
+}
+
+variables {
+  image_repository = "123456789012.dkr.ecr.eu-central-1.amazonaws.com/voicemesh"
+  release          = "0.1.0"
+  geoip_db_s3_uri  = "s3://voicemesh-geoip/GeoLite2-City.mmdb"
+  parent_zone_id   = "Z0123456789EXAMPLE"
+}
+
+run "every_region_of_the_topology" {
+  assert {
+    condition     = toset([for r in local.regions : r.aws_region]) == toset([for s in values(jsondecode(file("../topology.json")).sites) : s.aws_region])
+    error_message = "Each AWS region of the topology is deployed once."
+  }
+  assert {
+    condition     = toset(keys(output.edges)) == toset([for e in jsondecode(file("../topology.json")).edges : e.id]) && alltrue([for hosts in values(output.edges) : length(hosts) == 2])
+    error_message = "Every edge PoP of the topology has its hosts."
+  }
+  assert {
+    condition     = toset(flatten([for r in local.regions : keys(r.cores)])) == toset([for c in jsondecode(file("../topology.json")).core_regions : c.name])
+    error_message = "Every core region of the topology is deployed."
+  }
+  assert {
+    condition     = output.registries["us-east"] == "etcd://10.66.16.10:2379,10.66.32.10:2379,10.66.48.10:2379"
+    error_message = "Each core region has a three-member etcd cluster in its site's private subnets."
+  }
+  assert {
+    condition     = contains(output.delegation_records, "voicemesh.test. 3600 IN NS ns-edge-fra.voicemesh.test.") && contains(output.delegation_records, "ns-edge-syd.voicemesh.test. 3600 IN A 198.51.100.7")
+    error_message = "The zone is delegated to a name server per PoP, with glue."
+  }
+  assert {
+    condition     = strcontains(local.name_servers_spec, "ns-edge-fra.voicemesh.test=198.51.100.7,ns-edge-fra.voicemesh.test=198.51.100.7,ns-edge-gru.voicemesh.test=")
+    error_message = "The geo DNS servers learn every PoP's name server and addresses."
+  }
+  assert {
+    condition     = length(module.dns_delegation.records) == 9 + 9 * 2
+    error_message = "One NS record per PoP and one glue record per edge host."
+  }
+}
+
+run "edge_firewall_and_transceiver_ports_follow_the_topology" {
+  command = plan
+
+  assert {
+    condition = alltrue([for r in local.regions : alltrue([for pop in values(r.edge_ingress) : pop == {
+      relay = { protocol = "udp", port = jsondecode(file("../topology.json")).ports.relay_udp }
+      whip  = { protocol = "tcp", port = jsondecode(file("../topology.json")).ports.whip_https }
+      dns   = { protocol = "udp", port = jsondecode(file("../topology.json")).ports.dns }
+      dnstc = { protocol = "tcp", port = jsondecode(file("../topology.json")).ports.dns }
+    }])])
+    error_message = "An edge accepts from the internet only the relay port, WHIP on 443 and DNS on 53."
+  }
+  assert {
+    condition     = jsonencode(module.region_eu_central_1.cores["eu-central"].transceiver_ports) == jsonencode({ backbone_udp = [7000, 7001], http = [8081, 8082] })
+    error_message = "Transceiver workers listen on the topology's backbone and HTTP ports, one more per worker."
+  }
+}
+
+run "a_region_the_topology_gained_must_be_wired" {
+  command = plan
+
+  variables {
+    topology_file = "tests/fixtures/topology-new-region.json"
+  }
+
+  expect_failures = [terraform_data.topology_is_deployed]
+}
+
+run "release_by_region_names_topology_regions" {
+  command = plan
+
+  variables {
+    release_by_region = { "eu-north-1" = "0.2.0" }
+  }
+
+  expect_failures = [terraform_data.topology_is_deployed]
+}
+
+run "agent_endpoint_replaces_the_echo_fleet" {
+  command = plan
+
+  variables {
+    agent_endpoints = { "us-east" = "agent.internal.example:50051" }
+  }
+
+  assert {
+    condition     = module.region_us_east_1.cores["us-east"].agent == "agent.internal.example:50051"
+    error_message = "A core region listed in agent_endpoints sends its transceivers to that agent."
+  }
+}

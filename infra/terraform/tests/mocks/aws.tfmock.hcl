@@ -1,0 +1,63 @@
+# Values the AWS provider would return, for terraform test without an AWS account.
+
+mock_data "aws_availability_zones" {
+  defaults = { names = ["zone-a", "zone-b", "zone-c"] }
+}
+
+mock_data "aws_caller_identity" {
+  defaults = { account_id = "123456789012" }
+}
+
+mock_data "aws_partition" {
+  defaults = { partition = "aws" }
+}
+
+mock_data "aws_iam_policy_document" {
+  defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
+}
+
+mock_data "aws_networkmanager_core_network_policy_document" {
+  defaults = { json = "{\"version\":\"2021.12\"}" }
+}
+
+mock_data "aws_ssm_parameter" {
+  defaults = { insecure_value = "ami-0123456789abcdef0" }
+}
+
+mock_resource "aws_eip" {
+  defaults = { public_ip = "198.51.100.7" }
+}
+
+mock_resource "aws_lb" {
+  defaults = {
+    arn      = "arn:aws:elasticloadbalancing:eu-central-1:123456789012:loadbalancer/net/agents/0123456789abcdef"
+    dns_name = "agents.elb.amazonaws.com"
+  }
+}
+
+mock_resource "aws_lb_target_group" {
+  defaults = { arn = "arn:aws:elasticloadbalancing:eu-central-1:123456789012:targetgroup/agents/0123456789abcdef" }
+}
+
+mock_resource "aws_launch_template" {
+  defaults = { id = "lt-0123456789abcdef0", latest_version = 1 }
+}
+
+mock_resource "aws_networkmanager_core_network" {
+  defaults = {
+    id  = "core-network-0123456789abcdef0"
+    arn = "arn:aws:networkmanager::123456789012:core-network/core-network-0123456789abcdef0"
+  }
+}
+
+mock_resource "aws_iam_role" {
+  defaults = { arn = "arn:aws:iam::123456789012:role/mock" }
+}
+
+mock_resource "aws_vpc" {
+  defaults = { arn = "arn:aws:ec2:eu-central-1:123456789012:vpc/vpc-0123456789abcdef0" }
+}
+
+mock_resource "aws_subnet" {
+  defaults = { arn = "arn:aws:ec2:eu-central-1:123456789012:subnet/subnet-0123456789abcdef0" }
+}

@@ -1,0 +1,85 @@
+variable "name" {
+  description = "Prefix of names, tags, secrets and SSM parameters; one mesh per name and account."
+  type        = string
+  default     = "voicemesh"
+}
+
+variable "topology_file" {
+  description = "The topology the lab tests; null uses infra/topology.json of this repository."
+  type        = string
+  default     = null
+}
+
+variable "zone" {
+  description = "The mesh's DNS zone (callers resolve rtc.<zone>); null keeps the topology's zone."
+  type        = string
+  default     = null
+}
+
+variable "parent_zone_id" {
+  description = "Route 53 hosted zone of the zone's parent, to delegate the zone to the edges' geo DNS servers; null leaves the records to put at your registrar (output delegation_records)."
+  type        = string
+  default     = null
+}
+
+variable "image_repository" {
+  description = "Container repository of the voicemesh image built from the repository's Dockerfile, without tag (an ECR repository, or a public one)."
+  type        = string
+}
+
+variable "release" {
+  description = "Image tag (or sha256:... digest) every region runs unless release_by_region says otherwise."
+  type        = string
+}
+
+variable "release_by_region" {
+  description = "Image tag per AWS region, for rolling a release out region by region."
+  type        = map(string)
+  default     = {}
+}
+
+variable "geoip_db_s3_uri" {
+  description = "s3://bucket/key of the GeoLite2 City database (GeoLite2-City.mmdb) the geo DNS servers read."
+  type        = string
+
+  validation {
+    condition     = startswith(var.geoip_db_s3_uri, "s3://") && length(split("/", var.geoip_db_s3_uri)) >= 4
+    error_message = "The geoip_db_s3_uri value must look like s3://bucket/key."
+  }
+}
+
+variable "edge_hosts" {
+  description = "Hosts per edge PoP, each with its own public address."
+  type        = number
+  default     = 2
+}
+
+variable "transceivers" {
+  description = "Each core region's transceiver fleet: min and max hosts, workers per host (one per vCPU), capacity (sessions per worker), cpu_target (percent average CPU the autoscaling keeps)."
+  type        = object({ min = number, max = number, workers = number, capacity = number, cpu_target = number })
+  default     = { min = 2, max = 20, workers = 2, capacity = 50, cpu_target = 50 }
+}
+
+variable "agents" {
+  description = "Hosts of the built-in echo agent per core region (not created where agent_endpoints names your agent)."
+  type        = number
+  default     = 2
+}
+
+variable "agent_endpoints" {
+  description = "Your agent's gRPC endpoint (host:port) by core region name; regions not listed run the echo agent."
+  type        = map(string)
+  default     = {}
+}
+
+variable "instance_types" {
+  description = "EC2 types (x86_64) of edge, transceiver, agent and etcd hosts."
+  type        = object({ edge = string, transceiver = string, agent = string, etcd = string })
+  default     = { edge = "c6in.large", transceiver = "c7i.large", agent = "c7i.large", etcd = "m7i.large" }
+}
+
+variable "etcd_image" {
+  description = "Container image of etcd for the core regions' clusters."
+  type        = string
+  default     = "gcr.io/etcd-development/etcd:v3.5.21"
+}
