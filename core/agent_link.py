@@ -1,5 +1,5 @@
 """Transceiver side of the agent bridge: one gRPC Connect stream per agent endpoint,
-carrying many sessions' audio both ways in batched messages (proto/voicemesh/agent/v1/agent.proto)."""
+carrying many sessions' audio and events both ways in batched messages (proto/voicemesh/agent/v1/agent.proto)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 2.0
 HEALTHY_AFTER_S = BACKOFF_MAX_S
 MAX_UPLINK_PAYLOAD_BYTES = 1 << 20
+AGENT_EVENTS = frozenset({agent_pb2.EVENT_RESPONSE_STARTED, agent_pb2.EVENT_RESPONSE_DONE})
+"""The SessionEvent kinds an agent may send; others are counted and dropped."""
 
 # gRPC's own reconnect backoff (1 s doubling to 120 s by default) would hide a
 # restarted agent from us; make the channel retry on our schedule.
@@ -50,12 +52,14 @@ class AgentSession:
         start: agent_pb2.SessionStart,
         on_frame: Callable[[bytes, int], None],
         on_end: Callable[[str], None],
+        on_event: Callable[[int, int], None] | None = None,
     ) -> None:
         self.stream_id = start.stream_id
         self.session_id = start.session_id
         self.start = start
         self.on_frame = on_frame
         self.on_end = on_end
+        self.on_event = on_event
         self.closed = False
         self._link = link
         self._seq = 0
@@ -73,6 +77,19 @@ class AgentSession:
         self._seq = (seq + 1) & 0xFFFFFFFF
         if not self.closed:
             self._link._enqueue(self.stream_id, seq, timestamp, payload)
+
+    def send_event(self, event: int, timestamp: int) -> None:
+        """Queue one SessionEvent after the frames sent so far; never blocks or awaits.
+
+        event: agent_pb2.EVENT_SPEECH_STARTED, EVENT_SPEECH_STOPPED or EVENT_INTERRUPT.
+        timestamp: the caller's media time it refers to, in samples at the codec clock (as
+        send()). The agent sees it after those frames and before later ones. Dropped (counted in
+        AgentLink.dropped_events) while the stream is down; never dropped for a full queue.
+        No-op once closed.
+        """
+        if not self.closed:
+            event_message = agent_pb2.SessionEvent(stream_id=self.stream_id, event=event, timestamp=timestamp)
+            self._link._enqueue_event(event_message)
 
     def close(self, reason: str) -> None:
         """End the session: sends SessionEnd(reason) after its queued frames. on_end is not called.
@@ -100,7 +117,13 @@ class AgentLink:
     The queue holds at most queue_limit frames: on overflow the oldest is
     dropped. Frames sent while the stream is down are dropped. Both count in
     `dropped_frames`; downlink frames for an unknown stream_id count in
-    `dropped_downlink_frames`.
+    `dropped_downlink_frames`. Events keep their place among a session's
+    frames: a batch ends before the first frame queued after an event (the
+    next batch follows at once). They are never dropped for a full queue,
+    only while the stream is down (`dropped_events`). Downlink events for an
+    unknown stream_id, of a kind an agent may not send (AGENT_EVENTS), or for
+    a session opened without on_event count in `dropped_downlink_events`.
+    A SessionEnd goes out once no frame or event queued before it is left.
 
     Failures: if the stream fails, the link reopens it after a backoff of
     0.1 s doubling to 2 s, and re-sends SessionStart for every live session
@@ -110,8 +133,9 @@ class AgentLink:
     gets on_end("agent_unavailable"), and so does, at once (on the next loop
     iteration), any session opened while no stream is open, until the outage ends.
 
-    Downlink frames go to the session's on_frame(payload, timestamp), a
-    downlink SessionEnd (the agent hangs up) to on_end(reason). Callbacks run
+    Downlink frames go to the session's on_frame(payload, timestamp), then
+    downlink events to on_event(event, timestamp), then a downlink
+    SessionEnd (the agent hangs up) to on_end(reason). Callbacks run
     on the event loop and must not block; an exception in one is logged, not
     raised. Use the link from the event loop's thread.
     """
@@ -125,11 +149,17 @@ class AgentLink:
         self.give_up_s = give_up_s
         self.dropped_frames = 0
         self.dropped_downlink_frames = 0
+        self.dropped_events = 0
+        self.dropped_downlink_events = 0
         self.uplink_messages = 0
         self.downlink_messages = 0
         self._sessions: dict[int, AgentSession] = {}
         self._next_stream_id = 1
         self._frames: collections.deque[tuple[int, int, int, bytes]] = collections.deque()
+        # Each event waits behind the frames queued before it: (frames ever queued then, event).
+        self._events: collections.deque[tuple[int, agent_pb2.SessionEvent]] = collections.deque()
+        self._frames_in = 0
+        self._frames_out = 0
         self._starts: list[agent_pb2.SessionStart] = []
         self._ends: list[agent_pb2.SessionEnd] = []
         self._up = False
@@ -184,6 +214,7 @@ class AgentLink:
         sample_rate_hz: int,
         on_frame: Callable[[bytes, int], None],
         on_end: Callable[[str], None],
+        on_event: Callable[[int, int], None] | None = None,
         metadata: dict[str, str] | None = None,
         traceparent: str = "",
     ) -> AgentSession:
@@ -191,7 +222,8 @@ class AgentLink:
 
         codec: agent_pb2.CODEC_OPUS (sample_rate_hz must be 48000, the RTP
         clock of RFC 7587 section 4.1) or agent_pb2.CODEC_PCM16 (any rate, Hz).
-        on_frame(payload, timestamp) gets the agent's frames, on_end(reason)
+        on_frame(payload, timestamp) gets the agent's frames, on_event(event,
+        timestamp) its EVENT_RESPONSE_STARTED and EVENT_RESPONSE_DONE, on_end(reason)
         the end of the session by the agent or by an outage ("agent_unavailable").
         metadata: free-form attributes for the agent. traceparent: W3C Trace
         Context of the session's trace. Raises SessionFormatError.
@@ -211,7 +243,7 @@ class AgentLink:
             traceparent=traceparent,
         )
         self._next_stream_id += 1
-        session = AgentSession(self, start, on_frame, on_end)
+        session = AgentSession(self, start, on_frame, on_end, on_event)
         if self._given_up and not self._up:
             session.closed = True
             self._loop.call_soon(_call_back, on_end, "agent_unavailable")
@@ -228,10 +260,19 @@ class AgentLink:
             return
         if len(self._frames) >= self.queue_limit:
             self._frames.popleft()
+            self._frames_out += 1
             self.dropped_frames += 1
         self._frames.append((stream_id, seq, timestamp, payload))
+        self._frames_in += 1
         if self._flush_handle is None:
             self._schedule_flush()
+
+    def _enqueue_event(self, event: agent_pb2.SessionEvent) -> None:
+        if not self._up:
+            self.dropped_events += 1
+            return
+        self._events.append((self._frames_in, event))
+        self._schedule_flush()
 
     def _close_session(self, session: AgentSession, reason: str) -> None:
         session.closed = True
@@ -250,20 +291,27 @@ class AgentLink:
         self._wake.set()
 
     def _take_batch(self) -> agent_pb2.Uplink | None:
-        if not (self._starts or self._frames or self._ends):
+        frames, events = self._frames, self._events
+        if not (self._starts or frames or events or self._ends):
             return None
-        uplink = agent_pb2.Uplink(starts=self._starts, ends=self._ends)
+        uplink = agent_pb2.Uplink(starts=self._starts)
         self._starts.clear()
-        self._ends.clear()
         add = uplink.frames.add
-        frames = self._frames
-        size = 0
-        while frames and size < MAX_UPLINK_PAYLOAD_BYTES:
+        count = min(len(frames), events[0][0] - self._frames_out) if events else len(frames)
+        taken = size = 0
+        while taken < count and size < MAX_UPLINK_PAYLOAD_BYTES:
             stream_id, seq, timestamp, payload = frames.popleft()
             add(stream_id=stream_id, seq=seq, timestamp=timestamp, payload=payload)
             size += len(payload)
-        if frames:
+            taken += 1
+        self._frames_out += taken
+        while events and events[0][0] <= self._frames_out:
+            uplink.events.append(events.popleft()[1])
+        if frames or events:
             self._wake.set()
+        else:
+            uplink.ends.extend(self._ends)
+            self._ends.clear()
         return uplink
 
     async def _uplinks(self, wake: asyncio.Event) -> AsyncIterator[agent_pb2.Uplink]:
@@ -322,7 +370,10 @@ class AgentLink:
             return
         self._up = False
         self.dropped_frames += len(self._frames)
+        self.dropped_events += len(self._events)
         self._frames.clear()
+        self._events.clear()
+        self._frames_out = self._frames_in
         self._starts.clear()
         self._ends.clear()
         if self._flush_handle is not None:
@@ -351,6 +402,15 @@ class AgentLink:
                 session.on_frame(frame.payload, frame.timestamp)
             except Exception:
                 logger.exception("on_frame of session %s failed", session.session_id)
+        for event in downlink.events:
+            session = sessions.get(event.stream_id)
+            if session is None or session.on_event is None or event.event not in AGENT_EVENTS:
+                self.dropped_downlink_events += 1
+                continue
+            try:
+                session.on_event(event.event, event.timestamp)
+            except Exception:
+                logger.exception("on_event of session %s failed", session.session_id)
         for end in downlink.ends:
             session = sessions.pop(end.stream_id, None)
             if session is not None:

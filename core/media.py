@@ -56,6 +56,12 @@ class AgentAudioTrack(MediaStreamTrack):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def flush(self) -> int:
+        """Drop every queued packet (the caller barged in); returns how many were dropped."""
+        flushed = len(self._queue)
+        self._queue.clear()
+        return flushed
+
     async def recv(self) -> av.Packet:
         """Return the next packet (``av.Packet`` with pts in 1/48000 s); raises MediaStreamError when stopped."""
         while not self._queue:

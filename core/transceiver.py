@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from opentelemetry import metrics, trace
 
-from core import hooks
+from core import hooks, vad
 from core.agent_link import AgentLink, AgentSession
 from core.media import AgentAudioTrack, OpusDecoder, OpusEncoder, RTP_CLOCK_HZ
 from core.mux import BackboneMux, MuxTransport
@@ -238,40 +238,91 @@ class Transceiver:
         return session
 
     def _bridge(self, session: Session) -> None:
-        """Connect the caller's RTP to the agent stream and the agent's frames to the caller."""
+        """Connect the caller's RTP to the agent stream and the agent's frames to the caller.
+
+        Voice activity on the caller's audio (core/vad.py: the RFC 6464 audio level, else
+        webrtcvad on the PCM16 sent to the agent) becomes speech started and stopped events for
+        the agent. Speech that starts while the agent is responding interrupts it (barge-in): the
+        agent gets EVENT_INTERRUPT and the agent audio still queued for the caller is dropped.
+        """
         pcm = self.config.agent_codec == "pcm16"
         rate = self.config.agent_rate_hz if pcm else RTP_CLOCK_HZ
+        barge_in = vad.BargeIn()
+
+        def on_event(event: int, _timestamp: int) -> None:
+            if event == agent_pb2.EVENT_RESPONSE_STARTED:
+                barge_in.response_started()
+            else:
+                barge_in.response_done()
+
+        metadata = {"region": self.config.region, "node_id": self.config.node_id, "edge_id": str(session.edge.edge_id)}
+        if session.edge.client_ip:
+            metadata["client_ip"] = session.edge.client_ip
         session.agent = self.agent_link.open_session(
             session.id,
             codec=CODECS[self.config.agent_codec],
             sample_rate_hz=rate,
-            on_frame=self._downlink(session, pcm, rate),
+            on_frame=self._downlink(session, pcm, rate, barge_in),
+            on_event=on_event,
             on_end=lambda reason: asyncio.ensure_future(self.end(session, f"agent:{reason}")),
+            metadata=metadata,
         )
         agent = session.agent
+        track = session.track
+        detector = vad.SpeechDetector(clock_hz=RTP_CLOCK_HZ)
+        ratio = rate / RTP_CLOCK_HZ
+
+        def hear(voiced: bool, rtp_timestamp: int) -> None:
+            speech = detector.update(voiced, rtp_timestamp)
+            if speech is None:
+                return
+            timestamp = int(speech.timestamp * ratio)
+            if not speech.started:
+                agent.send_event(agent_pb2.EVENT_SPEECH_STOPPED, timestamp)
+                return
+            agent.send_event(agent_pb2.EVENT_SPEECH_STARTED, timestamp)
+            if barge_in.speech_started():
+                agent.send_event(agent_pb2.EVENT_INTERRUPT, timestamp)
+                track.flush()
+
         receiver = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio")
         if pcm:
             decoder = OpusDecoder(rate)
-            ratio = rate / RTP_CLOCK_HZ
+            voicing = vad.PcmVoicing(rate) if rate in vad.WEBRTCVAD_RATES_HZ else None
 
             def on_packet(packet) -> None:
-                agent.send(decoder.decode(packet.payload), int(packet.timestamp * ratio))
+                samples = decoder.decode(packet.payload)
+                level = packet.extensions.audio_level
+                if level is not None:
+                    hear(vad.level_voiced(level), packet.timestamp)
+                elif voicing is not None:
+                    hear(voicing(samples), packet.timestamp)
+                agent.send(samples, int(packet.timestamp * ratio))
         else:
             def on_packet(packet) -> None:
+                level = packet.extensions.audio_level
+                if level is not None:
+                    hear(vad.level_voiced(level), packet.timestamp)
                 agent.send(packet.payload, packet.timestamp)
 
         hooks.tap_receiver(receiver, on_packet)
 
     @staticmethod
-    def _downlink(session: Session, pcm: bool, rate: int) -> Callable[[bytes, int], None]:
+    def _downlink(session: Session, pcm: bool, rate: int, barge_in: vad.BargeIn) -> Callable[[bytes, int], None]:
+        """The agent's frames to the caller's track, except while a barge-in mutes the agent."""
         push = session.track.push
         if not pcm:
-            return lambda payload, _timestamp: push(payload)
+            def on_opus(payload: bytes, _timestamp: int) -> None:
+                if not barge_in.muted:
+                    push(payload)
+
+            return on_opus
         encoder = OpusEncoder(rate)
 
         def on_frame(payload: bytes, _timestamp: int) -> None:
-            for packet in encoder.encode(payload):
-                push(packet)
+            if not barge_in.muted:
+                for packet in encoder.encode(payload):
+                    push(packet)
 
         return on_frame
 

@@ -19,6 +19,7 @@ from edge.node import EdgeConfig, EdgeNode
 from edge.relay import Relay
 from edge.token import TokenCodec
 from registry import open_registry
+from voicemesh.agent.v1.agent_pb2_grpc import AgentServicer
 from voicemesh.client import CallReport, call
 
 LOOPBACK = "127.0.0.1"
@@ -48,16 +49,17 @@ class Mesh:
 
 
 @asynccontextmanager
-async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50,
-                        connect_timeout_s: float = 10.0, advertise: str = "") -> AsyncIterator[Mesh]:
-    """Run registry, echo agent, transceiver and edge on loopback; tear all down on exit.
+async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50, connect_timeout_s: float = 10.0,
+                        advertise: str = "", agent: AgentServicer | None = None) -> AsyncIterator[Mesh]:
+    """Run registry, agent, transceiver and edge on loopback; tear all down on exit.
 
-    ``advertise`` is the relay address put in answers, if not the relay's own.
+    ``advertise`` is the relay address put in answers, if not the relay's own. ``agent`` is
+    served instead of the echo agent (over real gRPC, like it).
     """
     registry_url = f"memory://mesh-{secrets.token_hex(4)}"
     tokens = TokenCodec({1: secrets.token_bytes(32)}, 1)
     async with AsyncExitStack() as stack:
-        agent_server, agent_port = await echo_agent.serve(f"{LOOPBACK}:0")
+        agent_server, agent_port = await echo_agent.serve(f"{LOOPBACK}:0", agent)
         stack.push_async_callback(agent_server.stop, 0.5)
         trx_registry, edge_registry = open_registry(registry_url), open_registry(registry_url)
         for registry in (trx_registry, edge_registry):

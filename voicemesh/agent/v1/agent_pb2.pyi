@@ -12,9 +12,24 @@ class Codec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CODEC_UNSPECIFIED: _ClassVar[Codec]
     CODEC_OPUS: _ClassVar[Codec]
     CODEC_PCM16: _ClassVar[Codec]
+
+class Event(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_UNSPECIFIED: _ClassVar[Event]
+    EVENT_SPEECH_STARTED: _ClassVar[Event]
+    EVENT_SPEECH_STOPPED: _ClassVar[Event]
+    EVENT_INTERRUPT: _ClassVar[Event]
+    EVENT_RESPONSE_STARTED: _ClassVar[Event]
+    EVENT_RESPONSE_DONE: _ClassVar[Event]
 CODEC_UNSPECIFIED: Codec
 CODEC_OPUS: Codec
 CODEC_PCM16: Codec
+EVENT_UNSPECIFIED: Event
+EVENT_SPEECH_STARTED: Event
+EVENT_SPEECH_STOPPED: Event
+EVENT_INTERRUPT: Event
+EVENT_RESPONSE_STARTED: Event
+EVENT_RESPONSE_DONE: Event
 
 class SessionStart(_message.Message):
     __slots__ = ("stream_id", "session_id", "codec", "sample_rate_hz", "channels", "frame_ms", "metadata", "traceparent")
@@ -63,20 +78,34 @@ class SessionEnd(_message.Message):
     reason: str
     def __init__(self, stream_id: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class SessionEvent(_message.Message):
+    __slots__ = ("stream_id", "event", "timestamp")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    event: Event
+    timestamp: int
+    def __init__(self, stream_id: _Optional[int] = ..., event: _Optional[_Union[Event, str]] = ..., timestamp: _Optional[int] = ...) -> None: ...
+
 class Uplink(_message.Message):
-    __slots__ = ("starts", "frames", "ends")
+    __slots__ = ("starts", "frames", "ends", "events")
     STARTS_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     ENDS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     starts: _containers.RepeatedCompositeFieldContainer[SessionStart]
     frames: _containers.RepeatedCompositeFieldContainer[AudioFrame]
     ends: _containers.RepeatedCompositeFieldContainer[SessionEnd]
-    def __init__(self, starts: _Optional[_Iterable[_Union[SessionStart, _Mapping]]] = ..., frames: _Optional[_Iterable[_Union[AudioFrame, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[SessionEnd, _Mapping]]] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[SessionEvent]
+    def __init__(self, starts: _Optional[_Iterable[_Union[SessionStart, _Mapping]]] = ..., frames: _Optional[_Iterable[_Union[AudioFrame, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[SessionEnd, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[SessionEvent, _Mapping]]] = ...) -> None: ...
 
 class Downlink(_message.Message):
-    __slots__ = ("frames", "ends")
+    __slots__ = ("frames", "ends", "events")
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     ENDS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     frames: _containers.RepeatedCompositeFieldContainer[AudioFrame]
     ends: _containers.RepeatedCompositeFieldContainer[SessionEnd]
-    def __init__(self, frames: _Optional[_Iterable[_Union[AudioFrame, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[SessionEnd, _Mapping]]] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[SessionEvent]
+    def __init__(self, frames: _Optional[_Iterable[_Union[AudioFrame, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[SessionEnd, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[SessionEvent, _Mapping]]] = ...) -> None: ...

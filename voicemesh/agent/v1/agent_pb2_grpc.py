@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class AgentStub:
-    """An inference agent: hears callers, answers with audio. The built-in agent
-    (core/echo_agent.py) echoes every frame back.
+    """An inference agent: hears callers, answers with audio. The built-in agents
+    are core/echo_agent.py (echoes every frame back) and core/turn_agent.py
+    (says back each utterance once the caller stops, until interrupted).
     """
 
     def __init__(self, channel):
@@ -44,8 +45,9 @@ class AgentStub:
 
 
 class AgentServicer:
-    """An inference agent: hears callers, answers with audio. The built-in agent
-    (core/echo_agent.py) echoes every frame back.
+    """An inference agent: hears callers, answers with audio. The built-in agents
+    are core/echo_agent.py (echoes every frame back) and core/turn_agent.py
+    (says back each utterance once the caller stops, until interrupted).
     """
 
     def Connect(self, request_iterator, context):
@@ -75,8 +77,9 @@ def add_AgentServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Agent:
-    """An inference agent: hears callers, answers with audio. The built-in agent
-    (core/echo_agent.py) echoes every frame back.
+    """An inference agent: hears callers, answers with audio. The built-in agents
+    are core/echo_agent.py (echoes every frame back) and core/turn_agent.py
+    (says back each utterance once the caller stops, until interrupted).
     """
 
     @staticmethod
