@@ -56,7 +56,7 @@ DNS_HELP = {
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML file with [edge], [transceiver] and [agent] tables")
+    parser.add_argument("--config", help="TOML file with [edge], [transceiver], [agent] and [dns] tables")
     parser.add_argument("--registry", help="memory:// or etcd://host:port[,host:port] (env VOICEMESH_REGISTRY)")
     parser.add_argument("--log-level", help="debug, info, warning, error (env VOICEMESH_LOG_LEVEL)")
     parser.add_argument("--log-format", help="json or text (env VOICEMESH_LOG_FORMAT)")
@@ -97,9 +97,11 @@ def parser() -> argparse.ArgumentParser:
     trx.add_argument("--http", help="transceiver API address (host:port) (env VOICEMESH_HTTP)")
     config.add_flags(trx, TransceiverConfig, TRANSCEIVER_HELP)
 
-    agent = sub.add_parser("agent", help="run the built-in echo agent as a gRPC server")
+    agent = sub.add_parser("agent", help="run a built-in agent as a gRPC server")
     _common(agent)
     agent.add_argument("--bind", help="gRPC address (host:port) (default 127.0.0.1:50051; env VOICEMESH_BIND)")
+    agent.add_argument("--kind", help="echo (plays every frame back) or turn (says back each utterance when the "
+                                      "caller stops, until interrupted) (default echo; env VOICEMESH_KIND)")
 
     dns = sub.add_parser("dns", help="run the geo DNS server: the nearest healthy edge for each client")
     _common(dns)
@@ -245,14 +247,19 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
 
 async def _agent(args: argparse.Namespace, file: dict, table: dict) -> int:
     from core import echo_agent
+    from core.turn_agent import TurnAgent
 
     bind = config.setting("bind", args, table) or ("127.0.0.1:50051", "")
+    kind, source = config.setting("kind", args, table) or ("echo", "")
+    agents = {"echo": echo_agent.EchoAgent, "turn": TurnAgent}
+    if kind not in agents:
+        raise config.ConfigError(f"{source}: agent kind must be one of {sorted(agents)}, got {kind!r}")
     servers: list = []
 
     async def start() -> None:
-        server, port = await echo_agent.serve(str(bind[0]))
+        server, port = await echo_agent.serve(str(bind[0]), agents[kind]())
         servers.append(server)
-        log.info("echo agent up", extra={"port": port})
+        log.info("%s agent up", kind, extra={"port": port})
 
     async def stop() -> None:
         for server in servers:
