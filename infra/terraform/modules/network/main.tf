@@ -65,6 +65,7 @@ resource "aws_nat_gateway" "site" {
   allocation_id = aws_eip.nat[0].id
   subnet_id     = aws_subnet.public[0].id
   tags          = { Name = var.name }
+  depends_on    = [aws_internet_gateway.site]
 }
 
 resource "aws_route_table" "private" {

@@ -4,11 +4,13 @@ output "vpc_id" {
 }
 
 output "public_subnet_ids" {
-  description = "Public subnets, one per AZ (edge hosts)."
+  description = "Public subnets, one per AZ (edge hosts), once they reach the internet."
   value       = aws_subnet.public[*].id
+  depends_on  = [aws_route.public_internet, aws_route_table_association.public]
 }
 
 output "private_subnet_ids" {
-  description = "Private subnets, one per AZ (core hosts); empty at edge-only sites."
+  description = "Private subnets, one per AZ (core hosts), once they reach the internet through NAT; empty at edge-only sites."
   value       = aws_subnet.private[*].id
+  depends_on  = [aws_route.private_internet, aws_route_table_association.private]
 }
