@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry import trace
 
+from voicemesh import telemetry
 from voicemesh.agent import sdk
 from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
 
@@ -21,8 +23,10 @@ class EchoAgent(agent_pb2_grpc.AgentServicer):
     nothing in the benchmarks, and it shows the raw stream for agents in
     other languages. Events (agent.proto SessionEvent) are ignored.
 
-    State per Connect stream: the set of known stream ids. Frames for a stream
-    id without a SessionStart on that stream are dropped and counted.
+    State per Connect stream: the known stream ids, each with its ``agent
+    session`` span (a child of the transceiver's session span, by the
+    SessionStart's traceparent). Frames for a stream id without a
+    SessionStart on that stream are dropped and counted.
     Counters (over all streams): uplink_messages, uplink_frames (received),
     dropped_frames (unknown stream id).
     """
@@ -36,16 +40,25 @@ class EchoAgent(agent_pb2_grpc.AgentServicer):
         self, request_iterator: AsyncIterator[agent_pb2.Uplink], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[agent_pb2.Downlink]:
         """One Connect stream: a Downlink per Uplink that carries frames of known sessions."""
-        known: set[int] = set()
-        async for uplink in request_iterator:
-            self.uplink_messages += 1
-            self.uplink_frames += len(uplink.frames)
-            known.update(start.stream_id for start in uplink.starts)
-            frames = [frame for frame in uplink.frames if frame.stream_id in known]
-            self.dropped_frames += len(uplink.frames) - len(frames)
-            known.difference_update(end.stream_id for end in uplink.ends)
-            if frames:
-                yield agent_pb2.Downlink(frames=frames)
+        known: dict[int, trace.Span] = {}
+        try:
+            async for uplink in request_iterator:
+                self.uplink_messages += 1
+                self.uplink_frames += len(uplink.frames)
+                for start in uplink.starts:
+                    known[start.stream_id] = telemetry.start_agent_span(start.session_id, start.traceparent, "echo")
+                frames = [frame for frame in uplink.frames if frame.stream_id in known]
+                self.dropped_frames += len(uplink.frames) - len(frames)
+                for end in uplink.ends:
+                    span = known.pop(end.stream_id, None)
+                    if span is not None:
+                        span.set_attribute("voicemesh.session.end_reason", end.reason)
+                        span.end()
+                if frames:
+                    yield agent_pb2.Downlink(frames=frames)
+        finally:
+            for span in known.values():
+                span.end()
 
 
 async def serve(

@@ -88,6 +88,8 @@ class Session:
     ended: bool = False
     span: trace.Span = trace.INVALID_SPAN
     trace_id: str = ""
+    first_uplink_at: float = 0.0
+    first_downlink_at: float = 0.0
 
     def log_extra(self, **more: object) -> dict:
         """Fields every log line about this session carries."""
@@ -266,6 +268,7 @@ class Transceiver:
             on_event=on_event,
             on_end=lambda reason: asyncio.ensure_future(self.end(session, f"agent:{reason}")),
             metadata=metadata,
+            traceparent=telemetry.inject(trace.set_span_in_context(session.span)).get("traceparent", ""),
         )
         agent = session.agent
         track = session.track
@@ -291,6 +294,8 @@ class Transceiver:
             voicing = vad.PcmVoicing(rate) if rate in vad.WEBRTCVAD_RATES_HZ else None
 
             def on_packet(packet) -> None:
+                if not session.first_uplink_at:
+                    self._first_audio(session, uplink=True)
                 samples = decoder.decode(packet.payload)
                 level = packet.extensions.audio_level
                 if level is not None:
@@ -300,6 +305,8 @@ class Transceiver:
                 agent.send(samples, int(packet.timestamp * ratio))
         else:
             def on_packet(packet) -> None:
+                if not session.first_uplink_at:
+                    self._first_audio(session, uplink=True)
                 level = packet.extensions.audio_level
                 if level is not None:
                     hear(vad.level_voiced(level), packet.timestamp)
@@ -307,12 +314,14 @@ class Transceiver:
 
         hooks.tap_receiver(receiver, on_packet)
 
-    @staticmethod
-    def _downlink(session: Session, pcm: bool, rate: int, barge_in: vad.BargeIn) -> Callable[[bytes, int], None]:
+    def _downlink(self, session: Session, pcm: bool, rate: int,
+                  barge_in: vad.BargeIn) -> Callable[[bytes, int], None]:
         """The agent's frames to the caller's track, except while a barge-in mutes the agent."""
         push = session.track.push
         if not pcm:
             def on_opus(payload: bytes, _timestamp: int) -> None:
+                if not session.first_downlink_at:
+                    self._first_audio(session, uplink=False)
                 if not barge_in.muted:
                     push(payload)
 
@@ -320,11 +329,26 @@ class Transceiver:
         encoder = OpusEncoder(rate)
 
         def on_frame(payload: bytes, _timestamp: int) -> None:
+            if not session.first_downlink_at:
+                self._first_audio(session, uplink=False)
             if not barge_in.muted:
                 for packet in encoder.encode(payload):
                     push(packet)
 
         return on_frame
+
+    def _first_audio(self, session: Session, *, uplink: bool) -> None:
+        """Mark the session's first audio to the agent (``uplink``) or back from it: a span event each,
+        and the agent's latency (first audio up to first audio back) as a histogram."""
+        now = time.monotonic()
+        if uplink:
+            session.first_uplink_at = now
+            session.span.add_event("first audio to agent")
+            return
+        session.first_downlink_at = now
+        session.span.add_event("first audio from agent")
+        if session.first_uplink_at:
+            self._agent_latency.record(now - session.first_uplink_at, self._attributes())
 
     def _watch(self, session: Session) -> None:
         loop = asyncio.get_running_loop()

@@ -75,12 +75,15 @@ def test_a_call_is_one_trace_from_edge_to_agent(etcd, processes, sink) -> None:
     assert attrs(session)["voicemesh.session.end_reason"] == "deleted"
     assert attrs(flow)["client.address"] == "127.0.0.1"
     events = [e.name for e in session.events]
-    assert {"ice connected", "dtls connected"} <= set(events)
+    assert {"ice connected", "dtls connected", "first audio to agent", "first audio from agent"} <= set(events)
+    agent_span = by_name[("voicemesh-agent", "agent session")]
+    assert agent_span.parent_span_id == session.span_id
 
     logs = [json.loads(line) for line in trx.stderr.read().decode().splitlines() if line.startswith("{")]
     session_logs = [line for line in logs if line.get("session_id") == session_id]
     assert session_logs and all(line["trace_id"] == root.trace_id.hex() for line in session_logs)
 
     assert {"voicemesh.relay.packets", "voicemesh.relay.bytes", "voicemesh.relay.flows"} <= sink.metrics["voicemesh-edge"]
-    assert {"voicemesh.sessions", "voicemesh.session.setup.duration"} <= sink.metrics["voicemesh-transceiver"]
+    assert {"voicemesh.sessions", "voicemesh.session.setup.duration", "voicemesh.agent.latency",
+            "voicemesh.session.network_rtt"} <= sink.metrics["voicemesh-transceiver"]
     assert Counter(service for service, _ in spans)["voicemesh-edge"] >= 3

@@ -88,6 +88,14 @@ def extract(carrier: Mapping[str, str]) -> Context:
     return propagate.extract(carrier)
 
 
+def start_agent_span(session_id: str, traceparent: str, agent: str) -> trace.Span:
+    """The ``agent session`` span of one call in an agent, a child of the transceiver's ``session`` span
+    (its ``traceparent`` arrives in the agent stream's SessionStart). End it when the session ends."""
+    return tracer().start_span("agent session", context=extract({"traceparent": traceparent}),
+                               kind=trace.SpanKind.SERVER,
+                               attributes={SESSION_ID: session_id, "voicemesh.agent.name": agent})
+
+
 def trace_id(span: trace.Span) -> str:
     """The span's trace id as 32 hex digits ("" if the span is not recording a valid context)."""
     ctx = span.get_span_context()

@@ -18,6 +18,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from opentelemetry import trace
+
+from voicemesh import telemetry
 from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
 
 logger = logging.getLogger("voicemesh.agent")
@@ -206,8 +209,10 @@ class _Stream:
 
     async def _run(self, session: Session) -> None:
         reason = "agent_done"
+        span = telemetry.start_agent_span(session.session_id, session.start.traceparent, type(self.agent).__name__)
         try:
-            await self.agent.on_session(session)
+            with trace.use_span(span, end_on_exit=True):
+                await self.agent.on_session(session)
         except Exception:
             logger.exception("on_session of session %s failed", session.session_id)
             reason = "agent_error"
