@@ -140,10 +140,14 @@ class AgentLink:
     raised. Use the link from the event loop's thread.
     """
 
-    def __init__(self, target: str, *, batch_ms: float = 5.0, queue_limit: int = 2000, give_up_s: float = 5.0) -> None:
-        """target: "host:port" of the agent. batch_ms: minimum ms between uplink
-        messages. queue_limit: frames. give_up_s: seconds of outage before sessions end."""
-        self.target = target
+    def __init__(self, target: str | Callable[[], str | None], *, batch_ms: float = 5.0, queue_limit: int = 2000,
+                 give_up_s: float = 5.0) -> None:
+        """target: "host:port" of the agent, or a function returning one (or None while there is
+        none), asked again before every reconnect: agents found in the registry. batch_ms:
+        minimum ms between uplink messages. queue_limit: frames. give_up_s: seconds of outage
+        before sessions end."""
+        self._resolve = target if callable(target) else (lambda: target)
+        self.target = ""
         self.batch_s = batch_ms / 1000
         self.queue_limit = queue_limit
         self.give_up_s = give_up_s
@@ -186,9 +190,8 @@ class AgentLink:
         The outage clock (give_up_s) runs from here until the first stream is healthy.
         """
         self._loop = asyncio.get_running_loop()
-        self._channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
         self._give_up_handle = self._loop.call_later(self.give_up_s, self._give_up)
-        self._task = asyncio.create_task(self._run(agent_pb2_grpc.AgentStub(self._channel)))
+        self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
         """Cancel the stream and close the channel. Live sessions are forgotten
@@ -328,8 +331,25 @@ class AgentLink:
                 self.uplink_messages += 1
                 yield uplink
 
-    async def _run(self, stub: agent_pb2_grpc.AgentStub) -> None:
+    async def _stub(self) -> agent_pb2_grpc.AgentStub | None:
+        """A stub on the channel to the current target; a new channel when the target changed."""
+        target = self._resolve()
+        if not target:
+            return None
+        if target != self.target or self._channel is None:
+            if self._channel is not None:
+                await self._channel.close()
+            self.target = target
+            self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        return agent_pb2_grpc.AgentStub(self._channel)
+
+    async def _run(self) -> None:
         while True:
+            stub = await self._stub()
+            if stub is None:
+                await asyncio.sleep(self._backoff_s)
+                self._backoff_s = min(self._backoff_s * 2, BACKOFF_MAX_S)
+                continue
             wake = self._wake
             call = stub.Connect(self._uplinks(wake))
             try:

@@ -11,6 +11,7 @@ expiry, the agent hanging up, or a watchdog (not connected in time, too long).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -34,6 +35,9 @@ from voicemesh.agent.v1 import agent_pb2
 from voicemesh.udp import bind_udp
 
 log = logging.getLogger("voicemesh.transceiver")
+
+AGENTS_FROM_REGISTRY = "registry"
+"""TransceiverConfig.agent value: find agents in the registry instead of at a fixed address."""
 
 CODECS = {"opus": agent_pb2.CODEC_OPUS, "pcm16": agent_pb2.CODEC_PCM16}
 """Agent link formats by config name: Opus as received, or PCM16 mono."""
@@ -113,7 +117,7 @@ class Transceiver:
         self.sessions: dict[str, Session] = {}
         self.record: NodeRecord | None = None
         self.mux: BackboneMux | None = None
-        self.agent_link = AgentLink(config.agent)
+        self.agent_link = AgentLink(self._agent_target if config.agent == AGENTS_FROM_REGISTRY else config.agent)
         self._edges: set[tuple[str, int]] = set()
         self._load_update: asyncio.TimerHandle | None = None
         meter = telemetry.meter()
@@ -167,6 +171,19 @@ class Transceiver:
         await self.agent_link.close()
         if self.mux is not None:
             self.mux.close()
+
+    def _agent_target(self) -> str | None:
+        """The agent to connect to when agents come from the registry: the current one while it is
+        registered and not draining, else one in our region first, spread over transceivers by
+        rendezvous hashing (the highest hash of transceiver id and agent id wins)."""
+        agents = [n for n in self.registry.nodes("agent") if n.grpc and not n.draining]
+        if any(n.grpc == self.agent_link.target for n in agents):
+            return self.agent_link.target
+        local = [n for n in agents if n.region == self.config.region] or agents
+        if not local:
+            return None
+        me = self.config.node_id.encode()
+        return max(local, key=lambda n: hashlib.blake2b(me + b"/" + n.node_id.encode(), digest_size=8).digest()).grpc
 
     def _on_view(self) -> None:
         edges = set()

@@ -87,7 +87,8 @@ class NodeRecord:
     ``index`` is a small id unique per (role, region) (u16, 0 = not yet allocated, see
     Registry.allocate_index); ``region_id`` the u8 region carried in routing tokens;
     ``http`` the base URL of its HTTP API; ``backbone`` the "ip:port" of its backbone UDP
-    socket; ``public_relay`` (edges) the "ip:port" of the public relay socket; ``capacity``
+    socket; ``public_relay`` (edges) the "ip:port" of the public relay socket; ``grpc``
+    (agents) the "host:port" transceivers connect to; ``capacity``
     and ``load`` count sessions; ``lat``/``lon`` are degrees. Raises InvalidName if role,
     region or node_id cannot be a key segment.
     """
@@ -100,6 +101,7 @@ class NodeRecord:
     http: str = ""
     backbone: str = ""
     public_relay: str = ""
+    grpc: str = ""
     capacity: int = 0
     load: int = 0
     draining: bool = False

@@ -2,7 +2,7 @@
 
 `voicemesh agent`, `voicemesh transceiver` and `voicemesh edge` are started
 from the command line with settings from flags, the environment and a config
-file; `voicemesh call` places a real call through them; SIGTERM shuts each
+file; the transceiver finds the agent through the registry; `voicemesh call` places a real call through them; SIGTERM shuts each
 down cleanly.
 """
 
@@ -27,9 +27,9 @@ def test_parts_as_processes_against_etcd(etcd, processes, tmp_path: Path) -> Non
     config = tmp_path / "voicemesh.toml"
     config.write_text(f'[transceiver]\nnode_id = "trx-a"\nregion = "eu-west"\nregion_id = 3\n'
                       f'backbone = "127.0.0.1:0"\n\n[edge]\nnode_id = "edge-a"\nregion = "eu-west"\n')
-    agent = processes("agent", "--bind", f"127.0.0.1:{agent_port}", env=env)
+    agent = processes("agent", "--bind", f"127.0.0.1:{agent_port}", "--region", "eu-west", env=env)
     trx = processes("transceiver", "--config", str(config), "--http", f"127.0.0.1:{trx_port}",
-                    "--agent", f"127.0.0.1:{agent_port}", env={**env, "VOICEMESH_CAPACITY": "7"})
+                    "--agent", "registry", env={**env, "VOICEMESH_CAPACITY": "7"})
     status = wait_http(f"http://127.0.0.1:{trx_port}/v1/status", trx, lambda b: b["node"] == "trx-a")
     edge = processes("edge", "--config", str(config), "--public", "127.0.0.1:0",
                      "--http", f"127.0.0.1:{edge_port}", env=env)

@@ -35,7 +35,8 @@ TRANSCEIVER_HELP = {
     "region_id": "numeric id of the region carried in routing tokens (1-255)",
     "backbone": "UDP address of the mux socket that edges send to (host:port)",
     "capacity": "sessions this transceiver takes at most",
-    "agent": "agent gRPC endpoint (host:port); empty runs the echo agent in-process",
+    "agent": "agent gRPC endpoint (host:port); 'registry' to use the agents registered in the registry "
+             "(own region first); empty runs the echo agent in-process",
     "agent_codec": "audio format on the agent link: opus (as received) or pcm16",
     "agent_rate_hz": "PCM16 sample rate for the agent (8000, 12000, 16000, 24000, 48000)",
     "connect_timeout_s": "seconds a session may take to connect before it is closed",
@@ -100,6 +101,10 @@ def parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="run a built-in agent as a gRPC server")
     _common(agent)
     agent.add_argument("--bind", help="gRPC address (host:port) (default 127.0.0.1:50051; env VOICEMESH_BIND)")
+    agent.add_argument("--advertise", help="address transceivers use, if not --bind (host:port); with --registry "
+                                           "the agent registers itself so transceivers with --agent registry find it")
+    agent.add_argument("--node-id", help="this agent's name in the registry (default agent-1; env VOICEMESH_NODE_ID)")
+    agent.add_argument("--region", help="the region this agent serves (default local; env VOICEMESH_REGION)")
     agent.add_argument("--kind", help="echo (plays every frame back) or turn (says back each utterance when the "
                                       "caller stops, until interrupted) (default echo; env VOICEMESH_KIND)")
 
@@ -248,6 +253,8 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
 async def _agent(args: argparse.Namespace, file: dict, table: dict) -> int:
     from core import echo_agent
     from core.turn_agent import TurnAgent
+    from registry import NodeRecord, open_registry
+    from voicemesh.http import format_hostport, parse_hostport
 
     bind = config.setting("bind", args, table) or ("127.0.0.1:50051", "")
     kind, source = config.setting("kind", args, table) or ("echo", "")
@@ -255,13 +262,25 @@ async def _agent(args: argparse.Namespace, file: dict, table: dict) -> int:
     if kind not in agents:
         raise config.ConfigError(f"{source}: agent kind must be one of {sorted(agents)}, got {kind!r}")
     servers: list = []
+    url = config.setting("registry", args, file)
+    registry = open_registry(str(url[0])) if url else None
 
     async def start() -> None:
         server, port = await echo_agent.serve(str(bind[0]), agents[kind]())
         servers.append(server)
-        log.info("%s agent up", kind, extra={"port": port})
+        advertise = config.setting("advertise", args, table)
+        host = parse_hostport(str(bind[0]))[0]
+        endpoint = str(advertise[0]) if advertise else format_hostport((host, port))
+        if registry is not None:
+            await registry.start()
+            await registry.register(NodeRecord(
+                role="agent", region=str((config.setting("region", args, table) or ("local",))[0]),
+                node_id=str((config.setting("node_id", args, table) or ("agent-1",))[0]), grpc=endpoint))
+        log.info("%s agent up", kind, extra={"grpc": endpoint})
 
     async def stop() -> None:
+        if registry is not None:
+            await registry.close()
         for server in servers:
             await server.stop(1.0)
 
