@@ -1,4 +1,5 @@
-# voicemesh: `make demo` runs a real call through an embedded mesh; `make test` runs the test suite.
+# voicemesh: `make demo` runs a real call through an embedded mesh; `make test` runs the test suite;
+# `make bench` measures; `make infra-check` validates the Terraform deploy offline.
 # Both set up .venv from scratch (Debian packages through apt when run as root, Python packages through pip).
 
 PYTHON ?= python3
@@ -39,3 +40,4 @@ clean:
 	rm -rf $(VENV) build *.egg-info bench/out
 
 include mk/proto.mk
+include mk/infra.mk

@@ -59,6 +59,7 @@ class TransceiverConfig:
     max_session_s: float = 4 * 3600.0
     lat: float = 0.0
     lon: float = 0.0
+    drain_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -160,10 +161,14 @@ class Transceiver:
                                           "backbone": self.record.backbone})
 
     async def close(self) -> None:
-        """Drain: mark draining, end every session, close the mux and the agent link."""
+        """Drain: mark draining (edges send no new offers), give live sessions up to
+        ``drain_timeout_s`` to end, end the rest, close the mux and the agent link."""
         if self.record is not None:
             self.record = replace(self.record, draining=True)
             await self.registry.register(self.record)
+        deadline = asyncio.get_running_loop().time() + self.config.drain_timeout_s
+        while self.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.5)
         await asyncio.gather(*(self.end(s, "shutdown") for s in list(self.sessions.values())))
         if self._load_update is not None:
             self._load_update.cancel()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
@@ -17,6 +18,9 @@ from voicemesh.http import format_hostport, parse_hostport, serve_app
 from voicemesh.udp import bind_udp
 
 log = logging.getLogger("voicemesh.edge")
+
+DRAIN_QUIET_S = 6.0
+"""Seconds without a relayed packet after which a draining edge has no live call (consent checks run every ~5 s)."""
 
 
 @dataclass
@@ -40,6 +44,7 @@ class EdgeConfig:
     reuse_port: bool = False
     lat: float = 0.0
     lon: float = 0.0
+    drain_timeout_s: float = 30.0
 
 
 class EdgeNode:
@@ -91,8 +96,30 @@ class EdgeNode:
         log.info("edge up", extra={"node": cfg.node_id, "edge_id": index, "whip": self.url,
                                    "relay": self.record.public_relay})
 
+    async def drain(self) -> None:
+        """Leave gracefully: register as draining (geo DNS stops answering with this edge within
+        one TTL; the WHIP front refuses new offers with 503), then keep relaying until no flow has
+        moved for DRAIN_QUIET_S (longer than the ICE consent interval, so no call is live) or
+        ``drain_timeout_s`` passed."""
+        if self.record is None or self.relay is None:
+            return
+        self.record = replace(self.record, draining=True)
+        await self.registry.register(self.record)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.drain_timeout_s
+        moved, quiet_since = -1, loop.time()
+        while loop.time() < deadline:
+            stats = self.relay.stats()
+            now_moved = stats["packets_in"] + stats["packets_out"]
+            if now_moved != moved:
+                moved, quiet_since = now_moved, loop.time()
+            elif loop.time() - quiet_since >= DRAIN_QUIET_S or not stats["flows"]:
+                break
+            await asyncio.sleep(0.5)
+        log.info("edge drained", extra={"flows": len(self.relay.flows)})
+
     async def close(self) -> None:
-        """Stop taking offers, then close the relay."""
+        """Stop taking offers, then close the relay (call ``drain`` first to let calls finish)."""
         if self._runner is not None:
             await self._runner.cleanup()
         if self._whip is not None:

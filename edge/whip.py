@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from importlib import resources
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +35,8 @@ RegionPolicy = Callable[[web.Request], "str | None"]
 """Chooses a core region for one offer, or None to let the edge pick the nearest with capacity."""
 
 PIN_HEADER = "Voicemesh-Region"
+CALL_PAGE = resources.files("edge") / "static" / "call.html"
+"""The page served at ``GET /``: a call through this edge with the browser's own WebRTC stack."""
 
 
 def pin_from_request(request: web.Request) -> str | None:
@@ -53,6 +56,16 @@ def pick_transceivers(nodes: list[NodeRecord], edge: NodeRecord, region: str | N
               and (region is None or n.region == region)]
     return sorted(usable, key=lambda n: (round(distance_km(edge.lat, edge.lon, n.lat, n.lon)),
                                          n.load / n.capacity, n.node_id))
+
+
+def client_address(request: web.Request) -> str:
+    """The caller's IP: the peer, or for a TLS front on the same host (peer on loopback) the
+    last ``X-Forwarded-For`` entry it appended."""
+    peer = request.remote or ""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if forwarded and peer in ("127.0.0.1", "::1"):
+        return forwarded.rsplit(",", 1)[-1].strip()
+    return peer
 
 
 class WhipFront:
@@ -84,6 +97,7 @@ class WhipFront:
         app.router.add_post("/v1/sessions", self.post_session)
         app.router.add_delete("/v1/sessions/{session_id}", self.delete_session)
         app.router.add_get("/v1/status", self.status)
+        app.router.add_get("/", self.call_page)
         return app
 
     def _client(self) -> aiohttp.ClientSession:
@@ -97,11 +111,14 @@ class WhipFront:
         if isinstance(offer, web.Response):
             return offer
         edge = self.edge()
+        if edge.draining:
+            return problem(503, "draining", "this edge is draining; resolve the mesh name again",
+                           headers={"Retry-After": str(RETRY_AFTER_S)})
         headers = {
             "Content-Type": SDP_TYPE,
             EDGE_ID: str(edge.index),
             RELAY_ADDRESS: edge.public_relay,
-            CLIENT_ADDRESS: request.remote or "",
+            CLIENT_ADDRESS: client_address(request),
         }
         region = self.region_policy(request)
         for node in pick_transceivers(self.registry.nodes("transceiver"), edge, region)[:2]:
@@ -151,6 +168,10 @@ class WhipFront:
                 return web.Response(status=resp.status, body=await resp.read(), content_type=resp.content_type)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return problem(502, "transceiver-unreachable", f"the owning transceiver did not answer: {exc!r}")
+
+    async def call_page(self, _request: web.Request) -> web.StreamResponse:
+        """``GET /``: the call page (edge/static/call.html); it POSTs its offer to this edge."""
+        return web.Response(body=CALL_PAGE.read_bytes(), content_type="text/html")
 
     async def status(self, _request: web.Request) -> web.StreamResponse:
         edge = self.edge()

@@ -245,3 +245,22 @@ async def test_call_survives_a_client_nat_rebinding() -> None:
             assert new.packets_out > 100, "media went back through the new mapping"
     finally:
         nat.close()
+
+
+async def test_a_draining_edge_keeps_its_calls_and_refuses_new_ones() -> None:
+    async with embedded_mesh() as mesh:
+        mesh.edge.config.drain_timeout_s = 60.0
+
+        async def drain_mid_call() -> tuple[int, str]:
+            await asyncio.sleep(2.0)
+            drained = asyncio.ensure_future(mesh.edge.drain())
+            await asyncio.sleep(0.5)
+            status, _, problem = await whip_post(mesh.whip_url, await real_offer())
+            await drained
+            return status, problem["title"]
+
+        report, refused = await asyncio.gather(call(mesh.whip_url, bundled_speech(), bind=LOOPBACK), drain_mid_call())
+        assert_echo(report)
+        assert refused == (503, "draining")
+        assert mesh.edge.record.draining
+        assert [n.draining for n in mesh.transceiver.registry.nodes("edge")] == [True]

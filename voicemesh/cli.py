@@ -28,6 +28,7 @@ EDGE_HELP = {
     "reuse_port": "share the public port with other edge workers (SO_REUSEPORT)",
     "lat": "latitude of this PoP (degrees)",
     "lon": "longitude of this PoP (degrees)",
+    "drain_timeout_s": "on SIGTERM, seconds to keep relaying live calls while draining",
 }
 TRANSCEIVER_HELP = {
     "node_id": "this transceiver's name in the registry",
@@ -43,6 +44,7 @@ TRANSCEIVER_HELP = {
     "max_session_s": "longest session in seconds (also the routing token's lifetime)",
     "lat": "latitude of this core region (degrees), for edges choosing the nearest region",
     "lon": "longitude of this core region (degrees)",
+    "drain_timeout_s": "on SIGTERM, seconds live sessions get to end before they are closed",
 }
 DNS_HELP = {
     "zone": "the zone this server is authoritative for",
@@ -113,6 +115,10 @@ def parser() -> argparse.ArgumentParser:
     dns.add_argument("--topology", help="infra/topology.json to take the zone and mesh name defaults from"
                                         " (env VOICEMESH_TOPOLOGY)")
     config.add_flags(dns, DnsConfig, DNS_HELP)
+
+    from voicemesh.lab import cli as lab_cli
+
+    lab_cli.add_parser(sub)
     return top
 
 
@@ -133,6 +139,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await _demo(args)
     if args.command == "call":
         return await _call(args)
+    if args.command == "lab":
+        from voicemesh.lab import cli as lab_cli
+
+        return await lab_cli.command(args)
     file = config.load_file(args.config)
     table = file.get(args.command, {})
     level = config.setting("log_level", args, file) or ("info", "")
@@ -211,6 +221,7 @@ async def _edge(args: argparse.Namespace, file: dict, table: dict) -> int:
         await node.start()
 
     async def stop() -> None:
+        await node.drain()
         await node.close()
         await registry.close()
 

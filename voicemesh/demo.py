@@ -68,7 +68,7 @@ async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50, connec
         transceiver = Transceiver(
             TransceiverConfig(agent=f"{LOOPBACK}:{agent_port}", agent_codec=agent_codec,
                               backbone=f"{LOOPBACK}:0", capacity=capacity,
-                              connect_timeout_s=connect_timeout_s),
+                              connect_timeout_s=connect_timeout_s, drain_timeout_s=0),
             trx_registry, tokens)
         stack.push_async_callback(transceiver.close)
         runner = await api.serve(transceiver, LOOPBACK, 0)
