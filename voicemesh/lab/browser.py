@@ -1,0 +1,128 @@
+"""One call from headless Chromium (Debian's ``chromium``) with the browser's own WebRTC stack.
+
+Chromium loads an edge's page (edge/static/call.html) with a WAV as its fake microphone; the page
+calls through the mesh and leaves its getStats() figures in ``window.result``, which is read here
+over the DevTools protocol (Runtime.evaluate on the page's WebSocket). Run as
+``python -m voicemesh.lab.browser URL --wav W [--seconds S]``: the result as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import aiohttp
+from yarl import URL
+
+from voicemesh import audio
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required", "--remote-debugging-port=0",
+)
+"""Headless, no sandbox (root), no traffic of its own, fake devices granted without asking, and a
+DevTools port that Chromium picks and writes to DevToolsActivePort in the profile."""
+POLL_S = 0.25
+
+
+class BrowserError(Exception):
+    """Chromium did not produce a result; ``reason``: "no_devtools" (it exited or never opened its
+    DevTools port), "no_page" (no page target), "timeout"."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def browser_call(page_url: str, wav: str, seconds: float = 10.0, chromium: str = CHROMIUM,
+                       timeout_s: float = 60.0) -> dict:
+    """Open ``page_url`` (an edge's call page) in headless Chromium speaking ``wav``, and return the
+    page's ``window.result`` (its shape is documented in edge/static/call.html) after a call of
+    ``seconds``.
+
+    ``page_url``'s origin is treated as secure, so plain HTTP may use the microphone. Raises
+    BrowserError if Chromium gives no result within ``seconds + timeout_s``; FileNotFoundError or
+    audio.BadAudio if ``wav`` cannot be read.
+    """
+    url = URL(page_url).update_query(seconds=f"{seconds:g}")
+    with tempfile.TemporaryDirectory(prefix="vmlab-chromium-") as tmp:
+        capture, profile = Path(tmp) / "capture-48k.wav", Path(tmp) / "profile"
+        audio.write_wav(str(capture), audio.load_wav_mono(wav, 48000), 48000)
+        log = Path(tmp) / "chromium.log"
+        with open(log, "wb") as fh:
+            proc = await asyncio.create_subprocess_exec(
+                chromium, *FLAGS, f"--user-data-dir={profile}", f"--use-file-for-fake-audio-capture={capture}",
+                f"--unsafely-treat-insecure-origin-as-secure={url.origin()}", str(url),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=fh)
+        try:
+            async with asyncio.timeout(seconds + timeout_s):
+                port = await _devtools_port(profile, proc, log)
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                        targets = await resp.json()
+                    page = next((t for t in targets if t.get("type") == "page"), None)
+                    if page is None:
+                        raise BrowserError("no_page", f"Chromium has no page target: {targets}")
+                    async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                        ids = itertools.count(1)
+                        while (result := await _evaluate(ws, next(ids), "window.result")) is None:
+                            await asyncio.sleep(POLL_S)
+                        return result
+        except TimeoutError:
+            raise BrowserError("timeout", f"no result from the page within {seconds + timeout_s:g} s") from None
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+            await proc.wait()
+
+
+async def _devtools_port(profile: Path, proc: asyncio.subprocess.Process, log: Path) -> int:
+    """The port Chromium wrote to DevToolsActivePort (first line)."""
+    active = profile / "DevToolsActivePort"
+    while True:
+        if proc.returncode is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise BrowserError("no_devtools", f"Chromium exited with {proc.returncode}: " + " | ".join(tail))
+        lines = active.read_text().splitlines() if active.exists() else []
+        if lines and lines[0].isdigit():
+            return int(lines[0])
+        await asyncio.sleep(0.05)
+
+
+async def _evaluate(ws: aiohttp.ClientWebSocketResponse, message_id: int, expression: str):
+    """The JSON value of ``expression`` in the page (Runtime.evaluate), None if undefined."""
+    await ws.send_json({"id": message_id, "method": "Runtime.evaluate",
+                        "params": {"expression": expression, "returnByValue": True}})
+    async for message in ws:
+        reply = json.loads(message.data)
+        if reply.get("id") == message_id:
+            return reply.get("result", {}).get("result", {}).get("value")
+    raise BrowserError("no_devtools", "the DevTools connection closed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m voicemesh.lab.browser URL --wav W [--seconds S]``: print the result as one JSON line;
+    exit status 0 if the page's call was ok."""
+    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args.add_argument("url", help="the edge's call page, e.g. http://rtc.voicemesh.test/")
+    args.add_argument("--wav", required=True, help="the fake microphone's audio")
+    args.add_argument("--seconds", type=float, default=10.0, help="call length in seconds")
+    opts = args.parse_args(argv)
+    try:
+        result = asyncio.run(browser_call(opts.url, opts.wav, opts.seconds))
+    except BrowserError as exc:
+        result = {"ok": False, "error": f"{exc.reason}: {exc}"}
+    print(json.dumps(result))
+    return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

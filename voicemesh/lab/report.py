@@ -1,0 +1,113 @@
+"""The lab's evidence, sans-IO: per client city, the edge it was steered to against the nearest one,
+and its mesh call against its baseline call, as JSON-ready dicts and as a Markdown table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from voicemesh.lab.plan import City, Plan
+
+MILESTONES = ("answer", "ice_connected", "dtls_connected", "first_audio")
+
+
+def loss_pct(packets_sent: int, packets_received: int) -> float | None:
+    """Round-trip loss of an echo call in percent: packets sent that did not come back (either way)."""
+    if packets_sent <= 0:
+        return None
+    return round(100.0 * max(0, packets_sent - packets_received) / packets_sent, 2)
+
+
+def mode_result(call: dict, path: str, model_rtt_ms: float) -> dict:
+    """One call's figures from a ``voicemesh call --json`` report (CallReport.to_dict()).
+
+    ``path`` names the route, ``model_rtt_ms`` is the network round trip the lab models for it;
+    ``audio_rtt_ms`` (mouth to ear and back, ms), ``jitter_ms`` (inbound RTP jitter), ``loss_pct``
+    (``loss_pct()``) and ``setup_ms`` (milestones in ms from createOffer) come from the call.
+    """
+    sent, received = int(call.get("packets_sent") or 0), int(call.get("packets_received") or 0)
+    return {"path": path, "model_rtt_ms": round(model_rtt_ms, 1), "ok": bool(call.get("ok")),
+            "audio_rtt_ms": call.get("audio_rtt_ms"), "jitter_ms": call.get("jitter_ms"),
+            "loss_pct": loss_pct(sent, received), "setup_ms": dict(call.get("setup_ms") or {}),
+            "packets_sent": sent, "packets_received": received, "error": call.get("error")}
+
+
+def city_result(plan: Plan, city: City, edge: str | None, mesh: dict, direct: dict) -> dict:
+    """One city's row: ``city`` (key), ``name``, ``edge`` (where the geo name sent it, None if it did not
+    resolve to an edge), ``nearest_edge`` (by the topology), ``distant`` (``Plan.distant``), and the
+    ``mesh`` and ``direct`` calls (``mode_result``)."""
+    via = edge or plan.nearest_edge(city)
+    return {
+        "city": city.key, "name": city.name, "edge": edge, "nearest_edge": plan.nearest_edge(city),
+        "distant": plan.distant(city),
+        "mesh": mode_result(mesh, f"{via} → {plan.region_for_edge(via).name}", plan.mesh_rtt_ms(city, via)),
+        "direct": mode_result(direct, f"{plan.central_edge} → {plan.central.name}", plan.direct_rtt_ms(city)),
+    }
+
+
+def summary(cities: Sequence[dict]) -> dict:
+    """Counts over ``cities``: ``cities``, ``steered_to_nearest``, ``calls_ok`` (both calls), ``distant``,
+    and among distant cities with both calls ok, ``mesh_lower_rtt`` and ``mesh_lower_loss``."""
+    distant = [c for c in cities if c["distant"]]
+    both = [c for c in distant if c["mesh"]["ok"] and c["direct"]["ok"]]
+    return {
+        "cities": len(cities),
+        "steered_to_nearest": sum(c["edge"] == c["nearest_edge"] for c in cities),
+        "calls_ok": sum(c["mesh"]["ok"] and c["direct"]["ok"] for c in cities),
+        "distant": len(distant),
+        "mesh_lower_rtt": sum(_lower(c, "audio_rtt_ms") for c in both),
+        "mesh_lower_loss": sum(_lower(c, "loss_pct") for c in both),
+    }
+
+
+def _lower(city: dict, key: str) -> bool:
+    mesh, direct = city["mesh"][key], city["direct"][key]
+    return mesh is not None and direct is not None and mesh < direct
+
+
+def lab_result(plan: Plan, cities: Sequence[dict], wan: dict) -> dict:
+    """The whole report: ``ok`` (every city steered to its nearest edge and both its calls ok),
+    ``central_region``, ``central_edge``, ``summary``, ``cities`` (``city_result``) and ``wan`` (the
+    emulated network's counters)."""
+    counts = summary(cities)
+    ok = counts["steered_to_nearest"] == counts["calls_ok"] == counts["cities"]
+    return {"ok": ok, "central_region": plan.central.name, "central_edge": plan.central_edge,
+            "summary": counts, "cities": list(cities), "wan": wan}
+
+
+def _num(value: float | None, spec: str = ".0f") -> str:
+    return "-" if value is None else f"{value:{spec}}"
+
+
+def format_progress(city: dict) -> str:
+    """One line about a finished city."""
+    parts = [f"{city['city']}: steered to {city['edge'] or 'nothing'} (nearest {city['nearest_edge']})"]
+    for mode in ("mesh", "direct"):
+        m = city[mode]
+        state = f"rtt {_num(m['audio_rtt_ms'])} ms, loss {_num(m['loss_pct'], '.1f')}%" if m["ok"] else \
+            f"FAILED: {m['error']}"
+        parts.append(f"{mode} {state}")
+    return "; ".join(parts)
+
+
+def format_table(result: dict) -> str:
+    """The report as a Markdown table (a row per city and call) and two summary lines."""
+    rows = ["| city | steered to | nearest edge | call | path | model RTT ms | audio RTT ms | jitter ms | loss % "
+            "| setup ms: answer / ICE / DTLS / first audio |",
+            "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for city in result["cities"]:
+        for mode in ("mesh", "direct"):
+            m = city[mode]
+            first = mode == "mesh"
+            setup = " / ".join(_num(m["setup_ms"].get(k)) for k in MILESTONES)
+            rows.append(
+                f"| {city['name'] + (' (distant)' if city['distant'] else '') if first else ''} "
+                f"| {(city['edge'] or '-') if first else ''} | {city['nearest_edge'] if first else ''} | {mode} "
+                f"| {m['path']} | {_num(m['model_rtt_ms'])} | {_num(m['audio_rtt_ms'])} | {_num(m['jitter_ms'], '.1f')} "
+                f"| {_num(m['loss_pct'], '.1f')} | {setup if m['ok'] else 'failed: ' + str(m['error'])} |")
+    s = result["summary"]
+    rows += ["",
+             f"steering: {s['steered_to_nearest']} of {s['cities']} cities resolved to their nearest edge; "
+             f"calls ok: {s['calls_ok']} of {s['cities']} cities (mesh and direct)",
+             f"distant cities (mesh vs direct to {result['central_region']}): {s['distant']}; mesh lower audio "
+             f"RTT in {s['mesh_lower_rtt']}, lower loss in {s['mesh_lower_loss']}"]
+    return "\n".join(rows)
