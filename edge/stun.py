@@ -5,6 +5,7 @@ MESSAGE-INTEGRITY checks for tests and slow paths."""
 import hmac
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 MAGIC_COOKIE = b"\x21\x12\xa4\x42"
@@ -75,20 +76,11 @@ def binding_request_username(data: bytes) -> bytes:
     """
     if _check_header(data) != BINDING_REQUEST:
         raise MalformedStun("not_binding_request")
-    end = len(data)
-    pos = HEADER_LENGTH
-    # end and pos are multiples of 4, so an attribute header always fits, and so does a value's padding.
-    while pos < end:
-        attr_type, attr_length = _TYPE_AND_LENGTH(data, pos)
-        start = pos + 4
-        stop = start + attr_length
-        if stop > end:
-            raise MalformedStun("bad_attribute")
+    for attr_type, start, stop in _walk(data):
         if attr_type == USERNAME:
             return data[start:stop]
         if attr_type == MESSAGE_INTEGRITY or attr_type == MESSAGE_INTEGRITY_SHA256:
             break
-        pos = start + ((attr_length + 3) & ~3)
     raise MalformedStun("no_username")
 
 
@@ -104,21 +96,26 @@ def split_username(username: bytes) -> tuple[bytes, bytes]:
     return receiver, sender
 
 
-def _attributes(data: bytes) -> list[tuple[int, int, int]]:
-    """(type, value start, value stop) of every attribute, after a header check."""
-    _check_header(data)
-    found = []
+def _walk(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(type, value start, value stop) of each attribute in order, with bounds checks (the header must
+    have been checked). Raises MalformedStun("bad_attribute") when a value overruns the message."""
     end = len(data)
     pos = HEADER_LENGTH
+    # end and pos are multiples of 4, so an attribute header always fits, and so does a value's padding.
     while pos < end:
         attr_type, attr_length = _TYPE_AND_LENGTH(data, pos)
         start = pos + 4
         stop = start + attr_length
         if stop > end:
             raise MalformedStun("bad_attribute")
-        found.append((attr_type, start, stop))
+        yield attr_type, start, stop
         pos = start + ((attr_length + 3) & ~3)
-    return found
+
+
+def _attributes(data: bytes) -> list[tuple[int, int, int]]:
+    """(type, value start, value stop) of every attribute, after a header check."""
+    _check_header(data)
+    return list(_walk(data))
 
 
 def parse(data: bytes) -> StunMessage:
