@@ -174,6 +174,7 @@ def test_geoip_database_steers_each_city_to_its_nearest_edge(tmp_path: Path) -> 
 
 
 CALL = {"ok": True, "audio_rtt_ms": 120.0, "jitter_ms": 2.5, "packets_sent": 400, "packets_received": 398,
+        "packets_lost": 2,
         "setup_ms": {"answer": 40.0, "ice_connected": 70.0, "dtls_connected": 110.0, "first_audio": 200.0},
         "error": None}
 
@@ -181,7 +182,7 @@ CALL = {"ok": True, "audio_rtt_ms": 120.0, "jitter_ms": 2.5, "packets_sent": 400
 def test_report_rows_summary_and_table() -> None:
     lab = plan(TOPOLOGY, regions=2)
     berlin, new_york = city(lab, "berlin"), city(lab, "new-york")
-    slow = {**CALL, "audio_rtt_ms": 240.0, "packets_received": 390}
+    slow = {**CALL, "audio_rtt_ms": 240.0, "packets_received": 390, "packets_lost": 10}
     rows = [report.city_result(lab, berlin, "edge-fra", CALL, CALL),
             report.city_result(lab, new_york, "edge-iad", CALL, slow)]
     assert rows[1]["mesh"]["path"] == "edge-iad → us-east" and rows[1]["direct"]["path"] == "edge-fra → eu-central"

@@ -26,8 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--duration", type=float, default=10.0, help="length of each call in seconds (default 10)")
     run.add_argument("--wav", help="speech to send (default: the bundled speech.wav)")
     run.add_argument("--topology", default=str(DEFAULT_TOPOLOGY), help="infra/topology.json (default: %(default)s)")
-    commands.add_parser("down", help="remove whatever a lab left behind (namespaces named vmlab-* and their "
-                                     "processes)")
+    commands.add_parser("down", help="remove whatever a lab left behind: namespaces named vmlab-*, what runs in "
+                                     "them, and work directories")
 
 
 async def command(args: argparse.Namespace) -> int:
@@ -41,7 +41,7 @@ async def command(args: argparse.Namespace) -> int:
     try:
         if args.lab_command == "down":
             netns.check_host()
-            removed = netns.down()
+            removed = runner.down()
             print(f"removed {len(removed)} lab namespaces" + (f": {', '.join(removed)}" if removed else ""))
             return 0
         cities = [c.strip() for c in args.cities.split(",") if c.strip()] if args.cities else None

@@ -39,7 +39,7 @@ class LabError(ValueError):
     ``reason``: "bad_topology" (a field is missing or has the wrong type), "bad_region_count",
     "unknown_city", "central_region_not_kept", "no_central_edge", "no_rtt" (two sites without an
     ``rtt_ms`` entry), "too_many_nodes", "not_root", "no_iproute2", "lab_exists", "ip_failed",
-    "start_failed", "browser_failed".
+    "start_failed".
     """
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -10,11 +10,17 @@ from voicemesh.lab.plan import City, Plan
 MILESTONES = ("answer", "ice_connected", "dtls_connected", "first_audio")
 
 
-def loss_pct(packets_sent: int, packets_received: int) -> float | None:
-    """Round-trip loss of an echo call in percent: packets sent that did not come back (either way)."""
-    if packets_sent <= 0:
+def loss_pct(packets_received: int, packets_lost: int) -> float | None:
+    """The caller's inbound loss in percent: RTP sequence gaps over the packets expected (received + lost,
+    RFC 3550 6.4.1), None if nothing was expected.
+
+    Not sent minus received: the echo of the last round trip's packets is still on its way when the
+    call ends, which would count a round trip's worth of packets (more on longer paths) as lost.
+    """
+    expected = packets_received + packets_lost
+    if expected <= 0:
         return None
-    return round(100.0 * max(0, packets_sent - packets_received) / packets_sent, 2)
+    return round(100.0 * packets_lost / expected, 2)
 
 
 def mode_result(call: dict, path: str, model_rtt_ms: float) -> dict:
@@ -22,13 +28,15 @@ def mode_result(call: dict, path: str, model_rtt_ms: float) -> dict:
 
     ``path`` names the route, ``model_rtt_ms`` is the network round trip the lab models for it;
     ``audio_rtt_ms`` (mouth to ear and back, ms), ``jitter_ms`` (inbound RTP jitter), ``loss_pct``
-    (``loss_pct()``) and ``setup_ms`` (milestones in ms from createOffer) come from the call.
+    (``loss_pct()``), ``setup_ms`` (milestones in ms from createOffer) and the packet counts come from
+    the call.
     """
-    sent, received = int(call.get("packets_sent") or 0), int(call.get("packets_received") or 0)
+    received, lost = int(call.get("packets_received") or 0), int(call.get("packets_lost") or 0)
     return {"path": path, "model_rtt_ms": round(model_rtt_ms, 1), "ok": bool(call.get("ok")),
             "audio_rtt_ms": call.get("audio_rtt_ms"), "jitter_ms": call.get("jitter_ms"),
-            "loss_pct": loss_pct(sent, received), "setup_ms": dict(call.get("setup_ms") or {}),
-            "packets_sent": sent, "packets_received": received, "error": call.get("error")}
+            "loss_pct": loss_pct(received, lost), "setup_ms": dict(call.get("setup_ms") or {}),
+            "packets_sent": int(call.get("packets_sent") or 0), "packets_received": received,
+            "packets_lost": lost, "error": call.get("error")}
 
 
 def city_result(plan: Plan, city: City, edge: str | None, mesh: dict, direct: dict) -> dict:

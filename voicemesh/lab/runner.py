@@ -50,7 +50,8 @@ class Lab:
         self._fds: dict[str, int] = {}
         self._parts: list[tuple[str, asyncio.subprocess.Process, Path]] = []
         ctl = plan.node("ctl")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "VOICEMESH_"))}
+        self.env = inherited | {
             "VOICEMESH_TOKEN_KEYS": f"1:{secrets.token_hex(32)}",
             "VOICEMESH_REGISTRY": f"etcd://{ctl.address}:{plan.ports['etcd_client']}",
             "VOICEMESH_LOG_LEVEL": "info",
@@ -254,6 +255,16 @@ def write_geoip(plan: Plan, path: Path) -> None:
             "city": {"names": {"en": city.name}},
             "location": {"latitude": city.lat, "longitude": city.lon, "accuracy_radius": 20}})
     writer.to_db_file(str(path))
+
+
+def down() -> list[str]:
+    """Remove whatever a lab left behind: its namespaces with what still runs in them (netns.down) and
+    its work directories. Returns the namespaces removed."""
+    removed = netns.down()
+    for parent in {Path("/dev/shm"), Path(tempfile.gettempdir())}:
+        for workdir in parent.glob(PREFIX + "*"):
+            shutil.rmtree(workdir, ignore_errors=True)
+    return removed
 
 
 async def run(plan: Plan, duration_s: float, wav: str | None = None,
