@@ -264,3 +264,19 @@ async def test_a_draining_edge_keeps_its_calls_and_refuses_new_ones() -> None:
         assert refused == (503, "draining")
         assert mesh.edge.record.draining
         assert [n.draining for n in mesh.transceiver.registry.nodes("edge")] == [True]
+
+
+async def test_an_offer_split_across_tcp_segments_is_read_whole() -> None:
+    async with embedded_mesh() as mesh:
+        offer = (await real_offer()).encode()
+        host, port = mesh.edge.url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n"
+                     b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(offer) + offer[:500])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(offer[500:])
+        await writer.drain()
+        status_line = await reader.readline()
+        writer.close()
+        assert b" 201 " in status_line

@@ -38,7 +38,9 @@ async def read_offer(request: web.Request, max_bytes: int) -> str | web.Response
                        f"the offer must be sent as {SDP_TYPE}, not {request.content_type or 'no content type'}")
     if request.content_length is not None and request.content_length > max_bytes:
         return problem(413, "offer-too-large", f"the offer is {request.content_length} bytes; the limit is {max_bytes}")
-    body = await request.content.read(max_bytes + 1)
+    body = b""
+    while len(body) <= max_bytes and (chunk := await request.content.read(max_bytes + 1 - len(body))):
+        body += chunk
     if len(body) > max_bytes:
         return problem(413, "offer-too-large", f"the offer is over the {max_bytes} byte limit")
     try:
