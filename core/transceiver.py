@@ -28,7 +28,7 @@ from core.media import AgentAudioTrack, OpusDecoder, OpusEncoder, RTP_CLOCK_HZ
 from core.mux import BackboneMux, MuxTransport
 from core.offer import OfferRejected, check_offer
 from edge.token import TokenCodec
-from registry import Claim, NodeRecord, Registry
+from registry import Claim, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.http import format_hostport, parse_hostport
 from voicemesh import telemetry
 from voicemesh.agent.v1 import agent_pb2
@@ -165,7 +165,10 @@ class Transceiver:
         ``drain_timeout_s`` to end, end the rest, close the mux and the agent link."""
         if self.record is not None:
             self.record = replace(self.record, draining=True)
-            await self.registry.register(self.record)
+            try:
+                await self.registry.register(self.record)
+            except RegistryUnavailable:
+                log.warning("cannot mark this transceiver draining; its lease will expire the record")
         deadline = asyncio.get_running_loop().time() + self.config.drain_timeout_s
         while self.sessions and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.5)

@@ -12,7 +12,7 @@ from edge.observe import FlowTracer, observe_relay
 from edge.relay import Relay
 from edge.token import TokenCodec
 from edge.whip import WhipFront
-from registry import NodeRecord, Registry
+from registry import NodeRecord, Registry, RegistryUnavailable
 from voicemesh import telemetry
 from voicemesh.http import format_hostport, parse_hostport, serve_app
 from voicemesh.udp import bind_udp
@@ -104,7 +104,10 @@ class EdgeNode:
         if self.record is None or self.relay is None:
             return
         self.record = replace(self.record, draining=True)
-        await self.registry.register(self.record)
+        try:
+            await self.registry.register(self.record)
+        except RegistryUnavailable:
+            log.warning("cannot mark this edge draining; its lease will expire the record")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.drain_timeout_s
         moved, quiet_since = -1, loop.time()
