@@ -45,6 +45,7 @@ class EdgeConfig:
     lat: float = 0.0
     lon: float = 0.0
     drain_timeout_s: float = 30.0
+    whip_token: str = ""
 
 
 class EdgeNode:
@@ -79,7 +80,8 @@ class EdgeNode:
         flows = FlowTracer(index)
         relay.on_flow = flows.on_flow
         observe_relay(relay, {telemetry.EDGE_ID: str(index), telemetry.REGION: cfg.region})
-        self._whip = WhipFront(self.registry, lambda: self.record, relay.stats, on_answer=flows.expect)
+        self._whip = WhipFront(self.registry, lambda: self.record, relay.stats, on_answer=flows.expect,
+                               bearer_token=cfg.whip_token)
         self._runner, self.url = await serve_app(self._whip.app(), *parse_hostport(cfg.http))
         self.record = NodeRecord(
             role="edge",

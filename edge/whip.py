@@ -9,6 +9,7 @@ finds the owner through the session's claim in the registry.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
 from importlib import resources
@@ -76,12 +77,17 @@ class WhipFront:
     ``relay_stats`` returns the relay's counters for ``GET /v1/status``.
     ``on_answer(answer_sdp, session_id, span_context)`` is told of each
     session created, so the relay's first packet can join the trace.
+    ``bearer_token``, if set, is required on POST and DELETE as
+    ``Authorization: Bearer <token>`` (RFC 9725 4.5, RFC 6750); without it
+    they get ``401``.
     """
 
     def __init__(self, registry: Registry, edge: Callable[[], NodeRecord], relay_stats: Callable[[], dict],
                  region_policy: RegionPolicy = pin_from_request,
-                 on_answer: Callable[[bytes, str, SpanContext], None] | None = None) -> None:
+                 on_answer: Callable[[bytes, str, SpanContext], None] | None = None,
+                 bearer_token: str = "") -> None:
         self.registry = registry
+        self.bearer_token = bearer_token
         self.region_policy = region_policy
         self.on_answer = on_answer
         self.edge = edge
@@ -93,12 +99,23 @@ class WhipFront:
             await self._http.close()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[telemetry.server_spans()])
+        app = web.Application(client_max_size=MAX_OFFER_BYTES,
+                              middlewares=[telemetry.server_spans(), self._authorize])
         app.router.add_post("/v1/sessions", self.post_session)
         app.router.add_delete("/v1/sessions/{session_id}", self.delete_session)
         app.router.add_get("/v1/status", self.status)
         app.router.add_get("/", self.call_page)
         return app
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler):
+        if not self.bearer_token or request.method not in ("POST", "DELETE"):
+            return await handler(request)
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.bearer_token.encode()):
+            return problem(401, "unauthorized", "this WHIP endpoint needs Authorization: Bearer <token>",
+                           headers={"WWW-Authenticate": 'Bearer realm="voicemesh"'})
+        return await handler(request)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None:

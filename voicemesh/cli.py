@@ -29,6 +29,7 @@ EDGE_HELP = {
     "lat": "latitude of this PoP (degrees)",
     "lon": "longitude of this PoP (degrees)",
     "drain_timeout_s": "on SIGTERM, seconds to keep relaying live calls while draining",
+    "whip_token": "bearer token required on WHIP POST/DELETE; empty: no auth (a secret: use the env or file)",
 }
 TRANSCEIVER_HELP = {
     "node_id": "this transceiver's name in the registry",
