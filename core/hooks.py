@@ -124,7 +124,9 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[Any], None]) -> 
     """Deliver every RTP packet ``receiver`` accepts to ``on_packet(packet)``.
 
     The packet has ``payload`` (bytes: one Opus packet, RFC 7587),
-    ``timestamp`` (48 kHz RTP clock) and ``sequence_number``. aiortc still does
+    ``timestamp`` (48 kHz RTP clock), ``sequence_number`` and
+    ``extensions.audio_level``: ``(voice activity flag, level in -dBov)`` from
+    the RFC 6464 header extension, or None if the sender does not send it. aiortc still does
     SRTP, RTCP statistics, NACK and RTX, but its jitter buffer (which waits for
     4 packets, ~85 ms) and its decoder thread are bypassed.
     """
