@@ -167,7 +167,7 @@ class Relay:
             self.drops["unknown_transceiver"] += 1
             return None
         try:
-            flow = self.flows.learn((addr[0], addr[1]), transceiver, token, time.monotonic())
+            flow = self.flows.learn(addr, transceiver, token, time.monotonic())
         except FlowTableFull as exc:
             self.drops[exc.reason] += 1
             return None

@@ -300,3 +300,32 @@ async def test_whip_bearer_token_when_auth_is_on() -> None:
             async with http.delete(mesh.edge.url + location, headers=auth) as resp:
                 assert resp.status == 200
         assert mesh.transceiver.sessions == {}
+
+
+async def test_relay_forwards_an_ipv6_client() -> None:
+    from edge import frame
+    from edge.relay import Relay
+    from voicemesh.udp import bind_udp
+
+    tokens = TokenCodec({1: os.urandom(32)}, 1)
+    transceiver = bind_udp("::1", 0)
+    relay = Relay(bind_udp("::1", 0), bind_udp("::1", 0, reuse_port=True), 7, tokens)
+    relay.directory = {(1, 1): transceiver.getsockname()[:2]}
+    relay.start()
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client:
+            client.bind(("::1", 0))
+            client.settimeout(2)
+            ufrag = tokens.mint(region=1, transceiver=1, nonce=1, expires_at=int(time.time()) + 60)
+            loop = asyncio.get_running_loop()
+            for payload in (binding_request(f"{ufrag}:abcd"), b"\x80" + b"rtp" * 20):
+                client.sendto(payload, relay.public_address)
+                data = await asyncio.wait_for(loop.sock_recv(transceiver, 2048), 5)
+                (ip, port), edge_id, n = frame.decode(data)
+                assert (ip, port, edge_id, data[n:]) == ("::1", client.getsockname()[1], 7, payload)
+            transceiver.sendto(data[:n] + b"back", relay.backbone_address)
+            assert await loop.run_in_executor(None, client.recv, 2048) == b"back"
+        assert relay.stats()["drops"] == {}
+    finally:
+        relay.close()
+        transceiver.close()
