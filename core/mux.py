@@ -141,8 +141,7 @@ class BackboneMux:
             if route is None:
                 return
         elif route.edge != src:
-            if self.edges is not None and src not in self.edges:
-                self.counters["unknown_edge"] += 1
+            if not self._known_edge(src):
                 return
             route.edge = src
         self.counters["rx"] += 1
@@ -154,9 +153,14 @@ class BackboneMux:
             session.active = route
             session.protocol.receiver.data_received(payload, 1)
 
+    def _known_edge(self, src: tuple) -> bool:
+        if self.edges is None or (src[0], src[1]) in self.edges:
+            return True
+        self.counters["unknown_edge"] += 1
+        return False
+
     def _learn(self, data: bytes, n: int, src: tuple) -> _Route | None:
-        if self.edges is not None and src not in self.edges:
-            self.counters["unknown_edge"] += 1
+        if not self._known_edge(src):
             return None
         payload = data[n:]
         try:
@@ -172,11 +176,11 @@ class BackboneMux:
             self.counters["bad_integrity"] += 1
             return None
         client, _edge_id, _ = frame.decode(data)
-        route = _Route(session, client, data[:n], (src[0], src[1]))
+        route = _Route(session, client, data[:n], src)
         session.routes.append(route)
         self._by_header[route.header] = route
         self._by_client[client] = route
-        log.debug("route learned client=%s:%d edge=%s:%d", *client, *route.edge)
+        log.debug("route learned client=%s:%d edge=%s:%d", *client, src[0], src[1])
         return route
 
     def send(self, data: bytes, client: tuple[str, int]) -> None:
