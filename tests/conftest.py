@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from procs import free_ports
 
 
 @dataclass
@@ -32,18 +32,6 @@ class EtcdServer:
         """SIGKILL the server (a crash: no graceful shutdown) and reap it."""
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
-
-
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct loopback TCP ports that were free a moment ago."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _healthy(client_port: int) -> bool:
@@ -64,7 +52,7 @@ def etcd() -> Iterator[EtcdServer]:
     if binary is None:
         pytest.skip("etcd binary not found: apt-get install etcd-server")
     base = Path(tempfile.mkdtemp(prefix="voicemesh-etcd-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
-    client_port, peer_port = _free_ports(2)
+    client_port, peer_port = free_ports(2)
     client_url, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
     log_path = base / "etcd.log"
     with open(log_path, "wb") as log_file:

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from voicemesh.demo import bundled_speech
 
-from procs import VOICEMESH, free_port, wait_http
+from procs import VOICEMESH, free_ports, wait_http
 
 
 def test_parts_as_processes_against_etcd(etcd, processes, tmp_path: Path) -> None:
     env = {"VOICEMESH_TOKEN_KEYS": f"2:{secrets.token_hex(32)},1:{secrets.token_hex(32)}",
            "VOICEMESH_REGISTRY": etcd.url, "VOICEMESH_LOG_LEVEL": "info"}
-    agent_port, trx_port, edge_port = free_port(), free_port(), free_port()
+    agent_port, trx_port, edge_port = free_ports(3)
     config = tmp_path / "voicemesh.toml"
     config.write_text(f'[transceiver]\nnode_id = "trx-a"\nregion = "eu-west"\nregion_id = 3\n'
                       f'backbone = "127.0.0.1:0"\n\n[edge]\nnode_id = "edge-a"\nregion = "eu-west"\n')

@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from procs import VOICEMESH, free_port, wait_http
+from procs import VOICEMESH, free_ports, wait_http
 from otlp_sink import OtlpSink
 from voicemesh.demo import bundled_speech
 
@@ -35,7 +35,7 @@ def test_a_call_is_one_trace_from_edge_to_agent(etcd, processes, sink) -> None:
     env = {"VOICEMESH_TOKEN_KEYS": f"1:{secrets.token_hex(32)}", "VOICEMESH_REGISTRY": etcd.url,
            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
            "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_METRIC_EXPORT_INTERVAL": "500"}
-    agent_port, trx_port, edge_port = free_port(), free_port(), free_port()
+    agent_port, trx_port, edge_port = free_ports(3)
     agent = processes("agent", "--bind", f"127.0.0.1:{agent_port}", env=env)
     trx = processes("transceiver", "--http", f"127.0.0.1:{trx_port}", "--agent", f"127.0.0.1:{agent_port}",
                     "--backbone", "127.0.0.1:0", env=env)
