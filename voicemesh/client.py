@@ -28,6 +28,8 @@ from aiortc import (
 )
 from yarl import URL
 
+from core import hooks
+from core.media import OpusDecoder
 from voicemesh import audio
 
 logger = logging.getLogger("voicemesh.client")
@@ -64,8 +66,9 @@ class CallReport:
     (iceConnectionState connected or completed), ``dtls_connected``
     (connectionState connected) and ``first_audio`` (first received frame
     whose RMS exceeds ``AUDIO_RMS_THRESHOLD``). ``audio_rtt_ms`` is the typical
-    delay from handing the clip to aiortc to its echo coming out of aiortc, in
-    ms, None unless the echo correlates (``correlation >= CORRELATION_OK``).
+    delay from handing the clip to aiortc to its echo arriving off the wire
+    (decoded on arrival: Opus and the whole path, not the caller's jitter
+    buffer), in ms, None unless the echo correlates (``correlation >= CORRELATION_OK``).
     ``jitter_ms`` is inbound-rtp jitter. Packet counts come from getStats:
     outbound-rtp packetsSent, inbound-rtp packetsReceived and packetsLost
     (clamped to >= 0). ``ok`` means audio went both ways: packets came back
@@ -142,6 +145,7 @@ async def call(
     opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == "audio/opus"]
     transceiver.setCodecPreferences(opus)
     recorder = _EchoRecorder()
+    hooks.tap_receiver(transceiver.receiver, recorder.on_packet)
     progress = _Progress(pc, recorder)
     session_url = ""
     error: str | None = None
@@ -167,7 +171,6 @@ async def call(
             if session_url:
                 await _delete_session(http, session_url, headers or {})
             await pc.close()
-            await progress.stop_receiving()
     rtt_ms, correlation = _measure(speech.sent, recorder.frames, out)
     ok = error is None and received > 0 and correlation is not None and correlation >= CORRELATION_OK
     if error is None and not ok:
@@ -248,35 +251,37 @@ class _SpeechTrack(MediaStreamTrack):
 
 
 class _EchoRecorder:
-    """Consumes the remote audio track; ``frames`` records each received frame
-    as ``(time.monotonic() on arrival, media time s, 48 kHz mono samples)``;
-    the media time is the frame's pts, which aiortc takes from the unwrapped
-    RTP timestamp."""
+    """Records the echo as it comes off the wire: ``on_packet`` (a receiver tap,
+    core/hooks.py) decodes each RTP packet at once, with no jitter buffer, so
+    the audio round trip measures the path and not aiortc's receive buffer
+    (which waits for 4 packets, and after a loss stalls until 16 are queued).
+    ``frames`` records ``(time.monotonic() on arrival, media time s from the
+    RTP timestamp, 48 kHz mono samples)``."""
 
     def __init__(self) -> None:
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        self._decoder = OpusDecoder(RATE)
+        self._first_timestamp: int | None = None
         self.frames: list[tuple[float, float, np.ndarray]] = []
         self.first_audio: float | None = None
 
-    async def run(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            now = time.monotonic()
-            media_t = float(frame.pts * frame.time_base)
-            for mono in self._resampler.resample(frame):
-                samples = mono.to_ndarray().reshape(-1)
-                self.frames.append((now, media_t, samples))
-                rms = np.sqrt(np.mean(samples.astype(np.float64) ** 2))
-                if self.first_audio is None and rms > AUDIO_RMS_THRESHOLD:
-                    self.first_audio = now
+    def on_packet(self, packet) -> None:
+        now = time.monotonic()
+        if self._first_timestamp is None:
+            self._first_timestamp = packet.timestamp
+        delta = (packet.timestamp - self._first_timestamp) % 2**32
+        if delta >= 2**31:  # a packet reordered before the first one
+            delta -= 2**32
+        samples = np.frombuffer(self._decoder.decode(packet.payload), dtype="<i2")
+        if not samples.size:
+            return
+        self.frames.append((now, delta / RATE, samples))
+        if self.first_audio is None and np.sqrt(np.mean(samples.astype(np.float64) ** 2)) > AUDIO_RMS_THRESHOLD:
+            self.first_audio = now
 
 
 class _Progress:
-    """Follows the peer connection's state changes: setup milestones, the
-    remote track, and a failure that ends the call."""
+    """Follows the peer connection's state changes: setup milestones and a
+    failure that ends the call."""
 
     def __init__(self, pc: RTCPeerConnection, recorder: _EchoRecorder) -> None:
         self._pc = pc
@@ -284,11 +289,9 @@ class _Progress:
         self._t0 = 0.0
         self._milestones: dict[str, float] = {}
         self._failure: asyncio.Future[CallError] = asyncio.get_running_loop().create_future()
-        self._receiving: asyncio.Task | None = None
         self.connected = asyncio.Event()
         pc.on("iceconnectionstatechange", self._ice_changed)
         pc.on("connectionstatechange", self._connection_changed)
-        pc.on("track", self._track)
 
     def start(self) -> None:
         self._t0 = time.monotonic()
@@ -319,13 +322,6 @@ class _Progress:
             waiting.cancel()
             raise self._failure.result()
 
-    async def stop_receiving(self) -> None:
-        """Stop reading the remote track (its frames so far are kept)."""
-        if self._receiving is not None:
-            self._receiving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._receiving
-
     def _fail(self, error: CallError) -> None:
         if not self._failure.done():
             self._failure.set_result(error)
@@ -346,10 +342,6 @@ class _Progress:
             self.connected.set()
         elif state == "failed" and self._pc.iceConnectionState != "failed":
             self._fail(CallError("dtls_failed", "DTLS failed after ICE connected"))
-
-    def _track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio" and self._receiving is None:
-            self._receiving = asyncio.ensure_future(self._recorder.run(track))
 
 
 async def _post_offer(
