@@ -53,7 +53,9 @@ async def browser_call(page_url: str, wav: str, seconds: float = 10.0, chromium:
     audio.BadAudio if ``wav`` cannot be read.
     """
     url = URL(page_url).update_query(seconds=f"{seconds:g}")
-    with tempfile.TemporaryDirectory(prefix="vmlab-chromium-") as tmp:
+    # Chromium's helper processes can outlive the browser process for a moment, still writing to the
+    # profile: a cleanup error must not turn a finished call into a failure.
+    with tempfile.TemporaryDirectory(prefix="vmlab-chromium-", ignore_cleanup_errors=True) as tmp:
         capture, profile = Path(tmp) / "capture-48k.wav", Path(tmp) / "profile"
         audio.write_wav(str(capture), audio.load_wav_mono(wav, 48000), 48000)
         log = Path(tmp) / "chromium.log"
