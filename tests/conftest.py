@@ -108,3 +108,21 @@ def processes():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+async def links():
+    """Start AgentLinks to loopback agent ports (``await links(port, **options)``); closed at teardown."""
+    from core.agent_link import AgentLink
+
+    started = []
+
+    async def start(port, **options):
+        link = AgentLink(f"127.0.0.1:{port}", **options)
+        await link.start()
+        started.append(link)
+        return link
+
+    yield start
+    for link in started:
+        await link.close()

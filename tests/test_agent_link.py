@@ -85,21 +85,6 @@ async def echo():
     await server.stop(None)
 
 
-@pytest.fixture
-async def links():
-    started = []
-
-    async def start(port, **options):
-        link = AgentLink(f"127.0.0.1:{port}", **options)
-        await link.start()
-        started.append(link)
-        return link
-
-    yield start
-    for link in started:
-        await link.close()
-
-
 def open_call(link, name, codec=agent_pb2.CODEC_OPUS, sample_rate_hz=48000, **options):
     call = Call()
     session = link.open_session(

@@ -10,7 +10,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from core.agent_link import AgentLink
 from voicemesh import audio
 from voicemesh.agent import sdk
 from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
@@ -82,19 +81,13 @@ async def serve_agent():
 
 
 @pytest.fixture
-async def link():
-    links = []
-
+async def link(links):
     async def start(port, **options):
-        agent_link = AgentLink(f"127.0.0.1:{port}", **options)
-        await agent_link.start()
-        links.append(agent_link)
+        agent_link = await links(port, **options)
         await wait_until(lambda: agent_link.connected)
         return agent_link
 
-    yield start
-    for agent_link in links:
-        await agent_link.close()
+    return start
 
 
 async def test_events_keep_their_place_among_frames_both_ways(serve_agent, link):
