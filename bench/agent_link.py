@@ -10,14 +10,14 @@ import json
 import sys
 import time
 
-from core.agent_link import AgentLink
 from voicemesh.agent.v1 import agent_pb2
+from voicemesh.core.agent_link import AgentLink
 
 FRAMES_PER_S = 50
 TICK_S = 0.002
 AGENT = """
 import asyncio
-from core.echo_agent import serve
+from voicemesh.core.echo_agent import serve
 async def main():
     server, port = await serve("127.0.0.1:0")
     print(port, flush=True)

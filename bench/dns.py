@@ -135,9 +135,10 @@ def serve(mode: str) -> None:
     import uvloop
 
     async def run() -> None:
-        from edge.dns_server import DnsConfig, DnsServer
-        from registry import MemoryRegistry, NodeRecord
-        from voicemesh.udp import add_drain_reader, bind_udp, sockname
+        from voicemesh.edge.config import DnsConfig
+        from voicemesh.edge.dns_server import DnsServer
+        from voicemesh.registry import MemoryRegistry, NodeRecord
+        from voicemesh.runtime.udp import add_drain_reader, bind_udp, sockname
 
         topology = json.loads(TOPOLOGY.read_text())
         registry = MemoryRegistry()

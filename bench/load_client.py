@@ -32,10 +32,10 @@ import uvloop
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from yarl import URL
 
-from core import hooks
-from core.media import OpusEncoder, RTP_CLOCK_HZ, SAMPLES_PER_FRAME
-from voicemesh import audio
-from voicemesh.demo import bundled_speech
+from voicemesh.app import audio
+from voicemesh.app.demo import bundled_speech
+from voicemesh.core import hooks
+from voicemesh.core.media import RTP_CLOCK_HZ, SAMPLES_PER_FRAME, OpusEncoder
 
 FRAME_S = 0.02
 LATE_IAT_S = 0.06

@@ -27,8 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import turn
-from edge import stun
-from edge.token import TokenCodec
+
+from voicemesh.wire import stun
+from voicemesh.wire.token import TokenCodec
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"

@@ -15,10 +15,10 @@ import sys
 
 import uvloop
 
-from edge.relay import Relay
-from edge.token import TokenCodec
-from voicemesh.http import parse_hostport
-from voicemesh.udp import bind_udp
+from voicemesh.edge.relay import Relay
+from voicemesh.runtime.udp import bind_udp
+from voicemesh.wire.addr import parse_hostport
+from voicemesh.wire.token import TokenCodec
 
 PUBLIC_HOST = "127.0.0.1"
 BACKBONE_HOST = "127.0.0.3"

@@ -9,7 +9,7 @@ import os
 import socket
 import struct
 
-from edge import stun
+from voicemesh.wire import stun
 
 ALLOCATE = 0x0003
 CREATE_PERMISSION = 0x0008

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from core.offer import MAX_OFFER_BYTES, OfferRejected
-from core.transceiver import Capacity, EdgeHop, Transceiver
-from voicemesh import telemetry
-from voicemesh.http import SDP_TYPE, parse_hostport, problem, read_offer, serve_app
-
-EDGE_ID = "Voicemesh-Edge-Id"
-RELAY_ADDRESS = "Voicemesh-Relay-Address"
-CLIENT_ADDRESS = "Voicemesh-Client-Address"
+from voicemesh.core.offer import OfferRejected
+from voicemesh.core.transceiver import Capacity, EdgeHop, Transceiver
+from voicemesh.runtime import telemetry
+from voicemesh.runtime.http import problem, read_offer, serve_app
+from voicemesh.wire.addr import parse_hostport
+from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, RELAY_ADDRESS, SDP_TYPE
 
 
 def create_app(transceiver: Transceiver) -> web.Application:

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import grpc
 from opentelemetry import trace
 
-from voicemesh import telemetry
 from voicemesh.agent import sdk
 from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
+from voicemesh.runtime import telemetry
 
 
 class EchoAgent(agent_pb2_grpc.AgentServicer):

@@ -21,14 +21,14 @@ import asyncio
 import logging
 import socket
 from collections import Counter
-from collections.abc import Callable, Container
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
 from aioice.ice import StunProtocol
 
-from edge import frame, stun
-from voicemesh.udp import add_drain_reader, sockname
+from voicemesh.runtime.udp import add_drain_reader, sockname
+from voicemesh.wire import frame, stun
 
 log = logging.getLogger("voicemesh.mux")
 
@@ -37,8 +37,8 @@ log = logging.getLogger("voicemesh.mux")
 class _Session:
     protocol: StunProtocol
     pwd: bytes
-    routes: list["_Route"] = field(default_factory=list)
-    active: "_Route | None" = None
+    routes: list[_Route] = field(default_factory=list)
+    active: _Route | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -57,7 +57,7 @@ class MuxTransport:
     which aioice's close waits for.
     """
 
-    def __init__(self, mux: "BackboneMux", public: tuple[str, int]) -> None:
+    def __init__(self, mux: BackboneMux, public: tuple[str, int]) -> None:
         self._mux = mux
         self._public = public
         self.protocol: StunProtocol | None = None

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from aiortc import sdp
 
-MAX_OFFER_BYTES = 64 * 1024
-"""Largest offer accepted (bytes). Browser audio offers are 3-6 KiB."""
-
 
 class OfferRejected(ValueError):
     """The offer cannot be answered. ``title`` is a stable problem title (RFC 9457 3.1.3)."""

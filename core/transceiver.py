@@ -22,17 +22,18 @@ from dataclasses import dataclass, field, replace
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from opentelemetry import metrics, trace
 
-from core import hooks, vad
-from core.agent_link import AgentLink, AgentSession
-from core.media import AgentAudioTrack, OpusDecoder, OpusEncoder, RTP_CLOCK_HZ
-from core.mux import BackboneMux, MuxTransport
-from core.offer import OfferRejected, check_offer
-from edge.token import TokenCodec
-from registry import Claim, NodeRecord, Registry, RegistryUnavailable
-from voicemesh.http import format_hostport, parse_hostport
-from voicemesh import telemetry
 from voicemesh.agent.v1 import agent_pb2
-from voicemesh.udp import bind_udp
+from voicemesh.core import hooks, vad
+from voicemesh.core.agent_link import AgentLink, AgentSession
+from voicemesh.core.config import TransceiverConfig
+from voicemesh.core.media import RTP_CLOCK_HZ, AgentAudioTrack, OpusDecoder, OpusEncoder
+from voicemesh.core.mux import BackboneMux, MuxTransport
+from voicemesh.core.offer import OfferRejected, check_offer
+from voicemesh.registry import Claim, NodeRecord, Registry, RegistryUnavailable
+from voicemesh.runtime import telemetry
+from voicemesh.runtime.udp import bind_udp
+from voicemesh.wire.addr import format_hostport, parse_hostport
+from voicemesh.wire.token import TokenCodec
 
 log = logging.getLogger("voicemesh.transceiver")
 
@@ -41,25 +42,6 @@ AGENTS_FROM_REGISTRY = "registry"
 
 CODECS = {"opus": agent_pb2.CODEC_OPUS, "pcm16": agent_pb2.CODEC_PCM16}
 """Agent link formats by config name: Opus as received, or PCM16 mono."""
-
-
-@dataclass
-class TransceiverConfig:
-    """Settings of one transceiver process. Durations in seconds."""
-
-    node_id: str = "trx-1"
-    region: str = "local"
-    region_id: int = 1
-    backbone: str = "127.0.0.1:0"
-    capacity: int = 50
-    agent: str = "127.0.0.1:50051"
-    agent_codec: str = "opus"
-    agent_rate_hz: int = 16000
-    connect_timeout_s: float = 10.0
-    max_session_s: float = 4 * 3600.0
-    lat: float = 0.0
-    lon: float = 0.0
-    drain_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -10,37 +10,16 @@ import asyncio
 import json
 import logging
 import socket
-from dataclasses import dataclass
 
 import maxminddb
 
-from edge.geodns import GeoDNS, Locate, Zone, mmdb_locator, parse_nameservers
-from registry import Registry
-from voicemesh.http import format_hostport, parse_hostport
-from voicemesh.udp import add_drain_reader, bind_udp, sockname
+from voicemesh.edge.config import DnsConfig
+from voicemesh.edge.geodns import GeoDNS, Locate, Zone, mmdb_locator, parse_nameservers
+from voicemesh.registry import Registry
+from voicemesh.runtime.udp import add_drain_reader, bind_udp, sockname
+from voicemesh.wire.addr import format_hostport, parse_hostport
 
 log = logging.getLogger("voicemesh.dns")
-
-
-@dataclass
-class DnsConfig:
-    """Settings of one geo DNS process.
-
-    ``zone`` and ``mesh_name`` are absolute domain names; ``bind`` is the UDP address
-    (host:port; "::" takes IPv4 and IPv6); ``geoip_db`` a GeoIP2/GeoLite2 City .mmdb
-    file ("" answers every client with the default edge); ``default_edge`` the node id
-    for clients without a location; ``ttl_s`` seconds; ``ns`` the name servers as
-    ``name[=address],...`` (see edge.geodns.parse_nameservers).
-    """
-
-    zone: str = "voicemesh.test"
-    mesh_name: str = "rtc.voicemesh.test"
-    bind: str = "127.0.0.1:8053"
-    geoip_db: str = ""
-    default_edge: str = ""
-    ttl_s: int = 30
-    ns: str = ""
-    reuse_port: bool = False
 
 
 def topology_defaults(path: str) -> dict[str, str]:

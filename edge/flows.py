@@ -4,8 +4,8 @@ out by periodic sweeps so the packet path never reads a clock (sans-IO: time is 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from edge.frame import encode_header
-from edge.token import RoutingToken
+from voicemesh.wire.frame import encode_header
+from voicemesh.wire.token import RoutingToken
 
 
 class FlowTableFull(ValueError):

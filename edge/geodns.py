@@ -44,9 +44,9 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from registry import NodeRecord
-from voicemesh.geo import distance_km
-from voicemesh.http import parse_hostport
+from voicemesh.registry import NodeRecord
+from voicemesh.wire.addr import parse_hostport
+from voicemesh.wire.geo import distance_km
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -4,48 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from aiohttp import web
 
-from edge.observe import FlowTracer, observe_relay
-from edge.relay import Relay
-from edge.token import TokenCodec
-from edge.whip import WhipFront
-from registry import NodeRecord, Registry, RegistryUnavailable
-from voicemesh import telemetry
-from voicemesh.http import format_hostport, parse_hostport, serve_app
-from voicemesh.udp import bind_udp
+from voicemesh.edge.config import EdgeConfig
+from voicemesh.edge.observe import FlowTracer, observe_relay
+from voicemesh.edge.relay import Relay
+from voicemesh.edge.whip import WhipFront
+from voicemesh.registry import NodeRecord, Registry, RegistryUnavailable
+from voicemesh.runtime import telemetry
+from voicemesh.runtime.http import serve_app
+from voicemesh.runtime.udp import bind_udp
+from voicemesh.wire.addr import format_hostport, parse_hostport
+from voicemesh.wire.token import TokenCodec
 
 log = logging.getLogger("voicemesh.edge")
 
 DRAIN_QUIET_S = 6.0
 """Seconds without a relayed packet after which a draining edge has no live call (consent checks run every ~5 s)."""
-
-
-@dataclass
-class EdgeConfig:
-    """Settings of one edge process.
-
-    ``public`` is the relay's UDP bind address and ``advertise`` the address
-    put in answers (defaults to the bound public address; set it when the
-    host is behind a 1:1 NAT). ``backbone`` is the UDP socket facing
-    transceivers, ``http`` the WHIP front. Durations in seconds.
-    """
-
-    node_id: str = "edge-1"
-    region: str = "local"
-    public: str = "127.0.0.1:3478"
-    advertise: str = ""
-    backbone: str = "127.0.0.1:0"
-    http: str = "127.0.0.1:8080"
-    idle_timeout_s: float = 60.0
-    max_flows: int = 100_000
-    reuse_port: bool = False
-    lat: float = 0.0
-    lon: float = 0.0
-    drain_timeout_s: float = 30.0
-    whip_token: str = ""
 
 
 class EdgeNode:

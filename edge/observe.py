@@ -14,9 +14,9 @@ from collections import OrderedDict
 from opentelemetry import metrics, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext
 
-from edge.flows import Flow
-from edge.relay import Relay
-from voicemesh import telemetry
+from voicemesh.edge.flows import Flow
+from voicemesh.edge.relay import Relay
+from voicemesh.runtime import telemetry
 
 _UFRAG = re.compile(rb"^a=ice-ufrag:(\S+)", re.MULTILINE)
 

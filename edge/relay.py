@@ -28,12 +28,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from edge import frame, stun
-from edge.flows import Flow, FlowTable, FlowTableFull
-from edge.token import BadToken, TokenCodec
-from registry import NodeRecord
-from voicemesh.http import parse_hostport
-from voicemesh.udp import add_drain_reader, bind_udp, sockname
+from voicemesh.edge.flows import Flow, FlowTable, FlowTableFull
+from voicemesh.registry import NodeRecord
+from voicemesh.runtime.udp import add_drain_reader, bind_udp, sockname
+from voicemesh.wire import frame, stun
+from voicemesh.wire.addr import parse_hostport
+from voicemesh.wire.token import BadToken, TokenCodec
 
 log = logging.getLogger("voicemesh.relay")
 

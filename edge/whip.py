@@ -19,12 +19,11 @@ from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
-from core.api import CLIENT_ADDRESS, EDGE_ID, RELAY_ADDRESS
-from core.offer import MAX_OFFER_BYTES
-from registry import InvalidName, MalformedRecord, NodeRecord, Registry, RegistryUnavailable
-from voicemesh import telemetry
-from voicemesh.geo import distance_km
-from voicemesh.http import SDP_TYPE, problem, read_offer
+from voicemesh.registry import InvalidName, MalformedRecord, NodeRecord, Registry, RegistryUnavailable
+from voicemesh.runtime import telemetry
+from voicemesh.runtime.http import problem, read_offer
+from voicemesh.wire.geo import distance_km
+from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, RELAY_ADDRESS, SDP_TYPE
 
 log = logging.getLogger("voicemesh.whip")
 
@@ -36,7 +35,7 @@ RegionPolicy = Callable[[web.Request], "str | None"]
 """Chooses a core region for one offer, or None to let the edge pick the nearest with capacity."""
 
 PIN_HEADER = "Voicemesh-Region"
-CALL_PAGE = resources.files("edge") / "static" / "call.html"
+CALL_PAGE = resources.files("voicemesh.edge") / "static" / "call.html"
 """The page served at ``GET /``: a call through this edge with the browser's own WebRTC stack."""
 
 

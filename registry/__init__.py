@@ -1,5 +1,8 @@
 """The voicemesh registry: node membership on leases, session ownership claimed in
 transactions, and an in-memory view of all nodes kept by a watch (DESIGN.md "Registry (etcd v3)").
+
+The etcd client (``voicemesh.registry.etcd``, grpc and etcd3aio) loads only when an ``etcd://`` registry is
+opened, so parts that only read records (the relay, the geo DNS answer choice) stay light.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from .base import (
     Registry,
     RegistryUnavailable,
 )
-from .etcd import EtcdRegistry
 from .memory import MemoryRegistry, MemoryStore, named_store
 
 __all__ = [
@@ -29,7 +31,6 @@ __all__ = [
     "AlreadyClaimed",
     "BadRegistryUrl",
     "Claim",
-    "EtcdRegistry",
     "InvalidName",
     "MalformedRecord",
     "MemoryRegistry",
@@ -73,5 +74,7 @@ def open_registry(url: str, *, lease_ttl_s: float = 5.0) -> Registry:
                 raise BadRegistryUrl("endpoints", url)
         if not endpoints:
             raise BadRegistryUrl("endpoints", url)
+        from .etcd import EtcdRegistry  # grpc and etcd3aio load only for an etcd URL
+
         return EtcdRegistry(endpoints, lease_ttl_s=lease_ttl_s)
     raise BadRegistryUrl("scheme", url)

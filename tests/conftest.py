@@ -113,7 +113,7 @@ def processes():
 @pytest.fixture
 async def links():
     """Start AgentLinks to loopback agent ports (``await links(port, **options)``); closed at teardown."""
-    from core.agent_link import AgentLink
+    from voicemesh.core.agent_link import AgentLink
 
     started = []
 

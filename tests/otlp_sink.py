@@ -35,7 +35,7 @@ class OtlpSink(tpbg.TraceServiceServicer, mpbg.MetricsServiceServicer):
     def stop(self) -> None:
         self._server.stop(0)
 
-    def Export(self, request, context):  # noqa: N802 - the gRPC method name
+    def Export(self, request, context):
         with self._lock:
             if isinstance(request, tpb.ExportTraceServiceRequest):
                 for rs in request.resource_spans:

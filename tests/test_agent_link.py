@@ -6,9 +6,9 @@ import os
 import grpc
 import pytest
 
-from core.agent_link import AgentLink, SessionFormatError
-from core.echo_agent import EchoAgent, serve
 from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
+from voicemesh.core.agent_link import AgentLink, SessionFormatError
+from voicemesh.core.echo_agent import EchoAgent, serve
 
 DEADLINE_S = 20.0
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from voicemesh import audio
 from voicemesh.agent import sdk
 from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
-from voicemesh.client import RATE, call
-from voicemesh.demo import LOOPBACK, bundled_speech, embedded_mesh
+from voicemesh.app import audio
+from voicemesh.app.client import RATE, call
+from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 DEADLINE_S = 20.0

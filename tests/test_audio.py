@@ -5,7 +5,7 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from voicemesh.audio import (
+from voicemesh.app.audio import (
     BadAudio,
     anchor_media_time,
     estimate_delay_ms,

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from edge.node import EdgeConfig
-from voicemesh import config
+from voicemesh.edge.config import EdgeConfig
+from voicemesh.runtime import config
 
 
 def parse(*argv: str) -> argparse.Namespace:

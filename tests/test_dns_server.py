@@ -21,8 +21,10 @@ import dns.message
 import dns.rcode
 import pytest
 
-from edge.dns_server import DnsConfig, DnsServer, topology_defaults
-from registry import EtcdRegistry, MemoryRegistry, MemoryStore, NodeRecord
+from voicemesh.edge.config import DnsConfig
+from voicemesh.edge.dns_server import DnsServer, topology_defaults
+from voicemesh.registry import MemoryRegistry, MemoryStore, NodeRecord
+from voicemesh.registry.etcd import EtcdRegistry
 
 REPO = Path(__file__).resolve().parent.parent
 TOPOLOGY = json.loads((REPO / "infra" / "topology.json").read_text())
@@ -193,7 +195,8 @@ async def test_a_closed_or_draining_edge_leaves_the_answers(mesh):
 # A node process that registers the Tokyo edge on a 2 s lease, says so, and sleeps until it is killed.
 DOOMED_EDGE = """
 import asyncio, sys
-from registry import EtcdRegistry, NodeRecord
+from voicemesh.registry.etcd import EtcdRegistry
+from voicemesh.registry import NodeRecord
 
 async def main():
     registry = EtcdRegistry([sys.argv[1]], lease_ttl_s=2)

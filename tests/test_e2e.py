@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from aioice import stun as aioice_stun
 
-from edge.token import TokenCodec
-from voicemesh.client import call
-from voicemesh.demo import LOOPBACK, bundled_speech, embedded_mesh
+from voicemesh.app.client import call
+from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
+from voicemesh.wire.token import TokenCodec
 
 
 def binding_request(username: str, pwd: str = "x" * 22) -> bytes:
@@ -92,7 +92,7 @@ async def test_bad_input_at_the_relay_does_not_disturb_a_call() -> None:
 
 
 async def test_relay_never_sends_to_an_address_that_did_not_contact_it() -> None:
-    from edge import frame
+    from voicemesh.wire import frame
 
     async with embedded_mesh() as mesh:
         relay = mesh.relay
@@ -303,9 +303,9 @@ async def test_whip_bearer_token_when_auth_is_on() -> None:
 
 
 async def test_relay_forwards_an_ipv6_client() -> None:
-    from edge import frame
-    from edge.relay import Relay
-    from voicemesh.udp import bind_udp
+    from voicemesh.edge.relay import Relay
+    from voicemesh.runtime.udp import bind_udp
+    from voicemesh.wire import frame
 
     tokens = TokenCodec({1: os.urandom(32)}, 1)
     transceiver = bind_udp("::1", 0)

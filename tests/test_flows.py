@@ -2,9 +2,9 @@
 
 import pytest
 
-from edge import frame
-from edge.flows import FlowTable, FlowTableFull
-from edge.token import RoutingToken
+from voicemesh.edge.flows import FlowTable, FlowTableFull
+from voicemesh.wire import frame
+from voicemesh.wire.token import RoutingToken
 
 CLIENT = ("198.51.100.7", 50000)
 REBOUND_CLIENT = ("198.51.100.7", 50001)

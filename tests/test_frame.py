@@ -2,8 +2,8 @@
 
 import pytest
 
-from edge import frame
-from edge.frame import MalformedFrame
+from voicemesh.wire import frame
+from voicemesh.wire.frame import MalformedFrame
 
 DTLS_RECORD = bytes([22, 0xFE, 0xFD]) + bytes(range(40))
 

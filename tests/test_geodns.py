@@ -20,7 +20,7 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from edge.geodns import (
+from voicemesh.edge.geodns import (
     BadZone,
     EdgeTarget,
     GeoDNS,
@@ -33,7 +33,7 @@ from edge.geodns import (
     parse_nameservers,
     parse_query,
 )
-from registry import NodeRecord
+from voicemesh.registry import NodeRecord
 
 REPO = Path(__file__).resolve().parent.parent
 SITES = json.loads((REPO / "infra" / "topology.json").read_text())["sites"]

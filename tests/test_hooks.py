@@ -7,9 +7,9 @@ import aiortc
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from core import hooks
-from core.mux import BackboneMux, MuxTransport
-from voicemesh.udp import bind_udp
+from voicemesh.core import hooks
+from voicemesh.core.mux import BackboneMux, MuxTransport
+from voicemesh.runtime.udp import bind_udp
 
 
 def test_pinned_versions_and_hooks_are_present() -> None:

@@ -17,16 +17,17 @@ import maxminddb
 import pytest
 from aiohttp import ClientSession
 
-from edge.geodns import EdgeTarget, choose_edge, mmdb_locator
-from edge.whip import WhipFront, pick_transceivers
-from registry import MemoryRegistry, NodeRecord
-from voicemesh.cli import parser
-from voicemesh.demo import bundled_speech
-from voicemesh.http import serve_app
-from voicemesh.lab import report
-from voicemesh.lab.plan import LAB_NETWORK, PREFIX, LabError, Path as NetPath, load_topology, plan
-from voicemesh.lab.runner import Lab, write_geoip
-from voicemesh.lab.wan import Wan
+from voicemesh.app.cli import parser
+from voicemesh.app.demo import bundled_speech
+from voicemesh.app.lab import report
+from voicemesh.app.lab.plan import LAB_NETWORK, PREFIX, LabError, load_topology, plan
+from voicemesh.app.lab.plan import Path as NetPath
+from voicemesh.app.lab.runner import Lab, write_geoip
+from voicemesh.app.lab.wan import Wan
+from voicemesh.edge.geodns import EdgeTarget, choose_edge, mmdb_locator
+from voicemesh.edge.whip import WhipFront, pick_transceivers
+from voicemesh.registry import MemoryRegistry, NodeRecord
+from voicemesh.runtime.http import serve_app
 
 TOPOLOGY = load_topology()
 CHROMIUM = "/usr/bin/chromium"

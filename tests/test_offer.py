@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.offer import OfferRejected, check_offer, strip_candidates
+from voicemesh.core.offer import OfferRejected, check_offer, strip_candidates
 
 OFFER = (
     "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"

@@ -12,12 +12,11 @@ import json
 import secrets
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-from voicemesh.demo import bundled_speech
-
 from procs import VOICEMESH, free_ports, wait_http
+
+from voicemesh.app.demo import bundled_speech
 
 
 def test_parts_as_processes_against_etcd(etcd, processes, tmp_path: Path) -> None:
@@ -25,8 +24,8 @@ def test_parts_as_processes_against_etcd(etcd, processes, tmp_path: Path) -> Non
            "VOICEMESH_REGISTRY": etcd.url, "VOICEMESH_LOG_LEVEL": "info"}
     agent_port, trx_port, edge_port = free_ports(3)
     config = tmp_path / "voicemesh.toml"
-    config.write_text(f'[transceiver]\nnode_id = "trx-a"\nregion = "eu-west"\nregion_id = 3\n'
-                      f'backbone = "127.0.0.1:0"\n\n[edge]\nnode_id = "edge-a"\nregion = "eu-west"\n')
+    config.write_text('[transceiver]\nnode_id = "trx-a"\nregion = "eu-west"\nregion_id = 3\n'
+                      'backbone = "127.0.0.1:0"\n\n[edge]\nnode_id = "edge-a"\nregion = "eu-west"\n')
     agent = processes("agent", "--bind", f"127.0.0.1:{agent_port}", "--region", "eu-west", env=env)
     trx = processes("transceiver", "--config", str(config), "--http", f"127.0.0.1:{trx_port}",
                     "--agent", "registry", env={**env, "VOICEMESH_CAPACITY": "7"})

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from etcd3aio import Etcd3Client
 
-from registry import AlreadyClaimed, EtcdRegistry, NodeRecord, RegistryUnavailable, open_registry
+from voicemesh.registry import AlreadyClaimed, NodeRecord, RegistryUnavailable, open_registry
+from voicemesh.registry.etcd import EtcdRegistry
 
 EDGE = NodeRecord("edge", "eu-west", "edge-1", index=1, http="http://127.0.0.1:8081", capacity=100)
 TRANSCEIVER = NodeRecord("transceiver", "eu-west", "tx-1", capacity=50)
@@ -22,7 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 # A node process that registers EDGE on a 2 s lease, says so, and sleeps until it is killed.
 DOOMED_NODE = """
 import asyncio, sys
-from registry import EtcdRegistry, NodeRecord
+from voicemesh.registry.etcd import EtcdRegistry
+from voicemesh.registry import NodeRecord
 
 async def main():
     registry = EtcdRegistry([sys.argv[1]], lease_ttl_s=2)
@@ -120,7 +122,7 @@ async def test_a_lost_lease_is_replaced_and_the_node_registered_again(registries
 async def test_a_dead_endpoint_in_the_list_is_skipped(etcd):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
-        dead = "127.0.0.1:%d" % closed.getsockname()[1]
+        dead = f"127.0.0.1:{closed.getsockname()[1]}"
     registry = EtcdRegistry([dead, etcd.endpoint])
     await registry.start()
     try:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from registry import (
+from voicemesh.registry import (
     AlreadyClaimed,
     BadRegistryUrl,
     EtcdRegistry,

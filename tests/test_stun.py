@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from edge import stun
-from edge.stun import MalformedStun
+from voicemesh.wire import stun
+from voicemesh.wire.stun import MalformedStun
 
 # RFC 5769 section 2.1: Binding request, USERNAME "evtj:h6vY", password "VOkJxbRl1RmTxUk/WvJxBt".
 SAMPLE_REQUEST = bytes.fromhex(
@@ -97,7 +97,7 @@ def test_sample_ipv6_response_carries_the_xor_mapped_address():
     assert value[:2] == b"\x00\x02"  # family IPv6
     port = int.from_bytes(value[2:4], "big") ^ 0x2112
     mask = stun.MAGIC_COOKIE + bytes.fromhex("b7e7a701bc34d686fa87dfae")
-    address = bytes(a ^ b for a, b in zip(value[4:], mask))
+    address = bytes(a ^ b for a, b in zip(value[4:], mask, strict=False))
     assert (address.hex(), port) == ("20010db8123456780011223344556677", 32853)
 
 

@@ -13,10 +13,10 @@ import subprocess
 from collections import Counter
 
 import pytest
-
-from procs import VOICEMESH, free_ports, wait_http
 from otlp_sink import OtlpSink
-from voicemesh.demo import bundled_speech
+from procs import VOICEMESH, free_ports, wait_http
+
+from voicemesh.app.demo import bundled_speech
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ import hcl2
 import pytest
 from hcl2.utils import SerializationOptions
 
-from voicemesh import config
-from voicemesh.cli import parser
-from voicemesh.http import parse_hostport
+from voicemesh.app.cli import parser
+from voicemesh.runtime import config
+from voicemesh.wire.addr import parse_hostport
 
 ROOT = Path(__file__).resolve().parents[1]
 TERRAFORM = ROOT / "infra" / "terraform"
@@ -207,8 +207,8 @@ def part_config(prepare, part: dict) -> tuple:
 
 
 def test_edge_host_runs_the_relay_on_the_topology_ports(hosts):
-    from edge.node import EdgeConfig
-    from registry import open_registry
+    from voicemesh.edge.config import EdgeConfig
+    from voicemesh.registry import open_registry
 
     prepare = load_prepare()
     args, document = part_config(prepare, hosts["edge"]["parts"]["edge"])
@@ -233,7 +233,7 @@ def test_edge_host_fronts_whip_with_tls_on_443(hosts):
 
 
 def test_edge_host_runs_the_geo_dns_server_for_the_zone(hosts):
-    from edge.dns_server import DnsConfig
+    from voicemesh.edge.config import DnsConfig
 
     prepare = load_prepare()
     dns = hosts["edge"]["parts"]["dns"]
@@ -249,7 +249,7 @@ def test_edge_host_runs_the_geo_dns_server_for_the_zone(hosts):
 
 
 def test_transceiver_workers_take_consecutive_backbone_and_http_ports(hosts):
-    from core.transceiver import TransceiverConfig
+    from voicemesh.core.config import TransceiverConfig
 
     prepare = load_prepare()
     parts = hosts["transceiver"]["parts"]

@@ -5,7 +5,7 @@ import base64
 import pytest
 from aioice.ice import validate_username
 
-from edge.token import UFRAG_LENGTH, BadToken, RoutingToken, TokenCodec
+from voicemesh.wire.token import UFRAG_LENGTH, BadToken, RoutingToken, TokenCodec
 
 KEY_0 = bytes.fromhex("00112233445566778899aabbccddeeff")
 KEY_1 = bytes.fromhex("ffeeddccbbaa99887766554433221100")

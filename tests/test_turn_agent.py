@@ -3,11 +3,11 @@ barges in mid-playback, and the agent stops. Real aiortc, real UDP through the e
 
 import numpy as np
 
-from core.turn_agent import TurnAgent
-from voicemesh import audio
 from voicemesh.agent.v1 import agent_pb2
-from voicemesh.client import RATE, call
-from voicemesh.demo import LOOPBACK, bundled_speech, embedded_mesh
+from voicemesh.app import audio
+from voicemesh.app.client import RATE, call
+from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
+from voicemesh.core.turn_agent import TurnAgent
 
 UTTERANCE_S = 3.0
 PAUSE_S = 1.0

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from core.vad import BargeIn, PcmVoicing, Speech, SpeechDetector, level_voiced
-from voicemesh import audio
-from voicemesh.demo import bundled_speech
+from voicemesh.app import audio
+from voicemesh.app.demo import bundled_speech
+from voicemesh.core.vad import BargeIn, PcmVoicing, Speech, SpeechDetector, level_voiced
 
 FRAME = 960  # 20 ms at the 48 kHz RTP clock
 

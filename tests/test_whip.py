@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edge.whip import pick_transceivers
-from registry import NodeRecord
+from voicemesh.edge.whip import pick_transceivers
+from voicemesh.registry import NodeRecord
 
 EDGE_LON = NodeRecord(role="edge", region="eu-west", node_id="edge-lon", lat=51.51, lon=-0.13)
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from voicemesh.cli import main
+from voicemesh.app.cli import main
 
 sys.exit(main())

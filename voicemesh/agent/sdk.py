@@ -17,11 +17,10 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-
 from opentelemetry import trace
 
-from voicemesh import telemetry
 from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
+from voicemesh.runtime import telemetry
 
 logger = logging.getLogger("voicemesh.agent")
 

@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 
-from voicemesh.lab.plan import DEFAULT_TOPOLOGY, LabError
+from voicemesh.app.lab.plan import DEFAULT_TOPOLOGY, LabError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 async def command(args: argparse.Namespace) -> int:
     """Run ``voicemesh lab <command>``; returns the exit status (2 if the lab cannot be built, 1 if a
     city was not steered to its nearest edge or a call failed, 130 if interrupted)."""
-    from voicemesh.lab import netns, report, runner
-    from voicemesh.lab.plan import load_topology, plan
+    from voicemesh.app.lab import netns, report, runner
+    from voicemesh.app.lab.plan import load_topology, plan
 
     task = asyncio.current_task()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)

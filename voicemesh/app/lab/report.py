@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from voicemesh.lab.plan import City, Plan
+from voicemesh.app.lab.plan import City, Plan
 
 MILESTONES = ("answer", "ice_connected", "dtls_connected", "first_audio")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 from yarl import URL
 
-from voicemesh import audio
+from voicemesh.app import audio
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = (

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from voicemesh import config, logs, telemetry
+from voicemesh import __version__
+from voicemesh.runtime import config, logs, telemetry
 
 log = logging.getLogger("voicemesh")
 
@@ -68,14 +69,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``voicemesh``."""
-    from core.transceiver import TransceiverConfig
-    from edge.dns_server import DnsConfig
-    from edge.node import EdgeConfig
+    from voicemesh.core.config import TransceiverConfig
+    from voicemesh.edge.config import DnsConfig, EdgeConfig
 
     top = argparse.ArgumentParser(
         prog="voicemesh",
         description="voicemesh: a global relay mesh for real-time voice AI over plain WebRTC.",
     )
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run a whole mesh in this process and place one real call through it")
@@ -117,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
                                         " (env VOICEMESH_TOPOLOGY)")
     config.add_flags(dns, DnsConfig, DNS_HELP)
 
-    from voicemesh.lab import cli as lab_cli
+    from voicemesh.app.lab import cli as lab_cli
 
     lab_cli.add_parser(sub)
     return top
@@ -141,7 +142,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "call":
         return await _call(args)
     if args.command == "lab":
-        from voicemesh.lab import cli as lab_cli
+        from voicemesh.app.lab import cli as lab_cli
 
         return await lab_cli.command(args)
     file = config.load_file(args.config)
@@ -158,8 +159,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from voicemesh import demo
-    from voicemesh.client import format_report
+    from voicemesh.app import demo
+    from voicemesh.app.client import format_report
 
     logs.setup("warning", "text")
     report, relay = await demo.run(args.wav, args.out, args.agent_codec)
@@ -173,7 +174,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _call(args: argparse.Namespace) -> int:
-    from voicemesh.client import call, format_report
+    from voicemesh.app.client import call, format_report
 
     logs.setup("warning", "text")
     report = await call(args.url, args.wav, out=args.out, bind=args.bind, duration_s=args.duration)
@@ -182,8 +183,8 @@ async def _call(args: argparse.Namespace) -> int:
 
 
 def _registry_and_tokens(args: argparse.Namespace, file: dict):
-    from edge.token import TokenCodec
-    from registry import open_registry
+    from voicemesh.registry import open_registry
+    from voicemesh.wire.token import TokenCodec
 
     url = config.setting("registry", args, file)
     keys = config.setting("token_keys", args, file)
@@ -212,7 +213,8 @@ async def _until_signalled(start: Callable[[], Awaitable[None]], stop: Callable[
 
 
 async def _edge(args: argparse.Namespace, file: dict, table: dict) -> int:
-    from edge.node import EdgeConfig, EdgeNode
+    from voicemesh.edge.config import EdgeConfig
+    from voicemesh.edge.node import EdgeNode
 
     registry, tokens = _registry_and_tokens(args, file)
     node = EdgeNode(config.build(EdgeConfig, args, table), registry, tokens)
@@ -230,9 +232,10 @@ async def _edge(args: argparse.Namespace, file: dict, table: dict) -> int:
 
 
 async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int:
-    from core import api, echo_agent
-    from core.transceiver import Transceiver, TransceiverConfig
-    from voicemesh.http import parse_hostport
+    from voicemesh.core import api, echo_agent
+    from voicemesh.core.config import TransceiverConfig
+    from voicemesh.core.transceiver import Transceiver
+    from voicemesh.wire.addr import parse_hostport
 
     registry, tokens = _registry_and_tokens(args, file)
     cfg = config.build(TransceiverConfig, args, table)
@@ -263,10 +266,10 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
 
 
 async def _agent(args: argparse.Namespace, file: dict, table: dict) -> int:
-    from core import echo_agent
-    from core.turn_agent import TurnAgent
-    from registry import NodeRecord, open_registry
-    from voicemesh.http import format_hostport, parse_hostport
+    from voicemesh.core import echo_agent
+    from voicemesh.core.turn_agent import TurnAgent
+    from voicemesh.registry import NodeRecord, open_registry
+    from voicemesh.wire.addr import format_hostport, parse_hostport
 
     bind = config.setting("bind", args, table) or ("127.0.0.1:50051", "")
     kind, source = config.setting("kind", args, table) or ("echo", "")
@@ -302,8 +305,9 @@ async def _agent(args: argparse.Namespace, file: dict, table: dict) -> int:
 async def _dns(args: argparse.Namespace, file: dict, table: dict) -> int:
     import maxminddb
 
-    from edge.dns_server import DnsConfig, DnsServer, topology_defaults
-    from registry import open_registry
+    from voicemesh.edge.config import DnsConfig
+    from voicemesh.edge.dns_server import DnsServer, topology_defaults
+    from voicemesh.registry import open_registry
 
     url = config.setting("registry", args, file)
     topology = config.setting("topology", args, table)

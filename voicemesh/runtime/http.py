@@ -1,10 +1,13 @@
-"""HTTP pieces shared by the WHIP front and the transceiver API: RFC 9457 problems, offer bodies, addresses."""
+"""HTTP pieces shared by the WHIP front and the transceiver API: RFC 9457 problems, offer bodies, serving."""
 
 from __future__ import annotations
 
 import json
 
 from aiohttp import web
+
+from voicemesh.wire.addr import format_hostport
+from voicemesh.wire.signaling import SDP_TYPE
 
 PROBLEM_TYPE_BASE = "https://voicemesh.dev/problems/"
 
@@ -22,9 +25,6 @@ def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | N
         content_type="application/problem+json",
         headers=headers,
     )
-
-
-SDP_TYPE = "application/sdp"
 
 
 async def read_offer(request: web.Request, max_bytes: int) -> str | web.Response:
@@ -47,23 +47,6 @@ async def read_offer(request: web.Request, max_bytes: int) -> str | web.Response
         return body.decode("utf-8")
     except UnicodeDecodeError:
         return problem(400, "malformed-sdp", "the offer is not UTF-8 text")
-
-
-def parse_hostport(text: str) -> tuple[str, int]:
-    """Parse ``host:port`` or ``[v6]:port`` into ``(host, port)``; raises ValueError."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"expected host:port, got {text!r}")
-    port_n = int(port)
-    if port_n > 65535:
-        raise ValueError(f"port out of range in {text!r}")
-    return host.strip("[]"), port_n
-
-
-def format_hostport(addr: tuple[str, int]) -> str:
-    """``(host, port)`` as ``host:port`` (IPv6 in brackets)."""
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:

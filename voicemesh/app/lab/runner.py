@@ -22,10 +22,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from voicemesh.demo import bundled_speech
-from voicemesh.lab import netns, report
-from voicemesh.lab.plan import PREFIX, WHIP_HTTP_PORT, City, LabError, Node, Plan
-from voicemesh.lab.wan import TunWan, Wan
+from voicemesh.app.demo import bundled_speech
+from voicemesh.app.lab import netns, report
+from voicemesh.app.lab.plan import PREFIX, WHIP_HTTP_PORT, City, LabError, Node, Plan
+from voicemesh.app.lab.wan import TunWan, Wan
 
 START_TIMEOUT_S = 90.0
 """How long a part may take to come up (Python start-up of a dozen processes on two cores, included)."""
@@ -187,7 +187,7 @@ class Lab:
         """A call from headless Chromium in ``city``'s namespace to ``http://<mesh name>/`` (the edge's
         page, voicemesh/lab/browser.py); its result with ``edge`` added: the edge it connected through."""
         node = self.plan.city_node(city)
-        argv = [sys.executable, "-m", "voicemesh.lab.browser", f"http://{self.plan.mesh_name}/", "--wav", wav,
+        argv = [sys.executable, "-m", "voicemesh.app.lab.browser", f"http://{self.plan.mesh_name}/", "--wav", wav,
                 "--seconds", str(seconds)]
         result = await self._json_run(node, argv, seconds + CALL_SLACK_S)
         remote = str(result.get("remote_address") or "").rsplit(":", 1)[0]

@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 
-from voicemesh.geo import distance_km
+from voicemesh.wire.geo import distance_km
 
-DEFAULT_TOPOLOGY = FilePath(__file__).resolve().parents[2] / "infra" / "topology.json"
+DEFAULT_TOPOLOGY = FilePath(__file__).resolve().parents[3] / "infra" / "topology.json"
 """infra/topology.json of the checkout this package runs from."""
 LAB_NETWORK = ipaddress.ip_network("10.77.0.0/16")
 """Every lab address is in here: node ``i`` is ``10.77.i.2/24``."""

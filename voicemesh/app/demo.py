@@ -13,21 +13,23 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 
-from core import api, echo_agent
-from core.transceiver import Transceiver, TransceiverConfig
-from edge.node import EdgeConfig, EdgeNode
-from edge.relay import Relay
-from edge.token import TokenCodec
-from registry import open_registry
 from voicemesh.agent.v1.agent_pb2_grpc import AgentServicer
-from voicemesh.client import CallReport, call
+from voicemesh.app.client import CallReport, call
+from voicemesh.core import api, echo_agent
+from voicemesh.core.config import TransceiverConfig
+from voicemesh.core.transceiver import Transceiver
+from voicemesh.edge.config import EdgeConfig
+from voicemesh.edge.node import EdgeNode
+from voicemesh.edge.relay import Relay
+from voicemesh.registry import open_registry
+from voicemesh.wire.token import TokenCodec
 
 LOOPBACK = "127.0.0.1"
 
 
 def bundled_speech() -> str:
     """Path of the speech WAV shipped in the package (voicemesh/assets/speech.wav)."""
-    return str(resources.files("voicemesh") / "assets" / "speech.wav")
+    return str(resources.files("voicemesh.app") / "assets" / "speech.wav")
 
 
 @dataclass

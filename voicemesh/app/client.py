@@ -28,9 +28,9 @@ from aiortc import (
 )
 from yarl import URL
 
-from core import hooks
-from core.media import OpusDecoder
-from voicemesh import audio
+from voicemesh.app import audio
+from voicemesh.core import hooks
+from voicemesh.core.media import OpusDecoder
 
 logger = logging.getLogger("voicemesh.client")
 

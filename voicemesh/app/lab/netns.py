@@ -16,7 +16,7 @@ import struct
 import subprocess
 from pathlib import Path
 
-from voicemesh.lab.plan import PREFIX, LabError, Node
+from voicemesh.app.lab.plan import PREFIX, LabError, Node
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001

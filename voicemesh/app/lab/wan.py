@@ -17,7 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Mapping
 
-from voicemesh.lab.plan import Node, Plan
+from voicemesh.app.lab.plan import Node, Plan
 
 MAX_PACKET = 65535
 

@@ -1,0 +1,23 @@
+"""Settings of a transceiver process: a plain dataclass, so the command line builds its flags without
+loading aiortc."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TransceiverConfig:
+    """Settings of one transceiver process. Durations in seconds."""
+
+    node_id: str = "trx-1"
+    region: str = "local"
+    region_id: int = 1
+    backbone: str = "127.0.0.1:0"
+    capacity: int = 50
+    agent: str = "127.0.0.1:50051"
+    agent_codec: str = "opus"
+    agent_rate_hz: int = 16000
+    connect_timeout_s: float = 10.0
+    max_session_s: float = 4 * 3600.0
+    lat: float = 0.0
+    lon: float = 0.0
+    drain_timeout_s: float = 30.0

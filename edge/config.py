@@ -1,0 +1,50 @@
+"""Settings of the edge processes (relay with WHIP front, and geo DNS): plain dataclasses, so the command
+line builds its flags without loading the parts."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EdgeConfig:
+    """Settings of one edge process.
+
+    ``public`` is the relay's UDP bind address and ``advertise`` the address
+    put in answers (defaults to the bound public address; set it when the
+    host is behind a 1:1 NAT). ``backbone`` is the UDP socket facing
+    transceivers, ``http`` the WHIP front. Durations in seconds.
+    """
+
+    node_id: str = "edge-1"
+    region: str = "local"
+    public: str = "127.0.0.1:3478"
+    advertise: str = ""
+    backbone: str = "127.0.0.1:0"
+    http: str = "127.0.0.1:8080"
+    idle_timeout_s: float = 60.0
+    max_flows: int = 100_000
+    reuse_port: bool = False
+    lat: float = 0.0
+    lon: float = 0.0
+    drain_timeout_s: float = 30.0
+    whip_token: str = ""
+
+
+@dataclass
+class DnsConfig:
+    """Settings of one geo DNS process.
+
+    ``zone`` and ``mesh_name`` are absolute domain names; ``bind`` is the UDP address
+    (host:port; "::" takes IPv4 and IPv6); ``geoip_db`` a GeoIP2/GeoLite2 City .mmdb
+    file ("" answers every client with the default edge); ``default_edge`` the node id
+    for clients without a location; ``ttl_s`` seconds; ``ns`` the name servers as
+    ``name[=address],...`` (see edge.geodns.parse_nameservers).
+    """
+
+    zone: str = "voicemesh.test"
+    mesh_name: str = "rtc.voicemesh.test"
+    bind: str = "127.0.0.1:8053"
+    geoip_db: str = ""
+    default_edge: str = ""
+    ttl_s: int = 30
+    ns: str = ""
+    reuse_port: bool = False

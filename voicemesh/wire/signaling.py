@@ -1,0 +1,17 @@
+"""The signaling hop from an edge's WHIP front (RFC 9725) to a transceiver's API: media type, limits, and
+the headers an edge adds to the caller's offer."""
+
+SDP_TYPE = "application/sdp"
+"""Content type of offers and answers (RFC 9725 4.2)."""
+
+MAX_OFFER_BYTES = 64 * 1024
+"""Largest offer accepted (bytes), at the edge and at the transceiver. Browser audio offers are 3-6 KiB."""
+
+EDGE_ID = "Voicemesh-Edge-Id"
+"""Header: the forwarding edge's id (decimal, 0..65535), the one its backbone frames carry."""
+
+RELAY_ADDRESS = "Voicemesh-Relay-Address"
+"""Header: the edge relay's public UDP address (``host:port``), the answer's only candidate."""
+
+CLIENT_ADDRESS = "Voicemesh-Client-Address"
+"""Header: the caller's IP address as the edge saw it (for logs and geo)."""
