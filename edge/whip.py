@@ -35,7 +35,7 @@ RegionPolicy = Callable[[web.Request], "str | None"]
 """Chooses a core region for one offer, or None to let the edge pick the nearest with capacity."""
 
 PIN_HEADER = "Voicemesh-Region"
-CALL_PAGE = resources.files("voicemesh.edge") / "static" / "call.html"
+CALL_PAGE = resources.files("voicemesh.edge.static") / "call.html"
 """The page served at ``GET /``: a call through this edge with the browser's own WebRTC stack."""
 
 

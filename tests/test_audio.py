@@ -15,7 +15,7 @@ from voicemesh.app.audio import (
 )
 
 RATE = 48000
-SPEECH = str(resources.files("voicemesh") / "assets" / "speech.wav")
+SPEECH = str(resources.files("voicemesh.app.assets") / "speech.wav")
 
 
 @pytest.fixture(scope="module")

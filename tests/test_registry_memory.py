@@ -11,7 +11,6 @@ import pytest
 from voicemesh.registry import (
     AlreadyClaimed,
     BadRegistryUrl,
-    EtcdRegistry,
     InvalidName,
     MalformedRecord,
     MemoryRegistry,
@@ -191,6 +190,8 @@ async def test_open_registry_memory_urls():
 
 
 def test_open_registry_etcd_urls():
+    from voicemesh.registry.etcd import EtcdRegistry
+
     assert isinstance(open_registry("etcd://127.0.0.1:2379,10.0.0.2:2379"), EtcdRegistry)
     for url, reason in [
         ("redis://127.0.0.1:6379", "scheme"),

@@ -301,8 +301,8 @@ def test_prepare_names_the_image_and_its_registry():
 def test_image_holds_every_package_and_runs_voicemesh():
     dockerfile = (ROOT / "Dockerfile").read_text()
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
-    for package in (p.rstrip("*") for p in packages):
-        assert f"COPY {package} {package}" in dockerfile
-        assert f"!{package}/" in ignore
+    folders = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
+    for folder in folders:
+        assert f"COPY {folder} {folder}" in dockerfile
+        assert f"!{folder}/" in ignore
     assert 'ENTRYPOINT ["voicemesh"]' in dockerfile
