@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import aiohttp
-import aioice.ice
 import av
 import uvloop
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -219,7 +218,6 @@ async def _drained(calls: list[Call], quiet_s: float = 0.5, max_s: float = 5.0) 
 async def run(url: str, n: int, pids: dict[str, int], settle_s: float, window_s: float,
               parallel: int = 8, timeout_s: float = 30.0) -> Window:
     """Open ``n`` calls to ``url`` (``parallel`` at a time), settle, measure one window, hang up."""
-    aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: [LOOPBACK]
     packets = encode_speech()
     gate = asyncio.Semaphore(parallel)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
@@ -227,7 +225,8 @@ async def run(url: str, n: int, pids: dict[str, int], settle_s: float, window_s:
             async with gate:
                 return await open_call(http, url, packets, timeout_s)
 
-        calls = await asyncio.gather(*(opened() for _ in range(n)))
+        with hooks.gather_on(LOOPBACK):
+            calls = await asyncio.gather(*(opened() for _ in range(n)))
         live = [c for c in calls if not c.error]
         await asyncio.sleep(settle_s)
         t0, sent0, recv0, gap0, late0, cpu0, busy0 = _snapshot(live, pids)

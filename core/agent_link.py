@@ -78,7 +78,7 @@ class AgentSession:
         if not self.closed:
             self._link._enqueue(self.stream_id, seq, timestamp, payload)
 
-    def send_event(self, event: int, timestamp: int) -> None:
+    def send_event(self, event: agent_pb2.Event, timestamp: int) -> None:
         """Queue one SessionEvent after the frames sent so far; never blocks or awaits.
 
         event: agent_pb2.EVENT_SPEECH_STARTED, EVENT_SPEECH_STOPPED or EVENT_INTERRUPT.
@@ -180,6 +180,13 @@ class AgentLink:
         self._task: asyncio.Task[None] | None = None
 
     @property
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop start() ran on; the link is used only after start()."""
+        if self._loop is None:
+            raise RuntimeError("AgentLink used before start()")
+        return self._loop
+
+    @property
     def connected(self) -> bool:
         """True while a Connect stream is open (frames are sent, not dropped)."""
         return self._up
@@ -190,7 +197,7 @@ class AgentLink:
         The outage clock (give_up_s) runs from here until the first stream is healthy.
         """
         self._loop = asyncio.get_running_loop()
-        self._give_up_handle = self._loop.call_later(self.give_up_s, self._give_up)
+        self._give_up_handle = self._event_loop.call_later(self.give_up_s, self._give_up)
         self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
@@ -213,7 +220,7 @@ class AgentLink:
         self,
         session_id: str,
         *,
-        codec: int,
+        codec: agent_pb2.Codec,
         sample_rate_hz: int,
         on_frame: Callable[[bytes, int], None],
         on_end: Callable[[str], None],
@@ -249,7 +256,7 @@ class AgentLink:
         session = AgentSession(self, start, on_frame, on_end, on_event)
         if self._given_up and not self._up:
             session.closed = True
-            self._loop.call_soon(_call_back, on_end, "agent_unavailable")
+            self._event_loop.call_soon(_call_back, on_end, "agent_unavailable")
             return session
         self._sessions[session.stream_id] = session
         if self._up:
@@ -286,8 +293,8 @@ class AgentLink:
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
-            when = max(self._loop.time(), self._last_flush + self.batch_s)
-            self._flush_handle = self._loop.call_at(when, self._flush)
+            when = max(self._event_loop.time(), self._last_flush + self.batch_s)
+            self._flush_handle = self._event_loop.call_at(when, self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
@@ -327,7 +334,7 @@ class AgentLink:
             wake.clear()
             uplink = self._take_batch()
             if uplink is not None:
-                self._last_flush = self._loop.time()
+                self._last_flush = self._event_loop.time()
                 self.uplink_messages += 1
                 yield uplink
 
@@ -372,7 +379,7 @@ class AgentLink:
     def _on_stream_up(self) -> None:
         self._up = True
         self._starts = [session.start for session in self._sessions.values()]
-        self._healthy_handle = self._loop.call_later(HEALTHY_AFTER_S, self._on_healthy)
+        self._healthy_handle = self._event_loop.call_later(HEALTHY_AFTER_S, self._on_healthy)
         self._schedule_flush()
         logger.info("agent %s stream open, %d sessions", self.target, len(self._sessions))
 
@@ -404,7 +411,7 @@ class AgentLink:
             self._healthy_handle = None
         if self._healthy:
             self._healthy = False
-            self._give_up_handle = self._loop.call_later(self.give_up_s, self._give_up)
+            self._give_up_handle = self._event_loop.call_later(self.give_up_s, self._give_up)
         elif self._given_up:
             self._give_up()
 

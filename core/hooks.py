@@ -3,15 +3,18 @@
 aiortc has no public knob for the server ICE ufrag, for the sockets aioice
 uses, or for taking Opus packets off the wire without its jitter buffer and
 decoder. The transceiver needs all three, so this module writes a handful of
-private attributes. aiortc and aioice are pinned exactly in pyproject.toml;
+private attributes; and aioice has no option to gather on one chosen address,
+which the test client (``voicemesh call --bind``) needs. aiortc and aioice are pinned exactly in pyproject.toml;
 ``check()`` runs at transceiver start and tests/test_hooks.py runs it in CI, so
 an upgrade that moves a hook fails loudly instead of silently breaking calls.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aioice
@@ -19,6 +22,7 @@ import aiortc
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import Connection, StunProtocol
 from aiortc import RTCPeerConnection
+from aiortc.rtcicetransport import RTCIceGatherer
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 AIORTC_VERSION = "1.16.0"
@@ -53,6 +57,12 @@ def check() -> None:
         raise HookError("RTCRtpReceiver no longer has a jitter buffer attribute")
     if not hasattr(aioice.ice, "validate_username"):
         raise HookError("aioice.ice has no validate_username")
+    if not isinstance(getattr(RTCIceGatherer(), "_connection", None), Connection):
+        raise HookError("RTCIceGatherer has no _connection (an aioice Connection)")
+    if list(inspect.signature(aioice.ice.get_host_addresses).parameters) != ["use_ipv4", "use_ipv6"]:
+        raise HookError("aioice.ice.get_host_addresses no longer takes (use_ipv4, use_ipv6)")
+    if "get_host_addresses(" not in inspect.getsource(Connection.gather_candidates):
+        raise HookError("aioice.Connection.gather_candidates no longer calls get_host_addresses")
 
 
 def ice_connection(pc: RTCPeerConnection) -> Connection:
@@ -133,3 +143,42 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[Any], None]) -> 
     if not hasattr(receiver, _JITTER_BUFFER):
         raise HookError("RTCRtpReceiver has no jitter buffer attribute")
     setattr(receiver, _JITTER_BUFFER, _Tap(on_packet))
+
+
+_GATHER_ON: contextvars.ContextVar[str | None] = contextvars.ContextVar("voicemesh_gather_on", default=None)
+_wrapped_host_addresses: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
+
+
+def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    """Stand-in for ``aioice.ice.get_host_addresses``: the address of the gather_on() block this
+    gathering runs in, else what the wrapped function says."""
+    host = _GATHER_ON.get()
+    if host is not None:
+        return [host]
+    return _wrapped_host_addresses(use_ipv4, use_ipv6)
+
+
+@contextlib.contextmanager
+def gather_on(host: str | None) -> Iterator[None]:
+    """Make ICE gathering started inside this block use only the local address ``host`` (an IP
+    address; None changes nothing).
+
+    ``Connection.gather_candidates`` calls the module-level ``aioice.ice.get_host_addresses``, which
+    has no option to pick an address and always skips 127.0.0.1. A stand-in is installed in its
+    place, once per process (wrapping whatever is there, so another patch in the same process keeps
+    working), and answers ``[host]`` only for gathering done in this context: aiortc gathers in
+    tasks created inside ``setLocalDescription``, which inherit the context, so concurrent calls and
+    other peer connections are unaffected.
+    """
+    if host is None:
+        yield
+        return
+    global _wrapped_host_addresses
+    if aioice.ice.get_host_addresses is not _host_addresses:
+        _wrapped_host_addresses = aioice.ice.get_host_addresses
+        aioice.ice.get_host_addresses = _host_addresses
+    token = _GATHER_ON.set(host)
+    try:
+        yield
+    finally:
+        _GATHER_ON.reset(token)

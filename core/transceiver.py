@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from opentelemetry import metrics, trace
@@ -31,6 +32,7 @@ from voicemesh.core.mux import BackboneMux, MuxTransport
 from voicemesh.core.offer import OfferRejected, check_offer
 from voicemesh.registry import Claim, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
+from voicemesh.runtime.tasks import spawn
 from voicemesh.runtime.udp import bind_udp
 from voicemesh.wire.addr import format_hostport, parse_hostport
 from voicemesh.wire.token import TokenCodec
@@ -103,6 +105,8 @@ class Transceiver:
         self.agent_link = AgentLink(self._agent_target if config.agent == AGENTS_FROM_REGISTRY else config.agent)
         self._edges: set[tuple[str, int]] = set()
         self._load_update: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._session_states = telemetry.Snapshot(self._count_states)
         meter = telemetry.meter()
         self._setup_duration = meter.create_histogram(
             "voicemesh.session.setup.duration", unit="s",
@@ -120,6 +124,7 @@ class Transceiver:
     async def start(self, http_url: str) -> None:
         """Bind, register as ``http_url`` (the base URL of the transceiver API)."""
         hooks.check()
+        self._session_states.start()
         self.mux = BackboneMux(bind_udp(*parse_hostport(self.config.backbone)), self._edges)
         self.mux.start()
         self.registry.subscribe(self._on_view)
@@ -157,6 +162,7 @@ class Transceiver:
         await asyncio.gather(*(self.end(s, "shutdown") for s in list(self.sessions.values())))
         if self._load_update is not None:
             self._load_update.cancel()
+        self._session_states.close()
         self.record = None
         await self.agent_link.close()
         if self.mux is not None:
@@ -183,10 +189,14 @@ class Transceiver:
         self._edges.clear()
         self._edges.update(edges)
 
-    def _observe_sessions(self, _options) -> list[metrics.Observation]:
-        states = Counter(s.pc.connectionState for s in self.sessions.values())
+    def _count_states(self) -> tuple[tuple[str, int], ...]:
+        """Live sessions by connection state, taken on the event loop (telemetry.Snapshot)."""
+        return tuple(Counter(s.pc.connectionState for s in self.sessions.values()).items())
+
+    def _observe_sessions(self, _options: metrics.CallbackOptions) -> list[metrics.Observation]:
         attrs = self._attributes()
-        return [metrics.Observation(n, {**attrs, "voicemesh.session.state": state}) for state, n in states.items()]
+        return [metrics.Observation(n, {**attrs, "voicemesh.session.state": state})
+                for state, n in self._session_states.value]
 
     def _attributes(self) -> dict[str, str]:
         return {telemetry.NODE_ID: self.config.node_id, telemetry.REGION: self.config.region}
@@ -273,7 +283,7 @@ class Transceiver:
             sample_rate_hz=rate,
             on_frame=self._downlink(session, pcm, rate, barge_in),
             on_event=on_event,
-            on_end=lambda reason: asyncio.ensure_future(self.end(session, f"agent:{reason}")),
+            on_end=lambda reason: self._end_later(session, f"agent:{reason}"),
             metadata=metadata,
             traceparent=telemetry.inject(trace.set_span_in_context(session.span)).get("traceparent", ""),
         )
@@ -373,15 +383,19 @@ class Transceiver:
                 session.span.add_event("dtls connected")
                 self._setup_duration.record(time.monotonic() - session.created_at, self._attributes())
             if state in ("failed", "closed"):
-                asyncio.ensure_future(self.end(session, f"connection_{state}"))
+                self._end_later(session, f"connection_{state}")
 
         def connect_deadline() -> None:
             if session.pc.connectionState != "connected":
-                asyncio.ensure_future(self.end(session, "connect_timeout"))
+                self._end_later(session, "connect_timeout")
 
         session.timers.append(loop.call_later(self.config.connect_timeout_s, connect_deadline))
         session.timers.append(loop.call_later(
-            self.config.max_session_s, lambda: asyncio.ensure_future(self.end(session, "max_duration"))))
+            self.config.max_session_s, self._end_later, session, "max_duration"))
+
+    def _end_later(self, session: Session, reason: str) -> None:
+        """End ``session`` in a task of its own (from a callback that cannot await)."""
+        spawn(self.end(session, reason), f"end session {session.id}", self._tasks)
 
     async def end(self, session: Session, reason: str) -> None:
         """End ``session`` once: close the peer connection, the agent stream and the claim."""
@@ -423,4 +437,4 @@ class Transceiver:
         self._load_update = None
         if self.record is not None and self.record.load != len(self.sessions):
             self.record = replace(self.record, load=len(self.sessions))
-            asyncio.ensure_future(self.registry.register(self.record))
+            spawn(self.registry.register(self.record), "register load", self._tasks)

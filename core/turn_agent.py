@@ -13,6 +13,7 @@ import logging
 
 from voicemesh.agent import sdk
 from voicemesh.agent.v1 import agent_pb2
+from voicemesh.runtime.tasks import spawn
 
 logger = logging.getLogger("voicemesh.agent")
 
@@ -46,8 +47,7 @@ class TurnAgent(sdk.Agent):
     async def on_session(self, session: sdk.Session) -> None:
         """Listen and answer, turn by turn, until the call ends."""
         heard: list[bytes] | None = None
-        playback: asyncio.Task[None] | None = None
-        turn: Turn | None = None
+        playing: tuple[Turn, asyncio.Task[None]] | None = None
         try:
             async for item in session:
                 if isinstance(item, agent_pb2.AudioFrame):
@@ -58,18 +58,19 @@ class TurnAgent(sdk.Agent):
                 if item.event == agent_pb2.EVENT_SPEECH_STARTED:
                     heard = []
                 elif item.event == agent_pb2.EVENT_SPEECH_STOPPED and heard:
-                    if playback is not None:
-                        playback.cancel()
+                    if playing is not None:
+                        playing[1].cancel()
                     turn = Turn(session.session_id, len(heard))
                     self.turns.append(turn)
-                    playback = asyncio.create_task(self._play(session, heard, turn))
+                    playing = turn, spawn(self._play(session, heard, turn), f"turn of {session.session_id}")
                     heard = None
-                elif item.event == agent_pb2.EVENT_INTERRUPT and playback is not None and not playback.done():
+                elif item.event == agent_pb2.EVENT_INTERRUPT and playing is not None and not playing[1].done():
+                    turn, playback = playing
                     turn.interrupted = True
                     playback.cancel()
         finally:
-            if playback is not None:
-                playback.cancel()
+            if playing is not None:
+                playing[1].cancel()
 
     @staticmethod
     async def _play(session: sdk.Session, frames: list[bytes], turn: Turn) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from typing import Any
 
 from aiohttp import web
 
@@ -37,6 +38,7 @@ class EdgeNode:
         self.url = ""
         self._whip: WhipFront | None = None
         self._runner: web.AppRunner | None = None
+        self._metrics: telemetry.Snapshot[dict[str, Any]] | None = None
 
     async def start(self) -> None:
         """Raises OSError if a socket cannot be bound, RegistryUnavailable if the registry is down."""
@@ -56,8 +58,15 @@ class EdgeNode:
         relay.start()
         flows = FlowTracer(index)
         relay.on_flow = flows.on_flow
-        observe_relay(relay, {telemetry.EDGE_ID: str(index), telemetry.REGION: cfg.region})
-        self._whip = WhipFront(self.registry, lambda: self.record, relay.stats, on_answer=flows.expect,
+        self._metrics = observe_relay(relay, {telemetry.EDGE_ID: str(index), telemetry.REGION: cfg.region})
+
+        def record() -> NodeRecord:
+            # Built below as soon as serve_app returns, with no await in between: before any request is read.
+            if self.record is None:
+                raise RuntimeError("the edge's record is read before start() built it")
+            return self.record
+
+        self._whip = WhipFront(self.registry, record, relay.stats, on_answer=flows.expect,
                                bearer_token=cfg.whip_token)
         self._runner, self.url = await serve_app(self._whip.app(), *parse_hostport(cfg.http))
         self.record = NodeRecord(
@@ -106,5 +115,7 @@ class EdgeNode:
             await self._runner.cleanup()
         if self._whip is not None:
             await self._whip.close()
+        if self._metrics is not None:
+            self._metrics.close()
         if self.relay is not None:
             self.relay.close()

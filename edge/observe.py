@@ -1,7 +1,7 @@
 """The edge's telemetry: relay metrics read from its counters, and each flow's first packet in its session's trace.
 
 Neither adds work per packet: metrics are observed from ``Relay.stats()``
-when the exporter collects, and a flow is matched to its session once, when
+as the event loop last took it, and a flow is matched to its session once, when
 the relay learns it, by the server ufrag that the session's answer carried.
 """
 
@@ -10,8 +10,11 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions
 from opentelemetry.trace import NonRecordingSpan, SpanContext
 
 from voicemesh.edge.flows import Flow
@@ -65,13 +68,20 @@ class FlowTracer:
         }).end()
 
 
-def observe_relay(relay: Relay, attributes: dict[str, str]) -> None:
-    """Register the relay's metrics: packets, bytes and drops (by reason) as counters, flows as a gauge."""
-    meter = telemetry.meter()
+def observe_relay(relay: Relay, attributes: dict[str, str]) -> telemetry.Snapshot[dict[str, Any]]:
+    """Register the relay's metrics: packets, bytes and drops (by reason) as counters, flows as a gauge.
 
-    def counter(key: str, direction: str):
-        def observe(_options):
-            return [metrics.Observation(relay.stats()[key], {**attributes, "network.io.direction": direction})]
+    The callbacks read ``Relay.stats()`` as the event loop last took it (telemetry.Snapshot: the
+    metric reader's thread never touches the relay's tables). Returns the snapshot, started; close
+    it with the relay.
+    """
+    meter = telemetry.meter()
+    stats = telemetry.Snapshot(relay.stats)
+    stats.start()
+
+    def counter(key: str, direction: str) -> Callable[[CallbackOptions], list[metrics.Observation]]:
+        def observe(_options: CallbackOptions) -> list[metrics.Observation]:
+            return [metrics.Observation(stats.value[key], {**attributes, "network.io.direction": direction})]
         return observe
 
     meter.create_observable_counter("voicemesh.relay.packets", unit="{packet}", description="datagrams forwarded",
@@ -81,7 +91,8 @@ def observe_relay(relay: Relay, attributes: dict[str, str]) -> None:
     meter.create_observable_counter(
         "voicemesh.relay.drops", unit="{packet}", description="datagrams dropped, by reason",
         callbacks=[lambda _o: [metrics.Observation(n, {**attributes, "voicemesh.drop.reason": reason})
-                               for reason, n in relay.drops.items()]])
+                               for reason, n in stats.value["drops"].items()]])
     meter.create_observable_gauge(
         "voicemesh.relay.flows", unit="{flow}", description="active relay flows",
-        callbacks=[lambda _o: [metrics.Observation(len(relay.flows), attributes)]])
+        callbacks=[lambda _o: [metrics.Observation(stats.value["flows"], attributes)]])
+    return stats

@@ -17,6 +17,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("voicemesh.registry")
 
@@ -133,11 +134,11 @@ class NodeRecord:
             raise MalformedRecord("json", str(exc)) from None
         if not isinstance(obj, dict):
             raise MalformedRecord("json", f"expected an object, got {type(obj).__name__}")
-        known = {}
+        known: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             if field.name in obj:
                 value = obj[field.name]
-                if not isinstance(value, _JSON_TYPES[field.type]):
+                if not isinstance(value, _JSON_TYPES[str(field.type)]):  # annotations are strings (PEP 563)
                     raise MalformedRecord("fields", f"{field.name} must be {field.type}, got {value!r}")
                 known[field.name] = value
         try:

@@ -84,6 +84,7 @@ class EtcdRegistry(Registry):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        assert self._client.lease is not None
         try:
             with self._errors("Lease.Revoke"):
                 await self._client.lease.revoke(self._lease_id, timeout=self._timeout_s)
@@ -181,7 +182,8 @@ class EtcdRegistry(Registry):
                 if start is None:
                     start = await self._load_view()
                 watch = self._client.watch.watch(NODES_PREFIX, range_end=_NODES_END, start_revision=start + 1)
-                async with contextlib.aclosing(watch) as responses:
+                # etcd3aio annotates watch() as an AsyncIterator; it is an async generator (it has aclose).
+                async with contextlib.aclosing(watch) as responses:  # type: ignore[type-var]
                     async for response in responses:
                         if response.canceled:
                             log.warning(

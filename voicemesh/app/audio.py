@@ -40,7 +40,7 @@ def load_wav_mono(path: str, rate: int = 48000) -> np.ndarray:
     (``"no_audio"``) if it holds no audio samples.
     """
     resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-    chunks = []
+    chunks: list[np.ndarray] = []
     try:
         with av.open(path) as container:
             for frame in container.decode(audio=0):

@@ -4,16 +4,13 @@ call (setup milestones, audio round trip, RTP counters).
 """
 
 import asyncio
-import contextlib
-import contextvars
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from fractions import Fraction
 
 import aiohttp
-import aioice.ice
 import av
 import numpy as np
 from aiortc import (
@@ -154,7 +151,7 @@ async def call(
             async with asyncio.timeout(timeout_s):
                 progress.start()
                 offer = await pc.createOffer()
-                with _gather_on(bind):
+                with hooks.gather_on(bind):
                     await pc.setLocalDescription(offer)
                 answer, session_url = await _post_offer(http, url, pc.localDescription.sdp, headers or {})
                 progress.mark("answer")
@@ -426,43 +423,3 @@ def _measure(
         return None, None
     delay_ms, correlation = audio.estimate_delay_ms(audio.place_on_timeline(spoken, start, RATE), heard, RATE)
     return (delay_ms if correlation >= CORRELATION_OK else None), correlation
-
-
-_BIND: contextvars.ContextVar[str | None] = contextvars.ContextVar("voicemesh_client_bind", default=None)
-_wrapped_host_addresses = aioice.ice.get_host_addresses
-
-
-def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    """Stand-in for ``aioice.ice.get_host_addresses``: the ``bind`` address of
-    the call gathering in this context, else what the wrapped function says."""
-    bind = _BIND.get()
-    if bind is not None:
-        return [bind]
-    return _wrapped_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
-
-
-@contextlib.contextmanager
-def _gather_on(bind: str | None) -> Iterator[None]:
-    """Make ICE gathering started inside this block use only ``bind``.
-
-    Private hook into aioice (pinned ==0.13.0): ``Connection.gather_candidates``
-    calls the module-level ``aioice.ice.get_host_addresses``, which has no
-    option to pick an address and always skips 127.0.0.1. ``_host_addresses``
-    is installed in its place when needed (wrapping whatever is there, so a
-    server's own patch in the same process keeps working) and answers
-    ``[bind]`` only for gathering done in this context: aiortc gathers in
-    tasks created inside ``setLocalDescription``, which inherit the context,
-    so concurrent calls and other peer connections are unaffected.
-    """
-    if bind is None:
-        yield
-        return
-    global _wrapped_host_addresses
-    if aioice.ice.get_host_addresses is not _host_addresses:
-        _wrapped_host_addresses = aioice.ice.get_host_addresses
-        aioice.ice.get_host_addresses = _host_addresses
-    token = _BIND.set(bind)
-    try:
-        yield
-    finally:
-        _BIND.reset(token)

@@ -12,8 +12,10 @@ W3C ``traceparent`` (in HTTP headers, and in the agent stream's SessionStart).
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
@@ -25,7 +27,12 @@ EDGE_ID = "voicemesh.edge.id"
 REGION = "voicemesh.region"
 NODE_ID = "voicemesh.node.id"
 
-_providers: list = []
+SNAPSHOT_INTERVAL_S = 1.0
+"""How often (s) the event loop refreshes what observable metrics report (see Snapshot)."""
+
+_providers: list[Any] = []
+
+T = TypeVar("T")
 
 
 def enabled() -> bool:
@@ -118,7 +125,7 @@ def server_spans(skip: frozenset[str] = frozenset({"/v1/status"})):
         if route in skip:
             return await handler(request)
         host, _, port = (request.host or "").partition(":")
-        attributes = {
+        attributes: dict[str, str | int] = {
             "http.request.method": request.method,
             "http.route": route,
             "url.path": request.path,
@@ -138,3 +145,37 @@ def server_spans(skip: frozenset[str] = frozenset({"/v1/status"})):
             return response
 
     return middleware
+
+
+class Snapshot(Generic[T]):
+    """A value the event loop takes every ``interval_s`` seconds, for observable metric callbacks.
+
+    OpenTelemetry calls observable instruments' callbacks on its metric reader's thread. Iterating
+    there a dict that the event loop is changing can raise RuntimeError or see half an update, so
+    callbacks read ``value`` only: the latest result of ``take()``, which runs on the loop and must
+    return a value nobody changes afterwards (a tuple, a number, a freshly built dict), swapped in
+    by one attribute store. Metrics are thus at most ``interval_s`` old. ``start()`` (on the loop)
+    refreshes only while ``setup`` has installed the SDK, so it costs nothing otherwise;
+    ``close()`` stops it.
+    """
+
+    def __init__(self, take: Callable[[], T], interval_s: float = SNAPSHOT_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self.value: T = take()
+        self._take = take
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Take the value now and every ``interval_s`` on the running loop (if telemetry is set up)."""
+        if _providers:
+            self._refresh()
+
+    def close(self) -> None:
+        """Stop refreshing; ``value`` keeps the last one taken."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _refresh(self) -> None:
+        self.value = self._take()
+        self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._refresh)

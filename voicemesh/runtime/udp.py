@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from typing import Any
 
 RECV_SIZE = 2048
 """Bytes read per datagram: above any WebRTC datagram (MTU-sized) plus a frame header."""
@@ -45,7 +46,7 @@ def bind_udp(host: str, port: int, *, rcvbuf: int = 1 << 20, reuse_port: bool = 
 def add_drain_reader(
     loop: asyncio.AbstractEventLoop,
     sock: socket.socket,
-    on_datagram: Callable[[bytes, tuple], None],
+    on_datagram: Callable[[bytes, tuple[Any, ...]], None],
     peer: tuple[str, int] | None = None,
 ) -> None:
     """Call ``on_datagram(data, addr)`` for every datagram on ``sock``.
@@ -69,7 +70,7 @@ def add_drain_reader(
                 continue
             on_datagram(data, addr)
 
-    def drain_connected() -> None:
+    def drain_connected(source: tuple[str, int]) -> None:
         for _ in range(DRAIN_BATCH):
             try:
                 data = recv(RECV_SIZE)
@@ -77,9 +78,12 @@ def add_drain_reader(
                 return
             except OSError:
                 continue
-            on_datagram(data, peer)
+            on_datagram(data, source)
 
-    loop.add_reader(sock.fileno(), drain if peer is None else drain_connected)
+    if peer is None:
+        loop.add_reader(sock.fileno(), drain)
+    else:
+        loop.add_reader(sock.fileno(), drain_connected, peer)
 
 
 def sockname(sock: socket.socket) -> tuple[str, int]:

@@ -37,6 +37,7 @@ async def command(args: argparse.Namespace) -> int:
     from voicemesh.app.lab.plan import load_topology, plan
 
     task = asyncio.current_task()
+    assert task is not None, "runs as a task"
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         if args.lab_command == "down":

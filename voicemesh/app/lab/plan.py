@@ -25,7 +25,7 @@ from voicemesh.wire.geo import distance_km
 
 DEFAULT_TOPOLOGY = FilePath(__file__).resolve().parents[3] / "infra" / "topology.json"
 """infra/topology.json of the checkout this package runs from."""
-LAB_NETWORK = ipaddress.ip_network("10.77.0.0/16")
+LAB_NETWORK = ipaddress.IPv4Network("10.77.0.0/16")
 """Every lab address is in here: node ``i`` is ``10.77.i.2/24``."""
 PREFIX = "vmlab-"
 """Namespaces, TUN links and work directories of the lab start with this (``voicemesh lab down`` finds them by it)."""
@@ -101,7 +101,7 @@ class Node:
     @property
     def network(self) -> ipaddress.IPv4Network:
         """The node's /24: the granularity at which the geo DNS server steers."""
-        return ipaddress.ip_network(f"{self.address}/24", strict=False)
+        return ipaddress.IPv4Network(f"{self.address}/24", strict=False)
 
 
 @dataclass(frozen=True)
@@ -145,12 +145,14 @@ class Plan:
         self.regions = tuple(regions)
         self.edges = dict(edges)
         self.cities = tuple(cities)
-        self.central = next((r for r in self.regions if r.name == central), None)
-        if self.central is None:
+        central_region = next((r for r in self.regions if r.name == central), None)
+        if central_region is None:
             raise LabError("central_region_not_kept", f"the central region {central} is not among the lab's regions")
-        self.central_edge = next((e for e, site in sorted(self.edges.items()) if site == self.central.site), None)
-        if self.central_edge is None:
+        self.central: Region = central_region
+        central_edge = next((e for e, site in sorted(self.edges.items()) if site == self.central.site), None)
+        if central_edge is None:
             raise LabError("no_central_edge", f"no edge at the central region's site {self.central.site}")
+        self.central_edge: str = central_edge
         ctl = self._site_node("ctl", "ctl", self.central.site, 0)
         nodes = [ctl]
         nodes += [self._site_node(f"core-{r.name}", "core", r.site, len(nodes) + i) for i, r in enumerate(self.regions)]

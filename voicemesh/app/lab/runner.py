@@ -74,24 +74,24 @@ class Lab:
         shm = Path("/dev/shm")
         self.workdir = Path(tempfile.mkdtemp(prefix=PREFIX, dir=shm if shm.is_dir() else None))
         try:
-            await self._build()
+            await self._build(self.workdir)
         except BaseException:
             await self.close()
             raise
 
-    async def _build(self) -> None:
+    async def _build(self, workdir: Path) -> None:
         plan = self.plan
         ctl = plan.node("ctl")
         for node in plan.nodes:
             self._fds[node.name] = netns.add_node(node, str(ctl.address))
         self.wan = TunWan(Wan(plan, random.Random()), self._fds)
         self.wan.start()
-        geoip = self.workdir / "cities.mmdb"
+        geoip = workdir / "cities.mmdb"
         write_geoip(plan, geoip)
 
         ports = plan.ports
         etcd = await self._spawn(ctl, "etcd", [
-            "etcd", "--name", "lab", "--data-dir", str(self.workdir / "etcd"),
+            "etcd", "--name", "lab", "--data-dir", str(workdir / "etcd"),
             "--listen-client-urls", f"http://{ctl.address}:{ports['etcd_client']}",
             "--advertise-client-urls", f"http://{ctl.address}:{ports['etcd_client']}",
             "--listen-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
@@ -135,6 +135,7 @@ class Lab:
         return [sys.executable, "-m", "voicemesh", *args]
 
     async def _spawn(self, node: Node, part: str, argv: list[str]) -> tuple[str, asyncio.subprocess.Process, Path]:
+        assert self.workdir is not None, "start() first"
         log = self.workdir / f"{node.name}.{part}.log"
         with open(log, "wb") as fh:
             proc = await asyncio.create_subprocess_exec(*netns.exec_args(node, *argv), stdin=asyncio.subprocess.DEVNULL,
@@ -172,7 +173,7 @@ class Lab:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
         out, _ = await proc.communicate()
         fields = out.decode().split()
-        node = self.plan.by_address(_address(fields[0])) if fields else None
+        node = _node_at(self.plan, fields[0]) if fields else None
         return node.name if node is not None and node.role == "edge" else None
 
     async def call(self, city: City, url: str, duration_s: float, wav: str) -> dict:
@@ -191,7 +192,7 @@ class Lab:
                 "--seconds", str(seconds)]
         result = await self._json_run(node, argv, seconds + CALL_SLACK_S)
         remote = str(result.get("remote_address") or "").rsplit(":", 1)[0]
-        edge = self.plan.by_address(_address(remote)) if remote else None
+        edge = _node_at(self.plan, remote) if remote else None
         return {**result, "edge": edge.name if edge is not None else None}
 
     async def _json_run(self, node: Node, argv: list[str], timeout_s: float) -> dict:
@@ -235,9 +236,10 @@ class Lab:
             self.workdir = None
 
 
-def _address(text: str) -> ipaddress.IPv4Address | None:
+def _node_at(plan: Plan, text: str) -> Node | None:
+    """The lab node whose address is ``text``, or None (not an IPv4 address, or no node has it)."""
     try:
-        return ipaddress.IPv4Address(text)
+        return plan.by_address(ipaddress.IPv4Address(text))
     except ValueError:
         return None
 
@@ -286,5 +288,6 @@ async def run(plan: Plan, duration_s: float, wav: str | None = None,
             direct = await lab.call(city, direct_url, duration_s, wav)
             cities.append(report.city_result(plan, city, edge, mesh, direct))
             progress(report.format_progress(cities[-1]))
+        assert lab.wan is not None, "started by Lab.__aenter__"
         wan = lab.wan.stats()
     return report.lab_result(plan, cities, wan)

@@ -44,28 +44,29 @@ class Wan:
         than the previous packet on the same path and direction (no reordering, as on a real queue).
         """
         if len(packet) < 20 or packet[0] >> 4 != 4:
-            return self._drop("not_ipv4")
+            self.drops["not_ipv4"] += 1
+            return None
         source = self.plan.by_address(ipaddress.IPv4Address(packet[12:16]))
         if source is None:
-            return self._drop("unknown_source")
+            self.drops["unknown_source"] += 1
+            return None
         destination = self.plan.by_address(ipaddress.IPv4Address(packet[16:20]))
         if destination is None:
-            return self._drop("unknown_destination")
+            self.drops["unknown_destination"] += 1
+            return None
         path = self.plan.path(source, destination)
         if path is None:
-            return self._drop("no_path")
+            self.drops["no_path"] += 1
+            return None
         if path.loss_pct and self.rng.random() * 100 < path.loss_pct:
-            return self._drop("loss")
+            self.drops["loss"] += 1
+            return None
         delay_ms = path.one_way_ms + (self.rng.uniform(-path.jitter_ms, path.jitter_ms) if path.jitter_ms else 0.0)
         key = (source.name, destination.name)
         at = max(now + max(delay_ms, 0.0) / 1000, self._last.get(key, 0.0))
         self._last[key] = at
         self.forwarded += 1
         return destination, at
-
-    def _drop(self, reason: str) -> None:
-        self.drops[reason] += 1
-        return None
 
 
 class TunWan:
@@ -87,6 +88,7 @@ class TunWan:
 
     def _readable(self, fd: int) -> None:
         loop = self._loop
+        assert loop is not None, "start() first"
         while True:
             try:
                 packet = os.read(fd, MAX_PACKET)
