@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
+from voicemesh.runtime.tasks import spawn
 
 logger = logging.getLogger("voicemesh.agent")
 
@@ -198,7 +199,7 @@ class AgentLink:
         """
         self._loop = asyncio.get_running_loop()
         self._give_up_handle = self._event_loop.call_later(self.give_up_s, self._give_up)
-        self._task = asyncio.create_task(self._run())
+        self._task = spawn(self._run(), "agent link")
 
     async def close(self) -> None:
         """Cancel the stream and close the channel. Live sessions are forgotten

@@ -35,6 +35,13 @@ from .base import NODES_PREFIX, AlreadyClaimed, Claim, NodeRecord, Registry, Reg
 
 log = logging.getLogger("voicemesh.registry")
 
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """Log a background task that ended with an exception (as voicemesh.runtime.tasks.spawn does,
+    which the registry may not import: it depends on nothing of ours but the wire layer)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("%s failed; the registry view or lease is no longer kept", task.get_name(), exc_info=exc)
+
 _NODES_END = prefix_range_end(NODES_PREFIX)
 _EVENT_PUT = 0  # mvccpb.Event.EventType: PUT = 0, DELETE = 1
 _RETRY_S = 1.0
@@ -76,6 +83,8 @@ class EtcdRegistry(Registry):
             asyncio.create_task(self._keep_lease(), name="registry-lease"),
             asyncio.create_task(self._watch_nodes(revision), name="registry-watch"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(_log_failure)
 
     async def close(self) -> None:
         if self._client is None:

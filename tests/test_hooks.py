@@ -48,3 +48,41 @@ async def test_hooks_shape_the_answer() -> None:
     await answerer.close()
     await caller.close()
     mux.close()
+
+
+def test_check_names_a_missing_ice_gatherer_connection(monkeypatch) -> None:
+    class Gatherer:
+        """An RTCIceGatherer whose aioice Connection moved."""
+
+    monkeypatch.setattr(hooks, "RTCIceGatherer", Gatherer)
+    with pytest.raises(hooks.HookError, match="RTCIceGatherer has no _connection"):
+        hooks.check()
+
+
+def test_check_names_a_changed_host_address_function(monkeypatch) -> None:
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda families: [])
+    with pytest.raises(hooks.HookError, match="get_host_addresses no longer takes"):
+        hooks.check()
+
+
+def test_check_names_gathering_that_no_longer_asks_for_host_addresses(monkeypatch) -> None:
+    async def gather_candidates(self) -> None:
+        """Gathers without asking aioice.ice for the host's addresses."""
+
+    monkeypatch.setattr(aioice.ice.Connection, "gather_candidates", gather_candidates)
+    with pytest.raises(hooks.HookError, match="gather_candidates no longer calls get_host_addresses"):
+        hooks.check()
+
+
+async def test_gather_on_limits_gathering_in_its_block_only() -> None:
+    async def offer_hosts(pc: RTCPeerConnection) -> set[str]:
+        pc.addTransceiver("audio")
+        await pc.setLocalDescription(await pc.createOffer())
+        lines = [line for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate:")]
+        await pc.close()
+        return {line.split()[4] for line in lines}
+
+    with hooks.gather_on("127.0.0.1"):
+        assert await offer_hosts(RTCPeerConnection(RTCConfiguration(iceServers=[]))) == {"127.0.0.1"}
+    assert "127.0.0.1" not in await offer_hosts(RTCPeerConnection(RTCConfiguration(iceServers=[])))
+    hooks.check()

@@ -21,6 +21,7 @@ from opentelemetry import trace
 
 from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from voicemesh.runtime import telemetry
+from voicemesh.runtime.tasks import spawn
 
 logger = logging.getLogger("voicemesh.agent")
 
@@ -202,9 +203,8 @@ class _Stream:
         if start.stream_id in self.sessions:
             self.sessions.pop(start.stream_id)._close("restarted")
         session = self.sessions[start.stream_id] = Session(self, start)
-        task = asyncio.create_task(self._run(session))
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task = spawn(self._run(session), f"agent session {session.session_id}", self.tasks)
+        task.add_done_callback(self._wake)
 
     async def _run(self, session: Session) -> None:
         reason = "agent_done"
@@ -217,8 +217,7 @@ class _Stream:
             reason = "agent_error"
         session.hang_up(reason)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
+    def _wake(self, _task: asyncio.Task[None]) -> None:
         self.wake.set()
 
 
@@ -245,7 +244,7 @@ class Agent(agent_pb2_grpc.AgentServicer):
     ) -> AsyncIterator[agent_pb2.Downlink]:
         """One transceiver's stream (agent.proto Agent.Connect): many sessions, batched both ways."""
         stream = _Stream(self)
-        reader = asyncio.create_task(stream.read(request_iterator))
+        reader = spawn(stream.read(request_iterator), "agent stream reader")
         try:
             while not (reader.done() and not stream.tasks and not stream.outbox):
                 await stream.wake.wait()

@@ -7,8 +7,9 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from fractions import Fraction
+from typing import Any
 
 import aiohttp
 import av
@@ -28,6 +29,7 @@ from yarl import URL
 from voicemesh.app import audio
 from voicemesh.core import hooks
 from voicemesh.core.media import OpusDecoder
+from voicemesh.runtime.tasks import spawn
 
 logger = logging.getLogger("voicemesh.client")
 
@@ -311,9 +313,9 @@ class _Progress:
                 return label
         return "end of the sent audio"
 
-    async def until(self, done: Awaitable) -> None:
+    async def until(self, done: Coroutine[Any, Any, Any]) -> None:
         """Wait for ``done``; raise the ``CallError`` if the connection fails first."""
-        waiting = asyncio.ensure_future(done)
+        waiting = spawn(done, f"call waits for {self.waiting_for()}")
         await asyncio.wait([waiting, self._failure], return_when=asyncio.FIRST_COMPLETED)
         if not waiting.done():
             waiting.cancel()
