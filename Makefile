@@ -1,5 +1,6 @@
-# voicemesh: `make demo` runs a real call through an embedded mesh; `make test` runs the test suite;
-# `make bench` measures; `make infra-check` validates the Terraform deploy offline.
+# voicemesh: `make demo` runs a real call through an embedded mesh; `make test` runs lint, then every test
+# tier (unit, integration, system); `make test-fast` the unit tier; `make lint` ruff, mypy and the import
+# layers; `make bench` measures; `make infra-check` validates the Terraform deploy offline.
 # Both set up .venv from scratch (Debian packages through apt when run as root, Python packages through pip).
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ APT_BASE  := python3-venv
 demo: setup
 	$(BIN)/voicemesh demo
 
-test: setup apt-test
+test: setup apt-test lint
 	$(BIN)/pytest -q
 
 bench: setup apt-bench
@@ -39,5 +40,6 @@ apt-bench:
 clean:
 	rm -rf $(VENV) build *.egg-info bench/out
 
+include mk/lint.mk
 include mk/proto.mk
 include mk/infra.mk

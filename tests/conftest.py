@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: a real single-node etcd on loopback (fixture ``etcd``)."""
+"""Shared pytest set-up: every test in exactly one tier, run unit first; a real single-node etcd on
+loopback (fixture ``etcd``), ``voicemesh`` processes, and agent links."""
 
 from __future__ import annotations
 
@@ -18,6 +19,20 @@ from pathlib import Path
 
 import pytest
 from procs import free_ports
+
+TIERS = ("unit", "integration", "system")
+"""pytest markers of the test tiers (pyproject.toml), in the order `make test` runs them."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Fail the collection of a test that is not in exactly one tier; order the rest unit first (a stable
+    sort, so each file keeps its order), so a quick failure shows before the slow tiers run."""
+    tiers = {item: [m.name for m in item.iter_markers() if m.name in TIERS] for item in items}
+    stray = [item.nodeid for item, marks in tiers.items() if len(marks) != 1]
+    if stray:
+        raise pytest.UsageError(f"tests need exactly one tier marker ({', '.join(TIERS)}), as a module-level "
+                                f"pytestmark: {', '.join(stray)}")
+    items.sort(key=lambda item: TIERS.index(tiers[item][0]))
 
 
 @dataclass

@@ -10,6 +10,8 @@ from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from voicemesh.core.agent_link import AgentLink, SessionFormatError
 from voicemesh.core.echo_agent import EchoAgent, serve
 
+pytestmark = pytest.mark.integration
+
 DEADLINE_S = 20.0
 
 

@@ -16,6 +16,8 @@ from voicemesh.app import audio
 from voicemesh.app.client import RATE, call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
 
+pytestmark = pytest.mark.integration
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 DEADLINE_S = 20.0
 

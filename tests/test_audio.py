@@ -14,6 +14,8 @@ from voicemesh.app.audio import (
     write_wav,
 )
 
+pytestmark = pytest.mark.unit
+
 RATE = 48000
 SPEECH = str(resources.files("voicemesh.app.assets") / "speech.wav")
 

@@ -9,6 +9,8 @@ import pytest
 from voicemesh.edge.config import EdgeConfig
 from voicemesh.runtime import config
 
+pytestmark = pytest.mark.unit
+
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()

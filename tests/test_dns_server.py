@@ -33,7 +33,8 @@ MAXMIND_TEST_DB = REPO / "tests" / "data" / "GeoIP2-City-Test.mmdb"
 # MaxMind test networks: Changchun (nearest edge Tokyo), San Diego (San Jose), the Philippines (Singapore).
 CHANGCHUN, SAN_DIEGO6, PHILIPPINES = "175.16.199.0/24", "2001:480:10::/56", "202.196.224.0/24"
 
-pytestmark = pytest.mark.skipif(shutil.which("dig") is None, reason="dig not found: apt-get install bind9-dnsutils")
+pytestmark = [pytest.mark.system,
+              pytest.mark.skipif(shutil.which("dig") is None, reason="dig not found: apt-get install bind9-dnsutils")]
 
 
 def relay(site: str) -> str:

@@ -19,6 +19,8 @@ from voicemesh.app.client import call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
 from voicemesh.wire.token import TokenCodec
 
+pytestmark = pytest.mark.integration
+
 
 def binding_request(username: str, pwd: str = "x" * 22) -> bytes:
     """A well-formed ICE Binding request (RFC 8445 7.2.2) built with aioice's STUN codec."""

@@ -6,6 +6,8 @@ from voicemesh.edge.flows import FlowTable, FlowTableFull
 from voicemesh.wire import frame
 from voicemesh.wire.token import RoutingToken
 
+pytestmark = pytest.mark.unit
+
 CLIENT = ("198.51.100.7", 50000)
 REBOUND_CLIENT = ("198.51.100.7", 50001)
 TRANSCEIVER = ("10.0.1.5", 7000)

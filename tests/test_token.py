@@ -7,6 +7,8 @@ from aioice.ice import validate_username
 
 from voicemesh.wire.token import UFRAG_LENGTH, BadToken, RoutingToken, TokenCodec
 
+pytestmark = pytest.mark.unit
+
 KEY_0 = bytes.fromhex("00112233445566778899aabbccddeeff")
 KEY_1 = bytes.fromhex("ffeeddccbbaa99887766554433221100")
 NOW = 1_800_000_000

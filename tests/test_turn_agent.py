@@ -2,12 +2,15 @@
 barges in mid-playback, and the agent stops. Real aiortc, real UDP through the edge relay, real gRPC."""
 
 import numpy as np
+import pytest
 
 from voicemesh.agent.v1 import agent_pb2
 from voicemesh.app import audio
 from voicemesh.app.client import RATE, call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
 from voicemesh.core.turn_agent import TurnAgent
+
+pytestmark = pytest.mark.integration
 
 UTTERANCE_S = 3.0
 PAUSE_S = 1.0

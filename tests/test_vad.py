@@ -7,6 +7,8 @@ from voicemesh.app import audio
 from voicemesh.app.demo import bundled_speech
 from voicemesh.core.vad import BargeIn, PcmVoicing, Speech, SpeechDetector, level_voiced
 
+pytestmark = pytest.mark.unit
+
 FRAME = 960  # 20 ms at the 48 kHz RTP clock
 
 

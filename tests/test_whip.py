@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from voicemesh.edge.whip import pick_transceivers
 from voicemesh.registry import NodeRecord
+
+pytestmark = pytest.mark.unit
 
 EDGE_LON = NodeRecord(role="edge", region="eu-west", node_id="edge-lon", lat=51.51, lon=-0.13)
 

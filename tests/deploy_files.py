@@ -1,0 +1,36 @@
+"""The deploy's files as the tests read them: paths, the topology, HCL, and deploy/voicemesh-prepare as a module."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import hcl2
+from hcl2.utils import SerializationOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+TERRAFORM = ROOT / "infra" / "terraform"
+TOPOLOGY = json.loads((ROOT / "infra" / "topology.json").read_text())
+PORTS = TOPOLOGY["ports"]
+FACTS = {"private_ip": "10.65.0.10", "public_ip": "203.0.113.10", "instance_id": "i-0abc"}
+"""The instance facts voicemesh-prepare substitutes, as a test host has them."""
+
+
+def load_hcl(path: Path) -> dict[str, Any]:
+    """A Terraform file as python-hcl2 reads it, with quotes stripped."""
+    options = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
+    with path.open() as fh:
+        return hcl2.load(fh, serialization_options=options)
+
+
+def load_prepare() -> ModuleType:
+    """deploy/voicemesh-prepare (a script without .py) imported as a module."""
+    path = ROOT / "deploy" / "voicemesh-prepare"
+    loader = importlib.machinery.SourceFileLoader("voicemesh_prepare", str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
