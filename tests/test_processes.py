@@ -32,23 +32,29 @@ def test_parts_as_processes_against_etcd(etcd, processes, tmp_path: Path) -> Non
     agent = processes("agent", "--bind", f"127.0.0.1:{agent_port}", "--region", "eu-west", env=env)
     trx = processes("transceiver", "--config", str(config), "--http", f"127.0.0.1:{trx_port}",
                     "--agent", "registry", env={**env, "VOICEMESH_CAPACITY": "7"})
-    status = wait_http(f"http://127.0.0.1:{trx_port}/v1/status", trx, lambda b: b["node"] == "trx-a")
+    trx_status = f"http://127.0.0.1:{trx_port}/v1/status"
+    assert wait_http(trx_status, trx, lambda b: b["node"] == "trx-a")["sessions"] == 0
     edge = processes("edge", "--config", str(config), "--public", "127.0.0.1:0",
                      "--http", f"127.0.0.1:{edge_port}", env=env)
     wait_http(f"http://127.0.0.1:{edge_port}/v1/status", edge)
 
-    result = subprocess.run(
+    caller = subprocess.Popen(
         [*VOICEMESH, "call", f"http://127.0.0.1:{edge_port}/v1/sessions", "--wav", bundled_speech(),
          "--bind", "127.0.0.1", "--out", str(tmp_path / "echo.wav"), "--json"],
-        capture_output=True, timeout=60)
-    report = json.loads(result.stdout.decode().strip().splitlines()[-1])
-    assert result.returncode == 0, report
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_http(trx_status, trx, lambda b: b["sessions"] == 1)  # the clip plays for about 6 s
+        out, err = caller.communicate(timeout=60)
+    finally:
+        caller.kill()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert caller.returncode == 0, (report, err.decode())
     assert report["ok"] and report["correlation"] > 0.5 and report["packets_received"] > 100
     assert (tmp_path / "echo.wav").stat().st_size > 100_000
 
     edge_status = wait_http(f"http://127.0.0.1:{edge_port}/v1/status", edge)
     assert edge_status["packets_in"] >= report["packets_sent"]
-    assert status["sessions"] == 0
+    assert wait_http(trx_status, trx)["sessions"] == 0, "the caller's DELETE ended the session"
 
     for proc in (edge, trx, agent):
         proc.send_signal(signal.SIGTERM)
