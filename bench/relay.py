@@ -1,5 +1,5 @@
 """Benchmark of the edge relay's cost per forwarded packet and added latency, against coturn and the direct
-path, on loopback (method: shared/research/bench-relay.md; how to run: bench/README.md).
+path, on loopback (method and how to run: bench/README.md).
 
 Every measurement starts fresh processes: the receiver `rcv` (standing in for the transceiver or the TURN
 peer) and the blaster `gen` pinned to CPU0, the relay under test pinned to CPU1. CPU µs per packet is the
@@ -42,7 +42,7 @@ PEER_HOST = "127.0.0.2"
 LOAD_CPU = 0
 RELAY_CPU = 1
 FRAME_HEADER_BYTES = 12
-"""The edge relay's IPv4 backbone frame header (edge/frame.py) that `rcv` skips."""
+"""The edge relay's IPv4 backbone frame header (voicemesh/wire/frame.py) that `rcv` skips."""
 
 TOKEN_KEY = b"voicemesh-bench-relay-token-key!"
 TURN_USER, TURN_PASSWORD, TURN_REALM = "bench", "benchpass", "bench.local"

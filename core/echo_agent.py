@@ -19,8 +19,8 @@ class EchoAgent(agent_pb2_grpc.AgentServicer):
     """Echoes every frame of every Uplink in one Downlink (same stream_id, seq,
     timestamp, payload), in either codec. Uplinks are already batched, so the
     echo is batched the same way. It is written on the raw stubs rather than
-    voicemesh.agent.sdk (no task or queue per session), so it costs next to
-    nothing in the benchmarks, and it shows the raw stream for agents in
+    voicemesh.agent.sdk (no task or queue per session), so it adds next to
+    nothing to what the transceiver benchmark measures, and it shows the raw stream for agents in
     other languages. Events (agent.proto SessionEvent) are ignored.
 
     State per Connect stream: the known stream ids, each with its ``agent

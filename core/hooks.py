@@ -138,7 +138,7 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[Any], None]) -> 
     ``extensions.audio_level``: ``(voice activity flag, level in -dBov)`` from
     the RFC 6464 header extension, or None if the sender does not send it. aiortc still does
     SRTP, RTCP statistics, NACK and RTX, but its jitter buffer (which waits for
-    4 packets, ~85 ms) and its decoder thread are bypassed.
+    4 packets before it plays) and its decoder thread are bypassed.
     """
     if not hasattr(receiver, _JITTER_BUFFER):
         raise HookError("RTCRtpReceiver has no jitter buffer attribute")

@@ -62,7 +62,6 @@ class PcmVoicing:
 
     rate_hz: one of ``WEBRTCVAD_RATES_HZ``, else ValueError. A frame of 20 ms is classified whole;
     a shorter one (a resampler's first output) on its first 10 ms; under 10 ms counts as unvoiced.
-    Costs about 5 us per 20 ms frame at 16000 Hz.
     """
 
     def __init__(self, rate_hz: int, mode: int = WEBRTCVAD_MODE) -> None:

@@ -1,11 +1,11 @@
 """The etcd v3 registry: one kept-alive lease per process, node records and claims on it,
 and a prefix watch that keeps the in-memory node view current.
 
-Client: etcd3aio (shared/research/feasibility-infra.md section 2). It is native asyncio
+Client: etcd3aio (the README's "Registry client: why etcd3aio"). It is native asyncio
 ``grpc.aio``, so it shares the event loop with our gRPC servers and OpenTelemetry; it takes
 several endpoints (round-robin, retries on UNAVAILABLE), has a background lease keepalive,
 and its watch resumes from its revision after a reconnect. ``etcd3`` needs process-wide
-pure-Python protobuf, which makes the OTLP exporter about 3.5x slower; ``aetcd`` takes a
+pure-Python protobuf, which slows the OTLP exporter down; ``aetcd`` takes a
 single endpoint and leaves the keepalive to hand-written code.
 
 etcd3aio behaviour this module relies on or works around:

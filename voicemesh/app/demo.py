@@ -28,7 +28,7 @@ LOOPBACK = "127.0.0.1"
 
 
 def bundled_speech() -> str:
-    """Path of the speech WAV shipped in the package (voicemesh/assets/speech.wav)."""
+    """Path of the speech WAV shipped in the package (voicemesh/app/assets/speech.wav)."""
     return str(resources.files("voicemesh.app.assets") / "speech.wav")
 
 

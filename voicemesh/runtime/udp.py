@@ -1,10 +1,10 @@
 """Non-blocking UDP sockets drained in a loop: the I/O half of the relay and the mux.
 
 asyncio's default datagram transport reads one datagram per event-loop pass into
-a 256 KiB buffer (70-87 µs of CPU per datagram here); a reader callback that
-drains the socket until EAGAIN costs about 11 µs under uvloop
-(shared/research/bench-relay.md). Both the edge relay and the transceiver mux
-use this module so that the hot path is one ``recvfrom`` and one ``sendto``.
+a 256 KiB buffer; a reader callback that drains the socket until EAGAIN reads
+many datagrams per wake-up into a small one. Both the edge relay and the
+transceiver mux use this module so that the hot path is one ``recvfrom`` and
+one ``sendto`` (``make bench`` measures it).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def add_drain_reader(
 
     Reads up to DRAIN_BATCH datagrams per readiness event. For a socket
     connected to ``peer``, reads with ``recv`` and passes ``peer`` as the
-    address: Python builds no address tuple per datagram (about 0.5 µs).
+    address: Python builds no address tuple per datagram.
     ``on_datagram`` must not raise (it runs once per packet); socket errors
     such as ICMP port unreachable surfacing as ConnectionRefusedError are
     skipped. Remove with ``loop.remove_reader(sock.fileno())``.

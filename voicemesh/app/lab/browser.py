@@ -3,7 +3,7 @@
 Chromium loads an edge's page (edge/static/call.html) with a WAV as its fake microphone; the page
 calls through the mesh and leaves its getStats() figures in ``window.result``, which is read here
 over the DevTools protocol (Runtime.evaluate on the page's WebSocket). Run as
-``python -m voicemesh.lab.browser URL --wav W [--seconds S]``: the result as one JSON line.
+``python -m voicemesh.app.lab.browser URL --wav W [--seconds S]``: the result as one JSON line.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ async def _evaluate(ws: aiohttp.ClientWebSocketResponse, message_id: int, expres
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m voicemesh.lab.browser URL --wav W [--seconds S]``: print the result as one JSON line;
+    """``python -m voicemesh.app.lab.browser URL --wav W [--seconds S]``: print the result as one JSON line;
     exit status 0 if the page's call was ok."""
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("url", help="the edge's call page, e.g. http://rtc.voicemesh.test/")

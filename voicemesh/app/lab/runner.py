@@ -4,7 +4,7 @@ places calls from the client cities, and tears it all down, also after a failure
 Every part runs as its own process inside its node's namespace (``ip netns exec``): etcd and
 ``voicemesh dns`` in "ctl", one ``voicemesh transceiver`` per core region with the echo agent in
 process, one ``voicemesh edge`` per PoP. The lab process itself holds the TUN links and runs the
-WAN between them (voicemesh/lab/wan.py).
+WAN between them (voicemesh/app/lab/wan.py).
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class Lab:
 
     async def browser_call(self, city: City, seconds: float, wav: str) -> dict:
         """A call from headless Chromium in ``city``'s namespace to ``http://<mesh name>/`` (the edge's
-        page, voicemesh/lab/browser.py); its result with ``edge`` added: the edge it connected through."""
+        page, voicemesh/app/lab/browser.py); its result with ``edge`` added: the edge it connected through."""
         node = self.plan.city_node(city)
         argv = [sys.executable, "-m", "voicemesh.app.lab.browser", f"http://{self.plan.mesh_name}/", "--wav", wav,
                 "--seconds", str(seconds)]
@@ -272,7 +272,7 @@ def down() -> list[str]:
 async def run(plan: Plan, duration_s: float, wav: str | None = None,
               progress: Callable[[str], None] = lambda line: None) -> dict:
     """Build the lab, call from every city through the mesh and straight to the central region, tear it
-    down; the lab report (voicemesh/lab/report.py). ``progress`` is told of each city as it finishes.
+    down; the lab report (voicemesh/app/lab/report.py). ``progress`` is told of each city as it finishes.
 
     Raises LabError if the lab cannot be built.
     """
