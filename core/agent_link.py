@@ -364,8 +364,12 @@ class AgentLink:
                 await call.wait_for_connection()
                 self._on_stream_up()
                 async for downlink in call:
+                    if downlink is None:  # grpc hands on None for a message that does not parse
+                        logger.warning("agent %s sent a message that is not a Downlink", self.target)
+                        break
                     self._on_downlink(downlink)
-                logger.warning("agent %s closed the stream", self.target)
+                else:
+                    logger.warning("agent %s closed the stream", self.target)
             except grpc.aio.AioRpcError as error:
                 logger.warning("agent %s stream failed: %s %s", self.target, error.code().name, error.details())
             finally:

@@ -184,7 +184,7 @@ async def test_the_sdk_counts_and_drops_what_names_no_session(serve_agent):
     assert agent.sessions[0].end_reason == "stream_closed"
 
 
-async def test_an_agent_that_answers_bytes_that_do_not_parse_ends_its_sessions(link):
+async def test_an_agent_that_answers_bytes_that_do_not_parse_ends_its_sessions(link, caplog):
     async def garbage(request_iterator, context):
         async for _ in request_iterator:
             yield b"\xff\xff\xff\xff not a Downlink"
@@ -200,6 +200,7 @@ async def test_an_agent_that_answers_bytes_that_do_not_parse_ends_its_sessions(l
         recorder.open(agent_link)
         await wait_until(lambda: recorder.got)
         assert recorder.got == [("end", "agent_unavailable")]
+        assert not [r for r in caplog.records if r.name == "voicemesh.runtime.tasks"], "the link keeps retrying"
     finally:
         await server.stop(None)
 
