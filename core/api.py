@@ -60,7 +60,7 @@ def create_app(transceiver: Transceiver) -> web.Application:
         return web.json_response({
             "node": transceiver.record.node_id if transceiver.record else None,
             "sessions": len(transceiver.sessions),
-            "mux": dict(mux.counters) if mux else {},
+            "mux": dict(mux.counters) if mux is not None else {},
         })
 
     app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[telemetry.server_spans()])
