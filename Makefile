@@ -43,3 +43,4 @@ clean:
 include mk/lint.mk
 include mk/proto.mk
 include mk/infra.mk
+include mk/attack.mk
