@@ -367,7 +367,7 @@ async def dns_amplification(mesh: Mesh, quick: bool) -> Result:
     result = Result("dns_amplification", "response rate limiting per client prefix, slipping truncated "
                                           "answers (geo DNS)")
     assert mesh.edge is not None
-    dns = await mesh.start_dns("edge-main")
+    dns = mesh.start_dns("edge-main")
     loop = asyncio.get_running_loop()
     probe = Endpoint("127.67.0.1", loop)
     victims = Crowd("127.66.0.0/24", 16, loop)

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,8 +66,6 @@ class Part:
 
 
 def _tcp_ports(count: int) -> list[int]:
-    import socket
-
     sockets = [socket.socket() for _ in range(count)]
     try:
         for sock in sockets:
@@ -200,8 +199,9 @@ class Mesh:
         await self._ready(part, f"{part.http}/v1/status")
         return part
 
-    async def start_dns(self, default_edge: str) -> Part:
-        """The geo DNS server for voicemesh.test with default settings, answering every client with ``default_edge``."""
+    def start_dns(self, default_edge: str) -> Part:
+        """The geo DNS server for voicemesh.test with default settings, answering every client with
+        ``default_edge`` (not waited for: it has no status endpoint; query it until it answers)."""
         port = free_udp_port()
         part = self._spawn("dns", [
             sys.executable, "-m", "voicemesh", "dns", "--bind", f"127.0.0.1:{port}", "--zone", "voicemesh.test",
