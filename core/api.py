@@ -39,8 +39,9 @@ def create_app(transceiver: Transceiver) -> web.Application:
         except OfferRejected as exc:
             return problem(400, exc.title, exc.detail)
         except Capacity as exc:
-            return problem(503, "no-capacity", "this transceiver is full or draining",
-                           headers={"Retry-After": str(exc.retry_after_s)})
+            title, detail = (("draining", "this transceiver is draining") if exc.reason == "draining"
+                             else ("no-capacity", "this transceiver is at capacity"))
+            return problem(503, title, detail, headers={"Retry-After": str(exc.retry_after_s)})
         return web.Response(
             status=201,
             text=session.pc.localDescription.sdp,

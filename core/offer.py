@@ -5,6 +5,9 @@ BUNDLE group (RFC 9143) with an audio m-line that offers Opus. The client's
 candidates and ``a=end-of-candidates`` are removed: kept candidates would let
 ICE find a direct path past the relay, and a kept end-of-candidates makes
 aioice prune the only component and kill the session before it starts.
+
+Before aiortc parses anything, ``check_limits`` bounds what an offer may make
+the transceiver build: m-lines, lines, attributes per section, line length.
 """
 
 from __future__ import annotations
@@ -21,14 +24,66 @@ class OfferRejected(ValueError):
         self.detail = detail
 
 
+MEDIA_KINDS = ("audio", "application")
+"""The m-line media an offer may carry, at most one of each: the call's audio, and a data channel."""
+
+MAX_M_LINES = len(MEDIA_KINDS)
+MAX_LINES = 256
+"""Lines in a whole offer. A browser's audio offer has 30 to 60, with a data channel and many candidates
+under 150."""
+
+MAX_ATTRIBUTES = 128
+"""``a=`` lines in one section (the session section or one m-line's)."""
+
+MAX_LINE_CHARS = 1024
+"""Characters in one line (without its line ending). The longest in browser offers, a=fingerprint with
+SHA-512, has about 210."""
+
+
+def check_limits(offer: str) -> None:
+    """Bound an offer's size in SDP terms (RFC 8866 5) before it is parsed; cheap checks first.
+
+    Raises OfferRejected with title ``too-many-m-lines`` (over MAX_M_LINES, or
+    two m-lines of one media), ``too-many-lines`` (over MAX_LINES),
+    ``line-too-long`` (over MAX_LINE_CHARS) or ``too-many-attributes``
+    (over MAX_ATTRIBUTES in one section).
+    """
+    m_lines = offer.count("\nm=")
+    if m_lines > MAX_M_LINES:
+        raise OfferRejected("too-many-m-lines", f"the offer has {m_lines} m-lines; at most {MAX_M_LINES} are answered"
+                                                f" (one each of {', '.join(MEDIA_KINDS)})")
+    lines = offer.count("\n") + 1
+    if lines > MAX_LINES:
+        raise OfferRejected("too-many-lines", f"the offer has {lines} lines; the limit is {MAX_LINES}")
+    kinds: list[str] = []
+    attributes = 0
+    for line in offer.split("\n"):
+        line = line.removesuffix("\r")
+        if len(line) > MAX_LINE_CHARS:
+            raise OfferRejected("line-too-long", f"an offer line has {len(line)} characters; the limit is {MAX_LINE_CHARS}")
+        if line.startswith("m="):
+            kind = line[2:].split(" ", 1)[0]
+            if kind in kinds:
+                raise OfferRejected("too-many-m-lines", f"the offer has more than one {kind} m-line")
+            kinds.append(kind)
+            attributes = 0
+        elif line.startswith("a="):
+            attributes += 1
+            if attributes > MAX_ATTRIBUTES:
+                raise OfferRejected("too-many-attributes",
+                                    f"a section of the offer has over {MAX_ATTRIBUTES} attribute lines")
+
+
 def check_offer(offer: str) -> str:
     """Validate an SDP offer (RFC 8866, RFC 8829) and return it without client candidates.
 
-    Raises OfferRejected with title ``malformed-sdp``, ``no-audio``,
-    ``no-bundle``, ``no-opus`` or ``no-ice-credentials``.
+    Raises OfferRejected with a title from ``check_limits``, or
+    ``malformed-sdp``, ``no-audio``, ``unsupported-m-line`` (media other than
+    MEDIA_KINDS), ``no-bundle``, ``no-opus`` or ``no-ice-credentials``.
     """
     if not offer.startswith("v=0"):
         raise OfferRejected("malformed-sdp", "the body is not an SDP offer: it must start with 'v=0'")
+    check_limits(offer)
     try:
         description = sdp.SessionDescription.parse(offer)
     except Exception as exc:  # aiortc's parser raises many types on garbage
@@ -36,6 +91,8 @@ def check_offer(offer: str) -> str:
     audio = [m for m in description.media if m.kind == "audio"]
     if not audio or all(m.port == 0 for m in audio):
         raise OfferRejected("no-audio", "the offer has no active audio m-line")
+    if any(m.kind not in MEDIA_KINDS for m in description.media):
+        raise OfferRejected("unsupported-m-line", f"the offer may carry only {' and '.join(MEDIA_KINDS)} m-lines")
     bundles = [g for g in description.group if g.semantic == "BUNDLE"]
     mids = {str(m.rtp.muxId) for m in description.media if m.port != 0}
     if not bundles or not mids <= {str(i) for i in bundles[0].items}:

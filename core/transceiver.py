@@ -2,8 +2,8 @@
 
 For every WHIP offer forwarded by an edge it mints the routing token as the
 server ICE ufrag, claims the session in the registry, answers with the edge's
-public relay address as the only candidate, and bridges the caller's audio to
-an agent over gRPC (core/agent_link.py). All sessions share one backbone UDP
+public relay address as the only candidate, and once the caller connects bridges
+its audio to an agent over gRPC (core/agent_link.py). All sessions share one backbone UDP
 socket (core/mux.py). A session ends on DELETE, ICE or DTLS failure, consent
 expiry, the agent hanging up, or a watchdog (not connected in time, too long).
 """
@@ -56,9 +56,14 @@ class EdgeHop:
 
 
 class Capacity(Exception):
-    """No room for another session; ``retry_after_s`` says when to try again."""
+    """No room for another session: ``reason`` is ``full`` or ``draining``; ``retry_after_s`` says when to
+    try again (seconds)."""
 
     retry_after_s = 1
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(eq=False)
@@ -100,6 +105,7 @@ class Transceiver:
         self.registry = registry
         self.tokens = tokens
         self.sessions: dict[str, Session] = {}
+        self._admitting: set[str] = set()
         self.record: NodeRecord | None = None
         self.mux: BackboneMux | None = None
         self.agent_link = AgentLink(self._agent_target if config.agent == AGENTS_FROM_REGISTRY else config.agent)
@@ -205,22 +211,32 @@ class Transceiver:
         """Answer ``offer_sdp`` for a caller arriving through ``edge``.
 
         Returns the Session; its answer is ``session.pc.localDescription.sdp``.
-        Raises OfferRejected (a 400 for the caller), Capacity (503). The
-        session's span (``session``, a child of the current span, which the
-        API's middleware continues from the edge's ``traceparent``) lasts
-        until the session ends; ICE, DTLS and first audio are its events.
+        Raises OfferRejected (a 400 for the caller), Capacity (503): capacity
+        is taken before the first await, so concurrent offers never exceed
+        it. The agent stream opens only when the connection state becomes
+        ``connected`` (ICE and DTLS up), so an offer that never connects costs
+        the agent nothing. The session's span (``session``, a child of the
+        current span, which the API's middleware continues from the edge's
+        ``traceparent``) lasts until the session ends; ICE, DTLS and first
+        audio are its events.
         """
-        assert self.record is not None and self.mux is not None, "start() first"
-        if len(self.sessions) >= self.config.capacity or self.record.draining:
-            raise Capacity()
-        offer = check_offer(offer_sdp)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         session_id = secrets.token_urlsafe(16)
+        self._admit(session_id)
+        try:
+            offer = check_offer(offer_sdp)
+        except OfferRejected:
+            self._admitting.discard(session_id)
+            raise
+        assert self.record is not None and self.mux is not None
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-        except Exception as exc:  # aiortc raises ValueError, InternalError, ...
+        except BaseException as exc:
+            self._admitting.discard(session_id)
             await pc.close()
-            raise OfferRejected("unsupported-offer", f"the offer was not accepted: {exc}") from None
+            if isinstance(exc, Exception):  # aiortc raises ValueError, InternalError, ...
+                raise OfferRejected("unsupported-offer", f"the offer was not accepted: {exc}") from None
+            raise
         track = AgentAudioTrack()
         pc.addTrack(track)
         ufrag = self.tokens.mint(
@@ -245,8 +261,8 @@ class Transceiver:
                     attributes={telemetry.SESSION_ID: session_id}) as claim_span:
                 session.claim = await self.registry.claim_session(session_id, self.record)
                 claim_span.set_attribute("voicemesh.claim.revision", session.claim.revision)
+            self._admitting.discard(session_id)
             self.sessions[session_id] = session
-            self._bridge(session)
             await pc.setLocalDescription(await pc.createAnswer())
         except BaseException:
             await self.end(session, "setup_failed")
@@ -256,8 +272,22 @@ class Transceiver:
         log.info("session answered", extra=session.log_extra(edge_id=edge.edge_id, client_ip=edge.client_ip))
         return session
 
+    def _admit(self, session_id: str) -> None:
+        """Take one of the ``capacity`` places for the session ``session_id`` before the first await of its
+        setup, so concurrent offers cannot all pass the check. The place is the session's once it joins
+        ``sessions``; setup failures give it back (``end``, or the offer's rejection).
+
+        Raises Capacity (``draining`` while closing or before ``start``, ``full`` at capacity).
+        """
+        if self.record is None or self.record.draining:
+            raise Capacity("draining")
+        if len(self.sessions) + len(self._admitting) >= self.config.capacity:
+            raise Capacity("full")
+        self._admitting.add(session_id)
+
     def _bridge(self, session: Session) -> None:
-        """Connect the caller's RTP to the agent stream and the agent's frames to the caller.
+        """Open the session's agent stream (when the caller connects), connect the caller's RTP to it and
+        the agent's frames to the caller.
 
         Voice activity on the caller's audio (core/vad.py: the RFC 6464 audio level, else
         webrtcvad on the PCM16 sent to the agent) becomes speech started and stopped events for
@@ -382,6 +412,8 @@ class Transceiver:
             if state == "connected":
                 session.span.add_event("dtls connected")
                 self._setup_duration.record(time.monotonic() - session.created_at, self._attributes())
+                if session.agent is None and not session.ended:
+                    self._bridge(session)
             if state in ("failed", "closed"):
                 self._end_later(session, f"connection_{state}")
 
@@ -402,6 +434,7 @@ class Transceiver:
         if session.ended:
             return
         session.ended = True
+        self._admitting.discard(session.id)
         self.sessions.pop(session.id, None)
         for timer in session.timers:
             timer.cancel()

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from voicemesh.core.offer import OfferRejected, check_offer, strip_candidates
+from voicemesh.core.offer import (
+    MAX_ATTRIBUTES,
+    MAX_LINE_CHARS,
+    MAX_LINES,
+    OfferRejected,
+    check_limits,
+    check_offer,
+    strip_candidates,
+)
+
+pytestmark = pytest.mark.unit
 
 pytestmark = pytest.mark.unit
 
@@ -15,6 +25,19 @@ OFFER = (
     "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\n"
     "a=candidate:1 1 udp 2130706431 192.168.1.5 50000 typ host\r\na=end-of-candidates\r\n"
 )
+
+
+DATA_CHANNEL = ("m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n"
+                "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+                "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\na=sctp-port:5000\r\n")
+VIDEO = DATA_CHANNEL.replace("application 9 UDP/DTLS/SCTP webrtc-datachannel", "video 9 UDP/TLS/RTP/SAVPF 96")
+
+
+def audio_m_lines(count: int) -> str:
+    """The issue's offer: ``count`` BUNDLEd audio m-lines (180 made 180 transceivers before the limits)."""
+    head, _, audio = OFFER.partition("m=audio")
+    sections = ["m=audio" + audio.replace("a=mid:0", f"a=mid:{i}") for i in range(count)]
+    return head.replace("a=group:BUNDLE 0", "a=group:BUNDLE " + " ".join(map(str, range(count)))) + "".join(sections)
 
 
 def test_a_good_offer_loses_its_candidates_only() -> None:
@@ -33,6 +56,7 @@ def test_a_good_offer_loses_its_candidates_only() -> None:
         (OFFER.replace("a=group:BUNDLE 0\r\n", ""), "no-bundle"),
         (OFFER.replace("opus/48000/2", "PCMU/8000"), "no-opus"),
         (OFFER.replace("a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n", ""), "no-ice-credentials"),
+        (OFFER.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1") + VIDEO, "unsupported-m-line"),
     ],
 )
 def test_bad_offers_are_rejected_with_a_reason(offer: str, title: str) -> None:
@@ -43,3 +67,37 @@ def test_bad_offers_are_rejected_with_a_reason(offer: str, title: str) -> None:
 
 def test_strip_keeps_unix_line_endings() -> None:
     assert strip_candidates("v=0\na=candidate:x\na=mid:0\n") == "v=0\na=mid:0\n"
+
+
+def test_one_data_channel_m_line_is_allowed_beside_the_audio() -> None:
+    offer = OFFER.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1") + DATA_CHANNEL
+    assert "m=application" in check_offer(offer)
+
+
+@pytest.mark.parametrize(
+    "offer, title",
+    [
+        (audio_m_lines(180), "too-many-m-lines"),
+        (audio_m_lines(2), "too-many-m-lines"),
+        (OFFER + DATA_CHANNEL + DATA_CHANNEL, "too-many-m-lines"),
+        (OFFER + DATA_CHANNEL.replace("a=mid:1", "a=mid:2").replace("application", "audio"), "too-many-m-lines"),
+        (OFFER + "a=x\r\n" * MAX_LINES, "too-many-lines"),
+        (OFFER + "a=" + "x" * MAX_LINE_CHARS + "\r\n", "line-too-long"),
+        (OFFER + "a=ssrc:1 cname:x\r\n" * (MAX_ATTRIBUTES + 1), "too-many-attributes"),
+        ("v=0\r\n" + "a=x\r\n" * (MAX_ATTRIBUTES + 1) + OFFER[5:], "too-many-attributes"),
+    ],
+)
+def test_offers_over_the_limits_are_rejected_before_parsing(offer: str, title: str) -> None:
+    with pytest.raises(OfferRejected) as err:
+        check_limits(offer)
+    assert err.value.title == title and err.value.detail
+    with pytest.raises(OfferRejected) as err:
+        check_offer(offer)
+    assert err.value.title == title
+
+
+def test_the_limits_hold_at_their_edges() -> None:
+    """An offer at every limit passes: only over them is rejected."""
+    section = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" + "a=x\r\n" * (MAX_ATTRIBUTES - 1) + "a=" + "y" * (MAX_LINE_CHARS - 2)
+    check_limits("v=0\r\n" + section)
+    check_limits("v=0\n" + "b=AS:64\n" * (MAX_LINES - 2) + "m=audio 9 x")
