@@ -12,6 +12,12 @@ class EdgeConfig:
     put in answers (defaults to the bound public address; set it when the
     host is behind a 1:1 NAT). ``backbone`` is the UDP socket facing
     transceivers, ``http`` the WHIP front. Durations in seconds.
+
+    WHIP admission: each source (IPv4 address or IPv6 /64) may POST
+    ``whip_rate_per_s`` offers per second on average and ``whip_burst`` at
+    once; at most ``whip_max_pending`` offers are forwarded at a time. The
+    ``http_*`` settings bound every connection to the WHIP front and call
+    page (voicemesh.runtime.http.HttpLimits).
     """
 
     node_id: str = "edge-1"
@@ -27,6 +33,14 @@ class EdgeConfig:
     lon: float = 0.0
     drain_timeout_s: float = 30.0
     whip_token: str = ""
+    whip_rate_per_s: float = 2.0
+    whip_burst: int = 10
+    whip_max_pending: int = 256
+    http_header_timeout_s: float = 5.0
+    http_body_timeout_s: float = 10.0
+    http_idle_timeout_s: float = 15.0
+    http_max_requests: int = 100
+    http_max_connections: int = 1024
 
 
 @dataclass

@@ -9,13 +9,14 @@ from typing import Any
 
 from aiohttp import web
 
+from voicemesh.edge.admission import SourceLimiter
 from voicemesh.edge.config import EdgeConfig
 from voicemesh.edge.observe import FlowTracer, observe_relay
 from voicemesh.edge.relay import Relay
 from voicemesh.edge.whip import WhipFront
 from voicemesh.registry import NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
-from voicemesh.runtime.http import serve_app
+from voicemesh.runtime.http import HttpLimits, serve_app
 from voicemesh.runtime.udp import bind_udp
 from voicemesh.wire.addr import format_hostport, parse_hostport
 from voicemesh.wire.token import TokenCodec
@@ -67,8 +68,12 @@ class EdgeNode:
             return self.record
 
         self._whip = WhipFront(self.registry, record, relay.stats, on_answer=flows.expect,
-                               bearer_token=cfg.whip_token)
-        self._runner, self.url = await serve_app(self._whip.app(), *parse_hostport(cfg.http))
+                               bearer_token=cfg.whip_token, limiter=SourceLimiter(cfg.whip_rate_per_s, cfg.whip_burst),
+                               max_pending=cfg.whip_max_pending)
+        limits = HttpLimits(header_timeout_s=cfg.http_header_timeout_s, body_timeout_s=cfg.http_body_timeout_s,
+                            idle_timeout_s=cfg.http_idle_timeout_s, max_requests=cfg.http_max_requests,
+                            max_connections=cfg.http_max_connections)
+        self._runner, self.url = await serve_app(self._whip.app(), *parse_hostport(cfg.http), limits)
         self.record = NodeRecord(
             role="edge",
             region=cfg.region,

@@ -5,12 +5,20 @@ capacity (or the region the request pins), the least loaded there. It forwards t
 relay address and the caller's address, and returns the transceiver's answer
 as ``201 Created`` with a ``Location`` on this edge. ``DELETE`` on that URL
 finds the owner through the session's claim in the registry.
+
+Admission: a source (IPv4 address or IPv6 /64, edge/admission.py) over its
+rate gets ``429``; over ``max_pending`` offers in flight the edge answers
+``503``; a transceiver that answers ``503`` (full or draining) passes the offer
+to the next in the choice order, and only when none takes it does the edge
+answer ``503``. Every refusal carries ``Retry-After`` and is counted.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
+from collections import Counter
 from collections.abc import Callable
 from importlib import resources
 
@@ -19,9 +27,10 @@ from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
+from voicemesh.edge.admission import SourceLimiter, retry_after_s, source_key
 from voicemesh.registry import InvalidName, MalformedRecord, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
-from voicemesh.runtime.http import problem, read_offer
+from voicemesh.runtime.http import HTTP_COUNTERS, problem, read_offer
 from voicemesh.wire.geo import distance_km
 from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, RELAY_ADDRESS, SDP_TYPE
 
@@ -29,6 +38,8 @@ log = logging.getLogger("voicemesh.whip")
 
 FORWARD_TIMEOUT_S = 10.0
 RETRY_AFTER_S = 2
+FORWARD_ATTEMPTS = 3
+"""Transceivers an offer is tried on, in the choice order, before the edge answers 503."""
 
 
 RegionPolicy = Callable[[web.Request], "str | None"]
@@ -78,19 +89,31 @@ class WhipFront:
     session created, so the relay's first packet can join the trace.
     ``bearer_token``, if set, is required on POST and DELETE as
     ``Authorization: Bearer <token>`` (RFC 9725 4.5, RFC 6750); without it
-    they get ``401``.
+    they get ``401``. ``limiter`` rate-limits POSTs per source (none: no
+    limit), before authorization; ``max_pending`` caps offers in flight.
+    ``counters`` counts refusals by reason: ``rate_limited`` (429),
+    ``pending_full`` and ``no_capacity`` (503), ``transceiver_refused`` (a
+    transceiver's 503, passed on to the next).
     """
 
     def __init__(self, registry: Registry, edge: Callable[[], NodeRecord], relay_stats: Callable[[], dict],
                  region_policy: RegionPolicy = pin_from_request,
                  on_answer: Callable[[bytes, str, SpanContext], None] | None = None,
-                 bearer_token: str = "") -> None:
+                 bearer_token: str = "", limiter: SourceLimiter | None = None, max_pending: int = 256,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.bearer_token = bearer_token
         self.region_policy = region_policy
         self.on_answer = on_answer
         self.edge = edge
         self.relay_stats = relay_stats
+        self.limiter = limiter
+        self.max_pending = max_pending
+        self.clock = clock
+        self.pending = 0
+        self.counters: Counter[str] = Counter()
+        self._refusals = telemetry.meter().create_counter(
+            "voicemesh.whip.refused", unit="{request}", description="WHIP offers refused at the edge, by reason")
         self._http: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -99,12 +122,36 @@ class WhipFront:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_OFFER_BYTES,
-                              middlewares=[telemetry.server_spans(), self._authorize])
+                              middlewares=[telemetry.server_spans(), self._admit, self._authorize])
         app.router.add_post("/v1/sessions", self.post_session)
         app.router.add_delete("/v1/sessions/{session_id}", self.delete_session)
         app.router.add_get("/v1/status", self.status)
         app.router.add_get("/", self.call_page)
         return app
+
+    def _refuse(self, status: int, reason: str, detail: str, retry_after: int) -> web.Response:
+        self.counters[reason] += 1
+        self._refusals.add(1, {"voicemesh.reason": reason})
+        return problem(status, reason.replace("_", "-"), detail, headers={"Retry-After": str(retry_after)})
+
+    @web.middleware
+    async def _admit(self, request: web.Request, handler):
+        """POSTs only: the source's rate limit (429), then the cap on offers in flight (503)."""
+        if request.method != "POST":
+            return await handler(request)
+        if self.limiter is not None:
+            wait_s = self.limiter.take(source_key(client_address(request)), self.clock())
+            if wait_s > 0:
+                return self._refuse(429, "rate_limited", "too many offers from this address; retry later",
+                                    retry_after_s(wait_s))
+        if self.pending >= self.max_pending:
+            return self._refuse(503, "pending_full", "this edge has too many offers in flight; retry later",
+                                RETRY_AFTER_S)
+        self.pending += 1
+        try:
+            return await handler(request)
+        finally:
+            self.pending -= 1
 
     @web.middleware
     async def _authorize(self, request: web.Request, handler):
@@ -137,7 +184,7 @@ class WhipFront:
             CLIENT_ADDRESS: client_address(request),
         }
         region = self.region_policy(request)
-        for node in pick_transceivers(self.registry.nodes("transceiver"), edge, region)[:2]:
+        for node in pick_transceivers(self.registry.nodes("transceiver"), edge, region)[:FORWARD_ATTEMPTS]:
             url = f"{node.http}/v1/sessions"
             with telemetry.tracer().start_as_current_span("POST", kind=SpanKind.CLIENT, attributes={
                     "http.request.method": "POST", "url.full": url, telemetry.NODE_ID: node.node_id}) as span:
@@ -146,6 +193,7 @@ class WhipFront:
                         span.set_attribute("http.response.status_code", resp.status)
                         body = await resp.read()
                         if resp.status == 503:
+                            self.counters["transceiver_refused"] += 1
                             continue
                         if resp.status != 201:
                             return web.Response(status=resp.status, body=body, content_type=resp.content_type)
@@ -163,8 +211,8 @@ class WhipFront:
                                                  "trace_id": telemetry.trace_id(server_span)})
             return web.Response(status=201, body=body, content_type=SDP_TYPE, headers={"Location": location})
         where = f"in region {region}" if region else "in any region"
-        return problem(503, "no-capacity", f"no transceiver {where} has capacity for a new session; retry later",
-                       headers={"Retry-After": str(RETRY_AFTER_S)})
+        return self._refuse(503, "no_capacity", f"no transceiver {where} has capacity for a new session; retry later",
+                            RETRY_AFTER_S)
 
     async def delete_session(self, request: web.Request) -> web.StreamResponse:
         """WHIP DELETE (RFC 9725 4.3): end the session on the transceiver that owns it."""
@@ -189,8 +237,10 @@ class WhipFront:
         """``GET /``: the call page (edge/static/call.html); it POSTs its offer to this edge."""
         return web.Response(body=CALL_PAGE.read_bytes(), content_type="text/html")
 
-    async def status(self, _request: web.Request) -> web.StreamResponse:
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/status``: the relay's counters, ``whip`` refusals and ``http`` connection counters."""
         edge = self.edge()
-        return web.json_response({"edge": edge.node_id, "relay": edge.public_relay,
-                                  **self.relay_stats()})
+        return web.json_response({"edge": edge.node_id, "relay": edge.public_relay, **self.relay_stats(),
+                                  "whip": {"pending": self.pending, **self.counters},
+                                  "http": dict(request.app.get(HTTP_COUNTERS, {}))})
 

@@ -31,6 +31,15 @@ EDGE_HELP = {
     "lon": "longitude of this PoP (degrees)",
     "drain_timeout_s": "on SIGTERM, seconds to keep relaying live calls while draining",
     "whip_token": "bearer token required on WHIP POST/DELETE; empty: no auth (a secret: use the env or file)",
+    "whip_rate_per_s": "WHIP offers per second one source (IPv4 address or IPv6 /64) may POST on average; "
+                       "over it: 429 with Retry-After",
+    "whip_burst": "WHIP offers one source may POST at once before the rate applies",
+    "whip_max_pending": "WHIP offers forwarded to transceivers at once; over it: 503 with Retry-After",
+    "http_header_timeout_s": "seconds a client has to send a request's head (from connecting or its first byte)",
+    "http_body_timeout_s": "seconds a client has to send a request's body after its head",
+    "http_idle_timeout_s": "seconds an idle keep-alive connection stays open",
+    "http_max_requests": "requests on one connection before the edge closes it",
+    "http_max_connections": "open HTTP connections at most; over it a new one gets 503 and is closed",
 }
 TRANSCEIVER_HELP = {
     "node_id": "this transceiver's name in the registry",
