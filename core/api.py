@@ -13,7 +13,7 @@ from aiohttp import web
 from voicemesh.core.offer import OfferRejected
 from voicemesh.core.transceiver import Capacity, EdgeHop, Transceiver
 from voicemesh.runtime import telemetry
-from voicemesh.runtime.http import problem, read_offer, serve_app
+from voicemesh.runtime.http import HttpLimits, problem, read_offer, serve_app
 from voicemesh.wire.addr import parse_hostport
 from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, RELAY_ADDRESS, SDP_TYPE
 
@@ -71,8 +71,9 @@ def create_app(transceiver: Transceiver) -> web.Application:
     return app
 
 
-async def serve(transceiver: Transceiver, host: str, port: int) -> web.AppRunner:
-    """Serve the API on ``host:port``, then start and register ``transceiver`` under that URL."""
-    runner, url = await serve_app(create_app(transceiver), host, port)
+async def serve(transceiver: Transceiver, host: str, port: int, limits: HttpLimits | None = None) -> web.AppRunner:
+    """Serve the API on ``host:port`` within ``limits`` (default HttpLimits()), then start and register
+    ``transceiver`` under that URL."""
+    runner, url = await serve_app(create_app(transceiver), host, port, limits or HttpLimits())
     await transceiver.start(url)
     return runner

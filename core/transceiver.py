@@ -173,6 +173,7 @@ class Transceiver:
         await self.agent_link.close()
         if self.mux is not None:
             self.mux.close()
+            self.mux = None
 
     def _agent_target(self) -> str | None:
         """The agent to connect to when agents come from the registry: the current one while it is

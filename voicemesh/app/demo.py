@@ -53,12 +53,13 @@ class Mesh:
 @asynccontextmanager
 async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50, connect_timeout_s: float = 10.0,
                         advertise: str = "", agent: AgentServicer | None = None,
-                        whip_token: str = "") -> AsyncIterator[Mesh]:
+                        whip_token: str = "", edge_options: dict | None = None) -> AsyncIterator[Mesh]:
     """Run registry, agent, transceiver and edge on loopback; tear all down on exit.
 
     ``advertise`` is the relay address put in answers, if not the relay's own;
-    ``whip_token`` turns on WHIP bearer-token auth. ``agent`` is
-    served instead of the echo agent (over real gRPC, like it).
+    ``whip_token`` turns on WHIP bearer-token auth; ``edge_options`` sets
+    more EdgeConfig fields. ``agent`` is served instead of the echo agent
+    (over real gRPC, like it).
     """
     registry_url = f"memory://mesh-{secrets.token_hex(4)}"
     tokens = TokenCodec({1: secrets.token_bytes(32)}, 1)
@@ -78,7 +79,7 @@ async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50, connec
         runner = await api.serve(transceiver, LOOPBACK, 0)
         stack.push_async_callback(runner.cleanup)
         edge = EdgeNode(EdgeConfig(public=f"{LOOPBACK}:0", backbone=f"{LOOPBACK}:0", http=f"{LOOPBACK}:0",
-                                   advertise=advertise, whip_token=whip_token),
+                                   advertise=advertise, whip_token=whip_token, **(edge_options or {})),
                         edge_registry, tokens)
         stack.push_async_callback(edge.close)
         await edge.start()
