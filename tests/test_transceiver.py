@@ -1,0 +1,88 @@
+"""The transceiver's admission: capacity is taken atomically, draining refuses, and the agent stream opens
+only when the caller connects. Real aiortc offers to a real transceiver API in the embedded mesh."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+from voicemesh.app.client import call
+from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
+from voicemesh.wire.signaling import EDGE_ID, RELAY_ADDRESS, SDP_TYPE
+
+pytestmark = pytest.mark.integration
+
+
+async def offer() -> str:
+    """A real aiortc audio offer (BUNDLEd, Opus, ICE credentials, candidates gathered)."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+async def post_offer(http: aiohttp.ClientSession, trx_url: str, sdp: str) -> tuple[int, dict, str]:
+    """POST ``sdp`` to a transceiver API the way an edge does; returns status, headers and body."""
+    headers = {"Content-Type": SDP_TYPE, EDGE_ID: "1", RELAY_ADDRESS: "127.0.0.1:3478"}
+    async with http.post(f"{trx_url}/v1/sessions", data=sdp, headers=headers) as resp:
+        return resp.status, dict(resp.headers), await resp.text()
+
+
+async def test_capacity_admits_exactly_its_size_among_concurrent_offers() -> None:
+    async with embedded_mesh(capacity=2) as mesh:
+        offers = await asyncio.gather(*(offer() for _ in range(10)))
+        async with aiohttp.ClientSession() as http:
+            results = await asyncio.gather(*(post_offer(http, mesh.transceiver.record.http, sdp) for sdp in offers))
+        statuses = sorted(status for status, _, _ in results)
+        assert statuses == [201] * 2 + [503] * 8
+        for status, headers, body in results:
+            if status == 503:
+                assert int(headers["Retry-After"]) > 0 and '"no-capacity"' in body
+        assert len(mesh.transceiver.sessions) == 2
+
+
+async def test_a_rejected_offer_gives_its_place_back() -> None:
+    async with embedded_mesh(capacity=1) as mesh:
+        async with aiohttp.ClientSession() as http:
+            trx = mesh.transceiver.record.http
+            status, _, _ = await post_offer(http, trx, (await offer()).replace("a=group:BUNDLE 0\r\n", ""))
+            assert status == 400
+            status, _, _ = await post_offer(http, trx, await offer())
+            assert status == 201
+
+
+async def test_a_draining_transceiver_refuses_offers() -> None:
+    async with embedded_mesh() as mesh:
+        trx = mesh.transceiver.record.http
+        async with aiohttp.ClientSession() as http:
+            status, headers, _ = await post_offer(http, trx, await offer())
+            assert status == 201
+            mesh.transceiver.config.drain_timeout_s = 30.0
+            closing = asyncio.ensure_future(mesh.transceiver.close())
+            while not mesh.transceiver.record.draining:
+                await asyncio.sleep(0)
+            status, headers, body = await post_offer(http, trx, await offer())
+            assert status == 503 and int(headers["Retry-After"]) > 0 and '"draining"' in body
+            [session_id] = mesh.transceiver.sessions
+            async with http.delete(f"{trx}/v1/sessions/{session_id}") as resp:
+                assert resp.status == 200
+            await closing
+            status, _, body = await post_offer(http, trx, await offer())
+            assert status == 503 and '"draining"' in body, "a closed transceiver refuses too"
+
+
+async def test_the_agent_stream_opens_when_the_caller_connects_not_at_the_offer() -> None:
+    async with embedded_mesh() as mesh:
+        async with aiohttp.ClientSession() as http:
+            status, _, _ = await post_offer(http, mesh.transceiver.record.http, await offer())
+        assert status == 201
+        [session] = mesh.transceiver.sessions.values()
+        assert session.pc.connectionState != "connected" and session.agent is None
+        report = await call(mesh.whip_url, bundled_speech(), bind=LOOPBACK)
+        assert report.ok and report.correlation is not None and report.correlation > 0.5, report.error
+        assert "first_audio" in report.setup_ms

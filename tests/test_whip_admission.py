@@ -1,0 +1,121 @@
+"""Admission at the edge's WHIP front: the next transceiver when one is full, per-source rate limits, the
+cap on offers in flight, and SDP limits, against the embedded mesh (real HTTP, real aiortc offers)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import aiohttp
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+from voicemesh.app.demo import LOOPBACK, embedded_mesh
+from voicemesh.core import api
+from voicemesh.core.config import TransceiverConfig
+from voicemesh.core.transceiver import Transceiver
+from voicemesh.registry import MemoryRegistry
+from voicemesh.wire.signaling import MAX_OFFER_BYTES, SDP_TYPE
+
+pytestmark = pytest.mark.integration
+
+
+async def offer() -> str:
+    """A real aiortc audio offer."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+async def post(url: str, body: str, content_type: str = SDP_TYPE, headers: dict | None = None):
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=body, headers={"Content-Type": content_type, **(headers or {})}) as resp:
+            return resp.status, resp.headers, await resp.json(content_type=None) if resp.status >= 400 else None
+
+
+async def whip_status(mesh) -> dict:
+    async with aiohttp.ClientSession() as http, http.get(f"{mesh.edge.url}/v1/status") as resp:
+        return await resp.json()
+
+
+async def test_a_full_transceiver_passes_the_offer_to_the_next() -> None:
+    async with embedded_mesh(capacity=0) as mesh:
+        full = mesh.transceiver
+        # The edge's view says the full transceiver has room (a stale load), so it is tried first.
+        await full.registry.register(replace(full.record, capacity=10))
+        status, headers, problem = await post(mesh.whip_url, await offer())
+        assert (status, problem["title"]) == (503, "no-capacity") and int(headers["Retry-After"]) > 0
+        assert (await whip_status(mesh))["whip"] == {"pending": 0, "transceiver_refused": 1, "no_capacity": 1}
+
+        registry = MemoryRegistry(full.registry.store)
+        await registry.start()
+        spare = Transceiver(TransceiverConfig(node_id="trx-spare", agent=full.config.agent, backbone=f"{LOOPBACK}:0",
+                                              capacity=5, drain_timeout_s=0), registry, mesh.tokens)
+        runner = await api.serve(spare, LOOPBACK, 0)
+        try:
+            status, headers, _ = await post(mesh.whip_url, await offer())
+            assert status == 201 and headers["Location"].startswith("/v1/sessions/")
+            assert len(spare.sessions) == 1 and full.sessions == {}
+            assert (await whip_status(mesh))["whip"]["transceiver_refused"] == 2
+        finally:
+            await runner.cleanup()
+            await spare.close()
+            await registry.close()
+
+
+async def test_a_source_over_its_rate_gets_429_with_retry_after() -> None:
+    async with embedded_mesh(edge_options={"whip_rate_per_s": 0.01, "whip_burst": 2}) as mesh:
+        assert [(await post(mesh.whip_url, "v=0", "text/plain"))[0] for _ in range(2)] == [415, 415]
+        status, headers, problem = await post(mesh.whip_url, "v=0", "text/plain")
+        assert (status, problem["title"], problem["status"]) == (429, "rate-limited", 429) and problem["detail"]
+        assert int(headers["Retry-After"]) > 1
+        # Behind a TLS front on loopback the source is the X-Forwarded-For address: another caller.
+        other = {"X-Forwarded-For": "2001:db8:7::1"}
+        assert (await post(mesh.whip_url, "v=0", "text/plain", other))[0] == 415
+        other_in_the_same_64 = {"X-Forwarded-For": "2001:db8:7::2"}
+        assert (await post(mesh.whip_url, "v=0", "text/plain", other_in_the_same_64))[0] == 415
+        assert (await post(mesh.whip_url, "v=0", "text/plain", other_in_the_same_64))[0] == 429
+        assert (await whip_status(mesh))["whip"]["rate_limited"] == 2
+
+
+async def test_offers_in_flight_are_capped() -> None:
+    async with embedded_mesh(edge_options={"whip_max_pending": 1}) as mesh:
+        host, port = mesh.edge.url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /v1/sessions HTTP/1.1\r\nHost: edge\r\nContent-Type: application/sdp\r\n"
+                     b"Content-Length: 4000\r\n\r\nv=0\r\n")
+        await writer.drain()
+        while (await whip_status(mesh))["whip"]["pending"] != 1:
+            await asyncio.sleep(0.02)
+        status, headers, problem = await post(mesh.whip_url, await offer())
+        assert (status, problem["title"]) == (503, "pending-full") and int(headers["Retry-After"]) > 0
+        writer.close()
+        while (await whip_status(mesh))["whip"]["pending"] != 0:
+            await asyncio.sleep(0.02)
+        status, _, _ = await post(mesh.whip_url, await offer())
+        assert status == 201
+        assert (await whip_status(mesh))["whip"]["pending_full"] == 1
+
+
+def many_audio_m_lines(sdp: str, count: int) -> str:
+    """The issue's offer: ``sdp`` with ``count`` BUNDLEd audio m-lines, the later ones as small as a valid
+    BUNDLEd m-line gets (180 of them made 180 transceivers before the SDP limits)."""
+    head, _, audio = sdp.partition("m=audio")
+    lines = audio.splitlines(keepends=True)
+    small = "".join(next(line for line in lines if line.startswith(prefix))
+                    for prefix in ("c=", "a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:sha-256", "a=setup:"))
+    small += "a=rtpmap:96 opus/48000/2\r\n"
+    sections = ["m=audio" + audio] + [f"m=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:{i}\r\n{small}" for i in range(1, count)]
+    return head.replace("a=group:BUNDLE 0", "a=group:BUNDLE " + " ".join(map(str, range(count)))) + "".join(sections)
+
+
+async def test_an_offer_with_180_audio_m_lines_is_400_before_any_transceiver_is_made() -> None:
+    huge = many_audio_m_lines(await offer(), 180)
+    assert huge.count("m=audio") == 180 and len(huge) < MAX_OFFER_BYTES
+    async with embedded_mesh() as mesh:
+        status, _, problem = await post(mesh.whip_url, huge)
+        assert (status, problem["title"]) == (400, "too-many-m-lines")
+        assert "180 m-lines" in problem["detail"] and mesh.transceiver.sessions == {}
