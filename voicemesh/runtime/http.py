@@ -134,8 +134,9 @@ class _Connection(asyncio.Protocol):
             self.inner.connection_lost(exc)
 
     def expect(self, reason: str, done: Callable[[], bool] = lambda: False) -> None:
-        """Abort the connection (counting ``closed_<reason>``) unless ``done()`` holds when the deadline
-        for ``reason`` passes or the deadline is cancelled first."""
+        """Arm the deadline for ``reason`` (``header_timeout`` or ``body_timeout``), replacing any armed
+        one. When it passes, the connection is aborted and counted as ``closed_<reason>``, unless
+        ``done()`` holds by then."""
         self.cancel_deadline()
         timeout = self.guard.limits.header_timeout_s if reason == "header_timeout" else self.guard.limits.body_timeout_s
 
