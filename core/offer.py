@@ -101,7 +101,7 @@ def check_offer(offer: str) -> str:
         )
     if not any(c.mimeType.lower() == "audio/opus" for m in audio for c in m.rtp.codecs):
         raise OfferRejected("no-opus", "the offer's audio m-line does not offer Opus (RFC 7587)")
-    if not all(m.ice.usernameFragment and m.ice.password and m.dtls for m in description.media if m.port):
+    if not all(m.ice and m.ice.usernameFragment and m.ice.password and m.dtls for m in description.media if m.port):
         raise OfferRejected("no-ice-credentials", "every m-line needs a=ice-ufrag, a=ice-pwd and a=fingerprint")
     return strip_candidates(offer)
 

@@ -16,8 +16,6 @@ from voicemesh.core.offer import (
 
 pytestmark = pytest.mark.unit
 
-pytestmark = pytest.mark.unit
-
 OFFER = (
     "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
     "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n"
