@@ -101,6 +101,9 @@ class Transceiver:
     def __init__(self, config: TransceiverConfig, registry: Registry, tokens: TokenCodec) -> None:
         if config.agent_codec not in CODECS:
             raise ValueError(f"agent codec must be one of {sorted(CODECS)}, got {config.agent_codec!r}")
+        if config.agent_rate_hz <= 0:
+            # The agent stream opens only once a caller connects: a bad format must fail here, not then.
+            raise ValueError(f"agent rate must be a positive number of Hz, got {config.agent_rate_hz}")
         self.config = config
         self.registry = registry
         self.tokens = tokens

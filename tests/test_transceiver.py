@@ -11,7 +11,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from voicemesh.app.client import call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
+from voicemesh.core.config import TransceiverConfig
+from voicemesh.core.transceiver import Transceiver
+from voicemesh.registry import MemoryRegistry
 from voicemesh.wire.signaling import EDGE_ID, RELAY_ADDRESS, SDP_TYPE
+from voicemesh.wire.token import TokenCodec
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +90,8 @@ async def test_the_agent_stream_opens_when_the_caller_connects_not_at_the_offer(
         report = await call(mesh.whip_url, bundled_speech(), bind=LOOPBACK)
         assert report.ok and report.correlation is not None and report.correlation > 0.5, report.error
         assert "first_audio" in report.setup_ms
+
+
+def test_an_agent_format_the_link_cannot_carry_fails_at_construction_not_at_connect() -> None:
+    with pytest.raises(ValueError, match="agent rate"):
+        Transceiver(TransceiverConfig(agent_codec="pcm16", agent_rate_hz=0), MemoryRegistry(), TokenCodec({1: b"k" * 32}, 1))
