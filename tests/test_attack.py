@@ -71,7 +71,6 @@ def test_one_token_from_many_sources_cannot_fill_the_flow_table(figures) -> None
     assert flood["legit_call_ok"], flood["legit_call_error"]
 
 
-@not_merged("capacity taken atomically (transceiver admission)")
 def test_a_transceiver_admits_exactly_its_capacity(figures) -> None:
     admission = attack(figures, "admission")
     assert figures["over_admitted"] == 0
@@ -79,14 +78,12 @@ def test_a_transceiver_admits_exactly_its_capacity(figures) -> None:
     assert admission["statuses"].get("503") == admission["offers"] - admission["capacity"]
 
 
-@not_merged("the per-source WHIP rate limit (edge admission)")
 def test_a_whip_flood_from_one_source_is_rate_limited(figures) -> None:
     flood = attack(figures, "whip_flood")
     assert flood["rate_limited_429"] > 0
     assert flood["legit_call_ok"], flood["legit_call_error"]
 
 
-@not_merged("HTTP read timeouts and connection limits")
 def test_slow_http_connections_are_closed_while_calls_go_on(figures) -> None:
     slow = attack(figures, "slowloris")
     assert slow["connected"] == slow["connections"]
@@ -94,7 +91,6 @@ def test_slow_http_connections_are_closed_while_calls_go_on(figures) -> None:
     assert slow["legit_call_ok"], slow["legit_call_error"]
 
 
-@not_merged("SDP m-line limits")
 def test_an_offer_with_180_m_lines_gets_400(figures) -> None:
     assert attack(figures, "oversized_sdp")["status"] == 400
 
