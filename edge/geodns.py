@@ -64,7 +64,7 @@ UDP_PAYLOAD = 1232
 """Largest UDP response in bytes with EDNS (the 2020 DNS flag day size); 512 without EDNS (RFC 1035 4.2.1)."""
 DEFAULT_CACHE_ENTRIES = 100_000
 DEFAULT_CACHE_BYTES = 64 << 20
-ENTRY_OVERHEAD_BYTES = 400
+ENTRY_OVERHEAD_BYTES = 640
 """Python object bytes per cache entry beside its response and name (key tuple, dict slot, object headers),
 measured with tracemalloc (tests/test_geodns.py), so ``cache_bytes`` bounds the cache's real memory."""
 SOA_TIMERS = (3600, 600, 86400)
@@ -169,10 +169,13 @@ def client_network(address: IPAddress, prefix_len: int) -> IPNetwork:
 
 
 @functools.lru_cache(maxsize=65536)
-def source_network(source: str) -> IPNetwork:
-    """client_network() of a resolver's source address as the socket reports it (cached per address)."""
+def source_prefix(source: str) -> tuple[int, int]:
+    """A resolver's network at the scope prefix, as ``(IP version, network address >> host bits)``:
+    client_network() of its source address (text, as the socket reports it), in the compact form
+    the answer cache keys on (cached per address)."""
     address = ipaddress.ip_address(source)
-    return client_network(address, address.max_prefixlen)
+    network = client_network(address, address.max_prefixlen)
+    return network.version, int(network.network_address) >> (network.max_prefixlen - network.prefixlen)
 
 
 def mmdb_locator(reader) -> Locate:
@@ -339,12 +342,12 @@ class AnswerCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._entries: OrderedDict[QuestionKey | tuple[QuestionKey, IPNetwork], tuple[bytes, int]] = OrderedDict()
+        self._entries: OrderedDict[QuestionKey | tuple[QuestionKey, tuple[int, int]], tuple[bytes, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: QuestionKey | tuple[QuestionKey, IPNetwork]) -> bytes | None:
+    def get(self, key: QuestionKey | tuple[QuestionKey, tuple[int, int]]) -> bytes | None:
         """The response stored under ``key`` (now the most recently used), or None."""
         entry = self._entries.get(key)
         if entry is None:
@@ -352,7 +355,7 @@ class AnswerCache:
         self._entries.move_to_end(key)
         return entry[0]
 
-    def put(self, key: QuestionKey | tuple[QuestionKey, IPNetwork], question: QuestionKey, wire: bytes) -> None:
+    def put(self, key: QuestionKey | tuple[QuestionKey, tuple[int, int]], question: QuestionKey, wire: bytes) -> None:
         """Store ``wire`` under ``key`` (``question`` itself, or with the client network)."""
         ecs = question[5] if len(question) > 3 else None
         cost = len(wire) + len(question[0]) + len(ecs or b"") + ENTRY_OVERHEAD_BYTES
@@ -437,7 +440,7 @@ class GeoDNS:
         if question is not None:
             cached = self.cache.get(question)
             if cached is None:
-                cached = self.cache.get((question, source_network(source)))
+                cached = self.cache.get((question, source_prefix(source)))
             if cached is not None:
                 self.cache_hits += 1
                 end = 12 + len(question[0])
@@ -460,7 +463,7 @@ class GeoDNS:
         rcode = response.rcode()
         self.rcodes[dns.rcode.to_text(rcode)] += 1
         if rcode == dns.rcode.NOERROR and question is not None:
-            self.cache.put((question, source_network(source)) if from_source else question, question, wire)
+            self.cache.put((question, source_prefix(source)) if from_source else question, question, wire)
         return wire
 
     def answer(self, query: dns.message.Message, source: IPAddress) -> tuple[dns.message.Message, bool]:
