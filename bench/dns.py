@@ -3,8 +3,9 @@ trivial static responder on the same socket path, with dnsperf (Debian) as the l
 
 Each measurement starts a fresh server process pinned to CPU1 under uvloop: ``cached`` is the real
 DnsServer (edge/dns_server.py) with its cache of rendered answers and its response rate limiter off
-(one client from one prefix would be limited), ``uncached`` the same with the cache off (every query parsed, located and rendered by dnspython), ``static`` a responder that patches the ID
-into one precomputed response (the floor: bind_udp + the drain reader + sendto). The nine topology
+(one client from one prefix would be limited), ``uncached`` the same with the cache off (every query
+parsed, located and rendered by dnspython), ``static`` a responder that patches the ID into one
+precomputed response (the floor: bind_udp + the drain reader + sendto). The nine topology
 edges are registered in an in-memory registry and located with MaxMind's GeoIP2-City-Test.mmdb.
 dnsperf, pinned to CPU0, asks ``rtc.voicemesh.test A`` with an ECS option for 175.16.199.0/24 for the
 run's duration, 100 queries outstanding. Queries/s per core is queries completed divided by the
