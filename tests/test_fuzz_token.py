@@ -53,7 +53,8 @@ def test_minted_tokens_verify_to_their_fields_until_they_expire(f):
     assert base64.b64decode(ufrag)[0] == 1
     if f["expires_at"] > NOW:
         token = CODEC.verify(ufrag, NOW)
-        assert (token.region, token.transceiver, token.nonce, token.expires_at) == (f["region"], f["transceiver"], f["nonce"], f["expires_at"])
+        assert (token.region, token.transceiver, token.nonce, token.expires_at) == (
+            f["region"], f["transceiver"], f["nonce"], f["expires_at"])
     else:
         with pytest.raises(BadToken, match="expired"):
             CODEC.verify(ufrag, NOW)
