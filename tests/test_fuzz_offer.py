@@ -68,7 +68,7 @@ def checked(offer: str) -> str | None:
     except OfferRejected as exc:
         assert exc.title and exc.detail
         return None
-    assert "a=candidate:" not in out and "a=end-of-candidates" not in out
+    assert not any(line.startswith(("a=candidate:", "a=end-of-candidates")) for line in out.splitlines())
     return out
 
 
