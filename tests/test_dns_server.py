@@ -126,7 +126,6 @@ async def mesh(request):
         await registry.close()
 
 
-@pytest.mark.integration
 async def test_dig_with_a_subnet_gets_the_nearest_edge_and_a_scope(mesh):
     server, _ = mesh
     port = server.address[1]
@@ -140,7 +139,6 @@ async def test_dig_with_a_subnet_gets_the_nearest_edge_and_a_scope(mesh):
     assert aaaa.client_subnet == f"{SAN_DIEGO6}/56"
 
 
-@pytest.mark.integration
 async def test_dig_without_a_location_gets_the_default_edge(mesh):
     server, _ = mesh
     plain = await dig(server.address[1], "rtc.voicemesh.test")  # 127.0.0.1 is not in the database
@@ -150,7 +148,6 @@ async def test_dig_without_a_location_gets_the_default_edge(mesh):
     assert (zero.addresses, zero.client_subnet) == ([host("fra")], "0.0.0.0/0/0")
 
 
-@pytest.mark.integration
 async def test_dig_soa_ns_nxdomain_and_refused(mesh):
     server, _ = mesh
     port = server.address[1]
@@ -167,7 +164,6 @@ async def test_dig_soa_ns_nxdomain_and_refused(mesh):
     assert "ra" not in refused.flags and "aa" not in refused.flags
 
 
-@pytest.mark.integration
 async def test_malformed_datagrams_are_dropped_or_formerr_and_the_server_keeps_answering(mesh):
     server, _ = mesh
     query = dns.message.make_query("rtc.voicemesh.test", "A", id=7)
@@ -206,7 +202,6 @@ def drain(sock: socket.socket) -> list[bytes]:
             return received
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("mesh", [{"rrl_answers_per_s": 5, "rrl_slip": 2}], indirect=True)
 async def test_a_spoofed_flood_gets_at_most_the_limit_back_and_another_prefix_is_answered(mesh):
     """Queries forged in the name of 127.0.0.0/24 (sent from four of its addresses: what the server sees of a
@@ -243,7 +238,6 @@ async def test_a_spoofed_flood_gets_at_most_the_limit_back_and_another_prefix_is
             sock.close()
 
 
-@pytest.mark.integration
 async def test_a_closed_or_draining_edge_leaves_the_answers(mesh):
     server, registries = mesh
     port = server.address[1]
@@ -272,7 +266,6 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.system
 async def test_an_edge_that_stops_heartbeating_disappears_from_the_answers(etcd):
     others = EtcdRegistry([etcd.endpoint])
     watcher = EtcdRegistry([etcd.endpoint])
@@ -304,7 +297,6 @@ async def test_an_edge_that_stops_heartbeating_disappears_from_the_answers(etcd)
         await others.close()
 
 
-@pytest.mark.system
 async def test_voicemesh_dns_runs_as_a_process_against_etcd(etcd, tmp_path):
     registry = EtcdRegistry([etcd.endpoint])
     await registry.start()
@@ -338,7 +330,6 @@ async def test_voicemesh_dns_runs_as_a_process_against_etcd(etcd, tmp_path):
         await registry.close()
 
 
-@pytest.mark.unit
 def test_the_topology_gives_the_zone_and_mesh_name():
     assert topology_defaults(str(REPO / "infra" / "topology.json")) == {"zone": "voicemesh.test",
                                                                          "mesh_name": "rtc.voicemesh.test"}
