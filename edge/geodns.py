@@ -275,6 +275,8 @@ def _address_rdata(address: IPAddress) -> dns.rdata.Rdata:
 
 QuestionKey = tuple
 """What a response depends on in its query, from question_key()."""
+CacheKey = QuestionKey | tuple[QuestionKey, tuple[int, int]]
+"""A question key, with the resolver's network (source_prefix) when the answer was chosen by it."""
 
 
 def question_key(data: bytes) -> QuestionKey | None:
@@ -325,7 +327,7 @@ def question_key(data: bytes) -> QuestionKey | None:
         elif code == dns.edns.OptionType.PADDING:
             padded = True
         elif not (code == dns.edns.OptionType.NSID
-                  or code == dns.edns.OptionType.COOKIE and (length == 8 or 16 <= length <= 40)):
+                  or (code == dns.edns.OptionType.COOKIE and (length == 8 or 16 <= length <= 40))):
             return None
     return name, data[end : end + 4], rd, min(max(payload, 512), UDP_PAYLOAD), do, ecs, padded
 
@@ -342,12 +344,12 @@ class AnswerCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._entries: OrderedDict[QuestionKey | tuple[QuestionKey, tuple[int, int]], tuple[bytes, int]] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, tuple[bytes, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: QuestionKey | tuple[QuestionKey, tuple[int, int]]) -> bytes | None:
+    def get(self, key: CacheKey) -> bytes | None:
         """The response stored under ``key`` (now the most recently used), or None."""
         entry = self._entries.get(key)
         if entry is None:
@@ -355,7 +357,7 @@ class AnswerCache:
         self._entries.move_to_end(key)
         return entry[0]
 
-    def put(self, key: QuestionKey | tuple[QuestionKey, tuple[int, int]], question: QuestionKey, wire: bytes) -> None:
+    def put(self, key: CacheKey, question: QuestionKey, wire: bytes) -> None:
         """Store ``wire`` under ``key`` (``question`` itself, or with the client network)."""
         ecs = question[5] if len(question) > 3 else None
         cost = len(wire) + len(question[0]) + len(ecs or b"") + ENTRY_OVERHEAD_BYTES
