@@ -44,3 +44,4 @@ include mk/lint.mk
 include mk/proto.mk
 include mk/infra.mk
 include mk/attack.mk
+include mk/fuzz.mk

@@ -2,9 +2,10 @@
 trivial static responder on the same socket path, with dnsperf (Debian) as the load generator.
 
 Each measurement starts a fresh server process pinned to CPU1 under uvloop: ``cached`` is the real
-DnsServer (edge/dns_server.py) with its cache of rendered answers, ``uncached`` the same with the cache
-off (every query parsed, located and rendered by dnspython), ``static`` a responder that patches the ID
-into one precomputed response (the floor: bind_udp + the drain reader + sendto). The nine topology
+DnsServer (edge/dns_server.py) with its cache of rendered answers and its response rate limiter off
+(one client from one prefix would be limited), ``uncached`` the same with the cache off (every query
+parsed, located and rendered by dnspython), ``static`` a responder that patches the ID into one
+precomputed response (the floor: bind_udp + the drain reader + sendto). The nine topology
 edges are registered in an in-memory registry and located with MaxMind's GeoIP2-City-Test.mmdb.
 dnsperf, pinned to CPU0, asks ``rtc.voicemesh.test A`` with an ECS option for 175.16.199.0/24 for the
 run's duration, 100 queries outstanding. Queries/s per core is queries completed divided by the
@@ -147,9 +148,11 @@ def serve(mode: str) -> None:
             site = topology["sites"][edge["site"]]
             await registry.register(NodeRecord("edge", edge["site"], edge["id"], public_relay=f"192.0.2.{n}:3478",
                                                lat=site["lat"], lon=site["lon"]))
-        server = DnsServer.from_config(DnsConfig(bind="127.0.0.1:0", geoip_db=str(GEOIP_DB), default_edge="edge-fra"))
-        if mode == "uncached":
-            server.geodns.cache_entries = 0
+        # One client floods from one prefix: response rate limiting is off, so what is measured is answering.
+        server = DnsServer.from_config(DnsConfig(
+            bind="127.0.0.1:0", geoip_db=str(GEOIP_DB), default_edge="edge-fra",
+            cache_entries=0 if mode == "uncached" else DnsConfig.cache_entries, rrl_answers_per_s=0,
+            rrl_nodata_per_s=0, rrl_nxdomains_per_s=0, rrl_errors_per_s=0))
         server.geodns.set_edges(registry.nodes("edge"))
         loop = asyncio.get_running_loop()
         if mode == "static":

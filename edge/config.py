@@ -51,7 +51,11 @@ class DnsConfig:
     (host:port; "::" takes IPv4 and IPv6); ``geoip_db`` a GeoIP2/GeoLite2 City .mmdb
     file ("" answers every client with the default edge); ``default_edge`` the node id
     for clients without a location; ``ttl_s`` seconds; ``ns`` the name servers as
-    ``name[=address],...`` (see edge.geodns.parse_nameservers).
+    ``name[=address],...`` (see edge.geodns.parse_nameservers). ``cache_entries`` and
+    ``cache_bytes`` bound the answer cache (edge.geodns.AnswerCache). The ``rrl_*``
+    settings are the response rate limits per client prefix (edge.rrl.RrlSettings:
+    responses per second by category, 0 for no limit; window in seconds; every
+    ``rrl_slip``-th response over the limit sent truncated, the rest dropped).
     """
 
     zone: str = "voicemesh.test"
@@ -62,3 +66,14 @@ class DnsConfig:
     ttl_s: int = 30
     ns: str = ""
     reuse_port: bool = False
+    cache_entries: int = 100_000
+    cache_bytes: int = 64 << 20
+    rrl_answers_per_s: int = 100
+    rrl_nodata_per_s: int = 100
+    rrl_nxdomains_per_s: int = 10
+    rrl_errors_per_s: int = 10
+    rrl_window_s: int = 15
+    rrl_slip: int = 2
+    rrl_ipv4_prefix: int = 24
+    rrl_ipv6_prefix: int = 56
+    rrl_max_entries: int = 100_000

@@ -14,21 +14,24 @@ scope prefix: /24 for IPv4 and /56 for IPv6 (the prefixes RFC 7871 section 11.1
 recommends resolvers send), so the location is looked up for that network's
 first address, and the ECS scope returned is 24 or 56 (120 for an IPv4-mapped
 ECS address). A GeoIP network smaller than the scope therefore does not
-steer: a whole /24 gets one answer. Rendered NOERROR responses are cached,
-keyed by the query bytes after the ID plus, when the answer was computed from
-the resolver's address (no usable ECS), the resolver's network at the scope
-prefix. The query bytes hold exactly what the response echoes (question with
-its letter case, RD, EDNS payload and DO, the ECS option with the client
-network), so a hit is one dict lookup with no DNS parsing, and the ID is
-patched in. A change of the healthy edges bumps ``generation`` and empties
-the cache.
+steer: a whole /24 gets one answer.
+
+Cache. Rendered NOERROR responses are kept in a bounded LRU (AnswerCache),
+keyed on the normalised question (question_key): the name lowercased, QTYPE,
+QCLASS, RD, and with EDNS the payload class, DO, padding requested and the ECS
+option (echoed, so part of the answer); plus the resolver's network at the
+scope prefix when the answer was computed from the resolver's address (no
+usable ECS). A hit patches the query's ID and its name's letter case into the
+stored bytes (names after the question are compressed pointers to it), so case
+variants (DNS 0x20) share one entry. A change of the healthy edges bumps
+``generation`` and empties the cache.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -60,6 +63,10 @@ SCOPE_PREFIX = {4: 24, 6: 56}
 UDP_PAYLOAD = 1232
 """Largest UDP response in bytes with EDNS (the 2020 DNS flag day size); 512 without EDNS (RFC 1035 4.2.1)."""
 DEFAULT_CACHE_ENTRIES = 100_000
+DEFAULT_CACHE_BYTES = 64 << 20
+ENTRY_OVERHEAD_BYTES = 640
+"""Python object bytes per cache entry beside its response and name (key tuple, dict slot, object headers),
+measured with tracemalloc (tests/test_geodns.py), so ``cache_bytes`` bounds the cache's real memory."""
 SOA_TIMERS = (3600, 600, 86400)
 """SOA refresh, retry, expire in seconds (no secondaries transfer this zone; the values are conventional)."""
 
@@ -162,10 +169,13 @@ def client_network(address: IPAddress, prefix_len: int) -> IPNetwork:
 
 
 @functools.lru_cache(maxsize=65536)
-def source_network(source: str) -> IPNetwork:
-    """client_network() of a resolver's source address as the socket reports it (cached per address)."""
+def source_prefix(source: str) -> tuple[int, int]:
+    """A resolver's network at the scope prefix, as ``(IP version, network address >> host bits)``:
+    client_network() of its source address (text, as the socket reports it), in the compact form
+    the answer cache keys on (cached per address)."""
     address = ipaddress.ip_address(source)
-    return client_network(address, address.max_prefixlen)
+    network = client_network(address, address.max_prefixlen)
+    return network.version, int(network.network_address) >> (network.max_prefixlen - network.prefixlen)
 
 
 def mmdb_locator(reader) -> Locate:
@@ -263,6 +273,111 @@ def _address_rdata(address: IPAddress) -> dns.rdata.Rdata:
     return dns.rdata.from_text(_IN, _A if address.version == 4 else _AAAA, str(address))
 
 
+QuestionKey = tuple
+"""What a response depends on in its query, from question_key()."""
+CacheKey = QuestionKey | tuple[QuestionKey, tuple[int, int]]
+"""A question key, with the resolver's network (source_prefix) when the answer was chosen by it."""
+
+
+def question_key(data: bytes) -> QuestionKey | None:
+    """The normalised question of a query datagram, for the answer cache, or None if the query is
+    not of the plain shape answered from the cache (it is then parsed and rendered every time).
+
+    The plain shape (RFC 1035 4.1, RFC 6891 6.1): opcode QUERY, one question whose name has no
+    compression pointer, no answer or authority records, and either no additional record or one
+    EDNS version 0 OPT record whose options are only ECS (at most one), PADDING, COOKIE (of a valid
+    length, RFC 7873 4) and NSID, ending exactly at the datagram's end. The key is
+    ``(name lowercased, QTYPE and QCLASS, RD)`` without EDNS and ``(name lowercased, QTYPE and
+    QCLASS, RD, payload limit, DO, ECS option data or None, padding requested)`` with it: everything
+    the rendered response depends on but the ID, the name's letter case and the client network.
+    Queries that share a key and both parse are answered with the same bytes but for those three;
+    the ECS data is raw, so only ECS options that parsed on the first miss ever hit.
+    """
+    n = len(data)
+    if n < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00" or data[10] or data[11] > 1:
+        return None
+    end = 12
+    while (length := data[end]) != 0:
+        end += length + 1
+        if length > 63 or end >= n:
+            return None
+    end += 1
+    if end - 12 > 255 or end + 4 > n:
+        return None
+    name, rd, pos = data[12:end].lower(), data[2] & 1, end + 4
+    if not data[11]:
+        return (name, data[end:pos], rd) if pos == n else None
+    if n < pos + 11 or data[pos : pos + 3] != b"\x00\x00\x29" or data[pos + 6]:
+        return None
+    payload = int.from_bytes(data[pos + 3 : pos + 5], "big")
+    do = data[pos + 7] & 0x80
+    stop = pos + 11 + int.from_bytes(data[pos + 9 : pos + 11], "big")
+    if stop != n:
+        return None
+    ecs, padded, pos = None, False, pos + 11
+    while pos < n:
+        if pos + 4 > n:
+            return None
+        code, length = int.from_bytes(data[pos : pos + 2], "big"), int.from_bytes(data[pos + 2 : pos + 4], "big")
+        pos += 4 + length
+        if pos > n:
+            return None
+        if code == dns.edns.OptionType.ECS and ecs is None:
+            ecs = data[pos - length : pos]
+        elif code == dns.edns.OptionType.PADDING:
+            padded = True
+        elif not (code == dns.edns.OptionType.NSID
+                  or (code == dns.edns.OptionType.COOKIE and (length == 8 or 16 <= length <= 40))):
+            return None
+    return name, data[end : end + 4], rd, min(max(payload, 512), UDP_PAYLOAD), do, ecs, padded
+
+
+class AnswerCache:
+    """An LRU of rendered responses by question key, bounded in entries and in bytes.
+
+    An entry costs its response's bytes, its name's and ECS data's bytes, and ENTRY_OVERHEAD_BYTES;
+    ``put`` evicts least recently used entries until both bounds hold (an entry larger than
+    ``max_bytes`` is not kept). ``max_entries`` 0 disables the cache. ``bytes`` is the current cost.
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[CacheKey, tuple[bytes, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: CacheKey) -> bytes | None:
+        """The response stored under ``key`` (now the most recently used), or None."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: CacheKey, question: QuestionKey, wire: bytes) -> None:
+        """Store ``wire`` under ``key`` (``question`` itself, or with the client network)."""
+        ecs = question[5] if len(question) > 3 else None
+        cost = len(wire) + len(question[0]) + len(ecs or b"") + ENTRY_OVERHEAD_BYTES
+        if not self.max_entries or cost > self.max_bytes:
+            return
+        entries = self._entries
+        old = entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
+        while entries and (len(entries) >= self.max_entries or self.bytes + cost > self.max_bytes):
+            self.bytes -= entries.popitem(last=False)[1][1]
+        entries[key] = (wire, cost)
+        self.bytes += cost
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        self._entries.clear()
+        self.bytes = 0
+
+
 @dataclass(frozen=True)
 class _Client:
     """Who the answer is for: ``network`` (at the scope prefix), the query's ECS option if any, the ECS
@@ -275,22 +390,23 @@ class _Client:
 
 
 class GeoDNS:
-    """The authoritative geo DNS state machine: zone, healthy edges, response cache, counters.
+    """The authoritative geo DNS state machine: zone, healthy edges, answer cache, counters.
 
     ``locate`` finds a client network's location (see mmdb_locator); ``default_edge``
-    is the node id answered for clients without one. ``cache_entries`` bounds the
-    cache of rendered responses (0 disables it); when full it is emptied, so a flood
-    of distinct queries costs rendering time, never memory. Counters: ``cache_hits``,
-    ``cache_misses``, ``drops`` and ``formerr`` by MalformedQuery reason, ``rcodes``
-    of rendered (uncached) responses by name.
+    is the node id answered for clients without one. ``cache_entries`` and
+    ``cache_bytes`` bound the cache of rendered responses (AnswerCache; 0 entries
+    disables it), so a flood of distinct queries costs rendering time and evicts,
+    never grows memory. Counters: ``cache_hits``, ``cache_misses``, ``drops`` and
+    ``formerr`` by MalformedQuery reason, ``rcodes`` of rendered (uncached)
+    responses by name.
     """
 
     def __init__(self, zone: Zone, locate: Locate, *, default_edge: str = "",
-                 cache_entries: int = DEFAULT_CACHE_ENTRIES) -> None:
+                 cache_entries: int = DEFAULT_CACHE_ENTRIES, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.zone = zone
         self.locate = locate
         self.default_edge = default_edge
-        self.cache_entries = cache_entries
+        self.cache = AnswerCache(cache_entries, cache_bytes)
         self.edges: tuple[EdgeTarget, ...] = ()
         self.generation = 0
         self.cache_hits = 0
@@ -298,7 +414,6 @@ class GeoDNS:
         self.drops: Counter[str] = Counter()
         self.formerr: Counter[str] = Counter()
         self.rcodes: Counter[str] = Counter()
-        self._cache: dict[bytes | tuple[bytes, IPNetwork], bytes] = {}
 
     def set_edges(self, nodes: Iterable[NodeRecord]) -> bool:
         """Take the healthy edges from registry records (see edge_targets).
@@ -312,7 +427,7 @@ class GeoDNS:
             return False
         self.edges = edges
         self.generation += 1
-        self._cache.clear()
+        self.cache.clear()
         return True
 
     def respond(self, data: bytes, source: str) -> bytes | None:
@@ -323,17 +438,18 @@ class GeoDNS:
         the advertised size up to UDP_PAYLOAD), truncated with TC set otherwise.
         A malformed query gets a FORMERR header (12 bytes, no larger than the query).
         """
-        body = data[2:]
-        cached = self._cache.get(body)
-        if cached is None:
-            network = source_network(source)
-            cached = self._cache.get((body, network))
+        question = question_key(data)
+        if question is not None:
+            cached = self.cache.get(question)
             if cached is None:
-                return self._render(data, source, network)
-        self.cache_hits += 1
-        return data[:2] + cached
+                cached = self.cache.get((question, source_prefix(source)))
+            if cached is not None:
+                self.cache_hits += 1
+                end = 12 + len(question[0])
+                return data[:2] + cached[2:12] + data[12:end] + cached[end:]
+        return self._render(data, source, question)
 
-    def _render(self, data: bytes, source: str, network: IPNetwork) -> bytes | None:
+    def _render(self, data: bytes, source: str, question: QuestionKey | None) -> bytes | None:
         self.cache_misses += 1
         try:
             query = parse_query(data)
@@ -348,10 +464,8 @@ class GeoDNS:
         wire = response.to_wire(max_size=limit, prefer_truncation=True)
         rcode = response.rcode()
         self.rcodes[dns.rcode.to_text(rcode)] += 1
-        if rcode == dns.rcode.NOERROR and self.cache_entries:
-            if len(self._cache) >= self.cache_entries:
-                self._cache.clear()
-            self._cache[(data[2:], network) if from_source else data[2:]] = wire[2:]
+        if rcode == dns.rcode.NOERROR and question is not None:
+            self.cache.put((question, source_prefix(source)) if from_source else question, question, wire)
         return wire
 
     def answer(self, query: dns.message.Message, source: IPAddress) -> tuple[dns.message.Message, bool]:

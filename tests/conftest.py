@@ -1,5 +1,5 @@
-"""Shared pytest set-up: every test in exactly one tier, run unit first; a real single-node etcd on
-loopback (fixture ``etcd``), ``voicemesh`` processes, and agent links."""
+"""Shared pytest set-up: every test in exactly one tier, run unit first; hypothesis profiles; a real
+single-node etcd on loopback (fixture ``etcd``), ``voicemesh`` processes, and agent links."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from procs import free_ports
 
 TIERS = ("unit", "integration", "system")
@@ -33,6 +34,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(f"tests need exactly one tier marker ({', '.join(TIERS)}), as a module-level "
                                 f"pytestmark: {', '.join(stray)}")
     items.sort(key=lambda item: TIERS.index(tiers[item][0]))
+
+
+# Hypothesis profiles. "ci", the default, keeps the fuzz tests (tests/test_fuzz_*.py) fast and repeatable in
+# the unit tier: a fixed seed and few examples. "fuzz" is `make fuzz`'s long random campaign
+# (--hypothesis-profile=fuzz; VOICEMESH_FUZZ_EXAMPLES examples per target). Neither has a deadline: tests
+# never assert on time.
+settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=int(os.environ.get("VOICEMESH_FUZZ_EXAMPLES", "20000")),
+                          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 
 @dataclass

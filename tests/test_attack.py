@@ -95,7 +95,6 @@ def test_an_offer_with_180_m_lines_gets_400(figures) -> None:
     assert attack(figures, "oversized_sdp")["status"] == 400
 
 
-@not_merged("geo DNS response rate limiting with slip")
 def test_the_geo_dns_server_does_not_amplify_towards_a_spoofed_prefix(figures) -> None:
     dns = attack(figures, "dns_amplification")
     assert dns["answer_ratio"] > 1.0  # single answers are larger than their queries: only RRL bounds the flood

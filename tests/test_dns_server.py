@@ -1,6 +1,7 @@
 """The geo DNS server over real UDP, queried with dig (Debian bind9-dnsutils): ECS steering and scope,
-the zone's answers and errors, malformed datagrams, edges leaving with their lease, and `voicemesh dns`
-as its own process against a real etcd. The GeoIP data is MaxMind's official GeoIP2-City-Test.mmdb."""
+the zone's answers and errors, malformed datagrams, response rate limiting against a spoofed flood, edges
+leaving with their lease, and `voicemesh dns` as its own process against a real etcd. The GeoIP data is
+MaxMind's official GeoIP2-City-Test.mmdb."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.flags
 import dns.message
 import dns.rcode
 import pytest
@@ -104,9 +106,10 @@ def config(**fields) -> DnsConfig:
 
 
 @pytest.fixture
-async def mesh():
+async def mesh(request):
     """A DNS server on loopback following a MemoryRegistry where every topology edge is registered,
-    each by its own registry (its own lease). Yields (server, {site: registry})."""
+    each by its own registry (its own lease). Yields (server, {site: registry}). Its rate limiter's
+    clock stands still, so a test's budget of responses is exact; indirect parameters are DnsConfig fields."""
     store = MemoryStore()
     registries = {}
     for site in TOPOLOGY["sites"]:
@@ -115,7 +118,7 @@ async def mesh():
         await registries[site].register(edge(site))
     watcher = MemoryRegistry(store)
     await watcher.start()
-    server = DnsServer.from_config(config())
+    server = DnsServer.from_config(config(**getattr(request, "param", {})), clock=lambda: 0.0)
     server.start(watcher)
     yield server, registries
     server.close()
@@ -180,6 +183,59 @@ async def test_malformed_datagrams_are_dropped_or_formerr_and_the_server_keeps_a
     assert stats["drops"] == {"short_header": 1, "response": 1}
     assert stats["formerr"] == {"malformed": 1}
     assert (await dig(server.address[1], "rtc.voicemesh.test")).status == "NOERROR"
+
+
+def bound_socket(host: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.setblocking(False)
+    return sock
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    """Every datagram already queued on ``sock``."""
+    received = []
+    while True:
+        try:
+            received.append(sock.recv(4096))
+        except BlockingIOError:
+            return received
+
+
+@pytest.mark.parametrize("mesh", [{"rrl_answers_per_s": 5, "rrl_slip": 2}], indirect=True)
+async def test_a_spoofed_flood_gets_at_most_the_limit_back_and_another_prefix_is_answered(mesh):
+    """Queries forged in the name of 127.0.0.0/24 (sent from four of its addresses: what the server sees of a
+    spoofed flood) get 5 full answers in all, then one truncated slip per two queries, never more bytes than
+    were sent; a resolver in 127.0.1.0/24 is answered in full throughout."""
+    server, _ = mesh
+    query = dns.message.make_query("voicemesh.test", "SOA", use_edns=0, payload=1232, id=1).to_wire()
+    loop = asyncio.get_running_loop()
+    victims = [bound_socket(f"127.0.0.{n}") for n in range(10, 14)]
+    resolver = bound_socket("127.0.1.1")
+    try:
+        received: list[bytes] = []
+        for _ in range(5):
+            for _ in range(20):
+                for victim in victims:
+                    victim.sendto(query, server.address)
+            resolver.sendto(query, server.address)
+            answer = dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(resolver, 4096), 10))
+            assert (answer.rcode(), len(answer.answer), answer.flags & dns.flags.TC) == (dns.rcode.NOERROR, 1, 0)
+            for victim in victims:  # answered in order: the flood before the resolver is all in
+                received += drain(victim)
+        full = [wire for wire in received if not dns.message.from_wire(wire).flags & dns.flags.TC]
+        slips = [wire for wire in received if dns.message.from_wire(wire).flags & dns.flags.TC]
+        flood = 5 * 20 * len(victims)
+        assert len(full[0]) > 2 * len(query)  # what an unlimited server would reflect: over twice the query
+        assert len(full) <= 5 and len(slips) <= (flood - 5) // 2
+        assert sum(map(len, received)) <= 5 * len(full[0]) + (flood - 5) // 2 * len(slips[0]) < flood * len(query)
+        assert len(slips[0]) < len(query)
+        rrl = server.stats()["rrl"]
+        assert (rrl["sent"], rrl["slipped"], rrl["dropped"]) == (
+            {"answer": 5 + 5}, {"answer": (flood - 5) // 2}, {"answer": flood - 5 - (flood - 5) // 2})
+    finally:
+        for sock in [*victims, resolver]:
+            sock.close()
 
 
 async def test_a_closed_or_draining_edge_leaves_the_answers(mesh):

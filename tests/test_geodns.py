@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+import tracemalloc
 from pathlib import Path
 
 import dns.edns
@@ -21,6 +22,7 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
 from voicemesh.edge.geodns import (
+    AnswerCache,
     BadZone,
     EdgeTarget,
     GeoDNS,
@@ -32,6 +34,7 @@ from voicemesh.edge.geodns import (
     mmdb_locator,
     parse_nameservers,
     parse_query,
+    question_key,
 )
 from voicemesh.registry import NodeRecord
 
@@ -84,10 +87,12 @@ def geodns(city_db):
 
 
 def ask(server: GeoDNS, name: str, rdtype: str = "A", *, source: str = "10.200.0.1", ecs: str | None = None,
-        edns: int = 0, payload: int = 1232, flags: int = dns.flags.RD, qid: int = 4660) -> dns.message.Message:
+        edns: int = 0, payload: int = 1232, flags: int = dns.flags.RD, qid: int = 4660, want_dnssec: bool = False,
+        options: list[dns.edns.Option] = ()) -> dns.message.Message:
     """Send one query through ``server.respond`` and parse the response."""
-    options = [dns.edns.ECSOption.from_text(ecs)] if ecs else None
-    query = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload, options=options, flags=flags)
+    options = [*options, dns.edns.ECSOption.from_text(ecs)] if ecs else list(options)
+    query = dns.message.make_query(name, rdtype, use_edns=edns, payload=payload, options=options, flags=flags,
+                                   want_dnssec=want_dnssec)
     query.id = qid
     wire = server.respond(query.to_wire(), source)
     assert wire is not None
@@ -411,12 +416,86 @@ def test_errors_are_not_cached(geodns):
     assert geodns.cache_hits == 0
 
 
-def test_a_full_cache_is_emptied_not_grown():
+def test_case_variants_and_cookies_share_one_entry(geodns):
+    cookie = dns.edns.CookieOption(b"12345678", b"")
+    for name in ["rtc.voicemesh.test", "RTC.voicemesh.test", "rTc.VOICEMESH.test"]:
+        response = ask(geodns, name, ecs=SINGAPORE, options=[cookie])
+        assert response.question[0].name.to_text() == f"{name}."
+        ask(geodns, name, ecs=SINGAPORE, payload=4096)  # any payload over 1232 is one payload class
+    assert (geodns.cache_misses, geodns.cache_hits, len(geodns.cache)) == (1, 5, 1)
+
+
+@pytest.mark.parametrize("variant", [
+    {"want_dnssec": True}, {"payload": 600}, {"edns": -1}, {"flags": 0}, {"rdtype": "AAAA"},
+    {"ecs": "203.0.113.0/25"}, {"options": [dns.edns.GenericOption(dns.edns.OptionType.PADDING, b"")]},
+])
+def test_what_changes_the_answer_is_in_the_key(geodns, variant):
+    ask(geodns, "rtc.voicemesh.test", **{"ecs": SINGAPORE, **variant})
+    ask(geodns, "rtc.voicemesh.test", ecs=SINGAPORE)
+    assert (geodns.cache_misses, geodns.cache_hits) == (2, 0)
+
+
+@pytest.mark.parametrize("wire", [
+    bytes.fromhex("abcd 0100 0001 0000 0000 0000 c00c 0001 0001"),        # the question name is a pointer
+    dns.message.make_query("rtc.voicemesh.test", "A", use_edns=0, options=[
+        dns.edns.GenericOption(65001, b"x")]).to_wire(),                   # an option outside the plain shape
+    dns.message.make_query("rtc.voicemesh.test", "A", use_edns=1).to_wire(),  # EDNS version 1
+    dns.message.make_query("rtc.voicemesh.test", "A").to_wire() + b"\x00",  # trailing byte
+])
+def test_queries_outside_the_plain_shape_are_answered_but_never_from_the_cache(geodns, wire):
+    assert question_key(wire) is None
+    for _ in range(2):
+        assert geodns.respond(wire, "10.200.0.1") is not None
+    assert geodns.cache_hits == 0
+
+
+def test_the_least_recently_used_answer_is_evicted_first():
     server = GeoDNS(Zone("voicemesh.test", "rtc.voicemesh.test"), lambda address: None, cache_entries=2)
     server.set_edges(EDGES)
-    for subnet in ["10.1.1.0/24", "10.1.2.0/24", "10.1.3.0/24", "10.1.1.0/24"]:
+    for subnet in ["10.1.1.0/24", "10.1.2.0/24", "10.1.1.0/24", "10.1.3.0/24", "10.1.1.0/24", "10.1.2.0/24"]:
         ask(server, "rtc.voicemesh.test", ecs=subnet)
-    assert (server.cache_misses, server.cache_hits) == (4, 0)
+    assert (server.cache_misses, server.cache_hits) == (4, 2)  # 10.1.2 went when 10.1.3 came
+
+
+def random_query(rng: random.Random) -> bytes:
+    """A query with a random question, client subnet, payload and DO bit: what a cache-busting flood sends."""
+    name = rng.choice(["rtc", "RTC", "", "ns1", "x" * rng.randint(1, 60)]) + ".voicemesh.test"
+    ecs = dns.edns.ECSOption(str(ipaddress.IPv4Address(rng.getrandbits(32))), rng.randint(1, 32))
+    return dns.message.make_query(name.lstrip("."), rng.choice(["A", "AAAA", "TXT", "MX", "CAA"]), use_edns=0,
+                                  payload=rng.randint(0, 65535), options=[ecs], want_dnssec=rng.random() < 0.5,
+                                  id=rng.getrandbits(16)).to_wire()
+
+
+@pytest.mark.parametrize("entries, max_bytes", [(100, 1 << 30), (10**6, 40_000)])
+def test_a_flood_of_distinct_queries_cannot_grow_the_cache_past_its_bounds(entries, max_bytes):
+    server = GeoDNS(Zone("voicemesh.test", "rtc.voicemesh.test"), lambda address: None, cache_entries=entries,
+                    cache_bytes=max_bytes)
+    server.set_edges(EDGES)
+    rng = random.Random(9)
+    for n in range(1000):
+        server.respond(random_query(rng), f"10.200.{n & 0xFF}.1")
+        assert len(server.cache) <= entries and server.cache.bytes <= max_bytes
+    assert server.cache_misses > 900 and len(server.cache) > 50
+
+
+def test_the_cache_bytes_bound_its_real_memory():
+    """What stays allocated once a flood has filled the cache is within ``cache_bytes``: ENTRY_OVERHEAD_BYTES
+    covers Python's objects. Tailored entries (keyed with the resolver's network) are the larger kind."""
+    cache = AnswerCache(10**6, 1 << 20)
+    rng = random.Random(11)
+    queries = [random_query(rng) for _ in range(3000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n, query in enumerate(queries * 2):
+            question = question_key(query)
+            key = (question, (4, n)) if n % 2 else question
+            cache.put(key, question, rng.randbytes(rng.randint(40, 200)))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert cache.bytes > (1 << 20) * 0.9
+    assert grown <= cache.max_bytes, (grown, len(cache))
 
 
 # --- zone settings ---

@@ -66,6 +66,19 @@ DNS_HELP = {
     "ttl_s": "TTL of every answer and of negative answers (seconds)",
     "ns": "name servers as name[=address],... (addresses of in-zone names are served)",
     "reuse_port": "share the port with other DNS workers (SO_REUSEPORT)",
+    "cache_entries": "most rendered answers kept (least recently used evicted; 0 disables the cache)",
+    "cache_bytes": "most bytes the answer cache may hold, with per-entry overhead",
+    "rrl_answers_per_s": "response rate limit per client prefix: answers with records per second (0: no limit)",
+    "rrl_nodata_per_s": "response rate limit per client prefix: NOERROR without records per second (0: no limit)",
+    "rrl_nxdomains_per_s": "response rate limit per client prefix: NXDOMAIN per second (0: no limit)",
+    "rrl_errors_per_s": "response rate limit per client prefix: REFUSED, FORMERR, SERVFAIL, NOTIMP per second "
+                        "(0: no limit)",
+    "rrl_window_s": "seconds a prefix over its limit keeps paying its debt (RRL window)",
+    "rrl_slip": "send every Nth response over the limit as a truncated TC=1 answer and drop the rest "
+                "(0: drop all; 1: truncate all)",
+    "rrl_ipv4_prefix": "IPv4 prefix length that names one client for rate limiting",
+    "rrl_ipv6_prefix": "IPv6 prefix length that names one client for rate limiting",
+    "rrl_max_entries": "most rate-limit buckets kept (least recently used evicted)",
 }
 
 
