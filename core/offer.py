@@ -45,8 +45,9 @@ def check_limits(offer: str) -> None:
 
     Raises OfferRejected with title ``too-many-m-lines`` (over MAX_M_LINES, or
     two m-lines of one media), ``too-many-lines`` (over MAX_LINES),
-    ``line-too-long`` (over MAX_LINE_CHARS) or ``too-many-attributes``
-    (over MAX_ATTRIBUTES in one section).
+    ``line-too-long`` (over MAX_LINE_CHARS), ``malformed-sdp`` (a line that is
+    not ``<type>=<value>`` with a lowercase letter type, RFC 8866 5) or
+    ``too-many-attributes`` (over MAX_ATTRIBUTES in one section).
     """
     m_lines = offer.count("\nm=")
     if m_lines > MAX_M_LINES:
@@ -61,6 +62,8 @@ def check_limits(offer: str) -> None:
         line = line.removesuffix("\r")
         if len(line) > MAX_LINE_CHARS:
             raise OfferRejected("line-too-long", f"an offer line has {len(line)} characters; the limit is {MAX_LINE_CHARS}")
+        if line and not (line[1:2] == "=" and "a" <= line[0] <= "z"):
+            raise OfferRejected("malformed-sdp", f"an offer line is not <type>=<value> (RFC 8866 5): {line[:40]!r}")
         if line.startswith("m="):
             kind = line[2:].split(" ", 1)[0]
             if kind in kinds:

@@ -83,6 +83,9 @@ def test_one_data_channel_m_line_is_allowed_beside_the_audio() -> None:
         (OFFER + "a=" + "x" * MAX_LINE_CHARS + "\r\n", "line-too-long"),
         (OFFER + "a=ssrc:1 cname:x\r\n" * (MAX_ATTRIBUTES + 1), "too-many-attributes"),
         ("v=0\r\n" + "a=x\r\n" * (MAX_ATTRIBUTES + 1) + OFFER[5:], "too-many-attributes"),
+        (OFFER + "0a=candidate:1 1 udp 1 192.0.2.1 9 typ host\r\n", "malformed-sdp"),
+        (OFFER + "A=x\r\n", "malformed-sdp"),
+        (OFFER + "no equals sign\r\n", "malformed-sdp"),
     ],
 )
 def test_offers_over_the_limits_are_rejected_before_parsing(offer: str, title: str) -> None:
