@@ -142,11 +142,13 @@ class AgentLink:
     """
 
     def __init__(self, target: str | Callable[[], str | None], *, batch_ms: float = 5.0, queue_limit: int = 2000,
-                 give_up_s: float = 5.0) -> None:
+                 give_up_s: float = 5.0, credentials: grpc.ChannelCredentials | None = None) -> None:
         """target: "host:port" of the agent, or a function returning one (or None while there is
         none), asked again before every reconnect: agents found in the registry. batch_ms:
         minimum ms between uplink messages. queue_limit: frames. give_up_s: seconds of outage
-        before sessions end."""
+        before sessions end. credentials: TLS to the agent (voicemesh.agent.tls.client_credentials);
+        None is plaintext. A failed TLS handshake is an outage like any other (retried, then give_up_s)."""
+        self._credentials = credentials
         self._resolve = target if callable(target) else (lambda: target)
         self.target = ""
         self.batch_s = batch_ms / 1000
@@ -348,7 +350,8 @@ class AgentLink:
             if self._channel is not None:
                 await self._channel.close()
             self.target = target
-            self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            self._channel = (grpc.aio.secure_channel(target, self._credentials, options=_CHANNEL_OPTIONS)
+                             if self._credentials else grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS))
         return agent_pb2_grpc.AgentStub(self._channel)
 
     async def _run(self) -> None:

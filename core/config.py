@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 @dataclass
 class TransceiverConfig:
-    """Settings of one transceiver process. Durations in seconds."""
+    """Settings of one transceiver process. Durations in seconds. ``agent_ca`` (a PEM file) turns TLS to
+    the agent on; ``agent_cert`` and ``agent_key`` are the transceiver's client certificate for agents that
+    require one (mutual TLS)."""
 
     node_id: str = "trx-1"
     region: str = "local"
@@ -21,3 +23,6 @@ class TransceiverConfig:
     lat: float = 0.0
     lon: float = 0.0
     drain_timeout_s: float = 30.0
+    agent_ca: str = ""
+    agent_cert: str = ""
+    agent_key: str = ""

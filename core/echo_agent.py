@@ -62,11 +62,13 @@ class EchoAgent(agent_pb2_grpc.AgentServicer):
 
 
 async def serve(
-    bind: str = "127.0.0.1:0", agent: agent_pb2_grpc.AgentServicer | None = None
+    bind: str = "127.0.0.1:0", agent: agent_pb2_grpc.AgentServicer | None = None, *,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Start a gRPC server with an EchoAgent (or the given servicer) on bind ("host:port", port 0 = any free port).
+    """Start a gRPC server with an EchoAgent (or the given servicer) on bind ("host:port", port 0 = any free port),
+    over TLS with ``credentials`` (voicemesh.agent.tls.server_credentials).
 
     Returns the started server and its port; stop it with `await server.stop(grace)`.
     Raises RuntimeError if the address cannot be bound.
     """
-    return await sdk.serve(agent or EchoAgent(), bind)
+    return await sdk.serve(agent or EchoAgent(), bind, credentials=credentials)

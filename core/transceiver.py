@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import grpc
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from opentelemetry import metrics, trace
 
@@ -95,10 +96,12 @@ class Transceiver:
 
     ``registry`` must be started. ``start()`` binds the backbone socket,
     allocates this node's numeric index in its region (carried in routing
-    tokens), connects to the agent and registers the node.
+    tokens), connects to the agent and registers the node. ``agent_credentials``
+    turns TLS to the agent on (voicemesh.agent.tls.client_credentials).
     """
 
-    def __init__(self, config: TransceiverConfig, registry: Registry, tokens: TokenCodec) -> None:
+    def __init__(self, config: TransceiverConfig, registry: Registry, tokens: TokenCodec, *,
+                 agent_credentials: grpc.ChannelCredentials | None = None) -> None:
         if config.agent_codec not in CODECS:
             raise ValueError(f"agent codec must be one of {sorted(CODECS)}, got {config.agent_codec!r}")
         if config.agent_rate_hz <= 0:
@@ -111,7 +114,8 @@ class Transceiver:
         self._admitting: set[str] = set()
         self.record: NodeRecord | None = None
         self.mux: BackboneMux | None = None
-        self.agent_link = AgentLink(self._agent_target if config.agent == AGENTS_FROM_REGISTRY else config.agent)
+        self.agent_link = AgentLink(self._agent_target if config.agent == AGENTS_FROM_REGISTRY else config.agent,
+                                    credentials=agent_credentials)
         self._edges: set[tuple[str, int]] = set()
         self._load_update: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()

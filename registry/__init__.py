@@ -20,7 +20,10 @@ from .base import (
     NodeRecord,
     NoFreeIndex,
     Registry,
+    RegistryForbidden,
+    RegistryTls,
     RegistryUnavailable,
+    session_key,
 )
 from .memory import MemoryRegistry, MemoryStore, named_store
 
@@ -38,29 +41,36 @@ __all__ = [
     "NoFreeIndex",
     "NodeRecord",
     "Registry",
+    "RegistryForbidden",
+    "RegistryTls",
     "RegistryUnavailable",
     "named_store",
     "open_registry",
+    "session_key",
 ]
 
 
 class BadRegistryUrl(ValueError):
-    """open_registry() got a URL it cannot use; ``reason`` is "scheme" or "endpoints"."""
+    """open_registry() got a URL it cannot use; ``reason`` is "scheme", "endpoints" or "tls" (TLS settings
+    for an in-memory registry)."""
 
     def __init__(self, reason: str, url: str) -> None:
         super().__init__(f"bad registry URL {url!r} ({reason}): use memory://[name] or etcd://host:port[,host:port...]")
         self.reason = reason
 
 
-def open_registry(url: str, *, lease_ttl_s: float = 5.0) -> Registry:
+def open_registry(url: str, *, lease_ttl_s: float = 5.0, tls: RegistryTls | None = None) -> Registry:
     """A registry (not yet started) for ``url``.
 
     ``memory://`` is a private in-memory store; ``memory://name`` the process-wide store
     called name, shared by every registry opened with that URL; ``etcd://h1:p1,h2:p2``
-    an etcd cluster. Raises BadRegistryUrl.
+    an etcd cluster, over TLS (with this client's certificate if it has one) when ``tls``
+    is given. Raises BadRegistryUrl (also for ``tls`` with a memory URL).
     """
     scheme, _, rest = url.partition("://")
     if scheme == "memory":
+        if tls is not None:
+            raise BadRegistryUrl("tls", url)
         return MemoryRegistry(named_store(rest) if rest else None, lease_ttl_s=lease_ttl_s)
     if scheme == "etcd":
         endpoints = [endpoint for endpoint in rest.rstrip("/").split(",") if endpoint]
@@ -76,5 +86,5 @@ def open_registry(url: str, *, lease_ttl_s: float = 5.0) -> Registry:
             raise BadRegistryUrl("endpoints", url)
         from .etcd import EtcdRegistry  # grpc and etcd3aio load only for an etcd URL
 
-        return EtcdRegistry(endpoints, lease_ttl_s=lease_ttl_s)
+        return EtcdRegistry(endpoints, lease_ttl_s=lease_ttl_s, tls=tls)
     raise BadRegistryUrl("scheme", url)

@@ -3,7 +3,8 @@ etcd and in-memory stores implement (DESIGN.md "Registry (etcd v3)").
 
 Key space (all under one version prefix so a v2 layout can live beside it):
 ``/voicemesh/v1/nodes/<role>/<region>/<node_id>`` holds a NodeRecord as JSON,
-``/voicemesh/v1/sessions/<session_id>`` a session claim, and
+``/voicemesh/v1/sessions/<region>/<session_id>`` a session claim (the owner's region in the key, so
+etcd's key-range permissions can give each region's transceivers its own claims, registry/access.py), and
 ``/voicemesh/v1/index/<role>/<region>/<n>`` a claimed small node index.
 Every key a registry writes is attached to its one lease, so it vanishes with the process.
 """
@@ -11,6 +12,7 @@ Every key a registry writes is attached to its one lease, so it vanishes with th
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import json
 import logging
@@ -62,6 +64,11 @@ class RegistryUnavailable(Exception):
     """The registry's store could not be reached or refused the request; the message says which call failed."""
 
 
+class RegistryForbidden(RegistryUnavailable):
+    """The store refused the request for this client's credentials (etcd auth: permission denied or not
+    authenticated): a wrong key for this node's role, or a certificate the store does not know. Not transient."""
+
+
 class NoFreeIndex(Exception):
     """Every index 1..limit of (role, region) is claimed."""
 
@@ -76,6 +83,57 @@ def check_name(field: str, value: str) -> str:
     if "/" in value:
         raise InvalidName("slash_in_name", field, value)
     return value
+
+
+def node_key(role: str, region: str, node_id: str) -> str:
+    """``/voicemesh/v1/nodes/<role>/<region>/<node_id>``. Raises InvalidName."""
+    return f"{NODES_PREFIX}{check_name('role', role)}/{check_name('region', region)}/{check_name('node_id', node_id)}"
+
+
+def index_prefix(role: str, region: str) -> str:
+    """``/voicemesh/v1/index/<role>/<region>/``: the keys allocate_index claims under. Raises InvalidName."""
+    return f"{INDEX_PREFIX}{check_name('role', role)}/{check_name('region', region)}/"
+
+
+def session_prefix(region: str) -> str:
+    """``/voicemesh/v1/sessions/<region>/``: the claims of one region's sessions. Raises InvalidName."""
+    return f"{SESSIONS_PREFIX}{check_name('region', region)}/"
+
+
+def session_key(region: str, session_id: str) -> str:
+    """``/voicemesh/v1/sessions/<region>/<session_id>``. Raises InvalidName."""
+    return session_prefix(region) + check_name("session_id", session_id)
+
+
+@dataclass(frozen=True)
+class RegistryTls:
+    """TLS to etcd: ``ca`` the PEM CA certificate(s) that signed the etcd servers' certificates; ``cert`` and
+    ``key`` this client's PEM certificate and private key (both or neither; with etcd auth on, the
+    certificate's common name is the etcd user, registry/access.py); ``server_name`` the name to check the
+    servers' certificates against instead of the endpoint address (needed with several endpoints whose
+    certificates share one DNS name).
+    """
+
+    ca: bytes
+    cert: bytes = b""
+    key: bytes = b""
+    server_name: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("a registry client certificate needs its key, and a key its certificate")
+
+    @classmethod
+    def from_files(cls, ca: str, cert: str = "", key: str = "", server_name: str = "") -> RegistryTls:
+        """Read the PEM files at the given paths ("" = none). Raises OSError, ValueError."""
+
+        def read(path: str) -> bytes:
+            if not path:
+                return b""
+            with open(path, "rb") as fh:
+                return fh.read()
+
+        return cls(read(ca), read(cert), read(key), server_name)
 
 
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
@@ -117,7 +175,7 @@ class NodeRecord:
     @property
     def key(self) -> str:
         """``/voicemesh/v1/nodes/<role>/<region>/<node_id>``."""
-        return f"{NODES_PREFIX}{self.role}/{self.region}/{self.node_id}"
+        return node_key(self.role, self.region, self.node_id)
 
     def to_json(self) -> bytes:
         """The record as compact UTF-8 JSON, one key per field."""
@@ -218,9 +276,14 @@ class Registry(abc.ABC):
     async def session_owner(self, session_id: str) -> str | None:
         """The node id that holds the claim on ``session_id``, or None if no one does.
 
+        Claims are keyed by the owner's region, which a session id does not carry: this reads the
+        claim key of every region that has a transceiver in the view (one get per region, concurrently).
         Raises InvalidName, MalformedRecord, RegistryUnavailable.
         """
-        value = await self.get(SESSIONS_PREFIX + check_name("session_id", session_id))
+        check_name("session_id", session_id)
+        regions = sorted({node.region for node in self.nodes("transceiver")})
+        values = await asyncio.gather(*(self.get(session_key(region, session_id)) for region in regions))
+        value = next((v for v in values if v is not None), None)
         if value is None:
             return None
         try:
@@ -229,13 +292,13 @@ class Registry(abc.ABC):
             raise MalformedRecord("json", f"session claim {session_id}: {exc}") from None
 
     async def claim_session(self, session_id: str, owner: NodeRecord) -> Claim:
-        """Claim ``/voicemesh/v1/sessions/<session_id>`` for ``owner``.
+        """Claim ``/voicemesh/v1/sessions/<owner.region>/<session_id>`` for ``owner``.
 
         The value is JSON ``{"owner": node_id, "region": region, "claim": <64 random bits hex>}``;
         the random claim token makes each claimant's value unique. Raises InvalidName,
         AlreadyClaimed (``owner`` attribute = the holder's JSON), RegistryUnavailable.
         """
-        key = SESSIONS_PREFIX + check_name("session_id", session_id)
+        key = session_key(owner.region, session_id)
         value = {"owner": owner.node_id, "region": owner.region, "claim": secrets.token_hex(8)}
         return await self.claim(key, json.dumps(value, separators=(",", ":")).encode())
 
@@ -244,7 +307,7 @@ class Registry(abc.ABC):
 
         The claim lives on our lease. Raises NoFreeIndex, InvalidName, RegistryUnavailable.
         """
-        prefix = f"{INDEX_PREFIX}{check_name('role', role)}/{check_name('region', region)}/"
+        prefix = index_prefix(role, region)
         token = secrets.token_hex(8).encode()
         for n in range(1, limit + 1):
             try:

@@ -27,11 +27,26 @@ import math
 from collections.abc import Iterator, Sequence
 
 import grpc.aio
-from etcd3aio import Etcd3Client, EtcdError, prefix_range_end
+from etcd3aio import (
+    Etcd3Client,
+    EtcdError,
+    EtcdPermissionDeniedError,
+    EtcdUnauthenticatedError,
+    prefix_range_end,
+)
 from etcd3aio._protobuf import Compare  # no public helper compares mod_revision
 from etcd3aio.kv import KVService as KV
 
-from .base import NODES_PREFIX, AlreadyClaimed, Claim, NodeRecord, Registry, RegistryUnavailable
+from .base import (
+    NODES_PREFIX,
+    AlreadyClaimed,
+    Claim,
+    NodeRecord,
+    Registry,
+    RegistryForbidden,
+    RegistryTls,
+    RegistryUnavailable,
+)
 
 log = logging.getLogger("voicemesh.registry")
 
@@ -42,6 +57,31 @@ def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("%s failed; the registry view or lease is no longer kept", task.get_name(), exc_info=exc)
 
+def connect_client(endpoints: Sequence[str], tls: RegistryTls | None) -> Etcd3Client:
+    """An etcd3aio client (not yet connected) for ``endpoints``, over TLS when ``tls`` is given."""
+    if tls is None:
+        return Etcd3Client(endpoints)
+    return Etcd3Client(endpoints, ca_cert=tls.ca, cert_chain=tls.cert or None, cert_key=tls.key or None,
+                       tls_server_name=tls.server_name or None)
+
+
+@contextlib.contextmanager
+def etcd_errors(endpoints: Sequence[str], operation: str, timeout_s: float) -> Iterator[None]:
+    """Turn etcd3aio and gRPC failures inside the block into RegistryUnavailable, and etcd's refusals
+    (permission denied, not authenticated) into RegistryForbidden; the message names ``operation``."""
+    where = ",".join(endpoints)
+    try:
+        yield
+    except TimeoutError as exc:
+        raise RegistryUnavailable(f"etcd {operation} at {where} timed out after {timeout_s} s") from exc
+    except grpc.aio.AioRpcError as exc:
+        raise RegistryUnavailable(f"etcd {operation} at {where} failed: {exc.code().name} {exc.details()}") from exc
+    except (EtcdPermissionDeniedError, EtcdUnauthenticatedError) as exc:
+        raise RegistryForbidden(f"etcd {operation} at {where} refused: {exc}") from exc
+    except EtcdError as exc:
+        raise RegistryUnavailable(f"etcd {operation} at {where} failed: {exc}") from exc
+
+
 _NODES_END = prefix_range_end(NODES_PREFIX)
 _EVENT_PUT = 0  # mvccpb.Event.EventType: PUT = 0, DELETE = 1
 _RETRY_S = 1.0
@@ -51,17 +91,20 @@ class EtcdRegistry(Registry):
     """Registry on an etcd v3 cluster reached at ``endpoints`` ("host:port" each).
 
     ``lease_ttl_s`` (>= 2, rounded up to whole seconds as etcd leases are) is how long our
-    keys survive a dead process; ``timeout_s`` bounds each etcd call including its retries.
-    Errors from etcd surface as RegistryUnavailable.
+    keys survive a dead process; ``timeout_s`` bounds each etcd call including its retries;
+    ``tls`` turns on TLS (and this client's certificate, its etcd user when auth is on).
+    Errors from etcd surface as RegistryUnavailable, a refused permission as RegistryForbidden.
     """
 
-    def __init__(self, endpoints: Sequence[str], *, lease_ttl_s: float = 5.0, timeout_s: float = 2.0) -> None:
+    def __init__(self, endpoints: Sequence[str], *, lease_ttl_s: float = 5.0, timeout_s: float = 2.0,
+                 tls: RegistryTls | None = None) -> None:
         if not endpoints:
             raise ValueError("EtcdRegistry needs at least one endpoint")
         if lease_ttl_s < 2:
             raise ValueError(f"lease_ttl_s={lease_ttl_s}: etcd3aio refreshes leases every >= 1 s, use >= 2 s")
         super().__init__(lease_ttl_s=float(math.ceil(lease_ttl_s)))
         self._endpoints = list(endpoints)
+        self._tls = tls
         self._ttl = math.ceil(lease_ttl_s)
         self._timeout_s = timeout_s
         self._client: Etcd3Client | None = None
@@ -70,7 +113,7 @@ class EtcdRegistry(Registry):
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._client = Etcd3Client(self._endpoints)
+        self._client = connect_client(self._endpoints, self._tls)
         await self._client.connect()
         try:
             self._lease_id = await self._grant()
@@ -143,21 +186,8 @@ class EtcdRegistry(Registry):
             raise RuntimeError("EtcdRegistry.start() was not called")
         return self._client.kv
 
-    @contextlib.contextmanager
-    def _errors(self, operation: str) -> Iterator[None]:
-        """Turn etcd3aio and gRPC failures inside the block into RegistryUnavailable."""
-        try:
-            yield
-        except TimeoutError as exc:
-            raise RegistryUnavailable(
-                f"etcd {operation} at {','.join(self._endpoints)} timed out after {self._timeout_s} s"
-            ) from exc
-        except grpc.aio.AioRpcError as exc:
-            raise RegistryUnavailable(
-                f"etcd {operation} at {','.join(self._endpoints)} failed: {exc.code().name} {exc.details()}"
-            ) from exc
-        except EtcdError as exc:
-            raise RegistryUnavailable(f"etcd {operation} at {','.join(self._endpoints)} failed: {exc}") from exc
+    def _errors(self, operation: str) -> contextlib.AbstractContextManager[None]:
+        return etcd_errors(self._endpoints, operation, self._timeout_s)
 
     async def _grant(self) -> int:
         assert self._client is not None and self._client.lease is not None

@@ -3,6 +3,7 @@ single-node etcd on loopback (fixture ``etcd``), ``voicemesh`` processes, and ag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -61,26 +62,46 @@ class EtcdServer:
         self.process.wait()
 
 
-def _healthy(client_port: int) -> bool:
+@dataclass
+class SecureEtcd(EtcdServer):
+    """An etcd serving TLS only and requiring client certificates from ``ca`` (auth is off until
+    ``voicemesh registry init``); ``pki`` is the directory of ca.pem and the certificates ``tls`` wrote."""
+
+    ca: object = None
+    pki: Path = Path()
+
+    def tls(self, user: str):
+        """RegistryTls with a fresh client certificate whose CN (the etcd user) is ``user``."""
+        from voicemesh.registry import RegistryTls
+
+        issued = self.ca.client(user)
+        return RegistryTls(self.ca.cert, issued.cert, issued.key)
+
+    def files(self, user: str) -> dict[str, str]:
+        """A client certificate for ``user`` written to files: the VOICEMESH_REGISTRY_* environment."""
+        cert, key = self.ca.client(user).write(self.pki, user.replace("/", "_"))
+        return {"VOICEMESH_REGISTRY": self.url, "VOICEMESH_REGISTRY_CA": str(self.pki / "ca.pem"),
+                "VOICEMESH_REGISTRY_CERT": str(cert), "VOICEMESH_REGISTRY_KEY": str(key)}
+
+
+def _healthy(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{client_port}/health", timeout=0.5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5) as response:
             return json.load(response).get("health") == "true"
     except (OSError, ValueError):
         return False
 
 
-@pytest.fixture
-def etcd() -> Iterator[EtcdServer]:
-    """A fresh etcd (Debian's ``etcd`` binary) with fast raft timers and its data on tmpfs.
-
-    Torn down with SIGTERM, then SIGKILL after 2 s (a member that lost quorum can hang on SIGTERM).
-    """
+@contextlib.contextmanager
+def _run_etcd(base: Path, scheme: str = "http", extra: tuple[str, ...] = ()) -> Iterator[tuple[int, subprocess.Popen]]:
+    """Run Debian's ``etcd`` with fast raft timers and its data in ``base``; yield (client port, process)
+    once healthy (checked on a plain-HTTP metrics port). Torn down with SIGTERM, then SIGKILL after 2 s
+    (a member that lost quorum can hang on SIGTERM)."""
     binary = shutil.which("etcd")
     if binary is None:
         pytest.skip("etcd binary not found: apt-get install etcd-server")
-    base = Path(tempfile.mkdtemp(prefix="voicemesh-etcd-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
-    client_port, peer_port = free_ports(2)
-    client_url, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+    client_port, peer_port, metrics_port = free_ports(3)
+    client_url, peer_url = f"{scheme}://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
     log_path = base / "etcd.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -93,21 +114,23 @@ def etcd() -> Iterator[EtcdServer]:
                 "--listen-peer-urls", peer_url,
                 "--initial-advertise-peer-urls", peer_url,
                 "--initial-cluster", f"s1={peer_url}",
+                "--listen-metrics-urls", f"http://127.0.0.1:{metrics_port}",
                 "--heartbeat-interval", "10",
                 "--election-timeout", "100",
                 "--logger", "zap",
                 "--log-level", "error",
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=log_file,
         )
     try:
         deadline = time.monotonic() + 15
-        while not _healthy(client_port):
+        while not _healthy(metrics_port):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"etcd did not become healthy on {client_url}:\n{log_path.read_text()}")
             time.sleep(0.02)
-        yield EtcdServer(f"127.0.0.1:{client_port}", f"etcd://127.0.0.1:{client_port}", process)
+        yield client_port, process
     finally:
         if process.poll() is None:
             process.terminate()
@@ -116,6 +139,39 @@ def etcd() -> Iterator[EtcdServer]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _tmpfs_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+
+
+@pytest.fixture
+def etcd() -> Iterator[EtcdServer]:
+    """A fresh etcd (Debian's ``etcd`` binary), plain HTTP, no auth, its data on tmpfs."""
+    base = _tmpfs_dir("voicemesh-etcd-")
+    try:
+        with _run_etcd(base) as (port, process):
+            yield EtcdServer(f"127.0.0.1:{port}", f"etcd://127.0.0.1:{port}", process)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def secure_etcd() -> Iterator[SecureEtcd]:
+    """A fresh etcd serving TLS with a throwaway CA and requiring client certificates from it
+    (``--client-cert-auth``: with auth on, a certificate's CN is its etcd user)."""
+    from voicemesh.app.pki import CertificateAuthority
+
+    base = _tmpfs_dir("voicemesh-etcd-tls-")
+    ca = CertificateAuthority()
+    ca.save(base)
+    cert, key = ca.server(["127.0.0.1", "localhost"]).write(base, "etcd")
+    tls = ("--cert-file", str(cert), "--key-file", str(key), "--client-cert-auth",
+           "--trusted-ca-file", str(base / "ca.pem"))
+    try:
+        with _run_etcd(base, "https", tls) as (port, process):
+            yield SecureEtcd(f"127.0.0.1:{port}", f"etcd://127.0.0.1:{port}", process, ca, base)
+    finally:
         shutil.rmtree(base, ignore_errors=True)
 
 

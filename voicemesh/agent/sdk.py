@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 import grpc
 from opentelemetry import trace
 
+from voicemesh.agent import tls
 from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from voicemesh.runtime import telemetry
 from voicemesh.runtime.tasks import spawn
@@ -258,25 +259,31 @@ class Agent(agent_pb2_grpc.AgentServicer):
             await asyncio.gather(reader, *stream.tasks, return_exceptions=True)
 
 
-async def serve(agent: agent_pb2_grpc.AgentServicer, bind: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, int]:
-    """Start a gRPC server for ``agent`` on ``bind`` ("host:port"; port 0 picks a free one).
+async def serve(agent: agent_pb2_grpc.AgentServicer, bind: str = "127.0.0.1:0", *,
+                credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, int]:
+    """Start a gRPC server for ``agent`` on ``bind`` ("host:port"; port 0 picks a free one), over TLS
+    with ``credentials`` (voicemesh.agent.tls.server_credentials), else plaintext.
 
     Returns the started server and its port; stop it with ``await server.stop(grace_s)``. Raises
     RuntimeError if the address cannot be bound.
     """
     server = grpc.aio.server()
     agent_pb2_grpc.add_AgentServicer_to_server(agent, server)
-    port = server.add_insecure_port(bind)
+    port = server.add_secure_port(bind, credentials) if credentials else server.add_insecure_port(bind)
     await server.start()
     logger.info("agent %s listening on %s (port %d)", type(agent).__name__, bind, port)
     return server, port
 
 
-def run(agent: agent_pb2_grpc.AgentServicer, bind: str = "127.0.0.1:50051") -> None:
-    """Serve ``agent`` on ``bind`` until interrupted (Ctrl-C); for scripts."""
+def run(agent: agent_pb2_grpc.AgentServicer, bind: str = "127.0.0.1:50051", *, cert: str = "", key: str = "",
+        client_ca: str = "") -> None:
+    """Serve ``agent`` on ``bind`` until interrupted (Ctrl-C); for scripts. With ``cert`` and ``key`` (PEM
+    files) it serves TLS; with ``client_ca`` too, only clients with a certificate from that CA (mutual TLS).
+    Raises OSError, ValueError for unreadable or half-given TLS files."""
+    credentials = tls.server_credentials(cert, key, client_ca) if cert or key or client_ca else None
 
     async def main() -> None:
-        server, _ = await serve(agent, bind)
+        server, _ = await serve(agent, bind, credentials=credentials)
         await server.wait_for_termination()
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -56,6 +56,9 @@ TRANSCEIVER_HELP = {
     "lat": "latitude of this core region (degrees), for edges choosing the nearest region",
     "lon": "longitude of this core region (degrees)",
     "drain_timeout_s": "on SIGTERM, seconds live sessions get to end before they are closed",
+    "agent_ca": "PEM CA of the agents' server certificates: turns TLS on the agent link on",
+    "agent_cert": "PEM client certificate presented to agents that require one (mutual TLS)",
+    "agent_key": "PEM key of --agent-cert",
 }
 DNS_HELP = {
     "zone": "the zone this server is authoritative for",
@@ -82,9 +85,20 @@ DNS_HELP = {
 }
 
 
+def _registry_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", help="memory:// or etcd://host:port[,host:port] (env VOICEMESH_REGISTRY)")
+    parser.add_argument("--registry-ca", help="PEM CA of the etcd servers' certificates: turns TLS to etcd on "
+                                              "(env VOICEMESH_REGISTRY_CA)")
+    parser.add_argument("--registry-cert", help="PEM client certificate for etcd; its CN is this node's etcd user "
+                                                "(env VOICEMESH_REGISTRY_CERT)")
+    parser.add_argument("--registry-key", help="PEM key of --registry-cert (env VOICEMESH_REGISTRY_KEY)")
+    parser.add_argument("--registry-server-name", help="name to check etcd's certificates against instead of the "
+                                                       "endpoint address (env VOICEMESH_REGISTRY_SERVER_NAME)")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML file with [edge], [transceiver], [agent] and [dns] tables")
-    parser.add_argument("--registry", help="memory:// or etcd://host:port[,host:port] (env VOICEMESH_REGISTRY)")
+    _registry_flags(parser)
     parser.add_argument("--log-level", help="debug, info, warning, error (env VOICEMESH_LOG_LEVEL)")
     parser.add_argument("--log-format", help="json or text (env VOICEMESH_LOG_FORMAT)")
 
@@ -133,12 +147,40 @@ def parser() -> argparse.ArgumentParser:
     agent.add_argument("--region", help="the region this agent serves (default local; env VOICEMESH_REGION)")
     agent.add_argument("--kind", help="echo (plays every frame back) or turn (says back each utterance when the "
                                       "caller stops, until interrupted) (default echo; env VOICEMESH_KIND)")
+    agent.add_argument("--tls-cert", help="PEM server certificate: serve TLS (env VOICEMESH_TLS_CERT)")
+    agent.add_argument("--tls-key", help="PEM key of --tls-cert (env VOICEMESH_TLS_KEY)")
+    agent.add_argument("--tls-client-ca", help="PEM CA: require a client certificate it signed, mutual TLS "
+                                               "(env VOICEMESH_TLS_CLIENT_CA)")
 
     dns = sub.add_parser("dns", help="run the geo DNS server: the nearest healthy edge for each client")
     _common(dns)
     dns.add_argument("--topology", help="infra/topology.json to take the zone and mesh name defaults from"
                                         " (env VOICEMESH_TOPOLOGY)")
     config.add_flags(dns, DnsConfig, DNS_HELP)
+
+    registry = sub.add_parser("registry", help="set up etcd's TLS users and roles, or make certificates for a "
+                                                "local run")
+    reg = registry.add_subparsers(dest="registry_command", required=True)
+    init = reg.add_parser("init", help="create the root user, a role and user per node, then enable etcd auth "
+                                       "(idempotent; run with root's certificate)")
+    add_node = reg.add_parser("add-node", help="create (or fix) one node's role and user")
+    certs = reg.add_parser("certs", help="make a local CA (or reuse DIR's) and certificates for etcd and each node")
+    for command in (init, add_node):
+        command.add_argument("--config", help="TOML file (its top-level registry keys are read)")
+        _registry_flags(command)
+    for command in (init, certs):
+        command.add_argument("--topology", help="infra/topology.json: an edge per edges[] (region = site), "
+                                                "transceiver trx-<name> per core_regions[], and dns")
+        command.add_argument("--node", action="append", default=[], metavar="ROLE/REGION/NODE_ID",
+                             help="one more node (repeatable); 'dns' for the geo DNS servers' read-only user")
+    add_node.add_argument("--role", required=True, choices=["edge", "transceiver", "agent", "dns"])
+    add_node.add_argument("--region", default="", help="the node's region (not for dns)")
+    add_node.add_argument("--node-id", default="", help="the node's id (not for dns)")
+    certs.add_argument("--out", required=True, help="directory for ca.pem, etcd.pem, root.pem and <role>_<region>_"
+                                                    "<node-id>.pem (with -key.pem each)")
+    certs.add_argument("--host", action="append", default=[], help="name or address in the etcd and agent "
+                                                                   "server certificates (repeatable; default "
+                                                                   "127.0.0.1 and localhost)")
 
     from voicemesh.app.lab import cli as lab_cli
 
@@ -167,6 +209,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         from voicemesh.app.lab import cli as lab_cli
 
         return await lab_cli.command(args)
+    if args.command == "registry":
+        return await _registry(args)
     file = config.load_file(args.config)
     table = file.get(args.command, {})
     level = config.setting("log_level", args, file) or ("info", "")
@@ -204,17 +248,45 @@ async def _call(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _registry_and_tokens(args: argparse.Namespace, file: dict):
+def _registry_tls(args: argparse.Namespace, file: dict):
+    """The registry's TLS settings (None without --registry-ca). Raises ConfigError."""
+    from voicemesh.registry import RegistryTls
+
+    found = {name: config.setting(f"registry_{name}", args, file) for name in ("ca", "cert", "key", "server_name")}
+    values = {name: str(value[0]) if value else "" for name, value in found.items()}
+    if not values["ca"]:
+        if values["cert"] or values["key"]:
+            raise config.ConfigError("--registry-cert and --registry-key need --registry-ca (TLS to etcd)")
+        return None
+    try:
+        return RegistryTls.from_files(values["ca"], values["cert"], values["key"], values["server_name"])
+    except (OSError, ValueError) as exc:
+        raise config.ConfigError(f"registry TLS: {exc}") from None
+
+
+def _open_registry(args: argparse.Namespace, file: dict, default: str | None = "etcd://127.0.0.1:2379"):
+    """The registry of --registry (``default`` if unset; None if that is None too). Raises ConfigError."""
     from voicemesh.registry import open_registry
-    from voicemesh.wire.token import TokenCodec
 
     url = config.setting("registry", args, file)
+    if url is None and default is None:
+        return None
+    try:
+        return open_registry(str(url[0]) if url else str(default), tls=_registry_tls(args, file))
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from None
+
+
+def _registry_and_tokens(args: argparse.Namespace, file: dict):
+    from voicemesh.wire.token import TokenCodec
+
     keys = config.setting("token_keys", args, file)
     if keys is None:
         raise config.ConfigError("no routing token keys: set VOICEMESH_TOKEN_KEYS (\"id:hexkey,...\", current first)"
                                  " or token_keys in the config file")
+    registry = _open_registry(args, file)
     try:
-        return open_registry(str(url[0]) if url else "etcd://127.0.0.1:2379"), TokenCodec.from_spec(str(keys[0]))
+        return registry, TokenCodec.from_spec(str(keys[0]))
     except ValueError as exc:
         raise config.ConfigError(str(exc)) from None
 
@@ -263,6 +335,14 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
     cfg = config.build(TransceiverConfig, args, table)
     http = config.setting("http", args, table) or ("127.0.0.1:8081", "")
     resources: list = []
+    credentials = None
+    if cfg.agent and (cfg.agent_ca or cfg.agent_cert or cfg.agent_key):
+        from voicemesh.agent import tls
+
+        try:
+            credentials = tls.client_credentials(cfg.agent_ca, cfg.agent_cert, cfg.agent_key)
+        except (OSError, ValueError) as exc:
+            raise config.ConfigError(f"agent link TLS: {exc}") from None
 
     async def start() -> None:
         if not cfg.agent:
@@ -270,7 +350,7 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
             resources.append(server)
             cfg.agent = f"127.0.0.1:{port}"
         await registry.start()
-        transceiver = Transceiver(cfg, registry, tokens)
+        transceiver = Transceiver(cfg, registry, tokens, agent_credentials=credentials)
         resources.append(transceiver)
         resources.append(await api.serve(transceiver, *parse_hostport(str(http[0]))))
 
@@ -290,7 +370,7 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
 async def _agent(args: argparse.Namespace, file: dict, table: dict) -> int:
     from voicemesh.core import echo_agent
     from voicemesh.core.turn_agent import TurnAgent
-    from voicemesh.registry import NodeRecord, open_registry
+    from voicemesh.registry import NodeRecord
     from voicemesh.wire.addr import format_hostport, parse_hostport
 
     bind = config.setting("bind", args, table) or ("127.0.0.1:50051", "")
@@ -299,11 +379,20 @@ async def _agent(args: argparse.Namespace, file: dict, table: dict) -> int:
     if kind not in agents:
         raise config.ConfigError(f"{source}: agent kind must be one of {sorted(agents)}, got {kind!r}")
     servers: list = []
-    url = config.setting("registry", args, file)
-    registry = open_registry(str(url[0])) if url else None
+    registry = _open_registry(args, file, default=None)
+    tls_files = [str(found[0]) if (found := config.setting(name, args, table)) else ""
+                 for name in ("tls_cert", "tls_key", "tls_client_ca")]
+    credentials = None
+    if any(tls_files):
+        from voicemesh.agent import tls
+
+        try:
+            credentials = tls.server_credentials(*tls_files)
+        except (OSError, ValueError) as exc:
+            raise config.ConfigError(f"agent TLS: {exc}") from None
 
     async def start() -> None:
-        server, port = await echo_agent.serve(str(bind[0]), agents[kind]())
+        server, port = await echo_agent.serve(str(bind[0]), agents[kind](), credentials=credentials)
         servers.append(server)
         advertise = config.setting("advertise", args, table)
         host = parse_hostport(str(bind[0]))[0]
@@ -329,12 +418,10 @@ async def _dns(args: argparse.Namespace, file: dict, table: dict) -> int:
 
     from voicemesh.edge.config import DnsConfig
     from voicemesh.edge.dns_server import DnsServer, topology_defaults
-    from voicemesh.registry import open_registry
 
-    url = config.setting("registry", args, file)
     topology = config.setting("topology", args, table)
+    registry = _open_registry(args, file)
     try:
-        registry = open_registry(str(url[0]) if url else "etcd://127.0.0.1:2379")
         defaults = topology_defaults(str(topology[0])) if topology else {}
         server = DnsServer.from_config(config.build(DnsConfig, args, {**defaults, **table}))
     except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
@@ -349,3 +436,57 @@ async def _dns(args: argparse.Namespace, file: dict, table: dict) -> int:
         await registry.close()
 
     return await _until_signalled(start, stop)
+
+
+async def _registry(args: argparse.Namespace) -> int:
+    """``voicemesh registry init|add-node|certs``."""
+    from voicemesh.registry.access import Identity, identities_from_topology
+
+    logs.setup("warning", "text")
+    try:
+        if args.registry_command == "add-node":
+            identities = [Identity(args.role, args.region, args.node_id)]
+        else:
+            identities = identities_from_topology(args.topology) if args.topology else []
+            identities += [Identity.parse(spec) for spec in args.node]
+    except (OSError, ValueError) as exc:
+        raise config.ConfigError(str(exc)) from None
+    if args.registry_command == "certs":
+        return _certs(args.out, identities, args.host or ["127.0.0.1", "localhost"])
+    from voicemesh.registry import BadRegistryUrl, RegistryUnavailable
+    from voicemesh.registry.etcd_auth import ensure_access
+
+    file = config.load_file(args.config)
+    url = str((config.setting("registry", args, file) or ("etcd://127.0.0.1:2379",))[0])
+    tls = _registry_tls(args, file)
+    if tls is None or not tls.cert:
+        raise config.ConfigError("registry init and add-node need TLS with root's certificate: --registry-ca, "
+                                 "--registry-cert and --registry-key")
+    scheme, _, rest = url.partition("://")
+    if scheme != "etcd":
+        raise config.ConfigError(str(BadRegistryUrl("scheme", url)))
+    try:
+        report = await ensure_access([e for e in rest.rstrip("/").split(",") if e], tls, identities)
+    except RegistryUnavailable as exc:
+        print(f"voicemesh registry: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"users": [i.user for i in identities], **vars(report)}))
+    return 0
+
+
+def _certs(out: str, identities: list, hosts: list[str]) -> int:
+    """Write a local CA (reusing ``out``'s ca.pem and ca-key.pem if present), a server certificate for
+    ``hosts`` (etcd.pem), root's client certificate and one per identity; print what it wrote."""
+    from pathlib import Path
+
+    from voicemesh.app.pki import CertificateAuthority
+
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = CertificateAuthority.load(directory) if (directory / "ca-key.pem").exists() else CertificateAuthority()
+    ca.save(directory)
+    written = {"ca": str(directory / "ca.pem"), "server": str(ca.server(hosts).write(directory, "etcd")[0])}
+    for user in ["root", *(identity.user for identity in identities)]:
+        written[user] = str(ca.client(user).write(directory, user.replace("/", "_"))[0])
+    print(json.dumps(written))
+    return 0

@@ -1,0 +1,111 @@
+"""Sets up etcd's users and roles for voicemesh (registry/access.py) and turns etcd's auth on, through
+etcd's Auth API (etcd3aio's AuthService): ``voicemesh registry init`` and ``voicemesh registry add-node``.
+
+Run it with the root user's client certificate (CN ``root``) against an etcd started with
+``--client-cert-auth --trusted-ca-file``: before auth is on, etcd lets any client with a certificate
+from that CA do this; after, only root may. Every step is idempotent: roles, users and grants that
+exist are kept, a role's permissions are made exactly its grants (extra ones are revoked), users not
+in the list are left alone (other nodes added one by one), and enabling auth again is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from etcd3aio import Etcd3Client
+from etcd3aio.auth import PermissionType
+
+from .access import READER_GRANTS, READER_ROLE, ROOT, Grant, Identity
+from .base import RegistryTls
+from .etcd import connect_client, etcd_errors
+
+
+@dataclass
+class AccessReport:
+    """What ensure_access changed: names of the users and roles it created, and the roles whose
+    permissions it changed (all empty on a second run with the same identities)."""
+
+    users_created: list[str] = field(default_factory=list)
+    roles_created: list[str] = field(default_factory=list)
+    roles_updated: list[str] = field(default_factory=list)
+
+
+class _Setup:
+    def __init__(self, client: Etcd3Client, endpoints: Sequence[str], timeout_s: float) -> None:
+        assert client.auth is not None
+        self.auth = client.auth
+        self.endpoints = endpoints
+        self.timeout_s = timeout_s
+        self.report = AccessReport()
+
+    def errors(self, operation: str):
+        return etcd_errors(self.endpoints, operation, self.timeout_s)
+
+    async def role(self, name: str, grants: Sequence[Grant], roles: set[str]) -> None:
+        """Create role ``name`` if missing and make its permissions exactly ``grants``."""
+        if name not in roles:
+            with self.errors(f"Auth.RoleAdd {name}"):
+                await self.auth.role_add(name, timeout=self.timeout_s)
+            self.report.roles_created.append(name)
+        with self.errors(f"Auth.RoleGet {name}"):
+            current = (await self.auth.role_get(name, timeout=self.timeout_s)).perm
+        have = {(p.key.decode(), p.range_end.decode()): int(p.permType) for p in current}
+        want = {(g.key, g.range_end): int(g.permission) for g in grants}
+        changed = False
+        for key, range_end in have.keys() - want.keys():
+            with self.errors(f"Auth.RoleRevokePermission {name} {key}"):
+                await self.auth.role_revoke_permission(name, key, range_end or None, timeout=self.timeout_s)
+            changed = True
+        for (key, range_end), permission in want.items():
+            if have.get((key, range_end)) != permission:
+                with self.errors(f"Auth.RoleGrantPermission {name} {key}"):
+                    await self.auth.role_grant_permission(name, key, range_end or None,
+                                                          perm_type=PermissionType(permission),
+                                                          timeout=self.timeout_s)
+                changed = True
+        if changed and name not in self.report.roles_created:
+            self.report.roles_updated.append(name)
+
+    async def user(self, name: str, roles: Sequence[str], users: set[str]) -> None:
+        """Create user ``name`` (no password: it authenticates with its certificate) if missing; grant ``roles``."""
+        if name not in users:
+            with self.errors(f"Auth.UserAdd {name}"):
+                await self.auth.user_add(name, no_password=True, timeout=self.timeout_s)
+            self.report.users_created.append(name)
+            has: set[str] = set()
+        else:
+            with self.errors(f"Auth.UserGet {name}"):
+                has = set((await self.auth.user_get(name, timeout=self.timeout_s)).roles)
+        for role in roles:
+            if role not in has:
+                with self.errors(f"Auth.UserGrantRole {name} {role}"):
+                    await self.auth.user_grant_role(name, role, timeout=self.timeout_s)
+
+
+async def ensure_access(endpoints: Sequence[str], tls: RegistryTls, identities: Sequence[Identity], *,
+                        timeout_s: float = 5.0) -> AccessReport:
+    """Make sure etcd at ``endpoints`` has the root user, READER_ROLE, and a role and user per identity
+    with exactly its grants, then enable auth. ``tls`` must carry root's client certificate (once auth
+    is on). Raises RegistryForbidden (not root, once auth is on), RegistryUnavailable.
+    """
+    client = connect_client(endpoints, tls)
+    await client.connect()
+    try:
+        setup = _Setup(client, endpoints, timeout_s)
+        with setup.errors("Auth.UserList"):
+            users = set((await setup.auth.user_list(timeout=timeout_s)).users)
+        with setup.errors("Auth.RoleList"):
+            roles = set((await setup.auth.role_list(timeout=timeout_s)).roles)
+        await setup.user(ROOT, [ROOT], users)
+        await setup.role(READER_ROLE, READER_GRANTS, roles)
+        for identity in identities:
+            own = identity.grants()
+            if own:
+                await setup.role(identity.user, own, roles)
+            await setup.user(identity.user, [identity.user, READER_ROLE] if own else [READER_ROLE], users)
+        with setup.errors("Auth.AuthEnable"):
+            await setup.auth.auth_enable(timeout=timeout_s)
+        return setup.report
+    finally:
+        await client.close()
