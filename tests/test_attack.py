@@ -100,3 +100,12 @@ def test_the_geo_dns_server_does_not_amplify_towards_a_spoofed_prefix(figures) -
     assert dns["answer_ratio"] > 1.0  # single answers are larger than their queries: only RRL bounds the flood
     assert dns["amplification"] <= 1.0
     assert dns["legit_answered"]
+
+
+def test_a_stolen_edge_certificate_registers_nothing_and_overwrites_no_claim(figures) -> None:
+    stolen = attack(figures, "compromised_edge")
+    assert stolen["etcd_auth"] and stolen["session_claim_found"]
+    assert set(stolen["writes"]) == {"register_transceiver", "register_agent", "register_edge",
+                                     "overwrite_session_claim"}
+    assert all("permission denied" in outcome for outcome in stolen["writes"].values()), stolen["writes"]
+    assert figures["compromised_edge_writes_accepted"] == 0

@@ -190,7 +190,7 @@ async def test_claims_are_attached_to_the_lease(registries, raw):
 async def test_calls_fail_with_registry_unavailable_when_etcd_is_gone(etcd, registries):
     registry = await registries(timeout_s=1.0)
     etcd.kill()
-    with pytest.raises(RegistryUnavailable, match="claim /voicemesh/v1/sessions/s1"):
+    with pytest.raises(RegistryUnavailable, match="claim /voicemesh/v1/sessions/eu-west/s1"):
         await registry.claim_session("s1", TRANSCEIVER)
     with pytest.raises(RegistryUnavailable):
         await registry.register(EDGE)

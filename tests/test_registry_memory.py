@@ -168,8 +168,8 @@ async def test_claims_are_attached_to_the_lease(registries):
     with pytest.raises(AlreadyClaimed):
         await other.claim_session("s1", TRANSCEIVER)
     await holder.close()
-    assert store.get("/voicemesh/v1/sessions/s1") is None
-    assert (await other.claim_session("s1", TRANSCEIVER)).key == "/voicemesh/v1/sessions/s1"
+    assert store.get(f"/voicemesh/v1/sessions/{TRANSCEIVER.region}/s1") is None
+    assert (await other.claim_session("s1", TRANSCEIVER)).key == f"/voicemesh/v1/sessions/{TRANSCEIVER.region}/s1"
 
 
 def test_store_revisions_increase_on_every_write():

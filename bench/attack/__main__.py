@@ -7,7 +7,8 @@ sent and what reached the target or the attacker, in packets and bytes, whether 
 during it succeeded, drop counters, and its own figures) and the goals ``amplification_max`` (bytes out /
 bytes in towards unproven addresses: the largest of one spoofed victim address's ratio at the edge and one
 victim prefix's ratio at the geo DNS server; goal <= 1.0), ``hijacked_packets`` (goal 0) and
-``over_admitted`` (goal 0). The harness measures; it never fails on a goal (tests/test_attack.py asserts them).
+``over_admitted`` (goal 0) and ``compromised_edge_writes_accepted`` (writes to etcd that a stolen edge
+certificate got in; goal 0). The harness measures; it never fails on a goal (tests/test_attack.py asserts them).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def _figure(result: Result) -> str:
         "slowloris": lambda: f"{f['still_open']} of {f['connections']} still open after {f['wait_s']:g} s",
         "oversized_sdp": lambda: f"{f['m_lines']} m-lines -> {f['status']}",
         "dns_amplification": lambda: f"amplification {f['amplification']} (single answer {f['answer_ratio']})",
+        "compromised_edge": lambda: f"{f['writes_accepted']} of {len(f['writes'])} writes accepted "
+                                    f"(etcd auth {'on' if f['etcd_auth'] else 'off'})",
     }[result.name]()
 
 
@@ -77,12 +80,13 @@ def summary(results: list[Result], quick: bool) -> dict:
     return {"quick": quick, "attacks": {r.name: r.to_dict() for r in results},
             "amplification_max": max(amplifications) if amplifications else None,
             "hijacked_packets": figure("replay_hijack", "hijacked_packets"),
-            "over_admitted": figure("admission", "over_admitted")}
+            "over_admitted": figure("admission", "over_admitted"),
+            "compromised_edge_writes_accepted": figure("compromised_edge", "writes_accepted")}
 
 
-async def run(names: list[str], quick: bool, workdir: Path) -> list[Result]:
+async def run(names: list[str], quick: bool, workdir: Path, etcd_auth: bool = True) -> list[Result]:
     """Start the mesh, run the named attacks in order, stop the mesh."""
-    mesh = Mesh(workdir, clip_s=3.0 if quick else None)
+    mesh = Mesh(workdir, clip_s=3.0 if quick else None, etcd_auth=etcd_auth)
     results = []
     try:
         await mesh.start()
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="shorter attacks and calls (the system tests)")
     parser.add_argument("--only", help="comma-separated attack names: " + ", ".join(ATTACKS))
     parser.add_argument("--keep-logs", help="directory to keep the parts' logs in")
+    parser.add_argument("--no-etcd-auth", action="store_true", help="run etcd in plaintext with auth off "
+                                                                     "(every client may write every key)")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(ATTACKS)
     unknown = [n for n in names if n not in ATTACKS]
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = Path(args.keep_logs) if args.keep_logs else Path(tempfile.mkdtemp(prefix="voicemesh-attack-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        results = asyncio.run(run(names, args.quick, workdir))
+        results = asyncio.run(run(names, args.quick, workdir, etcd_auth=not args.no_etcd_auth))
     finally:
         if not args.keep_logs:
             shutil.rmtree(workdir, ignore_errors=True)

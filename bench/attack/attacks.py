@@ -411,6 +411,62 @@ async def dns_amplification(mesh: Mesh, quick: bool) -> Result:
     return result
 
 
+async def compromised_edge(mesh: Mesh, quick: bool) -> Result:
+    """(i) With the main edge's etcd credentials (its client certificate, as taken from a compromised edge
+    host), write straight to etcd: register a transceiver, an agent and another edge, and overwrite the claim
+    of a live session. Each write is attached to a lease the attacker revokes at the end, so what got in
+    leaves again. ``writes_accepted`` counts the writes etcd took (goal 0)."""
+    from etcd3aio import EtcdError
+
+    from voicemesh.registry import NodeRecord, RegistryTls, session_key
+    from voicemesh.registry.etcd import connect_client
+
+    result = Result("compromised_edge", "a user per node whose role writes only its own keys (etcd TLS, "
+                                        "client certificates, auth: registry/access.py)")
+    assert mesh.edge is not None and mesh.transceiver is not None
+    creds = mesh.credentials("edge/local/edge-main")
+    tls = None
+    if creds:
+        tls = RegistryTls.from_files(mesh.env["VOICEMESH_REGISTRY_CA"], creds["VOICEMESH_REGISTRY_CERT"],
+                                     creds["VOICEMESH_REGISTRY_KEY"])
+    _ufrag, _pwd, _client_ufrag, location = await _answered_session(mesh, mesh.edge, "127.43.0.1")
+    rogue = {"register_transceiver": NodeRecord("transceiver", "local", "trx-rogue", index=9, region_id=1,
+                                                http="http://127.43.0.2:8081", backbone="127.43.0.2:7000",
+                                                capacity=1000),
+             "register_agent": NodeRecord("agent", "local", "agent-rogue", grpc="127.43.0.2:50051"),
+             "register_edge": NodeRecord("edge", "local", "edge-rogue", http="http://127.43.0.2:8080",
+                                         public_relay="127.43.0.2:3478")}
+    writes = {name: (node.key, node.to_json()) for name, node in rogue.items()}
+    writes["overwrite_session_claim"] = (session_key("local", location.rsplit("/", 1)[-1]),
+                                         b'{"owner":"trx-rogue","region":"local","claim":"0"}')
+    outcomes: dict[str, str] = {}
+    claim_found = False
+    client = connect_client([mesh.etcd_url.removeprefix("etcd://")], tls)
+    await client.connect()
+    try:
+        assert client.kv is not None and client.lease is not None
+        claim_key = writes["overwrite_session_claim"][0]
+        claim_found = bool((await client.kv.get(claim_key, timeout=5)).kvs)  # edges may read claims (DELETE)
+        lease = (await client.lease.grant(30, timeout=5)).ID
+        for name, (key, value) in writes.items():
+            try:
+                await client.kv.put(key, value, lease=lease, timeout=5)
+                outcomes[name] = "accepted"
+            except EtcdError as exc:
+                outcomes[name] = f"refused: {exc}"
+        await client.lease.revoke(lease, timeout=5)
+    finally:
+        await client.close()
+        await mesh.delete(mesh.transceiver.http, location)
+    accepted = sum(outcome == "accepted" for outcome in outcomes.values())
+    result.sent_packets = len(writes)
+    result.sent_bytes = sum(len(key) + len(value) for key, value in writes.values())
+    result.reached_packets = accepted
+    result.figures = {"etcd_auth": mesh.etcd_auth, "session_claim_found": claim_found, "writes": outcomes,
+                      "writes_accepted": accepted}
+    return result
+
+
 async def baseline(mesh: Mesh, quick: bool) -> Result:
     """A legitimate call with no attack: the harness and the mesh work."""
     result = Result("baseline", "a legitimate call, no attack")
@@ -431,5 +487,6 @@ ATTACKS = {
     "slowloris": slowloris,
     "oversized_sdp": oversized_sdp,
     "dns_amplification": dns_amplification,
+    "compromised_edge": compromised_edge,
 }
 """Every attack by name, in the order ``make attack`` runs them."""

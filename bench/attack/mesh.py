@@ -1,7 +1,9 @@
 """The mesh under attack: a real etcd and each voicemesh part as its own process on loopback.
 
 Parts are started as an operator starts them (``python -m voicemesh <part> --flags``, settings in the
-environment), their stderr kept in a log file each. Legitimate calls are ``voicemesh call`` processes.
+environment), their stderr kept in a log file each. etcd serves TLS with a throwaway CA and auth on
+(``voicemesh registry init``), each part on its own client certificate (README "etcd with TLS and
+auth"), unless the mesh is made with ``etcd_auth=False``. Legitimate calls are ``voicemesh call`` processes.
 Counters come from the parts' own ``GET /v1/status``: the edge relay's drops by reason and the
 transceiver mux's counters.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 import aiohttp
 
 from voicemesh.app.demo import bundled_speech
+from voicemesh.app.pki import CertificateAuthority
 from voicemesh.wire.signaling import SDP_TYPE
 
 from .net import OnPath, free_udp_port
@@ -89,11 +92,19 @@ class Mesh:
     """etcd, the main transceiver (capacity 50, in-process echo agent) and the main edge behind an on-path hop.
 
     ``start_edge``, ``start_transceiver`` and ``start_dns`` add parts for one attack; ``stop_part`` ends one.
-    ``clip_s`` shortens legitimate calls (None: the whole bundled clip).
+    ``clip_s`` shortens legitimate calls (None: the whole bundled clip). ``etcd_auth`` runs etcd with TLS,
+    client certificates and auth, a user per part (NODES); False runs it in plaintext, open to every client.
     """
 
-    def __init__(self, workdir: Path, clip_s: float | None = None) -> None:
+    NODES = ["edge/local/edge-main", "edge/local/edge-flood", "transceiver/local/trx-main",
+             "transceiver/adm/trx-adm", "dns"]
+    """The etcd users ``voicemesh registry init`` creates: every part an attack starts."""
+
+    def __init__(self, workdir: Path, clip_s: float | None = None, etcd_auth: bool = True) -> None:
         self.workdir = workdir
+        self.etcd_auth = etcd_auth
+        self.etcd_url = ""
+        self.pki = workdir / "pki"
         self.env = {**os.environ, "VOICEMESH_TOKEN_KEYS": f"1:{secrets.token_hex(32)}",
                     "VOICEMESH_LOG_LEVEL": "warning", "VOICEMESH_LOG_FORMAT": "json"}
         self.clip = short_clip(bundled_speech(), clip_s, workdir) if clip_s else bundled_speech()
@@ -123,10 +134,19 @@ class Mesh:
         if self.http is not None:
             await self.http.close()
 
-    def _spawn(self, name: str, args: list[str]) -> Part:
+    def credentials(self, user: str) -> dict[str, str]:
+        """The VOICEMESH_REGISTRY_CERT and _KEY files of etcd user ``user`` ({} without etcd auth)."""
+        if not self.etcd_auth:
+            return {}
+        name = user.replace("/", "_")
+        return {"VOICEMESH_REGISTRY_CERT": str(self.pki / f"{name}.pem"),
+                "VOICEMESH_REGISTRY_KEY": str(self.pki / f"{name}-key.pem")}
+
+    def _spawn(self, name: str, args: list[str], user: str = "") -> Part:
         log = self.workdir / f"{name}.log"
+        env = {**self.env, **self.credentials(user)} if user else self.env
         with open(log, "wb") as log_file:
-            process = subprocess.Popen(args, env=self.env, stdout=subprocess.DEVNULL, stderr=log_file)
+            process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
         part = Part(name, process, log)
         self.parts.append(part)
         return part
@@ -139,18 +159,37 @@ class Mesh:
         binary = shutil.which("etcd")
         if binary is None:
             raise PartFailed("etcd not found: apt-get install etcd-server (make attack does)")
-        client, peer = _tcp_ports(2)
-        client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+        client, peer, metrics = _tcp_ports(3)
+        scheme = "https" if self.etcd_auth else "http"
+        client_url, peer_url = f"{scheme}://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
         data = Path("/dev/shm") if Path("/dev/shm").is_dir() else self.workdir
         data_dir = Path(data) / f"voicemesh-attack-etcd-{os.getpid()}"
+        tls: list[str] = []
+        if self.etcd_auth:
+            self.pki.mkdir(parents=True, exist_ok=True)
+            ca = CertificateAuthority()
+            ca.save(self.pki)
+            cert, key = ca.server(["127.0.0.1"]).write(self.pki, "etcd")
+            for user in ["root", *self.NODES]:
+                ca.client(user).write(self.pki, user.replace("/", "_"))
+            tls = ["--cert-file", str(cert), "--key-file", str(key), "--client-cert-auth",
+                   "--trusted-ca-file", str(self.pki / "ca.pem")]
+            self.env["VOICEMESH_REGISTRY_CA"] = str(self.pki / "ca.pem")
         self.etcd = self._spawn("etcd", [
             binary, "--name", "s1", "--data-dir", str(data_dir), "--listen-client-urls", client_url,
             "--advertise-client-urls", client_url, "--listen-peer-urls", peer_url,
             "--initial-advertise-peer-urls", peer_url, "--initial-cluster", f"s1={peer_url}",
-            "--heartbeat-interval", "10", "--election-timeout", "100", "--log-level", "error"])
+            "--listen-metrics-urls", f"http://127.0.0.1:{metrics}",
+            "--heartbeat-interval", "10", "--election-timeout", "100", "--log-level", "error", *tls])
         self._etcd_data = data_dir
-        await self._ready(self.etcd, f"{client_url}/health", lambda body: body.get("health") == "true")
-        self.env["VOICEMESH_REGISTRY"] = f"etcd://127.0.0.1:{client}"
+        await self._ready(self.etcd, f"http://127.0.0.1:{metrics}/health", lambda body: body.get("health") == "true")
+        self.etcd_url = self.env["VOICEMESH_REGISTRY"] = f"etcd://127.0.0.1:{client}"
+        if self.etcd_auth:
+            init = self._spawn("registry-init", [sys.executable, "-m", "voicemesh", "registry", "init",
+                                                 *(f"--node={node}" for node in self.NODES)], user="root")
+            if await asyncio.to_thread(init.process.wait) != 0:
+                raise PartFailed(f"voicemesh registry init failed:\n{init.tail()}")
+            self.parts.remove(init)
 
     async def _ready(self, part: Part, url: str, ready=lambda body: True, deadline_s: float = 30.0) -> dict:
         assert self.http is not None
@@ -176,7 +215,7 @@ class Mesh:
             sys.executable, "-m", "voicemesh", "transceiver", "--node-id", node_id, "--region", region,
             "--region-id", str(region_id), "--http", f"127.0.0.1:{port}", "--backbone", "127.0.0.1:0",
             "--capacity", str(capacity), "--agent=", "--lat", str(lat), "--lon", str(lon),
-            "--drain-timeout-s", "1"])
+            "--drain-timeout-s", "1"], user=f"transceiver/{region}/{node_id}")
         part.http = f"http://127.0.0.1:{port}"
         await self._ready(part, f"{part.http}/v1/status", lambda body: body.get("node") == node_id)
         return part
@@ -192,7 +231,7 @@ class Mesh:
             args += ["--advertise", advertise]
         for name, value in flags.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
-        part = self._spawn(node_id, args)
+        part = self._spawn(node_id, args, user=f"edge/local/{node_id}")
         part.http = f"http://127.0.0.1:{port}"
         host, _, udp_port = public.rpartition(":")
         part.udp = (host, int(udp_port))
@@ -206,7 +245,7 @@ class Mesh:
         part = self._spawn("dns", [
             sys.executable, "-m", "voicemesh", "dns", "--bind", f"127.0.0.1:{port}", "--zone", "voicemesh.test",
             "--mesh-name", "rtc.voicemesh.test", "--default-edge", default_edge,
-            "--ns", "ns1.voicemesh.test=127.0.0.53"])
+            "--ns", "ns1.voicemesh.test=127.0.0.53"], user="dns")
         part.udp = ("127.0.0.1", port)
         return part
 
