@@ -35,6 +35,7 @@ def server_credentials(cert: str, key: str, client_ca: str = "") -> grpc.ServerC
     Raises OSError, ValueError."""
     if not cert or not key:
         raise ValueError("an agent served over TLS needs a certificate and its key")
+    with open(key, "rb") as key_file, open(cert, "rb") as cert_file:
+        pair = (key_file.read(), cert_file.read())
     ca = _read(client_ca)
-    return grpc.ssl_server_credentials([(_read(key), _read(cert))], root_certificates=ca,
-                                       require_client_auth=ca is not None)
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
