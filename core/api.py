@@ -4,9 +4,18 @@
 with the edge's identity in headers, and returns ``201`` with the answer and
 ``Location``; ``DELETE /v1/sessions/{id}`` ends a session; ``GET /v1/status``
 reports sessions and mux counters. Errors are RFC 9457 problem details.
+
+POST and DELETE must carry an edge's hop signature (voicemesh/wire/hopauth.py): an unsigned, wrongly
+signed, stale or replayed one gets ``401`` and is counted by reason in the status's ``hop_refused``. The
+status stays open to the backbone: it is read-only and tells no caller's data, only counts.
 """
 
 from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -15,16 +24,40 @@ from voicemesh.core.transceiver import Capacity, EdgeHop, Transceiver
 from voicemesh.runtime import telemetry
 from voicemesh.runtime.http import HttpLimits, problem, read_offer, serve_app
 from voicemesh.wire.addr import parse_hostport
+from voicemesh.wire.hopauth import SIGNATURE, BadSignature, HopRequest, HopVerifier
 from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, RELAY_ADDRESS, SDP_TYPE
 
+log = logging.getLogger("voicemesh.api")
 
-def create_app(transceiver: Transceiver) -> web.Application:
-    """An aiohttp application serving ``transceiver``."""
+
+def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], float] = time.time) -> web.Application:
+    """An aiohttp application serving ``transceiver``; ``hop`` checks edges' signatures at ``clock()`` (unix s)."""
+    refused: Counter[str] = Counter()
+
+    def unsigned(request: web.Request, body: bytes) -> web.Response | None:
+        """None if the request carries a valid hop signature, else the 401 (503 if the replay memory is full)."""
+        hop_request = HopRequest.from_headers(request.method, request.raw_path, transceiver.config.node_id, body,
+                                              request.headers)
+        try:
+            hop.verify(request.headers.get(SIGNATURE), hop_request, clock())
+            return None
+        except BadSignature as exc:
+            refused[exc.reason] += 1
+            log.warning("request refused: bad hop signature", extra={"reason": exc.reason, "peer": request.remote,
+                                                                     "path": request.path})
+            if exc.reason == "busy":
+                return problem(503, "hop-busy", "too many signed requests at once; retry later",
+                               headers={"Retry-After": "1"})
+            return problem(401, "bad-hop-signature", f"this API takes requests signed by an edge ({SIGNATURE});"
+                                                     f" this one is {exc.reason.replace('_', ' ')}")
 
     async def post_session(request: web.Request) -> web.StreamResponse:
         offer = await read_offer(request, MAX_OFFER_BYTES)
         if isinstance(offer, web.Response):
             return offer
+        refusal = unsigned(request, offer.encode())
+        if refusal is not None:
+            return refusal
         try:
             edge = EdgeHop(
                 edge_id=int(request.headers[EDGE_ID]),
@@ -50,6 +83,9 @@ def create_app(transceiver: Transceiver) -> web.Application:
         )
 
     async def delete_session(request: web.Request) -> web.StreamResponse:
+        refusal = unsigned(request, await request.read())
+        if refusal is not None:
+            return refusal
         session = transceiver.sessions.get(request.match_info["session_id"])
         if session is None:
             return problem(404, "no-such-session", "no session with this id is live on this transceiver")
@@ -62,6 +98,7 @@ def create_app(transceiver: Transceiver) -> web.Application:
             "node": transceiver.record.node_id if transceiver.record else None,
             "sessions": len(transceiver.sessions),
             "mux": dict(mux.counters) if mux is not None else {},
+            "hop_refused": dict(refused),
         })
 
     app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[telemetry.server_spans()])
@@ -71,9 +108,10 @@ def create_app(transceiver: Transceiver) -> web.Application:
     return app
 
 
-async def serve(transceiver: Transceiver, host: str, port: int, limits: HttpLimits | None = None) -> web.AppRunner:
-    """Serve the API on ``host:port`` within ``limits`` (default HttpLimits()), then start and register
-    ``transceiver`` under that URL."""
-    runner, url = await serve_app(create_app(transceiver), host, port, limits or HttpLimits())
+async def serve(transceiver: Transceiver, hop: HopVerifier, host: str, port: int,
+                limits: HttpLimits | None = None) -> web.AppRunner:
+    """Serve the API on ``host:port`` within ``limits`` (default HttpLimits()), taking requests signed for
+    ``hop``, then start and register ``transceiver`` under that URL."""
+    runner, url = await serve_app(create_app(transceiver, hop), host, port, limits or HttpLimits())
     await transceiver.start(url)
     return runner

@@ -1,7 +1,7 @@
 """Settings of the edge processes (relay with WHIP front, and geo DNS): plain dataclasses, so the command
 line builds its flags without loading the parts."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -18,6 +18,13 @@ class EdgeConfig:
     once; at most ``whip_max_pending`` offers are forwarded at a time. The
     ``http_*`` settings bound every connection to the WHIP front and call
     page (voicemesh.runtime.http.HttpLimits).
+
+    WHIP authorization: ``api_keys`` (``"<id>:<secret>,..."``, a secret: set
+    it in the environment or the file) turns it on; app backends exchange a
+    key for client tokens at ``POST /v1/client_secrets``. Without API keys an
+    edge refuses to start with ``http`` on an address other than loopback
+    (the demo, tests), unless ``insecure_open`` is set. A TLS front on the
+    same host makes a loopback edge public: give such edges API keys.
     """
 
     node_id: str = "edge-1"
@@ -32,7 +39,8 @@ class EdgeConfig:
     lat: float = 0.0
     lon: float = 0.0
     drain_timeout_s: float = 30.0
-    whip_token: str = ""
+    api_keys: str = field(default="", repr=False)
+    insecure_open: bool = False
     whip_rate_per_s: float = 2.0
     whip_burst: int = 10
     whip_max_pending: int = 256

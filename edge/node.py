@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from dataclasses import replace
 from typing import Any
@@ -10,15 +11,20 @@ from typing import Any
 from aiohttp import web
 
 from voicemesh.edge.admission import SourceLimiter
+from voicemesh.edge.apikeys import ApiKeys
 from voicemesh.edge.config import EdgeConfig
 from voicemesh.edge.observe import FlowTracer, observe_relay
 from voicemesh.edge.relay import Relay
 from voicemesh.edge.whip import WhipFront
 from voicemesh.registry import NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
+from voicemesh.runtime.config import ConfigError
 from voicemesh.runtime.http import HttpLimits, serve_app
 from voicemesh.runtime.udp import bind_udp
 from voicemesh.wire.addr import format_hostport, parse_hostport
+from voicemesh.wire.clienttoken import ClientTokenCodec
+from voicemesh.wire.hopauth import HopSigner
+from voicemesh.wire.meshkeys import MeshKeys
 from voicemesh.wire.token import TokenCodec
 
 log = logging.getLogger("voicemesh.edge")
@@ -27,13 +33,38 @@ DRAIN_QUIET_S = 6.0
 """Seconds without a relayed packet after which a draining edge has no live call (consent checks run every ~5 s)."""
 
 
-class EdgeNode:
-    """Starts and stops an edge: allocate an edge id, bind, serve, register."""
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or name) is a loopback address; other names count as not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    def __init__(self, config: EdgeConfig, registry: Registry, tokens: TokenCodec) -> None:
+
+class EdgeNode:
+    """Starts and stops an edge: allocate an edge id, bind, serve, register.
+
+    ``keys`` is the mesh key set: the relay checks routing tokens with it, the WHIP front issues and checks
+    client tokens and signs its requests to transceivers with keys derived from it. Raises ConfigError for
+    bad API keys, or for a WHIP front on a non-loopback address with no API keys and no ``insecure_open``.
+    """
+
+    def __init__(self, config: EdgeConfig, registry: Registry, keys: MeshKeys) -> None:
+        try:
+            self.api_keys = ApiKeys.from_spec(config.api_keys)
+        except ValueError as exc:
+            raise ConfigError(f"api_keys: {exc}") from None
+        host = parse_hostport(config.http)[0]
+        if not self.api_keys and not config.insecure_open and not is_loopback(host):
+            raise ConfigError(f"the WHIP front would serve {config.http} with no authorization: set api_keys "
+                              "(VOICEMESH_API_KEYS=\"<id>:<secret>,...\"), bind a loopback address, or start with "
+                              "--insecure-open to serve WHIP to anyone")
         self.config = config
         self.registry = registry
-        self.tokens = tokens
+        self.keys = keys
+        self.tokens = TokenCodec(dict(keys.keys), keys.current_key_id)
         self.relay: Relay | None = None
         self.record: NodeRecord | None = None
         self.url = ""
@@ -67,8 +98,9 @@ class EdgeNode:
                 raise RuntimeError("the edge's record is read before start() built it")
             return self.record
 
-        self._whip = WhipFront(self.registry, record, relay.stats, on_answer=flows.expect,
-                               bearer_token=cfg.whip_token, limiter=SourceLimiter(cfg.whip_rate_per_s, cfg.whip_burst),
+        self._whip = WhipFront(self.registry, record, relay.stats, hop=HopSigner(self.keys),
+                               client_tokens=ClientTokenCodec(self.keys), on_answer=flows.expect,
+                               api_keys=self.api_keys, limiter=SourceLimiter(cfg.whip_rate_per_s, cfg.whip_burst),
                                max_pending=cfg.whip_max_pending)
         limits = HttpLimits(header_timeout_s=cfg.http_header_timeout_s, body_timeout_s=cfg.http_body_timeout_s,
                             idle_timeout_s=cfg.http_idle_timeout_s, max_requests=cfg.http_max_requests,
@@ -87,7 +119,9 @@ class EdgeNode:
         )
         await self.registry.register(self.record)
         log.info("edge up", extra={"node": cfg.node_id, "edge_id": index, "whip": self.url,
-                                   "relay": self.record.public_relay})
+                                   "relay": self.record.public_relay, "whip_auth": bool(self.api_keys)})
+        if not self.api_keys and not is_loopback(parse_hostport(cfg.http)[0]):
+            log.warning("the WHIP front is open to anyone (--insecure-open)", extra={"whip": self.url})
 
     async def drain(self) -> None:
         """Leave gracefully: register as draining (geo DNS stops answering with this edge within

@@ -11,12 +11,20 @@ rate gets ``429``; over ``max_pending`` offers in flight the edge answers
 ``503``; a transceiver that answers ``503`` (full or draining) passes the offer
 to the next in the choice order, and only when none takes it does the edge
 answer ``503``. Every refusal carries ``Retry-After`` and is counted.
+
+Authorization (RFC 9725 4.5, RFC 6750), on when the edge has API keys: ``POST /v1/sessions`` takes as
+bearer an API key (server-side callers) or a client token (browsers; voicemesh/wire/clienttoken.py),
+which an app's backend gets with its API key from ``POST /v1/client_secrets``. A client token opens one
+session: its nonce is remembered here until it expires. ``DELETE`` takes an API key or the client token
+that opened the session, also after it expired (the session URL's random id names the session). Every
+request this edge makes to a transceiver is signed (voicemesh/wire/hopauth.py).
 """
 
 from __future__ import annotations
 
-import hmac
+import json
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,12 +34,17 @@ import aiohttp
 from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
+from yarl import URL
 
 from voicemesh.edge.admission import SourceLimiter, retry_after_s, source_key
+from voicemesh.edge.apikeys import ApiKeys
 from voicemesh.registry import InvalidName, MalformedRecord, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
 from voicemesh.runtime.http import HTTP_COUNTERS, problem, read_offer
+from voicemesh.wire.clienttoken import MAX_TTL_S, BadClientToken, ClientTokenCodec, check_region, normalize_origin
 from voicemesh.wire.geo import distance_km
+from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner
+from voicemesh.wire.replay import ReplayCache, ReplayCacheFull
 from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, RELAY_ADDRESS, SDP_TYPE
 
 log = logging.getLogger("voicemesh.whip")
@@ -40,6 +53,10 @@ FORWARD_TIMEOUT_S = 10.0
 RETRY_AFTER_S = 2
 FORWARD_ATTEMPTS = 3
 """Transceivers an offer is tried on, in the choice order, before the edge answers 503."""
+TOKEN_REPLAY_CAPACITY = 100_000
+"""Client-token nonces an edge remembers at most (each for at most MAX_TTL_S): over it, offers with client
+tokens get 503 until some expire (only API key holders can fill it)."""
+MAX_SECRET_REQUEST_BYTES = 4096
 
 
 RegionPolicy = Callable[[web.Request], "str | None"]
@@ -48,6 +65,40 @@ RegionPolicy = Callable[[web.Request], "str | None"]
 PIN_HEADER = "Voicemesh-Region"
 CALL_PAGE = resources.files("voicemesh.edge.static") / "call.html"
 """The page served at ``GET /``: a call through this edge with the browser's own WebRTC stack."""
+
+
+TOKEN_REGION = web.RequestKey("voicemesh_token_region", str)
+"""The region a client token bound its offer to ("" for none), set by the authorization middleware."""
+
+_TOKEN_REFUSALS = {
+    "expired": "the client token has expired; get a new one from the app's backend",
+    "origin": "the client token is bound to another origin than this request's Origin",
+    "region": "the client token is bound to another region than the one this request pins",
+}
+
+
+def _bearer(request: web.Request) -> str:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+@web.middleware
+async def _cors(request: web.Request, handler):
+    """WHIP from a page on another origin (an app's page holding a client token): any origin may call, as
+    the bearer, not a cookie, authorizes; the ``Location`` header is readable. ``/v1/client_secrets`` stays
+    same-origin: API keys belong in backends, not in pages."""
+    response = await handler(request)
+    if request.path.startswith("/v1/sessions") and "Origin" in request.headers:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Expose-Headers"] = "Location"
+    return response
+
+
+async def _preflight(_request: web.Request) -> web.StreamResponse:
+    """CORS preflight (``OPTIONS``) of a WHIP POST or DELETE from another origin."""
+    return web.Response(status=204, headers={"Access-Control-Allow-Methods": "POST, DELETE",
+                                             "Access-Control-Allow-Headers": "Authorization, Content-Type, " + PIN_HEADER,
+                                             "Access-Control-Max-Age": "600"})
 
 
 def pin_from_request(request: web.Request) -> str | None:
@@ -87,22 +138,31 @@ class WhipFront:
     ``relay_stats`` returns the relay's counters for ``GET /v1/status``.
     ``on_answer(answer_sdp, session_id, span_context)`` is told of each
     session created, so the relay's first packet can join the trace.
-    ``bearer_token``, if set, is required on POST and DELETE as
-    ``Authorization: Bearer <token>`` (RFC 9725 4.5, RFC 6750); without it
-    they get ``401``. ``limiter`` rate-limits POSTs per source (none: no
-    limit), before authorization; ``max_pending`` caps offers in flight.
-    ``counters`` counts refusals by reason: ``rate_limited`` (429),
-    ``pending_full`` and ``no_capacity`` (503), ``transceiver_refused`` (a
-    transceiver's 503, passed on to the next).
+    ``hop`` signs the requests to transceivers. ``api_keys`` (none or empty:
+    WHIP is open) turn authorization on (see the module docstring);
+    ``client_tokens`` issues and checks client tokens; ``wall_clock`` gives
+    unix seconds for token expiry and signatures.
+    ``limiter`` rate-limits offers per source (none: no limit), before
+    authorization; ``max_pending`` caps offers in flight. ``counters`` counts
+    refusals by reason: ``rate_limited`` (429), ``pending_full`` and
+    ``no_capacity`` (503), ``transceiver_refused`` (a transceiver's 503,
+    passed on to the next), ``unauthorized_<reason>`` (401, the reason as
+    ``BadClientToken``'s, or ``missing``, ``replayed``), and issued client
+    tokens as ``client_tokens_issued``.
     """
 
     def __init__(self, registry: Registry, edge: Callable[[], NodeRecord], relay_stats: Callable[[], dict],
                  region_policy: RegionPolicy = pin_from_request,
-                 on_answer: Callable[[bytes, str, SpanContext], None] | None = None,
-                 bearer_token: str = "", limiter: SourceLimiter | None = None, max_pending: int = 256,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 *, hop: HopSigner, client_tokens: ClientTokenCodec,
+                 on_answer: Callable[[bytes, str, SpanContext], None] | None = None, api_keys: ApiKeys | None = None,
+                 limiter: SourceLimiter | None = None, max_pending: int = 256,
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time) -> None:
         self.registry = registry
-        self.bearer_token = bearer_token
+        self.hop = hop
+        self.api_keys = api_keys or ApiKeys({})
+        self.client_tokens = client_tokens
+        self.used_tokens = ReplayCache(TOKEN_REPLAY_CAPACITY)
+        self.wall_clock = wall_clock
         self.region_policy = region_policy
         self.on_answer = on_answer
         self.edge = edge
@@ -122,9 +182,12 @@ class WhipFront:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_OFFER_BYTES,
-                              middlewares=[telemetry.server_spans(), self._admit, self._authorize])
+                              middlewares=[telemetry.server_spans(), _cors, self._admit, self._authorize])
         app.router.add_post("/v1/sessions", self.post_session)
+        app.router.add_post("/v1/client_secrets", self.post_client_secret)
         app.router.add_delete("/v1/sessions/{session_id}", self.delete_session)
+        app.router.add_route("OPTIONS", "/v1/sessions", _preflight)
+        app.router.add_route("OPTIONS", "/v1/sessions/{session_id}", _preflight)
         app.router.add_get("/v1/status", self.status)
         app.router.add_get("/", self.call_page)
         return app
@@ -136,8 +199,8 @@ class WhipFront:
 
     @web.middleware
     async def _admit(self, request: web.Request, handler):
-        """POSTs only: the source's rate limit (429), then the cap on offers in flight (503)."""
-        if request.method != "POST":
+        """Offers only: the source's rate limit (429), then the cap on offers in flight (503)."""
+        if request.method != "POST" or request.path != "/v1/sessions":
             return await handler(request)
         if self.limiter is not None:
             wait_s = self.limiter.take(source_key(client_address(request)), self.clock())
@@ -153,15 +216,75 @@ class WhipFront:
         finally:
             self.pending -= 1
 
+    def _unauthorized(self, reason: str, detail: str) -> web.Response:
+        self.counters[f"unauthorized_{reason}"] += 1
+        return problem(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="voicemesh"'})
+
     @web.middleware
     async def _authorize(self, request: web.Request, handler):
-        if not self.bearer_token or request.method not in ("POST", "DELETE"):
+        """WHIP POST and DELETE need a bearer (an API key, or a client token) when the edge has API keys.
+
+        A client token's region, if any, pins the offer (``request[TOKEN_REGION]``)."""
+        if not self.api_keys or request.path == "/v1/client_secrets" or request.method not in ("POST", "DELETE"):
             return await handler(request)
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.bearer_token.encode()):
-            return problem(401, "unauthorized", "this WHIP endpoint needs Authorization: Bearer <token>",
-                           headers={"WWW-Authenticate": 'Bearer realm="voicemesh"'})
+        bearer = _bearer(request)
+        if not bearer:
+            return self._unauthorized("missing", "this WHIP endpoint needs Authorization: Bearer <API key or client"
+                                                 " token>")
+        if self.api_keys.match(bearer) is not None:
+            return await handler(request)
+        posting = request.method == "POST"
+        try:
+            token = self.client_tokens.verify(bearer, now=self.wall_clock() if posting else None,
+                                              origin=request.headers.get("Origin"),
+                                              region=self.region_policy(request) if posting else None)
+        except BadClientToken as exc:
+            return self._unauthorized(exc.reason, _TOKEN_REFUSALS.get(exc.reason, "the bearer is not an API key"
+                                                                      " or a client token of this mesh"))
+        if posting:
+            try:
+                fresh = self.used_tokens.remember(token.nonce, token.expires_at, self.wall_clock())
+            except ReplayCacheFull:
+                return self._refuse(503, "token_memory_full", "this edge cannot take more client tokens right now;"
+                                                              " retry later", RETRY_AFTER_S)
+            if not fresh:
+                return self._unauthorized("replayed", "this client token opened a session already; a client token"
+                                                      " is good for one session")
+            request[TOKEN_REGION] = token.region
         return await handler(request)
+
+    async def post_client_secret(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/client_secrets``: an app's backend exchanges its API key for a client token.
+
+        Bearer: an API key (else ``401``). JSON body (may be empty): ``ttl_s`` (1..60, default 60),
+        ``origin`` (the page's origin, ``https://host[:port]``) and ``region`` (a core region) to bind it
+        to. Answers ``200`` with ``{"value": token, "expires_at": unix seconds}``; ``400`` for a bad body.
+        """
+        key_id = self.api_keys.match(_bearer(request))
+        if key_id is None:
+            return self._unauthorized("api_key", "POST /v1/client_secrets needs Authorization: Bearer <API key>")
+        raw = await request.content.read(MAX_SECRET_REQUEST_BYTES + 1)
+        try:
+            body = json.loads(raw or b"{}") if len(raw) <= MAX_SECRET_REQUEST_BYTES else None
+            if not isinstance(body, dict):
+                raise ValueError(f"the body must be a JSON object of at most {MAX_SECRET_REQUEST_BYTES} bytes")
+            ttl_s = body.get("ttl_s", MAX_TTL_S)
+            origin, region = body.get("origin") or "", body.get("region") or ""
+            if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 1 <= ttl_s <= MAX_TTL_S:
+                raise ValueError(f"ttl_s must be an integer in 1..{MAX_TTL_S}")
+            if not isinstance(origin, str) or not isinstance(region, str):
+                raise ValueError("origin and region must be strings")
+            origin = normalize_origin(origin) if origin else ""
+            region = check_region(region) if region else ""
+        except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            detail = str(exc) if not isinstance(exc, json.JSONDecodeError | UnicodeDecodeError) else "not JSON"
+            return problem(400, "bad-client-secret-request", detail)
+        value, expires_at = self.client_tokens.issue(now=self.wall_clock(), ttl_s=ttl_s, nonce=secrets.token_bytes(16),
+                                                     origin=origin, region=region)
+        self.counters["client_tokens_issued"] += 1
+        log.info("client token issued", extra={"api_key_id": key_id, "ttl_s": ttl_s, "origin": origin,
+                                               "region": region})
+        return web.json_response({"value": value, "expires_at": expires_at})
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None:
@@ -183,17 +306,24 @@ class WhipFront:
             RELAY_ADDRESS: edge.public_relay,
             CLIENT_ADDRESS: client_address(request),
         }
-        region = self.region_policy(request)
+        sdp = offer.encode()
+        region = request.get(TOKEN_REGION) or self.region_policy(request)
         for node in pick_transceivers(self.registry.nodes("transceiver"), edge, region)[:FORWARD_ATTEMPTS]:
             url = f"{node.http}/v1/sessions"
+            signature = self._sign("POST", url, node.node_id, sdp, headers)
             with telemetry.tracer().start_as_current_span("POST", kind=SpanKind.CLIENT, attributes={
                     "http.request.method": "POST", "url.full": url, telemetry.NODE_ID: node.node_id}) as span:
                 try:
-                    async with self._client().post(url, data=offer, headers=headers | telemetry.inject()) as resp:
+                    async with self._client().post(url, data=sdp, headers=headers | signature | telemetry.inject()) as resp:
                         span.set_attribute("http.response.status_code", resp.status)
                         body = await resp.read()
                         if resp.status == 503:
                             self.counters["transceiver_refused"] += 1
+                            continue
+                        if resp.status == 401:
+                            self.counters["transceiver_unauthorized"] += 1
+                            log.error("transceiver %s refused this edge's signature (mesh keys or clocks differ): %s",
+                                      node.node_id, body[:300].decode(errors="replace"))
                             continue
                         if resp.status != 201:
                             return web.Response(status=resp.status, body=body, content_type=resp.content_type)
@@ -227,11 +357,17 @@ class WhipFront:
         node = next((n for n in self.registry.nodes("transceiver") if n.node_id == owner), None)
         if node is None:
             return problem(404, "no-such-session", "no live session has this id")
+        url = f"{node.http}/v1/sessions/{session_id}"
         try:
-            async with self._client().delete(f"{node.http}/v1/sessions/{session_id}") as resp:
+            async with self._client().delete(url, headers=self._sign("DELETE", url, node.node_id, b"", {})) as resp:
                 return web.Response(status=resp.status, body=await resp.read(), content_type=resp.content_type)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return problem(502, "transceiver-unreachable", f"the owning transceiver did not answer: {exc!r}")
+
+    def _sign(self, method: str, url: str, transceiver: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+        """The signature header for a request to a transceiver (voicemesh/wire/hopauth.py)."""
+        request = HopRequest.from_headers(method, URL(url).raw_path_qs, transceiver, body, headers)
+        return {SIGNATURE: self.hop.sign(request, self.wall_clock())}
 
     async def call_page(self, _request: web.Request) -> web.StreamResponse:
         """``GET /``: the call page (edge/static/call.html); it POSTs its offer to this edge."""

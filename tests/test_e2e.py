@@ -284,15 +284,15 @@ async def test_an_offer_split_across_tcp_segments_is_read_whole() -> None:
         assert b" 201 " in status_line
 
 
-async def test_whip_bearer_token_when_auth_is_on() -> None:
-    async with embedded_mesh(whip_token="s3cret") as mesh:
+async def test_an_api_key_is_a_whip_bearer_when_auth_is_on() -> None:
+    async with embedded_mesh(edge_options={"api_keys": "backend:s3cret-s3cret-s3cret"}) as mesh:
         offer = await real_offer()
         async with aiohttp.ClientSession() as http:
             async with http.post(mesh.whip_url, data=offer, headers={"Content-Type": "application/sdp"}) as resp:
                 assert resp.status == 401
                 assert resp.headers["WWW-Authenticate"].startswith("Bearer")
                 assert (await resp.json(content_type=None))["title"] == "unauthorized"
-            auth = {"Authorization": "Bearer s3cret"}
+            auth = {"Authorization": "Bearer s3cret-s3cret-s3cret"}
             async with http.post(mesh.whip_url, data=offer,
                                  headers={"Content-Type": "application/sdp", **auth}) as resp:
                 assert resp.status == 201

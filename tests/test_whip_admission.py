@@ -15,6 +15,7 @@ from voicemesh.core import api
 from voicemesh.core.config import TransceiverConfig
 from voicemesh.core.transceiver import Transceiver
 from voicemesh.registry import MemoryRegistry
+from voicemesh.wire.hopauth import HopVerifier
 from voicemesh.wire.signaling import MAX_OFFER_BYTES, SDP_TYPE
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,7 @@ async def test_a_full_transceiver_passes_the_offer_to_the_next() -> None:
         await registry.start()
         spare = Transceiver(TransceiverConfig(node_id="trx-spare", agent=full.config.agent, backbone=f"{LOOPBACK}:0",
                                               capacity=5, drain_timeout_s=0), registry, mesh.tokens)
-        runner = await api.serve(spare, LOOPBACK, 0)
+        runner = await api.serve(spare, HopVerifier(mesh.keys), LOOPBACK, 0)
         try:
             status, headers, _ = await post(mesh.whip_url, await offer())
             assert status == 201 and headers["Location"].startswith("/v1/sessions/")

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,9 @@ EDGE_HELP = {
     "lat": "latitude of this PoP (degrees)",
     "lon": "longitude of this PoP (degrees)",
     "drain_timeout_s": "on SIGTERM, seconds to keep relaying live calls while draining",
-    "whip_token": "bearer token required on WHIP POST/DELETE; empty: no auth (a secret: use the env or file)",
+    "api_keys": "API keys as id:secret,... (secrets: use the env or file): app backends exchange one for client "
+                "tokens at POST /v1/client_secrets, or use it as the WHIP bearer; empty: WHIP open (loopback only)",
+    "insecure_open": "serve WHIP without authorization on a non-loopback address (no API keys)",
     "whip_rate_per_s": "WHIP offers per second one source (IPv4 address or IPv6 /64) may POST on average; "
                        "over it: 429 with Retry-After",
     "whip_burst": "WHIP offers one source may POST at once before the rate applies",
@@ -128,6 +131,8 @@ def parser() -> argparse.ArgumentParser:
     call.add_argument("--bind", help="gather ICE candidates only on this local address")
     call.add_argument("--duration", type=float, help="call length in seconds (default: the WAV plus 1 s)")
     call.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    call.add_argument("--token", help="WHIP bearer: a client token or an API key (env VOICEMESH_CALL_TOKEN, which "
+                                      "keeps it off the process list)")
 
     edge = sub.add_parser("edge", help="run an edge: UDP relay and WHIP front")
     _common(edge)
@@ -243,7 +248,9 @@ async def _call(args: argparse.Namespace) -> int:
     from voicemesh.app.client import call, format_report
 
     logs.setup("warning", "text")
-    report = await call(args.url, args.wav, out=args.out, bind=args.bind, duration_s=args.duration)
+    token = args.token or os.environ.get("VOICEMESH_CALL_TOKEN", "")
+    report = await call(args.url, args.wav, out=args.out, bind=args.bind, duration_s=args.duration,
+                        headers={"Authorization": f"Bearer {token}"} if token else None)
     print(json.dumps(report.to_dict()) if args.json else format_report(report))
     return 0 if report.ok else 1
 
@@ -277,8 +284,8 @@ def _open_registry(args: argparse.Namespace, file: dict, default: str | None = "
         raise config.ConfigError(str(exc)) from None
 
 
-def _registry_and_tokens(args: argparse.Namespace, file: dict):
-    from voicemesh.wire.token import TokenCodec
+def _registry_and_keys(args: argparse.Namespace, file: dict):
+    from voicemesh.wire.meshkeys import MeshKeys
 
     keys = config.setting("token_keys", args, file)
     if keys is None:
@@ -286,7 +293,7 @@ def _registry_and_tokens(args: argparse.Namespace, file: dict):
                                  " or token_keys in the config file")
     registry = _open_registry(args, file)
     try:
-        return registry, TokenCodec.from_spec(str(keys[0]))
+        return registry, MeshKeys.from_spec(str(keys[0]))
     except ValueError as exc:
         raise config.ConfigError(str(exc)) from None
 
@@ -310,8 +317,8 @@ async def _edge(args: argparse.Namespace, file: dict, table: dict) -> int:
     from voicemesh.edge.config import EdgeConfig
     from voicemesh.edge.node import EdgeNode
 
-    registry, tokens = _registry_and_tokens(args, file)
-    node = EdgeNode(config.build(EdgeConfig, args, table), registry, tokens)
+    registry, keys = _registry_and_keys(args, file)
+    node = EdgeNode(config.build(EdgeConfig, args, table), registry, keys)
 
     async def start() -> None:
         await registry.start()
@@ -330,8 +337,10 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
     from voicemesh.core.config import TransceiverConfig
     from voicemesh.core.transceiver import Transceiver
     from voicemesh.wire.addr import parse_hostport
+    from voicemesh.wire.hopauth import HopVerifier
+    from voicemesh.wire.token import TokenCodec
 
-    registry, tokens = _registry_and_tokens(args, file)
+    registry, keys = _registry_and_keys(args, file)
     cfg = config.build(TransceiverConfig, args, table)
     http = config.setting("http", args, table) or ("127.0.0.1:8081", "")
     resources: list = []
@@ -350,9 +359,10 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
             resources.append(server)
             cfg.agent = f"127.0.0.1:{port}"
         await registry.start()
-        transceiver = Transceiver(cfg, registry, tokens, agent_credentials=credentials)
+        transceiver = Transceiver(cfg, registry, TokenCodec(dict(keys.keys), keys.current_key_id),
+                                  agent_credentials=credentials)
         resources.append(transceiver)
-        resources.append(await api.serve(transceiver, *parse_hostport(str(http[0]))))
+        resources.append(await api.serve(transceiver, HopVerifier(keys), *parse_hostport(str(http[0]))))
 
     async def stop() -> None:
         for res in reversed(resources):

@@ -22,6 +22,8 @@ from voicemesh.edge.config import EdgeConfig
 from voicemesh.edge.node import EdgeNode
 from voicemesh.edge.relay import Relay
 from voicemesh.registry import open_registry
+from voicemesh.wire.hopauth import HopVerifier
+from voicemesh.wire.meshkeys import MeshKeys
 from voicemesh.wire.token import TokenCodec
 
 LOOPBACK = "127.0.0.1"
@@ -34,11 +36,18 @@ def bundled_speech() -> str:
 
 @dataclass
 class Mesh:
-    """A running embedded mesh: ``whip_url`` is where callers POST offers."""
+    """A running embedded mesh: ``whip_url`` is where callers POST offers; ``keys`` the mesh keys, ``tokens``
+    the routing token codec on them, ``hop`` the transceiver API's signature verifier."""
 
     edge: EdgeNode
     transceiver: Transceiver
+    keys: MeshKeys
     tokens: TokenCodec
+    hop: HopVerifier
+
+    @property
+    def secrets_url(self) -> str:
+        return f"{self.edge.url}/v1/client_secrets"
 
     @property
     def whip_url(self) -> str:
@@ -53,16 +62,18 @@ class Mesh:
 @asynccontextmanager
 async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50, connect_timeout_s: float = 10.0,
                         advertise: str = "", agent: AgentServicer | None = None,
-                        whip_token: str = "", edge_options: dict | None = None) -> AsyncIterator[Mesh]:
+                        keys: MeshKeys | None = None, edge_options: dict | None = None) -> AsyncIterator[Mesh]:
     """Run registry, agent, transceiver and edge on loopback; tear all down on exit.
 
     ``advertise`` is the relay address put in answers, if not the relay's own;
-    ``whip_token`` turns on WHIP bearer-token auth; ``edge_options`` sets
-    more EdgeConfig fields. ``agent`` is served instead of the echo agent
-    (over real gRPC, like it).
+    ``keys`` the mesh keys (default: one random key); ``edge_options`` sets
+    more EdgeConfig fields (``api_keys`` turns on WHIP authorization).
+    ``agent`` is served instead of the echo agent (over real gRPC, like it).
     """
     registry_url = f"memory://mesh-{secrets.token_hex(4)}"
-    tokens = TokenCodec({1: secrets.token_bytes(32)}, 1)
+    keys = keys or MeshKeys({1: secrets.token_bytes(32)}, 1)
+    tokens = TokenCodec(dict(keys.keys), keys.current_key_id)
+    hop = HopVerifier(keys)
     async with AsyncExitStack() as stack:
         agent_server, agent_port = await echo_agent.serve(f"{LOOPBACK}:0", agent)
         stack.push_async_callback(agent_server.stop, 0.5)
@@ -76,14 +87,14 @@ async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50, connec
                               connect_timeout_s=connect_timeout_s, drain_timeout_s=0),
             trx_registry, tokens)
         stack.push_async_callback(transceiver.close)
-        runner = await api.serve(transceiver, LOOPBACK, 0)
+        runner = await api.serve(transceiver, hop, LOOPBACK, 0)
         stack.push_async_callback(runner.cleanup)
         edge = EdgeNode(EdgeConfig(public=f"{LOOPBACK}:0", backbone=f"{LOOPBACK}:0", http=f"{LOOPBACK}:0",
-                                   advertise=advertise, whip_token=whip_token, **(edge_options or {})),
-                        edge_registry, tokens)
+                                   advertise=advertise, **(edge_options or {})),
+                        edge_registry, keys)
         stack.push_async_callback(edge.close)
         await edge.start()
-        yield Mesh(edge, transceiver, tokens)
+        yield Mesh(edge, transceiver, keys, tokens, hop)
 
 
 async def run(wav: str | None = None, out: str | None = None, agent_codec: str = "opus") -> tuple[CallReport, dict]:
