@@ -2,16 +2,18 @@
 
 `voicemesh agent`, `voicemesh transceiver` and `voicemesh edge` are started
 from the command line with settings from flags, the environment and a config
-file; the transceiver finds the agent through the registry; `voicemesh call` places a real call through them; SIGTERM shuts each
-down cleanly.
+file; the transceiver finds the agent through the registry; `voicemesh call` places a real call through them
+with a client token the edge issued for an API key; SIGTERM shuts each down cleanly.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,14 +36,19 @@ def test_parts_as_processes_against_etcd(etcd, processes, tmp_path: Path) -> Non
                     "--agent", "registry", env={**env, "VOICEMESH_CAPACITY": "7"})
     trx_status = f"http://127.0.0.1:{trx_port}/v1/status"
     assert wait_http(trx_status, trx, lambda b: b["node"] == "trx-a")["sessions"] == 0
+    api_key = secrets.token_urlsafe(24)
     edge = processes("edge", "--config", str(config), "--public", "127.0.0.1:0",
-                     "--http", f"127.0.0.1:{edge_port}", env=env)
+                     "--http", f"127.0.0.1:{edge_port}", env={**env, "VOICEMESH_API_KEYS": f"backend:{api_key}"})
     wait_http(f"http://127.0.0.1:{edge_port}/v1/status", edge)
+    issue = urllib.request.Request(f"http://127.0.0.1:{edge_port}/v1/client_secrets", data=b'{"ttl_s": 60}',
+                                   headers={"Authorization": f"Bearer {api_key}"})
+    with urllib.request.urlopen(issue, timeout=5) as resp:
+        token = json.loads(resp.read())["value"]
 
     caller = subprocess.Popen(
         [*VOICEMESH, "call", f"http://127.0.0.1:{edge_port}/v1/sessions", "--wav", bundled_speech(),
          "--bind", "127.0.0.1", "--out", str(tmp_path / "echo.wav"), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "VOICEMESH_CALL_TOKEN": token})
     try:
         wait_http(trx_status, trx, lambda b: b["sessions"] == 1)  # the clip plays for about 6 s
         out, err = caller.communicate(timeout=60)
@@ -59,6 +66,16 @@ def test_parts_as_processes_against_etcd(etcd, processes, tmp_path: Path) -> Non
     for proc in (edge, trx, agent):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0, proc.stderr.read().decode()
+    edge_log = edge.stderr.read().decode()
+    assert "client token issued" in edge_log and api_key not in edge_log and token not in edge_log
     logs = [json.loads(line) for line in trx.stderr.read().decode().splitlines() if line.startswith("{")]
     ended = [line for line in logs if line["msg"] == "session ended"]
     assert ended and ended[0]["session_id"] == report["session_id"] and ended[0]["reason"] == "deleted"
+
+
+def test_an_edge_without_auth_refuses_to_serve_whip_off_loopback() -> None:
+    env = {**os.environ, "VOICEMESH_TOKEN_KEYS": f"1:{secrets.token_hex(32)}"}
+    done = subprocess.run([*VOICEMESH, "edge", "--http", "0.0.0.0:0", "--registry", "memory://x"], env=env,
+                          capture_output=True, timeout=30)
+
+    assert done.returncode == 2 and b"--insecure-open" in done.stderr

@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner
+from voicemesh.wire.meshkeys import MeshKeys
 from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, RELAY_ADDRESS
 
 from . import craft
@@ -213,16 +215,22 @@ async def token_flood(mesh: Mesh, quick: bool) -> Result:
 
 
 async def admission(mesh: Mesh, quick: bool) -> Result:
-    """(d) 10 concurrent offers straight to a transceiver with capacity 2 (as edges forward them).
-    ``over_admitted`` = accepted - capacity."""
+    """(d) 10 concurrent offers straight to a transceiver with capacity 2 (as edges forward them, signed with
+    the mesh key). ``over_admitted`` = accepted - capacity."""
     result = Result("admission", "capacity checked and taken atomically (transceiver)")
     capacity, offers = 2, 10
     trx = await mesh.start_transceiver("trx-adm", capacity=capacity, region="adm", region_id=2, lat=60, lon=60)
     try:
         sdp, _ = await craft.offer()
-        headers = {EDGE_ID: "1", RELAY_ADDRESS: "127.0.0.1:9", CLIENT_ADDRESS: "127.32.0.1"}
-        answers = await asyncio.gather(*(mesh.whip_post(f"{trx.http}/v1/sessions", sdp, "127.32.0.1", headers)
-                                         for _ in range(offers)))
+        signer = HopSigner(MeshKeys.from_spec(mesh.env["VOICEMESH_TOKEN_KEYS"]))
+
+        def signed(n: int) -> dict[str, str]:
+            headers = {EDGE_ID: "1", RELAY_ADDRESS: "127.0.0.1:9", CLIENT_ADDRESS: f"127.32.0.{n + 1}"}
+            request = HopRequest.from_headers("POST", "/v1/sessions", trx.name, sdp.encode(), headers)
+            return headers | {SIGNATURE: signer.sign(request, time.time())}
+
+        answers = await asyncio.gather(*(mesh.whip_post(f"{trx.http}/v1/sessions", sdp, "127.32.0.1", signed(n))
+                                         for n in range(offers)))
         statuses = Counter(status for status, _, _ in answers)
         accepted = [a for a in answers if a[0] == 201]
         for _, _, location in accepted:

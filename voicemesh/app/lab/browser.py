@@ -3,7 +3,9 @@
 Chromium loads an edge's page (edge/static/call.html) with a WAV as its fake microphone; the page
 calls through the mesh and leaves its getStats() figures in ``window.result``, which is read here
 over the DevTools protocol (Runtime.evaluate on the page's WebSocket). Run as
-``python -m voicemesh.app.lab.browser URL --wav W [--seconds S]``: the result as one JSON line.
+``python -m voicemesh.app.lab.browser URL --wav W [--seconds S]``: the result as one JSON line. With an
+API key in ``VOICEMESH_APP_API_KEY`` it first plays the app's backend: it gets a client token bound to the
+page's origin (``POST /v1/client_secrets``) and gives it to the page as ``?token=``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -42,17 +45,30 @@ class BrowserError(Exception):
         self.reason = reason
 
 
+async def client_token(page_url: str, api_key: str) -> str:
+    """A client token from the page's edge for a page on that edge's origin, as an app's backend gets one
+    (README "Security"). Raises aiohttp.ClientError if the edge refuses."""
+    origin = URL(page_url).origin()
+    async with aiohttp.ClientSession(raise_for_status=True) as http, http.post(
+            origin / "v1/client_secrets", json={"origin": str(origin)},
+            headers={"Authorization": f"Bearer {api_key}"}) as resp:
+        return (await resp.json())["value"]
+
+
 async def browser_call(page_url: str, wav: str, seconds: float = 10.0, chromium: str = CHROMIUM,
-                       timeout_s: float = 60.0) -> dict:
+                       timeout_s: float = 60.0, api_key: str = "") -> dict:
     """Open ``page_url`` (an edge's call page) in headless Chromium speaking ``wav``, and return the
     page's ``window.result`` (its shape is documented in edge/static/call.html) after a call of
     ``seconds``.
 
-    ``page_url``'s origin is treated as secure, so plain HTTP may use the microphone. Raises
-    BrowserError if Chromium gives no result within ``seconds + timeout_s``; FileNotFoundError or
-    audio.BadAudio if ``wav`` cannot be read.
+    ``page_url``'s origin is treated as secure, so plain HTTP may use the microphone. With ``api_key``
+    the page calls with a client token (``client_token``). Raises BrowserError if Chromium gives no
+    result within ``seconds + timeout_s``; FileNotFoundError or audio.BadAudio if ``wav`` cannot be read;
+    aiohttp.ClientError if no client token can be had.
     """
     url = URL(page_url).update_query(seconds=f"{seconds:g}")
+    if api_key:
+        url = url.update_query(token=await client_token(page_url, api_key))
     # Chromium's helper processes can outlive the browser process for a moment, still writing to the
     # profile: a cleanup error must not turn a finished call into a failure.
     with tempfile.TemporaryDirectory(prefix="vmlab-chromium-", ignore_cleanup_errors=True) as tmp:
@@ -119,9 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     args.add_argument("--seconds", type=float, default=10.0, help="call length in seconds")
     opts = args.parse_args(argv)
     try:
-        result = asyncio.run(browser_call(opts.url, opts.wav, opts.seconds))
+        result = asyncio.run(browser_call(opts.url, opts.wav, opts.seconds,
+                                          api_key=os.environ.get("VOICEMESH_APP_API_KEY", "")))
     except BrowserError as exc:
         result = {"ok": False, "error": f"{exc.reason}: {exc}"}
+    except aiohttp.ClientError as exc:
+        result = {"ok": False, "error": f"no client token: {exc}"}
     print(json.dumps(result))
     return 0 if result.get("ok") else 1
 

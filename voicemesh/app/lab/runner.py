@@ -51,8 +51,12 @@ class Lab:
         self._parts: list[tuple[str, asyncio.subprocess.Process, Path]] = []
         ctl = plan.node("ctl")
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "VOICEMESH_"))}
+        api_key = secrets.token_urlsafe(32)
         self.env = inherited | {
             "VOICEMESH_TOKEN_KEYS": f"1:{secrets.token_hex(32)}",
+            "VOICEMESH_API_KEYS": f"lab:{api_key}",  # the edges' (they serve WHIP off loopback: auth is required)
+            "VOICEMESH_CALL_TOKEN": api_key,  # `voicemesh call`, a server-side caller: the API key is its bearer
+            "VOICEMESH_APP_API_KEY": api_key,  # the browser call gets a client token with it, as an app's backend
             "VOICEMESH_REGISTRY": f"etcd://{ctl.address}:{plan.ports['etcd_client']}",
             "VOICEMESH_LOG_LEVEL": "info",
             "VOICEMESH_LOG_FORMAT": "json",

@@ -1,0 +1,27 @@
+"""Chromium calls through a whole embedded mesh on loopback from the edge's call page
+(voicemesh/app/lab/browser.py), with a client token as an app's backend would hand one to its page."""
+
+from __future__ import annotations
+
+import shutil
+
+import aiohttp
+import pytest
+
+from voicemesh.app.demo import bundled_speech, embedded_mesh
+from voicemesh.app.lab.browser import CHROMIUM, browser_call
+
+pytestmark = [pytest.mark.system, pytest.mark.skipif(not shutil.which(CHROMIUM), reason="no Chromium")]
+
+API_KEY = "sk-page-" + "3" * 24
+
+
+async def test_chromium_calls_with_a_client_token_bound_to_the_page_origin() -> None:
+    async with embedded_mesh(edge_options={"api_keys": f"app:{API_KEY}"}) as mesh:
+        result = await browser_call(f"{mesh.edge.url}/", bundled_speech(), seconds=3, api_key=API_KEY)
+
+        assert result["ok"], result
+        async with aiohttp.ClientSession() as http, http.get(f"{mesh.edge.url}/v1/status") as resp:
+            whip = (await resp.json())["whip"]
+        assert whip["client_tokens_issued"] == 1 and not any(k.startswith("unauthorized") for k in whip)
+        assert mesh.transceiver.sessions == {}, "the page's DELETE, with its token, ended the session"
