@@ -4,6 +4,7 @@ only when the caller connects. Real aiortc offers to a real transceiver API in t
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import pytest
@@ -14,6 +15,7 @@ from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
 from voicemesh.core.config import TransceiverConfig
 from voicemesh.core.transceiver import Transceiver
 from voicemesh.registry import MemoryRegistry
+from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner
 from voicemesh.wire.signaling import EDGE_ID, RELAY_ADDRESS, SDP_TYPE
 from voicemesh.wire.token import TokenCodec
 
@@ -30,10 +32,18 @@ async def offer() -> str:
     return sdp
 
 
-async def post_offer(http: aiohttp.ClientSession, trx_url: str, sdp: str) -> tuple[int, dict, str]:
-    """POST ``sdp`` to a transceiver API the way an edge does; returns status, headers and body."""
-    headers = {"Content-Type": SDP_TYPE, EDGE_ID: "1", RELAY_ADDRESS: "127.0.0.1:3478"}
-    async with http.post(f"{trx_url}/v1/sessions", data=sdp, headers=headers) as resp:
+def signed(mesh, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> dict[str, str]:
+    """``headers`` with the hop signature an edge of ``mesh`` puts on a request to its transceiver."""
+    request = HopRequest.from_headers(method, path, mesh.transceiver.config.node_id, body, headers or {})
+    return (headers or {}) | {SIGNATURE: HopSigner(mesh.keys).sign(request, time.time())}
+
+
+async def post_offer(http: aiohttp.ClientSession, mesh, sdp: str, trx_url: str = "") -> tuple[int, dict, str]:
+    """POST ``sdp`` to the mesh's transceiver API (at ``trx_url``, default: where it registered) the way an
+    edge does; returns status, headers and body."""
+    headers = signed(mesh, "POST", "/v1/sessions", sdp.encode(),
+                     {"Content-Type": SDP_TYPE, EDGE_ID: "1", RELAY_ADDRESS: "127.0.0.1:3478"})
+    async with http.post(f"{trx_url or mesh.transceiver.record.http}/v1/sessions", data=sdp, headers=headers) as resp:
         return resp.status, dict(resp.headers), await resp.text()
 
 
@@ -41,7 +51,7 @@ async def test_capacity_admits_exactly_its_size_among_concurrent_offers() -> Non
     async with embedded_mesh(capacity=2) as mesh:
         offers = await asyncio.gather(*(offer() for _ in range(10)))
         async with aiohttp.ClientSession() as http:
-            results = await asyncio.gather(*(post_offer(http, mesh.transceiver.record.http, sdp) for sdp in offers))
+            results = await asyncio.gather(*(post_offer(http, mesh, sdp) for sdp in offers))
         statuses = sorted(status for status, _, _ in results)
         assert statuses == [201] * 2 + [503] * 8
         for status, headers, body in results:
@@ -53,10 +63,9 @@ async def test_capacity_admits_exactly_its_size_among_concurrent_offers() -> Non
 async def test_a_rejected_offer_gives_its_place_back() -> None:
     async with embedded_mesh(capacity=1) as mesh:
         async with aiohttp.ClientSession() as http:
-            trx = mesh.transceiver.record.http
-            status, _, _ = await post_offer(http, trx, (await offer()).replace("a=group:BUNDLE 0\r\n", ""))
+            status, _, _ = await post_offer(http, mesh, (await offer()).replace("a=group:BUNDLE 0\r\n", ""))
             assert status == 400
-            status, _, _ = await post_offer(http, trx, await offer())
+            status, _, _ = await post_offer(http, mesh, await offer())
             assert status == 201
 
 
@@ -64,26 +73,27 @@ async def test_a_draining_transceiver_refuses_offers() -> None:
     async with embedded_mesh() as mesh:
         trx = mesh.transceiver.record.http
         async with aiohttp.ClientSession() as http:
-            status, headers, _ = await post_offer(http, trx, await offer())
+            status, headers, _ = await post_offer(http, mesh, await offer())
             assert status == 201
             mesh.transceiver.config.drain_timeout_s = 30.0
             closing = asyncio.ensure_future(mesh.transceiver.close())
             while not mesh.transceiver.record.draining:
                 await asyncio.sleep(0)
-            status, headers, body = await post_offer(http, trx, await offer())
+            status, headers, body = await post_offer(http, mesh, await offer())
             assert status == 503 and int(headers["Retry-After"]) > 0 and '"draining"' in body
             [session_id] = mesh.transceiver.sessions
-            async with http.delete(f"{trx}/v1/sessions/{session_id}") as resp:
+            path = f"/v1/sessions/{session_id}"
+            async with http.delete(f"{trx}{path}", headers=signed(mesh, "DELETE", path)) as resp:
                 assert resp.status == 200
             await closing
-            status, _, body = await post_offer(http, trx, await offer())
+            status, _, body = await post_offer(http, mesh, await offer(), trx)
             assert status == 503 and '"draining"' in body, "a closed transceiver refuses too"
 
 
 async def test_the_agent_stream_opens_when_the_caller_connects_not_at_the_offer() -> None:
     async with embedded_mesh() as mesh:
         async with aiohttp.ClientSession() as http:
-            status, _, _ = await post_offer(http, mesh.transceiver.record.http, await offer())
+            status, _, _ = await post_offer(http, mesh, await offer())
         assert status == 201
         [session] = mesh.transceiver.sessions.values()
         assert session.pc.connectionState != "connected" and session.agent is None
