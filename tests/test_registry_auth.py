@@ -21,6 +21,8 @@ from voicemesh.edge.node import EdgeNode
 from voicemesh.registry import NodeRecord, RegistryForbidden, RegistryUnavailable, open_registry
 from voicemesh.registry.access import Identity
 from voicemesh.registry.etcd_auth import ensure_access
+from voicemesh.wire.hopauth import HopVerifier
+from voicemesh.wire.meshkeys import MeshKeys
 from voicemesh.wire.token import TokenCodec
 
 pytestmark = pytest.mark.integration
@@ -151,7 +153,7 @@ async def test_a_call_with_every_part_on_its_own_certificate(mesh_etcd, tmp_path
     ca_file = mesh_etcd.pki / "ca.pem"
     agent_cert, agent_key = ca.server(["127.0.0.1"]).write(tmp_path, "agent")
     trx_cert, trx_key = ca.client(TRX.user).write(tmp_path, "trx")
-    tokens = TokenCodec({1: secrets.token_bytes(32)}, 1)
+    keys = MeshKeys({1: secrets.token_bytes(32)}, 1)
     async with AsyncExitStack() as stack:
         server, port = await echo_agent.serve(
             "127.0.0.1:0", credentials=tls.server_credentials(str(agent_cert), str(agent_key), str(ca_file)))
@@ -164,13 +166,13 @@ async def test_a_call_with_every_part_on_its_own_certificate(mesh_etcd, tmp_path
         transceiver = Transceiver(
             TransceiverConfig(node_id=TRX.node_id, region=TRX.region, agent=f"127.0.0.1:{port}",
                               backbone="127.0.0.1:0", drain_timeout_s=0),
-            registries[TRX], tokens,
+            registries[TRX], TokenCodec(dict(keys.keys), keys.current_key_id),
             agent_credentials=tls.client_credentials(str(ca_file), str(trx_cert), str(trx_key)))
         stack.push_async_callback(transceiver.close)
-        runner = await api.serve(transceiver, "127.0.0.1", 0)
+        runner = await api.serve(transceiver, HopVerifier(keys), "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)
         edge = EdgeNode(EdgeConfig(node_id=EDGE.node_id, region=EDGE.region, public="127.0.0.1:0",
-                                   backbone="127.0.0.1:0", http="127.0.0.1:0"), registries[EDGE], tokens)
+                                   backbone="127.0.0.1:0", http="127.0.0.1:0"), registries[EDGE], keys)
         stack.push_async_callback(edge.close)
         await edge.start()
         while not registries[EDGE].nodes("transceiver"):  # the edge's watch brings the transceiver's record
