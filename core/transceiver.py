@@ -251,7 +251,7 @@ class Transceiver:
             region=self.config.region_id,
             transceiver=self.record.index,
             nonce=secrets.randbits(32),
-            expires_at=int(time.time() + self.config.max_session_s),
+            issued_at=int(time.time()), lifetime_s=int(self.config.max_session_s),
         )
         session = Session(session_id, pc, track, ufrag, edge, time.monotonic())
         session.span = telemetry.tracer().start_span("session", attributes={

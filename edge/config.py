@@ -35,6 +35,9 @@ class EdgeConfig:
     http: str = "127.0.0.1:8080"
     idle_timeout_s: float = 60.0
     max_flows: int = 100_000
+    max_flows_per_token: int = 4
+    open_window_s: float = 30.0
+    pending_timeout_s: float = 10.0
     reuse_port: bool = False
     lat: float = 0.0
     lon: float = 0.0

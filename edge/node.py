@@ -83,6 +83,9 @@ class EdgeNode:
             self.tokens,
             idle_timeout_s=cfg.idle_timeout_s,
             max_flows=cfg.max_flows,
+            max_flows_per_token=cfg.max_flows_per_token,
+            open_window_s=cfg.open_window_s,
+            pending_timeout_s=cfg.pending_timeout_s,
         )
         relay = self.relay
         self.registry.subscribe(lambda: relay.set_transceivers(self.registry.nodes("transceiver")))

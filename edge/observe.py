@@ -30,7 +30,8 @@ class FlowTracer:
     ``expect`` is fed the answers passing through the WHIP front;
     ``on_flow`` (the relay's hook) records a ``relay flow`` span in the
     session's trace for every flow that ufrag opens (a NAT rebinding opens a
-    second one). At most ``max_pending`` ufrags are kept, oldest dropped first.
+    second one), with the state it opened in (provisional or pending). At
+    most ``max_pending`` ufrags are kept, oldest dropped first.
     """
 
     def __init__(self, edge_id: int, ttl_s: float = 60.0, max_pending: int = 100_000) -> None:
@@ -52,9 +53,9 @@ class FlowTracer:
                 break
             del self._pending[ufrag]
 
-    def on_flow(self, flow: Flow, server_ufrag: bytes) -> None:
-        """Record the new ``flow`` (opened by a Binding request for ``server_ufrag``) in its session's trace."""
-        entry = self._pending.get(server_ufrag)
+    def on_flow(self, flow: Flow) -> None:
+        """Record the new ``flow`` (opened by a Binding request for ``flow.ufrag``) in its session's trace."""
+        entry = self._pending.get(flow.ufrag)
         if entry is None:
             return
         _, session_id, span_context = entry
@@ -65,11 +66,13 @@ class FlowTracer:
             "client.address": flow.client[0],
             "client.port": flow.client[1],
             "voicemesh.transceiver.address": f"{flow.transceiver[0]}:{flow.transceiver[1]}",
+            "voicemesh.flow.state": str(flow.state),
         }).end()
 
 
 def observe_relay(relay: Relay, attributes: dict[str, str]) -> telemetry.Snapshot[dict[str, Any]]:
-    """Register the relay's metrics: packets, bytes and drops (by reason) as counters, flows as a gauge.
+    """Register the relay's metrics: packets, bytes, unproven bytes and drops (by reason) as counters, flows
+    as a gauge.
 
     The callbacks read ``Relay.stats()`` as the event loop last took it (telemetry.Snapshot: the
     metric reader's thread never touches the relay's tables). Returns the snapshot, started; close
@@ -88,6 +91,10 @@ def observe_relay(relay: Relay, attributes: dict[str, str]) -> telemetry.Snapsho
                                     callbacks=[counter("packets_in", "receive"), counter("packets_out", "transmit")])
     meter.create_observable_counter("voicemesh.relay.bytes", unit="By", description="payload bytes forwarded",
                                     callbacks=[counter("bytes_in", "receive"), counter("bytes_out", "transmit")])
+    meter.create_observable_counter(
+        "voicemesh.relay.unproven_bytes", unit="By",
+        description="bytes from and to client addresses that have not answered a check (pending flows)",
+        callbacks=[counter("unproven_bytes_in", "receive"), counter("unproven_bytes_out", "transmit")])
     meter.create_observable_counter(
         "voicemesh.relay.drops", unit="{packet}", description="datagrams dropped, by reason",
         callbacks=[lambda _o: [metrics.Observation(n, {**attributes, "voicemesh.drop.reason": reason})

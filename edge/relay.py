@@ -1,22 +1,16 @@
-"""The edge relay: one public UDP port, packets routed by the token in the server ufrag.
+"""The edge relay's socket adapter: one public UDP port for clients, backbone sockets towards transceivers,
+and every decision taken by the sans-IO core (edge/relay_core.py), which says what to send where.
 
-The first datagram from an unknown client address must be a STUN Binding
-request (RFC 8489) whose USERNAME starts with a routing token (edge/token.py)
-that verifies and names a registered transceiver; anything else is dropped and
-counted by reason. A valid request creates a flow (edge/flows.py); after that,
-DTLS, SRTP and STUN datagrams of that client are forwarded without parsing,
-framed with the client's address (edge/frame.py) to the transceiver's backbone
-socket. Frames coming back are unframed and sent to the client only if it has
-a flow through this transceiver: the relay never sends to an address that did
-not first send it a valid request (no reflection, no amplification).
+The per-packet path of a proven flow skips the core: a datagram from a client whose flow is open is framed
+with the flow's precomputed header and sent on the flow's uplink, and a frame from the flow's transceiver is
+unframed and sent to the client, after one dict lookup each (``FlowTable.open_by_client`` and
+``open_by_header``, which the core keeps to exactly the flows that forward every non-empty datagram).
+Everything else (first packets, unproven flows, closes, drops) goes through the core.
 
-Each transceiver gets its own backbone socket, bound to the backbone address
-with SO_REUSEPORT and connected to that transceiver: ``send`` skips the
-per-packet address parse and route lookup of ``sendto``, and ``recv`` builds
-no address tuple (together about 20% of the relay's CPU per packet, measured
-with bench/relay.py); the kernel delivers only that transceiver's datagrams
-to it. The unconnected backbone socket still takes frames from a transceiver
-whose socket is not open yet.
+Each transceiver gets its own backbone socket, bound to the backbone address with SO_REUSEPORT and
+connected to that transceiver: ``send`` skips the per-packet address parse and route lookup of ``sendto``,
+and ``recv`` builds no address tuple; the kernel delivers only that transceiver's datagrams to it. The
+unconnected backbone socket still takes frames from a transceiver whose socket is not open yet.
 """
 
 from __future__ import annotations
@@ -25,32 +19,26 @@ import asyncio
 import logging
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from voicemesh.edge.flows import Flow, FlowTable, FlowTableFull
+from voicemesh.edge.flows import Flow, FlowTable
+from voicemesh.edge.relay_core import Closed, Downlink, RelayCore, Uplink
 from voicemesh.registry import NodeRecord
 from voicemesh.runtime.udp import add_drain_reader, bind_udp, sockname
-from voicemesh.wire import frame, stun
+from voicemesh.wire import frame
 from voicemesh.wire.addr import parse_hostport
-from voicemesh.wire.token import BadToken, TokenCodec
+from voicemesh.wire.token import TokenCodec
 
 log = logging.getLogger("voicemesh.relay")
 
 
 class Relay:
-    """Forwards between the public socket and the backbone sockets.
+    """Forwards between the public socket and the backbone sockets, as the core decides.
 
-    ``backbone`` must be bound with SO_REUSEPORT (ValueError otherwise).
-
-    ``drops`` counts dropped datagrams by reason: the MalformedStun and
-    BadToken reasons for first packets (``not_stun``, ``truncated``, ``mac``,
-    ``expired``, ...), ``unknown_transceiver``, ``table_full``, and on the
-    backbone side ``frame_<reason>``, ``no_flow`` (no flow for that client
-    through the sending transceiver), ``tx_error``. Forwarded packets and
-    bytes are counted per flow, so the hot path updates two integers; see
-    ``stats()`` for the totals. ``on_flow(flow, server_ufrag)``, if set, is
-    called once for each flow learned.
+    ``backbone`` must be bound with SO_REUSEPORT (ValueError otherwise). The keyword settings are
+    RelayCore's. ``core`` holds the flows and the counters (``stats()``, ``drops``); a send that fails
+    counts as drop ``tx_error``. ``on_flow(flow)``, if set, is called once for each flow learned.
     """
 
     def __init__(
@@ -62,26 +50,45 @@ class Relay:
         *,
         idle_timeout_s: float = 60.0,
         max_flows: int = 100_000,
+        max_flows_per_token: int = 4,
+        open_window_s: float = 30.0,
+        pending_timeout_s: float = 10.0,
     ) -> None:
         if not backbone.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
             raise ValueError("the backbone socket must be bound with SO_REUSEPORT (bind_udp(..., reuse_port=True)):"
                              " each transceiver gets a connected socket on the same address")
+        self.core = RelayCore(edge_id, tokens, idle_timeout_s=idle_timeout_s, max_flows=max_flows,
+                              max_flows_per_token=max_flows_per_token, open_window_s=open_window_s,
+                              pending_timeout_s=pending_timeout_s)
         self.public = public
         self.backbone = backbone
         self.public_address = sockname(public)
         self.backbone_address = sockname(backbone)
-        self.tokens = tokens
-        self.flows = FlowTable(edge_id, idle_timeout_s, max_flows)
-        self.drops: Counter[str] = Counter()
-        self.directory: dict[tuple[int, int], tuple[str, int]] = {}
+        self.drops = self.core.drops
+        self.on_flow: Callable[[Flow], None] | None = None
         self._links: dict[tuple[str, int], socket.socket] = {}
-        self.on_flow: Callable[[Flow, bytes], None] | None = None
-        self._expired_totals: Counter[str] = Counter()
+        self._open_by_client = self.core.flows.open_by_client
+        self._open_by_header = self.core.flows.open_by_header
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 
+    @property
+    def flows(self) -> FlowTable:
+        """The core's flow table."""
+        return self.core.flows
+
+    @property
+    def directory(self) -> dict[tuple[int, int], tuple[str, int]]:
+        """(region id, transceiver index) -> backbone address; assigning it replaces the core's directory
+        (without opening connected sockets: see set_transceivers)."""
+        return self.core.directory
+
+    @directory.setter
+    def directory(self, directory: dict[tuple[int, int], tuple[str, int]]) -> None:
+        self.core.set_directory(directory)
+
     def start(self) -> None:
-        """Start reading both sockets and sweeping idle flows (inside the running loop)."""
+        """Start reading both sockets and sweeping flows (inside the running loop)."""
         self._loop = asyncio.get_running_loop()
         add_drain_reader(self._loop, self.public, self.on_public)
         add_drain_reader(self._loop, self.backbone, self.on_backbone)
@@ -102,8 +109,8 @@ class Relay:
         self.backbone.close()
 
     def set_transceivers(self, nodes: Iterable[NodeRecord]) -> None:
-        """Replace the directory ``(region id, transceiver index) -> backbone address``
-        and open or close the connected backbone socket of each transceiver."""
+        """Replace the directory from registry records and open or close the connected backbone socket
+        of each transceiver."""
         self.directory = {
             (n.region_id, n.index): parse_hostport(n.backbone) for n in nodes if n.backbone and n.index
         }
@@ -131,92 +138,83 @@ class Relay:
             self._loop.remove_reader(sock.fileno())
         sock.close()
 
-    def on_public(self, data: bytes, addr: tuple) -> None:
+    def on_public(self, data: bytes, addr: tuple[Any, ...]) -> None:
         """A datagram from a client (the per-packet path)."""
-        flow = self.flows.by_client.get(addr)
-        if flow is None:
-            flow = self._first_packet(data, addr)
-            if flow is None:
-                return
-        flow.packets_in += 1
-        flow.bytes_in += len(data)
-        try:
-            flow.uplink(flow.header + data)
-        except ConnectionRefusedError:
-            self._resend(flow, data)
-        except OSError:
-            self.drops["tx_error"] += 1
+        flow = self._open_by_client.get(addr)
+        if flow is not None and data:
+            flow.packets_in += 1
+            flow.bytes_in += len(data)
+            try:
+                flow.uplink(flow.header + data)
+            except ConnectionRefusedError:
+                self._resend(flow, flow.header + data)
+            except OSError:
+                self.drops["tx_error"] += 1
+            return
+        result = self.core.receive_public(data, addr, time.time())
+        if isinstance(result, Uplink):
+            flow = result.flow
+            if result.learned:
+                link = self._links.get(flow.transceiver)
+                flow.uplink = link.send if link is not None else _sendto(self.backbone, flow.transceiver)
+                log.debug("flow learned client=%s:%d transceiver=%s:%d state=%s",
+                          *flow.client[:2], *flow.transceiver, flow.state)
+                if self.on_flow is not None:
+                    self.on_flow(flow)
+            try:
+                flow.uplink(result.frame)
+            except ConnectionRefusedError:
+                self._resend(flow, result.frame)
+            except OSError:
+                self.drops["tx_error"] += 1
 
     def _resend(self, flow: Flow, data: bytes) -> None:
         """A connected socket reports an ICMP error caused by an earlier datagram on the next send,
         which it then skips: send once more, so one unreachable moment costs no extra packet."""
         try:
-            flow.uplink(flow.header + data)
+            flow.uplink(data)
         except OSError:
             self.drops["tx_error"] += 1
 
-    def _first_packet(self, data: bytes, addr: tuple) -> Flow | None:
-        try:
-            server_ufrag, _ = stun.split_username(stun.binding_request_username(data))
-            token = self.tokens.verify(server_ufrag, time.time())
-        except (stun.MalformedStun, BadToken) as exc:
-            self.drops[exc.reason] += 1
-            return None
-        transceiver = self.directory.get((token.region, token.transceiver))
-        if transceiver is None:
-            self.drops["unknown_transceiver"] += 1
-            return None
-        try:
-            flow = self.flows.learn(addr, transceiver, token, time.monotonic())
-        except FlowTableFull as exc:
-            self.drops[exc.reason] += 1
-            return None
-        link = self._links.get(transceiver)
-        flow.uplink = link.send if link is not None else _sendto(self.backbone, transceiver)
-        log.debug("flow learned client=%s:%d transceiver=%s:%d", addr[0], addr[1], *transceiver)
-        if self.on_flow is not None:
-            self.on_flow(flow, server_ufrag)
-        return flow
-
-    def on_backbone(self, data: bytes, src: tuple) -> None:
+    def on_backbone(self, data: bytes, src: tuple[Any, ...]) -> None:
         """A backbone frame from a transceiver (the per-packet return path)."""
         try:
             n = frame.header_length(data)
-        except frame.MalformedFrame as exc:
-            self.drops["frame_" + exc.reason] += 1
+        except frame.MalformedFrame:
+            self._downlink(data, src)
             return
-        flow = self.flows.by_header.get(data[:n])
-        if flow is None or flow.transceiver != src:
-            self.drops["no_flow"] += 1
+        flow = self._open_by_header.get(data[:n])
+        payload = data[n:]
+        if flow is not None and flow.transceiver == src and payload:
+            flow.packets_out += 1
+            flow.bytes_out += len(payload)
+            try:
+                self.public.sendto(payload, flow.client)
+            except OSError:
+                self.drops["tx_error"] += 1
             return
-        flow.packets_out += 1
-        flow.bytes_out += len(data) - n
-        try:
-            self.public.sendto(data[n:], flow.client)
-        except OSError:
-            self.drops["tx_error"] += 1
+        self._downlink(data, src)
+
+    def _downlink(self, data: bytes, src: tuple[Any, ...]) -> None:
+        result = self.core.receive_backbone(data, (src[0], src[1]), time.time())
+        if isinstance(result, Downlink):
+            try:
+                self.public.sendto(result.datagram, result.flow.client)
+            except OSError:
+                self.drops["tx_error"] += 1
+        elif isinstance(result, Closed):
+            log.debug("session closed: %d flows removed", len(result.flows))
 
     def _sweep(self) -> None:
-        for flow in self.flows.expire(time.monotonic()):
-            self._expired_totals.update(_flow_counts(flow))
+        self.core.expire(time.time())
+        flows = self.core.flows
         assert self._loop is not None
-        self._sweeper = self._loop.call_later(self.flows.idle_timeout_s / 4, self._sweep)
+        self._sweeper = self._loop.call_later(min(flows.idle_timeout_s, flows.pending_timeout_s) / 4, self._sweep)
 
-    def stats(self) -> dict:
-        """Counters: ``flows`` (active), ``packets_in``/``bytes_in`` (client to
-        transceiver), ``packets_out``/``bytes_out`` (back to clients), ``drops`` by reason."""
-        totals = Counter(self._expired_totals)
-        for flow in self.flows.by_client.values():
-            totals.update(_flow_counts(flow))
-        return {"flows": len(self.flows), **{k: totals[k] for k in _COUNTS}, "drops": dict(self.drops)}
+    def stats(self) -> dict[str, Any]:
+        """The core's counters (RelayCore.stats)."""
+        return self.core.stats()
 
 
-def _sendto(sock: socket.socket, address: tuple[str, int]):
+def _sendto(sock: socket.socket, address: tuple[str, int]) -> Callable[[bytes], int]:
     return lambda data: sock.sendto(data, address)
-
-
-_COUNTS = ("packets_in", "bytes_in", "packets_out", "bytes_out")
-
-
-def _flow_counts(flow: Flow) -> dict[str, int]:
-    return {k: getattr(flow, k) for k in _COUNTS}

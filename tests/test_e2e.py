@@ -60,10 +60,11 @@ async def test_bad_input_at_the_relay_does_not_disturb_a_call() -> None:
     async with embedded_mesh() as mesh:
         relay = mesh.relay.public_address
         index = mesh.transceiver.record.index
-        forged = TokenCodec({1: os.urandom(32)}, 1).mint(region=1, transceiver=index, nonce=7,
-                                                         expires_at=int(time.time()) + 60)
-        expired = mesh.tokens.mint(region=1, transceiver=index, nonce=8, expires_at=int(time.time()) - 1)
-        unknown = mesh.tokens.mint(region=1, transceiver=999, nonce=9, expires_at=int(time.time()) + 60)
+        now = int(time.time())
+        forged = TokenCodec({1: os.urandom(32)}, 1).mint(region=1, transceiver=index, nonce=7, issued_at=now,
+                                                         lifetime_s=60)
+        expired = mesh.tokens.mint(region=1, transceiver=index, nonce=8, issued_at=now - 61, lifetime_s=60)
+        unknown = mesh.tokens.mint(region=1, transceiver=999, nonce=9, issued_at=now, lifetime_s=60)
         attacks = {
             "not_stun": os.urandom(200),
             "truncated": binding_request(f"{expired}:abcd")[:30],
@@ -318,7 +319,7 @@ async def test_relay_forwards_an_ipv6_client() -> None:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client:
             client.bind(("::1", 0))
             client.settimeout(2)
-            ufrag = tokens.mint(region=1, transceiver=1, nonce=1, expires_at=int(time.time()) + 60)
+            ufrag = tokens.mint(region=1, transceiver=1, nonce=1, issued_at=int(time.time()), lifetime_s=60)
             loop = asyncio.get_running_loop()
             for payload in (binding_request(f"{ufrag}:abcd"), b"\x80" + b"rtp" * 20):
                 client.sendto(payload, relay.public_address)

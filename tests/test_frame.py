@@ -53,7 +53,7 @@ def test_round_trip_keeps_the_datagram_intact(client):
     assert data[n:] == DTLS_RECORD
 
 
-def test_header_alone_is_a_frame_with_an_empty_datagram():
+def test_header_alone_is_a_frame_with_an_empty_datagram_a_close():
     header = frame.encode_header(("192.0.2.1", 1), 1)
 
     assert frame.header_length(header) == 12

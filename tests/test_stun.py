@@ -122,6 +122,21 @@ def test_a_flipped_bit_breaks_the_fingerprint_and_the_integrity():
     assert not stun.check_message_integrity(bytes(damaged), SAMPLE_PASSWORD)
 
 
+def test_transaction_reads_type_and_id_of_any_message():
+    assert stun.transaction(SAMPLE_REQUEST) == (stun.BINDING_REQUEST, SAMPLE_REQUEST[8:20])
+    assert stun.transaction(SAMPLE_IPV4_RESPONSE) == (stun.BINDING_SUCCESS, SAMPLE_IPV4_RESPONSE[8:20])
+    error = bytes.fromhex("0111 0000 2112a442") + bytes(range(12))
+    assert stun.transaction(error) == (stun.BINDING_ERROR, bytes(range(12)))
+
+
+@pytest.mark.parametrize("data, reason", [(b"\x80" + bytes(40), "not_stun"), (SAMPLE_REQUEST[:19], "truncated"),
+                                          (SAMPLE_REQUEST + bytes(4), "bad_length")])
+def test_transaction_of_a_malformed_message(data, reason):
+    with pytest.raises(MalformedStun) as caught:
+        stun.transaction(data)
+    assert caught.value.reason == reason
+
+
 def test_rfc7983_demux():
     dtls_client_hello = bytes([22, 0xFE, 0xFD]) + bytes(60)
     rtp = bytes([0x80, 111]) + bytes(170)

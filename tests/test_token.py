@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 KEY_0 = bytes.fromhex("00112233445566778899aabbccddeeff")
 KEY_1 = bytes.fromhex("ffeeddccbbaa99887766554433221100")
 NOW = 1_800_000_000
-FIELDS = dict(region=3, transceiver=513, nonce=0xC0FFEE, expires_at=NOW + 3600)
+FIELDS = dict(region=3, transceiver=513, nonce=0xC0FFEE, issued_at=NOW - 10, lifetime_s=3600)
 
 
 def reason(codec: TokenCodec, ufrag, now: float = NOW) -> str:
@@ -26,23 +26,24 @@ def test_round_trip_from_str_and_from_stun_bytes():
 
     ufrag = codec.mint(**FIELDS)
 
-    expected = RoutingToken(key_id=0, region=3, transceiver=513, nonce=0xC0FFEE, expires_at=NOW + 3600)
-    assert len(ufrag) == UFRAG_LENGTH == 28
+    expected = RoutingToken(key_id=0, region=3, transceiver=513, nonce=0xC0FFEE, issued_at=NOW - 10,
+                            expires_at=NOW + 3590)
+    assert len(ufrag) == UFRAG_LENGTH == 36
     assert codec.verify(ufrag, NOW) == expected
     assert codec.verify(ufrag.encode(), NOW) == expected
 
 
 def test_field_extremes_round_trip():
     codec = TokenCodec({255: KEY_0}, current_key_id=255)
-    ufrag = codec.mint(region=255, transceiver=65535, nonce=2**32 - 1, expires_at=2**32 - 1)
+    ufrag = codec.mint(region=255, transceiver=65535, nonce=2**32 - 1, issued_at=2**32 - 2, lifetime_s=1)
 
-    assert codec.verify(ufrag, NOW) == RoutingToken(255, 255, 65535, 2**32 - 1, 2**32 - 1)
+    assert codec.verify(ufrag, NOW) == RoutingToken(255, 255, 65535, 2**32 - 1, 2**32 - 2, 2**32 - 1)
 
 
 def test_every_minted_ufrag_is_a_valid_ice_ufrag_and_unique_per_nonce():
     codec = TokenCodec({0: KEY_0}, current_key_id=0)
 
-    ufrags = {codec.mint(region=1, transceiver=7, nonce=nonce, expires_at=NOW + 60) for nonce in range(2000)}
+    ufrags = {codec.mint(region=1, transceiver=7, nonce=nonce, issued_at=NOW, lifetime_s=60) for nonce in range(2000)}
 
     assert len(ufrags) == 2000
     for ufrag in ufrags:
@@ -84,7 +85,7 @@ def test_retired_key_id_is_unknown():
 
 def test_expired_at_and_after_expires_at():
     codec = TokenCodec({0: KEY_0}, current_key_id=0)
-    ufrag = codec.mint(region=0, transceiver=0, nonce=1, expires_at=NOW)
+    ufrag = codec.mint(region=0, transceiver=0, nonce=1, issued_at=NOW - 60, lifetime_s=60)
 
     assert codec.verify(ufrag, NOW - 0.5).expires_at == NOW
     assert reason(codec, ufrag, now=NOW) == "expired"
@@ -105,7 +106,7 @@ def test_padding_is_not_accepted():
     assert reason(codec, codec.mint(**FIELDS)[:-2] + "==") == "alphabet"
 
 
-@pytest.mark.parametrize("length", [0, 4, 27, 29, 256])
+@pytest.mark.parametrize("length", [0, 4, 28, 35, 37, 256])
 def test_wrong_length(length):
     codec = TokenCodec({0: KEY_0}, current_key_id=0)
     ufrag = (codec.mint(**FIELDS) * 10)[:length]
@@ -117,12 +118,13 @@ def test_an_ordinary_random_ufrag_is_not_a_token():
     codec = TokenCodec({0: KEY_0}, current_key_id=0)
 
     assert reason(codec, b"h6vY") == "length"
-    assert reason(codec, b"AAAAAAAAAAAAAAAAAAAAAAAAAAAA") == "mac"
+    assert reason(codec, b"A" * 36) == "mac"
 
 
 @pytest.mark.parametrize(
     "field, value",
-    [("region", 256), ("transceiver", 65536), ("nonce", 2**32), ("expires_at", -1)],
+    [("region", 256), ("transceiver", 65536), ("nonce", 2**32), ("issued_at", -1), ("issued_at", 2**32),
+     ("lifetime_s", -1), ("lifetime_s", 2**32 - NOW + 10)],
 )
 def test_mint_rejects_fields_that_do_not_fit(field, value):
     codec = TokenCodec({0: KEY_0}, current_key_id=0)

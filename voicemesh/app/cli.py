@@ -27,6 +27,12 @@ EDGE_HELP = {
     "http": "WHIP front address (host:port)",
     "idle_timeout_s": "seconds before an idle flow is forgotten (above ICE consent's 30 s)",
     "max_flows": "flows the relay keeps at most",
+    "max_flows_per_token": "flows one routing token may hold (addresses of one session); at the cap the "
+                           "oldest unproven one is evicted, never one whose client answered a check",
+    "open_window_s": "seconds after a token is minted during which its new flows forward media at once; "
+                     "later (NAT rebinding, edge restart) only STUN, within a byte budget, until the client "
+                     "answers one of the transceiver's checks",
+    "pending_timeout_s": "seconds an unproven flow has to answer a check before it is dropped",
     "reuse_port": "share the public port with other edge workers (SO_REUSEPORT)",
     "lat": "latitude of this PoP (degrees)",
     "lon": "longitude of this PoP (degrees)",

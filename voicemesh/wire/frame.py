@@ -1,5 +1,12 @@
 """The backbone frame: a small header with the client's real address and the edge id, put in front of each
-unchanged datagram between edge relay and transceiver, both ways (DESIGN.md "Backbone frame")."""
+unchanged datagram between edge relay and transceiver, both ways (README "Contracts": backbone frame).
+
+A frame with an EMPTY payload (the header alone) from a transceiver to an edge is a close: the session
+that the header's route belongs to has ended. When a transceiver ends a session it sends, for each route of
+the session, the route's header with no payload; the edge then removes the flow at once and revokes its
+token, so no new flow opens for that session (edge/relay_core.py). Datagrams are never empty otherwise: the
+edge drops empty datagrams from clients, so a client cannot forge a close or send an empty frame upstream.
+"""
 
 import ipaddress
 import socket
@@ -54,7 +61,7 @@ def _reason(data: bytes) -> str:
 
 def header_length(data: bytes) -> int:
     """Return the header length of a frame (12 or 24 bytes) after checking magic, version and family and
-    that the datagram holds the whole header; `data[n:]` is the carried datagram (possibly empty).
+    that the datagram holds the whole header; `data[n:]` is the carried datagram (empty: a close, see above).
 
     Raises MalformedFrame: "magic", "version", "family" or "truncated".
     """

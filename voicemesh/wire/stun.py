@@ -1,23 +1,25 @@
-"""Just enough STUN (RFC 8489, formerly RFC 5389) for the edge relay: the RFC 7983 demux test and the
-USERNAME of a Binding request read straight from the bytes, plus a small parser and the FINGERPRINT and
-MESSAGE-INTEGRITY checks for tests and slow paths."""
+"""Just enough STUN (RFC 8489, formerly RFC 5389) for the edge relay: the RFC 7983 demux test, the USERNAME
+of a Binding request and the type and transaction id of any message read straight from the bytes, plus a
+small parser and the FINGERPRINT and MESSAGE-INTEGRITY checks for tests and slow paths."""
 
 import hmac
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 MAGIC_COOKIE = b"\x21\x12\xa4\x42"
 HEADER_LENGTH = 20
 BINDING_REQUEST = 0x0001
+BINDING_SUCCESS = 0x0101
+BINDING_ERROR = 0x0111
 USERNAME = 0x0006
 MESSAGE_INTEGRITY = 0x0008
 MESSAGE_INTEGRITY_SHA256 = 0x001C
 FINGERPRINT = 0x8028
 FINGERPRINT_XOR = 0x5354554E
 
-_TYPE_AND_LENGTH = struct.Struct("!HH").unpack_from
+_TYPE_AND_LENGTH: Callable[..., tuple[int, int]] = struct.Struct("!HH").unpack_from
 
 
 class MalformedStun(ValueError):
@@ -62,6 +64,15 @@ def _check_header(data: bytes) -> int:
     if HEADER_LENGTH + length < len(data) or length & 3:
         raise MalformedStun("bad_length")
     return message_type
+
+
+def transaction(data: bytes) -> tuple[int, bytes]:
+    """Return (message type, 12-byte transaction id) of a STUN message (RFC 8489 section 5), e.g.
+    (BINDING_SUCCESS, txid) for a Binding success response; attributes are not read.
+
+    The header is checked as in `parse`. Raises MalformedStun: "not_stun", "truncated" or "bad_length".
+    """
+    return _check_header(data), data[8:HEADER_LENGTH]
 
 
 def binding_request_username(data: bytes) -> bytes:

@@ -1,5 +1,5 @@
 """The routing token: the server ICE ufrag that a transceiver mints and the edge relay checks, so the first
-STUN Binding request carries its own route, MAC'd with a mesh key (DESIGN.md "Routing token")."""
+STUN Binding request carries its own route, MAC'd with a mesh key (README "Contracts": routing token)."""
 
 import base64
 import binascii
@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Self
 
-UFRAG_LENGTH = 28
-"""Characters in a token ufrag: 21 bytes in base64 without padding, within ICE's 4..256 ice-chars."""
+UFRAG_LENGTH = 36
+"""Characters in a token ufrag: 27 bytes in base64 without padding, within ICE's 4..256 ice-chars."""
 
 MIN_SECRET_LENGTH = 16
-_FIELDS = struct.Struct(">BBHII")  # key_id, region, transceiver, nonce, expires_at: 12 bytes
-_MAC_LENGTH = 9
+_FIELDS = struct.Struct(">BBHIII")  # key_id, region, transceiver, nonce, issued_at, expires_at: 16 bytes
+_MAC_LENGTH = 11
 _RAW_LENGTH = _FIELDS.size + _MAC_LENGTH
 
 
@@ -32,12 +32,16 @@ class BadToken(ValueError):
 @dataclass(frozen=True, slots=True)
 class RoutingToken:
     """The fields of a verified token: mesh key id, region id, transceiver id within the region, a per-session
-    nonce, and the expiry in unix seconds."""
+    nonce, when it was minted and when it expires (unix seconds, the minting transceiver's clock).
+
+    Tokens compare and hash by all fields, so a RoutingToken is the key the relay keeps per-token state under.
+    """
 
     key_id: int
     region: int
     transceiver: int
     nonce: int
+    issued_at: int
     expires_at: int
 
 
@@ -49,9 +53,10 @@ def _check_range(name: str, value: int, maximum: int) -> None:
 class TokenCodec:
     """Mints and verifies routing tokens with a set of mesh keys.
 
-    Layout (big endian, 21 bytes): key_id u8 | region u8 | transceiver u16 | nonce u32 | expires_at u32 |
-    HMAC-SHA256(key, first 12 bytes)[:9]. Encoded as standard base64 without padding: exactly 28 chars of
-    [A-Za-z0-9+/], the ice-char alphabet (RFC 8445 section 5.3, RFC 8839 section 5.4).
+    Layout (big endian, 27 bytes): key_id u8 | region u8 | transceiver u16 | nonce u32 | issued_at u32 |
+    expires_at u32 | HMAC-SHA256(key, first 16 bytes)[:11]. Encoded as standard base64 without padding:
+    exactly 36 chars of [A-Za-z0-9+/], the ice-char alphabet (RFC 8445 section 5.3, RFC 8839 section 5.4).
+    `issued_at` lets the relay open full flows only in a short window after the answer (edge/relay_core.py).
 
     `keys` maps key id (0..255) to a secret of at least 16 bytes. Tokens are minted with `current_key_id`
     and verified with any key in the map, so the previous key keeps working during a rotation.
@@ -91,17 +96,19 @@ class TokenCodec:
                 raise ValueError(f"token key spec entry {number}: the secret for key {key_id} is not hex") from None
         return cls(keys, current_key_id=next(iter(keys)))  # dicts keep insertion order: the first entry
 
-    def mint(self, *, region: int, transceiver: int, nonce: int, expires_at: int) -> str:
-        """Return the 28-char ufrag for these fields under the current key.
+    def mint(self, *, region: int, transceiver: int, nonce: int, issued_at: int, lifetime_s: int) -> str:
+        """Return the 36-char ufrag for these fields under the current key.
 
         `nonce` must be random per session (at least 24 random bits) so every session's ufrag is unique;
-        `expires_at` is in unix seconds. Raises ValueError if a field does not fit its width.
+        `issued_at` is now in unix seconds, and the token expires `lifetime_s` seconds later. Raises ValueError
+        if a field does not fit its width (issued_at and issued_at + lifetime_s: 0..2**32-1, lifetime_s >= 0).
         """
         _check_range("region", region, 0xFF)
         _check_range("transceiver", transceiver, 0xFFFF)
         _check_range("nonce", nonce, 0xFFFF_FFFF)
-        _check_range("expires_at", expires_at, 0xFFFF_FFFF)
-        fields = _FIELDS.pack(self.current_key_id, region, transceiver, nonce, expires_at)
+        _check_range("issued_at", issued_at, 0xFFFF_FFFF)
+        _check_range("lifetime_s", lifetime_s, 0xFFFF_FFFF - issued_at)
+        fields = _FIELDS.pack(self.current_key_id, region, transceiver, nonce, issued_at, issued_at + lifetime_s)
         mac = hmac.digest(self._keys[self.current_key_id], fields, "sha256")[:_MAC_LENGTH]
         return base64.b64encode(fields + mac).decode("ascii")
 
@@ -117,7 +124,7 @@ class TokenCodec:
             raw = binascii.a2b_base64(ufrag, strict_mode=True)
         except ValueError:
             raise BadToken("alphabet") from None
-        if len(raw) != _RAW_LENGTH:  # 28 chars decode to fewer bytes only when they end in '=' padding
+        if len(raw) != _RAW_LENGTH:  # 36 chars decode to fewer bytes only when they end in '=' padding
             raise BadToken("alphabet")
         key = self._keys.get(raw[0])
         if key is None:
@@ -125,7 +132,7 @@ class TokenCodec:
         fields = raw[: _FIELDS.size]
         if not hmac.compare_digest(hmac.digest(key, fields, "sha256")[:_MAC_LENGTH], raw[_FIELDS.size :]):
             raise BadToken("mac")
-        key_id, region, transceiver, nonce, expires_at = _FIELDS.unpack(fields)
+        key_id, region, transceiver, nonce, issued_at, expires_at = _FIELDS.unpack(fields)
         if now >= expires_at:
             raise BadToken("expired")
-        return RoutingToken(key_id, region, transceiver, nonce, expires_at)
+        return RoutingToken(key_id, region, transceiver, nonce, issued_at, expires_at)

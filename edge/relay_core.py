@@ -1,0 +1,275 @@
+"""The edge relay's decisions, sans-IO: datagrams and time in, what to send and where (or a drop and its
+reason) out. edge/relay.py owns the sockets and feeds this core; aioquic's connection and h11 are the models.
+
+Rules (README "Security"):
+
+- A client's first datagram must be a STUN Binding request (RFC 8489) whose USERNAME starts with a routing
+  token (voicemesh.wire.token) that verifies and names a transceiver in the directory, and not revoked.
+  It opens a flow for the client's address; everything else from an unknown address is dropped.
+- A flow is **provisional** if its token was minted less than ``open_window_s`` seconds ago, else
+  **pending**, until the client proves it can be reached at its address: the relay notes the transaction
+  ids of the STUN Binding requests that the transceiver sends to the client (aioice's triggered and consent
+  checks) and opens the flow when the client returns a Binding success or error response with one of them
+  (RFC 8445 section 7.2.5, RFC 7675). The relay cannot check MESSAGE-INTEGRITY (it has no pwd), but the
+  96-bit random transaction id, seen only at the client's address, proves return reachability; the
+  transceiver checks the integrity of the same response.
+- While pending, only STUN (RFC 7983: first byte 0-3) goes either way, and the relay never sends more bytes
+  to the address than it received from it (every byte counts, forwarded or dropped). So after the window an
+  unproven address gets neither amplification nor media, and a caller whose NAT rebinds, or who comes back
+  through a restarted edge, gets through by answering one check.
+- Provisional flows forward everything both ways at once: the first call's ICE, DTLS and media do not wait
+  for a byte budget (aioice's triggered check, about 116 bytes, plus the response to the client's check,
+  about 64, exceed the client's one check, so a budget from the first packet would hold the check back
+  until the client sends again, for up to a retransmission interval). The window is short and starts at
+  the answer, when only the caller (and observers on its path) know the token; a provisional flow still
+  needs proof to outlive the window, and the per-token cap bounds what one token can open in it.
+- A token holds at most ``max_flows_per_token`` flows; at the cap, its oldest unproven flow is evicted
+  (edge/flows.py), never a proven one.
+- A frame with an empty payload from a flow's own transceiver closes the session (voicemesh.wire.frame):
+  every flow of its token goes at once and the token is revoked until it expires. Empty datagrams from
+  clients are dropped.
+- Frames are accepted only from the transceiver that owns the flow their header names.
+
+Times are unix seconds (``time.time()``): tokens carry the transceiver's wall clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from voicemesh.edge.flows import MAX_CHECKS, Flow, FlowState, FlowTable, FlowTableFull
+from voicemesh.wire import frame, stun
+from voicemesh.wire.token import BadToken, RoutingToken, TokenCodec
+
+
+@dataclass(frozen=True, slots=True)
+class Uplink:
+    """Send ``frame`` (the flow's header, then the client's datagram) to ``flow.transceiver`` on the
+    backbone. ``learned`` is True for the datagram that opened the flow."""
+
+    flow: Flow
+    frame: bytes
+    learned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Downlink:
+    """Send ``datagram`` to ``flow.client`` on the public socket."""
+
+    flow: Flow
+    datagram: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The transceiver ended the session: ``flows`` were removed and their token revoked. Nothing to send."""
+
+    flows: tuple[Flow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Send nothing; ``reason`` is the drop counter's label (also counted in ``RelayCore.drops``)."""
+
+    reason: str
+
+
+_COUNTS = ("packets_in", "bytes_in", "packets_out", "bytes_out")
+
+
+class RelayCore:
+    """The relay's state: flows, the transceiver directory, revoked tokens, counters.
+
+    ``directory`` maps (region id, transceiver index) -> backbone address (set it with set_directory).
+    Settings (seconds, flows): ``open_window_s`` after a token's issue time during which its flows are
+    provisional, ``pending_timeout_s`` for an unproven flow to prove itself, ``idle_timeout_s`` and
+    ``max_flows`` of the flow table, ``max_flows_per_token``. Raises ValueError for a bad setting.
+
+    ``drops`` counts dropped datagrams by reason. First packets: the MalformedStun and BadToken reasons
+    (``not_stun``, ``truncated``, ``mac``, ``expired``, ...), ``empty``, ``revoked``,
+    ``unknown_transceiver``, ``table_full``, ``token_cap``. Flows: ``pending_not_stun`` (a pending flow's
+    client sent media), ``pending_downlink_not_stun`` (the transceiver sent media to a pending flow),
+    ``amplification`` (a STUN message over the pending flow's byte budget). Backbone: ``frame_<reason>``
+    (malformed), ``no_flow``, ``frame_wrong_transceiver`` (a registered transceiver, not the flow's),
+    ``frame_unknown_transceiver``. The adapter adds ``tx_error``.
+    """
+
+    def __init__(
+        self,
+        edge_id: int,
+        tokens: TokenCodec,
+        *,
+        idle_timeout_s: float = 60.0,
+        max_flows: int = 100_000,
+        max_flows_per_token: int = 4,
+        open_window_s: float = 30.0,
+        pending_timeout_s: float = 10.0,
+    ) -> None:
+        if open_window_s < 0:
+            raise ValueError(f"open_window_s must not be negative, got {open_window_s}")
+        self.flows = FlowTable(edge_id, idle_timeout_s, max_flows, max_flows_per_token=max_flows_per_token,
+                               pending_timeout_s=pending_timeout_s)
+        self.tokens = tokens
+        self.open_window_s = open_window_s
+        self.directory: dict[tuple[int, int], tuple[str, int]] = {}
+        self._transceivers: set[tuple[str, int]] = set()
+        self._revoked: dict[RoutingToken, int] = {}  # token -> expires_at, in the order revoked
+        self.drops: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+        self._retired: Counter[str] = Counter()
+
+    def set_directory(self, directory: dict[tuple[int, int], tuple[str, int]]) -> None:
+        """Replace the directory (region id, transceiver index) -> backbone address. Existing flows keep
+        their transceiver."""
+        self.directory = dict(directory)
+        self._transceivers = set(self.directory.values())
+
+    def receive_public(self, data: bytes, client: tuple[str, int], now: float) -> Uplink | Drop:
+        """Decide what to do with a datagram from ``client`` (a socket address) at ``now`` (unix s)."""
+        if not data:
+            return self._drop("empty")
+        flow = self.flows.by_client.get(client)
+        if flow is None:
+            return self._first_packet(data, client, now)
+        return self._uplink(flow, data, now, learned=False)
+
+    def _first_packet(self, data: bytes, client: tuple[str, int], now: float) -> Uplink | Drop:
+        try:
+            server_ufrag, _ = stun.split_username(stun.binding_request_username(data))
+            token = self.tokens.verify(server_ufrag, now)
+        except (stun.MalformedStun, BadToken) as exc:
+            return self._drop(exc.reason)
+        if token in self._revoked:
+            return self._drop("revoked")
+        transceiver = self.directory.get((token.region, token.transceiver))
+        if transceiver is None:
+            return self._drop("unknown_transceiver")
+        try:
+            flow, evicted = self.flows.learn(client, transceiver, token, server_ufrag, now,
+                                             open_until=token.issued_at + self.open_window_s)
+        except FlowTableFull as exc:
+            return self._drop(exc.reason)
+        if evicted is not None:
+            self.counts["flows_evicted"] += 1
+            self._retire(evicted)
+        return self._uplink(flow, data, now, learned=True)
+
+    def _uplink(self, flow: Flow, data: bytes, now: float, *, learned: bool) -> Uplink | Drop:
+        if flow.state is not FlowState.OPEN:
+            if flow.state is FlowState.PROVISIONAL and now >= flow.open_until:
+                flow.state = FlowState.PENDING
+            if flow.state is FlowState.PENDING:
+                flow.unproven_in += len(data)
+                self.counts["unproven_bytes_in"] += len(data)
+                if data[0] > 3:
+                    return self._drop("pending_not_stun")
+            if flow.checks and data[0] == 1 and self._answers_check(flow, data):
+                self.flows.prove(flow)
+        flow.packets_in += 1
+        flow.bytes_in += len(data)
+        return Uplink(flow, flow.header + data, learned)
+
+    def _answers_check(self, flow: Flow, data: bytes) -> bool:
+        try:
+            message_type, txid = stun.transaction(data)
+        except stun.MalformedStun:
+            return False
+        return (message_type == stun.BINDING_SUCCESS or message_type == stun.BINDING_ERROR) and txid in flow.checks
+
+    def receive_backbone(self, data: bytes, transceiver: tuple[str, int], now: float) -> Downlink | Closed | Drop:
+        """Decide what to do with a backbone frame from ``transceiver`` (its socket address) at ``now``."""
+        try:
+            n = frame.header_length(data)
+        except frame.MalformedFrame as exc:
+            return self._drop("frame_" + exc.reason)
+        flow = self.flows.by_header.get(data[:n])
+        if flow is None or flow.transceiver != transceiver:
+            if transceiver not in self._transceivers:
+                return self._drop("frame_unknown_transceiver")
+            return self._drop("no_flow" if flow is None else "frame_wrong_transceiver")
+        if len(data) == n:
+            return self._close(flow, now)
+        if flow.state is not FlowState.OPEN:
+            if flow.state is FlowState.PROVISIONAL and now >= flow.open_until:
+                flow.state = FlowState.PENDING
+            size = len(data) - n
+            if flow.state is FlowState.PENDING:
+                if data[n] > 3:
+                    return self._drop("pending_downlink_not_stun")
+                if flow.unproven_out + size > flow.unproven_in:
+                    return self._drop("amplification")
+                flow.unproven_out += size
+                self.counts["unproven_bytes_out"] += size
+            flow.answered = True
+            if data[n] == 0:
+                self._note_check(flow, data[n:])
+        flow.packets_out += 1
+        flow.bytes_out += len(data) - n
+        return Downlink(flow, data[n:])
+
+    def _note_check(self, flow: Flow, datagram: bytes) -> None:
+        try:
+            message_type, txid = stun.transaction(datagram)
+        except stun.MalformedStun:
+            return
+        if message_type == stun.BINDING_REQUEST and txid not in flow.checks:
+            flow.checks.append(txid)
+            del flow.checks[:-MAX_CHECKS]
+
+    def _close(self, flow: Flow, now: float) -> Closed:
+        token = flow.token
+        flows = self.flows.remove_token(token)
+        for gone in flows:
+            self._retire(gone)
+        self.counts["flows_closed"] += len(flows)
+        self._revoked[token] = token.expires_at
+        while len(self._revoked) > self.flows.max_flows:
+            del self._revoked[next(iter(self._revoked))]
+        return Closed(tuple(flows))
+
+    def expire(self, now: float) -> list[Flow]:
+        """Sweep (about every min(idle_timeout_s, pending_timeout_s) / 4 seconds): remove and return the
+        flows that aged out (edge/flows.py), and forget revoked tokens that have expired."""
+        gone = self.flows.expire(now)
+        for flow in gone:
+            self._retire(flow)
+        self.counts["flows_expired"] += len(gone)
+        for token, expires_at in list(self._revoked.items()):
+            if now >= expires_at:
+                del self._revoked[token]
+        return gone
+
+    def is_revoked(self, token: RoutingToken) -> bool:
+        """Whether a session's end revoked ``token`` (until it expires)."""
+        return token in self._revoked
+
+    def _drop(self, reason: str) -> Drop:
+        self.drops[reason] += 1
+        return Drop(reason)
+
+    def _retire(self, flow: Flow) -> None:
+        for key in _COUNTS:
+            self._retired[key] += getattr(flow, key)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: ``flows`` (now), ``flows_open`` (proven) and ``flows_unproven``; ``packets_in``/
+        ``bytes_in`` (client to transceiver) and ``packets_out``/``bytes_out`` (back to clients), forwarded
+        payload bytes since start; ``unproven_bytes_in``/``unproven_bytes_out``: bytes received from and sent
+        to addresses whose flow was pending (out <= in per flow); ``flows_evicted``, ``flows_closed``,
+        ``flows_expired``; ``tokens_revoked`` (now); ``drops`` by reason."""
+        totals = Counter(self._retired)
+        for flow in self.flows.by_client.values():
+            for key in _COUNTS:
+                totals[key] += getattr(flow, key)
+        return {
+            "flows": len(self.flows),
+            "flows_open": len(self.flows.open_by_client),
+            "flows_unproven": len(self.flows) - len(self.flows.open_by_client),
+            **{key: totals[key] for key in _COUNTS},
+            **{key: self.counts[key] for key in ("unproven_bytes_in", "unproven_bytes_out", "flows_evicted",
+                                                 "flows_closed", "flows_expired")},
+            "tokens_revoked": len(self._revoked),
+            "drops": dict(self.drops),
+        }

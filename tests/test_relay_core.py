@@ -1,0 +1,472 @@
+"""Tests for edge.relay_core: the relay's decisions, bytes and time in, what to send (or drop) out.
+
+STUN messages are built with aioice's codec, the one the transceiver and the test callers run.
+"""
+
+import os
+
+import pytest
+from aioice import stun as aioice_stun
+
+from voicemesh.edge.flows import FlowState
+from voicemesh.edge.relay_core import Closed, Downlink, Drop, RelayCore, Uplink
+from voicemesh.wire import frame
+from voicemesh.wire.token import TokenCodec
+
+pytestmark = pytest.mark.unit
+
+CODEC = TokenCodec({1: b"relay-core-test-key-32-bytes...."}, 1)
+T0 = 1_800_000_000
+"""When the test tokens are minted (unix seconds)."""
+EDGE_ID = 9
+TRANSCEIVER = ("10.0.1.5", 7000)
+OTHER_TRANSCEIVER = ("10.0.1.6", 7000)
+STRANGER = ("10.9.9.9", 7000)
+CLIENT = ("198.51.100.7", 50000)
+REBOUND = ("198.51.100.7", 50001)
+SRTP = b"\x80\x6f" + bytes(98)
+DTLS = bytes([22, 0xFE, 0xFD]) + bytes(60)
+AFTER_WINDOW = T0 + 31
+
+
+def make_core(**settings) -> RelayCore:
+    core = RelayCore(EDGE_ID, CODEC, **settings)
+    core.set_directory({(1, 5): TRANSCEIVER, (1, 6): OTHER_TRANSCEIVER})
+    return core
+
+
+def mint(nonce: int = 1, transceiver: int = 5, issued_at: int = T0) -> str:
+    return CODEC.mint(region=1, transceiver=transceiver, nonce=nonce, issued_at=issued_at, lifetime_s=3600)
+
+
+def client_check(ufrag: str) -> bytes:
+    """A caller's connectivity check to the server (RFC 8445 7.2.2): USERNAME <server ufrag>:<client ufrag>."""
+    msg = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.REQUEST)
+    msg.attributes["USERNAME"] = f"{ufrag}:cli1"
+    msg.attributes["PRIORITY"] = 1
+    msg.attributes["ICE-CONTROLLING"] = 1
+    msg.add_message_integrity(b"c" * 22)
+    msg.add_fingerprint()
+    return bytes(msg)
+
+
+def server_check(ufrag: str) -> bytes:
+    """The transceiver's check to the caller (aioice's triggered or consent check)."""
+    msg = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.REQUEST)
+    msg.attributes["USERNAME"] = f"cli1:{ufrag}"
+    msg.attributes["PRIORITY"] = 1
+    msg.attributes["ICE-CONTROLLED"] = 1
+    msg.add_message_integrity(b"s" * 22)
+    msg.add_fingerprint()
+    return bytes(msg)
+
+
+def response_to(request: bytes, message_class=aioice_stun.Class.RESPONSE) -> bytes:
+    """A Binding success (or error) response echoing the request's transaction id."""
+    txid = aioice_stun.parse_message(request).transaction_id
+    msg = aioice_stun.Message(aioice_stun.Method.BINDING, message_class, transaction_id=txid)
+    if message_class == aioice_stun.Class.ERROR:
+        msg.attributes["ERROR-CODE"] = (487, "Role Conflict")
+    else:
+        msg.attributes["XOR-MAPPED-ADDRESS"] = ("198.51.100.7", 50000)
+    msg.add_message_integrity(b"c" * 22)
+    msg.add_fingerprint()
+    return bytes(msg)
+
+
+def header(client=CLIENT) -> bytes:
+    return frame.encode_header(client, EDGE_ID)
+
+
+def prove(core: RelayCore, client, ufrag: str, now: float) -> None:
+    """The transceiver checks the client and the client answers: the flow opens."""
+    check = server_check(ufrag)
+    assert isinstance(core.receive_backbone(header(client) + check, TRANSCEIVER, now), Downlink)
+    assert isinstance(core.receive_public(response_to(check), client, now), Uplink)
+
+
+def open_flow(core: RelayCore, client=CLIENT, ufrag: str | None = None, now: float = T0 + 1):
+    ufrag = ufrag or mint()
+    core.receive_public(client_check(ufrag), client, now)
+    prove(core, client, ufrag, now)
+    flow = core.flows.by_client[client]
+    assert flow.state is FlowState.OPEN
+    return flow
+
+
+# First packets
+
+
+def test_a_valid_check_opens_a_flow_and_is_forwarded_framed():
+    core = make_core()
+    check = client_check(mint())
+
+    result = core.receive_public(check, CLIENT, T0 + 1)
+
+    assert isinstance(result, Uplink) and result.learned
+    assert result.frame == header() + check
+    flow = result.flow
+    assert (flow.client, flow.transceiver, flow.state) == (CLIENT, TRANSCEIVER, FlowState.PROVISIONAL)
+    assert flow.ufrag == mint().encode()
+    assert core.flows.by_client == {CLIENT: flow}
+    assert core.flows.open_by_client == {}, "not on the fast path before proof"
+
+
+@pytest.mark.parametrize(
+    "datagram, reason",
+    [
+        (SRTP, "not_stun"),
+        (DTLS, "not_stun"),
+        (client_check(mint())[:30], "truncated"),
+        (client_check("h6vY"), "length"),
+        (client_check(TokenCodec({1: os.urandom(32)}, 1).mint(
+            region=1, transceiver=5, nonce=1, issued_at=T0, lifetime_s=60)), "mac"),
+        (client_check(mint(issued_at=T0 - 3600)), "expired"),
+        (client_check(mint(transceiver=99)), "unknown_transceiver"),
+        (b"", "empty"),
+    ],
+)
+def test_bad_first_packets_are_dropped_with_their_reason(datagram, reason):
+    core = make_core()
+
+    assert core.receive_public(datagram, CLIENT, T0 + 1) == Drop(reason)
+    assert len(core.flows) == 0
+    assert core.drops == {reason: 1}
+
+
+def test_a_forged_token_steering_to_another_transceiver_opens_nothing():
+    core = make_core()
+    raw = bytearray(client_check(mint(transceiver=5)))
+    start = raw.index(mint(transceiver=5).encode())
+    forged = mint(transceiver=6)
+    raw[start:start + 8] = forged[:8].encode()  # another transceiver's fields, the old MAC
+
+    assert core.receive_public(bytes(raw), CLIENT, T0 + 1) == Drop("mac")
+    assert len(core.flows) == 0
+
+
+def test_a_full_table_drops_new_clients():
+    core = make_core(max_flows=2)
+    core.receive_public(client_check(mint(nonce=1)), ("192.0.2.1", 1), T0)
+    core.receive_public(client_check(mint(nonce=2)), ("192.0.2.2", 1), T0)
+
+    assert core.receive_public(client_check(mint(nonce=3)), ("192.0.2.3", 1), T0) == Drop("table_full")
+    assert len(core.flows) == 2
+
+
+# Provisional flows (within the token's open window)
+
+
+def test_within_the_window_media_flows_both_ways_at_once():
+    core = make_core()
+    core.receive_public(client_check(mint()), CLIENT, T0 + 1)
+
+    up = core.receive_public(DTLS, CLIENT, T0 + 2)
+    down = core.receive_backbone(header() + DTLS, TRANSCEIVER, T0 + 2)
+
+    assert isinstance(up, Uplink) and up.frame == header() + DTLS
+    assert down == Downlink(core.flows.by_client[CLIENT], DTLS)
+
+
+def test_an_unproven_provisional_flow_becomes_pending_when_the_window_ends():
+    core = make_core(open_window_s=30)
+    core.receive_public(client_check(mint()), CLIENT, T0 + 1)
+
+    assert core.receive_public(SRTP, CLIENT, T0 + 30) == Drop("pending_not_stun")
+    assert core.receive_backbone(header() + SRTP, TRANSCEIVER, T0 + 30) == Drop("pending_downlink_not_stun")
+    assert core.flows.by_client[CLIENT].state is FlowState.PENDING
+
+
+def test_a_proven_flow_keeps_forwarding_after_the_window():
+    core = make_core()
+    flow = open_flow(core)
+
+    assert core.receive_public(SRTP, CLIENT, AFTER_WINDOW) == Uplink(flow, header() + SRTP)
+    assert core.receive_backbone(header() + SRTP, TRANSCEIVER, AFTER_WINDOW) == Downlink(flow, SRTP)
+    assert core.flows.open_by_client == {CLIENT: flow}
+    assert core.flows.open_by_header == {flow.header: flow}
+
+
+# Proof: the client answers one of the transceiver's checks
+
+
+@pytest.mark.parametrize("message_class", [aioice_stun.Class.RESPONSE, aioice_stun.Class.ERROR])
+def test_a_response_echoing_the_transceivers_check_proves_the_flow(message_class):
+    core = make_core()
+    ufrag = mint()
+    core.receive_public(client_check(ufrag), CLIENT, AFTER_WINDOW)
+    check = server_check(ufrag)
+    assert core.receive_backbone(header() + check, TRANSCEIVER, AFTER_WINDOW) == Downlink(
+        core.flows.by_client[CLIENT], check)
+
+    answer = response_to(check, message_class)
+    result = core.receive_public(answer, CLIENT, AFTER_WINDOW)
+
+    assert result == Uplink(core.flows.by_client[CLIENT], header() + answer)
+    assert core.flows.by_client[CLIENT].state is FlowState.OPEN
+    assert core.receive_public(SRTP, CLIENT, AFTER_WINDOW + 1) == Uplink(core.flows.by_client[CLIENT], header() + SRTP)
+
+
+def test_a_response_to_another_transaction_proves_nothing():
+    core = make_core()
+    ufrag = mint()
+    core.receive_public(client_check(ufrag), CLIENT, AFTER_WINDOW)
+    core.receive_backbone(header() + server_check(ufrag), TRANSCEIVER, AFTER_WINDOW)
+
+    guessed = response_to(server_check(ufrag))  # a fresh random transaction id
+    assert isinstance(core.receive_public(guessed, CLIENT, AFTER_WINDOW), Uplink)  # STUN still goes up
+
+    assert core.flows.by_client[CLIENT].state is FlowState.PENDING
+    assert core.receive_public(SRTP, CLIENT, AFTER_WINDOW) == Drop("pending_not_stun")
+
+
+def test_a_response_from_another_address_proves_nothing_for_this_one():
+    core = make_core()
+    ufrag = mint()
+    core.receive_public(client_check(ufrag), CLIENT, AFTER_WINDOW)
+    core.receive_public(client_check(ufrag), REBOUND, AFTER_WINDOW)
+    check = server_check(ufrag)
+    core.receive_backbone(header(CLIENT) + check, TRANSCEIVER, AFTER_WINDOW)
+
+    core.receive_public(response_to(check), REBOUND, AFTER_WINDOW)
+
+    assert core.flows.by_client[CLIENT].state is FlowState.PENDING
+    assert core.flows.by_client[REBOUND].state is FlowState.PENDING
+
+
+# Pending flows: STUN only, and no amplification
+
+
+def test_a_pending_flow_forwards_only_stun():
+    core = make_core()
+    ufrag = mint()
+    core.receive_public(client_check(ufrag), CLIENT, AFTER_WINDOW)
+
+    assert core.receive_public(SRTP, CLIENT, AFTER_WINDOW) == Drop("pending_not_stun")
+    assert core.receive_public(DTLS, CLIENT, AFTER_WINDOW) == Drop("pending_not_stun")
+    assert isinstance(core.receive_public(client_check(ufrag), CLIENT, AFTER_WINDOW), Uplink)
+    assert core.receive_backbone(header() + DTLS, TRANSCEIVER, AFTER_WINDOW) == Drop("pending_downlink_not_stun")
+
+
+def test_a_pending_flow_never_gets_more_bytes_than_it_sent():
+    core = make_core()
+    ufrag = mint()
+    check = client_check(ufrag)  # 120 bytes in
+    core.receive_public(check, CLIENT, AFTER_WINDOW)
+    response = response_to(check)  # 64 bytes out
+    triggered = server_check(ufrag)  # 120 more would exceed the budget
+
+    assert isinstance(core.receive_backbone(header() + response, TRANSCEIVER, AFTER_WINDOW), Downlink)
+    assert core.receive_backbone(header() + triggered, TRANSCEIVER, AFTER_WINDOW) == Drop("amplification")
+    core.receive_public(SRTP, CLIENT, AFTER_WINDOW)  # dropped, but the address sent it: 100 bytes of budget
+    assert isinstance(core.receive_backbone(header() + triggered, TRANSCEIVER, AFTER_WINDOW), Downlink)
+
+    stats = core.stats()
+    assert (stats["unproven_bytes_in"], stats["unproven_bytes_out"]) == (len(check) + len(SRTP),
+                                                                         len(response) + len(triggered))
+    assert stats["unproven_bytes_out"] <= stats["unproven_bytes_in"]
+    assert stats["drops"]["amplification"] == 1
+
+
+def test_a_check_dropped_for_the_budget_cannot_prove_the_flow():
+    core = make_core()
+    ufrag = mint()
+    core.receive_public(client_check(ufrag), CLIENT, AFTER_WINDOW)  # 120 bytes of budget
+    sent, dropped = server_check(ufrag), server_check(ufrag)  # 120 bytes each
+    core.receive_backbone(header() + sent, TRANSCEIVER, AFTER_WINDOW)
+    assert core.receive_backbone(header() + dropped, TRANSCEIVER, AFTER_WINDOW) == Drop("amplification")
+
+    core.receive_public(response_to(dropped), CLIENT, AFTER_WINDOW)
+    assert core.flows.by_client[CLIENT].state is FlowState.PENDING
+    core.receive_public(response_to(sent), CLIENT, AFTER_WINDOW)
+    assert core.flows.by_client[CLIENT].state is FlowState.OPEN
+
+
+# NAT rebinding
+
+
+def test_nat_rebinding_after_the_window_goes_through_proof():
+    core = make_core()
+    ufrag = mint()
+    old = open_flow(core, CLIENT, ufrag)
+
+    check = client_check(ufrag)
+    first = core.receive_public(check, REBOUND, AFTER_WINDOW)
+
+    assert isinstance(first, Uplink) and first.learned and first.frame == header(REBOUND) + check
+    new = first.flow
+    assert new.state is FlowState.PENDING and new.header == header(REBOUND)
+    assert core.receive_public(SRTP, REBOUND, AFTER_WINDOW) == Drop("pending_not_stun")
+    prove(core, REBOUND, ufrag, AFTER_WINDOW)
+    assert new.state is FlowState.OPEN
+    assert core.receive_public(SRTP, REBOUND, AFTER_WINDOW) == Uplink(new, header(REBOUND) + SRTP)
+    assert core.receive_backbone(header(REBOUND) + SRTP, TRANSCEIVER, AFTER_WINDOW) == Downlink(new, SRTP)
+    assert core.receive_backbone(header(CLIENT) + SRTP, TRANSCEIVER, AFTER_WINDOW) == Downlink(old, SRTP)
+
+
+def test_nat_rebinding_within_the_window_is_provisional():
+    core = make_core()
+    ufrag = mint()
+    open_flow(core, CLIENT, ufrag)
+
+    result = core.receive_public(client_check(ufrag), REBOUND, T0 + 7)
+
+    assert isinstance(result, Uplink) and result.flow.state is FlowState.PROVISIONAL
+    assert isinstance(core.receive_public(SRTP, REBOUND, T0 + 8), Uplink)
+
+
+# Backbone frames
+
+
+def test_frames_from_the_wrong_or_an_unknown_transceiver_are_dropped():
+    core = make_core()
+    open_flow(core)
+
+    assert core.receive_backbone(header() + SRTP, OTHER_TRANSCEIVER, T0 + 2) == Drop("frame_wrong_transceiver")
+    assert core.receive_backbone(header() + SRTP, STRANGER, T0 + 2) == Drop("frame_unknown_transceiver")
+    assert core.receive_backbone(header(REBOUND) + SRTP, TRANSCEIVER, T0 + 2) == Drop("no_flow")
+    assert core.receive_backbone(frame.encode_header(CLIENT, EDGE_ID + 1) + SRTP, TRANSCEIVER, T0 + 2) == Drop("no_flow")
+    assert core.receive_backbone(b"XX" + header()[2:] + SRTP, TRANSCEIVER, T0 + 2) == Drop("frame_magic")
+    assert core.receive_backbone(header(REBOUND) + SRTP, STRANGER, T0 + 2) == Drop("frame_unknown_transceiver")
+
+
+def test_frames_for_an_ipv6_client():
+    core = make_core()
+    client = ("2001:db8::7", 50000, 0, 0)  # as an AF_INET6 socket reports it
+    flow = open_flow(core, client)
+
+    assert len(flow.header) == 24
+    assert core.receive_backbone(flow.header + SRTP, TRANSCEIVER, T0 + 2) == Downlink(flow, SRTP)
+
+
+# Per-token cap
+
+
+def test_a_token_holds_at_most_its_cap_and_evicts_its_oldest_unproven_flow():
+    core = make_core(max_flows_per_token=3)
+    ufrag = mint()
+    caller = open_flow(core, CLIENT, ufrag)
+    spoofed = [(f"203.0.113.{i}", 4000) for i in range(1, 6)]
+
+    for i, address in enumerate(spoofed):
+        assert isinstance(core.receive_public(client_check(ufrag), address, AFTER_WINDOW + i), Uplink)
+        assert len(core.flows.of_token(caller.token)) <= 3
+
+    assert [f.client for f in core.flows.of_token(caller.token)] == [CLIENT, spoofed[3], spoofed[4]]
+    assert core.stats()["flows_evicted"] == 3
+
+
+def test_the_transceivers_answer_protects_an_unproven_flow_from_eviction():
+    core = make_core(max_flows_per_token=3)
+    ufrag = mint()
+    open_flow(core, CLIENT, ufrag)
+    check = client_check(ufrag)
+    core.receive_public(check, REBOUND, AFTER_WINDOW)  # the caller's rebinding, answered by the transceiver
+    core.receive_backbone(header(REBOUND) + response_to(check), TRANSCEIVER, AFTER_WINDOW)
+
+    for i in range(1, 20):  # garbage-integrity copies of the token, which the transceiver never answers
+        core.receive_public(client_check(ufrag), (f"203.0.113.{i}", 4000), AFTER_WINDOW + 1)
+
+    assert REBOUND in core.flows.by_client
+    assert CLIENT in core.flows.by_client
+
+
+def test_a_token_whose_flows_are_all_proven_refuses_more():
+    core = make_core(max_flows_per_token=2)
+    ufrag = mint()
+    open_flow(core, CLIENT, ufrag)
+    open_flow(core, REBOUND, ufrag)
+
+    assert core.receive_public(client_check(ufrag), ("203.0.113.1", 4000), T0 + 2) == Drop("token_cap")
+    assert core.receive_public(client_check(mint(nonce=2)), ("203.0.113.1", 4000), T0 + 2).learned
+
+
+# Aging
+
+
+def test_unproven_flows_expire_after_the_pending_timeout():
+    core = make_core(pending_timeout_s=10)
+    ufrag = mint()
+    core.receive_public(client_check(ufrag), CLIENT, AFTER_WINDOW)
+    open_flow(core, REBOUND, mint(nonce=2), now=AFTER_WINDOW)
+
+    assert core.expire(AFTER_WINDOW + 9) == []
+    assert [f.client for f in core.expire(AFTER_WINDOW + 10)] == [CLIENT]
+    assert list(core.flows.by_client) == [REBOUND]
+
+
+def test_open_flows_expire_when_idle():
+    core = make_core(idle_timeout_s=60)
+    flow = open_flow(core)
+    core.receive_public(SRTP, CLIENT, T0 + 2)
+
+    assert core.expire(T0 + 15) == []
+    assert core.expire(T0 + 74) == []
+    assert core.expire(T0 + 75) == [flow]
+    assert core.stats()["packets_in"] == 3, "the counts of expired flows stay in the totals"
+
+
+# A session's end
+
+
+def test_an_empty_frame_from_the_transceiver_closes_the_session_and_revokes_its_token():
+    core = make_core()
+    ufrag = mint()
+    caller = open_flow(core, CLIENT, ufrag)
+    rebound = core.receive_public(client_check(ufrag), REBOUND, T0 + 5).flow
+    other = open_flow(core, ("192.0.2.1", 1), mint(nonce=2))
+
+    result = core.receive_backbone(header(), TRANSCEIVER, T0 + 6)
+
+    assert result == Closed((caller, rebound))
+    assert list(core.flows.by_client) == [("192.0.2.1", 1)]
+    assert core.receive_public(SRTP, CLIENT, T0 + 6) == Drop("not_stun")
+    assert core.receive_public(client_check(ufrag), ("203.0.113.1", 4000), T0 + 6) == Drop("revoked")
+    assert core.receive_backbone(other.header + SRTP, TRANSCEIVER, T0 + 6) == Downlink(other, SRTP)
+
+
+def test_only_the_flows_own_transceiver_can_close_it():
+    core = make_core()
+    open_flow(core)
+
+    assert core.receive_backbone(header(), OTHER_TRANSCEIVER, T0 + 2) == Drop("frame_wrong_transceiver")
+    assert CLIENT in core.flows.by_client
+
+
+def test_a_client_cannot_send_an_empty_datagram_upstream():
+    core = make_core()
+    open_flow(core)
+
+    assert core.receive_public(b"", CLIENT, T0 + 2) == Drop("empty")
+
+
+def test_revoked_tokens_are_forgotten_when_they_expire_and_bounded_in_number():
+    core = make_core(max_flows=2)
+    for nonce in range(1, 4):
+        client = ("192.0.2.1", nonce)
+        open_flow(core, client, mint(nonce=nonce))
+        core.receive_backbone(header(client), TRANSCEIVER, T0 + 2)
+
+    assert core.stats()["tokens_revoked"] == 2
+    assert not core.is_revoked(CODEC.verify(mint(nonce=1), T0))
+    assert core.is_revoked(CODEC.verify(mint(nonce=3), T0))
+    core.expire(T0 + 3600)
+    assert core.stats()["tokens_revoked"] == 0
+
+
+def test_stats():
+    core = make_core()
+    open_flow(core)
+    core.receive_public(client_check(mint(nonce=2)), REBOUND, AFTER_WINDOW)
+
+    stats = core.stats()
+
+    assert (stats["flows"], stats["flows_open"], stats["flows_unproven"]) == (2, 1, 1)
+    assert stats["drops"] == {}
+
+
+@pytest.mark.parametrize("settings", [dict(open_window_s=-1), dict(max_flows_per_token=0),
+                                      dict(pending_timeout_s=0), dict(max_flows=0)])
+def test_bad_settings(settings):
+    with pytest.raises(ValueError):
+        make_core(**settings)
