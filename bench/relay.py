@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -164,23 +165,44 @@ def free_port(host: str) -> int:
 
 
 def binding_request(username: str) -> bytes:
-    """A STUN Binding request carrying only USERNAME, which is all the edge relay reads."""
+    """A STUN Binding request carrying only USERNAME, which is all the edge relay reads of a client's check."""
     return turn.encode_request(stun.BINDING_REQUEST, turn.attribute(stun.USERNAME, username.encode()))[0]
 
 
-def start_relay(processes: Processes, peer: tuple[str, int], client: socket.socket) -> subprocess.Popen:
-    """Start bench/relay_server.py on RELAY_CPU, open a flow for `client` with a routed Binding request."""
-    server = processes.start(
-        [sys.executable, HERE / "relay_server.py", TOKEN_KEY.hex(), f"{peer[0]}:{peer[1]}"], RELAY_CPU
-    )
-    public = tuple(json.loads(read_line(server, START_TIMEOUT_S))["public"])
-    token = TokenCodec({1: TOKEN_KEY}, 1).mint(
-        region=1, transceiver=1, nonce=secrets.randbits(32), expires_at=int(time.time()) + 3600
-    )
-    client.connect(public)
-    client.send(binding_request(f"{token}:bench"))
-    time.sleep(0.2)  # the flow is checked after the run, from the relay's stats
-    return server
+def start_relay(processes: Processes, client: socket.socket) -> tuple[subprocess.Popen, tuple[str, int]]:
+    """Start bench/relay_server.py on RELAY_CPU and open a proven flow for `client`; returns the server and the
+    transceiver address the relay forwards to, free again for `rcv` to bind.
+
+    Until `rcv` starts, a socket of ours plays the transceiver: the client's Binding request (USERNAME
+    <token>:bench) goes up, the transceiver's Binding request comes down, and the client's success response
+    with its transaction id proves the flow (edge/relay_core.py), so the run measures the open flow's path.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as transceiver:
+        transceiver.bind((PEER_HOST, 0))
+        transceiver.settimeout(START_TIMEOUT_S)
+        peer = transceiver.getsockname()
+        server = processes.start(
+            [sys.executable, HERE / "relay_server.py", TOKEN_KEY.hex(), f"{peer[0]}:{peer[1]}"], RELAY_CPU
+        )
+        addresses = json.loads(read_line(server, START_TIMEOUT_S))
+        token = TokenCodec({1: TOKEN_KEY}, 1).mint(
+            region=1, transceiver=1, nonce=secrets.randbits(32), issued_at=int(time.time()), lifetime_s=3600
+        )
+        client.connect(tuple(addresses["public"]))
+        client.settimeout(START_TIMEOUT_S)
+        try:
+            client.send(binding_request(f"{token}:bench"))
+            header = transceiver.recv(2048)[:FRAME_HEADER_BYTES]
+            check, txid = turn.encode_request(stun.BINDING_REQUEST, turn.attribute(stun.USERNAME, b"bench"))
+            transceiver.sendto(header + check, tuple(addresses["backbone"]))
+            if client.recv(2048) != check:
+                raise BenchError("the relay did not pass the transceiver's check to the client")
+            client.send(struct.pack("!HH", stun.BINDING_SUCCESS, 0) + stun.MAGIC_COOKIE + txid)
+            transceiver.recv(2048)
+        except TimeoutError as exc:
+            raise BenchError(f"the relay did not open a flow for the client: {exc}") from exc
+        client.settimeout(None)
+    return server, peer
 
 
 def start_coturn(processes: Processes, peer: tuple[str, int], client: socket.socket) -> subprocess.Popen:
@@ -226,16 +248,19 @@ def measure(target: str, load: str, duration_s: float) -> dict:
     rate = LOADS[load]
     offset = FRAME_HEADER_BYTES if target == "relay" else 0
     with running() as processes, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
-        rcv = processes.start([OUT / "rcv", PEER_HOST, 0, offset, duration_s + 10], LOAD_CPU)
-        peer = (PEER_HOST, int(read_line(rcv, START_TIMEOUT_S).split()[1]))
         client.bind((CLIENT_HOST, 0))
         server = None
-        if target == "direct":
-            client.connect(peer)
-        elif target == "relay":
-            server = start_relay(processes, peer, client)
+        if target == "relay":
+            server, (_, port) = start_relay(processes, client)
+            rcv = processes.start([OUT / "rcv", PEER_HOST, port, offset, duration_s + 10], LOAD_CPU)
+            read_line(rcv, START_TIMEOUT_S)
         else:
-            server = start_coturn(processes, peer, client)
+            rcv = processes.start([OUT / "rcv", PEER_HOST, 0, offset, duration_s + 10], LOAD_CPU)
+            peer = (PEER_HOST, int(read_line(rcv, START_TIMEOUT_S).split()[1]))
+            if target == "direct":
+                client.connect(peer)
+            else:
+                server = start_coturn(processes, peer, client)
         channel = TURN_CHANNEL if target == "coturn" else 0
 
         steal0 = steal_ticks()
@@ -287,8 +312,8 @@ def measure(target: str, load: str, duration_s: float) -> dict:
             "util": cpu_s / (wall1 - wall0),
         }
     if relay_stats is not None:
-        if relay_stats["flows"] != 1 or relay_stats["drops"]:
-            raise BenchError(f"relay did not forward one flow cleanly: {relay_stats}")
+        if relay_stats["flows"] != 1 or relay_stats["flows_open"] != 1 or relay_stats["drops"]:
+            raise BenchError(f"relay did not forward one open flow cleanly: {relay_stats}")
         result["relay_stats"] = relay_stats
     return result
 

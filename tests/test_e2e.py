@@ -110,7 +110,7 @@ async def test_relay_never_sends_to_an_address_that_did_not_contact_it() -> None
             await asyncio.sleep(0.3)
             with pytest.raises(BlockingIOError):
                 victim.recv(2048)
-            assert relay.stats()["drops"]["no_flow"] == 10
+            assert relay.stats()["drops"]["frame_unknown_transceiver"] == 10
 
 
 async def whip_post(url: str, body: bytes | str, content_type: str = "application/sdp"):

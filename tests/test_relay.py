@@ -1,0 +1,178 @@
+"""Integration tests of the edge relay's socket adapter (edge/relay.py) on real UDP sockets on loopback:
+its fast path agrees with the core's rules, and a replayed token cannot crowd out a live call.
+
+The relay cannot tell a replayed check from a forged one (it has no pwd), so "replayed" here is the
+caller's own first Binding request, captured on its way to the relay and sent again from many addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import pytest
+from aioice import stun as aioice_stun
+
+from voicemesh.app.client import call
+from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
+from voicemesh.edge.flows import FlowState
+from voicemesh.edge.relay import Relay
+from voicemesh.runtime.udp import bind_udp
+from voicemesh.wire import frame
+from voicemesh.wire.token import TokenCodec
+
+pytestmark = pytest.mark.integration
+
+SRTP = b"\x80\x6f" + bytes(98)
+
+
+def binding(message_class, username: str | None = None, transaction_id: bytes | None = None) -> bytes:
+    kwargs = {"transaction_id": transaction_id} if transaction_id else {}
+    msg = aioice_stun.Message(aioice_stun.Method.BINDING, message_class, **kwargs)
+    if username:
+        msg.attributes["USERNAME"] = username
+        msg.attributes["PRIORITY"] = 1
+    msg.add_message_integrity(b"x" * 22)
+    msg.add_fingerprint()
+    return bytes(msg)
+
+
+async def recv(sock: socket.socket, timeout_s: float = 2.0) -> bytes:
+    return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 2048), timeout_s)
+
+
+async def nothing_arrives(sock: socket.socket) -> bool:
+    try:
+        await recv(sock, 0.3)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_the_fast_path_follows_the_cores_rules() -> None:
+    """A proven flow takes the adapter's fast path both ways; an empty datagram from its client still goes
+    nowhere, and an empty frame from its transceiver closes it and revokes the token."""
+    tokens = TokenCodec({1: os.urandom(32)}, 1)
+    transceiver = bind_udp(LOOPBACK, 0)
+    relay = Relay(bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0, reuse_port=True), 7, tokens,
+                  open_window_s=0.0)  # every flow pending: only proof opens it
+    relay.directory = {(1, 1): transceiver.getsockname()}
+    relay.start()
+    ufrag = tokens.mint(region=1, transceiver=1, nonce=1, issued_at=int(time.time()), lifetime_s=60)
+    client = bind_udp(LOOPBACK, 0)
+    try:
+        client.sendto(binding(aioice_stun.Class.REQUEST, f"{ufrag}:abcd"), relay.public_address)
+        header = (await recv(transceiver))[:12]
+        client.sendto(SRTP, relay.public_address)
+        assert await nothing_arrives(transceiver), "pending: no media upstream"
+
+        check = binding(aioice_stun.Class.REQUEST, f"abcd:{ufrag}")
+        transceiver.sendto(header + check, relay.backbone_address)
+        assert await recv(client) == check
+        txid = aioice_stun.parse_message(check).transaction_id
+        client.sendto(binding(aioice_stun.Class.RESPONSE, transaction_id=txid), relay.public_address)
+        await recv(transceiver)
+        assert relay.flows.by_client[client.getsockname()].state is FlowState.OPEN
+
+        client.sendto(SRTP, relay.public_address)
+        assert await recv(transceiver) == header + SRTP
+        transceiver.sendto(header + b"back", relay.backbone_address)
+        assert await recv(client) == b"back"
+
+        client.sendto(b"", relay.public_address)
+        assert await nothing_arrives(transceiver)
+        assert relay.stats()["drops"] == {"empty": 1, "pending_not_stun": 1}
+
+        transceiver.sendto(header, relay.backbone_address)  # the session ended
+        await asyncio.sleep(0.2)
+        assert relay.stats()["flows"] == 0
+        client.sendto(binding(aioice_stun.Class.REQUEST, f"{ufrag}:abcd"), relay.public_address)
+        assert await nothing_arrives(transceiver)
+        assert relay.stats()["drops"]["revoked"] == 1
+    finally:
+        relay.close()
+        transceiver.close()
+        client.close()
+
+
+class RecordingProxy:
+    """A UDP hop between the caller and the relay that keeps the caller's first datagram: what an observer
+    on the caller's path would capture."""
+
+    def __init__(self) -> None:
+        self.inside = bind_udp(LOOPBACK, 0)
+        self.outside = bind_udp(LOOPBACK, 0)
+        self.address = self.inside.getsockname()
+        self.first: bytes | None = None
+        self.captured = asyncio.Event()
+        self._client: tuple[str, int] | None = None
+        self._relay: tuple[str, int] | None = None
+
+    def start(self, relay: tuple[str, int]) -> None:
+        self._relay = relay
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.inside.fileno(), self._from_client)
+        loop.add_reader(self.outside.fileno(), self._from_relay)
+
+    def _from_client(self) -> None:
+        data, self._client = self.inside.recvfrom(2048)
+        if self.first is None:
+            self.first = data
+            self.captured.set()
+        self.outside.sendto(data, self._relay)
+
+    def _from_relay(self) -> None:
+        data = self.outside.recv(2048)
+        self.inside.sendto(data, self._client)
+
+    def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in (self.inside, self.outside):
+            loop.remove_reader(sock.fileno())
+            sock.close()
+
+
+async def test_a_replayed_token_from_many_addresses_stays_within_its_cap_while_the_call_goes_on() -> None:
+    proxy = RecordingProxy()
+    attackers = [bind_udp(f"127.0.{1 + i // 200}.{1 + i % 200}", 0) for i in range(400)]
+    try:
+        async with embedded_mesh(advertise=f"{proxy.address[0]}:{proxy.address[1]}") as mesh:
+            relay = mesh.relay
+            cap = relay.flows.max_flows_per_token
+            proxy.start(relay.public_address)
+            largest = 0
+
+            async def attack() -> tuple[int, int]:
+                """Replay the caller's first check from every attacker address, 5 rounds; returns the packets
+                the relay sent the caller before and after."""
+                nonlocal largest
+                await proxy.captured.wait()
+                replay = proxy.first
+                assert replay is not None and replay[:2] == b"\x00\x01", "the caller's first check"
+                await asyncio.sleep(1.0)
+                caller = relay.flows.by_client[proxy.outside.getsockname()]
+                assert caller.state is FlowState.OPEN
+                before = caller.packets_out
+                for _ in range(5):
+                    for sock in attackers:
+                        sock.sendto(replay, relay.public_address)
+                        largest = max(largest, len(relay.flows.of_token(caller.token)), relay.stats()["flows"])
+                        await asyncio.sleep(0)
+                    await asyncio.sleep(0.5)
+                assert relay.flows.by_client.get(caller.client) is caller, "the caller's proven flow stayed"
+                return before, caller.packets_out
+
+            report, (before, after) = await asyncio.gather(
+                call(mesh.whip_url, bundled_speech(), bind=LOOPBACK), attack())
+
+            assert report.ok, report.error
+            assert report.correlation is not None and report.correlation > 0.5
+            assert after - before > 100, "the caller's media kept flowing during the attack"
+            assert 0 < largest <= cap, f"the token held {largest} flows (cap {cap})"
+            assert relay.stats()["flows_evicted"] >= 1000
+    finally:
+        proxy.close()
+        for sock in attackers:
+            sock.close()
