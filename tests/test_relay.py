@@ -20,7 +20,6 @@ from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
 from voicemesh.edge.flows import FlowState
 from voicemesh.edge.relay import Relay
 from voicemesh.runtime.udp import bind_udp
-from voicemesh.wire import frame
 from voicemesh.wire.token import TokenCodec
 
 pytestmark = pytest.mark.integration
@@ -97,62 +96,108 @@ async def test_the_fast_path_follows_the_cores_rules() -> None:
         client.close()
 
 
-class RecordingProxy:
-    """A UDP hop between the caller and the relay that keeps the caller's first datagram: what an observer
-    on the caller's path would capture."""
+class Nat:
+    """A UDP hop between the caller and the relay, as the caller's NAT: ``rebind()`` moves it to a new
+    outside port (the mapping expired). It keeps the caller's first datagram, as an observer on the
+    caller's path would capture it."""
 
     def __init__(self) -> None:
         self.inside = bind_udp(LOOPBACK, 0)
-        self.outside = bind_udp(LOOPBACK, 0)
         self.address = self.inside.getsockname()
+        self.outside: list[socket.socket] = []
         self.first: bytes | None = None
         self.captured = asyncio.Event()
         self._client: tuple[str, int] | None = None
         self._relay: tuple[str, int] | None = None
 
+    @property
+    def mapped(self) -> tuple[str, int]:
+        """The caller's address as the relay sees it now."""
+        return self.outside[-1].getsockname()
+
     def start(self, relay: tuple[str, int]) -> None:
         self._relay = relay
+        asyncio.get_running_loop().add_reader(self.inside.fileno(), self._from_client)
+        self.rebind()
+
+    def rebind(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.inside.fileno(), self._from_client)
-        loop.add_reader(self.outside.fileno(), self._from_relay)
+        if self.outside:
+            loop.remove_reader(self.outside[-1].fileno())
+        sock = bind_udp(LOOPBACK, 0)
+        self.outside.append(sock)
+        loop.add_reader(sock.fileno(), self._from_relay, sock)
 
     def _from_client(self) -> None:
         data, self._client = self.inside.recvfrom(2048)
         if self.first is None:
             self.first = data
             self.captured.set()
-        self.outside.sendto(data, self._relay)
+        self.outside[-1].sendto(data, self._relay)
 
-    def _from_relay(self) -> None:
-        data = self.outside.recv(2048)
-        self.inside.sendto(data, self._client)
+    def _from_relay(self, sock: socket.socket) -> None:
+        self.inside.sendto(sock.recv(2048), self._client)
 
     def close(self) -> None:
         loop = asyncio.get_running_loop()
-        for sock in (self.inside, self.outside):
-            loop.remove_reader(sock.fileno())
+        loop.remove_reader(self.inside.fileno())
+        if self.outside:
+            loop.remove_reader(self.outside[-1].fileno())
+        for sock in (self.inside, *self.outside):
             sock.close()
 
 
+async def test_a_call_survives_a_nat_rebinding_after_the_open_window_through_proof() -> None:
+    nat = Nat()
+    try:
+        async with embedded_mesh(advertise=f"{nat.address[0]}:{nat.address[1]}") as mesh:
+            relay = mesh.relay
+            relay.core.open_window_s = 3.0  # long over when the NAT rebinds
+            nat.start(relay.public_address)
+
+            async def rebind_after_the_clip() -> tuple[FlowState, int]:
+                """Rebind at 7 s; return the new flow's state when first seen and its packets out 6 s on."""
+                await asyncio.sleep(7.0)
+                nat.rebind()
+                while nat.mapped not in relay.flows.by_client:
+                    await asyncio.sleep(0.01)
+                first_state = relay.flows.by_client[nat.mapped].state
+                await asyncio.sleep(6.0)
+                flow = relay.flows.by_client[nat.mapped]
+                assert flow.state is FlowState.OPEN, "the caller answered the transceiver's check"
+                return first_state, flow.packets_out
+
+            report, (first_state, packets_out) = await asyncio.gather(
+                call(mesh.whip_url, bundled_speech(), bind=LOOPBACK, duration_s=20.0), rebind_after_the_clip())
+
+            assert report.ok, report.error
+            assert first_state is FlowState.PENDING
+            assert packets_out > 100, "media went back through the new mapping"
+            stats = relay.stats()
+            assert 0 < stats["unproven_bytes_out"] <= stats["unproven_bytes_in"]
+    finally:
+        nat.close()
+
+
 async def test_a_replayed_token_from_many_addresses_stays_within_its_cap_while_the_call_goes_on() -> None:
-    proxy = RecordingProxy()
+    nat = Nat()
     attackers = [bind_udp(f"127.0.{1 + i // 200}.{1 + i % 200}", 0) for i in range(400)]
     try:
-        async with embedded_mesh(advertise=f"{proxy.address[0]}:{proxy.address[1]}") as mesh:
+        async with embedded_mesh(advertise=f"{nat.address[0]}:{nat.address[1]}") as mesh:
             relay = mesh.relay
             cap = relay.flows.max_flows_per_token
-            proxy.start(relay.public_address)
+            nat.start(relay.public_address)
             largest = 0
 
             async def attack() -> tuple[int, int]:
                 """Replay the caller's first check from every attacker address, 5 rounds; returns the packets
                 the relay sent the caller before and after."""
                 nonlocal largest
-                await proxy.captured.wait()
-                replay = proxy.first
+                await nat.captured.wait()
+                replay = nat.first
                 assert replay is not None and replay[:2] == b"\x00\x01", "the caller's first check"
                 await asyncio.sleep(1.0)
-                caller = relay.flows.by_client[proxy.outside.getsockname()]
+                caller = relay.flows.by_client[nat.mapped]
                 assert caller.state is FlowState.OPEN
                 before = caller.packets_out
                 for _ in range(5):
@@ -173,6 +218,6 @@ async def test_a_replayed_token_from_many_addresses_stays_within_its_cap_while_t
             assert 0 < largest <= cap, f"the token held {largest} flows (cap {cap})"
             assert relay.stats()["flows_evicted"] >= 1000
     finally:
-        proxy.close()
+        nat.close()
         for sock in attackers:
             sock.close()
