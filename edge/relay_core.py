@@ -190,7 +190,7 @@ class RelayCore:
                 return self._drop("frame_unknown_transceiver")
             return self._drop("no_flow" if flow is None else "frame_wrong_transceiver")
         if len(data) == n:
-            return self._close(flow, now)
+            return self._close(flow)
         if flow.state is not FlowState.OPEN:
             if flow.state is FlowState.PROVISIONAL and now >= flow.open_until:
                 flow.state = FlowState.PENDING
@@ -198,6 +198,7 @@ class RelayCore:
             if flow.state is FlowState.PENDING:
                 if data[n] > 3:
                     return self._drop("pending_downlink_not_stun")
+                flow.answered = True
                 if flow.unproven_out + size > flow.unproven_in:
                     return self._drop("amplification")
                 flow.unproven_out += size
@@ -218,7 +219,7 @@ class RelayCore:
             flow.checks.append(txid)
             del flow.checks[:-MAX_CHECKS]
 
-    def _close(self, flow: Flow, now: float) -> Closed:
+    def _close(self, flow: Flow) -> Closed:
         token = flow.token
         flows = self.flows.remove_token(token)
         for gone in flows:
