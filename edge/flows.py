@@ -28,11 +28,13 @@ class FlowTableFull(ValueError):
 class FlowState(enum.StrEnum):
     """Where a flow stands on the way to proving that its client address answers (RFC 7675 consent):
 
-    - ``provisional``: opened while the token was within its open window; forwards everything both ways,
-      unproven, until proven or the window ends (then pending);
-    - ``pending``: unproven after the window: only STUN either way, and never more bytes to the client than
-      received from it;
+    - ``provisional``: opened while the token was within its open window; unproven; forwards everything
+      upstream, until proven or the window ends (then pending);
+    - ``pending``: unproven after the window: forwards only STUN upstream;
     - ``open``: the client answered one of the transceiver's checks; forwards everything (the fast path).
+
+    Towards an unproven client (provisional or pending) only the transceiver's checks go, within the bytes
+    received from it (edge/relay_core.py).
     """
 
     PROVISIONAL = "provisional"
@@ -54,10 +56,11 @@ class Flow:
     ``open_until`` the end of the token's open window (unix seconds).
 
     Counters the relay bumps per forwarded packet (payload bytes): ``packets_in``/``bytes_in`` client ->
-    transceiver, ``packets_out``/``bytes_out`` transceiver -> client. While pending, ``unproven_in`` and
+    transceiver, ``packets_out``/``bytes_out`` transceiver -> client. While unproven, ``unproven_in`` and
     ``unproven_out`` count every byte received from and sent to the client (the amplification budget);
-    ``checks`` holds the transaction ids of the transceiver's Binding requests to it, and ``answered`` says
-    whether the transceiver has sent it anything (it answers only checks whose MESSAGE-INTEGRITY holds).
+    ``checks`` holds the transaction ids of the transceiver's Binding requests sent to it, ``held`` the
+    transceiver's latest Binding response to it (sent once proven), and ``answered`` says whether the
+    transceiver has sent it anything (it answers only checks whose MESSAGE-INTEGRITY holds).
     ``uplink`` is the adapter's send function towards the transceiver (a connected socket's ``send``).
     Flows compare by identity.
     """
@@ -78,6 +81,7 @@ class Flow:
     unproven_out: int = 0
     answered: bool = False
     checks: list[bytes] = field(default_factory=list, repr=False)
+    held: bytes = field(default=b"", repr=False)
     uplink: Callable[[bytes], object] = field(default=_no_uplink, repr=False)
     _swept_packets: int = field(default=0, init=False, repr=False)
     _active_at: float = field(init=False, repr=False)

@@ -167,6 +167,11 @@ class Relay:
                 self._resend(flow, result.frame)
             except OSError:
                 self.drops["tx_error"] += 1
+            if result.release:
+                try:
+                    self.public.sendto(result.release, flow.client)
+                except OSError:
+                    self.drops["tx_error"] += 1
 
     def _resend(self, flow: Flow, data: bytes) -> None:
         """A connected socket reports an ICMP error caused by an earlier datagram on the next send,

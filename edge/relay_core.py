@@ -1,30 +1,29 @@
 """The edge relay's decisions, sans-IO: datagrams and time in, what to send and where (or a drop and its
 reason) out. edge/relay.py owns the sockets and feeds this core; aioquic's connection and h11 are the models.
 
-Rules (README "Security"):
+Rules (README "The relay's rules"):
 
 - A client's first datagram must be a STUN Binding request (RFC 8489) whose USERNAME starts with a routing
-  token (voicemesh.wire.token) that verifies and names a transceiver in the directory, and not revoked.
+  token (voicemesh.wire.token) that verifies, names a transceiver in the directory, and is not revoked.
   It opens a flow for the client's address; everything else from an unknown address is dropped.
-- A flow is **provisional** if its token was minted less than ``open_window_s`` seconds ago, else
-  **pending**, until the client proves it can be reached at its address: the relay notes the transaction
-  ids of the STUN Binding requests that the transceiver sends to the client (aioice's triggered and consent
-  checks) and opens the flow when the client returns a Binding success or error response with one of them
-  (RFC 8445 section 7.2.5, RFC 7675). The relay cannot check MESSAGE-INTEGRITY (it has no pwd), but the
-  96-bit random transaction id, seen only at the client's address, proves return reachability; the
+- A flow is unproven until the client proves it can be reached at its address: the relay notes the
+  transaction ids of the STUN Binding requests that the transceiver sends to the client (aioice's triggered
+  and consent checks) and opens the flow when the client returns a Binding success or error response with
+  one of them (RFC 8445 section 7.2.5, RFC 7675). The relay cannot check MESSAGE-INTEGRITY (it has no pwd),
+  but the 96-bit random transaction id, sent only to the client's address, proves return reachability; the
   transceiver checks the integrity of the same response.
-- While pending, only STUN (RFC 7983: first byte 0-3) goes either way, and the relay never sends more bytes
-  to the address than it received from it (every byte counts, forwarded or dropped). So after the window an
-  unproven address gets neither amplification nor media, and a caller whose NAT rebinds, or who comes back
-  through a restarted edge, gets through by answering one check.
-- Provisional flows forward everything both ways at once: the first call's ICE, DTLS and media do not wait
-  for a byte budget (aioice's triggered check, about 116 bytes, plus the response to the client's check,
-  about 64, exceed the client's one check, so a budget from the first packet would hold the check back
-  until the client sends again, for up to a retransmission interval). The window is short and starts at
-  the answer, when only the caller (and observers on its path) know the token; a provisional flow still
-  needs proof to outlive the window, and the per-token cap bounds what one token can open in it.
+- Towards an unproven flow the relay sends only the transceiver's Binding requests, and never more bytes
+  than it received from the address (every byte counts, forwarded or dropped): no amplification, no media.
+  The transceiver's Binding responses are held (the latest one) and sent when the flow is proven. aioice
+  answers a check and then sends its triggered check, together more bytes than the check; sending the
+  check first lets the caller prove the flow at once, and the held response then completes the caller's
+  own check in the same round trip, so the first call waits for nothing.
+- Upstream, a **provisional** flow (its token minted less than ``open_window_s`` seconds ago) forwards
+  everything, so the caller's first DTLS and media are not lost; a **pending** flow (opened after the
+  window: a NAT rebinding, an edge restart) forwards only STUN (RFC 7983: first byte 0-3). A provisional
+  flow still unproven when the window ends becomes pending.
 - A token holds at most ``max_flows_per_token`` flows; at the cap, its oldest unproven flow is evicted
-  (edge/flows.py), never a proven one.
+  (edge/flows.py), never a proven one. Unproven flows expire after ``pending_timeout_s``.
 - A frame with an empty payload from a flow's own transceiver closes the session (voicemesh.wire.frame):
   every flow of its token goes at once and the token is revoked until it expires. Empty datagrams from
   clients are dropped.
@@ -47,11 +46,14 @@ from voicemesh.wire.token import BadToken, RoutingToken, TokenCodec
 @dataclass(frozen=True, slots=True)
 class Uplink:
     """Send ``frame`` (the flow's header, then the client's datagram) to ``flow.transceiver`` on the
-    backbone. ``learned`` is True for the datagram that opened the flow."""
+    backbone; then, if ``release`` is not empty, send it to ``flow.client`` (the transceiver's response that
+    was held while the flow was unproven: this datagram proved it). ``learned`` is True for the datagram
+    that opened the flow."""
 
     flow: Flow
     frame: bytes
     learned: bool = False
+    release: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,14 @@ class Downlink:
 
     flow: Flow
     datagram: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The transceiver's response to an unproven flow is kept (``Flow.held``) until the flow is proven.
+    Nothing to send now."""
+
+    flow: Flow
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +100,9 @@ class RelayCore:
     ``drops`` counts dropped datagrams by reason. First packets: the MalformedStun and BadToken reasons
     (``not_stun``, ``truncated``, ``mac``, ``expired``, ...), ``empty``, ``revoked``,
     ``unknown_transceiver``, ``table_full``, ``token_cap``. Flows: ``pending_not_stun`` (a pending flow's
-    client sent media), ``pending_downlink_not_stun`` (the transceiver sent media to a pending flow),
-    ``amplification`` (a STUN message over the pending flow's byte budget). Backbone: ``frame_<reason>``
+    client sent media), ``unproven_downlink`` (the transceiver sent an unproven flow something other than
+    a Binding request or response, or a held response was replaced by a newer one), ``amplification`` (a
+    check over the unproven flow's byte budget). Backbone: ``frame_<reason>``
     (malformed), ``no_flow``, ``frame_wrong_transceiver`` (a registered transceiver, not the flow's),
     ``frame_unknown_transceiver``. The adapter adds ``tx_error``.
     """
@@ -157,19 +168,20 @@ class RelayCore:
         return self._uplink(flow, data, now, learned=True)
 
     def _uplink(self, flow: Flow, data: bytes, now: float, *, learned: bool) -> Uplink | Drop:
+        release = b""
         if flow.state is not FlowState.OPEN:
             if flow.state is FlowState.PROVISIONAL and now >= flow.open_until:
                 flow.state = FlowState.PENDING
-            if flow.state is FlowState.PENDING:
-                flow.unproven_in += len(data)
-                self.counts["unproven_bytes_in"] += len(data)
-                if data[0] > 3:
-                    return self._drop("pending_not_stun")
+            flow.unproven_in += len(data)
+            self.counts["unproven_bytes_in"] += len(data)
+            if flow.state is FlowState.PENDING and data[0] > 3:
+                return self._drop("pending_not_stun")
             if flow.checks and data[0] == 1 and self._answers_check(flow, data):
+                release, flow.held = flow.held, b""
                 self.flows.prove(flow)
         flow.packets_in += 1
         flow.bytes_in += len(data)
-        return Uplink(flow, flow.header + data, learned)
+        return Uplink(flow, flow.header + data, learned, release)
 
     def _answers_check(self, flow: Flow, data: bytes) -> bool:
         try:
@@ -178,7 +190,7 @@ class RelayCore:
             return False
         return (message_type == stun.BINDING_SUCCESS or message_type == stun.BINDING_ERROR) and txid in flow.checks
 
-    def receive_backbone(self, data: bytes, transceiver: tuple[str, int], now: float) -> Downlink | Closed | Drop:
+    def receive_backbone(self, data: bytes, transceiver: tuple[str, int], now: float) -> Downlink | Held | Closed | Drop:
         """Decide what to do with a backbone frame from ``transceiver`` (its socket address) at ``now``."""
         try:
             n = frame.header_length(data)
@@ -192,32 +204,36 @@ class RelayCore:
         if len(data) == n:
             return self._close(flow)
         if flow.state is not FlowState.OPEN:
-            if flow.state is FlowState.PROVISIONAL and now >= flow.open_until:
-                flow.state = FlowState.PENDING
-            size = len(data) - n
-            if flow.state is FlowState.PENDING:
-                if data[n] > 3:
-                    return self._drop("pending_downlink_not_stun")
-                flow.answered = True
-                if flow.unproven_out + size > flow.unproven_in:
-                    return self._drop("amplification")
-                flow.unproven_out += size
-                self.counts["unproven_bytes_out"] += size
-            flow.answered = True
-            if data[n] == 0:
-                self._note_check(flow, data[n:])
+            return self._to_unproven(flow, data[n:], now)
         flow.packets_out += 1
         flow.bytes_out += len(data) - n
         return Downlink(flow, data[n:])
 
-    def _note_check(self, flow: Flow, datagram: bytes) -> None:
+    def _to_unproven(self, flow: Flow, datagram: bytes, now: float) -> Downlink | Held | Drop:
+        if flow.state is FlowState.PROVISIONAL and now >= flow.open_until:
+            flow.state = FlowState.PENDING
         try:
             message_type, txid = stun.transaction(datagram)
         except stun.MalformedStun:
-            return
-        if message_type == stun.BINDING_REQUEST and txid not in flow.checks:
+            return self._drop("unproven_downlink")
+        flow.answered = True
+        if message_type == stun.BINDING_SUCCESS or message_type == stun.BINDING_ERROR:
+            if flow.held:
+                self.drops["unproven_downlink"] += 1
+            flow.held = datagram
+            return Held(flow)
+        if message_type != stun.BINDING_REQUEST:
+            return self._drop("unproven_downlink")
+        if flow.unproven_out + len(datagram) > flow.unproven_in:
+            return self._drop("amplification")
+        flow.unproven_out += len(datagram)
+        self.counts["unproven_bytes_out"] += len(datagram)
+        if txid not in flow.checks:
             flow.checks.append(txid)
             del flow.checks[:-MAX_CHECKS]
+        flow.packets_out += 1
+        flow.bytes_out += len(datagram)
+        return Downlink(flow, datagram)
 
     def _close(self, flow: Flow) -> Closed:
         token = flow.token
@@ -258,7 +274,7 @@ class RelayCore:
         """Counters: ``flows`` (now), ``flows_open`` (proven) and ``flows_unproven``; ``packets_in``/
         ``bytes_in`` (client to transceiver) and ``packets_out``/``bytes_out`` (back to clients), forwarded
         payload bytes since start; ``unproven_bytes_in``/``unproven_bytes_out``: bytes received from and sent
-        to addresses whose flow was pending (out <= in per flow); ``flows_evicted``, ``flows_closed``,
+        to addresses whose flow was unproven (out <= in per flow); ``flows_evicted``, ``flows_closed``,
         ``flows_expired``; ``tokens_revoked`` (now); ``drops`` by reason."""
         totals = Counter(self._retired)
         for flow in self.flows.by_client.values():

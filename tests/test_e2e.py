@@ -326,6 +326,13 @@ async def test_relay_forwards_an_ipv6_client() -> None:
                 data = await asyncio.wait_for(loop.sock_recv(transceiver, 2048), 5)
                 (ip, port), edge_id, n = frame.decode(data)
                 assert (ip, port, edge_id, data[n:]) == ("::1", client.getsockname()[1], 7, payload)
+            check = binding_request(f"abcd:{ufrag}")  # the transceiver's check, answered: the flow is proven
+            transceiver.sendto(data[:n] + check, relay.backbone_address)
+            assert await loop.run_in_executor(None, client.recv, 2048) == check
+            answer = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.RESPONSE,
+                                         transaction_id=aioice_stun.parse_message(check).transaction_id)
+            client.sendto(bytes(answer), relay.public_address)
+            await asyncio.wait_for(loop.sock_recv(transceiver, 2048), 5)
             transceiver.sendto(data[:n] + b"back", relay.backbone_address)
             assert await loop.run_in_executor(None, client.recv, 2048) == b"back"
         assert relay.stats()["drops"] == {}

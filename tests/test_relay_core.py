@@ -9,7 +9,7 @@ import pytest
 from aioice import stun as aioice_stun
 
 from voicemesh.edge.flows import FlowState
-from voicemesh.edge.relay_core import Closed, Downlink, Drop, RelayCore, Uplink
+from voicemesh.edge.relay_core import Closed, Downlink, Drop, Held, RelayCore, Uplink
 from voicemesh.wire import frame
 from voicemesh.wire.token import TokenCodec
 
@@ -157,23 +157,26 @@ def test_a_full_table_drops_new_clients():
 # Provisional flows (within the token's open window)
 
 
-def test_within_the_window_media_flows_both_ways_at_once():
+def test_within_the_window_media_goes_up_at_once_and_down_only_once_proven():
     core = make_core()
-    core.receive_public(client_check(mint()), CLIENT, T0 + 1)
+    ufrag = mint()
+    core.receive_public(client_check(ufrag), CLIENT, T0 + 1)
 
     up = core.receive_public(DTLS, CLIENT, T0 + 2)
     down = core.receive_backbone(header() + DTLS, TRANSCEIVER, T0 + 2)
 
     assert isinstance(up, Uplink) and up.frame == header() + DTLS
-    assert down == Downlink(core.flows.by_client[CLIENT], DTLS)
+    assert down == Drop("unproven_downlink")
+    prove(core, CLIENT, ufrag, T0 + 2)
+    assert core.receive_backbone(header() + DTLS, TRANSCEIVER, T0 + 2) == Downlink(core.flows.by_client[CLIENT], DTLS)
 
 
 def test_an_unproven_provisional_flow_becomes_pending_when_the_window_ends():
     core = make_core(open_window_s=30)
     core.receive_public(client_check(mint()), CLIENT, T0 + 1)
 
+    assert isinstance(core.receive_public(SRTP, CLIENT, T0 + 29), Uplink)
     assert core.receive_public(SRTP, CLIENT, T0 + 30) == Drop("pending_not_stun")
-    assert core.receive_backbone(header() + SRTP, TRANSCEIVER, T0 + 30) == Drop("pending_downlink_not_stun")
     assert core.flows.by_client[CLIENT].state is FlowState.PENDING
 
 
@@ -245,27 +248,59 @@ def test_a_pending_flow_forwards_only_stun():
     assert core.receive_public(SRTP, CLIENT, AFTER_WINDOW) == Drop("pending_not_stun")
     assert core.receive_public(DTLS, CLIENT, AFTER_WINDOW) == Drop("pending_not_stun")
     assert isinstance(core.receive_public(client_check(ufrag), CLIENT, AFTER_WINDOW), Uplink)
-    assert core.receive_backbone(header() + DTLS, TRANSCEIVER, AFTER_WINDOW) == Drop("pending_downlink_not_stun")
 
 
-def test_a_pending_flow_never_gets_more_bytes_than_it_sent():
+@pytest.mark.parametrize("now", [T0 + 1, AFTER_WINDOW])
+def test_an_unproven_flow_gets_only_checks_and_its_responses_wait_for_proof(now):
+    core = make_core()
+    ufrag = mint()
+    check = client_check(ufrag)
+    flow = core.receive_public(check, CLIENT, now).flow
+    response = response_to(check)
+
+    assert core.receive_backbone(header() + DTLS, TRANSCEIVER, now) == Drop("unproven_downlink")
+    assert core.receive_backbone(header() + SRTP, TRANSCEIVER, now) == Drop("unproven_downlink")
+    assert core.receive_backbone(header() + response, TRANSCEIVER, now) == Held(flow)
+    triggered = server_check(ufrag)
+    assert core.receive_backbone(header() + triggered, TRANSCEIVER, now) == Downlink(flow, triggered)
+
+    answer = response_to(triggered)
+    assert core.receive_public(answer, CLIENT, now) == Uplink(flow, header() + answer, release=response)
+    assert flow.state is FlowState.OPEN and flow.held == b""
+
+
+def test_only_the_latest_response_is_held():
+    core = make_core()
+    ufrag = mint()
+    first, second = client_check(ufrag), client_check(ufrag)
+    flow = core.receive_public(first, CLIENT, AFTER_WINDOW).flow
+    latest = response_to(second)
+    core.receive_backbone(header() + response_to(first), TRANSCEIVER, AFTER_WINDOW)
+    core.receive_backbone(header() + latest, TRANSCEIVER, AFTER_WINDOW)
+
+    assert flow.held == latest
+    assert core.drops == {"unproven_downlink": 1}
+
+
+@pytest.mark.parametrize("now", [T0 + 1, AFTER_WINDOW])
+def test_an_unproven_flow_never_gets_more_bytes_than_it_sent(now):
     core = make_core()
     ufrag = mint()
     check = client_check(ufrag)  # 120 bytes in
-    core.receive_public(check, CLIENT, AFTER_WINDOW)
-    response = response_to(check)  # 64 bytes out
-    triggered = server_check(ufrag)  # 120 more would exceed the budget
+    core.receive_public(check, CLIENT, now)
+    triggered = server_check(ufrag)  # 120 bytes out: the budget is spent
 
-    assert isinstance(core.receive_backbone(header() + response, TRANSCEIVER, AFTER_WINDOW), Downlink)
-    assert core.receive_backbone(header() + triggered, TRANSCEIVER, AFTER_WINDOW) == Drop("amplification")
-    core.receive_public(SRTP, CLIENT, AFTER_WINDOW)  # dropped, but the address sent it: 100 bytes of budget
-    assert isinstance(core.receive_backbone(header() + triggered, TRANSCEIVER, AFTER_WINDOW), Downlink)
+    assert isinstance(core.receive_backbone(header() + triggered, TRANSCEIVER, now), Downlink)
+    assert core.receive_backbone(header() + triggered, TRANSCEIVER, now) == Drop("amplification")  # retransmitted
+    core.receive_public(SRTP, CLIENT, now)  # forwarded or dropped, the address sent it: 100 bytes of budget
+    assert core.receive_backbone(header() + triggered, TRANSCEIVER, now) == Drop("amplification")
+    core.receive_public(SRTP, CLIENT, now)
+    assert isinstance(core.receive_backbone(header() + triggered, TRANSCEIVER, now), Downlink)
 
     stats = core.stats()
-    assert (stats["unproven_bytes_in"], stats["unproven_bytes_out"]) == (len(check) + len(SRTP),
-                                                                         len(response) + len(triggered))
-    assert stats["unproven_bytes_out"] <= stats["unproven_bytes_in"]
-    assert stats["drops"]["amplification"] == 1
+    assert (stats["unproven_bytes_in"], stats["unproven_bytes_out"]) == (len(check) + 2 * len(SRTP),
+                                                                         2 * len(triggered))
+    assert stats["drops"]["amplification"] == 2
 
 
 def test_a_check_dropped_for_the_budget_cannot_prove_the_flow():
