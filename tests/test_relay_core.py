@@ -269,6 +269,14 @@ def test_an_unproven_flow_gets_only_checks_and_its_responses_wait_for_proof(now)
     assert flow.state is FlowState.OPEN and flow.held == b""
 
 
+def test_an_unproven_flow_gets_no_stun_but_checks_and_responses():
+    core = make_core()
+    core.receive_public(client_check(mint()), CLIENT, T0 + 1)
+    indication = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.INDICATION)
+
+    assert core.receive_backbone(header() + bytes(indication), TRANSCEIVER, T0 + 1) == Drop("unproven_downlink")
+
+
 def test_only_the_latest_response_is_held():
     core = make_core()
     ufrag = mint()
