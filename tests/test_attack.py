@@ -54,7 +54,6 @@ def test_a_replayed_check_moves_no_media_to_the_observer(figures) -> None:
     assert hijack["legit_call_ok"]
 
 
-@not_merged("the amplification budget towards unproven addresses (relay)")
 def test_signed_checks_from_spoofed_sources_are_not_amplified(figures) -> None:
     reflection = attack(figures, "reflection")
     assert reflection["sent"]["packets"] == reflection["victims"]
@@ -62,7 +61,6 @@ def test_signed_checks_from_spoofed_sources_are_not_amplified(figures) -> None:
     assert figures["amplification_max"] <= 1.0
 
 
-@not_merged("the per-token flow cap with eviction of unproven flows (relay)")
 def test_one_token_from_many_sources_cannot_fill_the_flow_table(figures) -> None:
     flood = attack(figures, "token_flood")
     assert flood["sent"]["packets"] >= flood["sources"]
