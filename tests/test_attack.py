@@ -54,7 +54,6 @@ def test_a_replayed_check_moves_no_media_to_the_observer(figures) -> None:
     assert hijack["legit_call_ok"]
 
 
-@not_merged("geo DNS response rate limiting (amplification_max also covers the DNS victim prefix)")
 def test_signed_checks_from_spoofed_sources_are_not_amplified(figures) -> None:
     reflection = attack(figures, "reflection")
     assert reflection["sent"]["packets"] == reflection["victims"]
