@@ -18,7 +18,8 @@ NOW = 1_800_000_000
 ICE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 fields = st.fixed_dictionaries({"region": st.integers(0, 0xFF), "transceiver": st.integers(0, 0xFFFF),
-                                "nonce": st.integers(0, 0xFFFF_FFFF), "expires_at": st.integers(0, 0xFFFF_FFFF)})
+                                "nonce": st.integers(0, 0xFFFF_FFFF), "issued_at": st.integers(0, 0x7FFF_FFFF),
+                                "lifetime_s": st.integers(0, 0x7FFF_FFFF)})
 tokens = fields.map(lambda f: CODEC.mint(**f))
 
 
@@ -30,7 +31,8 @@ def mutated_tokens(draw) -> str:
     return "".join(token)
 
 
-ufrags = st.one_of(st.text(max_size=40), st.binary(max_size=40), st.text(ICE_CHARS + "=", min_size=28, max_size=28),
+ufrags = st.one_of(st.text(max_size=40), st.binary(max_size=40),
+                   st.text(ICE_CHARS + "=", min_size=UFRAG_LENGTH, max_size=UFRAG_LENGTH),
                    tokens, mutated_tokens(), tokens.map(str.encode))
 
 
@@ -42,8 +44,8 @@ def test_verify_raises_only_bad_token(ufrag, now):
         assert exc.reason in {"length", "alphabet", "unknown_key", "mac", "expired"}
         return
     text = ufrag.decode() if isinstance(ufrag, bytes) else ufrag
-    assert CODEC.mint(region=token.region, transceiver=token.transceiver, nonce=token.nonce,
-                      expires_at=token.expires_at) == text  # only a minted token verifies
+    assert CODEC.mint(region=token.region, transceiver=token.transceiver, nonce=token.nonce, issued_at=token.issued_at,
+                      lifetime_s=token.expires_at - token.issued_at) == text  # only a minted token verifies
 
 
 @given(fields)
@@ -51,10 +53,11 @@ def test_minted_tokens_verify_to_their_fields_until_they_expire(f):
     ufrag = CODEC.mint(**f)
     assert len(ufrag) == UFRAG_LENGTH and set(ufrag) <= set(ICE_CHARS)
     assert base64.b64decode(ufrag)[0] == 1
-    if f["expires_at"] > NOW:
+    expires_at = f["issued_at"] + f["lifetime_s"]
+    if expires_at > NOW:
         token = CODEC.verify(ufrag, NOW)
-        assert (token.region, token.transceiver, token.nonce, token.expires_at) == (
-            f["region"], f["transceiver"], f["nonce"], f["expires_at"])
+        assert (token.region, token.transceiver, token.nonce, token.issued_at, token.expires_at) == (
+            f["region"], f["transceiver"], f["nonce"], f["issued_at"], expires_at)
     else:
         with pytest.raises(BadToken, match="expired"):
             CODEC.verify(ufrag, NOW)
