@@ -131,12 +131,28 @@ class Relay:
         self._links[address] = sock
         assert self._loop is not None
         add_drain_reader(self._loop, sock, self.on_backbone, peer=address)
+        self._bind_uplinks(address)
 
     def _close_link(self, address: tuple[str, int]) -> None:
         sock = self._links.pop(address)
         if self._loop is not None:
             self._loop.remove_reader(sock.fileno())
         sock.close()
+        self._bind_uplinks(address)
+
+    def _uplink_to(self, address: tuple[str, int]) -> Callable[[bytes], object]:
+        link = self._links.get(address)
+        return link.send if link is not None else _sendto(self.backbone, address)
+
+    def _bind_uplinks(self, address: tuple[str, int]) -> None:
+        """Point every flow towards the transceiver at ``address`` at its current socket. A transceiver
+        that leaves the registry view and comes back (an etcd blip) gets a new connected socket; its live
+        flows must not keep the closed one's ``send`` (they use the unconnected backbone socket
+        meanwhile)."""
+        uplink = self._uplink_to(address)
+        for flow in self.core.flows.by_client.values():
+            if flow.transceiver == address:
+                flow.uplink = uplink
 
     def on_public(self, data: bytes, addr: tuple[Any, ...]) -> None:
         """A datagram from a client (the per-packet path)."""
@@ -155,8 +171,7 @@ class Relay:
         if isinstance(result, Uplink):
             flow = result.flow
             if result.learned:
-                link = self._links.get(flow.transceiver)
-                flow.uplink = link.send if link is not None else _sendto(self.backbone, flow.transceiver)
+                flow.uplink = self._uplink_to(flow.transceiver)
                 log.debug("flow learned client=%s:%d transceiver=%s:%d state=%s",
                           *flow.client[:2], *flow.transceiver, flow.state)
                 if self.on_flow is not None:

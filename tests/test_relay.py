@@ -19,7 +19,9 @@ from voicemesh.app.client import call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
 from voicemesh.edge.flows import Flow, FlowState
 from voicemesh.edge.relay import Relay
+from voicemesh.registry import NodeRecord
 from voicemesh.runtime.udp import bind_udp
+from voicemesh.wire.addr import format_hostport
 from voicemesh.wire.token import TokenCodec
 
 pytestmark = pytest.mark.integration
@@ -90,6 +92,33 @@ async def test_the_fast_path_follows_the_cores_rules() -> None:
         client.sendto(binding(aioice_stun.Class.REQUEST, f"{ufrag}:abcd"), relay.public_address)
         assert await nothing_arrives(transceiver)
         assert relay.stats()["drops"]["revoked"] == 1
+    finally:
+        relay.close()
+        transceiver.close()
+        client.close()
+
+
+async def test_live_flows_survive_their_transceiver_leaving_and_reentering_the_view() -> None:
+    """An etcd blip takes the transceiver out of the edge's registry view and back: its connected backbone
+    socket is closed and a new one opened. The live flow keeps forwarding through it all (issue 11: it
+    used to keep the closed socket's send and lose every later uplink packet as tx_error)."""
+    tokens = TokenCodec({1: os.urandom(32)}, 1)
+    transceiver = bind_udp(LOOPBACK, 0)
+    record = NodeRecord("transceiver", "local", "trx-1", index=1, region_id=1,
+                        backbone=format_hostport(transceiver.getsockname()))
+    relay = Relay(bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0, reuse_port=True), 7, tokens)
+    relay.set_transceivers([record])
+    relay.start()
+    ufrag = tokens.mint(region=1, transceiver=1, nonce=1, issued_at=int(time.time()), lifetime_s=60)
+    client = bind_udp(LOOPBACK, 0)
+    try:
+        client.sendto(binding(aioice_stun.Class.REQUEST, f"{ufrag}:abcd"), relay.public_address)
+        header = (await recv(transceiver))[:12]
+        for view in ([], [record]):
+            relay.set_transceivers(view)
+            client.sendto(SRTP, relay.public_address)
+            assert await recv(transceiver) == header + SRTP
+        assert "tx_error" not in relay.stats()["drops"]
     finally:
         relay.close()
         transceiver.close()

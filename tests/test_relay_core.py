@@ -373,6 +373,22 @@ def test_frames_from_the_wrong_or_an_unknown_transceiver_are_dropped():
     assert core.receive_backbone(header(REBOUND) + SRTP, STRANGER, T0 + 2) == Drop("frame_unknown_transceiver")
 
 
+def test_a_transceiver_that_leaves_and_reenters_the_directory_keeps_its_flows():
+    """A registry blip takes a transceiver out of the edge's view and back: its live flows stay and keep
+    forwarding both ways (issue 11: the stale-socket bug)."""
+    core = make_core()
+    flow = open_flow(core)
+    directory = dict(core.directory)
+
+    core.set_directory({})
+    assert core.flows.open_by_client[CLIENT] is flow
+    assert core.receive_backbone(header() + SRTP, TRANSCEIVER, T0 + 2) == Downlink(flow, SRTP)
+    core.set_directory(directory)
+    assert core.flows.open_by_client[CLIENT] is flow
+    assert core.receive_backbone(header() + SRTP, TRANSCEIVER, T0 + 3) == Downlink(flow, SRTP)
+    assert not core.drops
+
+
 def test_frames_for_an_ipv6_client():
     core = make_core()
     client = ("2001:db8::7", 50000, 0, 0)  # as an AF_INET6 socket reports it
