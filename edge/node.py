@@ -64,7 +64,7 @@ class EdgeNode:
         self.config = config
         self.registry = registry
         self.keys = keys
-        self.tokens = TokenCodec(dict(keys.keys), keys.current_key_id)
+        self.tokens = TokenCodec.from_mesh_keys(keys)
         self.relay: Relay | None = None
         self.record: NodeRecord | None = None
         self.url = ""

@@ -365,7 +365,7 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
             resources.append(server)
             cfg.agent = f"127.0.0.1:{port}"
         await registry.start()
-        transceiver = Transceiver(cfg, registry, TokenCodec(dict(keys.keys), keys.current_key_id),
+        transceiver = Transceiver(cfg, registry, TokenCodec.from_mesh_keys(keys),
                                   agent_credentials=credentials)
         resources.append(transceiver)
         resources.append(await api.serve(transceiver, HopVerifier(keys), *parse_hostport(str(http[0]))))

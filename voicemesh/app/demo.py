@@ -72,7 +72,7 @@ async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50, connec
     """
     registry_url = f"memory://mesh-{secrets.token_hex(4)}"
     keys = keys or MeshKeys({1: secrets.token_bytes(32)}, 1)
-    tokens = TokenCodec(dict(keys.keys), keys.current_key_id)
+    tokens = TokenCodec.from_mesh_keys(keys)
     hop = HopVerifier(keys)
     async with AsyncExitStack() as stack:
         agent_server, agent_port = await echo_agent.serve(f"{LOOPBACK}:0", agent)

@@ -34,7 +34,7 @@ class MeshKeys:
 
     @classmethod
     def from_spec(cls, spec: str) -> MeshKeys:
-        """Parse ``"1:<hex secret>,0:<hex secret>"`` (the syntax of ``TokenCodec.from_spec``): the first
+        """Parse ``"1:<hex secret>,0:<hex secret>"`` (``VOICEMESH_TOKEN_KEYS``): the first
         entry is the current key. Raises ValueError naming the bad entry, never its secret."""
         keys: dict[int, bytes] = {}
         for number, entry in enumerate(spec.split(","), start=1):

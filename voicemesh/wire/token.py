@@ -9,10 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Self
 
+from voicemesh.wire.meshkeys import MeshKeys
+
 UFRAG_LENGTH = 36
 """Characters in a token ufrag: 27 bytes in base64 without padding, within ICE's 4..256 ice-chars."""
 
-MIN_SECRET_LENGTH = 16
 _FIELDS = struct.Struct(">BBHIII")  # key_id, region, transceiver, nonce, issued_at, expires_at: 16 bytes
 _MAC_LENGTH = 11
 _RAW_LENGTH = _FIELDS.size + _MAC_LENGTH
@@ -64,37 +65,21 @@ class TokenCodec:
     """
 
     def __init__(self, keys: Mapping[int, bytes], current_key_id: int) -> None:
-        if current_key_id not in keys:
-            raise ValueError(f"current key id {current_key_id} is not among the keys {sorted(keys)}")
-        for key_id, secret in keys.items():
-            _check_range("key id", key_id, 0xFF)
-            if len(secret) < MIN_SECRET_LENGTH:
-                raise ValueError(
-                    f"token key {key_id}: secret must be at least {MIN_SECRET_LENGTH} bytes, got {len(secret)}"
-                )
+        MeshKeys(keys, current_key_id)  # validates the key set
         self._keys = dict(keys)
         self.current_key_id = current_key_id
 
     @classmethod
+    def from_mesh_keys(cls, keys: MeshKeys) -> Self:
+        """A codec over the mesh key set (the routing token uses the mesh secrets themselves)."""
+        return cls(keys.keys, keys.current_key_id)
+
+    @classmethod
     def from_spec(cls, spec: str) -> Self:
-        """Build a codec from "1:<hex secret>,0:<hex secret>" (config or environment); the first entry is the
-        current key, the others are still accepted. Raises ValueError naming the bad entry, never its secret."""
-        keys: dict[int, bytes] = {}
-        for number, entry in enumerate(spec.split(","), start=1):
-            key_id_text, colon, secret_hex = entry.strip().partition(":")
-            if not colon:
-                raise ValueError(f"token key spec entry {number} must look like '<key id>:<hex secret>'")
-            try:
-                key_id = int(key_id_text)
-            except ValueError:
-                raise ValueError(f"token key spec entry {number}: key id {key_id_text!r} is not an integer") from None
-            if key_id in keys:
-                raise ValueError(f"token key spec entry {number}: key id {key_id} appears twice")
-            try:
-                keys[key_id] = bytes.fromhex(secret_hex)
-            except ValueError:
-                raise ValueError(f"token key spec entry {number}: the secret for key {key_id} is not hex") from None
-        return cls(keys, current_key_id=next(iter(keys)))  # dicts keep insertion order: the first entry
+        """Build a codec from "1:<hex secret>,0:<hex secret>" (config or environment; MeshKeys.from_spec):
+        the first entry is the current key, the others are still accepted. Raises ValueError naming the bad
+        entry, never its secret."""
+        return cls.from_mesh_keys(MeshKeys.from_spec(spec))
 
     def mint(self, *, region: int, transceiver: int, nonce: int, issued_at: int, lifetime_s: int) -> str:
         """Return the 36-char ufrag for these fields under the current key.
