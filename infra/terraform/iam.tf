@@ -1,5 +1,7 @@
 # One instance role per kind of host, each allowed only what its start-up reads: the region's
 # release, its secrets, the GeoIP database, the image; and SSM for shell access and rollouts.
+# A node secret (etcd client certificates) is readable only by the instance its voicemesh:instance
+# tag names. The etcd hosts are also the registrar: they read the CA and write the node secrets.
 
 data "aws_partition" "current" {}
 
@@ -11,12 +13,14 @@ locals {
   geoip   = trimprefix(var.geoip_db_s3_uri, "s3://")
   release = "${local.arn}:ssm:*:${local.account}:parameter/${var.name}/release"
   secrets = {
-    edge        = ["${local.secret}/token-keys-??????", "${local.secret}/whip-tls-??????"]
+    edge        = ["${local.secret}/token-keys-??????", "${local.secret}/api-keys-??????", "${local.secret}/whip-tls-??????"]
     transceiver = ["${local.secret}/token-keys-??????"]
-    agent       = []
+    agent       = ["${local.secret}/agent-tls/*"]
+    etcd        = ["${local.secret}/registry-ca-??????"]
   }
-  secret   = "${local.arn}:secretsmanager:*:${local.account}:secret:${var.name}"
-  runs_app = toset(["edge", "transceiver", "agent"])
+  secret       = "${local.arn}:secretsmanager:*:${local.account}:secret:${var.name}"
+  node_secrets = "${local.arn}:secretsmanager:*:${local.account}:secret:${local.node_secret_prefix}*"
+  runs_app     = toset(["edge", "transceiver", "agent", "etcd"])
 }
 
 data "aws_iam_policy_document" "assume" {
@@ -59,11 +63,21 @@ data "aws_iam_policy_document" "reads" {
     actions   = ["ssm:GetParameter"]
     resources = [local.release]
   }
+  statement {
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = local.secrets[each.key]
+  }
+  # Its own node secret only: the registrar tags each with the instance it belongs to.
   dynamic "statement" {
-    for_each = length(local.secrets[each.key]) > 0 ? [1] : []
+    for_each = contains(["edge", "transceiver"], each.key) ? [1] : []
     content {
       actions   = ["secretsmanager:GetSecretValue"]
-      resources = local.secrets[each.key]
+      resources = [local.node_secrets]
+      condition {
+        test     = "StringEquals"
+        variable = "secretsmanager:ResourceTag/voicemesh:instance"
+        values   = ["$${ec2:SourceInstanceARN}"]
+      }
     }
   }
   dynamic "statement" {
@@ -71,6 +85,37 @@ data "aws_iam_policy_document" "reads" {
     content {
       actions   = ["s3:GetObject"]
       resources = ["${local.arn}:s3:::${local.geoip}"]
+    }
+  }
+  # The registrar (deploy/voicemesh-registrar): its region's plan, the node and agent secrets it
+  # fills, and the transceiver launches it lets go on.
+  dynamic "statement" {
+    for_each = each.key == "etcd" ? [1] : []
+    content {
+      actions   = ["ssm:GetParameter"]
+      resources = ["${local.arn}:ssm:*:${local.account}:parameter/${var.name}/registry/*"]
+    }
+  }
+  dynamic "statement" {
+    for_each = each.key == "etcd" ? [1] : []
+    content {
+      actions = ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue", "secretsmanager:CreateSecret",
+      "secretsmanager:TagResource", "secretsmanager:DeleteSecret"]
+      resources = [local.node_secrets, "${local.secret}/agent-tls/*"]
+    }
+  }
+  dynamic "statement" {
+    for_each = each.key == "etcd" ? [1] : []
+    content {
+      actions   = ["autoscaling:CompleteLifecycleAction"]
+      resources = ["${local.arn}:autoscaling:*:${local.account}:autoScalingGroup:*:autoScalingGroupName/${var.name}-*-transceiver"]
+    }
+  }
+  dynamic "statement" {
+    for_each = each.key == "etcd" ? [1] : []
+    content {
+      actions   = ["autoscaling:DescribeAutoScalingInstances"]
+      resources = ["*"]
     }
   }
 }

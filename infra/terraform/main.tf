@@ -5,6 +5,8 @@ locals {
   topology       = jsondecode(file(coalesce(var.topology_file, "${path.module}/../topology.json")))
   primary_region = module.topology.sites[local.topology.core_regions[0].site].aws_region
   tags           = { "voicemesh:mesh" = var.name }
+  # Each host's etcd certificates: <prefix><edge host> or <prefix><transceiver instance id> (iam.tf).
+  node_secret_prefix = "${var.name}/node/"
 
   # Everything each region module needs, in one value.
   mesh = {
@@ -20,13 +22,21 @@ locals {
     release           = var.release
     release_by_region = var.release_by_region
     geoip_db_s3_uri   = var.geoip_db_s3_uri
-    secrets           = { token_keys = aws_secretsmanager_secret.token_keys.name, whip_tls = aws_secretsmanager_secret.whip_tls.name }
-    instance_types    = var.instance_types
-    instance_profiles = { for role, profile in aws_iam_instance_profile.host : role => profile.name }
-    transceivers      = var.transceivers
-    agents            = var.agents
-    agent_endpoints   = var.agent_endpoints
-    etcd_image        = var.etcd_image
+    secrets = {
+      token_keys  = aws_secretsmanager_secret.token_keys.name
+      api_keys    = aws_secretsmanager_secret.api_keys.name
+      whip_tls    = aws_secretsmanager_secret.whip_tls.name
+      registry_ca = aws_secretsmanager_secret.registry_ca.name
+    }
+    node_secret_prefix = local.node_secret_prefix
+    arn                = local.arn
+    account            = local.account
+    instance_types     = var.instance_types
+    instance_profiles  = { for role, profile in aws_iam_instance_profile.host : role => profile.name }
+    transceivers       = var.transceivers
+    agents             = var.agents
+    agent_endpoints    = var.agent_endpoints
+    etcd_image         = var.etcd_image
   }
 
   regions = [

@@ -1,12 +1,135 @@
-# A core region: its three-member etcd cluster (the registry), the transceiver fleet with CPU
-# autoscaling, and the agent endpoint (the echo agent fleet behind an internal NLB, or yours).
+# A core region: its three-member etcd cluster (the registry, with TLS and client-certificate auth,
+# whose hosts are the region's registrar), the transceiver fleet with CPU autoscaling (each host
+# enrolled by the registrar as it launches), and the agent endpoint (the echo agent fleet behind an
+# internal NLB, serving TLS, or yours).
 
 locals {
-  p          = var.ports
-  prefix     = "${var.name}-${var.core.name}"
-  run_agents = var.agent_endpoint == null
-  agent      = local.run_agents ? "${aws_lb.agent[0].dns_name}:${local.p.agent_grpc}" : var.agent_endpoint
-  last_port  = { backbone = local.p.backbone_udp + var.transceivers.workers - 1, http = local.p.transceiver_http + var.transceivers.workers - 1 }
+  p                = var.ports
+  prefix           = "${var.name}-${var.core.name}"
+  run_agents       = var.agent_endpoint == null
+  agent            = local.run_agents ? "${aws_lb.agent[0].dns_name}:${local.p.agent_grpc}" : var.agent_endpoint
+  agent_tls_secret = "${var.name}/agent-tls/${var.core.name}"
+  last_port        = { backbone = local.p.backbone_udp + var.transceivers.workers - 1, http = local.p.transceiver_http + var.transceivers.workers - 1 }
+  plan_parameter   = "/${var.name}/registry/${var.core.name}"
+  enroll_hook      = "enroll"
+
+  # What the registrar (deploy/voicemesh-registrar) makes: etcd users and the certificates of the
+  # edges whose home region this is and of the DNS servers on them, the agents' server certificate,
+  # and, as each transceiver host launches, its workers' users and certificates.
+  registry_plan = {
+    core  = var.core.name
+    nodes = var.registry_nodes
+    servers = local.run_agents ? [{
+      secret     = local.agent_tls_secret
+      aws_region = var.host_common.aws_region
+      hosts      = [aws_lb.agent[0].dns_name]
+    }] : []
+    transceivers = {
+      asg                 = "${local.prefix}-transceiver"
+      hook                = local.enroll_hook
+      users               = module.transceiver_config.transceiver_users
+      secret_prefix       = var.node_secret_prefix
+      instance_arn_prefix = "${var.arn}:ec2:${var.host_common.aws_region}:${var.account}:instance/"
+    }
+  }
+}
+
+# --- the registrar ----------------------------------------------------------------------------
+
+resource "aws_ssm_parameter" "registry_plan" {
+  name  = local.plan_parameter
+  type  = "String"
+  tier  = "Intelligent-Tiering"
+  value = jsonencode(local.registry_plan)
+}
+
+resource "aws_ssm_document" "registrar" {
+  name            = "${local.prefix}-registrar"
+  document_type   = "Command"
+  document_format = "JSON"
+  content = jsonencode({
+    schemaVersion = "2.2"
+    description   = "voicemesh registrar of ${var.core.name}: enroll a launched transceiver host, or retire a terminated one"
+    parameters = {
+      action     = { type = "String", allowedValues = ["enroll", "retire"] }
+      instanceId = { type = "String", allowedPattern = "^i-[0-9a-f]{8,17}$" }
+    }
+    mainSteps = [{
+      action = "aws:runShellScript"
+      name   = "registrar"
+      inputs = { runCommand = ["/usr/local/bin/voicemesh-registrar {{ action }} {{ instanceId }}"] }
+    }]
+  })
+}
+
+resource "aws_cloudwatch_event_rule" "registrar" {
+  for_each    = { enroll = "EC2 Instance-launch Lifecycle Action", retire = "EC2 Instance Terminate Successful" }
+  name        = "${local.prefix}-${each.key}-transceiver"
+  description = "${each.key} a transceiver host of ${var.core.name} (voicemesh-registrar on the etcd hosts)"
+  event_pattern = jsonencode({
+    source        = ["aws.autoscaling"]
+    "detail-type" = [each.value]
+    detail        = { AutoScalingGroupName = ["${local.prefix}-transceiver"] }
+  })
+}
+
+# Every etcd member of the region runs it (any one alive enrolls; the steps are idempotent).
+resource "aws_cloudwatch_event_target" "registrar" {
+  for_each = aws_cloudwatch_event_rule.registrar
+  rule     = each.value.name
+  arn      = aws_ssm_document.registrar.arn
+  role_arn = aws_iam_role.registrar_events.arn
+
+  run_command_targets {
+    key    = "tag:voicemesh:role"
+    values = ["etcd"]
+  }
+  run_command_targets {
+    key    = "tag:voicemesh:core"
+    values = [var.core.name]
+  }
+
+  input_transformer {
+    input_paths    = { instance = "$.detail.EC2InstanceId" }
+    input_template = "{\"action\": [\"${each.key}\"], \"instanceId\": [<instance>]}"
+  }
+}
+
+data "aws_iam_policy_document" "events_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["events.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "registrar_events" {
+  statement {
+    actions   = ["ssm:SendCommand"]
+    resources = [aws_ssm_document.registrar.arn]
+  }
+  statement {
+    actions   = ["ssm:SendCommand"]
+    resources = ["${var.arn}:ec2:${var.host_common.aws_region}:${var.account}:instance/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "ssm:resourceTag/voicemesh:role"
+      values   = ["etcd"]
+    }
+  }
+}
+
+resource "aws_iam_role" "registrar_events" {
+  name               = "${local.prefix}-registrar-events"
+  assume_role_policy = data.aws_iam_policy_document.events_assume.json
+}
+
+resource "aws_iam_role_policy" "registrar_events" {
+  name   = "run-registrar"
+  role   = aws_iam_role.registrar_events.name
+  policy = data.aws_iam_policy_document.registrar_events.json
 }
 
 # --- etcd ---------------------------------------------------------------------------------
@@ -43,11 +166,13 @@ module "etcd_config" {
   role     = "etcd"
   common   = var.host_common
   etcd = {
-    image   = var.etcd_image
-    name    = each.key
-    ip      = each.value.ip
-    cluster = local.prefix
-    members = [for m in var.core.etcd : { name = m.name, ip = m.ip }]
+    image          = var.etcd_image
+    name           = each.key
+    ip             = each.value.ip
+    cluster        = local.prefix
+    members        = [for m in var.core.etcd : { name = m.name, ip = m.ip }]
+    ca_secret      = var.ca_secret
+    plan_parameter = local.plan_parameter
   }
 }
 
@@ -122,15 +247,17 @@ module "transceiver_config" {
   role   = "transceiver"
   common = var.host_common
   transceiver = {
-    region            = var.core.name
-    region_id         = var.core.region_id
-    lat               = var.core.lat
-    lon               = var.core.lon
-    registry          = var.core.registry
-    agent             = local.agent
-    workers           = var.transceivers.workers
-    capacity          = var.transceivers.capacity
-    token_keys_secret = var.token_keys_secret
+    region             = var.core.name
+    region_id          = var.core.region_id
+    lat                = var.core.lat
+    lon                = var.core.lon
+    registry           = var.core.registry
+    agent              = local.agent
+    agent_tls          = local.run_agents
+    workers            = var.transceivers.workers
+    capacity           = var.transceivers.capacity
+    token_keys_secret  = var.token_keys_secret
+    node_secret_prefix = var.node_secret_prefix
   }
 }
 
@@ -167,6 +294,14 @@ resource "aws_autoscaling_group" "transceiver" {
     version = aws_launch_template.transceiver.latest_version
   }
 
+  # A launched host waits (Pending:Wait) until the registrar has made its etcd users and certificates.
+  initial_lifecycle_hook {
+    name                 = local.enroll_hook
+    lifecycle_transition = "autoscaling:EC2_INSTANCE_LAUNCHING"
+    default_result       = "ABANDON"
+    heartbeat_timeout    = 600
+  }
+
   # A new launch template (new AMI or settings) replaces hosts a few at a time.
   instance_refresh {
     strategy = "Rolling"
@@ -175,7 +310,7 @@ resource "aws_autoscaling_group" "transceiver" {
     }
   }
 
-  depends_on = [aws_instance.etcd]
+  depends_on = [aws_instance.etcd, aws_cloudwatch_event_target.registrar, aws_ssm_parameter.registry_plan]
 }
 
 resource "aws_autoscaling_policy" "transceiver_cpu" {
@@ -211,10 +346,19 @@ resource "aws_vpc_security_group_ingress_rule" "agent" {
   cidr_ipv4         = var.vpc_cidr
 }
 
+# The agents' server certificate, for the NLB's name; the registrar fills it.
+resource "aws_secretsmanager_secret" "agent_tls" {
+  count                   = local.run_agents ? 1 : 0
+  name                    = local.agent_tls_secret
+  description             = "voicemesh agents' TLS server certificate in ${var.core.name}, issued by the registrar: {\"ca\", \"issued_at\", \"certs\": {\"server\": {\"cert\", \"key\"}}}"
+  recovery_window_in_days = 0
+}
+
 module "agent_config" {
   source = "../host_config"
   role   = "agent"
   common = var.host_common
+  agent  = { tls_secret = local.agent_tls_secret }
 }
 
 resource "aws_lb" "agent" {

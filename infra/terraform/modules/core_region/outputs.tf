@@ -20,3 +20,8 @@ output "transceiver_ports" {
     http         = [local.p.transceiver_http, local.last_port.http]
   }
 }
+
+output "registry_plan" {
+  description = "What the registrar makes: etcd users and node certificates (nodes, servers) and how it enrolls transceiver hosts."
+  value       = local.registry_plan
+}

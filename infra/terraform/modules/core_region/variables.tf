@@ -90,3 +90,28 @@ variable "etcd_image" {
   description = "Container image of etcd."
   type        = string
 }
+
+variable "ca_secret" {
+  description = "Secrets Manager name of the mesh CA ({\"cert\", \"key\"}), which only the etcd hosts (the registrar) read."
+  type        = string
+}
+
+variable "node_secret_prefix" {
+  description = "Prefix of the node secrets (a transceiver host's is <prefix><instance id>)."
+  type        = string
+}
+
+variable "registry_nodes" {
+  description = "Edge hosts whose home region this is: their node secret (name, aws_region) and the etcd users it holds certificates for (edge/<pop>/<host>, dns)."
+  type        = list(object({ secret = string, aws_region = string, users = list(string) }))
+}
+
+variable "arn" {
+  description = "ARN prefix of the partition (arn:aws)."
+  type        = string
+}
+
+variable "account" {
+  description = "The AWS account id."
+  type        = string
+}

@@ -67,12 +67,23 @@ module "host_config" {
   for_each = local.hosts
   role     = "edge"
   common   = var.host_common
-  edge = merge(var.host_edge, {
-    node_id = each.key
-    pop     = var.edge.id
-    lat     = var.edge.lat
-    lon     = var.edge.lon
+  edge = merge({ for k, v in var.host_edge : k => v if k != "node_secret_prefix" }, {
+    node_id     = each.key
+    pop         = var.edge.id
+    lat         = var.edge.lat
+    lon         = var.edge.lon
+    node_secret = "${var.host_edge.node_secret_prefix}${each.key}"
   })
+}
+
+# Each host's etcd client certificates (its edge user's and dns'), which the registrar of its home
+# core region issues into it. Only the instance named in the tag may read it (iam.tf).
+resource "aws_secretsmanager_secret" "node" {
+  for_each                = local.hosts
+  name                    = "${var.host_edge.node_secret_prefix}${each.key}"
+  description             = "etcd client certificates of ${each.key}, issued by the registrar: {\"ca\", \"issued_at\", \"certs\": {user: {\"cert\", \"key\"}}}"
+  recovery_window_in_days = 0
+  tags                    = { "voicemesh:instance" = aws_instance.host[each.key].arn }
 }
 
 resource "aws_instance" "host" {

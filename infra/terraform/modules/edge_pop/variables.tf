@@ -59,7 +59,7 @@ variable "host_common" {
 }
 
 variable "host_edge" {
-  description = "host_config's edge settings shared by the PoP's hosts (registry, zone, mesh_name, name_servers_parameter, geoip_db_s3_uri, token_keys_secret, whip_tls_secret)."
+  description = "host_config's edge settings shared by the PoP's hosts (registry, zone, mesh_name, name_servers_parameter, geoip_db_s3_uri, token_keys_secret, api_keys_secret, whip_tls_secret), and node_secret_prefix (a host's node secret is <prefix><host>)."
   type = object({
     registry               = string
     zone                   = string
@@ -67,7 +67,9 @@ variable "host_edge" {
     name_servers_parameter = string
     geoip_db_s3_uri        = string
     token_keys_secret      = string
+    api_keys_secret        = string
     whip_tls_secret        = string
+    node_secret_prefix     = string
   })
 }
 

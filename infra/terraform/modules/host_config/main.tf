@@ -1,16 +1,27 @@
 # What a host runs and how it starts: /etc/voicemesh/host.json (no secrets), the systemd units
 # and scripts from deploy/, as gzip'd cloud-config user data. No provider.
+#
+# A part's "pki" names the secret holding its certificate (filled by the registrar on the etcd
+# hosts, deploy/voicemesh-registrar), the certificate in it ("name": the etcd user, which is the
+# certificate's CN, registry/access.py) and the config keys that take its files.
 
 locals {
   deploy      = "${path.module}/../../../../deploy"
   config_args = ["--config", "/run/voicemesh/config.toml"]
   p           = var.common.ports
 
+  registry_pki = { registry_ca = "ca", registry_cert = "cert", registry_key = "key" }
+  agent_pki    = { "transceiver.agent_ca" = "ca", "transceiver.agent_cert" = "cert", "transceiver.agent_key" = "key" }
+  # A transceiver worker's node id and etcd user; {instance_id} is filled in on the host.
+  trx_node_id = var.transceiver == null ? [] : [for n in range(var.transceiver.workers) : "trx-${var.transceiver.region}-{instance_id}-${n}"]
+  trx_users   = [for id in local.trx_node_id : "transceiver/${var.transceiver.region}/${id}"]
+
   # merge([for e in ... : {...}]...) is {} without that role's input: one object type either way.
   edge_parts = merge([for e in var.edge == null ? [] : [var.edge] : {
     edge = {
       args    = concat(["edge"], local.config_args)
-      secrets = { token_keys = e.token_keys_secret }
+      secrets = { token_keys = e.token_keys_secret, "edge.api_keys" = e.api_keys_secret }
+      pki     = { secret = e.node_secret, name = "edge/${e.pop}/${e.node_id}", settings = local.registry_pki }
       settings = {
         registry = e.registry
         edge = {
@@ -30,6 +41,7 @@ locals {
       docker_options = ["--user", "0", "--cap-add", "NET_BIND_SERVICE"]
       uid            = 0
       parameters     = { "dns.ns" = e.name_servers_parameter }
+      pki            = { secret = e.node_secret, name = "dns", settings = local.registry_pki }
       files          = { "/var/lib/voicemesh/GeoLite2-City.mmdb" = e.geoip_db_s3_uri }
       settings = {
         registry = e.registry
@@ -49,10 +61,15 @@ locals {
     for n in range(var.transceiver.workers) : "transceiver-${n}" => {
       args    = concat(["transceiver"], local.config_args)
       secrets = { token_keys = var.transceiver.token_keys_secret }
+      pki = {
+        secret   = "${var.transceiver.node_secret_prefix}{instance_id}"
+        name     = local.trx_users[n]
+        settings = merge(local.registry_pki, var.transceiver.agent_tls ? local.agent_pki : {})
+      }
       settings = {
         registry = var.transceiver.registry
         transceiver = {
-          node_id   = "trx-${var.transceiver.region}-{instance_id}-${n}"
+          node_id   = local.trx_node_id[n]
           region    = var.transceiver.region
           region_id = var.transceiver.region_id
           backbone  = "{private_ip}:${local.p.backbone_udp + n}"
@@ -66,40 +83,51 @@ locals {
     }
   }
 
-  agent_parts = merge([for role in var.role == "agent" ? [var.role] : [] : {
+  # Agents serve TLS and require a transceiver's client certificate (any from the mesh CA).
+  agent_parts = merge([for a in var.agent == null ? [] : [var.agent] : {
     agent = {
       args     = concat(["agent"], local.config_args)
+      pki      = { secret = a.tls_secret, name = "server", settings = { "agent.tls_cert" = "cert", "agent.tls_key" = "key", "agent.tls_client_ca" = "ca" } }
       settings = { agent = { bind = "0.0.0.0:${local.p.agent_grpc}" } }
     }
   }]...)
 
   parts = merge(local.edge_parts, local.transceiver_parts, local.agent_parts)
 
-  host = {
+  host = merge({
     aws_region        = var.common.aws_region
     image_repository  = var.common.image_repository
     release_parameter = var.common.release_parameter
     container_uid     = 10001
     parts             = local.parts
-  }
+    }, var.etcd == null ? {} : {
+    registrar = {
+      ca_secret        = var.etcd.ca_secret
+      plan_parameter   = var.etcd.plan_parameter
+      etcd_client_port = local.p.etcd_client
+    }
+  })
 
+  # TLS settings (certificate files, client-cert-auth) are flags in deploy/etcd.service.
   etcd_env = var.etcd == null ? "" : join("\n", [
     "VOICEMESH_ETCD_IMAGE=${var.etcd.image}",
     "ETCD_NAME=${var.etcd.name}",
     "ETCD_DATA_DIR=/var/lib/etcd",
-    "ETCD_LISTEN_PEER_URLS=http://${var.etcd.ip}:${local.p.etcd_peer}",
-    "ETCD_LISTEN_CLIENT_URLS=http://${var.etcd.ip}:${local.p.etcd_client},http://127.0.0.1:${local.p.etcd_client}",
-    "ETCD_ADVERTISE_CLIENT_URLS=http://${var.etcd.ip}:${local.p.etcd_client}",
-    "ETCD_INITIAL_ADVERTISE_PEER_URLS=http://${var.etcd.ip}:${local.p.etcd_peer}",
-    "ETCD_INITIAL_CLUSTER=${join(",", [for m in var.etcd.members : "${m.name}=http://${m.ip}:${local.p.etcd_peer}"])}",
+    "ETCD_LISTEN_PEER_URLS=https://${var.etcd.ip}:${local.p.etcd_peer}",
+    "ETCD_LISTEN_CLIENT_URLS=https://${var.etcd.ip}:${local.p.etcd_client},https://127.0.0.1:${local.p.etcd_client}",
+    "ETCD_ADVERTISE_CLIENT_URLS=https://${var.etcd.ip}:${local.p.etcd_client}",
+    "ETCD_INITIAL_ADVERTISE_PEER_URLS=https://${var.etcd.ip}:${local.p.etcd_peer}",
+    "ETCD_INITIAL_CLUSTER=${join(",", [for m in var.etcd.members : "${m.name}=https://${m.ip}:${local.p.etcd_peer}"])}",
     "ETCD_INITIAL_CLUSTER_STATE=new",
     "ETCD_INITIAL_CLUSTER_TOKEN=${var.etcd.cluster}",
     "",
   ])
 
-  voicemesh_files = var.role == "etcd" ? [] : [
+  voicemesh_files = [
     { path = "/etc/voicemesh/host.json", permissions = "0644", content = jsonencode(local.host) },
     { path = "/usr/local/bin/voicemesh-prepare", permissions = "0755", content = file("${local.deploy}/voicemesh-prepare") },
+  ]
+  part_files = var.role == "etcd" ? [] : [
     { path = "/etc/systemd/system/voicemesh@.service", permissions = "0644", content = file("${local.deploy}/voicemesh@.service") },
   ]
   edge_files = var.role != "edge" ? [] : [
@@ -108,17 +136,19 @@ locals {
   ]
   etcd_files = var.role != "etcd" ? [] : [
     { path = "/etc/voicemesh/etcd.env", permissions = "0644", content = local.etcd_env },
+    { path = "/usr/local/bin/voicemesh-registrar", permissions = "0755", content = file("${local.deploy}/voicemesh-registrar") },
     { path = "/etc/systemd/system/etcd.service", permissions = "0644", content = file("${local.deploy}/etcd.service") },
+    { path = "/etc/systemd/system/voicemesh-registry-init.service", permissions = "0644", content = file("${local.deploy}/voicemesh-registry-init.service") },
   ]
 
-  units = var.role == "etcd" ? ["etcd"] : concat(
+  units = var.role == "etcd" ? ["etcd", "voicemesh-registry-init"] : concat(
     [for name, part in local.parts : "voicemesh@${name}" if name != "whip-tls"],
     var.role == "edge" ? ["nginx"] : [],
   )
 
   cloud_config = "#cloud-config\n${yamlencode({
     packages    = var.role == "edge" ? ["docker", "nginx"] : ["docker"]
-    write_files = concat(local.voicemesh_files, local.edge_files, local.etcd_files)
+    write_files = concat(local.voicemesh_files, local.part_files, local.edge_files, local.etcd_files)
     runcmd = [
       ["mkdir", "-p", "/var/lib/voicemesh", "/run/voicemesh"],
       ["systemctl", "daemon-reload"],

@@ -17,3 +17,8 @@ output "user_data_base64" {
   description = "The cloud-config, gzip'd and base64-encoded, for user_data_base64 (cloud-init unpacks gzip)."
   value       = base64gzip(local.cloud_config)
 }
+
+output "transceiver_users" {
+  description = "The etcd users (= certificate CNs) of a transceiver host's workers, with {instance_id} for the host's instance id; empty for other roles."
+  value       = local.trx_users
+}

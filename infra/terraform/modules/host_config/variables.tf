@@ -19,7 +19,7 @@ variable "common" {
 }
 
 variable "edge" {
-  description = "For role edge: node_id (host name), pop (edge id), lat, lon, registry (etcd:// URL), zone, mesh_name (rtc.<zone>), name_servers_parameter (SSM name of the zone's name servers, name=address,...), geoip_db_s3_uri, token_keys_secret and whip_tls_secret (Secrets Manager names)."
+  description = "For role edge: node_id (host name), pop (edge id), lat, lon, registry (etcd:// URL), zone, mesh_name (rtc.<zone>), name_servers_parameter (SSM name of the zone's name servers, name=address,...), geoip_db_s3_uri; Secrets Manager names: token_keys_secret, api_keys_secret, whip_tls_secret, node_secret (this host's etcd client certificates: its edge user's and dns)."
   type = object({
     node_id                = string
     pop                    = string
@@ -31,35 +31,49 @@ variable "edge" {
     name_servers_parameter = string
     geoip_db_s3_uri        = string
     token_keys_secret      = string
+    api_keys_secret        = string
     whip_tls_secret        = string
+    node_secret            = string
   })
   default = null
 }
 
 variable "transceiver" {
-  description = "For role transceiver: region, region_id, lat, lon, registry, agent (host:port), workers per host (one per core), capacity (sessions per worker), token_keys_secret."
+  description = "For role transceiver: region, region_id, lat, lon, registry, agent (host:port), agent_tls (the agent serves TLS: present the worker's certificate), workers per host (one per core), capacity (sessions per worker), token_keys_secret, node_secret_prefix (the host's certificates are in <prefix><instance id>, made when it launches)."
   type = object({
-    region            = string
-    region_id         = number
-    lat               = number
-    lon               = number
-    registry          = string
-    agent             = string
-    workers           = number
-    capacity          = number
-    token_keys_secret = string
+    region             = string
+    region_id          = number
+    lat                = number
+    lon                = number
+    registry           = string
+    agent              = string
+    agent_tls          = bool
+    workers            = number
+    capacity           = number
+    token_keys_secret  = string
+    node_secret_prefix = string
+  })
+  default = null
+}
+
+variable "agent" {
+  description = "For role agent: tls_secret, the Secrets Manager name of the agents' server certificate (its subjectAltName is the address transceivers dial)."
+  type = object({
+    tls_secret = string
   })
   default = null
 }
 
 variable "etcd" {
-  description = "For role etcd: image, this member's name and ip, the cluster token and all members (name, ip)."
+  description = "For role etcd: image, this member's name and ip, the cluster token, all members (name, ip); for the registrar: ca_secret (Secrets Manager name of the mesh CA) and plan_parameter (SSM name of the region's plan: which users and certificates to make)."
   type = object({
-    image   = string
-    name    = string
-    ip      = string
-    cluster = string
-    members = list(object({ name = string, ip = string }))
+    image          = string
+    name           = string
+    ip             = string
+    cluster        = string
+    members        = list(object({ name = string, ip = string }))
+    ca_secret      = string
+    plan_parameter = string
   })
   default = null
 }

@@ -8,6 +8,19 @@ locals {
   edges = { for id, edge in local.m.edges : id => edge if edge.aws_region == var.aws_region }
   cores = { for name, core in local.m.cores : name => core if core.aws_region == var.aws_region }
 
+  # The node secrets of every edge host, by its home core region (the registrar there issues them).
+  registry_nodes = {
+    for name, core in local.m.cores : name => flatten([
+      for edge in values(local.m.edges) : [
+        for host in edge.hosts : {
+          secret     = "${local.m.node_secret_prefix}${host.name}"
+          aws_region = edge.aws_region
+          users      = ["edge/${edge.id}/${host.name}", "dns"]
+        }
+      ] if edge.home_core == name
+    ])
+  }
+
   host_common = {
     aws_region        = var.aws_region
     image_repository  = local.m.image_repository
@@ -67,29 +80,36 @@ module "edge_pop" {
     name_servers_parameter = "/${local.m.name}/name-servers"
     geoip_db_s3_uri        = local.m.geoip_db_s3_uri
     token_keys_secret      = local.m.secrets.token_keys
+    api_keys_secret        = local.m.secrets.api_keys
     whip_tls_secret        = local.m.secrets.whip_tls
+    node_secret_prefix     = local.m.node_secret_prefix
   }
   depends_on = [aws_ssm_parameter.release]
 }
 
 module "core_region" {
-  source            = "../core_region"
-  for_each          = local.cores
-  name              = local.m.name
-  core              = each.value
-  ports             = local.m.ports
-  vpc_id            = module.network[each.value.site].vpc_id
-  vpc_cidr          = local.m.sites[each.value.site].vpc_cidr
-  subnet_ids        = module.network[each.value.site].private_subnet_ids
-  mesh_cidrs        = local.m.mesh_cidrs
-  ami_id            = data.aws_ssm_parameter.al2023[0].insecure_value
-  instance_types    = local.m.instance_types
-  instance_profiles = local.m.instance_profiles
-  host_common       = local.host_common
-  token_keys_secret = local.m.secrets.token_keys
-  transceivers      = local.m.transceivers
-  agents            = local.m.agents
-  agent_endpoint    = lookup(local.m.agent_endpoints, each.key, null)
-  etcd_image        = local.m.etcd_image
-  depends_on        = [aws_ssm_parameter.release]
+  source             = "../core_region"
+  for_each           = local.cores
+  name               = local.m.name
+  core               = each.value
+  ports              = local.m.ports
+  vpc_id             = module.network[each.value.site].vpc_id
+  vpc_cidr           = local.m.sites[each.value.site].vpc_cidr
+  subnet_ids         = module.network[each.value.site].private_subnet_ids
+  mesh_cidrs         = local.m.mesh_cidrs
+  ami_id             = data.aws_ssm_parameter.al2023[0].insecure_value
+  instance_types     = local.m.instance_types
+  instance_profiles  = local.m.instance_profiles
+  host_common        = local.host_common
+  token_keys_secret  = local.m.secrets.token_keys
+  ca_secret          = local.m.secrets.registry_ca
+  node_secret_prefix = local.m.node_secret_prefix
+  registry_nodes     = local.registry_nodes[each.key]
+  arn                = local.m.arn
+  account            = local.m.account
+  transceivers       = local.m.transceivers
+  agents             = local.m.agents
+  agent_endpoint     = lookup(local.m.agent_endpoints, each.key, null)
+  etcd_image         = local.m.etcd_image
+  depends_on         = [aws_ssm_parameter.release]
 }

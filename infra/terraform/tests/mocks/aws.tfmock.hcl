@@ -61,3 +61,11 @@ mock_resource "aws_vpc" {
 mock_resource "aws_subnet" {
   defaults = { arn = "arn:aws:ec2:eu-central-1:123456789012:subnet/subnet-0123456789abcdef0" }
 }
+
+mock_resource "aws_ssm_document" {
+  defaults = { arn = "arn:aws:ssm:eu-central-1:123456789012:document/voicemesh-registrar" }
+}
+
+mock_resource "aws_instance" {
+  defaults = { arn = "arn:aws:ec2:eu-central-1:123456789012:instance/i-0123456789abcdef0" }
+}

@@ -25,7 +25,9 @@ run "edge" {
       name_servers_parameter = "/voicemesh/name-servers"
       geoip_db_s3_uri        = "s3://geo/GeoLite2-City.mmdb"
       token_keys_secret      = "voicemesh/token-keys"
+      api_keys_secret        = "voicemesh/api-keys"
       whip_tls_secret        = "voicemesh/whip-tls"
+      node_secret            = "voicemesh/node/edge-fra-1"
     }
   }
 
@@ -46,6 +48,14 @@ run "edge" {
     error_message = "The geo DNS server listens on the topology's DNS port and learns the zone's name servers at start."
   }
   assert {
+    condition     = jsondecode(output.host_json).parts.edge.secrets["edge.api_keys"] == "voicemesh/api-keys"
+    error_message = "The edge takes the app backends' API keys from their secret (WHIP is never open)."
+  }
+  assert {
+    condition     = jsondecode(output.host_json).parts.edge.pki.name == "edge/edge-fra/edge-fra-1" && jsondecode(output.host_json).parts.dns.pki.name == "dns" && jsondecode(output.host_json).parts.edge.pki.secret == "voicemesh/node/edge-fra-1"
+    error_message = "The edge talks to etcd as edge/<pop>/<host>, the DNS server as dns, with certificates from the host's node secret."
+  }
+  assert {
     condition     = startswith(output.cloud_config, "#cloud-config\n")
     error_message = "The user data is a cloud-config document."
   }
@@ -62,10 +72,12 @@ run "transceiver" {
       lat               = 50.11
       lon               = 8.68
       registry          = "etcd://10.64.16.10:2379"
-      agent             = "agents.internal:50051"
-      workers           = 2
-      capacity          = 50
-      token_keys_secret = "voicemesh/token-keys"
+      agent              = "agents.internal:50051"
+      agent_tls          = true
+      workers            = 2
+      capacity           = 50
+      token_keys_secret  = "voicemesh/token-keys"
+      node_secret_prefix = "voicemesh/node/"
     }
   }
 
@@ -76,6 +88,28 @@ run "transceiver" {
   assert {
     condition     = jsondecode(output.host_json).parts["transceiver-1"].settings.transceiver.backbone == "{private_ip}:7001" && jsondecode(output.host_json).parts["transceiver-1"].settings.transceiver.http == "{private_ip}:8082"
     error_message = "Worker n listens on the topology's backbone and HTTP ports plus n."
+  }
+  assert {
+    condition     = jsonencode(output.transceiver_users) == jsonencode(["transceiver/eu-central/trx-eu-central-{instance_id}-0", "transceiver/eu-central/trx-eu-central-{instance_id}-1"]) && jsondecode(output.host_json).parts["transceiver-1"].pki.name == output.transceiver_users[1]
+    error_message = "Each worker is its own etcd user, named after its node id, whose certificate is in the host's node secret."
+  }
+  assert {
+    condition     = jsondecode(output.host_json).parts["transceiver-0"].pki.secret == "voicemesh/node/{instance_id}" && jsondecode(output.host_json).parts["transceiver-0"].pki.settings["transceiver.agent_cert"] == "cert"
+    error_message = "The worker's certificate also authenticates it to the agents (mutual TLS)."
+  }
+}
+
+run "agent" {
+  command = plan
+
+  variables {
+    role  = "agent"
+    agent = { tls_secret = "voicemesh/agent-tls/eu-central" }
+  }
+
+  assert {
+    condition     = jsondecode(output.host_json).parts.agent.pki == { secret = "voicemesh/agent-tls/eu-central", name = "server", settings = { "agent.tls_cert" = "cert", "agent.tls_key" = "key", "agent.tls_client_ca" = "ca" } }
+    error_message = "The agent serves TLS with the region's agent certificate and requires a client certificate from the mesh CA."
   }
 }
 
@@ -89,13 +123,23 @@ run "etcd" {
       name    = "etcd-eu-central-0"
       ip      = "10.64.16.10"
       cluster = "voicemesh-eu-central"
-      members = [{ name = "etcd-eu-central-0", ip = "10.64.16.10" }, { name = "etcd-eu-central-1", ip = "10.64.32.10" }]
+      members        = [{ name = "etcd-eu-central-0", ip = "10.64.16.10" }, { name = "etcd-eu-central-1", ip = "10.64.32.10" }]
+      ca_secret      = "voicemesh/registry-ca"
+      plan_parameter = "/voicemesh/registry/eu-central"
     }
   }
 
   assert {
-    condition     = jsonencode(output.units) == jsonencode(["etcd"]) && strcontains(output.cloud_config, "ETCD_INITIAL_CLUSTER=etcd-eu-central-0=http://10.64.16.10:2380,etcd-eu-central-1=http://10.64.32.10:2380")
-    error_message = "An etcd member bootstraps statically with every member's peer URL."
+    condition     = jsonencode(output.units) == jsonencode(["etcd", "voicemesh-registry-init"]) && strcontains(output.cloud_config, "ETCD_INITIAL_CLUSTER=etcd-eu-central-0=https://10.64.16.10:2380,etcd-eu-central-1=https://10.64.32.10:2380")
+    error_message = "An etcd member bootstraps statically with every member's peer URL over TLS, and sets the users up once it answers."
+  }
+  assert {
+    condition     = strcontains(output.cloud_config, "ETCD_LISTEN_CLIENT_URLS=https://10.64.16.10:2379,https://127.0.0.1:2379") && !strcontains(output.cloud_config, "=http://")
+    error_message = "etcd serves clients and peers only over TLS."
+  }
+  assert {
+    condition     = jsondecode(output.host_json).registrar == { ca_secret = "voicemesh/registry-ca", plan_parameter = "/voicemesh/registry/eu-central", etcd_client_port = 2379 } && length(jsondecode(output.host_json).parts) == 0
+    error_message = "The etcd host runs the registrar, with the CA's secret and its region's plan."
   }
 }
 
