@@ -27,10 +27,30 @@ def load_hcl(path: Path) -> dict[str, Any]:
         return hcl2.load(fh, serialization_options=options)
 
 
-def load_prepare() -> ModuleType:
-    """deploy/voicemesh-prepare (a script without .py) imported as a module."""
-    path = ROOT / "deploy" / "voicemesh-prepare"
-    loader = importlib.machinery.SourceFileLoader("voicemesh_prepare", str(path))
+def _load_script(name: str) -> ModuleType:
+    path = ROOT / "deploy" / name
+    loader = importlib.machinery.SourceFileLoader(name.replace("-", "_"), str(path))
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
     loader.exec_module(module)
     return module
+
+
+def load_prepare() -> ModuleType:
+    """deploy/voicemesh-prepare (a script without .py) imported as a module."""
+    return _load_script("voicemesh-prepare")
+
+
+def load_registrar() -> ModuleType:
+    """deploy/voicemesh-registrar imported as a module (it loads voicemesh-prepare beside it)."""
+    return _load_script("voicemesh-registrar")
+
+
+def issue(tmp: Path, users: list[str], hosts: list[str], server: str = "") -> dict:
+    """A node secret's value as the registrar makes it: ``voicemesh registry certs`` with the registrar's
+    arguments (its /pki is ``tmp``), read back by the registrar."""
+    from voicemesh.app.cli import main
+
+    registrar = load_registrar()
+    args = [str(tmp) if arg == "/pki" else arg for arg in registrar.certs_args(users, hosts)]
+    assert main(args) == 0
+    return registrar.read_bundle(str(tmp), users, server)

@@ -3,10 +3,12 @@ unit and deploy/voicemesh-prepare, and the image's Dockerfile against the packag
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 
 import pytest
-from deploy_files import FACTS, PORTS, ROOT, TERRAFORM, TOPOLOGY, load_hcl, load_prepare
+from deploy_files import FACTS, PORTS, ROOT, TERRAFORM, TOPOLOGY, issue, load_hcl, load_prepare, load_registrar
 
 pytestmark = pytest.mark.unit
 
@@ -40,6 +42,7 @@ def test_unit_runs_the_image_with_the_prepared_config():
     assert "ExecStartPre=/usr/local/bin/voicemesh-prepare %i" in unit
     assert "/run/voicemesh/%i.toml:/run/voicemesh/config.toml:ro" in unit
     assert "${VOICEMESH_IMAGE} $VOICEMESH_ARGS" in unit
+    assert f"/run/voicemesh/%i.pki:{load_prepare().PKI_DIR}:ro" in unit
     prepare = load_prepare()
     env = prepare.env_file("repo/voicemesh:0.2.0", {"args": ["edge", "--config", "/run/voicemesh/config.toml"]})
     assert env.splitlines() == ["VOICEMESH_IMAGE=repo/voicemesh:0.2.0", "VOICEMESH_DOCKER_OPTS=",
@@ -71,3 +74,91 @@ def test_image_holds_every_package_and_runs_voicemesh():
         assert f"COPY {folder} {folder}" in dockerfile
         assert f"!{folder}/" in ignore
     assert 'ENTRYPOINT ["voicemesh"]' in dockerfile
+
+
+def _exec_start(unit: str) -> list[str]:
+    """The ExecStart command line of a systemd unit, continuation lines joined, split on whitespace."""
+    joined = re.sub(r"\\\n\s*", " ", unit)
+    return next(line for line in joined.splitlines() if line.startswith("ExecStart=")).split()
+
+
+def test_etcd_requires_client_certificates_from_the_mesh_ca_for_clients_and_peers(tmp_path):
+    """etcd.service runs etcd with --client-cert-auth (the CN is the user, registry/access.py) and TLS for
+    clients and peers, on the files the registrar's member step writes before each start."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from voicemesh.registry.access import ROOT as ROOT_USER
+
+    unit = (ROOT / "deploy" / "etcd.service").read_text()
+    registrar = load_registrar()
+    assert "ExecStartPre=/usr/local/bin/voicemesh-registrar member" in unit
+    command = _exec_start(unit)
+    assert {"--client-cert-auth", "--peer-client-cert-auth"} <= set(command)
+    assert f"{registrar.ETCD_PKI}:/etc/etcd/tls:ro" in command
+    files = {flag: command[command.index(flag) + 1] for flag in (
+        "--trusted-ca-file", "--cert-file", "--key-file", "--peer-trusted-ca-file", "--peer-cert-file", "--peer-key-file")}
+    bundle = issue(tmp_path, ["root"], ["10.64.16.10", "127.0.0.1", "localhost"], server="etcd")
+    written = registrar.member_files(bundle)
+    assert {path.removeprefix("/etc/etcd/tls/") for path in files.values()} <= set(written)
+    server = x509.load_pem_x509_certificate(written["etcd.pem"].encode())
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {"10.64.16.10", "127.0.0.1"}
+    root = x509.load_pem_x509_certificate(written["root.pem"].encode())
+    assert root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == ROOT_USER
+
+
+def test_registry_init_runs_after_etcd_and_retries_until_it_answers():
+    unit = (ROOT / "deploy" / "voicemesh-registry-init.service").read_text()
+    assert "ExecStart=/usr/local/bin/voicemesh-registrar init" in unit
+    assert {"After=etcd.service", "Type=oneshot", "Restart=on-failure"} <= set(unit.splitlines())
+
+
+def test_registrar_runs_the_voicemesh_cli_with_arguments_it_accepts():
+    from voicemesh.app.cli import parser
+    from voicemesh.registry.access import Identity
+
+    registrar = load_registrar()
+    certs = parser().parse_args(registrar.certs_args(["edge/edge-fra/edge-fra-1", "dns"], ["10.64.16.10"]))
+    assert (certs.registry_command, certs.out, certs.node, certs.host) == (
+        "certs", "/pki", ["edge/edge-fra/edge-fra-1", "dns"], ["10.64.16.10"])
+    add = parser().parse_args(registrar.add_node_args("transceiver/eu-central/trx-eu-central-i-0abc1234-1"))
+    assert add.registry_command == "add-node"
+    assert Identity(add.role, add.region, add.node_id).user == "transceiver/eu-central/trx-eu-central-i-0abc1234-1"
+    assert registrar.cert_file("edge/edge-fra/edge-fra-1") == "edge_edge-fra_edge-fra-1.pem"
+
+
+def test_registrar_enrolls_only_ec2_instance_ids():
+    registrar = load_registrar()
+    plan = {"transceivers": {"users": ["transceiver/eu-central/trx-eu-central-{instance_id}-0"]}}
+    assert registrar.transceiver_users(plan, "i-0123456789abcdef0") == [
+        "transceiver/eu-central/trx-eu-central-i-0123456789abcdef0-0"]
+    for bad in ("i-0abc/../x", "edge-fra-1", "i-0ABC12345", ""):
+        with pytest.raises(ValueError):
+            registrar.transceiver_users(plan, bad)
+
+
+def test_registrar_issues_again_only_what_is_missing_or_old():
+    registrar = load_registrar()
+    now = 1_800_000_000
+    assert not registrar.stale(json.dumps({"issued_at": now - 86400}), now)
+    assert registrar.stale(json.dumps({"issued_at": now - registrar.REISSUE_S - 1}), now)
+    assert registrar.stale("", now) and registrar.stale("{}", now) and registrar.stale("not json", now)
+
+
+def test_prepare_hands_a_part_only_its_own_certificate():
+    prepare = load_prepare()
+    bundle = {"ca": "CA", "issued_at": 1, "certs": {"edge/edge-fra/edge-fra-1": {"cert": "C", "key": "K"},
+                                                    "dns": {"cert": "D", "key": "DK"}}}
+    pki = {"secret": "voicemesh/node/edge-fra-1", "name": "dns",
+           "settings": {"registry_ca": "ca", "registry_cert": "cert", "registry_key": "key"}}
+    assert prepare.pki_files(pki, bundle) == {"ca": "CA", "cert": "D", "key": "DK"}
+    assert prepare.pki_settings(pki) == {"registry_ca": "/run/voicemesh/pki/ca.pem",
+                                         "registry_cert": "/run/voicemesh/pki/cert.pem",
+                                         "registry_key": "/run/voicemesh/pki/key.pem"}
+    with pytest.raises(prepare.HostConfigError) as err:
+        prepare.pki_files({**pki, "name": "edge/edge-fra/edge-fra-2"}, bundle)
+    assert err.value.reason == "missing_certificate"
+    with pytest.raises(prepare.HostConfigError) as err:
+        prepare.pki_settings({**pki, "settings": {"registry_key": "ca-key"}})
+    assert err.value.reason == "unknown_pki_file"

@@ -9,6 +9,7 @@ run only when its filesystem mirror is on the machine, and are skipped with a re
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from deploy_files import FACTS, PORTS, ROOT, TERRAFORM, TOPOLOGY, load_prepare
+from deploy_files import FACTS, PORTS, ROOT, TERRAFORM, TOPOLOGY, issue, load_prepare, load_registrar
 
 from voicemesh.app.cli import parser
 from voicemesh.runtime import config
@@ -106,7 +107,9 @@ module "edge" {
     name_servers_parameter = "/voicemesh/name-servers"
     geoip_db_s3_uri        = "s3://geo/GeoLite2-City.mmdb"
     token_keys_secret      = "voicemesh/token-keys"
+    api_keys_secret        = "voicemesh/api-keys"
     whip_tls_secret        = "voicemesh/whip-tls"
+    node_secret            = "voicemesh/node/${local.pop.hosts[0].name}"
   }
 }
 
@@ -120,10 +123,12 @@ module "transceiver" {
     lat               = local.core.lat
     lon               = local.core.lon
     registry          = local.core.registry
-    agent             = "agents.internal:50051"
-    workers           = 2
-    capacity          = 50
-    token_keys_secret = "voicemesh/token-keys"
+    agent              = "agents.internal:50051"
+    agent_tls          = true
+    workers            = 2
+    capacity           = 50
+    token_keys_secret  = "voicemesh/token-keys"
+    node_secret_prefix = "voicemesh/node/"
   }
 }
 
@@ -131,33 +136,78 @@ module "agent" {
   source = "../modules/host_config"
   role   = "agent"
   common = local.common
+  agent  = { tls_secret = "voicemesh/agent-tls/eu-central" }
+}
+
+module "etcd" {
+  source = "../modules/host_config"
+  role   = "etcd"
+  common = local.common
+  etcd = {
+    image          = "gcr.io/etcd-development/etcd:v3.5.21"
+    name           = local.core.etcd[0].name
+    ip             = local.core.etcd[0].ip
+    cluster        = "voicemesh-eu-central"
+    members        = [for m in local.core.etcd : { name = m.name, ip = m.ip }]
+    ca_secret      = "voicemesh/registry-ca"
+    plan_parameter = "/voicemesh/registry/eu-central"
+  }
 }
 
 output "hosts" {
-  value = { edge = module.edge.host_json, transceiver = module.transceiver.host_json, agent = module.agent.host_json }
+  value = {
+    edge = module.edge.host_json, transceiver = module.transceiver.host_json, agent = module.agent.host_json,
+    etcd = module.etcd.host_json,
+  }
+}
+
+output "etcd" {
+  value = { files = module.etcd.files, units = module.etcd.units }
+}
+
+output "transceiver_users" {
+  value = module.transceiver.transceiver_users
 }
 """
 
 
 @pytest.fixture(scope="session")
-def hosts(workdir) -> dict:
-    """host.json of an edge, a transceiver and an agent host as Terraform renders them (no provider needed)."""
+def rendered(workdir) -> dict:
+    """The outputs of HOSTS_FIXTURE: what Terraform renders for each kind of host (no provider needed)."""
     fixture = workdir / "hosts_fixture"
     fixture.mkdir()
     (fixture / "main.tf").write_text(HOSTS_FIXTURE)
     terraform("init", "-backend=false", "-input=false", cwd=fixture)
     terraform("apply", "-auto-approve", "-input=false", cwd=fixture)
-    out = json.loads(terraform("output", "-json", "hosts", cwd=fixture).stdout)
-    return {role: json.loads(text) for role, text in out.items()}
+    return {name: out["value"] for name, out in json.loads(terraform("output", "-json", cwd=fixture).stdout).items()}
 
 
-def part_config(prepare, part: dict) -> tuple:
-    """What voicemesh-prepare writes for ``part``, parsed as the voicemesh CLI will: (args, config file)."""
+@pytest.fixture(scope="session")
+def hosts(rendered) -> dict:
+    """host.json of an edge, a transceiver, an agent and an etcd host."""
+    return {role: json.loads(text) for role, text in rendered["hosts"].items()}
+
+
+def part_config(prepare, part: dict, pki_dir: str = "") -> tuple:
+    """What voicemesh-prepare writes for ``part``, parsed as the voicemesh CLI will: (args, config file).
+    Secrets get "1:abab..."; with ``pki_dir``, the part's certificate files are read from there."""
     settings = prepare.substitute(part["settings"], FACTS)
     for key in part.get("secrets", {}):
-        settings[key] = "1:" + "ab" * 32
+        prepare.put(settings, key, "1:" + "ab" * 32)
+    for key, path in (prepare.pki_settings(part["pki"]) if "pki" in part else {}).items():
+        prepare.put(settings, key, path.replace(prepare.PKI_DIR, pki_dir) if pki_dir else path)
     document = tomllib.loads(prepare.render_toml(settings))
     return parser().parse_args(part["args"]), document
+
+
+def deliver(directory: Path, part: dict, bundle: dict) -> str:
+    """Write ``part``'s certificate files from ``bundle`` (its node secret's value) as voicemesh-prepare
+    does, into ``directory``, standing for the container's /run/voicemesh/pki; return its path."""
+    prepare = load_prepare()
+    directory.mkdir()
+    for which, text in prepare.pki_files(prepare.substitute(part["pki"], FACTS), bundle).items():
+        (directory / f"{which}.pem").write_text(text)
+    return str(directory)
 
 
 def test_edge_host_runs_the_relay_on_the_topology_ports(hosts):
@@ -175,7 +225,9 @@ def test_edge_host_runs_the_relay_on_the_topology_ports(hosts):
     assert (edge.lat, edge.lon) == (TOPOLOGY["sites"]["lon"]["lat"], TOPOLOGY["sites"]["lon"]["lon"])
     assert document["registry"] == "etcd://10.64.16.10:2379,10.64.32.10:2379,10.64.48.10:2379"
     open_registry(document["registry"])  # a URL the registry accepts (raises BadRegistryUrl otherwise)
-    assert hosts["edge"]["parts"]["edge"]["secrets"] == {"token_keys": "voicemesh/token-keys"}
+    assert hosts["edge"]["parts"]["edge"]["secrets"] == {"token_keys": "voicemesh/token-keys",
+                                                         "edge.api_keys": "voicemesh/api-keys"}
+    assert edge.api_keys  # WHIP behind the TLS front is never open (README "Security")
 
 
 def test_edge_host_fronts_whip_with_tls_on_443(hosts):
@@ -222,3 +274,106 @@ def test_agent_host_serves_grpc_on_the_topology_port(hosts):
     args, document = part_config(prepare, hosts["agent"]["parts"]["agent"])
     assert args.command == "agent"
     assert parse_hostport(document["agent"]["bind"]) == ("0.0.0.0", PORTS["agent_grpc"])
+
+
+def _identity(args, document: dict):
+    """The registry identity a part registers as, from its parsed config (registry/access.py's user names)."""
+    from voicemesh.core.config import TransceiverConfig
+    from voicemesh.edge.config import EdgeConfig
+    from voicemesh.registry.access import DNS_USER, Identity
+
+    if args.command == "dns":
+        return Identity(DNS_USER)
+    kind = {"edge": EdgeConfig, "transceiver": TransceiverConfig}[args.command]
+    cfg = config.build(kind, args, document[args.command], env={})
+    return Identity(args.command, cfg.region, cfg.node_id)
+
+
+@pytest.mark.parametrize("host, part", [("edge", "edge"), ("edge", "dns"), ("transceiver", "transceiver-0"),
+                                        ("transceiver", "transceiver-1")])
+def test_each_part_reaches_etcd_as_its_own_user(hosts, tmp_path, host, part):
+    """The certificate a part gets is issued for the etcd user its own config registers as: the CN that
+    registry/access.py grants exactly that node's keys. Its files reach the CLI's registry TLS settings."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from voicemesh.app.cli import _registry_tls
+
+    prepare = load_prepare()
+    spec = hosts[host]["parts"][part]
+    pki = prepare.substitute(spec["pki"], FACTS)
+    bundle = issue(tmp_path / "issue", [pki["name"]], [])
+    args, document = part_config(prepare, spec, deliver(tmp_path / "pki", spec, bundle))
+    tls = _registry_tls(args, document)
+    assert tls is not None and tls.cert and tls.key
+    cn = x509.load_pem_x509_certificate(tls.cert).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert cn == pki["name"] == _identity(args, document).user
+    if host == "edge":
+        assert pki["secret"] == "voicemesh/node/edge-lon-1"
+    else:
+        assert pki["secret"] == f"voicemesh/node/{FACTS['instance_id']}"
+
+
+def test_registrar_enrolls_the_users_a_transceiver_host_runs_as(hosts, rendered):
+    """The users the registrar creates when a host launches are those its workers' certificates name."""
+    registrar = load_registrar()
+    plan = {"transceivers": {"users": rendered["transceiver_users"]}}
+    enrolled = registrar.transceiver_users(plan, "i-0abc1234")
+    facts = {**FACTS, "instance_id": "i-0abc1234"}
+    prepare = load_prepare()
+    parts = hosts["transceiver"]["parts"]
+    assert enrolled == [prepare.substitute(parts[name]["pki"], facts)["name"] for name in sorted(parts)]
+
+
+def test_agent_link_is_mutual_tls_with_the_mesh_ca(hosts, tmp_path):
+    """The agent serves the region's server certificate and requires a client certificate from the mesh CA;
+    each transceiver worker trusts that CA and presents its own certificate."""
+    from voicemesh.agent import tls
+
+    prepare = load_prepare()
+    agent, trx = hosts["agent"]["parts"]["agent"], hosts["transceiver"]["parts"]["transceiver-0"]
+    server = issue(tmp_path / "server", [], ["agents.internal"], server="server")
+    _, document = part_config(prepare, agent, deliver(tmp_path / "agent-pki", agent, server))
+    settings = document["agent"]
+    assert tls.server_credentials(settings["tls_cert"], settings["tls_key"], settings["tls_client_ca"])
+    user = prepare.substitute(trx["pki"], FACTS)["name"]
+    client = issue(tmp_path / "client", [user], [])
+    _, document = part_config(prepare, trx, deliver(tmp_path / "trx-pki", trx, client))
+    settings = document["transceiver"]
+    assert tls.client_credentials(settings["agent_ca"], settings["agent_cert"], settings["agent_key"])
+    assert server["ca"] != client["ca"]  # (two throwaway CAs here; one mesh CA on the hosts)
+
+
+def _unit_variables(unit: str) -> set[str]:
+    """The environment variables a systemd unit's command lines expand ($NAME and ${NAME})."""
+    return set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)\}?", unit))
+
+
+def test_every_variable_a_unit_expands_is_in_its_environment_file(hosts, rendered):
+    prepare = load_prepare()
+    unit = (ROOT / "deploy" / "voicemesh@.service").read_text()
+    for host in ("edge", "transceiver", "agent"):
+        for name, part in hosts[host]["parts"].items():
+            if "args" in part:
+                env = prepare.env_file("repo/voicemesh:0.2.0", part)
+                assert _unit_variables(unit) <= {line.split("=", 1)[0] for line in env.splitlines()}, name
+    files = rendered["etcd"]["files"]
+    etcd_env = {line.split("=", 1)[0] for line in files["/etc/voicemesh/etcd.env"].splitlines() if line}
+    etcd_unit = files["/etc/systemd/system/etcd.service"]
+    assert etcd_unit == (ROOT / "deploy" / "etcd.service").read_text()
+    assert _unit_variables(etcd_unit) <= etcd_env
+
+
+def test_etcd_host_serves_tls_only_and_runs_the_registrar(hosts, rendered):
+    files = rendered["etcd"]["files"]
+    env = dict(line.split("=", 1) for line in files["/etc/voicemesh/etcd.env"].splitlines() if line)
+    for name in ("ETCD_LISTEN_PEER_URLS", "ETCD_LISTEN_CLIENT_URLS", "ETCD_ADVERTISE_CLIENT_URLS",
+                 "ETCD_INITIAL_ADVERTISE_PEER_URLS"):
+        assert all(url.startswith("https://") for url in env[name].split(",")), name
+    assert all(member.split("=", 1)[1].startswith("https://") for member in env["ETCD_INITIAL_CLUSTER"].split(","))
+    assert {"/usr/local/bin/voicemesh-registrar", "/usr/local/bin/voicemesh-prepare",
+            "/etc/systemd/system/voicemesh-registry-init.service"} <= set(files)
+    assert rendered["etcd"]["units"] == ["etcd", "voicemesh-registry-init"]
+    registrar = hosts["etcd"]["registrar"]
+    assert registrar == {"ca_secret": "voicemesh/registry-ca", "plan_parameter": "/voicemesh/registry/eu-central",
+                         "etcd_client_port": PORTS["etcd_client"]}

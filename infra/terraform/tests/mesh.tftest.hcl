@@ -88,6 +88,31 @@ run "every_region_of_the_topology" {
   }
 }
 
+run "every_edge_host_gets_its_certificates_from_its_home_region" {
+  command = plan
+
+  assert {
+    condition = toset(flatten([for r in local.regions : [for core in values(r.cores) : [for node in core.registry_plan.nodes : node.secret]]])) == toset(flatten([
+      for e in jsondecode(file("../topology.json")).edges : [for i in range(2) : "voicemesh/node/${e.id}-${i + 1}"]
+    ])) && length(flatten([for r in local.regions : [for core in values(r.cores) : core.registry_plan.nodes]])) == 9 * 2
+    error_message = "Each edge host's node secret is filled by exactly one core region's registrar."
+  }
+  assert {
+    condition = contains([for node in module.region_eu_central_1.cores["eu-central"].registry_plan.nodes : jsonencode(node)], jsonencode({
+      aws_region = "eu-west-2", secret = "voicemesh/node/edge-lon-1", users = ["edge/edge-lon/edge-lon-1", "dns"]
+    }))
+    error_message = "The registrar of an edge's home region (eu-central for London) issues its edge and DNS certificates into the secret in the edge's own AWS region."
+  }
+  assert {
+    condition     = jsonencode(module.region_us_east_1.cores["us-east"].registry_plan.transceivers.users) == jsonencode(["transceiver/us-east/trx-us-east-{instance_id}-0", "transceiver/us-east/trx-us-east-{instance_id}-1"]) && module.region_us_east_1.cores["us-east"].registry_plan.transceivers.asg == module.region_us_east_1.cores["us-east"].transceiver_asg
+    error_message = "The registrar enrolls each launched host of the region's transceiver group with a user per worker."
+  }
+  assert {
+    condition     = jsonencode(module.region_us_east_1.cores["us-east"].registry_plan.servers) == jsonencode([{ aws_region = "us-east-1", hosts = ["agents.elb.amazonaws.com"], secret = "voicemesh/agent-tls/us-east" }])
+    error_message = "The agents' server certificate names the load balancer the transceivers dial."
+  }
+}
+
 run "edge_firewall_and_transceiver_ports_follow_the_topology" {
   command = plan
 
@@ -136,5 +161,9 @@ run "agent_endpoint_replaces_the_echo_fleet" {
   assert {
     condition     = module.region_us_east_1.cores["us-east"].agent == "agent.internal.example:50051"
     error_message = "A core region listed in agent_endpoints sends its transceivers to that agent."
+  }
+  assert {
+    condition     = length(module.region_us_east_1.cores["us-east"].registry_plan.servers) == 0 && length(module.region_eu_central_1.cores["eu-central"].registry_plan.servers) == 1
+    error_message = "No agent certificate is issued where your own agent replaces the echo fleet."
   }
 }

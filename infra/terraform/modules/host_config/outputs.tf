@@ -22,3 +22,8 @@ output "transceiver_users" {
   description = "The etcd users (= certificate CNs) of a transceiver host's workers, with {instance_id} for the host's instance id; empty for other roles."
   value       = local.trx_users
 }
+
+output "files" {
+  description = "The files the cloud-config writes, by path: content."
+  value       = { for f in concat(local.voicemesh_files, local.part_files, local.edge_files, local.etcd_files) : f.path => f.content }
+}

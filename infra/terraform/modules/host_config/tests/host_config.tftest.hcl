@@ -67,11 +67,11 @@ run "transceiver" {
   variables {
     role = "transceiver"
     transceiver = {
-      region            = "eu-central"
-      region_id         = 1
-      lat               = 50.11
-      lon               = 8.68
-      registry          = "etcd://10.64.16.10:2379"
+      region             = "eu-central"
+      region_id          = 1
+      lat                = 50.11
+      lon                = 8.68
+      registry           = "etcd://10.64.16.10:2379"
       agent              = "agents.internal:50051"
       agent_tls          = true
       workers            = 2
@@ -119,10 +119,10 @@ run "etcd" {
   variables {
     role = "etcd"
     etcd = {
-      image   = "gcr.io/etcd-development/etcd:v3.5.21"
-      name    = "etcd-eu-central-0"
-      ip      = "10.64.16.10"
-      cluster = "voicemesh-eu-central"
+      image          = "gcr.io/etcd-development/etcd:v3.5.21"
+      name           = "etcd-eu-central-0"
+      ip             = "10.64.16.10"
+      cluster        = "voicemesh-eu-central"
       members        = [{ name = "etcd-eu-central-0", ip = "10.64.16.10" }, { name = "etcd-eu-central-1", ip = "10.64.32.10" }]
       ca_secret      = "voicemesh/registry-ca"
       plan_parameter = "/voicemesh/registry/eu-central"
