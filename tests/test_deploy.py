@@ -138,12 +138,15 @@ def test_registrar_enrolls_only_ec2_instance_ids():
             registrar.transceiver_users(plan, bad)
 
 
-def test_registrar_issues_again_only_what_is_missing_or_old():
+def test_registrar_issues_again_only_what_is_missing_old_or_from_a_rotated_ca():
     registrar = load_registrar()
-    now = 1_800_000_000
-    assert not registrar.stale(json.dumps({"issued_at": now - 86400}), now)
-    assert registrar.stale(json.dumps({"issued_at": now - registrar.REISSUE_S - 1}), now)
-    assert registrar.stale("", now) and registrar.stale("{}", now) and registrar.stale("not json", now)
+    now, ca = 1_800_000_000, registrar.trusted({"cert": "OLD\n", "key": "K"})
+    assert not registrar.stale(json.dumps({"issued_at": now - 86400, "ca": ca}), now, ca)
+    assert registrar.stale(json.dumps({"issued_at": now - registrar.REISSUE_S - 1, "ca": ca}), now, ca)
+    assert registrar.stale("", now, ca) and registrar.stale("{}", now, ca) and registrar.stale("not json", now, ca)
+    rotating = registrar.trusted({"cert": "OLD\n", "key": "K", "trust": "NEW\n"})
+    assert rotating == "OLD\nNEW\n"
+    assert registrar.stale(json.dumps({"issued_at": now, "ca": ca}), now, rotating)
 
 
 def test_prepare_hands_a_part_only_its_own_certificate():

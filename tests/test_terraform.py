@@ -372,8 +372,9 @@ def test_etcd_host_serves_tls_only_and_runs_the_registrar(hosts, rendered):
         assert all(url.startswith("https://") for url in env[name].split(",")), name
     assert all(member.split("=", 1)[1].startswith("https://") for member in env["ETCD_INITIAL_CLUSTER"].split(","))
     assert {"/usr/local/bin/voicemesh-registrar", "/usr/local/bin/voicemesh-prepare",
-            "/etc/systemd/system/voicemesh-registry-init.service"} <= set(files)
-    assert rendered["etcd"]["units"] == ["etcd", "voicemesh-registry-init"]
+            "/etc/systemd/system/voicemesh-registry-init.service",
+            "/etc/systemd/system/voicemesh-registry-init.timer"} <= set(files)
+    assert rendered["etcd"]["units"] == ["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer"]
     registrar = hosts["etcd"]["registrar"]
     assert registrar == {"ca_secret": "voicemesh/registry-ca", "plan_parameter": "/voicemesh/registry/eu-central",
                          "etcd_client_port": PORTS["etcd_client"]}

@@ -114,7 +114,7 @@ data "aws_iam_policy_document" "reads" {
   dynamic "statement" {
     for_each = each.key == "etcd" ? [1] : []
     content {
-      actions   = ["autoscaling:DescribeAutoScalingInstances"]
+      actions   = ["autoscaling:DescribeAutoScalingInstances", "autoscaling:DescribeAutoScalingGroups"]
       resources = ["*"]
     }
   }

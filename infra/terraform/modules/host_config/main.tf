@@ -139,9 +139,10 @@ locals {
     { path = "/usr/local/bin/voicemesh-registrar", permissions = "0755", content = file("${local.deploy}/voicemesh-registrar") },
     { path = "/etc/systemd/system/etcd.service", permissions = "0644", content = file("${local.deploy}/etcd.service") },
     { path = "/etc/systemd/system/voicemesh-registry-init.service", permissions = "0644", content = file("${local.deploy}/voicemesh-registry-init.service") },
+    { path = "/etc/systemd/system/voicemesh-registry-init.timer", permissions = "0644", content = file("${local.deploy}/voicemesh-registry-init.timer") },
   ]
 
-  units = var.role == "etcd" ? ["etcd", "voicemesh-registry-init"] : concat(
+  units = var.role == "etcd" ? ["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer"] : concat(
     [for name, part in local.parts : "voicemesh@${name}" if name != "whip-tls"],
     var.role == "edge" ? ["nginx"] : [],
   )

@@ -130,7 +130,7 @@ run "etcd" {
   }
 
   assert {
-    condition     = jsonencode(output.units) == jsonencode(["etcd", "voicemesh-registry-init"]) && strcontains(output.cloud_config, "ETCD_INITIAL_CLUSTER=etcd-eu-central-0=https://10.64.16.10:2380,etcd-eu-central-1=https://10.64.32.10:2380")
+    condition     = jsonencode(output.units) == jsonencode(["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer"]) && strcontains(output.cloud_config, "ETCD_INITIAL_CLUSTER=etcd-eu-central-0=https://10.64.16.10:2380,etcd-eu-central-1=https://10.64.32.10:2380")
     error_message = "An etcd member bootstraps statically with every member's peer URL over TLS, and sets the users up once it answers."
   }
   assert {
