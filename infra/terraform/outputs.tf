@@ -19,6 +19,6 @@ output "delegation_records" {
 }
 
 output "secrets" {
-  description = "Secrets Manager names to put values in: token_keys (\"id:hex\"), whip_tls ({\"cert\", \"key\"})."
+  description = "Secrets Manager names to put values in: token_keys (\"id:hex,...\"), api_keys (\"id:secret,...\"), whip_tls ({\"cert\", \"key\"}), registry_ca ({\"cert\", \"key\"})."
   value       = local.mesh.secrets
 }
