@@ -98,12 +98,14 @@ def test_etcd_requires_client_certificates_from_the_mesh_ca_for_clients_and_peer
     assert f"{registrar.ETCD_PKI}:/etc/etcd/tls:ro" in command
     files = {flag: command[command.index(flag) + 1] for flag in (
         "--trusted-ca-file", "--cert-file", "--key-file", "--peer-trusted-ca-file", "--peer-cert-file", "--peer-key-file")}
-    bundle = issue(tmp_path, ["root"], ["10.64.16.10", "127.0.0.1", "localhost"], server="etcd")
+    bundle = issue(tmp_path, ["root"], registrar.member_hosts("10.64.16.10", "etcd.eu-central.voicemesh.internal"),
+                   server="etcd")
     written = registrar.member_files(bundle)
     assert {path.removeprefix("/etc/etcd/tls/") for path in files.values()} <= set(written)
     server = x509.load_pem_x509_certificate(written["etcd.pem"].encode())
     names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {"10.64.16.10", "127.0.0.1"}
+    assert set(names.get_values_for_type(x509.DNSName)) == {"etcd.eu-central.voicemesh.internal", "localhost"}
     root = x509.load_pem_x509_certificate(written["root.pem"].encode())
     assert root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == ROOT_USER
 

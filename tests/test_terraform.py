@@ -102,6 +102,7 @@ module "edge" {
     lat               = local.pop.lat
     lon               = local.pop.lon
     registry          = module.topology.cores[local.pop.home_core].registry
+    registry_server_name   = module.topology.cores[local.pop.home_core].registry_server_name
     zone                   = module.topology.zone
     mesh_name              = module.topology.mesh_fqdn
     name_servers_parameter = "/voicemesh/name-servers"
@@ -123,6 +124,7 @@ module "transceiver" {
     lat               = local.core.lat
     lon               = local.core.lon
     registry          = local.core.registry
+    registry_server_name = local.core.registry_server_name
     agent              = "agents.internal:50051"
     agent_tls          = true
     workers            = 2
@@ -149,6 +151,7 @@ module "etcd" {
     ip             = local.core.etcd[0].ip
     cluster        = "voicemesh-eu-central"
     members        = [for m in local.core.etcd : { name = m.name, ip = m.ip }]
+    server_name    = local.core.registry_server_name
     ca_secret      = "voicemesh/registry-ca"
     plan_parameter = "/voicemesh/registry/eu-central"
   }
@@ -306,6 +309,10 @@ def test_each_part_reaches_etcd_as_its_own_user(hosts, tmp_path, host, part):
     args, document = part_config(prepare, spec, deliver(tmp_path / "pki", spec, bundle))
     tls = _registry_tls(args, document)
     assert tls is not None and tls.cert and tls.key
+    # Several endpoints: gRPC checks every member against one name, which each member's certificate carries.
+    assert len(document["registry"].split(",")) == 3
+    assert tls.server_name == hosts["etcd"]["registrar"]["server_name"]
+    assert tls.server_name in load_registrar().member_hosts("10.64.16.10", hosts["etcd"]["registrar"]["server_name"])
     cn = x509.load_pem_x509_certificate(tls.cert).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     assert cn == pki["name"] == _identity(args, document).user
     if host == "edge":
@@ -377,4 +384,4 @@ def test_etcd_host_serves_tls_only_and_runs_the_registrar(hosts, rendered):
     assert rendered["etcd"]["units"] == ["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer"]
     registrar = hosts["etcd"]["registrar"]
     assert registrar == {"ca_secret": "voicemesh/registry-ca", "plan_parameter": "/voicemesh/registry/eu-central",
-                         "etcd_client_port": PORTS["etcd_client"]}
+                         "etcd_client_port": PORTS["etcd_client"], "server_name": "etcd.eu-central.voicemesh.internal"}

@@ -171,6 +171,7 @@ module "etcd_config" {
     ip             = each.value.ip
     cluster        = local.prefix
     members        = [for m in var.core.etcd : { name = m.name, ip = m.ip }]
+    server_name    = var.core.registry_server_name
     ca_secret      = var.ca_secret
     plan_parameter = local.plan_parameter
   }
@@ -247,17 +248,18 @@ module "transceiver_config" {
   role   = "transceiver"
   common = var.host_common
   transceiver = {
-    region             = var.core.name
-    region_id          = var.core.region_id
-    lat                = var.core.lat
-    lon                = var.core.lon
-    registry           = var.core.registry
-    agent              = local.agent
-    agent_tls          = local.run_agents
-    workers            = var.transceivers.workers
-    capacity           = var.transceivers.capacity
-    token_keys_secret  = var.token_keys_secret
-    node_secret_prefix = var.node_secret_prefix
+    region               = var.core.name
+    region_id            = var.core.region_id
+    lat                  = var.core.lat
+    lon                  = var.core.lon
+    registry             = var.core.registry
+    registry_server_name = var.core.registry_server_name
+    agent                = local.agent
+    agent_tls            = local.run_agents
+    workers              = var.transceivers.workers
+    capacity             = var.transceivers.capacity
+    token_keys_secret    = var.token_keys_secret
+    node_secret_prefix   = var.node_secret_prefix
   }
 }
 

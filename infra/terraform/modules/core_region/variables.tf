@@ -4,14 +4,15 @@ variable "name" {
 }
 
 variable "core" {
-  description = "The core region from the topology module: name, region_id, lat, lon, etcd members (name, az, ip), registry."
+  description = "The core region from the topology module: name, region_id, lat, lon, etcd members (name, az, ip), registry, registry_server_name."
   type = object({
-    name      = string
-    region_id = number
-    lat       = number
-    lon       = number
-    etcd      = list(object({ name = string, az = number, ip = string }))
-    registry  = string
+    name                 = string
+    region_id            = number
+    lat                  = number
+    lon                  = number
+    etcd                 = list(object({ name = string, az = number, ip = string }))
+    registry             = string
+    registry_server_name = string
   })
 }
 

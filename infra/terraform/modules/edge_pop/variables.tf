@@ -62,6 +62,7 @@ variable "host_edge" {
   description = "host_config's edge settings shared by the PoP's hosts (registry, zone, mesh_name, name_servers_parameter, geoip_db_s3_uri, token_keys_secret, api_keys_secret, whip_tls_secret), and node_secret_prefix (a host's node secret is <prefix><host>)."
   type = object({
     registry               = string
+    registry_server_name   = string
     zone                   = string
     mesh_name              = string
     name_servers_parameter = string

@@ -23,7 +23,8 @@ locals {
       secrets = { token_keys = e.token_keys_secret, "edge.api_keys" = e.api_keys_secret }
       pki     = { secret = e.node_secret, name = "edge/${e.pop}/${e.node_id}", settings = local.registry_pki }
       settings = {
-        registry = e.registry
+        registry             = e.registry
+        registry_server_name = e.registry_server_name
         edge = {
           node_id   = e.node_id
           region    = e.pop
@@ -44,7 +45,8 @@ locals {
       pki            = { secret = e.node_secret, name = "dns", settings = local.registry_pki }
       files          = { "/var/lib/voicemesh/GeoLite2-City.mmdb" = e.geoip_db_s3_uri }
       settings = {
-        registry = e.registry
+        registry             = e.registry
+        registry_server_name = e.registry_server_name
         dns = {
           zone         = e.zone
           mesh_name    = e.mesh_name
@@ -67,7 +69,8 @@ locals {
         settings = merge(local.registry_pki, var.transceiver.agent_tls ? local.agent_pki : {})
       }
       settings = {
-        registry = var.transceiver.registry
+        registry             = var.transceiver.registry
+        registry_server_name = var.transceiver.registry_server_name
         transceiver = {
           node_id   = local.trx_node_id[n]
           region    = var.transceiver.region
@@ -103,6 +106,7 @@ locals {
     }, var.etcd == null ? {} : {
     registrar = {
       ca_secret        = var.etcd.ca_secret
+      server_name      = var.etcd.server_name
       plan_parameter   = var.etcd.plan_parameter
       etcd_client_port = local.p.etcd_client
     }

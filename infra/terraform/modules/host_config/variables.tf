@@ -19,13 +19,14 @@ variable "common" {
 }
 
 variable "edge" {
-  description = "For role edge: node_id (host name), pop (edge id), lat, lon, registry (etcd:// URL), zone, mesh_name (rtc.<zone>), name_servers_parameter (SSM name of the zone's name servers, name=address,...), geoip_db_s3_uri; Secrets Manager names: token_keys_secret, api_keys_secret, whip_tls_secret, node_secret (this host's etcd client certificates: its edge user's and dns)."
+  description = "For role edge: node_id (host name), pop (edge id), lat, lon, registry (etcd:// URL), registry_server_name (the name in the etcd members' certificates), zone, mesh_name (rtc.<zone>), name_servers_parameter (SSM name of the zone's name servers, name=address,...), geoip_db_s3_uri; Secrets Manager names: token_keys_secret, api_keys_secret, whip_tls_secret, node_secret (this host's etcd client certificates: its edge user's and dns)."
   type = object({
     node_id                = string
     pop                    = string
     lat                    = number
     lon                    = number
     registry               = string
+    registry_server_name   = string
     zone                   = string
     mesh_name              = string
     name_servers_parameter = string
@@ -39,19 +40,20 @@ variable "edge" {
 }
 
 variable "transceiver" {
-  description = "For role transceiver: region, region_id, lat, lon, registry, agent (host:port), agent_tls (the agent serves TLS: present the worker's certificate), workers per host (one per core), capacity (sessions per worker), token_keys_secret, node_secret_prefix (the host's certificates are in <prefix><instance id>, made when it launches)."
+  description = "For role transceiver: region, region_id, lat, lon, registry, registry_server_name, agent (host:port), agent_tls (the agent serves TLS: present the worker's certificate), workers per host (one per core), capacity (sessions per worker), token_keys_secret, node_secret_prefix (the host's certificates are in <prefix><instance id>, made when it launches)."
   type = object({
-    region             = string
-    region_id          = number
-    lat                = number
-    lon                = number
-    registry           = string
-    agent              = string
-    agent_tls          = bool
-    workers            = number
-    capacity           = number
-    token_keys_secret  = string
-    node_secret_prefix = string
+    region               = string
+    region_id            = number
+    lat                  = number
+    lon                  = number
+    registry             = string
+    registry_server_name = string
+    agent                = string
+    agent_tls            = bool
+    workers              = number
+    capacity             = number
+    token_keys_secret    = string
+    node_secret_prefix   = string
   })
   default = null
 }
@@ -65,13 +67,14 @@ variable "agent" {
 }
 
 variable "etcd" {
-  description = "For role etcd: image, this member's name and ip, the cluster token, all members (name, ip); for the registrar: ca_secret (Secrets Manager name of the mesh CA) and plan_parameter (SSM name of the region's plan: which users and certificates to make)."
+  description = "For role etcd: image, this member's name and ip, the cluster token, all members (name, ip), server_name (in every member's certificate, with its ip); for the registrar: ca_secret (Secrets Manager name of the mesh CA) and plan_parameter (SSM name of the region's plan: which users and certificates to make)."
   type = object({
     image          = string
     name           = string
     ip             = string
     cluster        = string
     members        = list(object({ name = string, ip = string }))
+    server_name    = string
     ca_secret      = string
     plan_parameter = string
   })

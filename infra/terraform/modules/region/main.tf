@@ -75,6 +75,7 @@ module "edge_pop" {
   mesh_fqdn        = local.m.mesh_fqdn
   host_edge = {
     registry               = local.m.cores[each.value.home_core].registry
+    registry_server_name   = local.m.cores[each.value.home_core].registry_server_name
     zone                   = local.m.zone
     mesh_name              = local.m.mesh_fqdn
     name_servers_parameter = "/${local.m.name}/name-servers"

@@ -34,8 +34,11 @@ output "mesh_cidrs" {
 }
 
 output "cores" {
-  description = "Core regions by name: region_id, site, aws_region, lat, lon, etcd members (name, az, ip, client) and registry (etcd:// URL)."
-  value       = { for name, core in local.cores : name => merge(core, { registry = local.registry[name] }) }
+  description = "Core regions by name: region_id, site, aws_region, lat, lon, etcd members (name, az, ip, client), registry (etcd:// URL) and registry_server_name (the name every member's certificate carries: clients of several TLS endpoints check it, not the address)."
+  value = { for name, core in local.cores : name => merge(core, {
+    registry             = local.registry[name]
+    registry_server_name = "etcd.${name}.voicemesh.internal"
+  }) }
 }
 
 output "edges" {

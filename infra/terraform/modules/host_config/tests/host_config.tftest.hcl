@@ -20,6 +20,7 @@ run "edge" {
       lat                    = 50.11
       lon                    = 8.68
       registry               = "etcd://10.64.16.10:2379"
+      registry_server_name   = "etcd.eu-central.voicemesh.internal"
       zone                   = "voicemesh.test"
       mesh_name              = "rtc.voicemesh.test"
       name_servers_parameter = "/voicemesh/name-servers"
@@ -67,17 +68,18 @@ run "transceiver" {
   variables {
     role = "transceiver"
     transceiver = {
-      region             = "eu-central"
-      region_id          = 1
-      lat                = 50.11
-      lon                = 8.68
-      registry           = "etcd://10.64.16.10:2379"
-      agent              = "agents.internal:50051"
-      agent_tls          = true
-      workers            = 2
-      capacity           = 50
-      token_keys_secret  = "voicemesh/token-keys"
-      node_secret_prefix = "voicemesh/node/"
+      region               = "eu-central"
+      region_id            = 1
+      lat                  = 50.11
+      lon                  = 8.68
+      registry             = "etcd://10.64.16.10:2379"
+      registry_server_name = "etcd.eu-central.voicemesh.internal"
+      agent                = "agents.internal:50051"
+      agent_tls            = true
+      workers              = 2
+      capacity             = 50
+      token_keys_secret    = "voicemesh/token-keys"
+      node_secret_prefix   = "voicemesh/node/"
     }
   }
 
@@ -124,6 +126,7 @@ run "etcd" {
       ip             = "10.64.16.10"
       cluster        = "voicemesh-eu-central"
       members        = [{ name = "etcd-eu-central-0", ip = "10.64.16.10" }, { name = "etcd-eu-central-1", ip = "10.64.32.10" }]
+      server_name    = "etcd.eu-central.voicemesh.internal"
       ca_secret      = "voicemesh/registry-ca"
       plan_parameter = "/voicemesh/registry/eu-central"
     }
@@ -138,7 +141,7 @@ run "etcd" {
     error_message = "etcd serves clients and peers only over TLS."
   }
   assert {
-    condition     = jsondecode(output.host_json).registrar == { ca_secret = "voicemesh/registry-ca", plan_parameter = "/voicemesh/registry/eu-central", etcd_client_port = 2379 } && length(jsondecode(output.host_json).parts) == 0
+    condition     = jsondecode(output.host_json).registrar == { ca_secret = "voicemesh/registry-ca", server_name = "etcd.eu-central.voicemesh.internal", plan_parameter = "/voicemesh/registry/eu-central", etcd_client_port = 2379 } && length(jsondecode(output.host_json).parts) == 0
     error_message = "The etcd host runs the registrar, with the CA's secret and its region's plan."
   }
 }

@@ -24,6 +24,10 @@ run "real_topology" {
     error_message = "A core region's registry lists its three etcd members on the client port."
   }
   assert {
+    condition     = output.cores["eu-central"].registry_server_name == "etcd.eu-central.voicemesh.internal"
+    error_message = "A core region's etcd members share one name to check their certificates against."
+  }
+  assert {
     condition     = jsonencode(output.sites["fra"].public_subnets) == jsonencode(["10.64.0.0/24", "10.64.1.0/24", "10.64.2.0/24"]) && length(output.sites["lon"].private_subnets) == 0
     error_message = "Core sites get three AZs with private subnets; edge-only sites two public ones."
   }
