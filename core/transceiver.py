@@ -183,11 +183,14 @@ class Transceiver:
             self.mux.close()
             self.mux = None
 
-    def _agent_target(self) -> str | None:
+    def _agent_target(self, unreachable: frozenset[str]) -> str | None:
         """The agent to connect to when agents come from the registry: the current one while it is
-        registered and not draining, else one in our region first, spread over transceivers by
-        rendezvous hashing (the highest hash of transceiver id and agent id wins)."""
-        agents = [n for n in self.registry.nodes("agent") if n.grpc and not n.draining]
+        registered, not draining and not ``unreachable`` (its stream just failed: its record outlives a
+        crash by a lease TTL), else one in our region first, spread over transceivers by rendezvous
+        hashing (the highest hash of transceiver id and agent id wins); an unreachable one only if no
+        other is left."""
+        registered = [n for n in self.registry.nodes("agent") if n.grpc and not n.draining]
+        agents = [n for n in registered if n.grpc not in unreachable] or registered
         if any(n.grpc == self.agent_link.target for n in agents):
             return self.agent_link.target
         local = [n for n in agents if n.region == self.config.region] or agents
