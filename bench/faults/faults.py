@@ -92,15 +92,18 @@ class FaultMesh(ProcessMesh):
 
     ``agent``: "inproc" (the echo agent inside the transceiver), "fixed" (agent-a as its own process at a
     fixed address) or "registry" (agent-a registered; the transceiver finds agents in the registry).
+    ``dns`` adds the geo DNS server.
     """
 
     NODES = ["edge/local/edge-1", "transceiver/local/trx-1", "transceiver/local/trx-2",
              "agent/local/agent-a", "agent/local/agent-b", "dns"]
     """The etcd users ``voicemesh registry init`` creates: every part a fault starts."""
 
-    def __init__(self, workdir: Path, *, agent: str = "inproc", etcd_auth: bool = True) -> None:
+    def __init__(self, workdir: Path, *, agent: str = "inproc", dns: bool = False, etcd_auth: bool = True) -> None:
         super().__init__(workdir, self.NODES, etcd_auth=etcd_auth)
         self.agent_mode = agent
+        self.with_dns = dns
+        self.dns: Part | None = None
         self.agents: list[Part] = []
         self.transceiver: Part | None = None
         self.edge: Part | None = None
@@ -119,6 +122,8 @@ class FaultMesh(ProcessMesh):
         self.edge = await self.start_edge("edge-1", public=f"127.0.0.1:{relay_port}",
                                           advertise=f"{TAP_INSIDE}:{hop_port}")
         self.tap = WireTap((TAP_INSIDE, hop_port), TAP_OUTSIDE, self.edge.udp, asyncio.get_running_loop())
+        if self.with_dns:
+            self.dns = self.start_dns("edge-1")
 
     async def close(self) -> None:
         if self.tap is not None:
@@ -183,6 +188,7 @@ class Fault:
     describe: str
     inject: Callable[[Run], Awaitable[None]]
     agent: str = "inproc"
+    dns: bool = False
     call_s: float = 24.0
     quick_call_s: float = 10.0
 
@@ -203,9 +209,8 @@ async def etcd_freeze(run: Run) -> None:
     """SIGSTOP etcd for 3x the lease TTL. During it: an offer's status; the geo DNS answers. After it: when
     the live session is claimed again under a new revision (recovery_s)."""
     mesh = run.mesh
-    assert mesh.etcd is not None
-    dns_part = mesh.start_dns("edge-1")
-    await asyncio.sleep(LEASE_TTL_S / 2)
+    assert mesh.etcd is not None and mesh.dns is not None
+    dns_part = mesh.dns
     before = await mesh.claims()
     answers_before = await _dns_answers(dns_part)
     run.injected = time.monotonic()
@@ -281,7 +286,8 @@ async def transceiver_kill(run: Run) -> None:
 
 FAULTS = {f.name: f for f in [
     Fault("edge_restart", "edge SIGKILL, new edge on the same port 0.6 s later", edge_restart),
-    Fault("etcd_freeze", "etcd SIGSTOP for 3x the lease TTL (15 s)", etcd_freeze, call_s=32.0, quick_call_s=28.0),
+    Fault("etcd_freeze", "etcd SIGSTOP for 3x the lease TTL (15 s)", etcd_freeze, dns=True, call_s=32.0,
+          quick_call_s=28.0),
     Fault("agent_restart", "agent SIGKILL, restarted on the same port 1 s later", agent_restart, agent="fixed"),
     Fault("agent_failover", "agent SIGKILL, --agent registry with a second agent", agent_failover,
           agent="registry"),
@@ -307,7 +313,7 @@ async def run_fault(fault: Fault, quick: bool, workdir: Path, etcd_auth: bool = 
     """Run ``fault`` in a fresh mesh under ``workdir``; never raises for a fault that could not run."""
     outcome = Outcome(fault.name, fault.describe)
     workdir.mkdir(parents=True, exist_ok=True)
-    mesh = FaultMesh(workdir, agent=fault.agent, etcd_auth=etcd_auth)
+    mesh = FaultMesh(workdir, agent=fault.agent, dns=fault.dns, etcd_auth=etcd_auth)
     call_s = fault.quick_call_s if quick else fault.call_s
     inject_s = 3.0 if quick else 6.0
     try:
