@@ -141,7 +141,7 @@ class Transceiver:
         self.mux = BackboneMux(bind_udp(*parse_hostport(self.config.backbone)), self._edges)
         self.mux.start()
         self.registry.subscribe(self._on_view)
-        self.registry.subscribe_lease(lambda: spawn(self._reclaim(), "reclaim sessions", self._tasks))
+        self.registry.subscribe_lease(self._on_new_lease)
         self._on_view()
         await self.agent_link.start()
         index = await self.registry.allocate_index("transceiver", self.config.region)
@@ -287,6 +287,9 @@ class Transceiver:
         self._schedule_load_update()
         log.info("session answered", extra=session.log_extra(edge_id=edge.edge_id, client_ip=edge.client_ip))
         return session
+
+    def _on_new_lease(self) -> None:
+        spawn(self._reclaim(), "reclaim sessions", self._tasks)
 
     async def _reclaim(self) -> None:
         """Claim every live session again after the registry got a new lease (the old claims expired with the
