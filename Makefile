@@ -45,3 +45,4 @@ include mk/proto.mk
 include mk/infra.mk
 include mk/attack.mk
 include mk/fuzz.mk
+include mk/faults.mk

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -19,17 +20,24 @@ FRAME_MS = 20
 OPUS_CLOCK_HZ = 48000
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 2.0
-HEALTHY_AFTER_S = BACKOFF_MAX_S
+HEALTHY_AFTER_S = 2.0
+RECONNECT_MAX_S = 0.2
+"""The longest gRPC waits between connection attempts to a target that refused or dropped us: a restarted
+agent is connected to within about this much of listening again (attempts to a closed port cost little)."""
+UNREACHABLE_S = 10.0
+"""How long a target whose stream failed is reported unreachable to the resolver (registry agents: the
+resolver picks another while the dead one's record waits out its lease)."""
 MAX_UPLINK_PAYLOAD_BYTES = 1 << 20
 AGENT_EVENTS = frozenset({agent_pb2.EVENT_RESPONSE_STARTED, agent_pb2.EVENT_RESPONSE_DONE})
 """The SessionEvent kinds an agent may send; others are counted and dropped."""
 
 # gRPC's own reconnect backoff (1 s doubling to 120 s by default) would hide a
-# restarted agent from us; make the channel retry on our schedule.
+# restarted agent from us; the channel retries every RECONNECT_MAX_S at most, and
+# _pause returns as soon as it is connected again.
 _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", int(BACKOFF_MIN_S * 1000)),
     ("grpc.min_reconnect_backoff_ms", int(BACKOFF_MIN_S * 1000)),
-    ("grpc.max_reconnect_backoff_ms", int(BACKOFF_MAX_S * 1000)),
+    ("grpc.max_reconnect_backoff_ms", int(RECONNECT_MAX_S * 1000)),
 ]
 
 
@@ -127,8 +135,12 @@ class AgentLink:
     A SessionEnd goes out once no frame or event queued before it is left.
 
     Failures: if the stream fails, the link reopens it after a backoff of
-    0.1 s doubling to 2 s, and re-sends SessionStart for every live session
-    (same stream_id). A new stream ends the outage once it delivers a
+    0.1 s doubling to 2 s, or as soon as the channel is connected again (gRPC
+    retries the connection every RECONNECT_MAX_S at most), and re-sends
+    SessionStart for every live session (same stream_id, ``resumed`` set on
+    those sent on an earlier stream). A target whose stream failed is passed
+    to a resolving ``target`` as unreachable for UNREACHABLE_S, so the
+    resolver can pick another agent. A new stream ends the outage once it delivers a
     Downlink or stays open HEALTHY_AFTER_S (2 s). Sessions see nothing of an
     outage shorter than give_up_s; once it lasts give_up_s, every live session
     gets on_end("agent_unavailable"), and so does, at once (on the next loop
@@ -141,16 +153,19 @@ class AgentLink:
     raised. Use the link from the event loop's thread.
     """
 
-    def __init__(self, target: str | Callable[[], str | None], *, batch_ms: float = 5.0, queue_limit: int = 2000,
-                 give_up_s: float = 5.0, credentials: grpc.ChannelCredentials | None = None) -> None:
-        """target: "host:port" of the agent, or a function returning one (or None while there is
-        none), asked again before every reconnect: agents found in the registry. batch_ms:
+    def __init__(self, target: str | Callable[[frozenset[str]], str | None], *, batch_ms: float = 5.0,
+                 queue_limit: int = 2000, give_up_s: float = 5.0,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        """target: "host:port" of the agent, or a function of the targets whose stream failed within
+        UNREACHABLE_S returning one (or None while there is none), asked again before every reconnect:
+        agents found in the registry. batch_ms:
         minimum ms between uplink messages. queue_limit: frames. give_up_s: seconds of outage
         before sessions end. credentials: TLS to the agent (voicemesh.agent.tls.client_credentials);
         None is plaintext. A failed TLS handshake is an outage like any other (retried, then give_up_s)."""
         self._credentials = credentials
-        self._resolve = target if callable(target) else (lambda: target)
+        self._resolve = target if callable(target) else (lambda _unreachable: target)
         self.target = ""
+        self._failed_at: dict[str, float] = {}
         self.batch_s = batch_ms / 1000
         self.queue_limit = queue_limit
         self.give_up_s = give_up_s
@@ -168,6 +183,7 @@ class AgentLink:
         self._frames_in = 0
         self._frames_out = 0
         self._starts: list[agent_pb2.SessionStart] = []
+        self._started: set[int] = set()
         self._ends: list[agent_pb2.SessionEnd] = []
         self._up = False
         self._healthy = False
@@ -290,6 +306,7 @@ class AgentLink:
     def _close_session(self, session: AgentSession, reason: str) -> None:
         session.closed = True
         del self._sessions[session.stream_id]
+        self._started.discard(session.stream_id)
         if self._up:
             self._ends.append(agent_pb2.SessionEnd(stream_id=session.stream_id, reason=reason))
             self._schedule_flush()
@@ -308,6 +325,7 @@ class AgentLink:
         if not (self._starts or frames or events or self._ends):
             return None
         uplink = agent_pb2.Uplink(starts=self._starts)
+        self._started.update(start.stream_id for start in self._starts)
         self._starts.clear()
         add = uplink.frames.add
         count = min(len(frames), events[0][0] - self._frames_out) if events else len(frames)
@@ -343,7 +361,8 @@ class AgentLink:
 
     async def _stub(self) -> agent_pb2_grpc.AgentStub | None:
         """A stub on the channel to the current target; a new channel when the target changed."""
-        target = self._resolve()
+        now = self._event_loop.time()
+        target = self._resolve(frozenset(t for t, at in self._failed_at.items() if now - at < UNREACHABLE_S))
         if not target:
             return None
         if target != self.target or self._channel is None:
@@ -377,15 +396,33 @@ class AgentLink:
                 logger.warning("agent %s stream failed: %s %s", self.target, error.code().name, error.details())
             finally:
                 call.cancel()
+                self._failed_at[self.target] = self._event_loop.time()
                 self._on_stream_down()
                 self._wake = asyncio.Event()
                 wake.set()
             delay = self._backoff_s
             self._backoff_s = min(delay * 2, BACKOFF_MAX_S)
-            await asyncio.sleep(delay)
+            await self._pause(delay)
+
+    async def _pause(self, delay_s: float) -> None:
+        """Wait ``delay_s`` before the next stream, or less: until the channel, which was not connected, is
+        connected again (gRPC's own attempts, at most RECONNECT_MAX_S apart, see a restarted agent first)."""
+        channel = self._channel
+        if channel is None or channel.get_state() == grpc.ChannelConnectivity.READY:
+            await asyncio.sleep(delay_s)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay_s):
+                state = channel.get_state(try_to_connect=True)
+                while state != grpc.ChannelConnectivity.READY:
+                    await channel.wait_for_state_change(state)
+                    state = channel.get_state(try_to_connect=True)
 
     def _on_stream_up(self) -> None:
         self._up = True
+        self._failed_at.pop(self.target, None)
+        for session in self._sessions.values():
+            session.start.resumed = session.stream_id in self._started
         self._starts = [session.start for session in self._sessions.values()]
         self._healthy_handle = self._event_loop.call_later(HEALTHY_AFTER_S, self._on_healthy)
         self._schedule_flush()
@@ -448,6 +485,7 @@ class AgentLink:
                 logger.exception("on_event of session %s failed", session.session_id)
         for end in downlink.ends:
             session = sessions.pop(end.stream_id, None)
+            self._started.discard(end.stream_id)
             if session is not None:
                 session.closed = True
                 _call_back(session.on_end, end.reason)
@@ -457,6 +495,7 @@ class AgentLink:
         self._given_up = True
         sessions = list(self._sessions.values())
         self._sessions.clear()
+        self._started.clear()
         logger.warning("agent %s unavailable for %.1f s, ending %d sessions", self.target, self.give_up_s, len(sessions))
         for session in sessions:
             session.closed = True

@@ -31,7 +31,7 @@ from voicemesh.core.config import TransceiverConfig
 from voicemesh.core.media import RTP_CLOCK_HZ, AgentAudioTrack, OpusDecoder, OpusEncoder
 from voicemesh.core.mux import BackboneMux, MuxTransport
 from voicemesh.core.offer import OfferRejected, check_offer
-from voicemesh.registry import Claim, NodeRecord, Registry, RegistryUnavailable
+from voicemesh.registry import AlreadyClaimed, Claim, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
 from voicemesh.runtime.tasks import spawn
 from voicemesh.runtime.udp import bind_udp
@@ -57,8 +57,8 @@ class EdgeHop:
 
 
 class Capacity(Exception):
-    """No room for another session: ``reason`` is ``full`` or ``draining``; ``retry_after_s`` says when to
-    try again (seconds)."""
+    """No room for another session: ``reason`` is ``full``, ``draining`` or ``registry_unavailable`` (the
+    session could not be claimed); ``retry_after_s`` says when to try again (seconds)."""
 
     retry_after_s = 1
 
@@ -141,6 +141,7 @@ class Transceiver:
         self.mux = BackboneMux(bind_udp(*parse_hostport(self.config.backbone)), self._edges)
         self.mux.start()
         self.registry.subscribe(self._on_view)
+        self.registry.subscribe_lease(self._on_new_lease)
         self._on_view()
         await self.agent_link.start()
         index = await self.registry.allocate_index("transceiver", self.config.region)
@@ -182,11 +183,14 @@ class Transceiver:
             self.mux.close()
             self.mux = None
 
-    def _agent_target(self) -> str | None:
+    def _agent_target(self, unreachable: frozenset[str]) -> str | None:
         """The agent to connect to when agents come from the registry: the current one while it is
-        registered and not draining, else one in our region first, spread over transceivers by
-        rendezvous hashing (the highest hash of transceiver id and agent id wins)."""
-        agents = [n for n in self.registry.nodes("agent") if n.grpc and not n.draining]
+        registered, not draining and not ``unreachable`` (its stream just failed: its record outlives a
+        crash by a lease TTL), else one in our region first, spread over transceivers by rendezvous
+        hashing (the highest hash of transceiver id and agent id wins); an unreachable one only if no
+        other is left."""
+        registered = [n for n in self.registry.nodes("agent") if n.grpc and not n.draining]
+        agents = [n for n in registered if n.grpc not in unreachable] or registered
         if any(n.grpc == self.agent_link.target for n in agents):
             return self.agent_link.target
         local = [n for n in agents if n.region == self.config.region] or agents
@@ -267,7 +271,11 @@ class Transceiver:
             with telemetry.tracer().start_as_current_span(
                     "registry claim", context=trace.set_span_in_context(session.span),
                     attributes={telemetry.SESSION_ID: session_id}) as claim_span:
-                session.claim = await self.registry.claim_session(session_id, self.record)
+                try:
+                    session.claim = await self.registry.claim_session(session_id, self.record)
+                except RegistryUnavailable as exc:
+                    log.warning("session not claimed: %s", exc, extra=session.log_extra())
+                    raise Capacity("registry_unavailable") from exc
                 claim_span.set_attribute("voicemesh.claim.revision", session.claim.revision)
             self._admitting.discard(session_id)
             self.sessions[session_id] = session
@@ -279,6 +287,23 @@ class Transceiver:
         self._schedule_load_update()
         log.info("session answered", extra=session.log_extra(edge_id=edge.edge_id, client_ip=edge.client_ip))
         return session
+
+    def _on_new_lease(self) -> None:
+        spawn(self._reclaim(), "reclaim sessions", self._tasks)
+
+    async def _reclaim(self) -> None:
+        """Claim every live session again after the registry got a new lease (the old claims expired with the
+        old one): each gets a new fencing revision. A session someone else claimed meanwhile ends."""
+        for session in list(self.sessions.values()):
+            if session.ended or self.record is None:
+                continue
+            try:
+                session.claim = await self.registry.claim_session(session.id, self.record)
+            except AlreadyClaimed:
+                await self.end(session, "claimed_elsewhere")
+            except RegistryUnavailable as exc:
+                log.warning("session not claimed again: %s", exc, extra=session.log_extra())
+        log.info("sessions claimed again", extra={"sessions": len(self.sessions)})
 
     def _admit(self, session_id: str) -> None:
         """Take one of the ``capacity`` places for the session ``session_id`` before the first await of its

@@ -222,13 +222,22 @@ class Registry(abc.ABC):
     One lease per registry (per process): register() and claim() attach their keys to it,
     so they vanish when the process dies (after lease_ttl_s) or closes (at once).
     nodes() reads the view that a watch keeps current; it never does I/O.
+
+    When the store was out of reach for longer than the lease TTL, every lease expires at once, its
+    own too, and the nodes (alive all along) register again within a lease TTL. A record deleted then
+    is *held*: it stays in the view for ``lease_ttl_s`` (counted in ``held_records``), and leaves only
+    if its node has not registered again by then. So an outage of the store never empties the view of
+    edges, DNS servers and transceivers, while a node that dies alone leaves at once.
     """
 
     def __init__(self, *, lease_ttl_s: float) -> None:
         self._lease_ttl_s = lease_ttl_s
         self._view: dict[str, NodeRecord] = {}
         self._subscribers: list[Callable[[], None]] = []
+        self._lease_subscribers: list[Callable[[], None]] = []
         self._indexes: dict[str, bytes] = {}
+        self._held: dict[str, asyncio.TimerHandle] = {}
+        self.held_records = 0
 
     @property
     def lease_ttl_s(self) -> float:
@@ -326,8 +335,40 @@ class Registry(abc.ABC):
         """Call ``callback()`` (synchronously, in the event loop) after each change of the view."""
         self._subscribers.append(callback)
 
+    def subscribe_lease(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (synchronously, in the event loop) after the registry lost its lease (the store
+        was out of reach longer than ``lease_ttl_s``), got a new one and registered its nodes again. Every
+        claim made before is gone: claim again what is still held (a new claim has a new fencing revision)."""
+        self._lease_subscribers.append(callback)
+
+    def _lease_renewed(self) -> None:
+        for callback in list(self._lease_subscribers):
+            try:
+                callback()
+            except Exception:
+                log.exception("registry lease subscriber %r failed", callback)
+
+    def _hold(self, key: str) -> None:
+        """Keep the record under ``key`` in the view for ``lease_ttl_s`` though the store deleted it (an outage
+        expired its lease); it leaves then unless a put refreshed it. Call from the event loop."""
+        if key not in self._view or key in self._held:
+            return
+        self.held_records += 1
+        log.warning("holding node record %s for %.0f s: its lease expired in a registry outage", key,
+                    self._lease_ttl_s)
+        self._held[key] = asyncio.get_running_loop().call_later(self._lease_ttl_s, self._release_held, key)
+
+    def _release_held(self, key: str) -> None:
+        self._held.pop(key, None)
+        if self._view.pop(key, None) is not None:
+            log.warning("node record %s did not come back after a registry outage; removed", key)
+            self._notify()
+
     def _apply(self, key: str, value: bytes | None) -> bool:
-        """Apply one put (``value``) or delete (None) of a node key to the view; return whether it changed."""
+        """Apply one put (``value``) or delete (None) of a node key to the view; return whether it changed.
+        A put ends a hold on the key."""
+        if (held := self._held.pop(key, None)) is not None:
+            held.cancel()
         if value is None:
             return self._view.pop(key, None) is not None
         try:
@@ -340,14 +381,25 @@ class Registry(abc.ABC):
         self._view[key] = node
         return True
 
-    def _replace_view(self, items: dict[str, bytes]) -> None:
-        """Rebuild the view from a full listing of node keys; notify subscribers if it changed."""
+    def _replace_view(self, items: dict[str, bytes], *, hold_missing: bool = False) -> None:
+        """Rebuild the view from a full listing of node keys; notify subscribers if it changed.
+        ``hold_missing``: records not in the listing are held (``_hold``) rather than removed."""
         before = dict(self._view)
-        self._view.clear()
+        for key in set(self._view) - set(items):
+            if hold_missing:
+                self._hold(key)
+            elif (held := self._held.pop(key, None)) is not None:
+                held.cancel()
+        self._view = {key: node for key, node in self._view.items() if key in self._held}
         for key, value in items.items():
             self._apply(key, value)
         if self._view != before:
             self._notify()
+
+    def _cancel_holds(self) -> None:
+        for handle in self._held.values():
+            handle.cancel()
+        self._held.clear()
 
     def _notify(self) -> None:
         for callback in list(self._subscribers):

@@ -16,6 +16,12 @@ etcd3aio behaviour this module relies on or works around:
 - Its keepalive only flags a lost lease (``alive`` turns False); we poll that flag,
   grant a new lease and register our node records again.
 - On compaction etcd cancels the watch; we reload the view and watch again.
+- Its keepalive waits on an unanswered request without a deadline, so a frozen etcd (or a
+  partition that keeps TCP up) is noticed only when etcd answers again, by then with every
+  lease that outlived its TTL revoked. A node deletion is therefore checked against our own
+  lease (one LeaseTimeToLive): if ours is gone too, or was renewed within a lease TTL, the
+  deletion comes from an outage and the record is held (Registry._hold) until its node
+  registers again.
 """
 
 from __future__ import annotations
@@ -85,6 +91,9 @@ def etcd_errors(endpoints: Sequence[str], operation: str, timeout_s: float) -> I
 _NODES_END = prefix_range_end(NODES_PREFIX)
 _EVENT_PUT = 0  # mvccpb.Event.EventType: PUT = 0, DELETE = 1
 _RETRY_S = 1.0
+_LEASE_POLL_S = 0.2
+"""How often the lease task reads etcd3aio's keepalive flag (a local read): a lost lease is renewed,
+and our nodes registered again, within this of etcd3aio noticing."""
 
 
 class EtcdRegistry(Registry):
@@ -111,6 +120,7 @@ class EtcdRegistry(Registry):
         self._lease_id = 0
         self._registered: dict[str, NodeRecord] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._renewed_at = float("-inf")
 
     async def start(self) -> None:
         self._client = connect_client(self._endpoints, self._tls)
@@ -136,6 +146,7 @@ class EtcdRegistry(Registry):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        self._cancel_holds()
         assert self._client.lease is not None
         try:
             with self._errors("Lease.Revoke"):
@@ -200,13 +211,27 @@ class EtcdRegistry(Registry):
         with self._errors(f"register {node.key}"):
             await kv.put(node.key, node.to_json(), lease=self._lease_id, timeout=self._timeout_s)
 
-    async def _load_view(self) -> int:
-        """Replace the view with a range read of all node keys; return that read's revision."""
+    async def _load_view(self, *, hold_missing: bool = False) -> int:
+        """Replace the view with a range read of all node keys; return that read's revision.
+        ``hold_missing`` (a reload after the watch failed): records not read are held, not removed."""
         kv = self._kv()
         with self._errors(f"Range {NODES_PREFIX}"):
             response = await kv.get(NODES_PREFIX, range_end=_NODES_END, timeout=self._timeout_s)
-        self._replace_view({kv.key.decode(): kv.value for kv in response.kvs})
+        self._replace_view({kv.key.decode(): kv.value for kv in response.kvs}, hold_missing=hold_missing)
         return response.header.revision
+
+    async def _outage_suspected(self) -> bool:
+        """Whether node deletions seen now come from an outage that expired every lease: ours is gone too
+        (LeaseTimeToLive answers a TTL <= 0, or etcd does not answer), or we renewed it within one TTL."""
+        if asyncio.get_running_loop().time() - self._renewed_at < self._ttl:
+            return True
+        assert self._client is not None and self._client.lease is not None
+        try:
+            with self._errors("Lease.TimeToLive"):
+                response = await self._client.lease.time_to_live(self._lease_id, timeout=self._timeout_s)
+        except RegistryUnavailable:
+            return True
+        return response.TTL <= 0
 
     async def _watch_nodes(self, revision: int) -> None:
         """Follow node key events from ``revision`` + 1, so none is missed after the range read.
@@ -219,7 +244,7 @@ class EtcdRegistry(Registry):
         while True:
             try:
                 if start is None:
-                    start = await self._load_view()
+                    start = await self._load_view(hold_missing=True)
                 watch = self._client.watch.watch(NODES_PREFIX, range_end=_NODES_END, start_revision=start + 1)
                 # etcd3aio annotates watch() as an AsyncIterator; it is an async generator (it has aclose).
                 async with contextlib.aclosing(watch) as responses:  # type: ignore[type-var]
@@ -231,10 +256,17 @@ class EtcdRegistry(Registry):
                                 response.cancel_reason,
                             )
                             break
+                        outage = (any(event.type != _EVENT_PUT for event in response.events)
+                                  and await self._outage_suspected())
                         changed = False
                         for event in response.events:
-                            value = event.kv.value if event.type == _EVENT_PUT else None
-                            changed |= self._apply(event.kv.key.decode(), value)
+                            key = event.kv.key.decode()
+                            if event.type == _EVENT_PUT:
+                                changed |= self._apply(key, event.kv.value)
+                            elif outage:
+                                self._hold(key)
+                            else:
+                                changed |= self._apply(key, None)
                         if changed:
                             self._notify()
                 start = None
@@ -249,7 +281,7 @@ class EtcdRegistry(Registry):
         while True:
             async with self._client.lease.keep_alive_context(self._lease_id, self._ttl) as keepalive:
                 while keepalive.alive:
-                    await asyncio.sleep(self._ttl / 3)
+                    await asyncio.sleep(_LEASE_POLL_S)
             log.error(
                 "lease %x is gone (revoked, or etcd unreachable for more than %d s): our keys vanished; re-registering",
                 self._lease_id,
@@ -260,8 +292,8 @@ class EtcdRegistry(Registry):
     async def _renew_lease(self) -> None:
         """Grant a new lease, put our node records and index claims on it; retry until it works.
 
-        Session claims are not renewed: they died with the old lease and their owners'
-        fencing revisions are stale.
+        Session claims are not renewed here: they died with the old lease and their owners'
+        fencing revisions are stale; lease subscribers (subscribe_lease) claim them again.
         """
         while True:
             try:
@@ -274,6 +306,8 @@ class EtcdRegistry(Registry):
                     except AlreadyClaimed as exc:
                         log.error("lost index %s to %r while our lease was gone: node indexes may collide", key, exc.owner)
                 log.info("new lease %x; re-registered %d node records", self._lease_id, len(self._registered))
+                self._renewed_at = asyncio.get_running_loop().time()
+                self._lease_renewed()
                 return
             except RegistryUnavailable as exc:
                 log.warning("lease renewal failed (%s); retrying in %.0f s", exc, _RETRY_S)

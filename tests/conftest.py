@@ -209,3 +209,61 @@ async def links():
     yield start
     for link in started:
         await link.close()
+
+
+@dataclass
+class EtcdCluster:
+    """A running 3-member etcd cluster on loopback: ``endpoints`` ("127.0.0.1:port" each), ``processes``."""
+
+    endpoints: list[str]
+    processes: list[subprocess.Popen]
+    metrics_ports: list[int]
+
+    def leader(self) -> int:
+        """The index of the member that is leader now (its metrics say etcd_server_is_leader 1); -1 if none."""
+        for index, port in enumerate(self.metrics_ports):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+                    if b"\netcd_server_is_leader 1" in response.read():
+                        return index
+            except OSError:
+                continue
+        return -1
+
+
+@pytest.fixture
+def etcd_cluster() -> Iterator[EtcdCluster]:
+    """A fresh 3-member etcd cluster (Debian's ``etcd``), plain HTTP, fast raft timers, data on tmpfs."""
+    binary = shutil.which("etcd")
+    if binary is None:
+        pytest.skip("etcd binary not found: apt-get install etcd-server")
+    base = _tmpfs_dir("voicemesh-etcd-cluster-")
+    ports = [free_ports(3) for _ in range(3)]
+    cluster = ",".join(f"m{i}=http://127.0.0.1:{peer}" for i, (_client, peer, _metrics) in enumerate(ports))
+    processes = []
+    try:
+        for i, (client, peer, metrics) in enumerate(ports):
+            with open(base / f"m{i}.log", "wb") as log_file:
+                processes.append(subprocess.Popen([
+                    binary, "--name", f"m{i}", "--data-dir", str(base / f"m{i}"),
+                    "--listen-client-urls", f"http://127.0.0.1:{client}",
+                    "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                    "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                    "--initial-cluster", cluster, "--initial-cluster-state", "new",
+                    "--listen-metrics-urls", f"http://127.0.0.1:{metrics}",
+                    "--heartbeat-interval", "10", "--election-timeout", "100", "--log-level", "error",
+                ], stdout=subprocess.DEVNULL, stderr=log_file))
+        deadline = time.monotonic() + 20
+        while not all(_healthy(metrics) for _client, _peer, metrics in ports):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                pytest.fail("the etcd cluster did not become healthy:\n" + (base / "m0.log").read_text())
+            time.sleep(0.05)
+        yield EtcdCluster([f"127.0.0.1:{client}" for client, _peer, _metrics in ports], processes,
+                          [metrics for _client, _peer, metrics in ports])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        shutil.rmtree(base, ignore_errors=True)

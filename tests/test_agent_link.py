@@ -215,7 +215,43 @@ async def test_reconnects_after_the_agent_restarts(links):
     finally:
         await server.stop(None)
     assert [start.session_id for start in restarted.starts] == ["s"]
+    assert [start.resumed for start in restarted.starts] == [True], "the restarted agent is told the call resumed"
     assert restarted.dropped_frames == 0
+    assert call.ends == []
+
+
+async def test_a_new_session_is_not_marked_resumed(echo, links):
+    agent, port = echo
+    link = await links(port)
+    session, call = open_call(link, "new")
+    await send_until_echoed(session, call, b"x")
+    assert [(start.session_id, start.resumed) for start in agent.starts] == [("new", False)]
+
+
+async def test_a_resolving_target_is_told_which_agent_failed_and_sessions_move_to_another():
+    first, second = RecordingAgent(), RecordingAgent()
+    first_server, first_port = await serve("127.0.0.1:0", first)
+    second_server, second_port = await serve("127.0.0.1:0", second)
+    targets = [f"127.0.0.1:{first_port}", f"127.0.0.1:{second_port}"]
+    asked = []
+
+    def resolve(unreachable):  # as the transceiver's registry picker: the current agent unless it failed
+        asked.append(unreachable)
+        return next(t for t in targets if t not in unreachable)
+
+    link = AgentLink(resolve, give_up_s=60)
+    await link.start()
+    try:
+        session, call = open_call(link, "s")
+        await send_until_echoed(session, call, b"before")
+        await first_server.stop(None)  # the first agent dies; its record would outlive it by a lease TTL
+        await send_until_echoed(session, call, b"after")
+    finally:
+        await link.close()
+        await second_server.stop(None)
+    assert link.target == targets[1]
+    assert targets[0] in asked[-1]
+    assert [(start.session_id, start.resumed) for start in second.starts] == [("s", True)]
     assert call.ends == []
 
 

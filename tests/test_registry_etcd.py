@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import signal
 import socket
 import sys
 import time
@@ -119,6 +120,46 @@ async def test_a_lost_lease_is_replaced_and_the_node_registered_again(registries
     await eventually(lambda: observer.nodes() == [], "the revoked lease to delete the edge")
     await eventually(lambda: observer.nodes() == [EDGE], "the edge to register again")
     assert (await raw.kv.get(EDGE.key)).kvs[0].lease != old_lease
+
+
+async def test_an_etcd_outage_longer_than_the_lease_keeps_the_view_and_the_nodes_register_again(etcd, registries, raw):
+    """etcd frozen (SIGSTOP) for 3x the lease TTL expires every lease, the observer's too: the node's record is
+    held in the observer's view until the node registers it again on a new lease, so the view never loses it."""
+    node, observer = await registries(lease_ttl_s=2), await registries(lease_ttl_s=2)
+    await node.register(TRANSCEIVER)
+    await eventually(lambda: observer.nodes() == [TRANSCEIVER], "the node to appear")
+    old_lease = (await raw.kv.get(TRANSCEIVER.key)).kvs[0].lease
+    views, renewed = [], []
+    observer.subscribe(lambda: views.append(observer.nodes()))
+    node.subscribe_lease(lambda: renewed.append(True))
+
+    etcd.process.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(3 * node.lease_ttl_s)
+    finally:
+        etcd.process.send_signal(signal.SIGCONT)
+    await eventually(lambda: renewed and observer.held_records and not observer._held, "the node to register again")
+
+    assert (await raw.kv.get(TRANSCEIVER.key)).kvs[0].lease != old_lease, "the outage expired the old lease"
+    assert all(view == [TRANSCEIVER] for view in views), "the view never lost the node"
+    assert observer.nodes() == [TRANSCEIVER]
+
+
+async def test_a_node_that_does_not_come_back_after_an_outage_leaves_the_view(etcd, registries, raw):
+    node, observer = await registries(lease_ttl_s=2), await registries(lease_ttl_s=2)
+    await node.register(TRANSCEIVER)
+    await eventually(lambda: observer.nodes() == [TRANSCEIVER], "the node to appear")
+    for task in node._tasks:  # the node hangs: it keeps no lease and registers nothing again
+        task.cancel()
+
+    etcd.process.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(3 * node.lease_ttl_s)
+    finally:
+        etcd.process.send_signal(signal.SIGCONT)
+    await eventually(lambda: observer.held_records, "the record to be held")
+    await eventually(lambda: observer.nodes() == [], "the held record to leave")
+    assert (await raw.kv.get(TRANSCEIVER.key)).kvs == []
 
 
 async def test_a_dead_endpoint_in_the_list_is_skipped(etcd):

@@ -1,21 +1,31 @@
 """The transceiver's admission: capacity is taken atomically, draining refuses, and the agent stream opens
-only when the caller connects. Real aiortc offers to a real transceiver API in the embedded mesh."""
+only when the caller connects; with the registry out of reach, offers get 503 and live sessions are claimed
+again once it is back. Real aiortc offers to a real transceiver API in the embedded mesh or on a real etcd."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import secrets
+import signal
+import subprocess
 import time
 
 import aiohttp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
+from etcd3aio import Etcd3Client
 
 from voicemesh.app.client import call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
+from voicemesh.core import api, echo_agent
 from voicemesh.core.config import TransceiverConfig
 from voicemesh.core.transceiver import Transceiver
 from voicemesh.registry import MemoryRegistry
-from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner
+from voicemesh.registry.etcd import EtcdRegistry
+from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner, HopVerifier
+from voicemesh.wire.meshkeys import MeshKeys
 from voicemesh.wire.signaling import EDGE_ID, RELAY_ADDRESS, SDP_TYPE
 from voicemesh.wire.token import TokenCodec
 
@@ -105,3 +115,79 @@ async def test_the_agent_stream_opens_when_the_caller_connects_not_at_the_offer(
 def test_an_agent_format_the_link_cannot_carry_fails_at_construction_not_at_connect() -> None:
     with pytest.raises(ValueError, match="agent rate"):
         Transceiver(TransceiverConfig(agent_codec="pcm16", agent_rate_hz=0), MemoryRegistry(), TokenCodec({1: b"k" * 32}, 1))
+
+
+@dataclasses.dataclass
+class EtcdMesh:
+    """A transceiver on a real etcd and the mesh keys its edges sign with (what ``signed`` needs)."""
+
+    transceiver: Transceiver
+    keys: MeshKeys
+
+
+@contextlib.asynccontextmanager
+async def transceiver_on_etcd(endpoint: str):
+    """A transceiver API whose registry is the real etcd at ``endpoint`` (lease TTL 2 s), with the echo agent."""
+    registry = EtcdRegistry([endpoint], lease_ttl_s=2)
+    await registry.start()
+    agent, port = await echo_agent.serve("127.0.0.1:0")
+    keys = MeshKeys({1: secrets.token_bytes(32)}, 1)
+    transceiver = Transceiver(TransceiverConfig(agent=f"127.0.0.1:{port}", connect_timeout_s=120, drain_timeout_s=0),
+                              registry, TokenCodec.from_mesh_keys(keys))
+    runner = await api.serve(transceiver, HopVerifier(keys), "127.0.0.1", 0)
+    try:
+        yield EtcdMesh(transceiver, keys)
+    finally:
+        await runner.cleanup()
+        await transceiver.close()
+        await agent.stop(0.5)
+        await registry.close()
+
+
+@contextlib.asynccontextmanager
+async def frozen(process: subprocess.Popen):
+    """etcd unreachable (SIGSTOP) inside the block."""
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
+
+
+async def test_offers_get_503_with_retry_after_while_the_registry_is_unreachable(etcd) -> None:
+    async with transceiver_on_etcd(etcd.endpoint) as mesh, aiohttp.ClientSession() as http:
+        sdp = await offer()
+        async with frozen(etcd.process):
+            status, headers, _ = await post_offer(http, mesh, sdp)
+        assert status == 503 and int(headers["Retry-After"]) > 0
+        assert mesh.transceiver.sessions == {}
+        for _ in range(40):  # etcd answers again: so do offers
+            status, _, _ = await post_offer(http, mesh, await offer())
+            if status == 201:
+                break
+            await asyncio.sleep(0.25)
+        assert status == 201
+
+
+async def test_live_sessions_are_claimed_again_after_an_etcd_outage_and_can_be_deleted(etcd) -> None:
+    async with (transceiver_on_etcd(etcd.endpoint) as mesh, aiohttp.ClientSession() as http,
+                Etcd3Client([etcd.endpoint]) as raw):
+        transceiver = mesh.transceiver
+        status, _, _ = await post_offer(http, mesh, await offer())
+        assert status == 201
+        [session] = transceiver.sessions.values()
+        old = session.claim
+        async with frozen(etcd.process):
+            await asyncio.sleep(3 * transceiver.registry.lease_ttl_s)
+        for _ in range(400):
+            if session.claim is not old:
+                break
+            await asyncio.sleep(0.05)
+
+        [kv] = (await raw.kv.get(old.key)).kvs
+        assert session.claim.revision > old.revision and kv.mod_revision == session.claim.revision
+        assert await transceiver.registry.session_owner(session.id) == transceiver.config.node_id
+        path = f"/v1/sessions/{session.id}"
+        async with http.delete(f"{transceiver.record.http}{path}", headers=signed(mesh, "DELETE", path)) as resp:
+            assert resp.status == 200
+        assert (await raw.kv.get(old.key)).kvs == []

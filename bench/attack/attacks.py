@@ -14,13 +14,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from bench.mesh.net import Crowd, Endpoint
 from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner
 from voicemesh.wire.meshkeys import MeshKeys
 from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, RELAY_ADDRESS
 
 from . import craft
 from .mesh import Mesh, Part
-from .net import Crowd, Endpoint
 
 
 @dataclass

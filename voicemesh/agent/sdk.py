@@ -65,6 +65,12 @@ class Session:
         self._t0 = self._play_until = asyncio.get_running_loop().time()
 
     @property
+    def resumed(self) -> bool:
+        """True if the call was already under way on another stream (this agent before a restart, or another
+        agent that failed) and resumes here mid-call: greet no one, keep going (SessionStart.resumed)."""
+        return self.start.resumed
+
+    @property
     def ended(self) -> bool:
         """True once the call ended, by either side: sends are dropped, iteration ends."""
         return bool(self.end_reason)

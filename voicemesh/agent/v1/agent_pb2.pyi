@@ -1,11 +1,9 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -34,14 +32,14 @@ EVENT_RESPONSE_STARTED: Event
 EVENT_RESPONSE_DONE: Event
 
 class SessionStart(_message.Message):
-    __slots__ = ("stream_id", "session_id", "codec", "sample_rate_hz", "channels", "frame_ms", "metadata", "traceparent")
+    __slots__ = ("stream_id", "session_id", "codec", "sample_rate_hz", "channels", "frame_ms", "metadata", "traceparent", "resumed")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(self, key: str | None = ..., value: str | None = ...) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +48,7 @@ class SessionStart(_message.Message):
     FRAME_MS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
     stream_id: int
     session_id: str
     codec: Codec
@@ -58,7 +57,8 @@ class SessionStart(_message.Message):
     frame_ms: int
     metadata: _containers.ScalarMap[str, str]
     traceparent: str
-    def __init__(self, stream_id: int | None = ..., session_id: str | None = ..., codec: Codec | str | None = ..., sample_rate_hz: int | None = ..., channels: int | None = ..., frame_ms: int | None = ..., metadata: _Mapping[str, str] | None = ..., traceparent: str | None = ...) -> None: ...
+    resumed: bool
+    def __init__(self, stream_id: _Optional[int] = ..., session_id: _Optional[str] = ..., codec: _Optional[_Union[Codec, str]] = ..., sample_rate_hz: _Optional[int] = ..., channels: _Optional[int] = ..., frame_ms: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., resumed: _Optional[bool] = ...) -> None: ...
 
 class AudioFrame(_message.Message):
     __slots__ = ("stream_id", "seq", "timestamp", "payload")
@@ -70,7 +70,7 @@ class AudioFrame(_message.Message):
     seq: int
     timestamp: int
     payload: bytes
-    def __init__(self, stream_id: int | None = ..., seq: int | None = ..., timestamp: int | None = ..., payload: bytes | None = ...) -> None: ...
+    def __init__(self, stream_id: _Optional[int] = ..., seq: _Optional[int] = ..., timestamp: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class SessionEnd(_message.Message):
     __slots__ = ("stream_id", "reason")
@@ -78,7 +78,7 @@ class SessionEnd(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     stream_id: int
     reason: str
-    def __init__(self, stream_id: int | None = ..., reason: str | None = ...) -> None: ...
+    def __init__(self, stream_id: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
     __slots__ = ("stream_id", "event", "timestamp")
@@ -88,7 +88,7 @@ class SessionEvent(_message.Message):
     stream_id: int
     event: Event
     timestamp: int
-    def __init__(self, stream_id: int | None = ..., event: Event | str | None = ..., timestamp: int | None = ...) -> None: ...
+    def __init__(self, stream_id: _Optional[int] = ..., event: _Optional[_Union[Event, str]] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
 class Uplink(_message.Message):
     __slots__ = ("starts", "frames", "ends", "events")
@@ -100,7 +100,7 @@ class Uplink(_message.Message):
     frames: _containers.RepeatedCompositeFieldContainer[AudioFrame]
     ends: _containers.RepeatedCompositeFieldContainer[SessionEnd]
     events: _containers.RepeatedCompositeFieldContainer[SessionEvent]
-    def __init__(self, starts: _Iterable[SessionStart | _Mapping] | None = ..., frames: _Iterable[AudioFrame | _Mapping] | None = ..., ends: _Iterable[SessionEnd | _Mapping] | None = ..., events: _Iterable[SessionEvent | _Mapping] | None = ...) -> None: ...
+    def __init__(self, starts: _Optional[_Iterable[_Union[SessionStart, _Mapping]]] = ..., frames: _Optional[_Iterable[_Union[AudioFrame, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[SessionEnd, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[SessionEvent, _Mapping]]] = ...) -> None: ...
 
 class Downlink(_message.Message):
     __slots__ = ("frames", "ends", "events")
@@ -110,4 +110,4 @@ class Downlink(_message.Message):
     frames: _containers.RepeatedCompositeFieldContainer[AudioFrame]
     ends: _containers.RepeatedCompositeFieldContainer[SessionEnd]
     events: _containers.RepeatedCompositeFieldContainer[SessionEvent]
-    def __init__(self, frames: _Iterable[AudioFrame | _Mapping] | None = ..., ends: _Iterable[SessionEnd | _Mapping] | None = ..., events: _Iterable[SessionEvent | _Mapping] | None = ...) -> None: ...
+    def __init__(self, frames: _Optional[_Iterable[_Union[AudioFrame, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[SessionEnd, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[SessionEvent, _Mapping]]] = ...) -> None: ...
