@@ -15,12 +15,13 @@ import contextlib
 import contextvars
 import inspect
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import aioice
 import aiortc
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aioice.ice import Connection, StunProtocol
+from aioice.ice import CandidatePair, Connection, StunProtocol
 from aiortc import RTCPeerConnection
 from aiortc.rtcicetransport import RTCIceGatherer
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
@@ -50,9 +51,20 @@ def check() -> None:
                  "_local_candidates_start", "_local_candidates_end", "data_received"):
         if not hasattr(conn, name):
             raise HookError(f"aioice.Connection has no {name}")
+    for name in ("_remote_candidates", "_check_list", "_nominated", "_early_checks"):
+        if not hasattr(conn, name):
+            raise HookError(f"aioice.Connection has no {name}")
+    if list(inspect.signature(Connection.data_received).parameters) != ["self", "data", "component"]:
+        raise HookError("aioice.Connection.data_received is no longer data_received(data, component)")
     for name in ("datagram_received", "connection_made", "connection_lost", "close"):
         if not hasattr(StunProtocol, name):
             raise HookError(f"aioice.StunProtocol has no {name}")
+    if "self.receiver = receiver" not in inspect.getsource(StunProtocol.__init__):
+        raise HookError("aioice.StunProtocol no longer keeps its Connection as receiver")
+    pair = CandidatePair(None, Candidate("x", 1, "udp", 1, "192.0.2.1", 9, "prflx"))  # type: ignore[arg-type]
+    for name in ("task", "nominated", "protocol", "remote_candidate"):
+        if not hasattr(pair, name):
+            raise HookError(f"aioice.CandidatePair has no {name}")
     if "__jitter_buffer" not in inspect.getsource(RTCRtpReceiver.__init__):
         raise HookError("RTCRtpReceiver no longer has a jitter buffer attribute")
     if not hasattr(aioice.ice, "validate_username"):
@@ -115,6 +127,38 @@ def attach_protocol(conn: Connection, transport: Any, public: tuple[str, int]) -
     conn._local_candidates.append(protocol.local_candidate)
     conn._local_candidates_start = conn._local_candidates_end = True
     return protocol
+
+
+def media_receiver(protocol: StunProtocol) -> Callable[[bytes], None]:
+    """Where a DTLS/SRTP datagram for ``protocol``'s session goes: its Connection's receive queue
+    (``Connection.data_received(data, component)``, component 1: RTP and RTCP are multiplexed, RFC 5761),
+    which aiortc's DTLS transport reads. STUN must go to ``protocol.datagram_received`` instead."""
+    return partial(protocol.receiver.data_received, component=protocol.local_candidate.component)
+
+
+def forget_address(protocol: StunProtocol, addr: tuple[str, int]) -> None:
+    """Make ``protocol``'s Connection forget what it learned from ``addr``: the peer-reflexive remote
+    candidate (RFC 8445 7.3.1.3) at that address and its check-list pairs, cancelling their checks (and
+    so their retransmissions). aioice keeps both for the session's life otherwise; the mux calls this
+    when it evicts a route, so aioice never holds more addresses than the mux has routes.
+
+    Signalled candidates and the nominated pair are kept. A check received from ``addr`` before ICE
+    started is discarded too.
+    """
+    conn = protocol.receiver
+    host, port = addr
+    nominated = {id(pair.remote_candidate) for pair in conn._nominated.values()}
+    forgotten = [c for c in conn._remote_candidates
+                 if c.type == "prflx" and c.host == host and c.port == port and id(c) not in nominated]
+    for candidate in forgotten:
+        conn._remote_candidates.remove(candidate)
+        for pair in [p for p in conn._check_list if p.remote_candidate is candidate]:
+            if pair.task is not None:
+                pair.task.cancel()
+            conn._check_list.remove(pair)
+    early = [check for check in conn._early_checks if check[1][0] == host and check[1][1] == port]
+    for check in early:
+        conn._early_checks.remove(check)
 
 
 class _Tap:

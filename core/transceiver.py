@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, sdp
 from opentelemetry import metrics, trace
 
 from voicemesh.agent.v1 import agent_pb2
@@ -267,7 +267,8 @@ class Transceiver:
             hooks.set_local_ufrag(conn, ufrag)
             transport = MuxTransport(self.mux, edge.relay)
             transport.protocol = hooks.attach_protocol(conn, transport, edge.relay)
-            self.mux.register(ufrag, conn.local_password, transport.protocol)
+            remote_pwd = sdp.SessionDescription.parse(offer).media[0].ice.password  # BUNDLE: one ICE agent
+            self.mux.register(ufrag, conn.local_password, remote_pwd, transport)
             with telemetry.tracer().start_as_current_span(
                     "registry claim", context=trace.set_span_in_context(session.span),
                     attributes={telemetry.SESSION_ID: session_id}) as claim_span:

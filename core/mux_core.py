@@ -1,0 +1,323 @@
+"""The backbone mux's decisions, sans-IO: which session a backbone frame belongs to, and where a reply goes.
+
+Bytes and time in, decisions out (as aioquic's ``QuicConnection``; dispatch as Pion's ``udp_mux.go``).
+``MuxCore.receive(data, edge, now)`` (``now`` in seconds, monotonic) takes one backbone frame
+(voicemesh.wire.frame: header with the client's real address, then the client's datagram) and either hands
+the datagram to its session (STUN to the session's ICE agent under the client's address, DTLS/SRTP to its
+DTLS transport) or drops it with a counted reason. ``MuxCore.send(session, data, client)`` picks the route
+(frame header and edge) for a datagram the ICE agent sends. core/mux.py is the socket and aioice adapter around it.
+
+A route is one (client address, edge) path: one frame header. Its rules (RFC 8445 sections 7.2.5 and 7.3,
+RFC 7675):
+
+- A route is learned only from a STUN Binding request whose USERNAME starts with a registered server ufrag
+  and whose MESSAGE-INTEGRITY verifies with that session's local pwd, from a registered edge.
+- A route is *proven* when a Binding request that the session sent over it is answered over it by a Binding
+  success response with that transaction id and MESSAGE-INTEGRITY under the remote (caller's) pwd
+  (RFC 8445 7.2.5.2, RFC 8489 14.5). A proof lasts ``CONSENT_S`` (RFC 7675 consent freshness) and is
+  renewed by every answered check.
+- DTLS/SRTP (RFC 7983: first byte above 3) go out over the session's *active* route only. The first proven
+  route becomes active; media arriving on another freshly proven route moves the session there (NAT
+  rebinding, an edge restart), and the route it left must prove itself again before media can move back.
+  Media arriving on an unproven route is dropped, not delivered (``unproven_media``): nothing from a path
+  the caller has not shown it can receive on reaches the DTLS association (whose handshake messages are not
+  authenticated until keys exist) or moves the downlink.
+- A Binding request whose transaction id the session already saw over another route is a replay and is
+  dropped before the ICE agent sees it; retransmissions over the same route pass. The memory is the last
+  ``REPLAY_WINDOW`` transaction ids per session.
+- A session has at most ``MAX_ROUTES`` routes. A new route at the cap evicts the oldest route that is
+  neither active nor freshly proven, and the ICE agent is told to forget its address; without such a
+  route the new one is refused (``route_cap``).
+
+Drop reasons in ``counters``: ``malformed_frame``, ``unknown_edge``, ``empty`` (a frame with no datagram),
+``no_session`` (not a Binding request, or an unknown ufrag, on an unknown route), ``bad_integrity``,
+``malformed_stun`` (first byte 0-3 but not STUN), ``replay``, ``route_cap``, ``unproven_media``,
+``tx_noroute`` (the agent sent STUN to an address with no route), ``tx_unproven`` (DTLS/SRTP before any
+route was proven), ``tx_empty``. Events: ``rx`` (datagrams delivered), ``route_learned``,
+``route_evicted``, ``route_proven``, ``route_switched``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Container
+from dataclasses import dataclass, field
+from typing import Any
+
+from voicemesh.wire import frame, stun
+
+Address = tuple[str, int]
+"""A UDP socket address, (host, port)."""
+
+MAX_ROUTES = 4
+"""Routes per session: the caller's path, a NAT rebinding or edge restart beside it, and some slack."""
+
+REPLAY_WINDOW = 128
+"""Binding request transaction ids remembered per session (12 bytes each) to recognise replays."""
+
+CHECKS_PER_ROUTE = 8
+"""Transaction ids of our own Binding requests remembered per route, newest kept."""
+
+CONSENT_S = 30.0
+"""Seconds a proof stays fresh without another answered check (RFC 7675 section 5.1)."""
+
+BINDING_SUCCESS = 0x0101
+_BINDING_REQUEST = b"\x00\x01"
+
+
+@dataclass(slots=True, eq=False)
+class Route:
+    """One path to a caller: the client's address as the edge saw it, the frame header that carries it,
+    and the edge's backbone address (which may move if the edge restarts on a new port).
+
+    ``proven_at`` is the ``now`` (seconds) of the last check answered over this route, or None.
+    ``checks`` holds the transaction ids of the session's Binding requests sent over it.
+    """
+
+    session: MuxSession
+    client: Address
+    header: bytes
+    edge: Address
+    proven_at: float | None = None
+    checks: deque[bytes] = field(default_factory=lambda: deque(maxlen=CHECKS_PER_ROUTE))
+
+
+@dataclass(slots=True, eq=False)
+class MuxSession:
+    """One ICE session on the mux, keyed by its server ufrag (the routing token).
+
+    ``on_stun(datagram, client)`` gets STUN for the ICE agent, ``on_media(datagram)`` DTLS/SRTP for its
+    DTLS transport, ``on_forget(client)`` the address of an evicted route (the agent should drop the
+    candidate it learned there). ``routes`` is in learning order.
+    """
+
+    ufrag: bytes
+    local_pwd: bytes
+    remote_pwd: bytes
+    on_stun: Callable[[bytes, Address], None]
+    on_media: Callable[[bytes], None]
+    on_forget: Callable[[Address], None]
+    routes: list[Route] = field(default_factory=list)
+    active: Route | None = None
+    by_client: dict[Address, Route] = field(default_factory=dict)
+    seen: dict[bytes, Route] = field(default_factory=dict)
+
+
+class MuxCore:
+    """Routes backbone frames to sessions and the sessions' datagrams back to edges; no I/O.
+
+    ``edges`` holds the backbone addresses of registered edge relays (None: any source is an edge, for
+    tests). ``counters`` counts drops by reason and route events (see the module docstring).
+    """
+
+    def __init__(self, edges: Container[Address] | None = None, *, max_routes: int = MAX_ROUTES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_routes < 2:
+            raise ValueError(f"max_routes must be at least 2 (NAT rebinding needs two), got {max_routes}")
+        self.edges = edges
+        self.max_routes = max_routes
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self._by_ufrag: dict[bytes, MuxSession] = {}
+        self._by_header: dict[bytes, Route] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_ufrag)
+
+    def register(self, ufrag: str, local_pwd: str, remote_pwd: str,
+                 on_stun: Callable[[bytes, Address], None], on_media: Callable[[bytes], None],
+                 on_forget: Callable[[Address], None]) -> MuxSession:
+        """Accept Binding requests for server ufrag ``ufrag`` (RFC 8445 5.3) signed with ``local_pwd``;
+        ``remote_pwd`` is the caller's ice-pwd from its offer, which signs the answers to our checks.
+        Returns the session to pass to ``send`` and ``unregister``. Replaces a session with the same ufrag.
+        """
+        session = MuxSession(ufrag.encode(), local_pwd.encode(), remote_pwd.encode(), on_stun, on_media, on_forget)
+        self._by_ufrag[session.ufrag] = session
+        return session
+
+    def unregister(self, session: MuxSession) -> list[tuple[bytes, Address]]:
+        """Forget ``session`` and its routes; returns one close frame per route as (frame, edge).
+
+        A close frame is the route's header with an empty payload: it tells the edge relay that the
+        session ended, so it removes the flow and revokes the token. Calling it twice returns nothing.
+        """
+        if self._by_ufrag.get(session.ufrag) is session:
+            del self._by_ufrag[session.ufrag]
+        closes = []
+        for route in session.routes:
+            if self._by_header.get(route.header) is route:
+                del self._by_header[route.header]
+            closes.append((route.header, route.edge))
+        session.routes.clear()
+        session.by_client.clear()
+        session.seen.clear()
+        session.active = None
+        return closes
+
+    def datagram_received(self, data: bytes, edge: tuple[Any, ...]) -> None:
+        """The socket adapter's per-frame entry: ``receive(data, edge, clock())``, with the common case
+        (DTLS/SRTP on a session's active route, from its edge) decided without reading the clock."""
+        try:
+            n = frame.header_length(data)
+        except frame.MalformedFrame:
+            self.counters["malformed_frame"] += 1
+            return
+        route = self._by_header.get(data[:n])
+        if (route is not None and route.session.active is route and route.edge == edge
+                and len(data) > n and data[n] > 3):
+            self.counters["rx"] += 1
+            route.session.on_media(data[n:])
+            return
+        self.receive(data, edge, self.clock())
+
+    def receive(self, data: bytes, edge: Address, now: float) -> str | None:
+        """Handle one backbone frame ``data`` from ``edge`` at ``now`` (seconds, monotonic).
+
+        Delivers the datagram through the session's ``on_stun`` or ``on_media`` and returns None, or
+        returns the drop reason (also counted). Never raises.
+        """
+        try:
+            n = frame.header_length(data)
+        except frame.MalformedFrame:
+            return self._drop("malformed_frame")
+        route = self._by_header.get(data[:n])
+        if route is None:
+            return self._learn(data, n, edge, now)
+        if route.edge != edge:
+            if not self._known_edge(edge):
+                return self._drop("unknown_edge")
+            route.edge = edge
+        if len(data) == n:
+            return self._drop("empty")
+        payload = data[n:]
+        if payload[0] > 3:
+            session = route.session
+            if session.active is not route:
+                if route.proven_at is None or now - route.proven_at > CONSENT_S:
+                    return self._drop("unproven_media")
+                self._switch(session, route)
+            self.counters["rx"] += 1
+            session.on_media(payload)
+            return None
+        return self._stun(route, payload, now)
+
+    def send(self, session: MuxSession, data: bytes, client: tuple[Any, ...]) -> Route | str:
+        """Pick the route for ``data`` that the session's ICE agent sends to ``client``.
+
+        STUN goes to exactly ``client``'s route, so each check is answered on its own path; a Binding
+        request is remembered as a check of that route. DTLS/SRTP go to the active route. Returns the
+        Route (send ``route.header + data`` to ``route.edge``) or the drop reason (also counted).
+        """
+        if not data:
+            return self._drop("tx_empty")
+        if data[0] > 3:
+            active = session.active
+            return self._drop("tx_unproven") if active is None else active
+        route = session.by_client.get((client[0], client[1]))
+        if route is None:
+            return self._drop("tx_noroute")
+        if data[:2] == _BINDING_REQUEST and len(data) >= stun.HEADER_LENGTH:
+            route.checks.append(data[8:20])
+        return route
+
+    def _drop(self, reason: str) -> str:
+        self.counters[reason] += 1
+        return reason
+
+    def _known_edge(self, edge: Address) -> bool:
+        return self.edges is None or (edge[0], edge[1]) in self.edges
+
+    def _stun(self, route: Route, payload: bytes, now: float) -> str | None:
+        """STUN over a known route: requests are authenticated and checked for replay, success responses to
+        our checks prove the route; everything else STUN goes to the agent, which checks it again."""
+        session = route.session
+        try:
+            message = stun.parse(payload)
+            if message.message_type == stun.BINDING_REQUEST:
+                if not stun.check_message_integrity(payload, session.local_pwd):
+                    return self._drop("bad_integrity")
+                first = session.seen.get(message.transaction_id)
+                if first is None:
+                    self._remember(session, message.transaction_id, route)
+                elif first is not route:
+                    return self._drop("replay")
+            elif (message.message_type == BINDING_SUCCESS and message.transaction_id in route.checks
+                  and stun.check_message_integrity(payload, session.remote_pwd)):
+                self._prove(route, message.transaction_id, now)
+        except stun.MalformedStun:
+            return self._drop("malformed_stun")
+        self.counters["rx"] += 1
+        session.on_stun(payload, route.client)
+        return None
+
+    def _learn(self, data: bytes, n: int, edge: Address, now: float) -> str | None:
+        """A frame header not seen yet: only a signed, fresh Binding request from an edge opens a route."""
+        if not self._known_edge(edge):
+            return self._drop("unknown_edge")
+        if len(data) == n:
+            return self._drop("empty")
+        payload = data[n:]
+        try:
+            local_ufrag, _ = stun.split_username(stun.binding_request_username(payload))
+            session = self._by_ufrag.get(local_ufrag)
+            if session is None:
+                return self._drop("no_session")
+            if not stun.check_message_integrity(payload, session.local_pwd):
+                return self._drop("bad_integrity")
+        except stun.MalformedStun:
+            return self._drop("no_session")
+        transaction_id = payload[8:20]
+        if transaction_id in session.seen:
+            return self._drop("replay")
+        if len(session.routes) >= self.max_routes and not self._evict_one(session, now):
+            return self._drop("route_cap")
+        client, _edge_id, _ = frame.decode(data)
+        route = Route(session, client, data[:n], edge)
+        session.routes.append(route)
+        session.by_client[client] = route
+        self._by_header[route.header] = route
+        self._remember(session, transaction_id, route)
+        self.counters["route_learned"] += 1
+        self.counters["rx"] += 1
+        session.on_stun(payload, client)
+        return None
+
+    def _remember(self, session: MuxSession, transaction_id: bytes, route: Route) -> None:
+        seen = session.seen
+        seen[transaction_id] = route
+        if len(seen) > REPLAY_WINDOW:
+            del seen[next(iter(seen))]
+
+    def _evict_one(self, session: MuxSession, now: float) -> bool:
+        """Remove the oldest route that is neither active nor freshly proven; False if there is none."""
+        for route in session.routes:
+            if route is not session.active and (route.proven_at is None or now - route.proven_at > CONSENT_S):
+                break
+        else:
+            return False
+        session.routes.remove(route)
+        del self._by_header[route.header]
+        self.counters["route_evicted"] += 1
+        if session.by_client.get(route.client) is route:
+            del session.by_client[route.client]
+            for other in reversed(session.routes):
+                if other.client == route.client:
+                    session.by_client[route.client] = other
+                    return True
+            session.on_forget(route.client)
+        return True
+
+    def _prove(self, route: Route, transaction_id: bytes, now: float) -> None:
+        route.checks.remove(transaction_id)
+        route.proven_at = now
+        self.counters["route_proven"] += 1
+        if route.session.active is None:
+            route.session.active = route
+
+    def _switch(self, session: MuxSession, route: Route) -> None:
+        """Move the session's media to ``route``; the route it leaves must prove itself again."""
+        if session.active is not None:
+            session.active.proven_at = None
+        session.active = route
+        self.counters["route_switched"] += 1

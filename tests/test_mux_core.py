@@ -1,0 +1,379 @@
+"""The backbone mux's core, bytes in and bytes out: route learning, proof, switching, replay, the cap, close."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from aioice import stun as aioice_stun
+
+from voicemesh.core.mux_core import CONSENT_S, MAX_ROUTES, REPLAY_WINDOW, MuxCore, MuxSession, Route
+from voicemesh.wire import frame
+
+pytestmark = pytest.mark.unit
+
+EDGE = ("10.0.0.1", 4000)
+OTHER_EDGE = ("10.0.0.2", 4000)
+CALLER = ("198.51.100.7", 50000)
+REBOUND = ("198.51.100.7", 50001)
+ATTACKER = ("203.0.113.66", 6666)
+UFRAG, LOCAL_PWD = "AbCdToken0123456789abc", "l" * 22
+CLIENT_UFRAG, REMOTE_PWD = "cli1", "r" * 22
+DTLS = bytes([22, 0xFE, 0xFD]) + b"\x00" * 40
+SRTP = b"\x80\x6f" + os.urandom(60)
+
+
+def check(pwd: str = LOCAL_PWD, ufrag: str = UFRAG, transaction_id: bytes | None = None) -> bytes:
+    """The caller's Binding request to us (RFC 8445 7.2.2): USERNAME server:client, signed with our pwd."""
+    msg = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.REQUEST,
+                              transaction_id=transaction_id or os.urandom(12))
+    msg.attributes["USERNAME"] = f"{ufrag}:{CLIENT_UFRAG}"
+    msg.attributes["PRIORITY"] = 1
+    msg.attributes["ICE-CONTROLLING"] = 1
+    msg.add_message_integrity(pwd.encode())
+    msg.add_fingerprint()
+    return bytes(msg)
+
+
+def our_check() -> bytes:
+    """Our Binding request to the caller, as aioice sends it: USERNAME client:server, signed with its pwd."""
+    msg = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.REQUEST)
+    msg.attributes["USERNAME"] = f"{CLIENT_UFRAG}:{UFRAG}"
+    msg.attributes["PRIORITY"] = 1
+    msg.attributes["ICE-CONTROLLED"] = 1
+    msg.add_message_integrity(REMOTE_PWD.encode())
+    return bytes(msg)
+
+
+def answer(request: bytes, pwd: str = REMOTE_PWD, client: tuple[str, int] = CALLER) -> bytes:
+    """The caller's Binding success response to ``request``, signed with the caller's pwd (RFC 8489 14.5)."""
+    msg = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.RESPONSE,
+                              transaction_id=request[8:20])
+    msg.attributes["XOR-MAPPED-ADDRESS"] = client
+    msg.add_message_integrity(pwd.encode())
+    msg.add_fingerprint()
+    return bytes(msg)
+
+
+def framed(client: tuple[str, int], payload: bytes, edge_id: int = 1) -> bytes:
+    return frame.encode_header(client, edge_id) + payload
+
+
+class Sink:
+    """One session's receiving end: what reached its ICE agent and its DTLS transport, what it forgot."""
+
+    def __init__(self) -> None:
+        self.stun: list[tuple[bytes, tuple[str, int]]] = []
+        self.media: list[bytes] = []
+        self.forgotten: list[tuple[str, int]] = []
+
+    def register(self, core: MuxCore, ufrag: str = UFRAG) -> MuxSession:
+        return core.register(ufrag, LOCAL_PWD, REMOTE_PWD, lambda d, a: self.stun.append((d, a)),
+                             self.media.append, self.forgotten.append)
+
+
+@pytest.fixture
+def core() -> MuxCore:
+    return MuxCore({EDGE, OTHER_EDGE})
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+@pytest.fixture
+def session(core: MuxCore, sink: Sink) -> MuxSession:
+    return sink.register(core)
+
+
+def prove(core: MuxCore, session: MuxSession, client: tuple[str, int], now: float = 0.0,
+          edge: tuple[str, int] = EDGE, edge_id: int = 1) -> Route:
+    """Open a route for ``client`` with a caller check, send our check over it, and answer it."""
+    assert core.receive(framed(client, check(), edge_id), edge, now) is None
+    request = our_check()
+    route = core.send(session, request, client)
+    assert isinstance(route, Route) and route.client == client
+    assert core.receive(framed(client, answer(request, client=client), edge_id), edge, now) is None
+    return route
+
+
+def test_a_verified_binding_request_opens_a_route(core: MuxCore, sink: Sink, session: MuxSession) -> None:
+    request = check()
+    assert core.receive(framed(CALLER, request), EDGE, 0.0) is None
+    assert sink.stun == [(request, CALLER)]
+    [route] = session.routes
+    assert (route.client, route.edge, route.header) == (CALLER, EDGE, frame.encode_header(CALLER, 1))
+    assert session.active is None, "a new route is not proven"
+    response = b"\x01\x01" + request[2:]
+    assert core.send(session, response, CALLER) is route, "STUN answers go back over the route"
+    assert core.counters["route_learned"] == 1
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (check(pwd="x" * 22), "bad_integrity"),
+    (check(ufrag="NotRegistered0"), "no_session"),
+    (DTLS, "no_session"),
+    (b"", "empty"),
+])
+def test_nothing_else_opens_a_route(core: MuxCore, sink: Sink, session: MuxSession, payload: bytes,
+                                    reason: str) -> None:
+    assert core.receive(framed(CALLER, payload), EDGE, 0.0) == reason
+    assert core.counters[reason] == 1
+    assert session.routes == [] and sink.stun == []
+
+
+def test_malformed_frames_and_unknown_edges_are_dropped(core: MuxCore, sink: Sink, session: MuxSession) -> None:
+    assert core.receive(b"XX\x01\x04" + check(), EDGE, 0.0) == "malformed_frame"
+    assert core.receive(framed(CALLER, check()), ("192.0.2.99", 4000), 0.0) == "unknown_edge"
+    assert session.routes == []
+    prove(core, session, CALLER)
+    delivered = len(sink.stun)
+    assert core.receive(framed(CALLER, check()), ("192.0.2.99", 4000), 0.0) == "unknown_edge"
+    assert core.receive(framed(CALLER, SRTP), ("192.0.2.99", 4000), 0.0) == "unknown_edge"
+    assert len(sink.stun) == delivered and sink.media == []
+    assert session.routes[0].edge == EDGE
+
+
+def test_an_answered_check_proves_the_route_and_media_flows(core: MuxCore, sink: Sink,
+                                                            session: MuxSession) -> None:
+    assert core.receive(framed(CALLER, check()), EDGE, 0.0) is None
+    assert core.send(session, DTLS, CALLER) == "tx_unproven", "no downlink before a proof"
+    assert core.receive(framed(CALLER, DTLS), EDGE, 0.0) == "unproven_media"
+    assert sink.media == []
+
+    request = our_check()
+    route = core.send(session, request, CALLER)
+    assert isinstance(route, Route)
+    reply = answer(request)
+    assert core.receive(framed(CALLER, reply), EDGE, 1.0) is None
+    assert sink.stun[-1] == (reply, CALLER), "the agent gets the answer too"
+    assert session.active is route and route.proven_at == 1.0
+
+    assert core.receive(framed(CALLER, SRTP), EDGE, 1.0) is None
+    assert sink.media == [SRTP]
+    assert core.send(session, DTLS, ("192.0.2.1", 9)) is route, "media follows the active route"
+
+
+@pytest.mark.parametrize("reply", [
+    pytest.param(lambda request: answer(request, pwd=LOCAL_PWD), id="signed-with-our-pwd"),
+    pytest.param(lambda request: answer(our_check()), id="unknown-transaction"),
+    pytest.param(lambda request: b"\x01\x11" + answer(request)[2:], id="error-response"),
+    pytest.param(lambda request: check(transaction_id=request[8:20]), id="request-not-response"),
+])
+def test_only_a_signed_success_response_to_our_check_proves(core: MuxCore, session: MuxSession, reply) -> None:
+    assert core.receive(framed(CALLER, check()), EDGE, 0.0) is None
+    request = our_check()
+    core.send(session, request, CALLER)
+    core.receive(framed(CALLER, reply(request)), EDGE, 0.0)
+    assert session.active is None and session.routes[0].proven_at is None
+    assert core.receive(framed(CALLER, SRTP), EDGE, 0.0) == "unproven_media"
+
+
+def test_an_answer_over_another_route_proves_neither(core: MuxCore, session: MuxSession) -> None:
+    assert core.receive(framed(CALLER, check()), EDGE, 0.0) is None
+    assert core.receive(framed(ATTACKER, check()), EDGE, 0.0) is None
+    request = our_check()
+    core.send(session, request, CALLER)
+    core.receive(framed(ATTACKER, answer(request, client=ATTACKER)), EDGE, 0.0)
+    assert session.active is None
+    assert all(route.proven_at is None for route in session.routes)
+
+
+def test_replayed_check_then_junk_never_takes_the_downlink(core: MuxCore, sink: Sink,
+                                                           session: MuxSession) -> None:
+    """The review's attack: an on-path observer replays the caller's check from its own address and sends
+    junk. Before route validation this moved the caller's downlink to the observer."""
+    caller = prove(core, session, CALLER)
+    seen = check()
+    assert core.receive(framed(CALLER, seen), EDGE, 1.0) is None
+    assert core.receive(framed(ATTACKER, seen), EDGE, 1.1) == "replay"
+    assert core.receive(framed(ATTACKER, DTLS), EDGE, 1.2) == "no_session"
+    assert [r.client for r in session.routes] == [CALLER]
+    assert core.send(session, SRTP, CALLER) is caller
+
+
+def test_a_forged_route_without_proof_never_takes_the_downlink(core: MuxCore, session: MuxSession) -> None:
+    """A caller who knows its pwd signs a fresh check from another address: the route opens, but media on it
+    is dropped and the downlink stays, because only the real path answers our check."""
+    caller = prove(core, session, CALLER)
+    assert core.receive(framed(ATTACKER, check()), EDGE, 1.0) is None
+    core.send(session, our_check(), ATTACKER)
+    assert core.receive(framed(ATTACKER, SRTP), EDGE, 1.1) == "unproven_media"
+    assert session.active is caller and core.send(session, SRTP, ATTACKER) is caller
+
+
+def test_retransmissions_over_the_same_route_reach_the_agent(core: MuxCore, sink: Sink,
+                                                             session: MuxSession) -> None:
+    request = check()
+    for _ in range(3):
+        assert core.receive(framed(CALLER, request), EDGE, 0.0) is None
+    assert len(sink.stun) == 3
+    prove(core, session, REBOUND)
+    assert core.receive(framed(REBOUND, request), EDGE, 0.0) == "replay", "replay onto another known route"
+
+
+def test_replay_memory_is_bounded(core: MuxCore, session: MuxSession) -> None:
+    for _ in range(REPLAY_WINDOW + 50):
+        assert core.receive(framed(CALLER, check()), EDGE, 0.0) is None
+    assert len(session.seen) == REPLAY_WINDOW
+
+
+def test_unsigned_checks_on_a_route_are_dropped(core: MuxCore, sink: Sink, session: MuxSession) -> None:
+    assert core.receive(framed(CALLER, check()), EDGE, 0.0) is None
+    assert core.receive(framed(CALLER, check(pwd="x" * 22)), EDGE, 0.0) == "bad_integrity"
+    assert core.receive(framed(CALLER, b"\x00\x01garbage"), EDGE, 0.0) == "malformed_stun"
+    assert len(sink.stun) == 1 and sink.media == [], "not-STUN with a STUN first byte is not media either"
+
+
+def test_nat_rebinding_moves_the_media_once_the_new_path_is_proven(core: MuxCore, sink: Sink,
+                                                                   session: MuxSession) -> None:
+    old = prove(core, session, CALLER)
+    assert core.receive(framed(CALLER, SRTP), EDGE, 1.0) is None
+    assert core.receive(framed(REBOUND, check()), EDGE, 2.0) is None
+    assert core.receive(framed(REBOUND, SRTP), EDGE, 2.0) == "unproven_media"
+    assert core.send(session, SRTP, CALLER) is old
+
+    request = our_check()
+    new = core.send(session, request, REBOUND)
+    assert isinstance(new, Route) and new is not old
+    assert core.receive(framed(REBOUND, answer(request, client=REBOUND)), EDGE, 2.1) is None
+    assert session.active is old, "a proof alone does not move the media"
+    assert core.receive(framed(REBOUND, SRTP), EDGE, 2.2) is None
+    assert session.active is new and core.send(session, SRTP, CALLER) is new
+    assert core.counters["route_switched"] == 1
+
+    assert core.receive(framed(CALLER, SRTP), EDGE, 2.3) == "unproven_media", "the old path must prove again"
+    assert session.active is new
+    request = our_check()
+    core.send(session, request, CALLER)
+    core.receive(framed(CALLER, answer(request)), EDGE, 3.0)
+    assert core.receive(framed(CALLER, SRTP), EDGE, 3.1) is None and session.active is old
+
+
+def test_a_stale_proof_does_not_move_the_media(core: MuxCore, session: MuxSession) -> None:
+    caller = prove(core, session, CALLER, now=0.0)
+    prove(core, session, REBOUND, now=0.0)
+    assert core.receive(framed(REBOUND, SRTP), EDGE, CONSENT_S + 1) == "unproven_media"
+    assert session.active is caller
+
+
+def test_a_route_follows_its_edge_to_a_new_port(core: MuxCore, session: MuxSession) -> None:
+    route = prove(core, session, CALLER)
+    assert core.receive(framed(CALLER, SRTP), OTHER_EDGE, 1.0) is None
+    assert route.edge == OTHER_EDGE and core.send(session, SRTP, CALLER) is route
+
+
+def test_the_same_client_through_another_edge_is_another_route(core: MuxCore, session: MuxSession) -> None:
+    first = prove(core, session, CALLER)
+    second = prove(core, session, CALLER, now=1.0, edge=OTHER_EDGE, edge_id=2)
+    assert first is not second and second.edge == OTHER_EDGE
+    assert core.receive(framed(CALLER, SRTP, edge_id=2), OTHER_EDGE, 1.1) is None
+    assert core.send(session, SRTP, CALLER) is second
+
+
+def test_routes_are_capped_evicting_the_oldest_unproven(core: MuxCore, sink: Sink, session: MuxSession) -> None:
+    caller = prove(core, session, CALLER)
+    spoofed = [(f"203.0.113.{i}", 1000 + i) for i in range(20)]
+    for address in spoofed:
+        assert core.receive(framed(address, check()), EDGE, 1.0) is None
+        assert len(session.routes) <= MAX_ROUTES
+    assert session.routes[0] is caller and session.active is caller
+    assert [r.client for r in session.routes[1:]] == spoofed[-(MAX_ROUTES - 1):]
+    assert sink.forgotten == spoofed[:-(MAX_ROUTES - 1)], "the ICE agent forgets each evicted address"
+    assert core.counters["route_evicted"] == len(spoofed) - (MAX_ROUTES - 1)
+    assert core.send(session, our_check(), spoofed[0]) == "tx_noroute"
+    assert core.receive(framed(spoofed[0], SRTP), EDGE, 1.0) == "no_session"
+
+
+def test_at_the_cap_with_every_route_proven_a_new_one_is_refused(core: MuxCore, session: MuxSession) -> None:
+    for i in range(MAX_ROUTES):
+        prove(core, session, ("198.51.100.7", 50000 + i), now=1.0)
+    assert core.receive(framed(ATTACKER, check()), EDGE, 2.0) == "route_cap"
+    assert len(session.routes) == MAX_ROUTES
+    assert core.receive(framed(ATTACKER, check()), EDGE, 2.0 + CONSENT_S) is None, "stale proofs are evictable"
+    assert session.active in session.routes
+
+
+def test_sessions_do_not_share_routes(core: MuxCore, session: MuxSession) -> None:
+    other = Sink().register(core, ufrag="OtherSession0000")
+    prove(core, session, CALLER)
+    assert core.send(other, our_check(), CALLER) == "tx_noroute"
+    assert core.send(other, SRTP, CALLER) == "tx_unproven"
+
+
+def test_close_sends_each_edge_an_empty_frame_per_route(core: MuxCore, sink: Sink, session: MuxSession) -> None:
+    prove(core, session, CALLER)
+    prove(core, session, CALLER, edge=OTHER_EDGE, edge_id=2)
+    closes = core.unregister(session)
+    assert closes == [(frame.encode_header(CALLER, 1), EDGE), (frame.encode_header(CALLER, 2), OTHER_EDGE)]
+    for data, _edge in closes:
+        client, _edge_id, n = frame.decode(data)
+        assert client == CALLER and n == len(data), "an empty payload"
+    assert core.receive(framed(CALLER, SRTP), EDGE, 1.0) == "no_session"
+    assert core.receive(framed(CALLER, check()), EDGE, 1.0) == "no_session"
+    assert core.unregister(session) == [] and len(core) == 0
+
+
+def test_empty_payloads_on_a_route_are_dropped(core: MuxCore, sink: Sink, session: MuxSession) -> None:
+    prove(core, session, CALLER)
+    assert core.receive(frame.encode_header(CALLER, 1), EDGE, 1.0) == "empty"
+    assert sink.media == [] and core.counters["empty"] == 1
+    assert core.send(session, b"", CALLER) == "tx_empty", "an empty frame would close the flow"
+
+
+def test_a_cap_below_two_routes_is_refused() -> None:
+    with pytest.raises(ValueError, match="NAT rebinding"):
+        MuxCore(max_routes=1)
+
+
+class Clock:
+    """A hand-moved monotonic clock (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rebinding_under_attack(entry: str) -> tuple[dict[str, int], list[tuple[str, int]], list[bytes]]:
+    """Feed one scenario through ``entry``; return the counters, the STUN sources and the media delivered."""
+    clock = Clock()
+    core = MuxCore({EDGE}, clock=clock)
+    sink = Sink()
+    session = sink.register(core)
+
+    def feed(client: tuple[str, int], payload: bytes, edge: tuple[str, int] = EDGE) -> None:
+        data = framed(client, payload)
+        if entry == "receive":
+            core.receive(data, edge, clock.now)
+        else:
+            core.datagram_received(data, edge)
+
+    feed(CALLER, SRTP)
+    feed(CALLER, check())
+    feed(CALLER, DTLS)
+    request = our_check()
+    core.send(session, request, CALLER)
+    feed(CALLER, answer(request))
+    feed(CALLER, SRTP)
+    feed(CALLER, SRTP, ("192.0.2.99", 1))
+    feed(CALLER, b"")
+    feed(REBOUND, check())
+    feed(REBOUND, SRTP)
+    request = our_check()
+    core.send(session, request, REBOUND)
+    feed(REBOUND, answer(request, client=REBOUND))
+    clock.now = CONSENT_S + 1
+    feed(REBOUND, SRTP)
+    feed(CALLER, SRTP)
+    return dict(core.counters), [client for _, client in sink.stun], sink.media
+
+
+def test_the_socket_entry_decides_as_receive_does() -> None:
+    """``datagram_received`` (the adapter's entry, which skips the clock on the hot path) and ``receive``
+    give the same deliveries and counters for the same frames."""
+    counters, stun_from, media = rebinding_under_attack("receive")
+    assert rebinding_under_attack("datagram_received") == (counters, stun_from, media)
+    assert counters["rx"] > 0 and counters["unproven_media"] == 3 and len(media) == 2
