@@ -109,6 +109,7 @@ class MuxCore:
 
     ``edges`` holds the backbone addresses of registered edge relays (None: any source is an edge, for
     tests). ``counters`` counts drops by reason and route events (see the module docstring).
+    ``sessions`` maps each registered server ufrag (bytes) to its session (read it, do not change it).
     """
 
     def __init__(self, edges: Container[Address] | None = None, *, max_routes: int = MAX_ROUTES,
@@ -119,11 +120,11 @@ class MuxCore:
         self.max_routes = max_routes
         self.clock = clock
         self.counters: Counter[str] = Counter()
-        self._by_ufrag: dict[bytes, MuxSession] = {}
+        self.sessions: dict[bytes, MuxSession] = {}
         self._by_header: dict[bytes, Route] = {}
 
     def __len__(self) -> int:
-        return len(self._by_ufrag)
+        return len(self.sessions)
 
     def register(self, ufrag: str, local_pwd: str, remote_pwd: str,
                  on_stun: Callable[[bytes, Address], None], on_media: Callable[[bytes], None],
@@ -133,7 +134,7 @@ class MuxCore:
         Returns the session to pass to ``send`` and ``unregister``. Replaces a session with the same ufrag.
         """
         session = MuxSession(ufrag.encode(), local_pwd.encode(), remote_pwd.encode(), on_stun, on_media, on_forget)
-        self._by_ufrag[session.ufrag] = session
+        self.sessions[session.ufrag] = session
         return session
 
     def unregister(self, session: MuxSession) -> list[tuple[bytes, Address]]:
@@ -142,8 +143,8 @@ class MuxCore:
         A close frame is the route's header with an empty payload: it tells the edge relay that the
         session ended, so it removes the flow and revokes the token. Calling it twice returns nothing.
         """
-        if self._by_ufrag.get(session.ufrag) is session:
-            del self._by_ufrag[session.ufrag]
+        if self.sessions.get(session.ufrag) is session:
+            del self.sessions[session.ufrag]
         closes = []
         for route in session.routes:
             if self._by_header.get(route.header) is route:
@@ -260,7 +261,7 @@ class MuxCore:
         payload = data[n:]
         try:
             local_ufrag, _ = stun.split_username(stun.binding_request_username(payload))
-            session = self._by_ufrag.get(local_ufrag)
+            session = self.sessions.get(local_ufrag)
             if session is None:
                 return self._drop("no_session")
             if not stun.check_message_integrity(payload, session.local_pwd):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aioice
 import aiortc
 import pytest
+from aioice import stun
+from aioice.ice import Connection
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from voicemesh.core import hooks
@@ -23,6 +27,64 @@ def test_check_names_a_version_mismatch(monkeypatch) -> None:
     monkeypatch.setattr(aiortc, "__version__", "9.9.9")
     with pytest.raises(hooks.HookError, match="aiortc==1.16.0"):
         hooks.check()
+
+
+def test_check_names_a_moved_receiver_hook(monkeypatch) -> None:
+    def data_received(self, data: bytes) -> None:
+        """data_received without its component argument, as an aioice upgrade might leave it."""
+
+    monkeypatch.setattr(Connection, "data_received", data_received)
+    with pytest.raises(hooks.HookError, match="data_received"):
+        hooks.check()
+
+
+def test_check_names_a_moved_check_list(monkeypatch) -> None:
+    init = Connection.__init__
+
+    def without_check_list(self, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        del self._check_list
+
+    monkeypatch.setattr(Connection, "__init__", without_check_list)
+    with pytest.raises(hooks.HookError, match="_check_list"):
+        hooks.check()
+
+
+async def test_forget_address_drops_the_prflx_candidate_and_its_check() -> None:
+    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    caller.addTransceiver("audio")
+    await caller.setLocalDescription(await caller.createOffer())
+    offer = "".join(line for line in caller.localDescription.sdp.splitlines(keepends=True)
+                    if not line.startswith("a=candidate:"))
+    answerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    await answerer.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+    conn = hooks.ice_connection(answerer)
+    mux = BackboneMux(bind_udp("127.0.0.1", 0))
+    transport = MuxTransport(mux, ("192.0.2.7", 3478))
+    transport.protocol = hooks.attach_protocol(conn, transport, ("192.0.2.7", 3478))
+    await answerer.setLocalDescription(await answerer.createAnswer())
+    while conn.remote_password is None:
+        await asyncio.sleep(0.01)
+    spoofed = [("203.0.113.1", 1000), ("203.0.113.2", 2000)]
+    for addr in spoofed:
+        request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+        request.attributes["USERNAME"] = f"{conn.local_username}:{conn.remote_username}"
+        request.attributes["PRIORITY"] = 1
+        request.attributes["ICE-CONTROLLING"] = 1
+        request.add_message_integrity(conn.local_password.encode())
+        transport.protocol.datagram_received(bytes(request), addr)
+    await asyncio.sleep(0.05)
+    assert sorted((c.host, c.port) for c in conn.remote_candidates) == spoofed
+    checks = [pair.task for pair in conn._check_list]
+
+    hooks.forget_address(transport.protocol, spoofed[0])
+    await asyncio.sleep(0)
+    assert [(c.host, c.port) for c in conn.remote_candidates] == [spoofed[1]]
+    assert [pair.remote_addr for pair in conn._check_list] == [spoofed[1]]
+    assert sum(task.cancelled() for task in checks if task is not None) == 1, "its triggered check stops"
+    await answerer.close()
+    await caller.close()
+    mux.close()
 
 
 async def test_hooks_shape_the_answer() -> None:
