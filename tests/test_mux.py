@@ -22,11 +22,11 @@ pytestmark = pytest.mark.integration
 SPOOFED = 300
 
 
-def signed_check(ufrag: str, pwd: str) -> bytes:
+def signed_check(ufrag: str, client_ufrag: str, pwd: str) -> bytes:
     """A Binding request to the transceiver (RFC 8445 7.2.2) signed with the session's pwd, as its caller can
     make: the answer SDP gives the caller both the server ufrag (the token) and the pwd."""
     msg = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.REQUEST, transaction_id=os.urandom(12))
-    msg.attributes["USERNAME"] = f"{ufrag}:evil"
+    msg.attributes["USERNAME"] = f"{ufrag}:{client_ufrag}"
     msg.attributes["PRIORITY"] = 1
     msg.attributes["ICE-CONTROLLING"] = 1
     msg.add_message_integrity(pwd.encode())
@@ -61,11 +61,12 @@ async def test_spoofed_signed_checks_neither_move_the_call_nor_grow_aioice() -> 
                 conn = hooks.ice_connection(session.pc)
                 mux_session = trx.mux.core.sessions[session.ufrag.encode()]
                 caller = mux_session.active
-                replayed = signed_check(session.ufrag, conn.local_password)
+                credentials = session.ufrag, conn.remote_username, conn.local_password
+                replayed = signed_check(*credentials)
                 for fresh in (False, True):
                     for i in range(SPOOFED):
                         header = frame.encode_header((f"198.18.{i // 250}.{i % 250 + 1}", 40000 + i), 99)
-                        check = signed_check(session.ufrag, conn.local_password) if fresh else replayed
+                        check = signed_check(*credentials) if fresh else replayed
                         edge.sendto(header + check, trx.mux.address)
                         edge.sendto(header + b"\x80\x6f" + os.urandom(160), trx.mux.address)
                         if i % 20 == 0:
