@@ -63,6 +63,7 @@ async def test_spoofed_signed_checks_neither_move_the_call_nor_grow_aioice() -> 
                 caller = mux_session.active
                 credentials = session.ufrag, conn.remote_username, conn.local_password
                 replayed = signed_check(*credentials)
+                most_routes = 0
                 for fresh in (False, True):
                     for i in range(SPOOFED):
                         header = frame.encode_header((f"198.18.{i // 250}.{i % 250 + 1}", 40000 + i), 99)
@@ -71,9 +72,9 @@ async def test_spoofed_signed_checks_neither_move_the_call_nor_grow_aioice() -> 
                         edge.sendto(header + b"\x80\x6f" + os.urandom(160), trx.mux.address)
                         if i % 20 == 0:
                             await asyncio.sleep(0.02)
-                            assert len(mux_session.routes) <= MAX_ROUTES
+                            most_routes = max(most_routes, len(mux_session.routes))
                 await asyncio.sleep(1.0)
-                return {"routes": len(mux_session.routes), "active": mux_session.active,
+                return {"routes": max(most_routes, len(mux_session.routes)), "active": mux_session.active,
                         "caller": caller, "candidates": len(conn.remote_candidates),
                         "pairs": len(conn._check_list)}
 
