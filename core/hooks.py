@@ -2,9 +2,11 @@
 
 aiortc has no public knob for the server ICE ufrag, for the sockets aioice
 uses, or for taking Opus packets off the wire without its jitter buffer and
-decoder. The transceiver needs all three, so this module writes a handful of
-private attributes; and aioice has no option to gather on one chosen address,
-which the test client (``voicemesh call --bind``) needs. aiortc and aioice are pinned exactly in pyproject.toml;
+decoder; aioice none for handing it DTLS/SRTP that arrived through the mux, or
+for forgetting a peer-reflexive address. The transceiver needs all five, so this
+module reads and writes a handful of private attributes; and aioice has no option
+to gather on one chosen address, which the test client (``voicemesh call --bind``)
+needs. aiortc and aioice are pinned exactly in pyproject.toml;
 ``check()`` runs at transceiver start and tests/test_hooks.py runs it in CI, so
 an upgrade that moves a hook fails loudly instead of silently breaking calls.
 """
