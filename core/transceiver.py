@@ -267,8 +267,10 @@ class Transceiver:
             hooks.set_local_ufrag(conn, ufrag)
             transport = MuxTransport(self.mux, edge.relay)
             transport.protocol = hooks.attach_protocol(conn, transport, edge.relay)
-            remote_pwd = sdp.SessionDescription.parse(offer).media[0].ice.password  # BUNDLE: one ICE agent
-            self.mux.register(ufrag, conn.local_password, remote_pwd, transport)
+            remote = sdp.SessionDescription.parse(offer).media[0].ice  # BUNDLE: one ICE agent for all m-lines
+            if remote is None or not remote.password:
+                raise OfferRejected("no-ice-credentials", "the offer has no a=ice-pwd")
+            self.mux.register(ufrag, conn.local_password, remote.password, transport)
             with telemetry.tracer().start_as_current_span(
                     "registry claim", context=trace.set_span_in_context(session.span),
                     attributes={telemetry.SESSION_ID: session_id}) as claim_span:
