@@ -33,8 +33,8 @@ Drop reasons in ``counters``: ``malformed_frame``, ``unknown_edge``, ``empty`` (
 ``no_session`` (not a Binding request, or an unknown ufrag, on an unknown route), ``bad_integrity``,
 ``malformed_stun`` (first byte 0-3 but not STUN), ``replay``, ``route_cap``, ``unproven_media``,
 ``tx_noroute`` (the agent sent STUN to an address with no route), ``tx_unproven`` (DTLS/SRTP before any
-route was proven), ``tx_empty``. Events: ``rx`` (datagrams delivered), ``route_learned``,
-``route_evicted``, ``route_proven``, ``route_switched``.
+route was proven), ``tx_empty``, and ``route_evicted`` (a route dropped to make room); ``rx`` counts datagrams delivered.
+Route events, in ``events``: ``route_learned``, ``route_proven``, ``route_switched``.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class MuxCore:
     """Routes backbone frames to sessions and the sessions' datagrams back to edges; no I/O.
 
     ``edges`` holds the backbone addresses of registered edge relays (None: any source is an edge, for
-    tests). ``counters`` counts drops by reason and route events (see the module docstring).
+    tests). ``counters`` counts drops by reason, ``events`` route events (see the module docstring).
     ``sessions`` maps each registered server ufrag (bytes) to its session (read it, do not change it).
     """
 
@@ -120,6 +120,7 @@ class MuxCore:
         self.max_routes = max_routes
         self.clock = clock
         self.counters: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
         self.sessions: dict[bytes, MuxSession] = {}
         self._by_header: dict[bytes, Route] = {}
 
@@ -279,7 +280,7 @@ class MuxCore:
         session.by_client[client] = route
         self._by_header[route.header] = route
         self._remember(session, transaction_id, route)
-        self.counters["route_learned"] += 1
+        self.events["route_learned"] += 1
         self.counters["rx"] += 1
         session.on_stun(payload, client)
         return None
@@ -312,7 +313,7 @@ class MuxCore:
     def _prove(self, route: Route, transaction_id: bytes, now: float) -> None:
         route.checks.remove(transaction_id)
         route.proven_at = now
-        self.counters["route_proven"] += 1
+        self.events["route_proven"] += 1
         if route.session.active is None:
             route.session.active = route
 
@@ -321,4 +322,4 @@ class MuxCore:
         if session.active is not None:
             session.active.proven_at = None
         session.active = route
-        self.counters["route_switched"] += 1
+        self.events["route_switched"] += 1

@@ -46,7 +46,6 @@ def test_a_legitimate_call_works_without_an_attack(figures) -> None:
     assert attack(figures, "baseline")["legit_call_ok"]
 
 
-@not_merged("a route becomes active only after the transceiver's own check over it is answered (mux)")
 def test_a_replayed_check_moves_no_media_to_the_observer(figures) -> None:
     hijack = attack(figures, "replay_hijack")
     assert hijack["checks_seen_on_path"] > 0 and hijack["sent"]["packets"] > 1  # the observer replayed a check

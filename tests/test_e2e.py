@@ -248,7 +248,7 @@ async def test_call_survives_a_client_nat_rebinding() -> None:
             assert len(flows) == 2, "the rebound address got a flow of its own"
             new = next(f for f in flows if f.client == nat.outside[-1].getsockname())
             assert new.packets_out > 100, "media went back through the new mapping"
-            assert mesh.transceiver.mux.counters["route_switched"] == 1
+            assert mesh.transceiver.mux.core.events["route_switched"] == 1
             while mesh.transceiver.sessions:
                 await asyncio.sleep(0.05)
             assert mesh.relay.flows.by_client == {}, "the session's end closed both flows (the mux's close frames)"

@@ -107,7 +107,7 @@ def test_a_verified_binding_request_opens_a_route(core: MuxCore, sink: Sink, ses
     assert session.active is None, "a new route is not proven"
     response = b"\x01\x01" + request[2:]
     assert core.send(session, response, CALLER) is route, "STUN answers go back over the route"
-    assert core.counters["route_learned"] == 1
+    assert core.events["route_learned"] == 1
 
 
 @pytest.mark.parametrize("payload, reason", [
@@ -241,7 +241,7 @@ def test_nat_rebinding_moves_the_media_once_the_new_path_is_proven(core: MuxCore
     assert session.active is old, "a proof alone does not move the media"
     assert core.receive(framed(REBOUND, SRTP), EDGE, 2.2) is None
     assert session.active is new and core.send(session, SRTP, CALLER) is new
-    assert core.counters["route_switched"] == 1
+    assert core.events["route_switched"] == 1
 
     assert core.receive(framed(CALLER, SRTP), EDGE, 2.3) == "unproven_media", "the old path must prove again"
     assert session.active is new
@@ -368,7 +368,7 @@ def rebinding_under_attack(entry: str) -> tuple[dict[str, int], list[tuple[str, 
     clock.now = CONSENT_S + 1
     feed(REBOUND, SRTP)
     feed(CALLER, SRTP)
-    return dict(core.counters), [client for _, client in sink.stun], sink.media
+    return {**core.counters, **core.events}, [client for _, client in sink.stun], sink.media
 
 
 def test_the_socket_entry_decides_as_receive_does() -> None:
