@@ -6,6 +6,8 @@ import os
 
 import pytest
 from aioice import stun as aioice_stun
+from hypothesis import given
+from hypothesis import strategies as st
 
 from voicemesh.core.mux_core import CONSENT_S, MAX_ROUTES, REPLAY_WINDOW, MuxCore, MuxSession, Route
 from voicemesh.wire import frame
@@ -377,3 +379,28 @@ def test_the_socket_entry_decides_as_receive_does() -> None:
     counters, stun_from, media = rebinding_under_attack("receive")
     assert rebinding_under_attack("datagram_received") == (counters, stun_from, media)
     assert counters["rx"] > 0 and counters["unproven_media"] == 3 and len(media) == 2
+
+
+clients = st.sampled_from([CALLER, ("198.51.100.7", 50001), ("2001:db8::1", 443)])
+payloads = st.one_of(st.binary(max_size=120), st.sampled_from([check(), DTLS, SRTP, b""]),
+                     st.builds(lambda p, i, b: p[:i] + bytes([b]) + p[i + 1:],
+                               st.sampled_from([check(), SRTP]), st.integers(0, 99), st.integers(0, 255)))
+datagrams = st.one_of(st.binary(max_size=64),
+                      st.builds(lambda c, e, p: frame.encode_header(c, e) + p, clients, st.integers(0, 3), payloads))
+
+
+@given(st.lists(datagrams, max_size=8), st.sampled_from([EDGE, ("192.0.2.99", 1)]))
+def test_any_frame_is_delivered_or_dropped_with_a_reason_fuzzed(datagrams, edge) -> None:
+    core = MuxCore({EDGE})
+    sink = Sink()
+    session = sink.register(core)
+    caller = prove(core, session, CALLER)
+    before = sum(n for name, n in core.counters.items() if name != "route_evicted")
+    for data in datagrams:
+        reason = core.receive(data, edge, 1.0)
+        assert reason is None or core.counters[reason] > 0
+    accounted = sum(n for name, n in core.counters.items() if name != "route_evicted")
+    assert accounted == before + len(datagrams), "each frame is delivered (rx) or dropped, once"
+    assert session.active is caller, "only a proven route carries media"
+    assert all(isinstance(route, Route) for route in session.routes)
+    assert core.send(session, SRTP, CALLER) is caller
