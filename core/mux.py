@@ -18,7 +18,7 @@ from typing import Any
 from aioice.ice import StunProtocol
 
 from voicemesh.core import hooks
-from voicemesh.core.mux_core import Address, MuxCore, MuxSession
+from voicemesh.core.mux_core import Address, MuxCore, MuxSession, Route
 from voicemesh.runtime.udp import add_drain_reader, sockname
 
 
@@ -107,8 +107,11 @@ class BackboneMux:
     def send(self, session: MuxSession, data: bytes, client: tuple[Any, ...]) -> None:
         """Send ``data`` from ``session``'s ICE agent towards ``client`` over the route the core picks."""
         route = self.core.send(session, data, client)
-        if not isinstance(route, str):
+        if isinstance(route, Route):
             self._sendto(route.header + data, route.edge)
+        elif isinstance(route, tuple):
+            for each in route:
+                self._sendto(each.header + data, each.edge)
 
     def _sendto(self, data: bytes, edge: Address) -> None:
         try:

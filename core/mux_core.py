@@ -72,7 +72,8 @@ class Route:
     and the edge's backbone address (which may move if the edge restarts on a new port).
 
     ``proven_at`` is the ``now`` (seconds) of the last check answered over this route, or None.
-    ``checks`` holds the transaction ids of the session's Binding requests sent over it.
+    ``checks`` holds the transaction ids of the session's Binding requests sent over it. ``left`` is True
+    once the session's media has moved from this route to another.
     """
 
     session: MuxSession
@@ -80,6 +81,7 @@ class Route:
     header: bytes
     edge: Address
     proven_at: float | None = None
+    left: bool = False
     checks: deque[bytes] = field(default_factory=lambda: deque(maxlen=CHECKS_PER_ROUTE))
 
 
@@ -204,12 +206,17 @@ class MuxCore:
             return None
         return self._stun(route, payload, now)
 
-    def send(self, session: MuxSession, data: bytes, client: tuple[Any, ...]) -> Route | str:
-        """Pick the route for ``data`` that the session's ICE agent sends to ``client``.
+    def send(self, session: MuxSession, data: bytes, client: tuple[Any, ...]) -> Route | tuple[Route, Route] | str:
+        """Pick the route(s) for ``data`` that the session's ICE agent sends to ``client``.
 
         STUN goes to exactly ``client``'s route, so each check is answered on its own path; a Binding
-        request is remembered as a check of that route. DTLS/SRTP go to the active route. Returns the
-        Route (send ``route.header + data`` to ``route.edge``) or the drop reason (also counted).
+        request is remembered as a check of that route. DTLS/SRTP go to the active route. A Binding
+        request to a route the media has left (``Route.left``) also goes over the active route (and is remembered there):
+        aioice never re-nominates, so after a NAT rebinding its consent checks (RFC 7675) still name the
+        old address, whose NAT mapping is usually gone; over the active route the caller answers them, the
+        session keeps its consent and the active route its proof. Returns the Route, or the pair (``client``'s
+        route, the active route) (send ``route.header + data`` to ``route.edge`` for each), or the drop
+        reason (also counted).
         """
         if not data:
             return self._drop("tx_empty")
@@ -220,7 +227,12 @@ class MuxCore:
         if route is None:
             return self._drop("tx_noroute")
         if data[:2] == _BINDING_REQUEST and len(data) >= stun.HEADER_LENGTH:
-            route.checks.append(data[8:20])
+            transaction_id = data[8:20]
+            route.checks.append(transaction_id)
+            active = session.active
+            if route.left and active is not None:
+                active.checks.append(transaction_id)
+                return route, active
         return route
 
     def _drop(self, reason: str) -> str:
@@ -321,5 +333,7 @@ class MuxCore:
         """Move the session's media to ``route``; the route it leaves must prove itself again."""
         if session.active is not None:
             session.active.proven_at = None
+            session.active.left = True
+        route.left = False
         session.active = route
         self.events["route_switched"] += 1

@@ -236,15 +236,18 @@ async def test_call_survives_a_client_nat_rebinding() -> None:
         async with embedded_mesh(advertise=f"{nat.address[0]}:{nat.address[1]}") as mesh:
             nat.start(mesh.relay.public_address)
 
-            async def rebind_after_the_clip() -> list:
-                await asyncio.sleep(7.0)
+            async def rebind_during_the_clip() -> tuple[list, list[str]]:
+                await asyncio.sleep(3.0)
                 nat.rebind()
                 await asyncio.sleep(10.0)
-                return list(mesh.relay.flows.by_client.values())
+                flows = list(mesh.relay.flows.by_client.values())
+                await asyncio.sleep(24.0)  # past ICE consent's 30 s after the rebinding (RFC 7675)
+                return flows, [s.pc.connectionState for s in mesh.transceiver.sessions.values()]
 
-            report, flows = await asyncio.gather(
-                call(mesh.whip_url, bundled_speech(), bind=LOOPBACK, duration_s=20.0), rebind_after_the_clip())
+            report, (flows, states) = await asyncio.gather(
+                call(mesh.whip_url, bundled_speech(), bind=LOOPBACK, duration_s=40.0), rebind_during_the_clip())
             assert report.ok, report.error
+            assert states == ["connected"], "consent lives on after the rebinding: its checks reach the caller"
             assert len(flows) == 2, "the rebound address got a flow of its own"
             new = next(f for f in flows if f.client == nat.outside[-1].getsockname())
             assert new.packets_out > 100, "media went back through the new mapping"

@@ -253,6 +253,25 @@ def test_nat_rebinding_moves_the_media_once_the_new_path_is_proven(core: MuxCore
     assert core.receive(framed(CALLER, SRTP), EDGE, 3.1) is None and session.active is old
 
 
+def test_after_a_rebinding_checks_to_the_old_address_also_go_over_the_active_route(
+        core: MuxCore, sink: Sink, session: MuxSession) -> None:
+    """aioice keeps sending its consent checks to the address it nominated: once the media has moved,
+    each check goes over the active route too, and the caller's answer there keeps the session's consent
+    and the active route's proof (without this the session died ~30 s after a NAT rebinding)."""
+    old = prove(core, session, CALLER)
+    assert core.receive(framed(CALLER, SRTP), EDGE, 1.0) is None
+    new = prove(core, session, REBOUND, now=2.0)
+    assert core.receive(framed(REBOUND, SRTP), EDGE, 2.1) is None and session.active is new
+
+    consent = our_check()
+    assert core.send(session, consent, CALLER) == (old, new)
+    delivered = len(sink.stun)
+    assert core.receive(framed(REBOUND, answer(consent, client=REBOUND)), EDGE, 2.0 + 25.0) is None
+    assert len(sink.stun) == delivered + 1, "the answer reaches the ICE agent"
+    assert new.proven_at == 27.0, "the answer renews the active route's proof"
+    assert core.send(session, SRTP, CALLER) is new
+
+
 def test_a_stale_proof_does_not_move_the_media(core: MuxCore, session: MuxSession) -> None:
     caller = prove(core, session, CALLER, now=0.0)
     prove(core, session, REBOUND, now=0.0)
