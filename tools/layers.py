@@ -33,7 +33,8 @@ def stage(root: Path, into: Path) -> Path:
 
 
 def non_stdlib_imports(package: Path) -> list[str]:
-    """``file: module`` for every import in ``package`` of something other than the standard library."""
+    """``file: module`` for every import in ``package`` of something other than the standard library or
+    ``package`` itself."""
     found = []
     for path in sorted(package.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -43,7 +44,9 @@ def non_stdlib_imports(package: Path) -> list[str]:
                 names = [node.module]
             else:
                 continue
-            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] not in sys.stdlib_module_names]
+            own = f"voicemesh.{package.name}"
+            found += [f"{path.name}: {n}" for n in names
+                      if n.split(".")[0] not in sys.stdlib_module_names and n != own and not n.startswith(own + ".")]
     return found
 
 
