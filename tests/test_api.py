@@ -7,6 +7,7 @@ import time
 
 import aiohttp
 import pytest
+from offers import real_offer
 
 from voicemesh.app.demo import embedded_mesh
 from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner
@@ -15,16 +16,6 @@ from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, RELAY_ADDRESS
 
 pytestmark = pytest.mark.integration
 
-
-async def offer() -> str:
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("audio")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
 
 
 def hop_headers(mesh) -> dict[str, str]:
@@ -40,7 +31,7 @@ def signed(keys: MeshKeys, method: str, path: str, trx: str, body: bytes, header
 async def test_only_signed_requests_open_and_end_sessions() -> None:
     async with embedded_mesh() as mesh, aiohttp.ClientSession() as http:
         base, trx = mesh.transceiver.record.http, mesh.transceiver.config.node_id
-        sdp = (await offer()).encode()
+        sdp = (await real_offer()).encode()
         headers = hop_headers(mesh)
 
         async with http.post(f"{base}/v1/sessions", data=sdp, headers=headers) as resp:
@@ -80,7 +71,7 @@ async def test_only_signed_requests_open_and_end_sessions() -> None:
 
 async def test_a_signature_for_another_transceiver_is_refused() -> None:
     async with embedded_mesh() as mesh, aiohttp.ClientSession() as http:
-        sdp = (await offer()).encode()
+        sdp = (await real_offer()).encode()
         elsewhere = signed(mesh.keys, "POST", "/v1/sessions", "trx-other", sdp, hop_headers(mesh), time.time())
         async with http.post(f"{mesh.transceiver.record.http}/v1/sessions", data=sdp, headers=elsewhere) as resp:
             assert resp.status == 401

@@ -14,6 +14,7 @@ import time
 import aiohttp
 import pytest
 from aioice import stun as aioice_stun
+from offers import real_offer
 
 from voicemesh.app.client import call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
@@ -119,16 +120,6 @@ async def whip_post(url: str, body: bytes | str, content_type: str = "applicatio
         async with http.post(url, data=body, headers={"Content-Type": content_type}) as resp:
             return resp.status, resp.headers, await resp.json(content_type=None) if resp.status >= 400 else None
 
-
-async def real_offer(bundle: bool = True, audio: bool = True) -> str:
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("audio" if audio else "video")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp if bundle else sdp.replace("a=group:BUNDLE 0\r\n", "")
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ import time
 
 import aiohttp
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
 from etcd3aio import Etcd3Client
+from offers import real_offer
 
 from voicemesh.app.client import call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
@@ -31,15 +31,6 @@ from voicemesh.wire.token import TokenCodec
 
 pytestmark = pytest.mark.integration
 
-
-async def offer() -> str:
-    """A real aiortc audio offer (BUNDLEd, Opus, ICE credentials, candidates gathered)."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("audio")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
 
 
 def signed(mesh, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> dict[str, str]:
@@ -59,7 +50,7 @@ async def post_offer(http: aiohttp.ClientSession, mesh, sdp: str, trx_url: str =
 
 async def test_capacity_admits_exactly_its_size_among_concurrent_offers() -> None:
     async with embedded_mesh(capacity=2) as mesh:
-        offers = await asyncio.gather(*(offer() for _ in range(10)))
+        offers = await asyncio.gather(*(real_offer() for _ in range(10)))
         async with aiohttp.ClientSession() as http:
             results = await asyncio.gather(*(post_offer(http, mesh, sdp) for sdp in offers))
         statuses = sorted(status for status, _, _ in results)
@@ -73,9 +64,9 @@ async def test_capacity_admits_exactly_its_size_among_concurrent_offers() -> Non
 async def test_a_rejected_offer_gives_its_place_back() -> None:
     async with embedded_mesh(capacity=1) as mesh:
         async with aiohttp.ClientSession() as http:
-            status, _, _ = await post_offer(http, mesh, (await offer()).replace("a=group:BUNDLE 0\r\n", ""))
+            status, _, _ = await post_offer(http, mesh, (await real_offer()).replace("a=group:BUNDLE 0\r\n", ""))
             assert status == 400
-            status, _, _ = await post_offer(http, mesh, await offer())
+            status, _, _ = await post_offer(http, mesh, await real_offer())
             assert status == 201
 
 
@@ -83,27 +74,27 @@ async def test_a_draining_transceiver_refuses_offers() -> None:
     async with embedded_mesh() as mesh:
         trx = mesh.transceiver.record.http
         async with aiohttp.ClientSession() as http:
-            status, headers, _ = await post_offer(http, mesh, await offer())
+            status, headers, _ = await post_offer(http, mesh, await real_offer())
             assert status == 201
             mesh.transceiver.config.drain_timeout_s = 30.0
             closing = asyncio.ensure_future(mesh.transceiver.close())
             while not mesh.transceiver.record.draining:
                 await asyncio.sleep(0)
-            status, headers, body = await post_offer(http, mesh, await offer())
+            status, headers, body = await post_offer(http, mesh, await real_offer())
             assert status == 503 and int(headers["Retry-After"]) > 0 and '"draining"' in body
             [session_id] = mesh.transceiver.sessions
             path = f"/v1/sessions/{session_id}"
             async with http.delete(f"{trx}{path}", headers=signed(mesh, "DELETE", path)) as resp:
                 assert resp.status == 200
             await closing
-            status, _, body = await post_offer(http, mesh, await offer(), trx)
+            status, _, body = await post_offer(http, mesh, await real_offer(), trx)
             assert status == 503 and '"draining"' in body, "a closed transceiver refuses too"
 
 
 async def test_the_agent_stream_opens_when_the_caller_connects_not_at_the_offer() -> None:
     async with embedded_mesh() as mesh:
         async with aiohttp.ClientSession() as http:
-            status, _, _ = await post_offer(http, mesh, await offer())
+            status, _, _ = await post_offer(http, mesh, await real_offer())
         assert status == 201
         [session] = mesh.transceiver.sessions.values()
         assert session.pc.connectionState != "connected" and session.agent is None
@@ -156,13 +147,13 @@ async def frozen(process: subprocess.Popen):
 
 async def test_offers_get_503_with_retry_after_while_the_registry_is_unreachable(etcd) -> None:
     async with transceiver_on_etcd(etcd.endpoint) as mesh, aiohttp.ClientSession() as http:
-        sdp = await offer()
+        sdp = await real_offer()
         async with frozen(etcd.process):
             status, headers, _ = await post_offer(http, mesh, sdp)
         assert status == 503 and int(headers["Retry-After"]) > 0
         assert mesh.transceiver.sessions == {}
         for _ in range(40):  # etcd answers again: so do offers
-            status, _, _ = await post_offer(http, mesh, await offer())
+            status, _, _ = await post_offer(http, mesh, await real_offer())
             if status == 201:
                 break
             await asyncio.sleep(0.25)
@@ -173,7 +164,7 @@ async def test_live_sessions_are_claimed_again_after_an_etcd_outage_and_can_be_d
     async with (transceiver_on_etcd(etcd.endpoint) as mesh, aiohttp.ClientSession() as http,
                 Etcd3Client([etcd.endpoint]) as raw):
         transceiver = mesh.transceiver
-        status, _, _ = await post_offer(http, mesh, await offer())
+        status, _, _ = await post_offer(http, mesh, await real_offer())
         assert status == 201
         [session] = transceiver.sessions.values()
         old = session.claim

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
+from offers import real_offer
 
 from voicemesh.app.demo import LOOPBACK, embedded_mesh
 from voicemesh.core import api
@@ -20,15 +20,6 @@ from voicemesh.wire.signaling import MAX_OFFER_BYTES, SDP_TYPE
 
 pytestmark = pytest.mark.integration
 
-
-async def offer() -> str:
-    """A real aiortc audio offer."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("audio")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
 
 
 async def post(url: str, body: str, content_type: str = SDP_TYPE, headers: dict | None = None):
@@ -47,7 +38,7 @@ async def test_a_full_transceiver_passes_the_offer_to_the_next() -> None:
         full = mesh.transceiver
         # The edge's view says the full transceiver has room (a stale load), so it is tried first.
         await full.registry.register(replace(full.record, capacity=10))
-        status, headers, problem = await post(mesh.whip_url, await offer())
+        status, headers, problem = await post(mesh.whip_url, await real_offer())
         assert (status, problem["title"]) == (503, "no-capacity") and int(headers["Retry-After"]) > 0
         assert (await whip_status(mesh))["whip"] == {"pending": 0, "transceiver_refused": 1, "no_capacity": 1}
 
@@ -57,7 +48,7 @@ async def test_a_full_transceiver_passes_the_offer_to_the_next() -> None:
                                               capacity=5, drain_timeout_s=0), registry, mesh.tokens)
         runner = await api.serve(spare, HopVerifier(mesh.keys), LOOPBACK, 0)
         try:
-            status, headers, _ = await post(mesh.whip_url, await offer())
+            status, headers, _ = await post(mesh.whip_url, await real_offer())
             assert status == 201 and headers["Location"].startswith("/v1/sessions/")
             assert len(spare.sessions) == 1 and full.sessions == {}
             assert (await whip_status(mesh))["whip"]["transceiver_refused"] == 2
@@ -91,12 +82,12 @@ async def test_offers_in_flight_are_capped() -> None:
         await writer.drain()
         while (await whip_status(mesh))["whip"]["pending"] != 1:
             await asyncio.sleep(0.02)
-        status, headers, problem = await post(mesh.whip_url, await offer())
+        status, headers, problem = await post(mesh.whip_url, await real_offer())
         assert (status, problem["title"]) == (503, "pending-full") and int(headers["Retry-After"]) > 0
         writer.close()
         while (await whip_status(mesh))["whip"]["pending"] != 0:
             await asyncio.sleep(0.02)
-        status, _, _ = await post(mesh.whip_url, await offer())
+        status, _, _ = await post(mesh.whip_url, await real_offer())
         assert status == 201
         assert (await whip_status(mesh))["whip"]["pending_full"] == 1
 
@@ -114,7 +105,7 @@ def many_audio_m_lines(sdp: str, count: int) -> str:
 
 
 async def test_an_offer_with_180_audio_m_lines_is_400_before_any_transceiver_is_made() -> None:
-    huge = many_audio_m_lines(await offer(), 180)
+    huge = many_audio_m_lines(await real_offer(), 180)
     assert huge.count("m=audio") == 180 and len(huge) < MAX_OFFER_BYTES
     async with embedded_mesh() as mesh:
         status, _, problem = await post(mesh.whip_url, huge)

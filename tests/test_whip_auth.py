@@ -11,6 +11,7 @@ import time
 
 import aiohttp
 import pytest
+from offers import real_offer
 
 from voicemesh.app.client import call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
@@ -24,16 +25,6 @@ OLD_API_KEY = "sk-old-" + "5" * 24
 AUTH = {"api_keys": f"app:{API_KEY}"}
 SDP = {"Content-Type": "application/sdp"}
 
-
-async def offer() -> str:
-    from aiortc import RTCConfiguration, RTCPeerConnection
-
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("audio")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
 
 
 async def client_secret(http: aiohttp.ClientSession, url: str, api_key: str = API_KEY, **body) -> tuple[int, dict]:
@@ -63,7 +54,7 @@ async def test_a_call_through_the_mesh_with_a_client_token_and_the_token_opens_o
         assert report.ok and report.correlation is not None and report.correlation > 0.5, report.error
         assert mesh.transceiver.sessions == {}, "the DELETE with the same token ended the session"
 
-        status, headers, body = await post_offer(http, mesh.whip_url, issued["value"], await offer())
+        status, headers, body = await post_offer(http, mesh.whip_url, issued["value"], await real_offer())
         assert status == 401 and "one session" in body and headers["WWW-Authenticate"].startswith("Bearer")
         assert (await whip_counters(http, mesh))["unauthorized_replayed"] == 1
     logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
@@ -92,14 +83,14 @@ async def test_an_expired_client_token_gets_401() -> None:
         _, issued = await client_secret(http, mesh.secrets_url, ttl_s=1)
         await asyncio.sleep(max(0.0, issued["expires_at"] - time.time()) + 0.1)
 
-        status, _, body = await post_offer(http, mesh.whip_url, issued["value"], await offer())
+        status, _, body = await post_offer(http, mesh.whip_url, issued["value"], await real_offer())
         assert status == 401 and "expired" in body
         assert mesh.transceiver.sessions == {}
 
 
 async def test_without_a_bearer_or_with_a_forged_token_401() -> None:
     async with embedded_mesh(edge_options=AUTH) as mesh, aiohttp.ClientSession() as http:
-        sdp = await offer()
+        sdp = await real_offer()
         async with http.post(mesh.whip_url, data=sdp, headers=SDP) as resp:
             assert resp.status == 401
         foreign, _ = ClientTokenCodec(MeshKeys({1: secrets.token_bytes(32)}, 1)).issue(
@@ -111,7 +102,7 @@ async def test_without_a_bearer_or_with_a_forged_token_401() -> None:
 async def test_a_token_bound_to_an_origin_is_refused_from_another() -> None:
     async with embedded_mesh(edge_options=AUTH) as mesh, aiohttp.ClientSession() as http:
         _, issued = await client_secret(http, mesh.secrets_url, origin="https://app.example.com")
-        sdp = await offer()
+        sdp = await real_offer()
 
         status, _, body = await post_offer(http, mesh.whip_url, issued["value"], sdp, Origin="https://evil.example")
         assert status == 401 and "origin" in body
@@ -129,7 +120,7 @@ async def test_a_token_bound_to_an_origin_is_refused_from_another() -> None:
 
 async def test_a_token_bound_to_a_region_pins_the_offer_and_refuses_another_pin() -> None:
     async with embedded_mesh(edge_options=AUTH) as mesh, aiohttp.ClientSession() as http:
-        sdp = await offer()
+        sdp = await real_offer()
         _, elsewhere = await client_secret(http, mesh.secrets_url, region="eu-west")
         status, _, body = await post_offer(http, f"{mesh.whip_url}?region=local", elsewhere["value"], sdp)
         assert status == 401 and "region" in body
@@ -150,7 +141,7 @@ async def test_rotation_of_mesh_keys_and_api_keys() -> None:
     options = {"api_keys": f"new:{API_KEY},old:{OLD_API_KEY}"}
     async with embedded_mesh(keys=MeshKeys({2: new, 1: old}, 2), edge_options=options) as mesh, \
             aiohttp.ClientSession() as http:
-        sdp = await offer()
+        sdp = await real_offer()
         status, issued = await client_secret(http, mesh.secrets_url, api_key=OLD_API_KEY)
         assert status == 200 and ClientTokenCodec(MeshKeys({2: new}, 2)).verify(
             issued["value"], now=None, origin=None, region=None).key_id == 2, "issued under the current key"
