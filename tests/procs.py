@@ -8,8 +8,18 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 VOICEMESH = [sys.executable, "-m", "voicemesh"]
+
+
+def harness_figures(module: str, timeout_s: float) -> dict:
+    """Run ``python -m <module> --quick`` (bench.attack, bench.faults) from the repository and return its
+    last line, a JSON object; fails the test with the harness's stderr if it exits non-zero."""
+    repo = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-m", module, "--quick"], cwd=repo, capture_output=True, timeout=timeout_s)
+    assert result.returncode == 0, result.stderr.decode()[-4000:]
+    return json.loads(result.stdout.decode().strip().splitlines()[-1])
 
 
 def free_ports(count: int) -> list[int]:

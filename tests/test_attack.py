@@ -3,36 +3,23 @@
 One run of the harness serves every test here: it starts etcd, transceivers, edges and the geo DNS
 server as their own processes, attacks each public surface, places legitimate calls during the attacks,
 and reports figures measured at sockets it owns (README "Security"). Each test asserts one rule's goal.
-A test marked xfail is an attack that still works on this tree: the rule that stops it has not landed.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
+from procs import harness_figures
 
 pytestmark = [pytest.mark.system,
               pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not found: apt-get install etcd-server")]
 
 
-def not_merged(rule: str):
-    return pytest.mark.xfail(strict=True, reason=f"issue 9: {rule} not merged yet")
-
-
 @pytest.fixture(scope="module")
 def figures() -> dict:
     """The harness's last line: per-attack figures and the goals."""
-    result = subprocess.run([sys.executable, "-m", "bench.attack", "--quick"], cwd=REPO, capture_output=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr.decode()[-4000:]
-    return json.loads(result.stdout.decode().strip().splitlines()[-1])
+    return harness_figures("bench.attack", timeout_s=600)
 
 
 def attack(figures: dict, name: str) -> dict:
