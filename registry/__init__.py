@@ -51,23 +51,42 @@ __all__ = [
 
 
 class BadRegistryUrl(ValueError):
-    """open_registry() got a URL it cannot use; ``reason`` is "scheme", "endpoints" or "tls" (TLS settings
-    for an in-memory registry)."""
+    """open_registry() got a URL it cannot use; ``reason`` is "scheme", "endpoints", "regions" (a per-region
+    URL with an empty or repeated region, or without the home region) or "tls" (TLS settings for an in-memory
+    registry)."""
 
     def __init__(self, reason: str, url: str) -> None:
-        super().__init__(f"bad registry URL {url!r} ({reason}): use memory://[name] or etcd://host:port[,host:port...]")
+        super().__init__(f"bad registry URL {url!r} ({reason}): use memory://[name], etcd://host:port[,host:port...]"
+                         " or etcd://region=host:port[,...][;region=...]")
         self.reason = reason
 
 
-def open_registry(url: str, *, lease_ttl_s: float = 5.0, tls: RegistryTls | None = None) -> Registry:
+def open_registry(url: str, *, lease_ttl_s: float = 5.0, tls: RegistryTls | None = None,
+                  region: str = "") -> Registry:
     """A registry (not yet started) for ``url``.
 
     ``memory://`` is a private in-memory store; ``memory://name`` the process-wide store
     called name, shared by every registry opened with that URL; ``etcd://h1:p1,h2:p2``
     an etcd cluster, over TLS (with this client's certificate if it has one) when ``tls``
-    is given. Raises BadRegistryUrl (also for ``tls`` with a memory URL).
+    is given. ``etcd://eu-central=h1:p1,h2:p2;us-east=h3:p3`` is one cluster per core region
+    (registry/regions.py), ``region`` this node's home region among them ("" = the first named). Raises
+    BadRegistryUrl (reason "regions" for a per-region URL with an empty or repeated region or a ``region``
+    it does not name; also for ``tls`` with a memory URL).
     """
     scheme, _, rest = url.partition("://")
+    if scheme == "etcd" and "=" in rest:
+        from .regions import RegionalRegistry
+
+        clusters: dict[str, Registry] = {}
+        for part in rest.rstrip("/").split(";"):
+            name, _, hosts = part.partition("=")
+            if not name or name in clusters:
+                raise BadRegistryUrl("regions", url)
+            clusters[name] = open_registry(f"etcd://{hosts}", lease_ttl_s=lease_ttl_s, tls=tls)
+        home = region or next(iter(clusters))
+        if home not in clusters:
+            raise BadRegistryUrl("regions", url)
+        return RegionalRegistry(home, clusters)
     if scheme == "memory":
         if tls is not None:
             raise BadRegistryUrl("tls", url)

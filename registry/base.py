@@ -287,13 +287,19 @@ class Registry(abc.ABC):
 
         Claims are keyed by the owner's region, which a session id does not carry: this reads the
         claim key of every region that has a transceiver in the view (one get per region, concurrently).
+        A region whose store does not answer does not hide a claim found in another: RegistryUnavailable
+        is raised only when no claim was found and some region did not answer.
         Raises InvalidName, MalformedRecord, RegistryUnavailable.
         """
         check_name("session_id", session_id)
         regions = sorted({node.region for node in self.nodes("transceiver")})
-        values = await asyncio.gather(*(self.get(session_key(region, session_id)) for region in regions))
-        value = next((v for v in values if v is not None), None)
+        results = await asyncio.gather(*(self.get(session_key(region, session_id)) for region in regions),
+                                       return_exceptions=True)
+        value = next((v for v in results if isinstance(v, bytes)), None)
         if value is None:
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
             return None
         try:
             return str(json.loads(value)["owner"])

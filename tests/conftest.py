@@ -157,6 +157,17 @@ def etcd() -> Iterator[EtcdServer]:
 
 
 @pytest.fixture
+def etcd2() -> Iterator[EtcdServer]:
+    """A second fresh etcd like ``etcd``: another region's cluster."""
+    base = _tmpfs_dir("voicemesh-etcd-")
+    try:
+        with _run_etcd(base) as (port, process):
+            yield EtcdServer(f"127.0.0.1:{port}", f"etcd://127.0.0.1:{port}", process)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
 def secure_etcd() -> Iterator[SecureEtcd]:
     """A fresh etcd serving TLS with a throwaway CA and requiring client certificates from it
     (``--client-cert-auth``: with auth on, a certificate's CN is its etcd user)."""

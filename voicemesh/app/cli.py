@@ -95,7 +95,11 @@ DNS_HELP = {
 
 
 def _registry_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--registry", help="memory:// or etcd://host:port[,host:port] (env VOICEMESH_REGISTRY)")
+    parser.add_argument("--registry", help="memory://, etcd://host:port[,host:port], or one etcd cluster per core "
+                                           "region: etcd://region=host:port[,...][;region=...] (env VOICEMESH_REGISTRY)")
+    parser.add_argument("--registry-home", help="with a per-region --registry: the core region whose cluster this "
+                                                "node registers in (default: the first one named; env "
+                                                "VOICEMESH_REGISTRY_HOME)")
     parser.add_argument("--registry-ca", help="PEM CA of the etcd servers' certificates: turns TLS to etcd on "
                                               "(env VOICEMESH_REGISTRY_CA)")
     parser.add_argument("--registry-cert", help="PEM client certificate for etcd; its CN is this node's etcd user "
@@ -285,7 +289,9 @@ def _open_registry(args: argparse.Namespace, file: dict, default: str | None = "
     if url is None and default is None:
         return None
     try:
-        return open_registry(str(url[0]) if url else str(default), tls=_registry_tls(args, file))
+        home = config.setting("registry_home", args, file)
+        return open_registry(str(url[0]) if url else str(default), tls=_registry_tls(args, file),
+                             region=str(home[0]) if home else "")
     except ValueError as exc:
         raise config.ConfigError(str(exc)) from None
 
