@@ -52,6 +52,18 @@ class EdgeConfig:
     http_idle_timeout_s: float = 15.0
     http_max_requests: int = 100
     http_max_connections: int = 1024
+    region_rtt_ms: str = ""
+
+    def region_rtts(self) -> dict[str, float]:
+        """``region_rtt_ms`` ("eu-central=90,us-east=14": core region = backbone round trip in ms from this
+        edge's site, from the topology) as a dict. Raises ValueError for a malformed entry."""
+        rtts: dict[str, float] = {}
+        for entry in filter(None, (part.strip() for part in self.region_rtt_ms.split(","))):
+            name, sep, value = entry.partition("=")
+            if not name or not sep:
+                raise ValueError(f"region_rtt_ms entry {entry!r}: expected region=ms")
+            rtts[name] = float(value)
+        return rtts
 
 
 @dataclass

@@ -104,7 +104,7 @@ class EdgeNode:
         self._whip = WhipFront(self.registry, record, relay.stats, hop=HopSigner(self.keys),
                                client_tokens=ClientTokenCodec(self.keys), on_answer=flows.expect,
                                api_keys=self.api_keys, limiter=SourceLimiter(cfg.whip_rate_per_s, cfg.whip_burst),
-                               max_pending=cfg.whip_max_pending)
+                               max_pending=cfg.whip_max_pending, region_rtt_ms=cfg.region_rtts())
         limits = HttpLimits(header_timeout_s=cfg.http_header_timeout_s, body_timeout_s=cfg.http_body_timeout_s,
                             idle_timeout_s=cfg.http_idle_timeout_s, max_requests=cfg.http_max_requests,
                             max_connections=cfg.http_max_connections)

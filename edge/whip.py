@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 
 import aiohttp
@@ -53,6 +54,8 @@ FORWARD_TIMEOUT_S = 10.0
 RETRY_AFTER_S = 2
 FORWARD_ATTEMPTS = 3
 """Transceivers an offer is tried on, in the choice order, before the edge answers 503."""
+REGION_ATTEMPTS = 2
+"""Transceivers of one region an offer is tried on at most, before it fails over to the next region."""
 TOKEN_REPLAY_CAPACITY = 100_000
 """Client-token nonces an edge remembers at most (each for at most MAX_TTL_S): over it, offers with client
 tokens get 503 until some expire (only API key holders can fill it)."""
@@ -63,6 +66,10 @@ RegionPolicy = Callable[[web.Request], "str | None"]
 """Chooses a core region for one offer, or None to let the edge pick the nearest with capacity."""
 
 PIN_HEADER = "Voicemesh-Region"
+REGION_ATTRIBUTE = "voicemesh.region"
+"""Span attribute of a WHIP POST: the core region whose transceiver took the offer."""
+FAILOVER_ATTRIBUTE = "voicemesh.failover_from"
+"""Span attribute of a WHIP POST that failed over: the region first in the choice order, which did not take it."""
 CALL_PAGE = resources.files("voicemesh.edge.static") / "call.html"
 """The page served at ``GET /``: a call through this edge with the browser's own WebRTC stack."""
 
@@ -106,18 +113,36 @@ def pin_from_request(request: web.Request) -> str | None:
     return request.query.get("region") or request.headers.get(PIN_HEADER) or None
 
 
-def pick_transceivers(nodes: list[NodeRecord], edge: NodeRecord, region: str | None = None) -> list[NodeRecord]:
+def pick_transceivers(nodes: list[NodeRecord], edge: NodeRecord, region: str | None = None,
+                      region_rtt_ms: Mapping[str, float] | None = None) -> list[NodeRecord]:
     """Transceivers to try, best first.
 
     Only those not draining and below capacity; only ``region`` if given.
-    Nearest region first by great-circle distance from ``edge`` to the
-    transceiver's coordinates, then least loaded (sessions / capacity), then
-    node id.
+    Nearest region first: by the backbone round trip (ms) from this edge's site to the region in
+    ``region_rtt_ms`` (the topology's ``rtt_ms``; regions it lacks come after those it has), then by
+    great-circle distance from ``edge`` to the transceiver's coordinates; then least loaded
+    (sessions / capacity), then node id.
     """
+    rtts = region_rtt_ms or {}
     usable = [n for n in nodes if not n.draining and n.load < n.capacity and n.http
               and (region is None or n.region == region)]
-    return sorted(usable, key=lambda n: (round(distance_km(edge.lat, edge.lon, n.lat, n.lon)),
+    return sorted(usable, key=lambda n: (rtts.get(n.region, math.inf),
+                                         round(distance_km(edge.lat, edge.lon, n.lat, n.lon)),
                                          n.load / n.capacity, n.node_id))
+
+
+def forward_order(candidates: list[NodeRecord], attempts: int = FORWARD_ATTEMPTS,
+                  per_region: int = REGION_ATTEMPTS) -> list[NodeRecord]:
+    """The transceivers an offer is tried on, from pick_transceivers' order: at most ``per_region`` of each
+    region, at most ``attempts`` in all, so that a region that is down (its transceivers cannot claim a
+    session) leaves attempts for the next region."""
+    taken: Counter[str] = Counter()
+    order: list[NodeRecord] = []
+    for node in candidates:
+        if taken[node.region] < per_region and len(order) < attempts:
+            taken[node.region] += 1
+            order.append(node)
+    return order
 
 
 def client_address(request: web.Request) -> str:
@@ -142,6 +167,8 @@ class WhipFront:
     WHIP is open) turn authorization on (see the module docstring);
     ``client_tokens`` issues and checks client tokens; ``wall_clock`` gives
     unix seconds for token expiry and signatures.
+    ``region_rtt_ms`` maps core region to the backbone round trip (ms) from this edge's site, the order in
+    which regions are tried (region failover: counted as ``region_failover``, logged, and set on the span).
     ``limiter`` rate-limits offers per source (none: no limit), before
     authorization; ``max_pending`` caps offers in flight. ``counters`` counts
     refusals by reason: ``rate_limited`` (429), ``pending_full`` and
@@ -156,8 +183,10 @@ class WhipFront:
                  *, hop: HopSigner, client_tokens: ClientTokenCodec,
                  on_answer: Callable[[bytes, str, SpanContext], None] | None = None, api_keys: ApiKeys | None = None,
                  limiter: SourceLimiter | None = None, max_pending: int = 256,
-                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+                 region_rtt_ms: Mapping[str, float] | None = None) -> None:
         self.registry = registry
+        self.region_rtt_ms = dict(region_rtt_ms or {})
         self.hop = hop
         self.api_keys = api_keys or ApiKeys({})
         self.client_tokens = client_tokens
@@ -308,7 +337,9 @@ class WhipFront:
         }
         sdp = offer.encode()
         region = request.get(TOKEN_REGION) or self.region_policy(request)
-        for node in pick_transceivers(self.registry.nodes("transceiver"), edge, region)[:FORWARD_ATTEMPTS]:
+        order = forward_order(pick_transceivers(self.registry.nodes("transceiver"), edge, region, self.region_rtt_ms))
+        first_region = order[0].region if order else ""
+        for node in order:
             url = f"{node.http}/v1/sessions"
             signature = self._sign("POST", url, node.node_id, sdp, headers)
             with telemetry.tracer().start_as_current_span("POST", kind=SpanKind.CLIENT, attributes={
@@ -335,6 +366,12 @@ class WhipFront:
             session_id = location.rsplit("/", 1)[-1]
             server_span = trace.get_current_span()
             server_span.set_attribute(telemetry.SESSION_ID, session_id)
+            server_span.set_attribute(REGION_ATTRIBUTE, node.region)
+            if node.region != first_region:
+                self.counters["region_failover"] += 1
+                server_span.set_attribute(FAILOVER_ATTRIBUTE, first_region)
+                log.warning("region failover: %s did not take the offer, %s did", first_region, node.region,
+                            extra={"session_id": session_id, "from_region": first_region, "to_region": node.region})
             if self.on_answer is not None:
                 self.on_answer(body, session_id, server_span.get_span_context())
             log.info("session forwarded", extra={"session_id": session_id, "transceiver": node.node_id,

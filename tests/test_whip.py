@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from voicemesh.edge.whip import pick_transceivers
+from voicemesh.edge.config import EdgeConfig
+from voicemesh.edge.whip import forward_order, pick_transceivers
 from voicemesh.registry import NodeRecord
 
 pytestmark = pytest.mark.unit
@@ -36,3 +37,18 @@ def test_full_or_draining_transceivers_are_skipped() -> None:
 def test_a_pinned_region_overrides_distance() -> None:
     assert pick_transceivers([IAD_A, FRA_A, FRA_B], EDGE_LON, region="us-east") == [IAD_A]
     assert pick_transceivers([FRA_A], EDGE_LON, region="ap-southeast") == []
+
+
+def test_backbone_rtt_from_the_topology_orders_regions_before_distance() -> None:
+    assert pick_transceivers([IAD_A, FRA_A, FRA_B], EDGE_LON, region_rtt_ms={"us-east": 75, "eu-central": 90}) == [
+        IAD_A, FRA_B, FRA_A]
+    assert EdgeConfig(region_rtt_ms="eu-central=15, us-east=75").region_rtts() == {"eu-central": 15, "us-east": 75}
+    with pytest.raises(ValueError):
+        EdgeConfig(region_rtt_ms="eu-central").region_rtts()
+
+
+def test_a_region_that_does_not_answer_leaves_attempts_for_the_next_region() -> None:
+    """Without the per-region cap, three transceivers of a dead region would use every attempt."""
+    fra_c = trx("fra-c", "eu-central", 50.11, 8.68, load=7)
+    order = forward_order(pick_transceivers([IAD_A, FRA_A, FRA_B, fra_c], EDGE_LON))
+    assert order == [FRA_B, FRA_A, IAD_A]

@@ -49,6 +49,8 @@ EDGE_HELP = {
     "http_idle_timeout_s": "seconds an idle keep-alive connection stays open",
     "http_max_requests": "requests on one connection before the edge closes it",
     "http_max_connections": "open HTTP connections at most; over it a new one gets 503 and is closed",
+    "region_rtt_ms": "core regions in failover order: region=ms,... the backbone round trip from this PoP "
+                     "(the topology's rtt_ms); regions not named come after, nearest first",
 }
 TRANSCEIVER_HELP = {
     "node_id": "this transceiver's name in the registry",
