@@ -38,9 +38,11 @@ def lab_namespaces() -> list[str]:
 
 
 @needs_netns
-def test_smoke_lab_with_two_regions_steers_each_city_to_its_nearest_edge() -> None:
+def test_smoke_lab_with_two_regions_steers_each_city_and_survives_a_region_failure() -> None:
+    """Two regions, each with its own etcd; then us-east (transceiver and etcd) dies and New York's new call
+    goes to eu-central."""
     proc = subprocess.run([sys.executable, "-m", "voicemesh", "lab", "run", "--regions", "2", "--duration", "4",
-                           "--json"], capture_output=True, text=True, timeout=280)
+                           "--fail-region", "us-east", "--json"], capture_output=True, text=True, timeout=400)
     assert proc.stdout.strip(), proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 0, proc.stderr
@@ -50,6 +52,12 @@ def test_smoke_lab_with_two_regions_steers_each_city_to_its_nearest_edge() -> No
         for mode in ("mesh", "direct"):
             assert row[mode]["ok"] and row[mode]["packets_received"] > 100, row
             assert set(report.MILESTONES) <= set(row[mode]["setup_ms"]), row
+    assert [(c["mesh"]["region"], c["direct"]["region"]) for c in result["cities"]] == [
+        ("eu-central", "eu-central"), ("us-east", "eu-central")]
+    [moved] = result["failover"]
+    assert (moved["city"], moved["from_region"], moved["to_region"], moved["ok"]) == (
+        "new-york", "us-east", "eu-central", True), moved
+    assert moved["audio_rtt_ms"] is not None and "answer" in moved["setup_ms"]
     assert result["wan"]["forwarded"] > 0 and result["wan"]["drops"].get("unknown_destination", 0) == 0
     assert lab_namespaces() == []
 

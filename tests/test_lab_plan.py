@@ -17,6 +17,7 @@ from voicemesh.app.lab.plan import LAB_NETWORK, PREFIX, LabError, load_topology,
 from voicemesh.app.lab.plan import Path as NetPath
 from voicemesh.app.lab.runner import write_geoip
 from voicemesh.app.lab.wan import Wan
+from voicemesh.edge.config import EdgeConfig
 from voicemesh.edge.geodns import EdgeTarget, choose_edge, mmdb_locator
 from voicemesh.edge.whip import pick_transceivers
 from voicemesh.registry import NodeRecord
@@ -116,7 +117,16 @@ def test_the_lab_predicts_the_region_the_edge_front_picks() -> None:
     for edge in lab.edges:
         node = lab.node(edge)
         record = NodeRecord("edge", node.site, edge, lat=node.lat, lon=node.lon)
-        assert pick_transceivers(transceivers, record)[0].region == lab.region_for_edge(edge).name, edge
+        rtts = EdgeConfig(region_rtt_ms=lab.region_rtts(edge)).region_rtts()
+        assert [n.region for n in pick_transceivers(transceivers, record, region_rtt_ms=rtts)] == [
+            r.name for r in lab.regions_for_edge(edge)], edge
+
+
+def test_the_registry_url_names_each_regions_etcd_at_its_core_node() -> None:
+    lab = plan(TOPOLOGY, regions=2)
+    eu, us = (lab.region_node(r).address for r in lab.regions)
+    assert lab.registry_url(2379) == f"etcd://eu-central={eu}:2379;us-east={us}:2379"
+    assert [r.name for r in lab.regions_for_edge("edge-fra", without="eu-central")] == ["us-east"]
 
 
 # -- the WAN ----------------------------------------------------------------------------------------
@@ -193,8 +203,25 @@ def test_report_rows_summary_and_table() -> None:
     assert not missteered["ok"] and report.loss_pct(0, 0) is None
 
 
+def test_a_region_failure_is_ok_only_if_each_moved_call_went_to_another_region() -> None:
+    lab = plan(TOPOLOGY, regions=2)
+    new_york = city(lab, "new-york")
+    rows = [report.city_result(lab, new_york, "edge-iad", CALL, CALL, ("us-east", "eu-central"))]
+    assert rows[0]["mesh"]["region"] == "us-east"
+    moved = report.failover_result(lab, new_york, "edge-iad", "us-east", CALL, "eu-central")
+    assert (moved["expected_region"], moved["to_region"], moved["ok"]) == ("eu-central", "eu-central", True)
+    assert moved["model_rtt_ms"] == 13 + 90
+    result = report.lab_result(lab, rows, {}, [moved])
+    assert result["ok"] and "| new-york | us-east | eu-central | eu-central | 120 (120) | 40 (40) |" in (
+        report.format_table(result))
+    stuck = report.failover_result(lab, new_york, "edge-iad", "us-east", {"ok": False, "error": "503"}, None)
+    assert not report.lab_result(lab, rows, {}, [stuck])["ok"]
+    assert "failover" not in report.lab_result(lab, rows, {})
+
+
 def test_lab_command_line() -> None:
     args = parser().parse_args(["lab", "run", "--regions", "2", "--cities", "berlin,new-york", "--json"])
     assert (args.command, args.lab_command, args.regions, args.cities, args.json) == (
         "lab", "run", 2, "berlin,new-york", True)
     assert parser().parse_args(["lab", "down"]).lab_command == "down"
+    assert parser().parse_args(["lab", "run", "--fail-region", "us-east"]).fail_region == "us-east"

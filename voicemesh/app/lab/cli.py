@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--cities", help="client cities to call from, comma-separated keys of the topology's clients")
     run.add_argument("--duration", type=float, default=10.0, help="length of each call in seconds (default 10)")
     run.add_argument("--wav", help="speech to send (default: the bundled speech.wav)")
+    run.add_argument("--fail-region", help="after the calls, kill this core region's transceiver and etcd and call "
+                                           "again from the cities whose calls went there (the report's failover)")
     run.add_argument("--topology", default=str(DEFAULT_TOPOLOGY), help="infra/topology.json (default: %(default)s)")
     commands.add_parser("down", help="remove whatever a lab left behind: namespaces named vmlab-*, what runs in "
                                      "them, and work directories")
@@ -47,7 +49,8 @@ async def command(args: argparse.Namespace) -> int:
             return 0
         cities = [c.strip() for c in args.cities.split(",") if c.strip()] if args.cities else None
         lab = plan(load_topology(args.topology), args.regions, cities)
-        result = await runner.run(lab, args.duration, args.wav, progress=lambda line: print(line, file=sys.stderr))
+        result = await runner.run(lab, args.duration, args.wav, progress=lambda line: print(line, file=sys.stderr),
+                                  fail_region=args.fail_region)
     except LabError as exc:
         print(f"voicemesh lab: {exc}", file=sys.stderr)
         return 2

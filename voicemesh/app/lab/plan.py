@@ -1,8 +1,8 @@
 """The lab's plan, sans-IO: which namespaces it builds, their addresses, and the modelled network path
 between any two of them, all read from infra/topology.json.
 
-A namespace per core region (its transceiver), per edge PoP, per client city, and one control
-namespace ("ctl": etcd and the geo DNS server) at the central region's site. Node ``i`` has the
+A namespace per core region (its transceiver and that region's etcd), per edge PoP, per client city,
+and one control namespace ("ctl": the geo DNS server) at the central region's site. Node ``i`` has the
 address ``10.77.i.2`` in its own /24, so the geo DNS server (which steers by /24) can place each
 client city on its own.
 
@@ -38,8 +38,8 @@ class LabError(ValueError):
 
     ``reason``: "bad_topology" (a field is missing or has the wrong type), "bad_region_count",
     "unknown_city", "central_region_not_kept", "no_central_edge", "no_rtt" (two sites without an
-    ``rtt_ms`` entry), "too_many_nodes", "not_root", "no_iproute2", "lab_exists", "ip_failed",
-    "start_failed".
+    ``rtt_ms`` entry), "too_many_nodes", "unknown_region" (``--fail-region``), "not_root", "no_iproute2",
+    "lab_exists", "ip_failed", "start_failed".
     """
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -220,17 +220,34 @@ class Plan:
         """The lab's edge nearest to ``city`` by great-circle distance (ties: the lower edge id)."""
         return min(self.edges, key=lambda e: (self._km(city.lat, city.lon, self.edges[e]), e))
 
-    def region_for_edge(self, edge: str) -> Region:
-        """The core region an edge sends offers to: the nearest to the edge (as edge/whip.py picks)."""
-        site = self.sites[self.edges[edge]]
-        return min(self.regions, key=lambda r: (round(self._km(site["lat"], site["lon"], r.site)), r.name))
+    def regions_for_edge(self, edge: str, without: str = "") -> list[Region]:
+        """The core regions in the order an edge tries them (edge/whip.py with ``region_rtts``): by backbone
+        round trip from the edge's site, then by great-circle distance, then name; ``without`` left out."""
+        site = self.edges[edge]
+        where = self.sites[site]
+        return sorted((r for r in self.regions if r.name != without),
+                      key=lambda r: (self.backbone_rtt_ms(site, r.site),
+                                     round(self._km(where["lat"], where["lon"], r.site)), r.name))
 
-    def mesh_rtt_ms(self, city: City, edge: str | None = None) -> float:
-        """Modelled network round trip of a mesh call through ``edge`` (default: the nearest): public to
-        the edge, backbone on to the edge's region."""
+    def region_for_edge(self, edge: str) -> Region:
+        """The core region an edge sends offers to while every region is up: the first of regions_for_edge."""
+        return self.regions_for_edge(edge)[0]
+
+    def region_rtts(self, edge: str) -> str:
+        """The edge's ``region_rtt_ms`` setting: "region=ms,..." of the backbone round trip from its site to
+        every core region's."""
+        return ",".join(f"{r.name}={self.backbone_rtt_ms(self.edges[edge], r.site):g}" for r in self.regions)
+
+    def registry_url(self, client_port: int) -> str:
+        """The per-region registry URL (registry/regions.py): each core region's etcd at its core node."""
+        return "etcd://" + ";".join(f"{r.name}={self.region_node(r).address}:{client_port}" for r in self.regions)
+
+    def mesh_rtt_ms(self, city: City, edge: str | None = None, region: Region | None = None) -> float:
+        """Modelled network round trip of a mesh call through ``edge`` (default: the nearest) to ``region``
+        (default: the edge's): public to the edge, backbone on to the region."""
         edge = edge or self.nearest_edge(city)
         site = self.edges[edge]
-        return self.public(city, site).rtt_ms + self.backbone_rtt_ms(site, self.region_for_edge(edge).site)
+        return self.public(city, site).rtt_ms + self.backbone_rtt_ms(site, (region or self.region_for_edge(edge)).site)
 
     def direct_rtt_ms(self, city: City) -> float:
         """Modelled network round trip of a baseline call: public to the central region's site."""

@@ -23,33 +23,58 @@ def loss_pct(packets_received: int, packets_lost: int) -> float | None:
     return round(100.0 * packets_lost / expected, 2)
 
 
-def mode_result(call: dict, path: str, model_rtt_ms: float) -> dict:
+def mode_result(call: dict, path: str, model_rtt_ms: float, region: str | None = None) -> dict:
     """One call's figures from a ``voicemesh call --json`` report (CallReport.to_dict()).
 
-    ``path`` names the route, ``model_rtt_ms`` is the network round trip the lab models for it;
+    ``path`` names the route, ``model_rtt_ms`` is the network round trip the lab models for it, ``region``
+    the core region whose transceiver took the call (None: not known, e.g. the call failed);
     ``audio_rtt_ms`` (mouth to ear and back, ms), ``jitter_ms`` (inbound RTP jitter), ``loss_pct``
     (``loss_pct()``), ``setup_ms`` (milestones in ms from createOffer) and the packet counts come from
     the call.
     """
     received, lost = int(call.get("packets_received") or 0), int(call.get("packets_lost") or 0)
-    return {"path": path, "model_rtt_ms": round(model_rtt_ms, 1), "ok": bool(call.get("ok")),
+    return {"path": path, "region": region, "model_rtt_ms": round(model_rtt_ms, 1), "ok": bool(call.get("ok")),
             "audio_rtt_ms": call.get("audio_rtt_ms"), "jitter_ms": call.get("jitter_ms"),
             "loss_pct": loss_pct(received, lost), "setup_ms": dict(call.get("setup_ms") or {}),
             "packets_sent": int(call.get("packets_sent") or 0), "packets_received": received,
             "packets_lost": lost, "error": call.get("error")}
 
 
-def city_result(plan: Plan, city: City, edge: str | None, mesh: dict, direct: dict) -> dict:
+def city_result(plan: Plan, city: City, edge: str | None, mesh: dict, direct: dict,
+                regions: tuple[str | None, str | None] = (None, None)) -> dict:
     """One city's row: ``city`` (key), ``name``, ``edge`` (where the geo name sent it, None if it did not
     resolve to an edge), ``nearest_edge`` (by the topology), ``distant`` (``Plan.distant``), and the
-    ``mesh`` and ``direct`` calls (``mode_result``)."""
+    ``mesh`` and ``direct`` calls (``mode_result``); ``regions`` the regions that took the two calls."""
     via = edge or plan.nearest_edge(city)
     return {
         "city": city.key, "name": city.name, "edge": edge, "nearest_edge": plan.nearest_edge(city),
         "distant": plan.distant(city),
-        "mesh": mode_result(mesh, f"{via} → {plan.region_for_edge(via).name}", plan.mesh_rtt_ms(city, via)),
-        "direct": mode_result(direct, f"{plan.central_edge} → {plan.central.name}", plan.direct_rtt_ms(city)),
+        "mesh": mode_result(mesh, f"{via} → {plan.region_for_edge(via).name}", plan.mesh_rtt_ms(city, via),
+                            regions[0]),
+        "direct": mode_result(direct, f"{plan.central_edge} → {plan.central.name}", plan.direct_rtt_ms(city),
+                              regions[1]),
     }
+
+
+def failover_result(plan: Plan, city: City, edge: str | None, from_region: str, call: dict,
+                    to_region: str | None) -> dict:
+    """One city's mesh call after ``from_region`` failed: ``city``, ``edge``, ``from_region``, ``to_region``
+    (the region that took it; None if none did), ``expected_region`` (the next by backbone RTT from the
+    edge, Plan.regions_for_edge), ``ok``, ``setup_ms``, ``audio_rtt_ms``, ``model_rtt_ms`` (to the region
+    expected) and ``error``."""
+    via = edge or plan.nearest_edge(city)
+    expected = plan.regions_for_edge(via, without=from_region)
+    m = mode_result(call, via, plan.mesh_rtt_ms(city, via, expected[0]) if expected else 0.0, to_region)
+    return {"city": city.key, "edge": edge, "from_region": from_region, "to_region": to_region,
+            "expected_region": expected[0].name if expected else None, "ok": m["ok"], "setup_ms": m["setup_ms"],
+            "audio_rtt_ms": m["audio_rtt_ms"], "model_rtt_ms": m["model_rtt_ms"], "error": m["error"]}
+
+
+def format_failover(row: dict) -> str:
+    """One line about a city's call after its region failed."""
+    state = f"rtt {_num(row['audio_rtt_ms'])} ms, answer {_num(row['setup_ms'].get('answer'))} ms" if row["ok"] \
+        else f"FAILED: {row['error']}"
+    return f"{row['city']}: {row['from_region']} down, call went to {row['to_region'] or 'nothing'}; {state}"
 
 
 def summary(cities: Sequence[dict]) -> dict:
@@ -72,14 +97,19 @@ def _lower(city: dict, key: str) -> bool:
     return mesh is not None and direct is not None and mesh < direct
 
 
-def lab_result(plan: Plan, cities: Sequence[dict], wan: dict) -> dict:
-    """The whole report: ``ok`` (every city steered to its nearest edge and both its calls ok),
-    ``central_region``, ``central_edge``, ``summary``, ``cities`` (``city_result``) and ``wan`` (the
-    emulated network's counters)."""
+def lab_result(plan: Plan, cities: Sequence[dict], wan: dict, failover: Sequence[dict] | None = None) -> dict:
+    """The whole report: ``ok`` (every city steered to its nearest edge and both its calls ok, and with
+    ``failover`` every call after the failure ok on another region), ``central_region``, ``central_edge``,
+    ``summary``, ``cities`` (``city_result``), ``wan`` (the emulated network's counters) and, after a
+    region failure, ``failover`` (``failover_result``)."""
     counts = summary(cities)
     ok = counts["steered_to_nearest"] == counts["calls_ok"] == counts["cities"]
-    return {"ok": ok, "central_region": plan.central.name, "central_edge": plan.central_edge,
-            "summary": counts, "cities": list(cities), "wan": wan}
+    result = {"ok": ok, "central_region": plan.central.name, "central_edge": plan.central_edge,
+              "summary": counts, "cities": list(cities), "wan": wan}
+    if failover is not None:
+        result["failover"] = list(failover)
+        result["ok"] = ok and all(f["ok"] and f["to_region"] not in (None, f["from_region"]) for f in failover)
+    return result
 
 
 def _num(value: float | None, spec: str = ".0f") -> str:
@@ -118,4 +148,14 @@ def format_table(result: dict) -> str:
              f"calls ok: {s['calls_ok']} of {s['cities']} cities (mesh and direct)",
              f"distant cities (mesh vs direct to {result['central_region']}): {s['distant']}; mesh lower audio "
              f"RTT in {s['mesh_lower_rtt']}, lower loss in {s['mesh_lower_loss']}"]
+    if "failover" in result:
+        healthy = {c["city"]: c["mesh"] for c in result["cities"]}
+        rows += ["", "| city | region down | went to | expected | audio RTT ms (healthy) | answer ms (healthy) |",
+                 "| --- | --- | --- | --- | ---: | ---: |"]
+        for f in result["failover"]:
+            before = healthy.get(f["city"], {})
+            rows.append(f"| {f['city']} | {f['from_region']} | {f['to_region'] or 'failed: ' + str(f['error'])} "
+                        f"| {f['expected_region']} | {_num(f['audio_rtt_ms'])} ({_num(before.get('audio_rtt_ms'))}) "
+                        f"| {_num(f['setup_ms'].get('answer'))} "
+                        f"({_num(before.get('setup_ms', {}).get('answer'))}) |")
     return "\n".join(rows)

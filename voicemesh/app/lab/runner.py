@@ -1,9 +1,10 @@
 """Builds the lab on this machine, runs etcd, the geo DNS server, the edges and the transceivers in it,
 places calls from the client cities, and tears it all down, also after a failure.
 
-Every part runs as its own process inside its node's namespace (``ip netns exec``): etcd and
-``voicemesh dns`` in "ctl", one ``voicemesh transceiver`` per core region with the echo agent in
-process, one ``voicemesh edge`` per PoP. The lab process itself holds the TUN links and runs the
+Every part runs as its own process inside its node's namespace (``ip netns exec``): ``voicemesh dns`` in
+"ctl"; per core region its own etcd (that region's node records and session claims, registry/regions.py)
+and one ``voicemesh transceiver`` with the echo agent in process; one ``voicemesh edge`` per PoP, whose
+home registry is its region's. Every part reads every region's etcd. The lab process itself holds the TUN links and runs the
 WAN between them (voicemesh/app/lab/wan.py).
 """
 
@@ -49,7 +50,7 @@ class Lab:
         self.wan: TunWan | None = None
         self._fds: dict[str, int] = {}
         self._parts: list[tuple[str, asyncio.subprocess.Process, Path]] = []
-        ctl = plan.node("ctl")
+        self._region_parts: dict[str, list[tuple[str, asyncio.subprocess.Process, Path]]] = {}
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "VOICEMESH_"))}
         api_key = secrets.token_urlsafe(32)
         self.env = inherited | {
@@ -57,7 +58,7 @@ class Lab:
             "VOICEMESH_API_KEYS": f"lab:{api_key}",  # the edges' (they serve WHIP off loopback: auth is required)
             "VOICEMESH_CALL_TOKEN": api_key,  # `voicemesh call`, a server-side caller: the API key is its bearer
             "VOICEMESH_APP_API_KEY": api_key,  # the browser call gets a client token with it, as an app's backend
-            "VOICEMESH_REGISTRY": f"etcd://{ctl.address}:{plan.ports['etcd_client']}",
+            "VOICEMESH_REGISTRY": plan.registry_url(plan.ports["etcd_client"]),
             "VOICEMESH_LOG_LEVEL": "info",
             "VOICEMESH_LOG_FORMAT": "json",
         }
@@ -94,21 +95,27 @@ class Lab:
         write_geoip(plan, geoip)
 
         ports = plan.ports
-        etcd = await self._spawn(ctl, "etcd", [
-            "etcd", "--name", "lab", "--data-dir", str(workdir / "etcd"),
-            "--listen-client-urls", f"http://{ctl.address}:{ports['etcd_client']}",
-            "--advertise-client-urls", f"http://{ctl.address}:{ports['etcd_client']}",
-            "--listen-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
-            "--initial-cluster", f"lab=http://127.0.0.1:{ports['etcd_peer']}",
-            "--logger", "zap", "--log-level", "info"])
-        await self._wait(etcd, lambda line: any(text in line.get("msg", "") for text in ETCD_READY))
+        etcds = {}
+        for r in plan.regions:
+            core = plan.region_node(r)
+            client = f"http://{core.address}:{ports['etcd_client']}"
+            peer = f"http://127.0.0.1:{ports['etcd_peer']}"
+            etcds[r.name] = await self._spawn(core, "etcd", [
+                "etcd", "--name", r.name, "--data-dir", str(workdir / f"etcd-{r.name}"),
+                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"{r.name}={peer}", "--logger", "zap", "--log-level", "info"])
+        for part in etcds.values():
+            await self._wait(part, lambda line: any(text in line.get("msg", "") for text in ETCD_READY))
 
         trxs = [await self._spawn(plan.region_node(r), "transceiver", self._voicemesh(
             "transceiver", "--node-id", f"trx-{r.name}", "--region", r.name, "--region-id", str(r.region_id),
+            "--registry-home", r.name,
             "--backbone", f"{plan.region_node(r).address}:{ports['backbone_udp']}",
             "--http", f"{plan.region_node(r).address}:{ports['transceiver_http']}", "--agent", "",
             "--lat", str(plan.region_node(r).lat), "--lon", str(plan.region_node(r).lon))) for r in plan.regions]
+        for r, part in zip(plan.regions, trxs, strict=True):
+            self._region_parts[r.name] = [part, etcds[r.name]]
         dns = await self._spawn(ctl, "dns", self._voicemesh(
             "dns", "--zone", plan.zone, "--mesh-name", plan.mesh_name, "--bind", f"{ctl.address}:{ports['dns']}",
             "--geoip-db", str(geoip), "--default-edge", plan.central_edge))
@@ -122,7 +129,8 @@ class Lab:
             edges.append(await self._spawn(node, "edge", self._voicemesh(
                 "edge", "--node-id", edge, "--region", node.site, "--public", f"{node.address}:{ports['relay_udp']}",
                 "--http", f"{node.address}:{WHIP_HTTP_PORT}", "--backbone", f"{node.address}:0",
-                "--lat", str(node.lat), "--lon", str(node.lon))))
+                "--lat", str(node.lat), "--lon", str(node.lon), "--registry-home", plan.region_for_edge(edge).name,
+                "--region-rtt-ms", plan.region_rtts(edge))))
         for part in edges:
             await self._wait(part, lambda line: line.get("msg") == "edge up")
         known: set[str] = set()
@@ -168,6 +176,31 @@ class Lab:
                 state = f"exited with {proc.returncode}" if proc.returncode is not None else "did not come up"
                 raise LabError("start_failed", f"{name} {state}; its log ends:\n" + "\n".join(lines[-15:]))
             await asyncio.sleep(0.1)
+
+    async def fail_region(self, region: str) -> None:
+        """Kill (SIGKILL: a crash) the transceiver and the etcd of core region ``region``."""
+        for _, proc, _ in self._region_parts.get(region, []):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+    def region_of(self, session_id: str) -> str | None:
+        """The core region whose transceiver took session ``session_id``, from the edges' "session forwarded"
+        log lines (transceivers are named ``trx-<region>``); None if no edge logged it."""
+        if not session_id:
+            return None
+        for _, _, log in self._parts:
+            if ".edge." not in log.name:
+                continue
+            for text in log.read_text(errors="replace").splitlines():
+                if session_id in text and text.startswith("{"):
+                    try:
+                        line = json.loads(text)
+                    except ValueError:
+                        continue
+                    if line.get("msg") == "session forwarded" and line.get("session_id") == session_id:
+                        return str(line.get("transceiver", "")).removeprefix("trx-") or None
+        return None
 
     async def resolve(self, city: City) -> str | None:
         """The edge the mesh name resolves to in ``city``'s namespace (through its resolver, the geo DNS
@@ -274,24 +307,44 @@ def down() -> list[str]:
 
 
 async def run(plan: Plan, duration_s: float, wav: str | None = None,
-              progress: Callable[[str], None] = lambda line: None) -> dict:
+              progress: Callable[[str], None] = lambda line: None, fail_region: str | None = None) -> dict:
     """Build the lab, call from every city through the mesh and straight to the central region, tear it
     down; the lab report (voicemesh/app/lab/report.py). ``progress`` is told of each city as it finishes.
 
-    Raises LabError if the lab cannot be built.
+    ``fail_region``: after those calls, kill that core region's transceiver and etcd and call again through
+    the mesh from every city whose call went there; the report's ``failover`` list (report.failover_result).
+
+    Raises LabError if the lab cannot be built, or ("unknown_region") for a ``fail_region`` not in the lab.
     """
+    if fail_region is not None and fail_region not in {r.name for r in plan.regions}:
+        raise LabError("unknown_region", f"--fail-region {fail_region}: the lab's regions are "
+                                         f"{', '.join(r.name for r in plan.regions)}")
     wav = wav or bundled_speech()
     central = plan.node(plan.central_edge)
     direct_url = f"http://{central.address}/v1/sessions?region={plan.central.name}"
-    cities = []
+    mesh_url = f"http://{plan.mesh_name}/v1/sessions"
+    cities, failover = [], []
     async with Lab(plan) as lab:
         progress(f"lab up: {len(plan.nodes)} namespaces in {lab.workdir}")
         for city in plan.cities:
+            progress(f"{city.key}: resolving {plan.mesh_name}, then a mesh call and a direct call")
             edge = await lab.resolve(city)
-            mesh = await lab.call(city, f"http://{plan.mesh_name}/v1/sessions", duration_s, wav)
+            mesh = await lab.call(city, mesh_url, duration_s, wav)
             direct = await lab.call(city, direct_url, duration_s, wav)
-            cities.append(report.city_result(plan, city, edge, mesh, direct))
+            regions = (lab.region_of(mesh.get("session_id", "")), lab.region_of(direct.get("session_id", "")))
+            cities.append(report.city_result(plan, city, edge, mesh, direct, regions))
             progress(report.format_progress(cities[-1]))
+        if fail_region is not None:
+            progress(f"failing region {fail_region}: killing its transceiver and etcd")
+            await lab.fail_region(fail_region)
+            for row, city in zip(cities, plan.cities, strict=True):
+                if row["mesh"]["region"] != fail_region:
+                    continue
+                edge = await lab.resolve(city)
+                call = await lab.call(city, mesh_url, duration_s, wav)
+                failover.append(report.failover_result(plan, city, edge, fail_region, call,
+                                                       lab.region_of(call.get("session_id", ""))))
+                progress(report.format_failover(failover[-1]))
         assert lab.wan is not None, "started by Lab.__aenter__"
         wan = lab.wan.stats()
-    return report.lab_result(plan, cities, wan)
+    return report.lab_result(plan, cities, wan, failover if fail_region is not None else None)
