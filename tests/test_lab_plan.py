@@ -219,6 +219,19 @@ def test_a_region_failure_is_ok_only_if_each_moved_call_went_to_another_region()
     assert "failover" not in report.lab_result(lab, rows, {})
 
 
+def test_the_plot_draws_both_views_to_svg(tmp_path) -> None:
+    from voicemesh.app.lab import plot
+
+    lab = plan(TOPOLOGY, regions=2)
+    new_york, berlin = city(lab, "new-york"), city(lab, "berlin")
+    rows = [report.city_result(lab, berlin, "edge-fra", CALL, CALL, ("eu-central", "eu-central")),
+            report.city_result(lab, new_york, "edge-iad", CALL, CALL, ("us-east", "eu-central"))]
+    moved = report.failover_result(lab, new_york, "edge-iad", "us-east", CALL, "eu-central")
+    plot.draw(lab, report.lab_result(lab, rows, {}, [moved]), str(tmp_path / "lab.svg"))
+    svg = (tmp_path / "lab.svg").read_text()
+    assert svg.startswith("<?xml") and "New York" in svg and "us-east" in svg
+
+
 def test_lab_command_line() -> None:
     args = parser().parse_args(["lab", "run", "--regions", "2", "--cities", "berlin,new-york", "--json"])
     assert (args.command, args.lab_command, args.regions, args.cities, args.json) == (

@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--wav", help="speech to send (default: the bundled speech.wav)")
     run.add_argument("--fail-region", help="after the calls, kill this core region's transceiver and etcd and call "
                                            "again from the cities whose calls went there (the report's failover)")
+    run.add_argument("--plot", help="also draw the report to this file (.svg, .png): RTT per city, and cities, "
+                                    "edges and regions on longitude/latitude (needs matplotlib)")
     run.add_argument("--topology", default=str(DEFAULT_TOPOLOGY), help="infra/topology.json (default: %(default)s)")
     commands.add_parser("down", help="remove whatever a lab left behind: namespaces named vmlab-*, what runs in "
                                      "them, and work directories")
@@ -57,5 +59,12 @@ async def command(args: argparse.Namespace) -> int:
     except asyncio.CancelledError:
         print("voicemesh lab: interrupted; the lab is torn down", file=sys.stderr)
         return 130
+    if args.plot:
+        from voicemesh.app.lab import plot
+
+        try:
+            plot.draw(lab, result, args.plot)
+        except (ImportError, OSError, ValueError) as exc:
+            print(f"voicemesh lab: --plot {args.plot}: {exc}", file=sys.stderr)
     print(json.dumps(result) if args.json else report.format_table(result))
     return 0 if result["ok"] else 1
