@@ -38,14 +38,16 @@ ETCD_READY = ("ready to serve client requests", "serving client traffic")
 
 
 class Lab:
-    """The running lab of ``plan``; use as ``async with Lab(plan) as lab:``.
+    """The running lab of ``plan``; use as ``async with Lab(plan) as lab:``. ``progress`` is told of each
+    phase of the build.
 
     ``start()`` raises LabError ("not_root", "no_iproute2", "lab_exists", "ip_failed", "start_failed")
     after tearing down what it built; ``close()`` tears everything down and is safe to call twice.
     """
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, progress: Callable[[str], None] = lambda line: None) -> None:
         self.plan = plan
+        self.progress = progress
         self.workdir: Path | None = None
         self.wan: TunWan | None = None
         self._fds: dict[str, int] = {}
@@ -95,6 +97,8 @@ class Lab:
         write_geoip(plan, geoip)
 
         ports = plan.ports
+        self.progress(f"{len(plan.nodes)} namespaces linked; starting an etcd per region "
+                      f"({', '.join(r.name for r in plan.regions)})")
         etcds = {}
         for r in plan.regions:
             core = plan.region_node(r)
@@ -108,6 +112,7 @@ class Lab:
         for part in etcds.values():
             await self._wait(part, lambda line: any(text in line.get("msg", "") for text in ETCD_READY))
 
+        self.progress("starting the transceivers and the geo DNS server")
         trxs = [await self._spawn(plan.region_node(r), "transceiver", self._voicemesh(
             "transceiver", "--node-id", f"trx-{r.name}", "--region", r.name, "--region-id", str(r.region_id),
             "--registry-home", r.name,
@@ -123,6 +128,7 @@ class Lab:
             await self._wait(part, lambda line: line.get("msg") == "transceiver up")
         await self._wait(dns, lambda line: line.get("msg") == "dns up")
 
+        self.progress(f"starting {len(plan.edges)} edges")
         edges = []
         for edge in plan.edges:
             node = plan.node(edge)
@@ -309,7 +315,7 @@ def down() -> list[str]:
 async def run(plan: Plan, duration_s: float, wav: str | None = None,
               progress: Callable[[str], None] = lambda line: None, fail_region: str | None = None) -> dict:
     """Build the lab, call from every city through the mesh and straight to the central region, tear it
-    down; the lab report (voicemesh/app/lab/report.py). ``progress`` is told of each city as it finishes.
+    down; the lab report (voicemesh/app/lab/report.py). ``progress`` is told of each phase, city and call.
 
     ``fail_region``: after those calls, kill that core region's transceiver and etcd and call again through
     the mesh from every city whose call went there; the report's ``failover`` list (report.failover_result).
@@ -324,12 +330,14 @@ async def run(plan: Plan, duration_s: float, wav: str | None = None,
     direct_url = f"http://{central.address}/v1/sessions?region={plan.central.name}"
     mesh_url = f"http://{plan.mesh_name}/v1/sessions"
     cities, failover = [], []
-    async with Lab(plan) as lab:
+    async with Lab(plan, progress) as lab:
         progress(f"lab up: {len(plan.nodes)} namespaces in {lab.workdir}")
-        for city in plan.cities:
-            progress(f"{city.key}: resolving {plan.mesh_name}, then a mesh call and a direct call")
+        for n, city in enumerate(plan.cities, 1):
+            progress(f"city {n}/{len(plan.cities)} {city.key}: resolving {plan.mesh_name}")
             edge = await lab.resolve(city)
+            progress(f"city {n}/{len(plan.cities)} {city.key}: mesh call through {edge or 'nothing'}")
             mesh = await lab.call(city, mesh_url, duration_s, wav)
+            progress(f"city {n}/{len(plan.cities)} {city.key}: direct call to {plan.central.name}")
             direct = await lab.call(city, direct_url, duration_s, wav)
             regions = (lab.region_of(mesh.get("session_id", "")), lab.region_of(direct.get("session_id", "")))
             cities.append(report.city_result(plan, city, edge, mesh, direct, regions))
