@@ -49,8 +49,8 @@ class RegionalRegistry(Registry):
     """A registry over one cluster per core region: ``clusters`` maps region name to a Registry (not yet
     started) on that region's store; ``home`` is this node's region and must be one of them.
 
-    ``up(region)`` says whether that region's cluster answered last; ``foreign_records`` counts node
-    records dropped because a cluster held another region's record. Raises ValueError for a ``home``
+    ``up(region)`` says whether that region's cluster has been joined; ``foreign_records`` counts the node
+    records ignored because a cluster held another region's transceiver or agent. Raises ValueError for a ``home``
     not in ``clusters``. Calls for a region without a cluster raise RegistryUnavailable.
     """
 
@@ -60,13 +60,19 @@ class RegionalRegistry(Registry):
         super().__init__(lease_ttl_s=clusters[home].lease_ttl_s)
         self.home = home
         self.clusters = dict(clusters)
-        self.foreign_records = 0
+        self._foreign: set[tuple[str, str]] = set()
         self._source: dict[str, str] = {}
         self._joined: set[str] = set()
         self._joining: list[asyncio.Task[None]] = []
         for region, cluster in self.clusters.items():
             cluster.subscribe(functools.partial(self._merge, region))
         self.clusters[home].subscribe_lease(self._lease_renewed)
+
+    @property
+    def foreign_records(self) -> int:
+        """Distinct (record key, cluster) pairs ignored because the cluster held another region's transceiver
+        or agent."""
+        return len(self._foreign)
 
     def up(self, region: str) -> bool:
         """Whether ``region``'s cluster has been joined (started and not closed)."""
@@ -110,8 +116,8 @@ class RegionalRegistry(Registry):
         for node in self.clusters[region].nodes():
             if node.region == region or node.role not in CORE_ROLES:
                 own[node.key] = node
-            else:
-                self.foreign_records += 1
+            elif (node.key, region) not in self._foreign:
+                self._foreign.add((node.key, region))
                 log.warning("ignoring node record %s in region %s's registry: it belongs to region %s",
                             node.key, region, node.region)
         self._view = {key: node for key, node in self._view.items() if self._source.get(key) != region} | own
