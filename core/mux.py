@@ -4,7 +4,8 @@ Edge relays send backbone frames (voicemesh.wire.frame: a header carrying the cl
 the client's datagram unchanged). This module is the I/O half: it reads the socket, asks the sans-IO core
 (core/mux_core.py, where every routing decision and its rules live) what to do with each frame and each
 datagram aioice sends, and does it. aioice sees the client's true address, so ICE, XOR-MAPPED-ADDRESS and
-consent (RFC 7675) see the client, not the relay.
+consent (RFC 7675) see the client, not the relay. An edge's hello is answered on the same socket with the
+core's vouches (core/mux_core.py "Vouching").
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class BackboneMux:
     def __init__(self, sock: socket.socket, edges: Container[Address] | None = None) -> None:
         self.sock = sock
         self.address = sockname(sock)
-        self.core = MuxCore(edges)
+        self.core = MuxCore(edges, send_control=self._sendto)
         self.counters = self.core.counters
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -29,12 +29,22 @@ RFC 7675):
   neither active nor freshly proven, and the ICE agent is told to forget its address; without such a
   route the new one is refused (``route_cap``).
 
+Vouching (voicemesh.wire.frame control frames): an edge that restarted, or a new process that took over its
+ports, has lost its flows and sends a HELLO from its backbone address. From a registered edge, at most one
+hello per edge every ``HELLO_INTERVAL_S``, the core answers with VOUCH frames (``send_control``) naming every
+route of a live session whose last datagram came from that backbone address and whose proof is fresh: the
+route's header and the session's server ufrag, which the edge checks (edge/relay_core.py). Unproven routes,
+and routes the media left, are never vouched for. A hello asks nothing of a session and moves no media.
+
 Drop reasons in ``counters``: ``malformed_frame``, ``unknown_edge``, ``empty`` (a frame with no datagram),
 ``no_session`` (not a Binding request, or an unknown ufrag, on an unknown route), ``bad_integrity``,
 ``malformed_stun`` (first byte 0-3 but not STUN), ``replay``, ``route_cap``, ``unproven_media``,
-``tx_noroute`` (the agent sent STUN to an address with no route), ``tx_unproven`` (DTLS/SRTP before any
-route was proven), ``tx_empty``, and ``route_evicted`` (a route dropped to make room); ``rx`` counts datagrams delivered.
-Route events, in ``events``: ``route_learned``, ``route_proven``, ``route_switched``.
+``control`` (a malformed control frame, or one that is not a hello), ``hello_rate`` (a second hello from
+the edge within HELLO_INTERVAL_S), ``tx_noroute`` (the agent sent STUN to an address with no route),
+``tx_unproven`` (DTLS/SRTP before any route was proven), ``tx_empty``, and ``route_evicted`` (a route
+dropped to make room); ``rx`` counts datagrams delivered.
+Route events, in ``events``: ``route_learned``, ``route_proven``, ``route_switched``; ``hello`` (hellos
+answered) and ``vouched`` (routes vouched for).
 """
 
 from __future__ import annotations
@@ -61,6 +71,13 @@ CHECKS_PER_ROUTE = 8
 
 CONSENT_S = 30.0
 """Seconds a proof stays fresh without another answered check (RFC 7675 section 5.1)."""
+
+HELLO_INTERVAL_S = 0.1
+"""Least time between two answered hellos from one edge (seconds): a spoofed flood of hellos costs at most
+ten answers a second per edge, each sent to the edge, never to the spoofer."""
+
+MAX_HELLO_EDGES = 1024
+"""Edges whose last hello time is kept before old entries are pruned (only without an edge list, in tests)."""
 
 BINDING_SUCCESS = 0x0101
 _BINDING_REQUEST = b"\x00\x01"
@@ -112,10 +129,12 @@ class MuxCore:
     ``edges`` holds the backbone addresses of registered edge relays (None: any source is an edge, for
     tests). ``counters`` counts drops by reason, ``events`` route events (see the module docstring).
     ``sessions`` maps each registered server ufrag (bytes) to its session (read it, do not change it).
+    ``send_control(frame, edge)`` sends the answers to hellos (None: hellos are counted, not answered).
     """
 
     def __init__(self, edges: Container[Address] | None = None, *, max_routes: int = MAX_ROUTES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 send_control: Callable[[bytes, Address], None] | None = None) -> None:
         if max_routes < 2:
             raise ValueError(f"max_routes must be at least 2 (NAT rebinding needs two), got {max_routes}")
         self.edges = edges
@@ -125,6 +144,8 @@ class MuxCore:
         self.events: Counter[str] = Counter()
         self.sessions: dict[bytes, MuxSession] = {}
         self._by_header: dict[bytes, Route] = {}
+        self.send_control = send_control
+        self._hellos: dict[Address, float] = {}  # edge -> when its last hello was answered
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -165,7 +186,7 @@ class MuxCore:
         try:
             n = frame.header_length(data)
         except frame.MalformedFrame:
-            self.counters["malformed_frame"] += 1
+            self.receive(data, edge, self.clock())
             return
         route = self._by_header.get(data[:n])
         if (route is not None and route.session.active is route and route.edge == edge
@@ -178,12 +199,14 @@ class MuxCore:
     def receive(self, data: bytes, edge: Address, now: float) -> str | None:
         """Handle one backbone frame ``data`` from ``edge`` at ``now`` (seconds, monotonic).
 
-        Delivers the datagram through the session's ``on_stun`` or ``on_media`` and returns None, or
-        returns the drop reason (also counted). Never raises.
+        Delivers the datagram through the session's ``on_stun`` or ``on_media`` (or answers a hello through
+        ``send_control``) and returns None, or returns the drop reason (also counted). Never raises.
         """
         try:
             n = frame.header_length(data)
         except frame.MalformedFrame:
+            if frame.is_control(data):
+                return self._hello(data, (edge[0], edge[1]), now)
             return self._drop("malformed_frame")
         route = self._by_header.get(data[:n])
         if route is None:
@@ -295,6 +318,32 @@ class MuxCore:
         self.events["route_learned"] += 1
         self.counters["rx"] += 1
         session.on_stun(payload, client)
+        return None
+
+    def _hello(self, data: bytes, edge: Address, now: float) -> str | None:
+        """Answer an edge's hello with the proven routes through it (module docstring: Vouching)."""
+        if not self._known_edge(edge):
+            return self._drop("unknown_edge")
+        try:
+            hello = frame.decode_control(data)
+        except frame.MalformedFrame:
+            return self._drop("control")
+        if not isinstance(hello, frame.Hello):
+            return self._drop("control")
+        last = self._hellos.get(edge)
+        if last is not None and now - last < HELLO_INTERVAL_S:
+            return self._drop("hello_rate")
+        if len(self._hellos) >= MAX_HELLO_EDGES:
+            self._hellos = {e: at for e, at in self._hellos.items() if now - at < HELLO_INTERVAL_S}
+        self._hellos[edge] = now
+        routes = [(route.header, session.ufrag) for session in self.sessions.values() if len(session.ufrag) <= 0xFF
+                  for route in session.routes
+                  if route.edge == edge and route.proven_at is not None and now - route.proven_at <= CONSENT_S]
+        self.events["hello"] += 1
+        self.events["vouched"] += len(routes)
+        if self.send_control is not None:
+            for vouch in frame.encode_vouches(hello.nonce, routes):
+                self.send_control(vouch, edge)
         return None
 
     def _remember(self, session: MuxSession, transaction_id: bytes, route: Route) -> None:

@@ -98,9 +98,10 @@ class FlowTable:
     - ``open_by_client`` and ``open_by_header``: the same for open (proven) flows only. The adapter reads
       these on its fast path: an open flow forwards every non-empty datagram, so a hit needs no decision.
 
-    Treat the dicts as read-only; change them through learn, prove, remove, remove_token and expire.
-    A header is only here if its client first sent a Binding request with a valid token, so the edge never
-    sends to an address that did not contact it.
+    Treat the dicts as read-only; change them through learn, vouch, prove, remove, remove_token and expire.
+    A header is only here if its client first sent a Binding request with a valid token, or if the
+    transceiver its token names vouched that the client proved the route (after an edge restart), so the
+    edge never sends to an address that did not contact it or this edge's earlier process.
 
     Limits: at most ``max_flows`` flows (FlowTableFull "table_full") and ``max_flows_per_token`` per token.
     A token at its cap makes room by evicting one of its unproven flows: the oldest that the transceiver
@@ -173,7 +174,44 @@ class FlowTable:
         if client in self.by_client:
             raise ValueError(f"{client} already has a flow")
         header = encode_header(client, self.edge_id)
-        evicted = None
+        evicted = self._make_room(token)
+        state = FlowState.PROVISIONAL if now < open_until else FlowState.PENDING
+        flow = Flow(client=client, transceiver=transceiver, header=header, token=token, ufrag=ufrag,
+                    created_at=now, open_until=open_until, state=state)
+        self._add(flow)
+        self._unproven[client] = flow
+        return flow, evicted
+
+    def vouch(
+        self,
+        client: tuple[str, int],
+        header: bytes,
+        transceiver: tuple[str, int],
+        token: RoutingToken,
+        ufrag: bytes,
+        now: float,
+        *,
+        open_until: float,
+    ) -> tuple[Flow, Flow | None]:
+        """Add an open flow for `client` (no flow yet) under `header`, the frame header its transceiver knows
+        the route by: the transceiver vouched that this route is proven (edge/relay_core.py). The header may
+        carry another edge id than this table's (an earlier process of this edge learned the route).
+
+        Returns (the new flow, the flow evicted to make room for it or None). Raises FlowTableFull as learn,
+        ValueError if `client` or `header` already has a flow.
+        """
+        if client in self.by_client or header in self.by_header:
+            raise ValueError(f"{client} already has a flow")
+        evicted = self._make_room(token)
+        flow = Flow(client=client, transceiver=transceiver, header=header, token=token, ufrag=ufrag,
+                    created_at=now, open_until=open_until, state=FlowState.OPEN)
+        self._add(flow)
+        self.open_by_client[client] = flow
+        self.open_by_header[header] = flow
+        return flow, evicted
+
+    def _make_room(self, token: RoutingToken) -> Flow | None:
+        """Evict one of `token`'s unproven flows if it is at its cap; raise FlowTableFull if there is no room."""
         siblings = self._by_token.get(token, [])
         if len(siblings) >= self.max_flows_per_token:
             unproven = [f for f in siblings if f.state is not FlowState.OPEN]
@@ -181,16 +219,15 @@ class FlowTable:
                 raise FlowTableFull("token_cap", self.max_flows_per_token)
             evicted = min(unproven, key=lambda f: (f.answered, f.created_at))
             self.remove(evicted)
-        elif len(self.by_client) >= self.max_flows:
+            return evicted
+        if len(self.by_client) >= self.max_flows:
             raise FlowTableFull("table_full", self.max_flows)
-        state = FlowState.PROVISIONAL if now < open_until else FlowState.PENDING
-        flow = Flow(client=client, transceiver=transceiver, header=header, token=token, ufrag=ufrag,
-                    created_at=now, open_until=open_until, state=state)
-        self.by_client[client] = flow
-        self.by_header[header] = flow
-        self._unproven[client] = flow
-        self._by_token.setdefault(token, []).append(flow)
-        return flow, evicted
+        return None
+
+    def _add(self, flow: Flow) -> None:
+        self.by_client[flow.client] = flow
+        self.by_header[flow.header] = flow
+        self._by_token.setdefault(flow.token, []).append(flow)
 
     def prove(self, flow: Flow) -> None:
         """Open `flow` for good: its client answered one of the transceiver's checks."""

@@ -11,6 +11,13 @@ Each transceiver gets its own backbone socket, bound to the backbone address wit
 connected to that transceiver: ``send`` skips the per-packet address parse and route lookup of ``sendto``,
 and ``recv`` builds no address tuple; the kernel delivers only that transceiver's datagrams to it. The
 unconnected backbone socket still takes frames from a transceiver whose socket is not open yet.
+
+A restarted edge, or a new process taking over the ports of a running one (all sockets bound with
+SO_REUSEPORT), starts with ``start(pick_up=True)``: before it reads the public socket it asks every
+transceiver to vouch for the flows it has proven through this backbone address (a hello; edge/relay_core.py
+"Vouching"), so the datagrams that queue meanwhile go on over the vouched flows. Of several connected
+sockets with the same addresses the kernel delivers to the newest, so once a new process has opened its
+backbone sockets, the transceivers' frames (the vouches too) reach it, not the old one.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from voicemesh.edge.flows import Flow, FlowTable
-from voicemesh.edge.relay_core import Closed, Downlink, RelayCore, Uplink
+from voicemesh.edge.relay_core import Closed, Downlink, Hello, RelayCore, Uplink, Vouched
 from voicemesh.registry import NodeRecord
 from voicemesh.runtime.udp import add_drain_reader, bind_udp, sockname
 from voicemesh.wire import frame
@@ -32,6 +39,10 @@ from voicemesh.wire.token import TokenCodec
 
 log = logging.getLogger("voicemesh.relay")
 
+VOUCH_WAIT_S = 0.5
+"""Longest wait of start(pick_up=True) for the transceivers' vouches before the public socket is read
+(seconds): a transceiver that does not answer (down, or an older version) delays the start by this much."""
+
 
 class Relay:
     """Forwards between the public socket and the backbone sockets, as the core decides.
@@ -39,6 +50,7 @@ class Relay:
     ``backbone`` must be bound with SO_REUSEPORT (ValueError otherwise). The keyword settings are
     RelayCore's. ``core`` holds the flows and the counters (``stats()``, ``drops``); a send that fails
     counts as drop ``tx_error``. ``on_flow(flow)``, if set, is called once for each flow learned.
+    ``ready`` is set once the public socket is read (see start).
     """
 
     def __init__(
@@ -59,7 +71,7 @@ class Relay:
                              " each transceiver gets a connected socket on the same address")
         self.core = RelayCore(edge_id, tokens, idle_timeout_s=idle_timeout_s, max_flows=max_flows,
                               max_flows_per_token=max_flows_per_token, open_window_s=open_window_s,
-                              pending_timeout_s=pending_timeout_s)
+                              pending_timeout_s=pending_timeout_s, ipv6_clients=public.family == socket.AF_INET6)
         self.public = public
         self.backbone = backbone
         self.public_address = sockname(public)
@@ -71,6 +83,9 @@ class Relay:
         self._open_by_header = self.core.flows.open_by_header
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self.ready = asyncio.Event()
+        self._unanswered: set[tuple[str, int]] = set()
+        self._vouch_wait: asyncio.TimerHandle | None = None
 
     @property
     def flows(self) -> FlowTable:
@@ -87,22 +102,45 @@ class Relay:
     def directory(self, directory: dict[tuple[int, int], tuple[str, int]]) -> None:
         self.core.set_directory(directory)
 
-    def start(self) -> None:
-        """Start reading both sockets and sweeping flows (inside the running loop)."""
+    def start(self, *, pick_up: bool = False) -> None:
+        """Start reading the sockets and sweeping flows (inside the running loop).
+
+        The public socket is read at once, or with ``pick_up`` only once every transceiver in the directory
+        has answered this relay's hello (the last frame of its vouches came) or VOUCH_WAIT_S passed; its
+        datagrams queue in the kernel meanwhile. ``ready`` is set then.
+        """
         self._loop = asyncio.get_running_loop()
-        add_drain_reader(self._loop, self.public, self.on_public)
         add_drain_reader(self._loop, self.backbone, self.on_backbone)
         for address in set(self.directory.values()) - set(self._links):
             self._open_link(address)
         self._sweep()
+        if not pick_up or not self.directory:
+            self._read_public()
+            return
+        self._unanswered = set(self.directory.values())
+        now = time.time()
+        for address in self._unanswered:
+            self._send(self._uplink_to(address), self.core.hello(address, now))
+        self._vouch_wait = self._loop.call_later(VOUCH_WAIT_S, self._read_public)
+
+    def _read_public(self) -> None:
+        if self.ready.is_set() or self._loop is None:
+            return
+        if self._vouch_wait is not None:
+            self._vouch_wait.cancel()
+        if self._unanswered:
+            log.warning("reading the public socket before %d transceivers vouched", len(self._unanswered))
+        add_drain_reader(self._loop, self.public, self.on_public)
+        self.ready.set()
 
     def close(self) -> None:
         """Stop reading and close both sockets."""
         if self._loop is not None:
             self._loop.remove_reader(self.public.fileno())
             self._loop.remove_reader(self.backbone.fileno())
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for handle in (self._sweeper, self._vouch_wait):
+            if handle is not None:
+                handle.cancel()
         for address in list(self._links):
             self._close_link(address)
         self.public.close()
@@ -188,6 +226,12 @@ class Relay:
                 except OSError:
                     self.drops["tx_error"] += 1
 
+    def _send(self, uplink: Callable[[bytes], object], data: bytes) -> None:
+        try:
+            uplink(data)
+        except OSError:
+            self.drops["tx_error"] += 1
+
     def _resend(self, flow: Flow, data: bytes) -> None:
         """A connected socket reports an ICMP error caused by an earlier datagram on the next send,
         which it then skips: send once more, so one unreachable moment costs no extra packet."""
@@ -224,6 +268,16 @@ class Relay:
                 self.drops["tx_error"] += 1
         elif isinstance(result, Closed):
             log.debug("session closed: %d flows removed", len(result.flows))
+        elif isinstance(result, Vouched):
+            for flow in result.flows:
+                flow.uplink = self._uplink_to(flow.transceiver)
+            log.debug("transceiver %s:%d vouched for %d flows", *result.transceiver, len(result.flows))
+            if result.last and result.transceiver in self._unanswered:
+                self._unanswered.discard(result.transceiver)
+                if not self._unanswered:
+                    self._read_public()
+        elif isinstance(result, Hello):
+            self._send(self._uplink_to(result.transceiver), result.frame)
 
     def _sweep(self) -> None:
         self.core.expire(time.time())

@@ -28,19 +28,37 @@ Rules (README "The relay's rules"):
   every flow of its token goes at once and the token is revoked until it expires. Empty datagrams from
   clients are dropped.
 - Frames are accepted only from the transceiver that owns the flow their header names.
+- **Vouching** (after an edge restart or upgrade, voicemesh.wire.frame control frames): the relay sends each
+  transceiver a hello with its nonce (at start, and at most every ``HELLO_INTERVAL_S`` when a registered
+  transceiver sends a frame for a client it has no flow for). The transceiver's mux answers with a vouch for
+  every route that it has proven through this backbone address: the route's frame header and its session's
+  server ufrag. Each vouched route opens an OPEN flow only if the vouch comes from a transceiver in the
+  directory, carries this relay's nonce within ``VOUCH_WINDOW_S`` of a hello to that transceiver, and its
+  ufrag is a routing token that verifies, is not revoked and names that same transceiver; the per-token cap
+  and the table's size hold as for learned flows. A vouch for a client with a flow already opens nothing
+  (an unproven flow with the same header and token is proven). Trusting a vouch is trusting a registered
+  transceiver's word that the address proved return reachability (core/mux_core.py vouches only for
+  proven routes of its live sessions); nothing a client sends can be a control frame.
 
 Times are unix seconds (``time.time()``): tokens carry the transceiver's wall clock.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from voicemesh.edge.flows import MAX_CHECKS, Flow, FlowState, FlowTable, FlowTableFull
 from voicemesh.wire import frame, stun
 from voicemesh.wire.token import BadToken, RoutingToken, TokenCodec
+
+HELLO_INTERVAL_S = 1.0
+"""Least time between two hellos to one transceiver prompted by its frames for clients without a flow."""
+VOUCH_WINDOW_S = 5.0
+"""Seconds after a hello to a transceiver during which its vouches are accepted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +98,25 @@ class Closed:
 
 
 @dataclass(frozen=True, slots=True)
+class Hello:
+    """The frame had no flow (counted as drop ``no_flow``); send ``frame`` (a hello) to ``transceiver`` so
+    that it vouches for the flows this relay is missing."""
+
+    transceiver: tuple[str, int]
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Vouched:
+    """``transceiver`` vouched: ``flows`` were opened (or proven) for its routes. ``last`` is True for the
+    last frame of its answer to a hello. Nothing to send."""
+
+    transceiver: tuple[str, int]
+    flows: tuple[Flow, ...]
+    last: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Drop:
     """Send nothing; ``reason`` is the drop counter's label (also counted in ``RelayCore.drops``)."""
 
@@ -104,7 +141,15 @@ class RelayCore:
     a Binding request or response, or a held response was replaced by a newer one), ``amplification`` (a
     check over the unproven flow's byte budget). Backbone: ``frame_<reason>``
     (malformed), ``no_flow``, ``frame_wrong_transceiver`` (a registered transceiver, not the flow's),
-    ``frame_unknown_transceiver``. The adapter adds ``tx_error``.
+    ``frame_unknown_transceiver``; control frames: ``frame_control_<reason>`` (malformed),
+    ``vouch_unknown_transceiver``, ``vouch_unsolicited`` (wrong nonce, or no hello to that transceiver within
+    VOUCH_WINDOW_S). Refused vouched routes, one each: ``vouch_<BadToken reason>``, ``vouch_revoked``,
+    ``vouch_wrong_transceiver`` (the token names another transceiver), ``vouch_conflict`` (the client has a
+    flow of another token or header), ``vouch_table_full``, ``vouch_token_cap``. The adapter adds ``tx_error``.
+
+    ``nonce`` (NONCE_LENGTH random bytes, by default from ``secrets``) goes in this relay's hellos.
+    ``ipv6_clients``: the public socket is IPv6, so client addresses are (host, port, flowinfo, scope id)
+    with IPv4 clients as IPv4-mapped; vouched flows are keyed the same way.
     """
 
     def __init__(
@@ -117,6 +162,8 @@ class RelayCore:
         max_flows_per_token: int = 4,
         open_window_s: float = 30.0,
         pending_timeout_s: float = 10.0,
+        nonce: bytes | None = None,
+        ipv6_clients: bool = False,
     ) -> None:
         if open_window_s < 0:
             raise ValueError(f"open_window_s must not be negative, got {open_window_s}")
@@ -130,12 +177,25 @@ class RelayCore:
         self.drops: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self._retired: Counter[str] = Counter()
+        self.nonce = secrets.token_bytes(frame.NONCE_LENGTH) if nonce is None else nonce
+        self._client_key: Callable[[tuple[str, int]], tuple[str, int]] = _ipv6_key if ipv6_clients else _ipv4_key
+        self._asked: dict[tuple[str, int], float] = {}  # transceiver -> when the last hello went to it
+        if len(self.nonce) != frame.NONCE_LENGTH:
+            raise ValueError(f"nonce must be {frame.NONCE_LENGTH} bytes, got {len(self.nonce)}")
 
     def set_directory(self, directory: dict[tuple[int, int], tuple[str, int]]) -> None:
         """Replace the directory (region id, transceiver index) -> backbone address. Existing flows keep
         their transceiver."""
         self.directory = dict(directory)
         self._transceivers = set(self.directory.values())
+        self._asked = {t: at for t, at in self._asked.items() if t in self._transceivers}
+
+    def hello(self, transceiver: tuple[str, int], now: float) -> bytes:
+        """The hello frame to send to ``transceiver`` (a backbone address in the directory) at ``now``: its
+        vouches are accepted for VOUCH_WINDOW_S from now."""
+        self._asked[transceiver] = now
+        self.counts["hellos_sent"] += 1
+        return frame.encode_hello(self.flows.edge_id, self.nonce)
 
     def receive_public(self, data: bytes, client: tuple[str, int], now: float) -> Uplink | Drop:
         """Decide what to do with a datagram from ``client`` (a socket address) at ``now`` (unix s)."""
@@ -190,17 +250,26 @@ class RelayCore:
             return False
         return (message_type == stun.BINDING_SUCCESS or message_type == stun.BINDING_ERROR) and txid in flow.checks
 
-    def receive_backbone(self, data: bytes, transceiver: tuple[str, int], now: float) -> Downlink | Held | Closed | Drop:
+    def receive_backbone(self, data: bytes, transceiver: tuple[str, int],
+                         now: float) -> Downlink | Held | Closed | Vouched | Hello | Drop:
         """Decide what to do with a backbone frame from ``transceiver`` (its socket address) at ``now``."""
         try:
             n = frame.header_length(data)
         except frame.MalformedFrame as exc:
+            if frame.is_control(data):
+                return self._control(data, transceiver, now)
             return self._drop("frame_" + exc.reason)
         flow = self.flows.by_header.get(data[:n])
         if flow is None or flow.transceiver != transceiver:
             if transceiver not in self._transceivers:
                 return self._drop("frame_unknown_transceiver")
-            return self._drop("no_flow" if flow is None else "frame_wrong_transceiver")
+            if flow is not None:
+                return self._drop("frame_wrong_transceiver")
+            self.drops["no_flow"] += 1
+            asked = self._asked.get(transceiver)
+            if asked is None or now - asked >= HELLO_INTERVAL_S:
+                return Hello(transceiver, self.hello(transceiver, now))
+            return Drop("no_flow")
         if len(data) == n:
             return self._close(flow)
         if flow.state is not FlowState.OPEN:
@@ -234,6 +303,60 @@ class RelayCore:
         flow.packets_out += 1
         flow.bytes_out += len(datagram)
         return Downlink(flow, datagram)
+
+    def _control(self, data: bytes, transceiver: tuple[str, int], now: float) -> Vouched | Drop:
+        if transceiver not in self._transceivers:
+            return self._drop("vouch_unknown_transceiver")
+        try:
+            message = frame.decode_control(data)
+        except frame.MalformedFrame as exc:
+            return self._drop("frame_" + exc.reason)
+        if not isinstance(message, frame.Vouch):
+            return self._drop("frame_control_type")  # a hello is for transceivers
+        asked = self._asked.get(transceiver)
+        if message.nonce != self.nonce or asked is None or now - asked > VOUCH_WINDOW_S:
+            return self._drop("vouch_unsolicited")
+        flows = []
+        for header, ufrag in message.routes:
+            flow = self._vouch(header, ufrag, transceiver, now)
+            if flow is not None:
+                flows.append(flow)
+        return Vouched(transceiver, tuple(flows), message.last)
+
+    def _vouch(self, header: bytes, ufrag: bytes, transceiver: tuple[str, int], now: float) -> Flow | None:
+        """Open (or prove) the flow of one vouched route; None if refused (counted) or already open."""
+        try:
+            token = self.tokens.verify(ufrag, now)
+        except BadToken as exc:
+            return self._refuse("vouch_" + exc.reason)
+        if token in self._revoked:
+            return self._refuse("vouch_revoked")
+        if self.directory.get((token.region, token.transceiver)) != transceiver:
+            return self._refuse("vouch_wrong_transceiver")
+        client = self._client_key(frame.decode(header)[0])
+        flow = self.flows.by_client.get(client)
+        if flow is not None:
+            if flow.token != token or flow.header != header:
+                return self._refuse("vouch_conflict")
+            if flow.state is FlowState.OPEN:
+                self.counts["vouches_known"] += 1
+                return None
+            flow.held = b""
+            self.flows.prove(flow)
+        else:
+            try:
+                flow, evicted = self.flows.vouch(client, header, transceiver, token, ufrag, now,
+                                                 open_until=token.issued_at + self.open_window_s)
+            except FlowTableFull as exc:
+                return self._refuse("vouch_" + exc.reason)
+            if evicted is not None:
+                self.counts["flows_evicted"] += 1
+                self._retire(evicted)
+        self.counts["flows_vouched"] += 1
+        return flow
+
+    def _refuse(self, reason: str) -> None:
+        self.drops[reason] += 1
 
     def _close(self, flow: Flow) -> Closed:
         token = flow.token
@@ -275,7 +398,9 @@ class RelayCore:
         ``bytes_in`` (client to transceiver) and ``packets_out``/``bytes_out`` (back to clients), forwarded
         payload bytes since start; ``unproven_bytes_in``/``unproven_bytes_out``: bytes received from and sent
         to addresses whose flow was unproven (out <= in per flow); ``flows_evicted``, ``flows_closed``,
-        ``flows_expired``; ``tokens_revoked`` (now); ``drops`` by reason."""
+        ``flows_expired``; ``flows_vouched`` (opened or proven by a transceiver's vouch), ``vouches_known``
+        (vouched routes that had an open flow already), ``hellos_sent``; ``tokens_revoked`` (now); ``edge_id``
+        (this process's); ``drops`` by reason."""
         totals = Counter(self._retired)
         for flow in self.flows.by_client.values():
             for key in _COUNTS:
@@ -286,7 +411,18 @@ class RelayCore:
             "flows_unproven": len(self.flows) - len(self.flows.open_by_client),
             **{key: totals[key] for key in _COUNTS},
             **{key: self.counts[key] for key in ("unproven_bytes_in", "unproven_bytes_out", "flows_evicted",
-                                                 "flows_closed", "flows_expired")},
+                                                 "flows_closed", "flows_expired", "flows_vouched",
+                                                 "vouches_known", "hellos_sent")},
+            "edge_id": self.flows.edge_id,
             "tokens_revoked": len(self._revoked),
             "drops": dict(self.drops),
         }
+
+
+def _ipv4_key(client: tuple[str, int]) -> tuple[str, int]:
+    return client
+
+
+def _ipv6_key(client: tuple[str, int]) -> tuple[str, int]:
+    host = client[0] if ":" in client[0] else "::ffff:" + client[0]
+    return (host, client[1], 0, 0)  # type: ignore[return-value]

@@ -96,3 +96,82 @@ def test_unknown_family():
 def test_encode_rejects_what_does_not_fit(client, edge_id):
     with pytest.raises(ValueError):
         frame.encode_header(client, edge_id)
+
+
+# Control frames: hello and vouch
+
+NONCE = bytes(range(8))
+
+
+def control_reason(data: bytes) -> str:
+    with pytest.raises(MalformedFrame) as caught:
+        frame.decode_control(data)
+    return caught.value.reason
+
+
+def test_hello_layout():
+    hello = frame.encode_hello(7, NONCE)
+
+    assert hello == b"VM\x01\x00" + bytes([1]) + (7).to_bytes(2, "big") + NONCE
+    assert frame.is_control(hello)
+    assert frame.decode_control(hello) == frame.Hello(7, NONCE)
+
+
+def test_vouch_layout_and_round_trip():
+    v4, v6 = frame.encode_header(("192.0.2.1", 5000), 3), frame.encode_header(("2001:db8::1", 9), 3)
+
+    (vouch,) = frame.encode_vouches(NONCE, [(v4, b"tokenA"), (v6, b"tokenB")])
+
+    assert vouch[:15] == b"VM\x01\x00" + bytes([2, frame.VOUCH_LAST]) + NONCE + bytes([2])
+    assert vouch[15:] == v4 + b"\x06tokenA" + v6 + b"\x06tokenB"
+    assert frame.decode_control(vouch) == frame.Vouch(NONCE, True, ((v4, b"tokenA"), (v6, b"tokenB")))
+
+
+def test_an_answer_with_no_routes_is_one_empty_last_frame():
+    assert frame.encode_vouches(NONCE, []) == [b"VM\x01\x00\x02\x01" + NONCE + b"\x00"]
+
+
+def test_many_routes_are_split_into_frames_of_at_most_1200_bytes():
+    routes = [(frame.encode_header(("2001:db8::1", port), 1), b"t" * 36) for port in range(200)]
+
+    frames = frame.encode_vouches(NONCE, routes)
+
+    assert all(len(f) <= frame.MAX_CONTROL_BYTES for f in frames) and len(frames) > 1
+    decoded = [frame.decode_control(f) for f in frames]
+    assert [v.last for v in decoded] == [False] * (len(frames) - 1) + [True]
+    assert [r for v in decoded for r in v.routes] == routes
+
+
+def test_a_data_frame_is_no_control_frame_and_a_control_frame_no_data_frame():
+    data = frame.encode_header(("192.0.2.1", 1), 1) + frame.encode_hello(1, NONCE)
+
+    assert not frame.is_control(data)
+    assert control_reason(data) == "family"
+    assert reason(frame.encode_hello(1, NONCE)) == "family", "parts that know no control frames drop them"
+
+
+def test_malformed_control_frames():
+    hello = frame.encode_hello(1, NONCE)
+    (vouch,) = frame.encode_vouches(NONCE, [(frame.encode_header(("192.0.2.1", 1), 1), b"tok")])
+
+    assert control_reason(hello[:-1]) == "control_length"
+    assert control_reason(hello + b"x") == "control_length"
+    assert control_reason(hello[:4]) == "control_length"
+    assert control_reason(hello[:4] + b"\x03") == "control_type"
+    assert control_reason(vouch[:-1]) == "control_length"
+    assert control_reason(vouch + b"x") == "control_length"
+    assert control_reason(vouch[:15] + b"VM\x01\x00" + vouch[19:]) == "control_entry"
+    assert control_reason(vouch[:15] + vouch[15:27] + b"\x00") == "control_entry"
+
+
+@pytest.mark.parametrize("nonce, edge_id", [(bytes(7), 1), (bytes(9), 1), (NONCE, 65536), (NONCE, -1)])
+def test_encode_hello_rejects_what_does_not_fit(nonce, edge_id):
+    with pytest.raises(ValueError):
+        frame.encode_hello(edge_id, nonce)
+
+
+@pytest.mark.parametrize("route", [(b"VM\x01\x04" + bytes(8) + b"x", b"tok"), (b"VM\x01\x04" + bytes(8), b""),
+                                   (b"VM\x01\x04" + bytes(8), b"t" * 256), (b"junk", b"tok")])
+def test_encode_vouches_rejects_what_does_not_fit(route):
+    with pytest.raises(ValueError):
+        frame.encode_vouches(NONCE, [route])

@@ -10,7 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voicemesh.wire.frame import MalformedFrame, decode, encode_header, header_length
+from voicemesh.wire.frame import (
+    Hello,
+    MalformedFrame,
+    Vouch,
+    decode,
+    decode_control,
+    encode_header,
+    encode_hello,
+    encode_vouches,
+    header_length,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -50,3 +60,32 @@ def test_a_frame_decodes_to_what_was_encoded(host, port, edge_id, payload):
     expected = address.ipv4_mapped if address.version == 6 and address.ipv4_mapped else address
     assert (ipaddress.ip_address(decoded_host), decoded_port, decoded_edge) == (expected, port, edge_id)
     assert data[n:] == payload
+
+
+controls = st.one_of(
+    st.builds(encode_hello, st.integers(0, 0xFFFF), st.binary(min_size=8, max_size=8)),
+    st.builds(lambda nonce, routes: encode_vouches(nonce, routes)[-1], st.binary(min_size=8, max_size=8),
+              st.lists(st.tuples(frames.map(lambda f: f[:header_length(f)]), st.binary(min_size=1, max_size=40)),
+                       max_size=5)))
+
+
+@st.composite
+def mutated_controls(draw) -> bytes:
+    data = bytearray(draw(controls))
+    for _ in range(draw(st.integers(0, 3))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data[: draw(st.integers(0, len(data)))]) + draw(st.binary(max_size=4))
+
+
+@given(st.one_of(st.binary(max_size=64).map(lambda b: b"VM\x01\x00" + b), mutated_controls()))
+def test_decode_control_raises_only_malformed_frame(data):
+    try:
+        message = decode_control(data)
+    except MalformedFrame as exc:
+        assert exc.reason in {"magic", "version", "family", "truncated", "control_length", "control_type",
+                              "control_entry"}
+        return
+    if isinstance(message, Vouch):
+        assert all(header_length(header) == len(header) and ufrag for header, ufrag in message.routes)
+    else:
+        assert isinstance(message, Hello) and len(message.nonce) == 8

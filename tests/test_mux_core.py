@@ -9,7 +9,15 @@ from aioice import stun as aioice_stun
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voicemesh.core.mux_core import CONSENT_S, MAX_ROUTES, REPLAY_WINDOW, MuxCore, MuxSession, Route
+from voicemesh.core.mux_core import (
+    CONSENT_S,
+    HELLO_INTERVAL_S,
+    MAX_ROUTES,
+    REPLAY_WINDOW,
+    MuxCore,
+    MuxSession,
+    Route,
+)
 from voicemesh.wire import frame
 
 pytestmark = pytest.mark.unit
@@ -405,7 +413,9 @@ payloads = st.one_of(st.binary(max_size=120), st.sampled_from([check(), DTLS, SR
                      st.builds(lambda p, i, b: p[:i] + bytes([b]) + p[i + 1:],
                                st.sampled_from([check(), SRTP]), st.integers(0, 99), st.integers(0, 255)))
 datagrams = st.one_of(st.binary(max_size=64),
-                      st.builds(lambda c, e, p: frame.encode_header(c, e) + p, clients, st.integers(0, 3), payloads))
+                      st.builds(lambda c, e, p: frame.encode_header(c, e) + p, clients, st.integers(0, 3), payloads),
+                      st.builds(lambda b, cut: (frame.encode_hello(1, b"n" * 8) + b)[:cut], st.binary(max_size=4),
+                                st.integers(0, 20)))
 
 
 @given(st.lists(datagrams, max_size=8), st.sampled_from([EDGE, ("192.0.2.99", 1)]))
@@ -418,8 +428,118 @@ def test_any_frame_is_delivered_or_dropped_with_a_reason_fuzzed(datagrams, edge)
     for data in datagrams:
         reason = core.receive(data, edge, 1.0)
         assert reason is None or core.counters[reason] > 0
-    accounted = sum(n for name, n in core.counters.items() if name != "route_evicted")
-    assert accounted == before + len(datagrams), "each frame is delivered (rx) or dropped, once"
+    accounted = sum(n for name, n in core.counters.items() if name != "route_evicted") + core.events["hello"]
+    assert accounted == before + len(datagrams), "each frame is delivered (rx), answered (a hello) or dropped, once"
     assert session.active is caller, "only a proven route carries media"
     assert all(isinstance(route, Route) for route in session.routes)
     assert core.send(session, SRTP, CALLER) is caller
+
+
+# Vouching: an edge that restarted asks for the routes proven through its backbone address
+
+NONCE = b"edgenonc"
+
+
+class Outbox:
+    """What the core sends edges in answer to hellos: (decoded vouch, edge)."""
+
+    def __init__(self, core: MuxCore) -> None:
+        self.sent: list[tuple[frame.Vouch, tuple[str, int]]] = []
+        core.send_control = lambda data, edge: self.sent.append((frame.decode_control(data), edge))
+
+    def routes(self) -> list[tuple[bytes, bytes]]:
+        return [route for vouch, _ in self.sent for route in vouch.routes]
+
+
+def hello(core: MuxCore, edge: tuple[str, int] = EDGE, now: float = 1.0) -> str | None:
+    return core.receive(frame.encode_hello(2, NONCE), edge, now)
+
+
+def test_a_hello_from_an_edge_is_answered_with_a_vouch_per_proven_route_through_it(core: MuxCore, sink: Sink,
+                                                                                  session: MuxSession) -> None:
+    outbox = Outbox(core)
+    caller = prove(core, session, CALLER)
+    prove(core, session, REBOUND, now=0.5)
+    prove(core, session, ("192.0.2.50", 7), edge=OTHER_EDGE)
+
+    assert hello(core) is None
+
+    [(vouch, to)] = outbox.sent
+    assert to == EDGE and vouch.nonce == NONCE and vouch.last
+    assert vouch.routes == ((caller.header, UFRAG.encode()), (session.routes[1].header, UFRAG.encode()))
+    assert (core.events["hello"], core.events["vouched"]) == (1, 2)
+    assert session.active is caller and sink.media == [], "a hello moves no media"
+
+
+def test_unproven_stale_and_left_routes_are_not_vouched_for(core: MuxCore, session: MuxSession) -> None:
+    outbox = Outbox(core)
+    assert core.receive(framed(ATTACKER, check()), EDGE, 0.0) is None  # learned, never proven
+    caller = prove(core, session, CALLER)
+    rebound = prove(core, session, REBOUND, now=1.0)
+    assert core.receive(framed(REBOUND, SRTP), EDGE, 1.0) is None  # the media moves: CALLER's route is left
+
+    hello(core, now=2.0)
+    hello(core, now=2.0 + CONSENT_S + 1)
+
+    assert caller.left and outbox.sent[0][0].routes == ((rebound.header, UFRAG.encode()),)
+    assert outbox.sent[1][0].routes == () and outbox.sent[1][0].last, "the proof went stale"
+
+
+def test_a_hello_from_an_unregistered_edge_gets_nothing(core: MuxCore, session: MuxSession) -> None:
+    outbox = Outbox(core)
+    prove(core, session, CALLER)
+
+    assert hello(core, edge=("192.0.2.99", 4000)) == "unknown_edge"
+    assert outbox.sent == [] and core.events["hello"] == 0
+
+
+def test_an_edge_gets_only_the_routes_whose_frames_came_from_its_backbone_address(core: MuxCore,
+                                                                                  session: MuxSession) -> None:
+    outbox = Outbox(core)
+    prove(core, session, CALLER)
+
+    hello(core, edge=OTHER_EDGE)
+
+    assert outbox.routes() == []
+
+
+def test_hellos_from_one_edge_are_answered_at_most_once_per_interval(core: MuxCore, session: MuxSession) -> None:
+    outbox = Outbox(core)
+    prove(core, session, CALLER)
+
+    assert hello(core, now=1.0) is None
+    assert hello(core, now=1.0 + HELLO_INTERVAL_S / 2) == "hello_rate"
+    assert hello(core, edge=OTHER_EDGE, now=1.0) is None, "another edge has its own interval"
+    assert hello(core, now=1.0 + HELLO_INTERVAL_S) is None
+    assert len(outbox.sent) == 3 and core.counters["hello_rate"] == 1
+
+
+def test_a_clients_datagram_shaped_as_a_hello_is_only_a_datagram(core: MuxCore, sink: Sink,
+                                                                 session: MuxSession) -> None:
+    """A client controls only what follows the header the edge wrote: a hello in its datagram is a
+    datagram on its route (media on an unproven route, or no route at all), never answered."""
+    outbox = Outbox(core)
+    prove(core, session, CALLER)
+
+    assert core.receive(framed(ATTACKER, frame.encode_hello(1, NONCE)), EDGE, 1.0) == "no_session"
+    assert core.receive(framed(CALLER, frame.encode_hello(1, NONCE)), EDGE, 1.0) is None
+    assert outbox.sent == [] and core.events["hello"] == 0
+    assert sink.media == [frame.encode_hello(1, NONCE)], "delivered to DTLS as any datagram, which drops it"
+
+
+def test_malformed_control_frames_and_vouches_sent_to_a_transceiver_are_dropped(core: MuxCore) -> None:
+    outbox = Outbox(core)
+    assert core.receive(frame.encode_hello(1, NONCE)[:-1], EDGE, 1.0) == "control"
+    assert core.receive(frame.encode_vouches(NONCE, [])[0], EDGE, 1.0) == "control"
+    assert outbox.sent == []
+
+
+def test_the_socket_entry_answers_hellos_too() -> None:
+    core = MuxCore({EDGE}, clock=lambda: 1.0)
+    session = Sink().register(core)
+    outbox = Outbox(core)
+    prove(core, session, CALLER)
+
+    core.datagram_received(frame.encode_hello(2, NONCE), EDGE)
+
+    assert outbox.routes() == [(session.routes[0].header, UFRAG.encode())]

@@ -9,7 +9,18 @@ import pytest
 from aioice import stun as aioice_stun
 
 from voicemesh.edge.flows import FlowState
-from voicemesh.edge.relay_core import Closed, Downlink, Drop, Held, RelayCore, Uplink
+from voicemesh.edge.relay_core import (
+    HELLO_INTERVAL_S,
+    VOUCH_WINDOW_S,
+    Closed,
+    Downlink,
+    Drop,
+    Held,
+    Hello,
+    RelayCore,
+    Uplink,
+    Vouched,
+)
 from voicemesh.wire import frame
 from voicemesh.wire.token import TokenCodec
 
@@ -367,8 +378,9 @@ def test_frames_from_the_wrong_or_an_unknown_transceiver_are_dropped():
 
     assert core.receive_backbone(header() + SRTP, OTHER_TRANSCEIVER, T0 + 2) == Drop("frame_wrong_transceiver")
     assert core.receive_backbone(header() + SRTP, STRANGER, T0 + 2) == Drop("frame_unknown_transceiver")
-    assert core.receive_backbone(header(REBOUND) + SRTP, TRANSCEIVER, T0 + 2) == Drop("no_flow")
+    assert isinstance(core.receive_backbone(header(REBOUND) + SRTP, TRANSCEIVER, T0 + 2), Hello), "and asks for vouches"
     assert core.receive_backbone(frame.encode_header(CLIENT, EDGE_ID + 1) + SRTP, TRANSCEIVER, T0 + 2) == Drop("no_flow")
+    assert core.drops["no_flow"] == 2
     assert core.receive_backbone(b"XX" + header()[2:] + SRTP, TRANSCEIVER, T0 + 2) == Drop("frame_magic")
     assert core.receive_backbone(header(REBOUND) + SRTP, STRANGER, T0 + 2) == Drop("frame_unknown_transceiver")
 
@@ -529,3 +541,184 @@ def test_stats():
 def test_bad_settings(settings):
     with pytest.raises(ValueError):
         make_core(**settings)
+
+
+# Vouching: a restarted or upgraded edge picks up the live flows it never saw
+
+OLD_EDGE_ID = 3
+"""The edge id of the process before the restart: vouched routes keep the header it framed them with."""
+
+
+def old_header(client=CLIENT) -> bytes:
+    return frame.encode_header(client, OLD_EDGE_ID)
+
+
+def vouch(core: RelayCore, routes, transceiver=TRANSCEIVER, now: float = T0 + 5, nonce: bytes | None = None):
+    """The transceiver's answer to the relay's hello, frame by frame; the last frame's result."""
+    result = None
+    for data in frame.encode_vouches(core.nonce if nonce is None else nonce, routes):
+        result = core.receive_backbone(data, transceiver, now)
+    return result
+
+
+def asked(core: RelayCore, transceiver=TRANSCEIVER, now: float = T0 + 5) -> None:
+    hello = frame.decode_control(core.hello(transceiver, now))
+    assert hello == frame.Hello(EDGE_ID, core.nonce)
+
+
+def test_a_vouch_answering_the_hello_opens_the_flow_under_the_routes_own_header():
+    core = make_core()
+    ufrag = mint()
+    asked(core)
+
+    result = vouch(core, [(old_header(), ufrag.encode())])
+
+    assert isinstance(result, Vouched) and result.last and result.transceiver == TRANSCEIVER
+    (flow,) = result.flows
+    assert (flow.client, flow.transceiver, flow.state, flow.header) == (CLIENT, TRANSCEIVER, FlowState.OPEN,
+                                                                        old_header())
+    assert core.flows.open_by_client == {CLIENT: flow}
+    assert core.receive_public(SRTP, CLIENT, T0 + 6) == Uplink(flow, old_header() + SRTP)
+    assert core.receive_backbone(old_header() + SRTP, TRANSCEIVER, T0 + 6) == Downlink(flow, SRTP)
+    assert core.stats()["flows_vouched"] == 1 and core.stats()["hellos_sent"] == 1
+    assert not core.drops
+
+
+def test_vouches_for_many_routes_span_frames_and_only_the_last_is_flagged():
+    core = make_core()
+    asked(core)
+    routes = [(old_header((f"192.0.2.{i}", 5000)), mint(nonce=i).encode()) for i in range(1, 61)]
+    frames = frame.encode_vouches(core.nonce, routes)
+
+    results = [core.receive_backbone(data, TRANSCEIVER, T0 + 5) for data in frames]
+
+    assert len(frames) > 1 and [r.last for r in results] == [False] * (len(frames) - 1) + [True]
+    assert len(core.flows.open_by_client) == 60
+
+
+def test_a_vouch_without_this_relays_hello_is_refused():
+    core = make_core()
+    routes = [(old_header(), mint().encode())]
+
+    assert vouch(core, routes) == Drop("vouch_unsolicited"), "no hello was sent"
+    asked(core)
+    assert vouch(core, routes, nonce=bytes(8)) == Drop("vouch_unsolicited"), "another relay's nonce"
+    assert vouch(core, routes, now=T0 + 5 + VOUCH_WINDOW_S + 1) == Drop("vouch_unsolicited"), "too late"
+    assert vouch(core, routes, transceiver=OTHER_TRANSCEIVER) == Drop("vouch_unsolicited"), "asked another one"
+    assert len(core.flows) == 0 and core.drops["vouch_unsolicited"] == 4
+
+
+def test_a_vouch_from_an_unregistered_transceiver_is_refused():
+    core = make_core()
+    asked(core)
+
+    assert vouch(core, [(old_header(), mint().encode())], transceiver=STRANGER) == Drop("vouch_unknown_transceiver")
+    assert len(core.flows) == 0
+
+
+def test_a_transceiver_cannot_vouch_for_a_token_naming_another_transceiver():
+    core = make_core()
+    asked(core)
+
+    result = vouch(core, [(old_header(), mint(transceiver=6).encode())])
+
+    assert result == Vouched(TRANSCEIVER, (), True)
+    assert len(core.flows) == 0 and core.drops == {"vouch_wrong_transceiver": 1}
+
+
+def test_a_vouch_for_a_forged_revoked_or_expired_token_opens_nothing():
+    core = make_core()
+    ufrag = mint()
+    open_flow(core, REBOUND, ufrag)
+    core.receive_backbone(header(REBOUND), TRANSCEIVER, T0 + 2)  # that session ended: its token is revoked
+    good = mint(nonce=2)
+    forged = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
+    asked(core)
+
+    vouch(core, [(old_header(), ufrag.encode()), (old_header(("192.0.2.1", 1)), forged.encode())])
+    asked(core, now=T0 + 3601)
+    vouch(core, [(old_header(("192.0.2.2", 1)), good.encode())], now=T0 + 3601)
+
+    assert len(core.flows) == 0
+    assert core.drops == {"vouch_revoked": 1, "vouch_mac": 1, "vouch_expired": 1}
+
+
+def test_a_client_cannot_forge_a_vouch():
+    """A client's datagram never becomes a control frame: the relay writes every header, so a vouch sent to
+    the public port is a first packet that is not STUN, and one sent over an open flow goes upstream framed
+    as that client's datagram (the transceiver reads it as media, core/mux_core.py)."""
+    core = make_core()
+    asked(core)
+    forged = frame.encode_vouches(core.nonce, [(old_header(REBOUND), mint(nonce=2).encode())])[0]
+
+    assert core.receive_public(forged, REBOUND, T0 + 5) == Drop("not_stun")
+    flow = open_flow(core)
+    result = core.receive_public(forged, CLIENT, T0 + 5)
+
+    assert result == Uplink(flow, header() + forged) and not frame.is_control(result.frame)
+    assert list(core.flows.by_client) == [CLIENT] and core.stats()["flows_vouched"] == 0
+
+
+def test_vouched_flows_keep_the_per_token_cap_and_the_table_size():
+    core = make_core(max_flows_per_token=2, max_flows=3)
+    ufrag = mint().encode()
+    asked(core)
+
+    vouch(core, [(old_header((f"192.0.2.{i}", 1)), ufrag) for i in range(1, 4)])
+    vouch(core, [(old_header((f"192.0.2.{i}", 2)), mint(nonce=i).encode()) for i in range(2, 4)])
+
+    assert core.drops == {"vouch_token_cap": 1, "vouch_table_full": 1}
+    assert len(core.flows) == 3
+
+
+def test_a_vouch_for_a_client_with_a_flow_changes_only_an_unproven_flow_of_the_same_route():
+    core = make_core(open_window_s=0)
+    ufrag = mint()
+    core.receive_public(client_check(ufrag), CLIENT, T0 + 4)  # learned under this edge id: pending
+    other = open_flow(core, REBOUND, mint(nonce=2))
+    asked(core)
+
+    vouch(core, [(old_header(), ufrag.encode()), (other.header, other.ufrag)])
+    assert core.drops == {"vouch_conflict": 1}, "the pending flow is framed under another header"
+    assert core.flows.by_client[CLIENT].state is FlowState.PENDING
+    assert core.stats()["vouches_known"] == 1
+
+    vouch(core, [(header(), ufrag.encode())])
+    assert core.flows.by_client[CLIENT].state is FlowState.OPEN
+    assert core.stats()["flows_vouched"] == 1
+
+
+def test_a_frame_for_a_client_without_a_flow_prompts_a_hello_at_most_every_interval():
+    core = make_core()
+
+    first = core.receive_backbone(old_header() + SRTP, TRANSCEIVER, T0 + 5)
+    again = core.receive_backbone(old_header() + SRTP, TRANSCEIVER, T0 + 5 + HELLO_INTERVAL_S / 2)
+    later = core.receive_backbone(old_header() + SRTP, TRANSCEIVER, T0 + 5 + HELLO_INTERVAL_S)
+
+    assert isinstance(first, Hello) and first.transceiver == TRANSCEIVER
+    assert frame.decode_control(first.frame) == frame.Hello(EDGE_ID, core.nonce)
+    assert again == Drop("no_flow") and isinstance(later, Hello)
+    assert core.drops["no_flow"] == 3 and core.stats()["hellos_sent"] == 2
+    assert vouch(core, [(old_header(), mint().encode())]).flows, "the vouch answering it is accepted"
+    assert core.receive_backbone(old_header() + SRTP, STRANGER, T0 + 6) == Drop("frame_unknown_transceiver")
+
+
+def test_malformed_control_frames_and_hellos_sent_to_an_edge_are_dropped():
+    core = make_core()
+    asked(core)
+    good = frame.encode_vouches(core.nonce, [(old_header(), mint().encode())])[0]
+
+    assert core.receive_backbone(good[:-1], TRANSCEIVER, T0 + 5) == Drop("frame_control_length")
+    assert core.receive_backbone(frame.encode_hello(1, bytes(8)), TRANSCEIVER, T0 + 5) == Drop("frame_control_type")
+    assert core.receive_backbone(good[:4] + b"\x09" + good[5:], TRANSCEIVER, T0 + 5) == Drop("frame_control_type")
+    assert len(core.flows) == 0
+
+
+def test_vouched_ipv4_clients_are_keyed_as_an_ipv6_public_socket_reports_them():
+    core = RelayCore(EDGE_ID, CODEC, ipv6_clients=True)
+    core.set_directory({(1, 5): TRANSCEIVER})
+    asked(core)
+
+    vouch(core, [(old_header(), mint().encode()), (old_header(("2001:db8::7", 9)), mint(nonce=2).encode())])
+
+    assert set(core.flows.by_client) == {("::ffff:198.51.100.7", 50000, 0, 0), ("2001:db8::7", 9, 0, 0)}

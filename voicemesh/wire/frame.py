@@ -6,11 +6,28 @@ that the header's route belongs to has ended. When a transceiver ends a session 
 the session, the route's header with no payload; the edge then removes the flow at once and revokes its
 token, so no new flow opens for that session (edge/relay_core.py). Datagrams are never empty otherwise: the
 edge drops empty datagrams from clients, so a client cannot forge a close or send an empty frame upstream.
+
+A **control frame** has family byte 0 (``CONTROL``) and no client address: ``b"VM" | version u8 = 1 | 0 |
+type u8``, then the type's body. It is how a restarted or upgraded edge picks up the live flows it has never
+seen (edge/relay_core.py, core/mux_core.py):
+
+- ``HELLO`` (type 1, edge to transceiver, 15 bytes): ``edge id u16 | nonce (8 bytes)``. "Vouch for the routes
+  you have proven through my backbone address". The nonce is the edge's, random per relay process.
+- ``VOUCH`` (type 2, transceiver to edge, at most MAX_CONTROL_BYTES): ``flags u8 (bit 0: the last frame of
+  this answer) | nonce (8 bytes, the hello's) | count u8 | count x (frame header of the route, 12 or 24
+  bytes | server ufrag length u8 | server ufrag)``. One answer is one or more frames, the last one flagged,
+  even when it vouches for nothing.
+
+The client never chooses a frame's header (the edge writes it), so no datagram of a client can be read as
+a control frame, and header_length keeps refusing them (``family``): a part that does not know control
+frames drops them. A new control message is a new type; an unknown type is dropped (``control_type``).
 """
 
 import ipaddress
 import socket
 import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 MAGIC = b"VM"
 VERSION = 1
@@ -19,10 +36,26 @@ _PORT_AND_EDGE = struct.Struct(">HH").unpack_from
 _HEADER_LENGTHS = {MAGIC + bytes([VERSION, 4]): 12, MAGIC + bytes([VERSION, 6]): 24}
 
 
+CONTROL = 0
+"""The family byte of a control frame."""
+HELLO = 1
+VOUCH = 2
+VOUCH_LAST = 0x01
+"""VOUCH flag: the last frame of the answer to one hello."""
+NONCE_LENGTH = 8
+MAX_CONTROL_BYTES = 1200
+"""Largest VOUCH frame encode_vouches writes (bytes): one datagram on any backbone path."""
+_CONTROL_PREFIX = MAGIC + bytes([VERSION, CONTROL])
+_HELLO = struct.Struct(">4sBH8s")  # prefix, type, edge id, nonce: 15 bytes
+_VOUCH = struct.Struct(">4sBB8sB")  # prefix, type, flags, nonce, count: 15 bytes
+
+
 class MalformedFrame(ValueError):
     """A backbone datagram without a valid frame header.
 
-    `reason` is a counter label: "truncated", "magic", "version" or "family".
+    `reason` is a counter label: "truncated", "magic", "version" or "family"; for control frames
+    "control_length" (shorter or longer than its type and count say), "control_type" (unknown type) or
+    "control_entry" (a vouched route's header is not a client frame header, or its ufrag is empty).
     """
 
     def __init__(self, reason: str) -> None:
@@ -80,3 +113,101 @@ def decode(data: bytes) -> tuple[tuple[str, int], int, int]:
     port, edge_id = _PORT_AND_EDGE(data, 4)
     host = socket.inet_ntop(socket.AF_INET if n == 12 else socket.AF_INET6, data[8:n])
     return (host, port), edge_id, n
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A HELLO control frame: the sending edge's id and its nonce (NONCE_LENGTH bytes)."""
+
+    edge_id: int
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Vouch:
+    """A VOUCH control frame: the nonce of the hello it answers, whether it is the answer's last frame, and
+    the routes vouched for as (frame header, server ufrag) pairs."""
+
+    nonce: bytes
+    last: bool
+    routes: tuple[tuple[bytes, bytes], ...]
+
+
+def is_control(data: bytes) -> bool:
+    """Whether ``data`` starts like a control frame (magic, version 1, family 0)."""
+    return data[:4] == _CONTROL_PREFIX
+
+
+def encode_hello(edge_id: int, nonce: bytes) -> bytes:
+    """A HELLO frame (15 bytes). Raises ValueError for an edge id outside 0..65535 or a nonce that is not
+    NONCE_LENGTH bytes."""
+    _check_nonce(nonce)
+    if not 0 <= edge_id <= 0xFFFF:
+        raise ValueError(f"edge id must be in 0..65535, got {edge_id}")
+    return _HELLO.pack(_CONTROL_PREFIX, HELLO, edge_id, nonce)
+
+
+def encode_vouches(nonce: bytes, routes: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
+    """The VOUCH frames answering the hello with ``nonce``: ``routes`` (frame header, server ufrag) packed
+    into frames of at most MAX_CONTROL_BYTES, the last one flagged VOUCH_LAST; one empty frame if there are
+    no routes. Raises ValueError for a bad nonce, a header that header_length refuses or one with a
+    payload, or a ufrag of 0 or more than 255 bytes."""
+    _check_nonce(nonce)
+    frames: list[bytes] = []
+    entries: list[bytes] = []
+    size = _VOUCH.size
+    for header, ufrag in routes:
+        if header_length(header) != len(header) or not 0 < len(ufrag) <= 0xFF:
+            raise ValueError("a vouched route is a whole frame header and a ufrag of 1..255 bytes")
+        entry = header + bytes([len(ufrag)]) + ufrag
+        if entries and (size + len(entry) > MAX_CONTROL_BYTES or len(entries) == 0xFF):
+            frames.append(_VOUCH.pack(_CONTROL_PREFIX, VOUCH, 0, nonce, len(entries)) + b"".join(entries))
+            entries, size = [], _VOUCH.size
+        entries.append(entry)
+        size += len(entry)
+    frames.append(_VOUCH.pack(_CONTROL_PREFIX, VOUCH, VOUCH_LAST, nonce, len(entries)) + b"".join(entries))
+    return frames
+
+
+def decode_control(data: bytes) -> Hello | Vouch:
+    """Parse a control frame (is_control is true). Raises MalformedFrame: "control_length",
+    "control_type", "control_entry"; or as header_length if ``data`` is no control frame."""
+    if not is_control(data):
+        raise MalformedFrame("family" if data[:4] in _HEADER_LENGTHS else _reason(data))
+    if len(data) < 5:
+        raise MalformedFrame("control_length")
+    kind = data[4]
+    if kind == HELLO:
+        if len(data) != _HELLO.size:
+            raise MalformedFrame("control_length")
+        _, _, edge_id, nonce = _HELLO.unpack(data)
+        return Hello(edge_id, nonce)
+    if kind != VOUCH:
+        raise MalformedFrame("control_type")
+    if len(data) < _VOUCH.size:
+        raise MalformedFrame("control_length")
+    _, _, flags, nonce, count = _VOUCH.unpack_from(data)
+    routes = []
+    at = _VOUCH.size
+    for _ in range(count):
+        n = _HEADER_LENGTHS.get(data[at:at + 4])
+        if n is None:
+            raise MalformedFrame("control_entry" if len(data) >= at + 4 else "control_length")
+        if len(data) < at + n + 1:
+            raise MalformedFrame("control_length")
+        length = data[at + n]
+        if length == 0:
+            raise MalformedFrame("control_entry")
+        end = at + n + 1 + length
+        if len(data) < end:
+            raise MalformedFrame("control_length")
+        routes.append((data[at:at + n], data[at + n + 1:end]))
+        at = end
+    if at != len(data):
+        raise MalformedFrame("control_length")
+    return Vouch(nonce, bool(flags & VOUCH_LAST), tuple(routes))
+
+
+def _check_nonce(nonce: bytes) -> None:
+    if len(nonce) != NONCE_LENGTH:
+        raise ValueError(f"a control nonce is {NONCE_LENGTH} bytes, got {len(nonce)}")
