@@ -29,8 +29,8 @@ from voicemesh.wire.token import TokenCodec
 
 log = logging.getLogger("voicemesh.edge")
 
-DRAIN_QUIET_S = 6.0
-"""Seconds without a relayed packet after which a draining edge has no live call (consent checks run every ~5 s)."""
+DRAIN_POLL_S = 0.1
+"""How often a draining edge looks at its flows and at the registry view for a successor (seconds)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -44,7 +44,13 @@ def is_loopback(host: str) -> bool:
 
 
 class EdgeNode:
-    """Starts and stops an edge: allocate an edge id, bind, serve, register.
+    """Starts and stops an edge: allocate an edge id, bind, pick up live flows, serve, register.
+
+    Restart and hitless upgrade: a new process of the same node (same config, ``reuse_port`` on for a
+    process that runs beside the old one) binds the same ports and, before it serves or registers, asks the
+    transceivers to vouch for the live flows (Relay.start with pick_up). Its record replaces the old
+    process's under the same key, with its own edge id; the old process, told to drain, sees that record
+    and hands over (see drain).
 
     ``keys`` is the mesh key set: the relay checks routing tokens with it, the WHIP front issues and checks
     client tokens and signs its requests to transceivers with keys derived from it. Raises ConfigError for
@@ -90,7 +96,8 @@ class EdgeNode:
         relay = self.relay
         self.registry.subscribe(lambda: relay.set_transceivers(self.registry.nodes("transceiver")))
         relay.set_transceivers(self.registry.nodes("transceiver"))
-        relay.start()
+        relay.start(pick_up=self._predecessor())
+        await relay.ready.wait()
         flows = FlowTracer(index)
         relay.on_flow = flows.on_flow
         self._metrics = observe_relay(relay, {telemetry.EDGE_ID: str(index), telemetry.REGION: cfg.region})
@@ -108,7 +115,8 @@ class EdgeNode:
         limits = HttpLimits(header_timeout_s=cfg.http_header_timeout_s, body_timeout_s=cfg.http_body_timeout_s,
                             idle_timeout_s=cfg.http_idle_timeout_s, max_requests=cfg.http_max_requests,
                             max_connections=cfg.http_max_connections)
-        self._runner, self.url = await serve_app(self._whip.app(), *parse_hostport(cfg.http), limits)
+        self._runner, self.url = await serve_app(self._whip.app(), *parse_hostport(cfg.http), limits,
+                                                 reuse_port=cfg.reuse_port)
         self.record = NodeRecord(
             role="edge",
             region=cfg.region,
@@ -127,29 +135,53 @@ class EdgeNode:
             log.warning("the WHIP front is open to anyone (--insecure-open)", extra={"whip": self.url})
 
     async def drain(self) -> None:
-        """Leave gracefully: register as draining (geo DNS stops answering with this edge within
-        one TTL; the WHIP front refuses new offers with 503), then keep relaying until no flow has
-        moved for DRAIN_QUIET_S (longer than the ICE consent interval, so no call is live) or
-        ``drain_timeout_s`` passed."""
+        """Leave gracefully; returns when this process can close.
+
+        - **Hand over**: if a newer process of this node is up (``successor``), it has the live flows (an
+          edge registers only after its relay picked them up), so return at once: when this process closes
+          its sockets the kernel gives their traffic to the new process.
+        - **Drain**: otherwise register as draining (the geo DNS stops answering with this edge within one
+          TTL; the WHIP front refuses new offers with 503) and keep relaying until no flow is left (a call's
+          end removes its flows with the transceiver's close frames), a successor comes up (then hand over),
+          or ``drain_timeout_s`` passes, which cuts the calls still up: set it to the longest call to wait
+          for.
+        """
         if self.record is None or self.relay is None:
             return
-        self.record = replace(self.record, draining=True)
-        try:
-            await self.registry.register(self.record)
-        except RegistryUnavailable:
-            log.warning("cannot mark this edge draining; its lease will expire the record")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.drain_timeout_s
-        moved, quiet_since = -1, loop.time()
-        while loop.time() < deadline:
-            stats = self.relay.stats()
-            now_moved = stats["packets_in"] + stats["packets_out"]
-            if now_moved != moved:
-                moved, quiet_since = now_moved, loop.time()
-            elif loop.time() - quiet_since >= DRAIN_QUIET_S or not stats["flows"]:
-                break
-            await asyncio.sleep(0.5)
-        log.info("edge drained", extra={"flows": len(self.relay.flows)})
+        successor = self.successor()
+        if successor is None:
+            self.record = replace(self.record, draining=True)
+            try:
+                await self.registry.register(self.record)
+            except RegistryUnavailable:
+                log.warning("cannot mark this edge draining; its lease will expire the record")
+        while successor is None and len(self.relay.flows) and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+            successor = self.successor()
+        if successor is not None:
+            log.info("edge handed over", extra={"flows": len(self.relay.flows), "edge_id": self.record.index,
+                                                "successor_edge_id": successor.index})
+        else:
+            log.info("edge drained", extra={"flows": len(self.relay.flows)})
+
+    def _predecessor(self) -> bool:
+        """Whether a record of this node is in the view (an earlier process, running or crashed within a lease
+        TTL): only then can transceivers vouch for flows, since they answer registered edges only. A process
+        started after the record expired picks flows up when the transceivers' frames prompt its hellos."""
+        cfg = self.config
+        return any(n.node_id == cfg.node_id and n.region == cfg.region for n in self.registry.nodes("edge"))
+
+    def successor(self) -> NodeRecord | None:
+        """The record of a newer process of this node in the registry view: under this edge's key, with
+        another edge id (a live process's id is its own). None if there is none, or before start."""
+        if self.record is None:
+            return None
+        for node in self.registry.nodes("edge"):
+            if node.key == self.record.key and node.index != self.record.index:
+                return node
+        return None
 
     async def close(self) -> None:
         """Stop taking offers, then close the relay (call ``drain`` first to let calls finish)."""

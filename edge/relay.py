@@ -134,7 +134,9 @@ class Relay:
         self.ready.set()
 
     def close(self) -> None:
-        """Stop reading and close both sockets."""
+        """Stop reading and close every socket (again: nothing)."""
+        if self.public.fileno() == -1:
+            return
         if self._loop is not None:
             self._loop.remove_reader(self.public.fileno())
             self._loop.remove_reader(self.backbone.fileno())
@@ -143,6 +145,7 @@ class Relay:
                 handle.cancel()
         for address in list(self._links):
             self._close_link(address)
+        self._loop = None  # set_transceivers opens no socket now: it would take the new process's frames
         self.public.close()
         self.backbone.close()
 

@@ -55,7 +55,7 @@ from voicemesh.edge.flows import MAX_CHECKS, Flow, FlowState, FlowTable, FlowTab
 from voicemesh.wire import frame, stun
 from voicemesh.wire.token import BadToken, RoutingToken, TokenCodec
 
-HELLO_INTERVAL_S = 1.0
+HELLO_INTERVAL_S = 0.25
 """Least time between two hellos to one transceiver prompted by its frames for clients without a flow."""
 VOUCH_WINDOW_S = 5.0
 """Seconds after a hello to a transceiver during which its vouches are accepted."""

@@ -204,19 +204,21 @@ class _Guard:
 class _GuardedSite(web.TCPSite):
     """A TCP site whose connections go through a _Guard."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, guard: _Guard) -> None:
-        super().__init__(runner, host, port)
+    def __init__(self, runner: web.AppRunner, host: str, port: int, guard: _Guard, reuse_port: bool) -> None:
+        super().__init__(runner, host, port, reuse_port=reuse_port or None)
         self.guard = guard
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Connection(self.guard), self._host, self._port, backlog=self._backlog)
+            lambda: _Connection(self.guard), self._host, self._port, backlog=self._backlog,
+            reuse_port=self._reuse_port)
 
 
 async def serve_app(app: web.Application, host: str, port: int,
-                    limits: HttpLimits = HttpLimits()) -> tuple[web.AppRunner, str]:
+                    limits: HttpLimits = HttpLimits(), *, reuse_port: bool = False) -> tuple[web.AppRunner, str]:
     """Serve ``app`` on ``host:port`` (0 picks a port) within ``limits``; returns the runner and the base URL.
+    ``reuse_port`` sets SO_REUSEPORT, so a new process can listen beside this one (a hitless upgrade).
 
     aiohttp keeps the idle keep-alive timeout and the head's size limits; the
     header and body timeouts, the request count per connection and the
@@ -233,7 +235,7 @@ async def serve_app(app: web.Application, host: str, port: int,
     guard = _Guard(limits, lambda: runner.server(), counters)  # type: ignore[misc]
     app.middlewares.insert(0, guard.middleware)
     await runner.setup()
-    site = _GuardedSite(runner, host, port, guard)
+    site = _GuardedSite(runner, host, port, guard, reuse_port)
     await site.start()
     bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
     return runner, f"http://{format_hostport((bound[0], bound[1]))}"
