@@ -81,10 +81,21 @@ def test_a_dead_registry_agents_call_moves_to_another_agent(faults) -> None:
     assert agent["longest_audio_gap_ms"] < 2500, "well before the dead agent's lease (5 s) expires"
 
 
-@not_merged("a restarted edge picks its live flows up again without the caller's next consent check (relay)")
 def test_a_restarted_edge_drops_no_media_of_its_live_call(faults) -> None:
     edge = fault(faults, "edge_restart")
     assert edge["kept"] == 1, edge["call_error"]
+    assert edge["counters"]["edge"].get("drops.not_stun", 0) == 0
+    assert edge["counters"]["edge"]["flows_vouched"] == 1, "the transceiver vouched for the live flow"
+
+
+def test_a_hitless_edge_upgrade_keeps_the_call_and_the_old_process_hands_over(faults) -> None:
+    edge = fault(faults, "edge_upgrade")
+    assert edge["kept"] == 1, edge["call_error"]
+    assert edge["old_exit_code"] == 0
+    assert edge["record_after"] == {"edge_id": edge["record_after"]["edge_id"], "draining": False}, \
+        "the old process handed over: it did not mark the node draining over the new process's record"
+    assert edge["record_after"]["edge_id"] != edge["old_edge_id"]
+    assert edge["counters"]["edge"]["flows_vouched"] == 1
     assert edge["counters"]["edge"].get("drops.not_stun", 0) == 0
 
 

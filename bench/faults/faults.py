@@ -28,8 +28,8 @@ from bench.attack import craft
 from bench.mesh import Part, PartFailed, ProcessMesh, clip_of
 from bench.mesh.net import free_udp_port
 from voicemesh.app.demo import bundled_speech
-from voicemesh.registry import RegistryTls
-from voicemesh.registry.base import session_prefix
+from voicemesh.registry import NodeRecord, RegistryTls
+from voicemesh.registry.base import node_key, session_prefix
 from voicemesh.registry.etcd import connect_client
 from voicemesh.wire.signaling import SDP_TYPE
 
@@ -78,7 +78,7 @@ def _numbers(status: dict, prefix: str = "") -> dict[str, int]:
     return found
 
 
-IGNORED = {"flows", "sessions", "whip.pending"}
+IGNORED = {"flows", "sessions", "whip.pending", "edge_id"}
 """Status gauges, not counters."""
 
 
@@ -88,7 +88,8 @@ def _delta(before: dict, after: dict) -> dict[str, int]:
 
 
 class FaultMesh(ProcessMesh):
-    """etcd, transceiver ``trx-1`` (capacity 10) with an agent, and edge ``edge-1`` behind a WireTap.
+    """etcd, transceiver ``trx-1`` (capacity 10) with an agent, and edge ``edge-1`` behind a WireTap, on fixed
+    relay and backbone ports with SO_REUSEPORT (as deployed: a new process of it can take them over).
 
     ``agent``: "inproc" (the echo agent inside the transceiver), "fixed" (agent-a as its own process at a
     fixed address) or "registry" (agent-a registered; the transceiver finds agents in the registry).
@@ -120,7 +121,8 @@ class FaultMesh(ProcessMesh):
         self.transceiver = await self.start_transceiver("trx-1", capacity=10, agent=target)
         relay_port, hop_port = free_udp_port(), free_udp_port(TAP_INSIDE)
         self.edge = await self.start_edge("edge-1", public=f"127.0.0.1:{relay_port}",
-                                          advertise=f"{TAP_INSIDE}:{hop_port}")
+                                          advertise=f"{TAP_INSIDE}:{hop_port}",
+                                          backbone=f"127.0.0.1:{free_udp_port()}", reuse_port=True)
         self.tap = WireTap((TAP_INSIDE, hop_port), TAP_OUTSIDE, self.edge.udp, asyncio.get_running_loop())
         if self.with_dns:
             self.dns = self.start_dns("edge-1")
@@ -132,6 +134,17 @@ class FaultMesh(ProcessMesh):
 
     async def claims(self) -> dict[str, int]:
         """The session claims of region "local" in etcd: session id -> mod revision (read as etcd root)."""
+        prefix = session_prefix("local")
+        return {key.removeprefix(prefix): revision for key, (_, revision) in (await self._read(prefix)).items()}
+
+    async def edge_record(self) -> NodeRecord | None:
+        """Edge ``edge-1``'s node record in etcd (read as etcd root), or None."""
+        key = node_key("edge", "local", "edge-1")
+        found = (await self._read(key, prefix=False)).get(key)
+        return None if found is None else NodeRecord.from_json(found[0])
+
+    async def _read(self, key: str, prefix: bool = True) -> dict[str, tuple[bytes, int]]:
+        """Keys under ``key`` (or exactly ``key``) in etcd, read as root: key -> (value, mod revision)."""
         tls = None
         if self.etcd_auth:
             creds = self.credentials("root")
@@ -141,9 +154,9 @@ class FaultMesh(ProcessMesh):
         await client.connect()
         try:
             assert client.kv is not None
-            prefix = session_prefix("local")
-            response = await client.kv.get(prefix, range_end=prefix_range_end(prefix), timeout=2.0)
-            return {kv.key.decode().removeprefix(prefix): kv.mod_revision for kv in response.kvs}
+            end = prefix_range_end(key) if prefix else None
+            response = await client.kv.get(key, range_end=end, timeout=2.0)
+            return {kv.key.decode(): (kv.value, kv.mod_revision) for kv in response.kvs}
         finally:
             await client.close()
 
@@ -203,6 +216,49 @@ async def edge_restart(run: Run) -> None:
     mesh.edge = mesh.respawn(mesh.edge)
     await mesh.ready(mesh.edge, f"{mesh.edge.http}/v1/status")
     run.back = time.monotonic()
+
+
+async def edge_upgrade(run: Run) -> None:
+    """A hitless upgrade: a second edge process of the same node takes over the same ports (SO_REUSEPORT) and
+    picks the live flows up; once it serves, SIGTERM the old one, which hands over and exits. ``back`` is the
+    old process's exit; ``new_up_s`` from spawning the new one until it serves, ``handover_s`` from the
+    SIGTERM to the old one's exit."""
+    mesh = run.mesh
+    old = mesh.edge
+    assert old is not None
+    old_id = (await mesh.status(old)).get("edge_id")
+    run.injected = time.monotonic()
+    new = mesh.respawn(old)
+    await _serving(new, old_id)
+    serving = time.monotonic()
+    old.process.send_signal(15)  # SIGTERM: drain, which hands over to the new process
+    code = await asyncio.to_thread(old.process.wait, 30)
+    mesh.parts.remove(old)
+    mesh.edge = new
+    run.back = time.monotonic()
+    record = await mesh.edge_record()
+    run.figures.update(new_up_s=round(serving - run.injected, 2), handover_s=round(run.back - serving, 2),
+                       old_exit_code=code, old_edge_id=old_id,
+                       record_after=None if record is None else {"edge_id": record.index, "draining": record.draining})
+
+
+async def _serving(part: Part, old_id: object, deadline_s: float = 30.0) -> None:
+    """Wait until a process other than the one with edge id ``old_id`` answers on the shared WHIP port: a new
+    connection per request, since the kernel picks the listening process per connection. Raises PartFailed."""
+    end = time.monotonic() + deadline_s
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                     timeout=aiohttp.ClientTimeout(total=1)) as http:
+        while time.monotonic() < end:
+            if part.process.poll() is not None:
+                raise PartFailed(f"{part.name} exited with {part.process.returncode}:\n{part.tail()}")
+            try:
+                async with http.get(f"{part.http}/v1/status") as resp:
+                    if (await resp.json(content_type=None)).get("edge_id") not in (None, old_id):
+                        return
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                pass
+            await asyncio.sleep(0.02)
+    raise PartFailed(f"{part.name} did not serve:\n{part.tail()}")
 
 
 async def etcd_freeze(run: Run) -> None:
@@ -286,6 +342,8 @@ async def transceiver_kill(run: Run) -> None:
 
 FAULTS = {f.name: f for f in [
     Fault("edge_restart", "edge SIGKILL, new edge on the same port 0.6 s later", edge_restart),
+    Fault("edge_upgrade", "hitless edge upgrade: a new process on the same ports, then SIGTERM the old",
+          edge_upgrade),
     Fault("etcd_freeze", "etcd SIGSTOP for 3x the lease TTL (15 s)", etcd_freeze, dns=True, call_s=32.0,
           quick_call_s=28.0),
     Fault("agent_restart", "agent SIGKILL, restarted on the same port 1 s later", agent_restart, agent="fixed"),

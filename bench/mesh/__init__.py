@@ -272,7 +272,8 @@ class ProcessMesh:
         return part
 
     async def start_edge(self, node_id: str, *, public: str = "", advertise: str = "", **flags: object) -> Part:
-        """An edge (relay and WHIP front); ``flags`` are more ``--flag value`` settings (``max_flows=1000``)."""
+        """An edge (relay and WHIP front); ``flags`` are more ``--flag value`` settings (``max_flows=1000``;
+        a bool is ``--flag`` or ``--no-flag``)."""
         (port,) = tcp_ports(1)
         public = public or f"127.0.0.1:{free_udp_port()}"
         args = [sys.executable, "-m", "voicemesh", "edge", "--node-id", node_id, "--region", "local",
@@ -281,7 +282,8 @@ class ProcessMesh:
         if advertise:
             args += ["--advertise", advertise]
         for name, value in flags.items():
-            args += [f"--{name.replace('_', '-')}", str(value)]
+            flag = name.replace("_", "-")
+            args += [f"--{flag}" if value else f"--no-{flag}"] if isinstance(value, bool) else [f"--{flag}", str(value)]
         part = self.spawn(node_id, args, user=f"edge/local/{node_id}")
         part.http = f"http://127.0.0.1:{port}"
         host, _, udp_port = public.rpartition(":")
