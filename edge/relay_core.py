@@ -325,6 +325,10 @@ class RelayCore:
 
     def _vouch(self, header: bytes, ufrag: bytes, transceiver: tuple[str, int], now: float) -> Flow | None:
         """Open (or prove) the flow of one vouched route; None if refused (counted) or already open."""
+        known = self.flows.open_by_header.get(header)
+        if known is not None and known.transceiver == transceiver and known.ufrag == ufrag:
+            self.counts["vouches_known"] += 1  # the common answer to a hello: nothing to check or change
+            return None
         try:
             token = self.tokens.verify(ufrag, now)
         except BadToken as exc:

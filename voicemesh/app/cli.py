@@ -23,7 +23,8 @@ EDGE_HELP = {
     "region": "the region (PoP) this edge serves",
     "public": "UDP address the relay binds for clients (host:port)",
     "advertise": "relay address put in answers, if not the bound one (host:port)",
-    "backbone": "UDP address facing transceivers (host:port)",
+    "backbone": "UDP address facing transceivers (host:port; a fixed port lets a restarted or upgraded edge "
+                "pick its calls up)",
     "http": "WHIP front address (host:port)",
     "idle_timeout_s": "seconds before an idle flow is forgotten (above ICE consent's 30 s)",
     "max_flows": "flows the relay keeps at most",
@@ -33,7 +34,8 @@ EDGE_HELP = {
                      "later (NAT rebinding, edge restart) only STUN, within a byte budget, until the client "
                      "answers one of the transceiver's checks",
     "pending_timeout_s": "seconds an unproven flow has to answer a check before it is dropped",
-    "reuse_port": "share the public port with other edge workers (SO_REUSEPORT)",
+    "reuse_port": "share the relay and WHIP ports with other edge processes (SO_REUSEPORT), such as a new "
+                  "release taking over (hitless upgrade)",
     "lat": "latitude of this PoP (degrees)",
     "lon": "longitude of this PoP (degrees)",
     "drain_timeout_s": "on SIGTERM, seconds to keep relaying live calls while draining",
