@@ -359,8 +359,10 @@ class RelayCore:
         self.counts["flows_vouched"] += 1
         return flow
 
-    def _refuse(self, reason: str) -> None:
+    def _refuse(self, reason: str) -> Flow | None:
+        """Count a refused vouched route; None, as _vouch returns for it."""
         self.drops[reason] += 1
+        return None
 
     def _close(self, flow: Flow) -> Closed:
         token = flow.token

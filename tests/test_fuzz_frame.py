@@ -1,6 +1,7 @@
 """Fuzzing the backbone frame (voicemesh/wire/frame.py) with hypothesis: header_length and decode on
 arbitrary datagrams and mutated frames return normally or raise MalformedFrame; frames decode to what
-was encoded."""
+was encoded; decode_control on mutated hellos and vouches returns a well-formed message or raises
+MalformedFrame."""
 
 from __future__ import annotations
 
