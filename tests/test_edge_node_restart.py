@@ -70,6 +70,31 @@ async def test_a_restarted_edge_picks_up_the_live_call_from_the_transceivers_vou
     assert stats["packets_in"] > 100 and stats["packets_out"] > 100
 
 
+async def test_an_edge_restarted_after_its_record_expired_picks_the_call_up_when_the_transceiver_sends() -> None:
+    """Started after the old record left the registry, the new process asks no transceiver at start (the
+    mux answers registered edges only): the transceiver's next frame for the call finds no flow and prompts
+    a hello, answered once the new record is in the transceiver's view."""
+    async with embedded_mesh() as mesh:
+        placed = asyncio.ensure_future(call(mesh.whip_url, bundled_speech(), bind=LOOPBACK, duration_s=CALL_S))
+        await until(lambda: mesh.relay.flows.open_by_client)
+        await asyncio.sleep(1.0)
+        mesh.relay.close()
+        await mesh.edge.registry.close()  # the old lease is gone: so is the record
+        await until(lambda: not mesh.transceiver.registry.nodes("edge"))
+        node, registry = await new_process(mesh)
+        try:
+            assert node.relay is not None
+            await until(lambda: node.relay.flows.open_by_client)
+            stats = node.relay.stats()
+            report = await placed
+        finally:
+            placed.cancel()
+            await node.close()
+            await registry.close()
+    assert report.ok, report.error
+    assert stats["flows_vouched"] == 1 and stats["drops"]["no_flow"] >= 1 and stats["hellos_sent"] >= 1
+
+
 async def test_a_new_process_takes_over_the_ports_and_the_old_one_hands_over_its_call() -> None:
     async with embedded_mesh(edge_options={"reuse_port": True, "drain_timeout_s": 60.0}) as mesh:
         old = mesh.edge
