@@ -53,13 +53,14 @@ class Relay:
         max_flows_per_token: int = 4,
         open_window_s: float = 30.0,
         pending_timeout_s: float = 10.0,
+        transceiver_gone_s: float = 6.0,
     ) -> None:
         if not backbone.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
             raise ValueError("the backbone socket must be bound with SO_REUSEPORT (bind_udp(..., reuse_port=True)):"
                              " each transceiver gets a connected socket on the same address")
         self.core = RelayCore(edge_id, tokens, idle_timeout_s=idle_timeout_s, max_flows=max_flows,
                               max_flows_per_token=max_flows_per_token, open_window_s=open_window_s,
-                              pending_timeout_s=pending_timeout_s)
+                              pending_timeout_s=pending_timeout_s, transceiver_gone_s=transceiver_gone_s)
         self.public = public
         self.backbone = backbone
         self.public_address = sockname(public)

@@ -28,6 +28,12 @@ Rules (README "The relay's rules"):
   every flow of its token goes at once and the token is revoked until it expires. Empty datagrams from
   clients are dropped.
 - Frames are accepted only from the transceiver that owns the flow their header names.
+- A transceiver that left the directory *for good* loses its flows: a flow whose transceiver is out of the
+  directory and has sent it nothing for ``transceiver_gone_s`` goes at the next sweep. Either condition
+  alone is not enough. The registry keeps a node in the view through an etcd outage (registry/base.py
+  holds its record), and a transceiver that is only cut off from etcd, or leaves the view and comes back,
+  still sends every live flow RTCP, consent checks and media; only a dead one falls silent. Its tokens are
+  not revoked: the directory no longer names it, so they open no flow.
 
 Times are unix seconds (``time.time()``): tokens carry the transceiver's wall clock.
 """
@@ -95,7 +101,8 @@ class RelayCore:
     ``directory`` maps (region id, transceiver index) -> backbone address (set it with set_directory).
     Settings (seconds, flows): ``open_window_s`` after a token's issue time during which its flows are
     provisional, ``pending_timeout_s`` for an unproven flow to prove itself, ``idle_timeout_s`` and
-    ``max_flows`` of the flow table, ``max_flows_per_token``. Raises ValueError for a bad setting.
+    ``max_flows`` of the flow table, ``max_flows_per_token``, ``transceiver_gone_s`` for a flow whose
+    transceiver left the directory to go silent before it is removed. Raises ValueError for a bad setting.
 
     ``drops`` counts dropped datagrams by reason. First packets: the MalformedStun and BadToken reasons
     (``not_stun``, ``truncated``, ``mac``, ``expired``, ...), ``empty``, ``revoked``,
@@ -104,7 +111,8 @@ class RelayCore:
     a Binding request or response, or a held response was replaced by a newer one), ``amplification`` (a
     check over the unproven flow's byte budget). Backbone: ``frame_<reason>``
     (malformed), ``no_flow``, ``frame_wrong_transceiver`` (a registered transceiver, not the flow's),
-    ``frame_unknown_transceiver``. The adapter adds ``tx_error``.
+    ``frame_unknown_transceiver``. The adapter adds ``tx_error``. ``counts`` holds the flows removed by
+    kind (see stats).
     """
 
     def __init__(
@@ -117,13 +125,17 @@ class RelayCore:
         max_flows_per_token: int = 4,
         open_window_s: float = 30.0,
         pending_timeout_s: float = 10.0,
+        transceiver_gone_s: float = 6.0,
     ) -> None:
         if open_window_s < 0:
             raise ValueError(f"open_window_s must not be negative, got {open_window_s}")
+        if transceiver_gone_s <= 0:
+            raise ValueError(f"transceiver_gone_s must be positive, got {transceiver_gone_s}")
         self.flows = FlowTable(edge_id, idle_timeout_s, max_flows, max_flows_per_token=max_flows_per_token,
                                pending_timeout_s=pending_timeout_s)
         self.tokens = tokens
         self.open_window_s = open_window_s
+        self.transceiver_gone_s = transceiver_gone_s
         self.directory: dict[tuple[int, int], tuple[str, int]] = {}
         self._transceivers: set[tuple[str, int]] = set()
         self._revoked: dict[RoutingToken, int] = {}  # token -> expires_at, in the order revoked
@@ -248,11 +260,19 @@ class RelayCore:
 
     def expire(self, now: float) -> list[Flow]:
         """Sweep (about every min(idle_timeout_s, pending_timeout_s) / 4 seconds): remove and return the
-        flows that aged out (edge/flows.py), and forget revoked tokens that have expired."""
+        flows that aged out (edge/flows.py) and the flows of transceivers that left the directory for good
+        (out of it, and silent on the flow for ``transceiver_gone_s``), and forget revoked tokens that have
+        expired."""
         gone = self.flows.expire(now)
+        self.counts["flows_expired"] += len(gone)
+        orphans = [flow for flow in self.flows.by_client.values()
+                   if flow.transceiver not in self._transceivers and now - flow.heard_at >= self.transceiver_gone_s]
+        for flow in orphans:
+            self.flows.remove(flow)
+        self.counts["flows_transceiver_gone"] += len(orphans)
+        gone += orphans
         for flow in gone:
             self._retire(flow)
-        self.counts["flows_expired"] += len(gone)
         for token, expires_at in list(self._revoked.items()):
             if now >= expires_at:
                 del self._revoked[token]
@@ -286,7 +306,7 @@ class RelayCore:
             "flows_unproven": len(self.flows) - len(self.flows.open_by_client),
             **{key: totals[key] for key in _COUNTS},
             **{key: self.counts[key] for key in ("unproven_bytes_in", "unproven_bytes_out", "flows_evicted",
-                                                 "flows_closed", "flows_expired")},
+                                                 "flows_closed", "flows_expired", "flows_transceiver_gone")},
             "tokens_revoked": len(self._revoked),
             "drops": dict(self.drops),
         }
