@@ -78,7 +78,7 @@ def _numbers(status: dict, prefix: str = "") -> dict[str, int]:
     return found
 
 
-IGNORED = {"flows", "sessions", "whip.pending"}
+IGNORED = {"flows", "flows_open", "flows_unproven", "tokens_revoked", "sessions", "whip.pending"}
 """Status gauges, not counters."""
 
 
@@ -132,6 +132,12 @@ class FaultMesh(ProcessMesh):
 
     async def claims(self) -> dict[str, int]:
         """The session claims of region "local" in etcd: session id -> mod revision (read as etcd root)."""
+        return {sid: revision for sid, (revision, _value) in (await self._claims()).items()}
+
+    async def _claim_values(self) -> dict[str, bytes]:
+        return {sid: value for sid, (_revision, value) in (await self._claims()).items()}
+
+    async def _claims(self) -> dict[str, tuple[int, bytes]]:
         tls = None
         if self.etcd_auth:
             creds = self.credentials("root")
@@ -143,9 +149,13 @@ class FaultMesh(ProcessMesh):
             assert client.kv is not None
             prefix = session_prefix("local")
             response = await client.kv.get(prefix, range_end=prefix_range_end(prefix), timeout=2.0)
-            return {kv.key.decode().removeprefix(prefix): kv.mod_revision for kv in response.kvs}
+            return {kv.key.decode().removeprefix(prefix): (kv.mod_revision, kv.value) for kv in response.kvs}
         finally:
             await client.close()
+
+    async def claim_owners(self) -> dict[str, str]:
+        """The session claims of region "local": session id -> owning node id."""
+        return {sid: json.loads(value)["owner"] for sid, value in (await self._claim_values()).items()}
 
     async def offer_status(self) -> tuple[int, str]:
         """POST one offer (no caller behind it) to the edge: (status, Retry-After); ends the session if one
@@ -191,6 +201,7 @@ class Fault:
     dns: bool = False
     call_s: float = 24.0
     quick_call_s: float = 10.0
+    redial: bool = False
 
 
 async def edge_restart(run: Run) -> None:
@@ -274,14 +285,30 @@ async def agent_failover(run: Run) -> None:
 
 
 async def transceiver_kill(run: Run) -> None:
-    """A second transceiver joins; SIGKILL the one holding the call. The call is lost (the caller re-dials:
-    not yet); counters show what the edge did with the dead transceiver's flow."""
+    """A second transceiver joins; SIGKILL the one holding the call (the caller runs ``voicemesh call
+    --redial``). Recovery from the kill. Figures: ``claims_gone_s`` (the dead one's claims leave etcd),
+    ``edge_flows_dropped_s`` (the edge drops its flows: ``flows_transceiver_gone``), ``redial_on`` (the
+    transceiver that holds the re-dialled call's claim)."""
     mesh = run.mesh
-    assert mesh.transceiver is not None
-    await mesh.start_transceiver("trx-2", capacity=10)
+    assert mesh.transceiver is not None and mesh.edge is not None
+    dead = mesh.transceiver.name
+    survivor = await mesh.start_transceiver("trx-2", capacity=10)
     run.injected = time.monotonic()
     mesh.kill_part(mesh.transceiver)
     run.back = run.injected
+    gone = dropped = None
+    owners: set[str] = set()
+    end = run.injected + LEASE_TTL_S + 10.0
+    while time.monotonic() < end and (gone is None or dropped is None):
+        found = await mesh.claim_owners()
+        owners |= set(found.values()) - {dead}
+        if gone is None and dead not in found.values():
+            gone = round(time.monotonic() - run.injected, 2)
+        if dropped is None and (await mesh.status(mesh.edge)).get("flows_transceiver_gone", 0) > 0:
+            dropped = round(time.monotonic() - run.injected, 2)
+        await asyncio.sleep(0.1)
+    run.figures.update(claims_gone_s=gone, edge_flows_dropped_s=dropped, redial_on=sorted(owners),
+                       survivor_sessions=(await mesh.status(survivor)).get("sessions"))
 
 
 FAULTS = {f.name: f for f in [
@@ -291,7 +318,8 @@ FAULTS = {f.name: f for f in [
     Fault("agent_restart", "agent SIGKILL, restarted on the same port 1 s later", agent_restart, agent="fixed"),
     Fault("agent_failover", "agent SIGKILL, --agent registry with a second agent", agent_failover,
           agent="registry"),
-    Fault("transceiver_kill", "transceiver SIGKILL (a second one is up)", transceiver_kill),
+    Fault("transceiver_kill", "transceiver SIGKILL (a second one is up), the caller re-dials", transceiver_kill,
+          redial=True, quick_call_s=14.0),
 ]}
 
 
@@ -321,7 +349,7 @@ async def run_fault(fault: Fault, quick: bool, workdir: Path, etcd_auth: bool = 
         assert mesh.edge is not None and mesh.transceiver is not None and mesh.tap is not None
         clip = clip_of(bundled_speech(), call_s, workdir, "speech.wav")
         before = {part.process.pid: await mesh.status(part) for part in (mesh.edge, mesh.transceiver)}
-        call = asyncio.ensure_future(mesh.call(mesh.edge, clip, duration_s=call_s))
+        call = asyncio.ensure_future(mesh.call(mesh.edge, clip, duration_s=call_s, redial=fault.redial))
         run = Run(mesh, quick, call)
         outcome.calls = 1
         first = await _first_echo(mesh, call)
@@ -333,7 +361,7 @@ async def run_fault(fault: Fault, quick: bool, workdir: Path, etcd_auth: bool = 
                 outcome.counters[name] = _delta(before.get(part.process.pid, {}), await mesh.status(part))
         if fault.name == "etcd_freeze":
             outcome.figures["deleted_through_edge"] = await _deleted(mesh)
-        wire = max(mesh.tap.wires.values(), key=lambda w: len(w.down))
+        wire = mesh.tap.merged()
         gap = longest_gap(wire)
         outcome.longest_audio_gap_ms = gap.ms if gap else None
         kept = bool(report.get("ok")) and bool(wire.down) and wire.down[-1] >= wire.up[-1] - KEPT_TAIL_S
@@ -345,6 +373,7 @@ async def run_fault(fault: Fault, quick: bool, workdir: Path, etcd_auth: bool = 
             resumed_after_gap = gap.end if gap and gap.end >= run.back else resumed
             outcome.recovery_s = round(resumed_after_gap - run.back, 3)
         outcome.figures.update(run.figures, call_ok=bool(report.get("ok")), call_error=report.get("error"),
+                               redials=[{k: r.get(k) for k in ("reason", "resumed_ms")} for r in report.get("redials", [])],
                                audio_rtt_ms=report.get("audio_rtt_ms"), correlation=report.get("correlation"),
                                gap_at_s=round(gap.start - run.injected, 2) if gap else None)
     except (PartFailed, RuntimeError, OSError) as exc:

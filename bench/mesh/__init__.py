@@ -320,13 +320,16 @@ class ProcessMesh:
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return {}
 
-    async def call(self, edge: Part, clip: str, *, delay_s: float = 0.0, duration_s: float | None = None) -> dict:
-        """Place one legitimate call through ``edge`` with ``voicemesh call`` speaking ``clip``, after ``delay_s``.
+    async def call(self, edge: Part, clip: str, *, delay_s: float = 0.0, duration_s: float | None = None,
+                   redial: bool = False) -> dict:
+        """Place one legitimate call through ``edge`` with ``voicemesh call`` speaking ``clip``, after ``delay_s``
+        (``redial``: with ``--redial``).
 
         Returns its JSON report (``ok``, ``error``, ``packets_received``, ...), or ``ok`` False with the reason.
         """
         await asyncio.sleep(delay_s)
         more = ["--duration", str(duration_s)] if duration_s else []
+        more += ["--redial"] if redial else []
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "voicemesh", "call", f"{edge.http}/v1/sessions", "--wav", clip,
             "--bind", CALLER, "--json", *more, env=self.env, stdout=asyncio.subprocess.PIPE,
