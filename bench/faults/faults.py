@@ -33,6 +33,7 @@ from voicemesh.registry.base import session_prefix
 from voicemesh.registry.etcd import connect_client
 from voicemesh.wire.signaling import SDP_TYPE
 
+from .netns import BackboneNetns, NetnsError
 from .tap import WireTap, echo_after, longest_gap
 
 TAP_INSIDE = "127.11.0.1"
@@ -92,15 +93,19 @@ class FaultMesh(ProcessMesh):
 
     ``agent``: "inproc" (the echo agent inside the transceiver), "fixed" (agent-a as its own process at a
     fixed address) or "registry" (agent-a registered; the transceiver finds agents in the registry).
-    ``dns`` adds the geo DNS server.
+    ``dns`` adds the geo DNS server. ``netns`` runs the transceiver in its own network namespace, its
+    backbone on a link of its own that a fault can cut (bench/faults/netns.py); needs root.
     """
 
     NODES = ["edge/local/edge-1", "transceiver/local/trx-1", "transceiver/local/trx-2",
              "agent/local/agent-a", "agent/local/agent-b", "dns"]
     """The etcd users ``voicemesh registry init`` creates: every part a fault starts."""
 
-    def __init__(self, workdir: Path, *, agent: str = "inproc", dns: bool = False, etcd_auth: bool = True) -> None:
-        super().__init__(workdir, self.NODES, etcd_auth=etcd_auth)
+    def __init__(self, workdir: Path, *, agent: str = "inproc", dns: bool = False, etcd_auth: bool = True,
+                 netns: bool = False) -> None:
+        self.netns = BackboneNetns() if netns else None
+        super().__init__(workdir, self.NODES, etcd_auth=etcd_auth,
+                         etcd_hosts=(self.netns.host_control,) if self.netns else ())
         self.agent_mode = agent
         self.with_dns = dns
         self.dns: Part | None = None
@@ -111,16 +116,26 @@ class FaultMesh(ProcessMesh):
 
     async def start(self) -> None:
         """Start every part; raises PartFailed."""
+        if self.netns is not None:
+            try:
+                self.netns.open()
+            except NetnsError as exc:
+                raise PartFailed(f"cannot make the transceiver's network namespace (needs root): {exc}") from None
         await self.open()
         target = ""
         if self.agent_mode != "inproc":
             agent = await self.start_agent("agent-a", registry=self.agent_mode == "registry")
             self.agents.append(agent)
             target = "registry" if self.agent_mode == "registry" else agent.grpc
-        self.transceiver = await self.start_transceiver("trx-1", capacity=10, agent=target)
+        where: dict = {}
+        if self.netns is not None:
+            where = dict(http_host=self.netns.inside_control, backbone_host=self.netns.inside_backbone,
+                         wrap=tuple(self.netns.exec_args()), etcd_host=self.netns.host_control)
+        self.transceiver = await self.start_transceiver("trx-1", capacity=10, agent=target, **where)
         relay_port, hop_port = free_udp_port(), free_udp_port(TAP_INSIDE)
         self.edge = await self.start_edge("edge-1", public=f"127.0.0.1:{relay_port}",
-                                          advertise=f"{TAP_INSIDE}:{hop_port}")
+                                          advertise=f"{TAP_INSIDE}:{hop_port}",
+                                          backbone_host=self.netns.host_backbone if self.netns else "127.0.0.1")
         self.tap = WireTap((TAP_INSIDE, hop_port), TAP_OUTSIDE, self.edge.udp, asyncio.get_running_loop())
         if self.with_dns:
             self.dns = self.start_dns("edge-1")
@@ -129,6 +144,8 @@ class FaultMesh(ProcessMesh):
         if self.tap is not None:
             self.tap.close()
         await super().close()
+        if self.netns is not None:
+            self.netns.close()
 
     async def claims(self) -> dict[str, int]:
         """The session claims of region "local" in etcd: session id -> mod revision (read as etcd root)."""
@@ -202,6 +219,7 @@ class Fault:
     call_s: float = 24.0
     quick_call_s: float = 10.0
     redial: bool = False
+    netns: bool = False
 
 
 async def edge_restart(run: Run) -> None:
@@ -311,6 +329,25 @@ async def transceiver_kill(run: Run) -> None:
                        survivor_sessions=(await mesh.status(survivor)).get("sessions"))
 
 
+BLACKHOLE_S = 3.0
+"""How long backbone_loss cuts the link between the edge and the transceiver."""
+
+
+async def backbone_loss(run: Run) -> None:
+    """Cut the backbone link between the edge and the transceiver (its host end down: nothing crosses either
+    way; etcd and the API stay up) for BLACKHOLE_S, then heal it. Recovery from the heal."""
+    netns = run.mesh.netns
+    assert netns is not None
+    run.injected = time.monotonic()
+    netns.cut()
+    try:
+        await asyncio.sleep(BLACKHOLE_S)
+    finally:
+        netns.heal()
+    run.back = time.monotonic()
+    run.figures["blackhole_s"] = BLACKHOLE_S
+
+
 FAULTS = {f.name: f for f in [
     Fault("edge_restart", "edge SIGKILL, new edge on the same port 0.6 s later", edge_restart),
     Fault("etcd_freeze", "etcd SIGSTOP for 3x the lease TTL (15 s)", etcd_freeze, dns=True, call_s=32.0,
@@ -320,6 +357,8 @@ FAULTS = {f.name: f for f in [
           agent="registry"),
     Fault("transceiver_kill", "transceiver SIGKILL (a second one is up), the caller re-dials", transceiver_kill,
           redial=True, quick_call_s=14.0),
+    Fault("backbone_loss", "the backbone link between edge and transceiver cut for 3 s, then healed", backbone_loss,
+          netns=True),
 ]}
 
 
@@ -341,7 +380,7 @@ async def run_fault(fault: Fault, quick: bool, workdir: Path, etcd_auth: bool = 
     """Run ``fault`` in a fresh mesh under ``workdir``; never raises for a fault that could not run."""
     outcome = Outcome(fault.name, fault.describe)
     workdir.mkdir(parents=True, exist_ok=True)
-    mesh = FaultMesh(workdir, agent=fault.agent, dns=fault.dns, etcd_auth=etcd_auth)
+    mesh = FaultMesh(workdir, agent=fault.agent, dns=fault.dns, etcd_auth=etcd_auth, netns=fault.netns)
     call_s = fault.quick_call_s if quick else fault.call_s
     inject_s = 3.0 if quick else 6.0
     try:
