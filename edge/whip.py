@@ -22,6 +22,7 @@ request this edge makes to a transceiver is signed (voicemesh/wire/hopauth.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -411,9 +412,11 @@ class WhipFront:
         return web.Response(body=CALL_PAGE.read_bytes(), content_type="text/html")
 
     async def status(self, request: web.Request) -> web.StreamResponse:
-        """``GET /v1/status``: the relay's counters, ``whip`` refusals and ``http`` connection counters."""
+        """``GET /v1/status``: the relay's counters, ``whip`` refusals, ``http`` connection counters and
+        ``tasks``, the asyncio tasks of the process (a leak shows as a count that only grows)."""
         edge = self.edge()
         return web.json_response({"edge": edge.node_id, "relay": edge.public_relay, **self.relay_stats(),
                                   "whip": {"pending": self.pending, **self.counters},
-                                  "http": dict(request.app.get(HTTP_COUNTERS, {}))})
+                                  "http": dict(request.app.get(HTTP_COUNTERS, {})),
+                                  "tasks": len(asyncio.all_tasks())})
 
