@@ -28,6 +28,7 @@ from bench.attack import craft
 from bench.mesh import Part, PartFailed, ProcessMesh, clip_of
 from bench.mesh.net import free_udp_port
 from voicemesh.app.demo import bundled_speech
+from voicemesh.app.lab.browser import BrowserError, browser_call
 from voicemesh.registry import RegistryTls
 from voicemesh.registry.base import session_prefix
 from voicemesh.registry.etcd import connect_client
@@ -220,6 +221,9 @@ class Fault:
     quick_call_s: float = 10.0
     redial: bool = False
     netns: bool = False
+    page: bool = False
+    """The call is the edge's call page in headless Chromium (edge/static/call.html, which re-dials by
+    itself) instead of ``voicemesh call``."""
 
 
 async def edge_restart(run: Run) -> None:
@@ -357,6 +361,8 @@ FAULTS = {f.name: f for f in [
           agent="registry"),
     Fault("transceiver_kill", "transceiver SIGKILL (a second one is up), the caller re-dials", transceiver_kill,
           redial=True, quick_call_s=14.0),
+    Fault("transceiver_kill_page", "transceiver SIGKILL (a second one is up), the call page in Chromium re-dials",
+          transceiver_kill, page=True, quick_call_s=14.0),
     Fault("backbone_loss", "the backbone link between edge and transceiver cut for 3 s, then healed", backbone_loss,
           netns=True),
 ]}
@@ -388,7 +394,8 @@ async def run_fault(fault: Fault, quick: bool, workdir: Path, etcd_auth: bool = 
         assert mesh.edge is not None and mesh.transceiver is not None and mesh.tap is not None
         clip = clip_of(bundled_speech(), call_s, workdir, "speech.wav")
         before = {part.process.pid: await mesh.status(part) for part in (mesh.edge, mesh.transceiver)}
-        call = asyncio.ensure_future(mesh.call(mesh.edge, clip, duration_s=call_s, redial=fault.redial))
+        call = asyncio.ensure_future(_page_call(mesh.edge, clip, call_s) if fault.page else
+                                     mesh.call(mesh.edge, clip, duration_s=call_s, redial=fault.redial))
         run = Run(mesh, quick, call)
         outcome.calls = 1
         first = await _first_echo(mesh, call)
@@ -421,6 +428,14 @@ async def run_fault(fault: Fault, quick: bool, workdir: Path, etcd_auth: bool = 
         await mesh.close()
         mesh.cleanup()
     return outcome
+
+
+async def _page_call(edge: Part, clip: str, call_s: float) -> dict:
+    """The edge's call page in headless Chromium for ``call_s``: its ``window.result``, or ``ok`` False with why."""
+    try:
+        return await browser_call(f"{edge.http}/", clip, seconds=call_s)
+    except (BrowserError, OSError) as exc:
+        return {"ok": False, "error": f"Chromium: {exc}"}
 
 
 async def _deleted(mesh: FaultMesh) -> bool:
