@@ -5,8 +5,9 @@
 A fresh mesh (etcd with TLS and auth, transceivers trx-1 and trx-2 with the echo agent in their process, edge
 edge-1). ``concurrent`` lightweight aiortc callers (bench/faults/callers.py), each placing one call after
 another of a random length in ``call_s`` (seconds) until ``duration_s`` is over, carrying audio both ways.
-Before the soak, one round of ``concurrent`` short calls warms every part up; after it and after the soak every
-call is hung up and the mesh left idle for ``SETTLE_S`` (longer than aiohttp's keep-alive of idle
+Before the soak, ``warmup_s`` of the same churn brings every part to its working set (a process's RSS
+grows with its first few hundred sessions, allocator arenas and caches, then stays level); after it and after the
+soak every call is hung up and the mesh left idle for ``SETTLE_S`` (longer than aiohttp's keep-alive of idle
 connections) and until its flows, sessions and claims are gone (``drained_s``, at most ``DRAIN_MAX_S``), and
 each part is read: RSS, threads and file descriptors from ``/proc/<pid>/``, asyncio tasks,
 flows and sessions from its ``GET /v1/status``, and the session claims in etcd. The last line is JSON: calls
@@ -44,7 +45,6 @@ SETTLE_S = 17.0
 DRAIN_MAX_S = 90.0
 """Most seconds to wait for the edge's flows, the sessions and the claims to reach 0 before a reading: a flow
 whose session ended goes at once with the mux's close frames, else when idle (60 to 75 s)."""
-WARMUP_CALL_S = 8.0
 CONNECT_TIMEOUT_S = 15.0
 
 
@@ -155,14 +155,15 @@ class Soak:
         self.mesh.cleanup()
 
 
-async def soak(workdir: Path, *, duration_s: float, concurrent: int, call_s: tuple[float, float],
+async def soak(workdir: Path, *, duration_s: float, warmup_s: float, concurrent: int, call_s: tuple[float, float],
                etcd_auth: bool = True) -> dict:
     """Run the soak; the result as the last line's object (``error`` set if the mesh could not run)."""
     run = Soak(workdir, concurrent=concurrent, call_s=call_s, etcd_auth=etcd_auth)
-    result: dict = {"duration_s": duration_s, "concurrent": concurrent, "call_s": list(call_s), "error": None}
+    result: dict = {"duration_s": duration_s, "warmup_s": warmup_s, "concurrent": concurrent, "call_s": list(call_s),
+                    "error": None}
     try:
         await run.start()
-        await asyncio.gather(*(run.one_call(run.crowd.next(), WARMUP_CALL_S) for _ in range(concurrent)))
+        await run.churn(time.monotonic() + warmup_s)
         result["warmup_drained_s"] = await run.drained()
         before = await run.reading()
         run.placed = run.connected = run.echoed = 0
@@ -189,19 +190,22 @@ async def soak(workdir: Path, *, duration_s: float, concurrent: int, call_s: tup
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.faults.soak", description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=1800.0, help="how long to churn calls (default 1800)")
+    parser.add_argument("--warmup-s", type=float, default=120.0,
+                        help="churn this long first, then take the readings the end is compared with (default 120)")
     parser.add_argument("--concurrent", type=int, default=20, help="calls up at a time (default 20)")
     parser.add_argument("--call-s", default="30,60", help="each call's length, seconds: MIN,MAX (default 30,60)")
-    parser.add_argument("--quick", action="store_true", help="60 s of calls of 10-20 s (the system test)")
+    parser.add_argument("--quick", action="store_true",
+                        help="40 s of warm-up and 60 s of soak, calls of 10-20 s (the system test)")
     parser.add_argument("--keep-logs", help="directory to keep the parts' logs in")
     parser.add_argument("--no-etcd-auth", action="store_true", help="run etcd in plaintext with auth off")
     args = parser.parse_args(argv)
     low, _, high = args.call_s.partition(",")
     call_s = (10.0, 20.0) if args.quick else (float(low), float(high or low))
-    duration_s = 60.0 if args.quick else args.duration_s
+    duration_s, warmup_s = (60.0, 40.0) if args.quick else (args.duration_s, args.warmup_s)
     workdir = Path(args.keep_logs) if args.keep_logs else Path(tempfile.mkdtemp(prefix="voicemesh-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        result = asyncio.run(soak(workdir, duration_s=duration_s, concurrent=args.concurrent, call_s=call_s,
+        result = asyncio.run(soak(workdir, duration_s=duration_s, warmup_s=warmup_s, concurrent=args.concurrent, call_s=call_s,
                                   etcd_auth=not args.no_etcd_auth))
     finally:
         if not args.keep_logs:
