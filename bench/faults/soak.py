@@ -11,7 +11,8 @@ soak every call is hung up and the mesh left idle for ``SETTLE_S`` (longer than 
 connections) and until its flows, sessions and claims are gone (``drained_s``, at most ``DRAIN_MAX_S``), and
 each part is read: RSS, threads and file descriptors from ``/proc/<pid>/``, asyncio tasks,
 flows and sessions from its ``GET /v1/status``, and the session claims in etcd. The last line is JSON: calls
-placed, connected and echoed, ``rss_growth_pct`` per part, and ``left_over``: each count at the end minus the
+placed, connected and echoed, ``rss_growth_pct`` per part (``rss_kb_during``: its RSS sampled 30 times over
+the soak), and ``left_over``: each count at the end minus the
 same count after the warm-up (0 everywhere: nothing leaked), with both readings. The harness measures and
 never fails on a goal (tests/test_faults.py asserts them).
 """
@@ -76,6 +77,7 @@ class Soak:
         self.packets: list[bytes] = []
         self.placed = self.connected = self.echoed = 0
         self.failures: dict[str, int] = {}
+        self.rss_series: dict[str, list[int]] = {}
 
     async def start(self) -> None:
         await self.mesh.open()
@@ -99,6 +101,13 @@ class Soak:
             self.echoed += caller.received > 0
         finally:
             await caller.hang_up()
+
+    async def sample_rss(self, every_s: float) -> None:
+        """Append each part's RSS (kB) to ``rss_series`` every ``every_s``, until cancelled."""
+        while True:
+            for part in self.parts:
+                self.rss_series.setdefault(part.name, []).append(proc_counts(part.process.pid)["rss_kb"])
+            await asyncio.sleep(every_s)
 
     async def churn(self, until: float) -> None:
         """``concurrent`` callers, each calling again as soon as its call ends, until ``until`` (monotonic)."""
@@ -168,8 +177,13 @@ async def soak(workdir: Path, *, duration_s: float, warmup_s: float, concurrent:
         before = await run.reading()
         run.placed = run.connected = run.echoed = 0
         started = time.monotonic()
-        await run.churn(started + duration_s)
+        sampler = asyncio.ensure_future(run.sample_rss(max(5.0, duration_s / 30)))
+        try:
+            await run.churn(started + duration_s)
+        finally:
+            sampler.cancel()
         result["soak_s"] = round(time.monotonic() - started, 1)
+        result["rss_kb_during"] = run.rss_series
         result["drained_s"] = await run.drained()
         after = await run.reading()
         result.update(
