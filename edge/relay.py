@@ -227,7 +227,10 @@ class Relay:
             log.debug("session closed: %d flows removed", len(result.flows))
 
     def _sweep(self) -> None:
+        orphaned = self.core.counts["flows_transceiver_gone"]
         self.core.expire(time.time())
+        if dropped := self.core.counts["flows_transceiver_gone"] - orphaned:
+            log.warning("dropped %d flows of transceivers that left the registry view and fell silent", dropped)
         flows = self.core.flows
         assert self._loop is not None
         self._sweeper = self._loop.call_later(min(flows.idle_timeout_s, flows.pending_timeout_s) / 4, self._sweep)
