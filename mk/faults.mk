@@ -1,6 +1,7 @@
 # `make faults`: each fault of issue 11 (edge restart, etcd frozen, agent crash, transceiver crash, backbone loss) injected into
 # a mesh of real processes on loopback during a call carrying speech both ways, then a burst of 200 offers at one
-# edge (overload); prints a table and, as its last line, one JSON object. The backbone loss needs root (netns). `make faults FAULTS_ARGS=--quick` runs the short versions that tests/test_faults.py runs.
+# edge (overload); prints a table and, as its last line, one JSON object. The backbone loss needs root (netns).
+# `make faults FAULTS_ARGS=--quick` runs the short versions that tests/test_faults.py runs.
 .PHONY: faults
 faults: setup
 	@scripts/apt-ensure etcd-server
