@@ -3,8 +3,8 @@
 ``POST /v1/sessions`` takes the caller's WHIP offer as forwarded by an edge,
 with the edge's identity in headers, and returns ``201`` with the answer and
 ``Location``; ``DELETE /v1/sessions/{id}`` ends a session; ``GET /v1/status``
-reports sessions, the mux's counters (``mux``: drops by reason, ``rx``, ``tx``) and its route
-events (``mux_routes``). Errors are RFC 9457 problem details.
+reports sessions, the mux's counters (``mux``: drops by reason, ``rx``, ``tx``), its route
+events (``mux_routes``) and the asyncio tasks of the process (``tasks``). Errors are RFC 9457 problem details.
 
 POST and DELETE must carry an edge's hop signature (voicemesh/wire/hopauth.py): an unsigned, wrongly
 signed, stale or replayed one gets ``401`` and is counted by reason in the status's ``hop_refused``. The
@@ -13,6 +13,7 @@ status stays open to the backbone: it is read-only and tells no caller's data, o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -101,6 +102,7 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
             "mux": dict(mux.counters) if mux is not None else {},
             "mux_routes": dict(mux.core.events) if mux is not None else {},
             "hop_refused": dict(refused),
+            "tasks": len(asyncio.all_tasks()),
         })
 
     app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[telemetry.server_spans()])

@@ -62,7 +62,8 @@ class Flow:
     transceiver's latest Binding response to it (sent once proven), and ``answered`` says whether the
     transceiver has sent it anything (it answers only checks whose MESSAGE-INTEGRITY holds).
     ``uplink`` is the adapter's send function towards the transceiver (a connected socket's ``send``).
-    Flows compare by identity.
+    ``heard_at`` is when the transceiver last sent this flow anything, as seen by the table's sweeps (unix
+    seconds; ``created_at`` until it does). Flows compare by identity.
     """
 
     client: tuple[str, int]
@@ -83,11 +84,13 @@ class Flow:
     checks: list[bytes] = field(default_factory=list, repr=False)
     held: bytes = field(default=b"", repr=False)
     uplink: Callable[[bytes], object] = field(default=_no_uplink, repr=False)
+    heard_at: float = field(init=False, repr=False)
     _swept_packets: int = field(default=0, init=False, repr=False)
+    _swept_out: int = field(default=0, init=False, repr=False)
     _active_at: float = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._active_at = self.created_at
+        self._active_at = self.heard_at = self.created_at
 
 
 class FlowTable:
@@ -262,7 +265,8 @@ class FlowTable:
     def expire(self, now: float) -> list[Flow]:
         """Sweep: remove and return the flows learned at least pending_timeout_s before `now` (seconds, the
         clock of learn) that are still unproven, and the flows idle for at least idle_timeout_s (see above).
-        Provisional flows whose window has ended become pending."""
+        Provisional flows whose window has ended become pending; ``heard_at`` moves to `now` for flows whose
+        transceiver sent something since the last sweep."""
         gone = []
         for flow in self._unproven.values():  # oldest first
             if now - flow.created_at < self.pending_timeout_s:
@@ -272,6 +276,9 @@ class FlowTable:
             if flow.state is FlowState.PROVISIONAL and now >= flow.open_until:
                 flow.state = FlowState.PENDING
         for flow in self.by_client.values():
+            if flow.packets_out != flow._swept_out:
+                flow._swept_out = flow.packets_out
+                flow.heard_at = now
             packets = flow.packets_in + flow.packets_out
             if packets != flow._swept_packets:
                 flow._swept_packets = packets

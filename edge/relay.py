@@ -65,13 +65,15 @@ class Relay:
         max_flows_per_token: int = 4,
         open_window_s: float = 30.0,
         pending_timeout_s: float = 10.0,
+        transceiver_gone_s: float = 6.0,
     ) -> None:
         if not backbone.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
             raise ValueError("the backbone socket must be bound with SO_REUSEPORT (bind_udp(..., reuse_port=True)):"
                              " each transceiver gets a connected socket on the same address")
         self.core = RelayCore(edge_id, tokens, idle_timeout_s=idle_timeout_s, max_flows=max_flows,
                               max_flows_per_token=max_flows_per_token, open_window_s=open_window_s,
-                              pending_timeout_s=pending_timeout_s, ipv6_clients=public.family == socket.AF_INET6)
+                              pending_timeout_s=pending_timeout_s, ipv6_clients=public.family == socket.AF_INET6,
+                              transceiver_gone_s=transceiver_gone_s)
         self.public = public
         self.backbone = backbone
         self.public_address = sockname(public)
@@ -283,7 +285,10 @@ class Relay:
             self._send(self._uplink_to(result.transceiver), result.frame)
 
     def _sweep(self) -> None:
+        orphaned = self.core.counts["flows_transceiver_gone"]
         self.core.expire(time.time())
+        if dropped := self.core.counts["flows_transceiver_gone"] - orphaned:
+            log.warning("dropped %d flows of transceivers that left the registry view and fell silent", dropped)
         flows = self.core.flows
         assert self._loop is not None
         self._sweeper = self._loop.call_later(min(flows.idle_timeout_s, flows.pending_timeout_s) / 4, self._sweep)

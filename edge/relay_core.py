@@ -39,6 +39,12 @@ Rules (README "The relay's rules"):
   (an unproven flow with the same header and token is proven). Trusting a vouch is trusting a registered
   transceiver's word that the address proved return reachability (core/mux_core.py vouches only for
   proven routes of its live sessions); nothing a client sends can be a control frame.
+- A transceiver that left the directory *for good* loses its flows: a flow whose transceiver is out of the
+  directory and has sent it nothing for ``transceiver_gone_s`` goes at the next sweep. Either condition
+  alone is not enough. The registry keeps a node in the view through an etcd outage (registry/base.py
+  holds its record), and a transceiver that is only cut off from etcd, or leaves the view and comes back,
+  still sends every live flow RTCP, consent checks and media; only a dead one falls silent. Its tokens are
+  not revoked: the directory no longer names it, so they open no flow.
 
 Times are unix seconds (``time.time()``): tokens carry the transceiver's wall clock.
 """
@@ -132,7 +138,8 @@ class RelayCore:
     ``directory`` maps (region id, transceiver index) -> backbone address (set it with set_directory).
     Settings (seconds, flows): ``open_window_s`` after a token's issue time during which its flows are
     provisional, ``pending_timeout_s`` for an unproven flow to prove itself, ``idle_timeout_s`` and
-    ``max_flows`` of the flow table, ``max_flows_per_token``. Raises ValueError for a bad setting.
+    ``max_flows`` of the flow table, ``max_flows_per_token``, ``transceiver_gone_s`` for a flow whose
+    transceiver left the directory to go silent before it is removed. Raises ValueError for a bad setting.
 
     ``drops`` counts dropped datagrams by reason. First packets: the MalformedStun and BadToken reasons
     (``not_stun``, ``truncated``, ``mac``, ``expired``, ...), ``empty``, ``revoked``,
@@ -145,7 +152,8 @@ class RelayCore:
     ``vouch_unknown_transceiver``, ``vouch_unsolicited`` (wrong nonce, or no hello to that transceiver within
     VOUCH_WINDOW_S). Refused vouched routes, one each: ``vouch_<BadToken reason>``, ``vouch_revoked``,
     ``vouch_wrong_transceiver`` (the token names another transceiver), ``vouch_conflict`` (the client has a
-    flow of another token or header), ``vouch_table_full``, ``vouch_token_cap``. The adapter adds ``tx_error``.
+    flow of another token or header), ``vouch_table_full``, ``vouch_token_cap``. The adapter adds ``tx_error``. ``counts`` holds the flows removed by
+    kind (see stats).
 
     ``nonce`` (NONCE_LENGTH random bytes, by default from ``secrets``) goes in this relay's hellos.
     ``ipv6_clients``: the public socket is IPv6, so client addresses are (host, port, flowinfo, scope id)
@@ -164,13 +172,17 @@ class RelayCore:
         pending_timeout_s: float = 10.0,
         nonce: bytes | None = None,
         ipv6_clients: bool = False,
+        transceiver_gone_s: float = 6.0,
     ) -> None:
         if open_window_s < 0:
             raise ValueError(f"open_window_s must not be negative, got {open_window_s}")
+        if transceiver_gone_s <= 0:
+            raise ValueError(f"transceiver_gone_s must be positive, got {transceiver_gone_s}")
         self.flows = FlowTable(edge_id, idle_timeout_s, max_flows, max_flows_per_token=max_flows_per_token,
                                pending_timeout_s=pending_timeout_s)
         self.tokens = tokens
         self.open_window_s = open_window_s
+        self.transceiver_gone_s = transceiver_gone_s
         self.directory: dict[tuple[int, int], tuple[str, int]] = {}
         self._transceivers: set[tuple[str, int]] = set()
         self._revoked: dict[RoutingToken, int] = {}  # token -> expires_at, in the order revoked
@@ -377,11 +389,19 @@ class RelayCore:
 
     def expire(self, now: float) -> list[Flow]:
         """Sweep (about every min(idle_timeout_s, pending_timeout_s) / 4 seconds): remove and return the
-        flows that aged out (edge/flows.py), and forget revoked tokens that have expired."""
+        flows that aged out (edge/flows.py) and the flows of transceivers that left the directory for good
+        (out of it, and silent on the flow for ``transceiver_gone_s``), and forget revoked tokens that have
+        expired."""
         gone = self.flows.expire(now)
+        self.counts["flows_expired"] += len(gone)
+        orphans = [flow for flow in self.flows.by_client.values()
+                   if flow.transceiver not in self._transceivers and now - flow.heard_at >= self.transceiver_gone_s]
+        for flow in orphans:
+            self.flows.remove(flow)
+        self.counts["flows_transceiver_gone"] += len(orphans)
+        gone += orphans
         for flow in gone:
             self._retire(flow)
-        self.counts["flows_expired"] += len(gone)
         for token, expires_at in list(self._revoked.items()):
             if now >= expires_at:
                 del self._revoked[token]
@@ -417,7 +437,7 @@ class RelayCore:
             "flows_unproven": len(self.flows) - len(self.flows.open_by_client),
             **{key: totals[key] for key in _COUNTS},
             **{key: self.counts[key] for key in ("unproven_bytes_in", "unproven_bytes_out", "flows_evicted",
-                                                 "flows_closed", "flows_expired", "flows_vouched",
+                                                 "flows_closed", "flows_expired", "flows_vouched", "flows_transceiver_gone",
                                                  "vouches_known", "hellos_sent")},
             "edge_id": self.flows.edge_id,
             "tokens_revoked": len(self._revoked),

@@ -10,7 +10,10 @@ Admission: a source (IPv4 address or IPv6 /64, edge/admission.py) over its
 rate gets ``429``; over ``max_pending`` offers in flight the edge answers
 ``503``; a transceiver that answers ``503`` (full or draining) passes the offer
 to the next in the choice order, and only when none takes it does the edge
-answer ``503``. Every refusal carries ``Retry-After`` and is counted.
+answer ``503``. Every refusal carries ``Retry-After`` and is counted. A transceiver that cannot be
+connected to within ``CONNECT_TIMEOUT_S`` (it crashed: its record stays in the view until its lease
+expires) passes the offer on too, and is tried last for one lease TTL, so callers re-dialling after a
+transceiver crash land on a live one at once.
 
 Authorization (RFC 9725 4.5, RFC 6750), on when the edge has API keys: ``POST /v1/sessions`` takes as
 bearer an API key (server-side callers) or a client token (browsers; voicemesh/wire/clienttoken.py),
@@ -22,6 +25,7 @@ request this edge makes to a transceiver is signed (voicemesh/wire/hopauth.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -51,6 +55,10 @@ from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, R
 log = logging.getLogger("voicemesh.whip")
 
 FORWARD_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 1.0
+"""Seconds to open a connection to a transceiver's API. A crashed host answers nothing: the offer moves on to
+the next transceiver instead of waiting out FORWARD_TIMEOUT_S, and the host is tried last (after every other
+transceiver) for one lease TTL, by when the registry has dropped it if it is dead."""
 RETRY_AFTER_S = 2
 FORWARD_ATTEMPTS = 3
 """Transceivers an offer is tried on, in the choice order, before the edge answers 503."""
@@ -173,7 +181,8 @@ class WhipFront:
     authorization; ``max_pending`` caps offers in flight. ``counters`` counts
     refusals by reason: ``rate_limited`` (429), ``pending_full`` and
     ``no_capacity`` (503), ``transceiver_refused`` (a transceiver's 503,
-    passed on to the next), ``unauthorized_<reason>`` (401, the reason as
+    passed on to the next), ``transceiver_unreachable`` (no connection within CONNECT_TIMEOUT_S, passed on
+    too), ``unauthorized_<reason>`` (401, the reason as
     ``BadClientToken``'s, or ``missing``, ``replayed``), and issued client
     tokens as ``client_tokens_issued``.
     """
@@ -201,6 +210,7 @@ class WhipFront:
         self.clock = clock
         self.pending = 0
         self.counters: Counter[str] = Counter()
+        self._unreachable: dict[str, float] = {}  # node id -> until when (self.clock) it is tried last
         self._refusals = telemetry.meter().create_counter(
             "voicemesh.whip.refused", unit="{request}", description="WHIP offers refused at the edge, by reason")
         self._http: aiohttp.ClientSession | None = None
@@ -317,7 +327,8 @@ class WhipFront:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S))
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S,
+                                                                              sock_connect=CONNECT_TIMEOUT_S))
         return self._http
 
     async def post_session(self, request: web.Request) -> web.StreamResponse:
@@ -337,7 +348,10 @@ class WhipFront:
         }
         sdp = offer.encode()
         region = request.get(TOKEN_REGION) or self.region_policy(request)
-        order = forward_order(pick_transceivers(self.registry.nodes("transceiver"), edge, region, self.region_rtt_ms))
+        now = self.clock()
+        self._unreachable = {node_id: until for node_id, until in self._unreachable.items() if until > now}
+        candidates = pick_transceivers(self.registry.nodes("transceiver"), edge, region, self.region_rtt_ms)
+        order = forward_order(sorted(candidates, key=lambda n: n.node_id in self._unreachable))
         first_region = order[0].region if order else ""
         for node in order:
             url = f"{node.http}/v1/sessions"
@@ -359,6 +373,13 @@ class WhipFront:
                         if resp.status != 201:
                             return web.Response(status=resp.status, body=body, content_type=resp.content_type)
                         location = resp.headers["Location"]
+                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                    span.set_status(StatusCode.ERROR, repr(exc))
+                    self.counters["transceiver_unreachable"] += 1
+                    self._unreachable[node.node_id] = self.clock() + self.registry.lease_ttl_s
+                    log.warning("transceiver %s unreachable, tried last for %.0f s: %r", node.node_id,
+                                self.registry.lease_ttl_s, exc)
+                    continue
                 except (aiohttp.ClientError, TimeoutError, KeyError) as exc:
                     span.set_status(StatusCode.ERROR, repr(exc))
                     log.warning("transceiver %s failed: %r", node.node_id, exc)
@@ -411,9 +432,11 @@ class WhipFront:
         return web.Response(body=CALL_PAGE.read_bytes(), content_type="text/html")
 
     async def status(self, request: web.Request) -> web.StreamResponse:
-        """``GET /v1/status``: the relay's counters, ``whip`` refusals and ``http`` connection counters."""
+        """``GET /v1/status``: the relay's counters, ``whip`` refusals, ``http`` connection counters and
+        ``tasks``, the asyncio tasks of the process (a leak shows as a count that only grows)."""
         edge = self.edge()
         return web.json_response({"edge": edge.node_id, "relay": edge.public_relay, **self.relay_stats(),
                                   "whip": {"pending": self.pending, **self.counters},
-                                  "http": dict(request.app.get(HTTP_COUNTERS, {}))})
+                                  "http": dict(request.app.get(HTTP_COUNTERS, {})),
+                                  "tasks": len(asyncio.all_tasks())})
 

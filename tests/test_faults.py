@@ -1,4 +1,5 @@
-"""The faults of issue 11 against real processes on loopback (`python -m bench.faults --quick`), and their goals.
+"""The faults of issue 11 against real processes on loopback (`python -m bench.faults --quick`), the offer burst,
+and the soak (`python -m bench.faults.soak --quick`), and their goals.
 
 One run of the harness serves every test here: each fault gets a fresh mesh (etcd with TLS and auth,
 transceiver, agents, an edge behind a hop that timestamps the echo off the wire) and one call carrying speech
@@ -10,12 +11,15 @@ fault whose fix has not landed on this tree.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from voicemesh.app.lab.browser import CHROMIUM
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,7 +103,69 @@ def test_a_hitless_edge_upgrade_keeps_the_call_and_the_old_process_hands_over(fa
     assert edge["counters"]["edge"].get("drops.not_stun", 0) == 0
 
 
-@not_merged("the caller re-dials through the geo name when a transceiver dies (item 4)")
-def test_a_call_on_a_crashed_transceiver_resumes_on_a_survivor(faults) -> None:
+def test_a_call_on_a_crashed_transceiver_is_redialled_and_resumes_on_a_survivor(faults) -> None:
+    """Kept here means re-dialled and audio resumed: the caller (``voicemesh call --redial``) noticed the
+    silence, posted a new offer through the same name, the edge placed it on the surviving transceiver, and
+    the echo came back to the call's end."""
     transceiver = fault(faults, "transceiver_kill")
-    assert transceiver["kept"] == 1
+    assert transceiver["kept"] == 1, transceiver["call_error"]
+    assert [r["reason"] for r in transceiver["redials"]] == ["silence"]
+    assert transceiver["redial_on"] == ["trx-2"] and transceiver["survivor_sessions"] == 1
+
+
+def test_a_crashed_transceivers_claims_leave_etcd_and_the_edge_drops_its_flows(faults) -> None:
+    transceiver = fault(faults, "transceiver_kill")
+    assert transceiver["claims_gone_s"] is not None, "its claims went with its lease"
+    assert transceiver["edge_flows_dropped_s"] is not None
+    assert transceiver["counters"]["edge"]["flows_transceiver_gone"] == 1
+
+
+@pytest.mark.skipif(not shutil.which(CHROMIUM), reason="no Chromium")
+def test_the_call_page_redials_when_its_transceiver_crashes(faults) -> None:
+    page = fault(faults, "transceiver_kill_page")
+    assert page["kept"] == 1, page["call_error"]
+    assert page["redials"] and page["redials"][0]["reason"] in ("silence", "ice_disconnected", "ice_failed")
+    assert page["redial_on"] == ["trx-2"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the backbone is cut in a network namespace: needs root")
+def test_a_call_resumes_by_itself_after_a_backbone_blackhole(faults) -> None:
+    backbone = fault(faults, "backbone_loss")
+    assert backbone["kept"] == 1, backbone["call_error"]
+    assert backbone["recovery_s"] is not None, "the echo came back after the link healed"
+    assert backbone["redials"] == []
+
+
+def test_an_offer_burst_fills_both_transceivers_exactly_and_refuses_the_rest_with_retry_after(faults) -> None:
+    burst = faults["overload"]
+    assert burst["error"] is None, burst["error"]
+    assert (burst["calls"], burst["accepted"], burst["refused_503"]) == (200, 100, 100), burst["statuses"]
+    assert burst["refused_with_retry_after"] == 100
+    assert burst["ice_connected"] == 100 and burst["dtls_connected"] == 100
+    assert burst["sessions_at_peak"] == {"trx-1": 50, "trx-2": 50}
+    assert burst["crashed"] == [] and burst["sessions_after"] == 0
+
+
+@pytest.fixture(scope="module")
+def soak() -> dict:
+    """The soak's last line (``python -m bench.faults.soak --quick``: 60 s of 20 churning calls)."""
+    result = subprocess.run([sys.executable, "-m", "bench.faults.soak", "--quick"], cwd=REPO, capture_output=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr.decode()[-4000:]
+    return json.loads(result.stdout.decode().strip().splitlines()[-1])
+
+
+def test_churning_calls_leave_no_flow_session_claim_task_thread_or_descriptor(soak) -> None:
+    assert soak["error"] is None, soak["error"]
+    assert soak["calls"] > soak["concurrent"] and soak["connected"] == soak["calls"] == soak["echoed"]
+    assert soak["crashed"] == []
+    for part, left in soak["left_over"].items():
+        assert all(count <= 0 for count in left.values()), (part, left)
+
+
+def test_churning_calls_leak_no_call_state(soak) -> None:
+    """A coarse bound: a transceiver's RSS grows by its allocator's working set over its first minutes of churn
+    (about 7 % in 60 s; `make soak` shows it level off in a sawtooth), so 60 s can only catch a leak of more
+    than about 400 KB per call (15 % of a transceiver's ~112 MB over the ~42 calls each takes). The leftover
+    counts above are exact; the 5 % goal is `make soak`'s, over 30 minutes."""
+    assert all(growth <= 15.0 for growth in soak["rss_growth_pct"].values()), soak["rss_growth_pct"]

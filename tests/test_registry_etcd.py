@@ -104,6 +104,7 @@ async def test_the_keys_of_a_dead_process_vanish_after_the_lease_ttl(etcd, regis
         node.kill()
         await node.wait()
         await eventually(lambda: observer.nodes() == [], "the dead node's lease to expire")
+        assert observer.held_records == 0, "a node that died alone leaves at once, not after a hold (issue 11)"
     finally:
         if node.returncode is None:
             node.kill()

@@ -89,17 +89,18 @@ def header(client=CLIENT) -> bytes:
     return frame.encode_header(client, EDGE_ID)
 
 
-def prove(core: RelayCore, client, ufrag: str, now: float) -> None:
+def prove(core: RelayCore, client, ufrag: str, now: float, transceiver=TRANSCEIVER) -> None:
     """The transceiver checks the client and the client answers: the flow opens."""
     check = server_check(ufrag)
-    assert isinstance(core.receive_backbone(header(client) + check, TRANSCEIVER, now), Downlink)
+    assert isinstance(core.receive_backbone(header(client) + check, transceiver, now), Downlink)
     assert isinstance(core.receive_public(response_to(check), client, now), Uplink)
 
 
-def open_flow(core: RelayCore, client=CLIENT, ufrag: str | None = None, now: float = T0 + 1):
+def open_flow(core: RelayCore, client=CLIENT, ufrag: str | None = None, now: float = T0 + 1,
+              transceiver=TRANSCEIVER):
     ufrag = ufrag or mint()
     core.receive_public(client_check(ufrag), client, now)
-    prove(core, client, ufrag, now)
+    prove(core, client, ufrag, now, transceiver)
     flow = core.flows.by_client[client]
     assert flow.state is FlowState.OPEN
     return flow
@@ -399,6 +400,39 @@ def test_a_transceiver_that_leaves_and_reenters_the_directory_keeps_its_flows():
     assert core.flows.open_by_client[CLIENT] is flow
     assert core.receive_backbone(header() + SRTP, TRANSCEIVER, T0 + 3) == Downlink(flow, SRTP)
     assert not core.drops
+
+
+def test_the_flows_of_a_transceiver_that_left_the_directory_and_fell_silent_go_at_the_next_sweep():
+    """A crashed transceiver: its lease expired, so it left the view, and it sends nothing any more. Its
+    flows go once it has been silent for transceiver_gone_s (issue 11: the edge forwarded into the dead
+    address for as long as the caller kept sending). The caller's packets still arriving do not keep them."""
+    core = make_core(transceiver_gone_s=6)
+    flow = open_flow(core)
+    other = open_flow(core, REBOUND, mint(nonce=2, transceiver=6), transceiver=OTHER_TRANSCEIVER)
+    core.expire(T0 + 2)  # the last sweep that saw the transceiver's packets
+    core.set_directory({(1, 6): OTHER_TRANSCEIVER})
+    for second in range(3, 8):
+        core.receive_public(SRTP, CLIENT, T0 + second)
+        core.receive_backbone(header(REBOUND) + SRTP, OTHER_TRANSCEIVER, T0 + second)
+        assert core.expire(T0 + second) == []
+
+    assert core.expire(T0 + 8) == [flow]
+    assert list(core.flows.by_client) == [REBOUND]
+    assert core.stats()["flows_transceiver_gone"] == 1
+    assert core.receive_public(SRTP, CLIENT, T0 + 9) == Drop("not_stun")
+    assert other.state is FlowState.OPEN
+
+
+def test_a_transceiver_out_of_the_directory_that_still_sends_keeps_its_flows():
+    """Cut off from etcd but alive (its lease expired, it has not registered again): it still sends its
+    flows media, RTCP and consent checks, so the edge keeps them however long it stays out of the view."""
+    core = make_core(transceiver_gone_s=6)
+    flow = open_flow(core)
+    core.set_directory({(1, 6): OTHER_TRANSCEIVER})
+    for second in range(2, 30):
+        assert core.receive_backbone(header() + SRTP, TRANSCEIVER, T0 + second) == Downlink(flow, SRTP)
+        assert core.expire(T0 + second) == []
+    assert core.flows.open_by_client[CLIENT] is flow
 
 
 def test_frames_for_an_ipv6_client():

@@ -4,6 +4,7 @@ cap on offers in flight, and SDP limits, against the embedded mesh (real HTTP, r
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import replace
 
 import aiohttp
@@ -111,3 +112,30 @@ async def test_an_offer_with_180_audio_m_lines_is_400_before_any_transceiver_is_
         status, _, problem = await post(mesh.whip_url, huge)
         assert (status, problem["title"]) == (400, "too-many-m-lines")
         assert "180 m-lines" in problem["detail"] and mesh.transceiver.sessions == {}
+
+
+async def test_a_transceiver_that_takes_no_connection_passes_the_offer_on_and_is_tried_last() -> None:
+    """A crashed transceiver's record stays in the view until its lease expires, and it answers nothing: the
+    offer goes to the next transceiver, and later offers (callers re-dialling) try the dead one last."""
+    silent = socket.socket()
+    silent.bind((LOOPBACK, 0))
+    silent.listen(0)
+    filler = socket.create_connection(silent.getsockname())  # the accept queue is full: SYNs go unanswered
+    async with embedded_mesh() as mesh:
+        live = mesh.transceiver
+        registry = MemoryRegistry(live.registry.store)
+        await registry.start()
+        # First in the choice order: as near, as loaded, and its node id sorts first.
+        await registry.register(replace(live.record, node_id="a-crashed", index=live.record.index + 1,
+                                        http=f"http://{LOOPBACK}:{silent.getsockname()[1]}"))
+        try:
+            for _ in range(2):
+                status, _headers, _ = await post(mesh.whip_url, await real_offer())
+                assert status == 201
+            assert len(live.sessions) == 2
+            assert (await whip_status(mesh))["whip"]["transceiver_unreachable"] == 1, "the second offer went " \
+                "to the live transceiver first"
+        finally:
+            await registry.close()
+            filler.close()
+            silent.close()

@@ -22,6 +22,10 @@ import tempfile
 from pathlib import Path
 
 from .faults import FAULTS, Outcome, run_fault, to_json
+from .overload import overload
+
+RUNS = [*FAULTS, "overload"]
+"""Every run's name: the faults of one call, then the overload burst (bench/faults/overload.py)."""
 
 
 def _fmt(value: object, unit: str = "") -> str:
@@ -47,19 +51,22 @@ async def run(names: list[str], quick: bool, workdir: Path, etcd_auth: bool) -> 
     outcomes = []
     for name in names:
         print(f"fault: {name} ...", file=sys.stderr, flush=True)
-        outcomes.append(await run_fault(FAULTS[name], quick, workdir / name, etcd_auth))
+        if name == "overload":
+            outcomes.append(await overload(workdir / name, hold_s=3.0 if quick else 10.0, etcd_auth=etcd_auth))
+        else:
+            outcomes.append(await run_fault(FAULTS[name], quick, workdir / name, etcd_auth))
     return outcomes
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter calls (the system tests)")
-    parser.add_argument("--only", help="comma-separated fault names: " + ", ".join(FAULTS))
+    parser.add_argument("--only", help="comma-separated fault names: " + ", ".join(RUNS))
     parser.add_argument("--keep-logs", help="directory to keep the parts' logs in")
     parser.add_argument("--no-etcd-auth", action="store_true", help="run etcd in plaintext with auth off")
     args = parser.parse_args(argv)
-    names = args.only.split(",") if args.only else list(FAULTS)
-    unknown = [n for n in names if n not in FAULTS]
+    names = args.only.split(",") if args.only else RUNS
+    unknown = [n for n in names if n not in RUNS]
     if unknown:
         parser.error(f"unknown faults: {', '.join(unknown)}")
     workdir = Path(args.keep_logs) if args.keep_logs else Path(tempfile.mkdtemp(prefix="voicemesh-faults-"))

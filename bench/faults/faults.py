@@ -28,11 +28,13 @@ from bench.attack import craft
 from bench.mesh import Part, PartFailed, ProcessMesh, clip_of
 from bench.mesh.net import free_udp_port
 from voicemesh.app.demo import bundled_speech
+from voicemesh.app.lab.browser import BrowserError, browser_call
 from voicemesh.registry import NodeRecord, RegistryTls
 from voicemesh.registry.base import node_key, session_prefix
 from voicemesh.registry.etcd import connect_client
 from voicemesh.wire.signaling import SDP_TYPE
 
+from .netns import BackboneNetns, NetnsError
 from .tap import WireTap, echo_after, longest_gap
 
 TAP_INSIDE = "127.11.0.1"
@@ -78,7 +80,7 @@ def _numbers(status: dict, prefix: str = "") -> dict[str, int]:
     return found
 
 
-IGNORED = {"flows", "sessions", "whip.pending", "edge_id"}
+IGNORED = {"flows", "flows_open", "flows_unproven", "tokens_revoked", "sessions", "whip.pending", "edge_id"}
 """Status gauges, not counters."""
 
 
@@ -93,15 +95,19 @@ class FaultMesh(ProcessMesh):
 
     ``agent``: "inproc" (the echo agent inside the transceiver), "fixed" (agent-a as its own process at a
     fixed address) or "registry" (agent-a registered; the transceiver finds agents in the registry).
-    ``dns`` adds the geo DNS server.
+    ``dns`` adds the geo DNS server. ``netns`` runs the transceiver in its own network namespace, its
+    backbone on a link of its own that a fault can cut (bench/faults/netns.py); needs root.
     """
 
     NODES = ["edge/local/edge-1", "transceiver/local/trx-1", "transceiver/local/trx-2",
              "agent/local/agent-a", "agent/local/agent-b", "dns"]
     """The etcd users ``voicemesh registry init`` creates: every part a fault starts."""
 
-    def __init__(self, workdir: Path, *, agent: str = "inproc", dns: bool = False, etcd_auth: bool = True) -> None:
-        super().__init__(workdir, self.NODES, etcd_auth=etcd_auth)
+    def __init__(self, workdir: Path, *, agent: str = "inproc", dns: bool = False, etcd_auth: bool = True,
+                 netns: bool = False) -> None:
+        self.netns = BackboneNetns() if netns else None
+        super().__init__(workdir, self.NODES, etcd_auth=etcd_auth,
+                         etcd_hosts=(self.netns.host_control,) if self.netns else ())
         self.agent_mode = agent
         self.with_dns = dns
         self.dns: Part | None = None
@@ -112,17 +118,27 @@ class FaultMesh(ProcessMesh):
 
     async def start(self) -> None:
         """Start every part; raises PartFailed."""
+        if self.netns is not None:
+            try:
+                self.netns.open()
+            except NetnsError as exc:
+                raise PartFailed(f"cannot make the transceiver's network namespace (needs root): {exc}") from None
         await self.open()
         target = ""
         if self.agent_mode != "inproc":
             agent = await self.start_agent("agent-a", registry=self.agent_mode == "registry")
             self.agents.append(agent)
             target = "registry" if self.agent_mode == "registry" else agent.grpc
-        self.transceiver = await self.start_transceiver("trx-1", capacity=10, agent=target)
+        where: dict = {}
+        if self.netns is not None:
+            where = dict(http_host=self.netns.inside_control, backbone_host=self.netns.inside_backbone,
+                         wrap=tuple(self.netns.exec_args()), etcd_host=self.netns.host_control)
+        self.transceiver = await self.start_transceiver("trx-1", capacity=10, agent=target, **where)
         relay_port, hop_port = free_udp_port(), free_udp_port(TAP_INSIDE)
         self.edge = await self.start_edge("edge-1", public=f"127.0.0.1:{relay_port}",
                                           advertise=f"{TAP_INSIDE}:{hop_port}",
-                                          backbone=f"127.0.0.1:{free_udp_port()}", reuse_port=True)
+                                          backbone=f"{self.netns.host_backbone if self.netns else '127.0.0.1'}:{free_udp_port()}",
+                                          reuse_port=True)
         self.tap = WireTap((TAP_INSIDE, hop_port), TAP_OUTSIDE, self.edge.udp, asyncio.get_running_loop())
         if self.with_dns:
             self.dns = self.start_dns("edge-1")
@@ -131,11 +147,17 @@ class FaultMesh(ProcessMesh):
         if self.tap is not None:
             self.tap.close()
         await super().close()
+        if self.netns is not None:
+            self.netns.close()
 
     async def claims(self) -> dict[str, int]:
         """The session claims of region "local" in etcd: session id -> mod revision (read as etcd root)."""
         prefix = session_prefix("local")
         return {key.removeprefix(prefix): revision for key, (_, revision) in (await self._read(prefix)).items()}
+
+    async def _claim_values(self) -> dict[str, bytes]:
+        prefix = session_prefix("local")
+        return {key.removeprefix(prefix): value for key, (value, _) in (await self._read(prefix)).items()}
 
     async def edge_record(self) -> NodeRecord | None:
         """Edge ``edge-1``'s node record in etcd (read as etcd root), or None."""
@@ -159,6 +181,10 @@ class FaultMesh(ProcessMesh):
             return {kv.key.decode(): (kv.value, kv.mod_revision) for kv in response.kvs}
         finally:
             await client.close()
+
+    async def claim_owners(self) -> dict[str, str]:
+        """The session claims of region "local": session id -> owning node id."""
+        return {sid: json.loads(value)["owner"] for sid, value in (await self._claim_values()).items()}
 
     async def offer_status(self) -> tuple[int, str]:
         """POST one offer (no caller behind it) to the edge: (status, Retry-After); ends the session if one
@@ -204,6 +230,11 @@ class Fault:
     dns: bool = False
     call_s: float = 24.0
     quick_call_s: float = 10.0
+    redial: bool = False
+    netns: bool = False
+    page: bool = False
+    """The call is the edge's call page in headless Chromium (edge/static/call.html, which re-dials by
+    itself) instead of ``voicemesh call``."""
 
 
 async def edge_restart(run: Run) -> None:
@@ -330,14 +361,49 @@ async def agent_failover(run: Run) -> None:
 
 
 async def transceiver_kill(run: Run) -> None:
-    """A second transceiver joins; SIGKILL the one holding the call. The call is lost (the caller re-dials:
-    not yet); counters show what the edge did with the dead transceiver's flow."""
+    """A second transceiver joins; SIGKILL the one holding the call (the caller runs ``voicemesh call
+    --redial``). Recovery from the kill. Figures: ``claims_gone_s`` (the dead one's claims leave etcd),
+    ``edge_flows_dropped_s`` (the edge drops its flows: ``flows_transceiver_gone``), ``redial_on`` (the
+    transceiver that holds the re-dialled call's claim)."""
     mesh = run.mesh
-    assert mesh.transceiver is not None
-    await mesh.start_transceiver("trx-2", capacity=10)
+    assert mesh.transceiver is not None and mesh.edge is not None
+    dead = mesh.transceiver.name
+    survivor = await mesh.start_transceiver("trx-2", capacity=10)
     run.injected = time.monotonic()
     mesh.kill_part(mesh.transceiver)
     run.back = run.injected
+    gone = dropped = None
+    owners: set[str] = set()
+    end = run.injected + LEASE_TTL_S + 10.0
+    while time.monotonic() < end and (gone is None or dropped is None):
+        found = await mesh.claim_owners()
+        owners |= set(found.values()) - {dead}
+        if gone is None and dead not in found.values():
+            gone = round(time.monotonic() - run.injected, 2)
+        if dropped is None and (await mesh.status(mesh.edge)).get("flows_transceiver_gone", 0) > 0:
+            dropped = round(time.monotonic() - run.injected, 2)
+        await asyncio.sleep(0.1)
+    run.figures.update(claims_gone_s=gone, edge_flows_dropped_s=dropped, redial_on=sorted(owners),
+                       survivor_sessions=(await mesh.status(survivor)).get("sessions"))
+
+
+BLACKHOLE_S = 3.0
+"""How long backbone_loss cuts the link between the edge and the transceiver."""
+
+
+async def backbone_loss(run: Run) -> None:
+    """Cut the backbone link between the edge and the transceiver (its host end down: nothing crosses either
+    way; etcd and the API stay up) for BLACKHOLE_S, then heal it. Recovery from the heal."""
+    netns = run.mesh.netns
+    assert netns is not None
+    run.injected = time.monotonic()
+    netns.cut()
+    try:
+        await asyncio.sleep(BLACKHOLE_S)
+    finally:
+        netns.heal()
+    run.back = time.monotonic()
+    run.figures["blackhole_s"] = BLACKHOLE_S
 
 
 FAULTS = {f.name: f for f in [
@@ -349,7 +415,12 @@ FAULTS = {f.name: f for f in [
     Fault("agent_restart", "agent SIGKILL, restarted on the same port 1 s later", agent_restart, agent="fixed"),
     Fault("agent_failover", "agent SIGKILL, --agent registry with a second agent", agent_failover,
           agent="registry"),
-    Fault("transceiver_kill", "transceiver SIGKILL (a second one is up)", transceiver_kill),
+    Fault("transceiver_kill", "transceiver SIGKILL (a second one is up), the caller re-dials", transceiver_kill,
+          redial=True, quick_call_s=14.0),
+    Fault("transceiver_kill_page", "transceiver SIGKILL (a second one is up), the call page in Chromium re-dials",
+          transceiver_kill, page=True, quick_call_s=14.0),
+    Fault("backbone_loss", "the backbone link between edge and transceiver cut for 3 s, then healed", backbone_loss,
+          netns=True),
 ]}
 
 
@@ -371,7 +442,7 @@ async def run_fault(fault: Fault, quick: bool, workdir: Path, etcd_auth: bool = 
     """Run ``fault`` in a fresh mesh under ``workdir``; never raises for a fault that could not run."""
     outcome = Outcome(fault.name, fault.describe)
     workdir.mkdir(parents=True, exist_ok=True)
-    mesh = FaultMesh(workdir, agent=fault.agent, dns=fault.dns, etcd_auth=etcd_auth)
+    mesh = FaultMesh(workdir, agent=fault.agent, dns=fault.dns, etcd_auth=etcd_auth, netns=fault.netns)
     call_s = fault.quick_call_s if quick else fault.call_s
     inject_s = 3.0 if quick else 6.0
     try:
@@ -379,7 +450,8 @@ async def run_fault(fault: Fault, quick: bool, workdir: Path, etcd_auth: bool = 
         assert mesh.edge is not None and mesh.transceiver is not None and mesh.tap is not None
         clip = clip_of(bundled_speech(), call_s, workdir, "speech.wav")
         before = {part.process.pid: await mesh.status(part) for part in (mesh.edge, mesh.transceiver)}
-        call = asyncio.ensure_future(mesh.call(mesh.edge, clip, duration_s=call_s))
+        call = asyncio.ensure_future(_page_call(mesh.edge, clip, call_s) if fault.page else
+                                     mesh.call(mesh.edge, clip, duration_s=call_s, redial=fault.redial))
         run = Run(mesh, quick, call)
         outcome.calls = 1
         first = await _first_echo(mesh, call)
@@ -391,7 +463,7 @@ async def run_fault(fault: Fault, quick: bool, workdir: Path, etcd_auth: bool = 
                 outcome.counters[name] = _delta(before.get(part.process.pid, {}), await mesh.status(part))
         if fault.name == "etcd_freeze":
             outcome.figures["deleted_through_edge"] = await _deleted(mesh)
-        wire = max(mesh.tap.wires.values(), key=lambda w: len(w.down))
+        wire = mesh.tap.merged()
         gap = longest_gap(wire)
         outcome.longest_audio_gap_ms = gap.ms if gap else None
         kept = bool(report.get("ok")) and bool(wire.down) and wire.down[-1] >= wire.up[-1] - KEPT_TAIL_S
@@ -403,6 +475,7 @@ async def run_fault(fault: Fault, quick: bool, workdir: Path, etcd_auth: bool = 
             resumed_after_gap = gap.end if gap and gap.end >= run.back else resumed
             outcome.recovery_s = round(resumed_after_gap - run.back, 3)
         outcome.figures.update(run.figures, call_ok=bool(report.get("ok")), call_error=report.get("error"),
+                               redials=[{k: r.get(k) for k in ("reason", "resumed_ms")} for r in report.get("redials", [])],
                                audio_rtt_ms=report.get("audio_rtt_ms"), correlation=report.get("correlation"),
                                gap_at_s=round(gap.start - run.injected, 2) if gap else None)
     except (PartFailed, RuntimeError, OSError) as exc:
@@ -411,6 +484,14 @@ async def run_fault(fault: Fault, quick: bool, workdir: Path, etcd_auth: bool = 
         await mesh.close()
         mesh.cleanup()
     return outcome
+
+
+async def _page_call(edge: Part, clip: str, call_s: float) -> dict:
+    """The edge's call page in headless Chromium for ``call_s``: its ``window.result``, or ``ok`` False with why."""
+    try:
+        return await browser_call(f"{edge.http}/", clip, seconds=call_s)
+    except (BrowserError, OSError) as exc:
+        return {"ok": False, "error": f"Chromium: {exc}"}
 
 
 async def _deleted(mesh: FaultMesh) -> bool:

@@ -91,6 +91,10 @@ class WireTap:
             mapping = self._mappings[caller] = Endpoint(self._outside_host, self._loop, back)
         mapping.send(data, self.relay)
 
+    def merged(self) -> Wire:
+        """Every caller's wire as one: the legs of a re-dialled call come from new addresses."""
+        return Wire(sorted(t for w in self.wires.values() for t in w.up), sorted(t for w in self.wires.values() for t in w.down))
+
     def close(self) -> None:
         self.inside.close()
         for mapping in self._mappings.values():

@@ -87,6 +87,17 @@ def tcp_ports(count: int) -> list[int]:
             sock.close()
 
 
+def free_tcp_port(host: str) -> int:
+    """A TCP port on ``host`` that was free a moment ago (any port if ``host`` is not local here: the
+    address of another network namespace)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def clip_of(source: str, seconds: float, into: Path, name: str = "clip.wav") -> str:
     """A WAV of ``seconds`` cut from ``source`` (repeated as often as needed), written into ``into``; its path."""
     path = into / name
@@ -104,11 +115,14 @@ class ProcessMesh:
     ``nodes`` are the etcd users ``voicemesh registry init`` creates ("<role>/<region>/<node-id>", or
     "dns"): every part the harness will start. ``etcd_auth`` runs etcd with TLS, client certificates and
     auth, a user per part; False runs it in plaintext, open to every client. ``etcd_members`` > 1 runs a
-    cluster on loopback (parts get every member as an endpoint).
+    cluster on loopback (parts get every member as an endpoint). ``etcd_hosts``: more addresses of this host
+    the (single) member serves clients on too, for parts in other network namespaces.
     """
 
-    def __init__(self, workdir: Path, nodes: list[str], *, etcd_auth: bool = True, etcd_members: int = 1) -> None:
+    def __init__(self, workdir: Path, nodes: list[str], *, etcd_auth: bool = True, etcd_members: int = 1,
+                 etcd_hosts: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.etcd_hosts = etcd_hosts
         self.nodes = nodes
         self.etcd_auth = etcd_auth
         self.etcd_members = etcd_members
@@ -150,11 +164,12 @@ class ProcessMesh:
         return {"VOICEMESH_REGISTRY_CERT": str(self.pki / f"{name}.pem"),
                 "VOICEMESH_REGISTRY_KEY": str(self.pki / f"{name}-key.pem")}
 
-    def spawn(self, name: str, args: list[str], user: str = "", registry: bool = True) -> Part:
-        """Start ``args`` with the mesh's environment (and etcd user ``user``'s certificate; without
-        VOICEMESH_REGISTRY unless ``registry``), stderr to a log."""
+    def spawn(self, name: str, args: list[str], user: str = "", registry: bool = True,
+              env: dict[str, str] | None = None) -> Part:
+        """Start ``args`` with the mesh's environment and ``env`` (and etcd user ``user``'s certificate;
+        without VOICEMESH_REGISTRY unless ``registry``), stderr to a log."""
         log = self.workdir / f"{name}.log"
-        env = {**self.env, **self.credentials(user)} if user else dict(self.env)
+        env = {**self.env, **self.credentials(user), **(env or {})}
         if not registry:
             env.pop("VOICEMESH_REGISTRY", None)
         with open(log, "ab") as log_file:
@@ -191,7 +206,7 @@ class ProcessMesh:
             self.pki.mkdir(parents=True, exist_ok=True)
             ca = CertificateAuthority()
             ca.save(self.pki)
-            cert, key = ca.server(["127.0.0.1"]).write(self.pki, "etcd")
+            cert, key = ca.server(["127.0.0.1", *self.etcd_hosts]).write(self.pki, "etcd")
             for user in ["root", *self.nodes]:
                 ca.client(user).write(self.pki, user.replace("/", "_"))
             tls = ["--cert-file", str(cert), "--key-file", str(key), "--client-cert-auth",
@@ -201,8 +216,9 @@ class ProcessMesh:
             data_dir = data / f"voicemesh-mesh-etcd-{os.getpid()}-{name}"
             self._data_dirs.append(data_dir)
             client_url, peer_url = f"{scheme}://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+            listen = ",".join([client_url, *(f"{scheme}://{host}:{client}" for host in self.etcd_hosts)])
             part = self.spawn(f"etcd-{name}", [
-                binary, "--name", name, "--data-dir", str(data_dir), "--listen-client-urls", client_url,
+                binary, "--name", name, "--data-dir", str(data_dir), "--listen-client-urls", listen,
                 "--advertise-client-urls", client_url, "--listen-peer-urls", peer_url,
                 "--initial-advertise-peer-urls", peer_url, "--initial-cluster", cluster,
                 "--initial-cluster-state", "new", "--listen-metrics-urls", f"http://127.0.0.1:{metrics}",
@@ -258,26 +274,34 @@ class ProcessMesh:
         raise PartFailed(f"{part.name} not listening on {part.grpc}:\n{part.tail()}")
 
     async def start_transceiver(self, node_id: str, *, capacity: int, region: str = "local", region_id: int = 1,
-                                lat: float = 0.0, lon: float = 0.0, agent: str = "") -> Part:
+                                lat: float = 0.0, lon: float = 0.0, agent: str = "", http_host: str = "127.0.0.1",
+                                backbone_host: str = "127.0.0.1", wrap: tuple[str, ...] = (),
+                                etcd_host: str = "") -> Part:
         """A transceiver, registered when this returns. ``agent``: "" runs the echo agent in its process,
-        "host:port" an agent there, "registry" the agents in the registry."""
-        (port,) = tcp_ports(1)
+        "host:port" an agent there, "registry" the agents in the registry. ``http_host`` and ``backbone_host``
+        are the addresses it serves its API and its backbone on; ``wrap`` prefixes its command line (``ip netns
+        exec NAME``); ``etcd_host`` is the address it reaches etcd at, if not 127.0.0.1."""
+        port = free_tcp_port(http_host)
+        env = {"VOICEMESH_REGISTRY": self.etcd_url.replace("127.0.0.1", etcd_host)} if etcd_host else None
         part = self.spawn(node_id, [
-            sys.executable, "-m", "voicemesh", "transceiver", "--node-id", node_id, "--region", region,
-            "--region-id", str(region_id), "--http", f"127.0.0.1:{port}", "--backbone", "127.0.0.1:0",
+            *wrap, sys.executable, "-m", "voicemesh", "transceiver", "--node-id", node_id, "--region", region,
+            "--region-id", str(region_id), "--http", f"{http_host}:{port}", "--backbone", f"{backbone_host}:0",
             "--capacity", str(capacity), f"--agent={agent}", "--lat", str(lat), "--lon", str(lon),
-            "--drain-timeout-s", "1"], user=f"transceiver/{region}/{node_id}")
-        part.http = f"http://127.0.0.1:{port}"
+            "--drain-timeout-s", "1"], user=f"transceiver/{region}/{node_id}", env=env)
+        part.http = f"http://{http_host}:{port}"
         await self.ready(part, f"{part.http}/v1/status", lambda body: body.get("node") == node_id)
         return part
 
-    async def start_edge(self, node_id: str, *, public: str = "", advertise: str = "", **flags: object) -> Part:
-        """An edge (relay and WHIP front); ``flags`` are more ``--flag value`` settings (``max_flows=1000``;
-        a bool is ``--flag`` or ``--no-flag``)."""
+    async def start_edge(self, node_id: str, *, public: str = "", advertise: str = "", backbone_host: str = "127.0.0.1",
+                         **flags: object) -> Part:
+        """An edge (relay and WHIP front), its backbone on ``backbone_host`` (any port) unless a ``backbone``
+        flag names the address; ``flags`` are more ``--flag value`` settings (``max_flows=1000``; a bool is
+        ``--flag`` or ``--no-flag``)."""
         (port,) = tcp_ports(1)
         public = public or f"127.0.0.1:{free_udp_port()}"
+        backbone = flags.pop("backbone", f"{backbone_host}:0")
         args = [sys.executable, "-m", "voicemesh", "edge", "--node-id", node_id, "--region", "local",
-                "--public", public, "--http", f"127.0.0.1:{port}", "--backbone", "127.0.0.1:0",
+                "--public", public, "--http", f"127.0.0.1:{port}", "--backbone", str(backbone),
                 "--drain-timeout-s", "1"]
         if advertise:
             args += ["--advertise", advertise]
@@ -322,13 +346,16 @@ class ProcessMesh:
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return {}
 
-    async def call(self, edge: Part, clip: str, *, delay_s: float = 0.0, duration_s: float | None = None) -> dict:
-        """Place one legitimate call through ``edge`` with ``voicemesh call`` speaking ``clip``, after ``delay_s``.
+    async def call(self, edge: Part, clip: str, *, delay_s: float = 0.0, duration_s: float | None = None,
+                   redial: bool = False) -> dict:
+        """Place one legitimate call through ``edge`` with ``voicemesh call`` speaking ``clip``, after ``delay_s``
+        (``redial``: with ``--redial``).
 
         Returns its JSON report (``ok``, ``error``, ``packets_received``, ...), or ``ok`` False with the reason.
         """
         await asyncio.sleep(delay_s)
         more = ["--duration", str(duration_s)] if duration_s else []
+        more += ["--redial"] if redial else []
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "voicemesh", "call", f"{edge.http}/v1/sessions", "--wav", clip,
             "--bind", CALLER, "--json", *more, env=self.env, stdout=asyncio.subprocess.PIPE,

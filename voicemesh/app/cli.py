@@ -145,6 +145,12 @@ def parser() -> argparse.ArgumentParser:
     call.add_argument("--bind", help="gather ICE candidates only on this local address")
     call.add_argument("--duration", type=float, help="call length in seconds (default: the WAV plus 1 s)")
     call.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    call.add_argument("--redial", action="store_true",
+                      help="when the far end falls silent or ICE fails mid-call, hang up and POST a new offer to the "
+                           "same URL (same bearer: an API key or open WHIP, not a one-session client token)")
+    call.add_argument("--redial-silence-s", type=float,
+                      help="with --redial: seconds without a packet from the far end that count as lost "
+                           "(default 1.5, voicemesh.app.client.SILENCE_S)")
     call.add_argument("--token", help="WHIP bearer: a client token or an API key (env VOICEMESH_CALL_TOKEN, which "
                                       "keeps it off the process list)")
 
@@ -259,12 +265,13 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _call(args: argparse.Namespace) -> int:
-    from voicemesh.app.client import call, format_report
+    from voicemesh.app.client import SILENCE_S, call, format_report
 
     logs.setup("warning", "text")
     token = args.token or os.environ.get("VOICEMESH_CALL_TOKEN", "")
     report = await call(args.url, args.wav, out=args.out, bind=args.bind, duration_s=args.duration,
-                        headers={"Authorization": f"Bearer {token}"} if token else None)
+                        headers={"Authorization": f"Bearer {token}"} if token else None, redial=args.redial,
+                        silence_s=args.redial_silence_s or SILENCE_S)
     print(json.dumps(report.to_dict()) if args.json else format_report(report))
     return 0 if report.ok else 1
 

@@ -3,6 +3,8 @@ speaks a WAV clip into it, records the echo that comes back and measures the
 call (setup milestones, audio round trip, RTP counters).
 """
 
+from __future__ import annotations
+
 import asyncio
 import dataclasses
 import logging
@@ -54,14 +56,26 @@ unrelated noise stays below 0.1, other speech 0.13, the same sentence in
 another voice 0.24, the clip played backwards 0.25."""
 
 
+SILENCE_S = 1.5
+"""With re-dialling on, seconds without any packet from the far end (RTP, RTCP or STUN: the transport's
+packetsReceived) after which the call counts as lost. A live transceiver sends RTCP at least every 1.5 s
+(aiortc: 0.5 to 1.5 s apart) even while its agent is quiet, and consent checks every few seconds."""
+
+MAX_REDIALS = 3
+"""Re-dials one call may make before it gives up."""
+
+STATS_POLL_S = 0.1
+"""How often the silence watch reads getStats, seconds."""
+
+
 @dataclasses.dataclass
 class CallReport:
     """What one call did.
 
     ``session_url`` is the WHIP session URL (``Location`` resolved against the
     POST URL) and ``session_id`` its last path segment; both are ``""`` if no
-    session was created. ``setup_ms`` holds the milestones reached, in ms from
-    ``createOffer()``: ``answer`` (201 received), ``ice_connected``
+    session was created (after a re-dial: the last session). ``setup_ms`` holds the milestones reached, in ms
+    from ``createOffer()``: ``answer`` (201 received), ``ice_connected``
     (iceConnectionState connected or completed), ``dtls_connected``
     (connectionState connected) and ``first_audio`` (first received frame
     whose RMS exceeds ``AUDIO_RMS_THRESHOLD``). ``audio_rtt_ms`` is the typical
@@ -70,8 +84,12 @@ class CallReport:
     buffer), in ms, None unless the echo correlates (``correlation >= CORRELATION_OK``).
     ``jitter_ms`` is inbound-rtp jitter. Packet counts come from getStats:
     outbound-rtp packetsSent, inbound-rtp packetsReceived and packetsLost
-    (clamped to >= 0). ``ok`` means audio went both ways: packets came back
-    and they carry the clip (``correlation >= CORRELATION_OK``).
+    (clamped to >= 0), summed over every leg of a re-dialled call. ``ok`` means audio went both ways:
+    packets came back and they carry the clip (``correlation >= CORRELATION_OK``).
+    ``redials`` has one entry per re-dial (``call(redial=True)``): ``reason`` (``"silence"``,
+    ``"ice_failed"``, ``"dtls_failed"``, or the failure of the previous re-dial), ``at_ms`` (from the
+    first ``createOffer()``), ``setup_ms`` of the new leg (from its own offer) and ``resumed_ms``, from
+    the decision to re-dial to the new leg's first packet of echo (None if none came).
     """
 
     ok: bool
@@ -85,6 +103,7 @@ class CallReport:
     packets_received: int
     packets_lost: int
     error: str | None = None
+    redials: list[dict] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The report as a JSON-ready dict with the field names as keys."""
@@ -94,7 +113,7 @@ class CallReport:
 class CallError(Exception):
     """A call that could not go on; ``reason`` is a short counter label
     (``"http_connect"``, ``"http_status"``, ``"no_location"``,
-    ``"ice_failed"``, ``"dtls_failed"``)."""
+    ``"ice_failed"``, ``"dtls_failed"``, ``"silence"``)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -110,6 +129,9 @@ async def call(
     bind: str | None = None,
     timeout_s: float = 15.0,
     headers: dict[str, str] | None = None,
+    redial: bool = False,
+    silence_s: float = SILENCE_S,
+    max_redials: int = MAX_REDIALS,
 ) -> CallReport:
     """Place one WHIP call to ``url``, speak ``wav`` into it and measure the echo.
 
@@ -132,61 +154,131 @@ async def call(
     laid out by its media timestamps at its median handover or arrival time
     (``audio.anchor_media_time``), so ``audio_rtt_ms`` is the typical delay.
 
+    ``redial``: once connected, a call that hears nothing from the far end for ``silence_s`` seconds (its
+    transceiver died) or whose ICE or DTLS fails hangs that leg up (``DELETE``, not waited for) and posts a
+    new offer to ``url`` (the geo name: the edge picks a live transceiver), with the same ``headers``: an
+    API key or open WHIP works again, a client token (good for one session) does not. The clip goes on
+    where the clock is; what fell in the gap is not sent. At most ``max_redials`` times.
+
     Returns a ``CallReport``; HTTP errors, timeouts and ICE or DTLS failures
     give ``ok=False`` with ``error`` set rather than an exception. Raises
     ``FileNotFoundError`` or ``audio.BadAudio`` if ``wav`` cannot be read.
     """
     clip = audio.load_wav_mono(wav, RATE)
     total = max(len(clip) + round(TAIL_S * RATE), round((duration_s or 0.0) * RATE))
-    speech = _SpeechTrack(np.concatenate([clip, np.zeros(total - len(clip), dtype=np.int16)]))
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    transceiver = pc.addTransceiver(speech, direction="sendrecv")
-    opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == "audio/opus"]
-    transceiver.setCodecPreferences(opus)
-    recorder = _EchoRecorder()
-    hooks.tap_receiver(transceiver.receiver, recorder.on_packet)
-    progress = _Progress(pc, recorder)
-    session_url = ""
+    speech = _Speech(np.concatenate([clip, np.zeros(total - len(clip), dtype=np.int16)]))
+    legs: list[_Leg] = []
+    redials: list[dict] = []
+    hangups: set[asyncio.Task] = set()
     error: str | None = None
+    t0 = time.monotonic()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
-        try:
-            async with asyncio.timeout(timeout_s):
-                progress.start()
-                offer = await pc.createOffer()
-                with hooks.gather_on(bind):
-                    await pc.setLocalDescription(offer)
-                answer, session_url = await _post_offer(http, url, pc.localDescription.sdp, headers or {})
-                progress.mark("answer")
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-                await progress.until(progress.connected.wait())
-            async with asyncio.timeout(total / RATE + timeout_s):
-                await progress.until(speech.finished.wait())
-        except TimeoutError:
-            error = f"timeout: {progress.waiting_for()} not reached in time (timeout_s={timeout_s:g})"
-        except (CallError, ValueError, InvalidAccessError, InvalidStateError) as exc:
-            error = str(exc)
-        finally:
-            sent, received, lost, jitter_ms = await _rtp_counts(pc)
-            if session_url:
-                await _delete_session(http, session_url, headers or {})
-            await pc.close()
-    rtt_ms, correlation = _measure(speech.sent, recorder.frames, out)
+        while True:
+            leg = _Leg(speech, bind)
+            legs.append(leg)
+            try:
+                await leg.connect(http, url, headers or {}, timeout_s)
+                async with asyncio.timeout(speech.remaining_s() + timeout_s):
+                    await leg.media(silence_s if redial else None)
+                break
+            except TimeoutError:
+                error = f"timeout: {leg.progress.waiting_for()} not reached in time (timeout_s={timeout_s:g})"
+                reason = "timeout"
+            except CallError as exc:
+                error, reason = str(exc), exc.reason
+            except (ValueError, InvalidAccessError, InvalidStateError) as exc:
+                error, reason = str(exc), "error"
+            finally:
+                await leg.hang_up(http, headers or {}, hangups)
+            if not redial or len(redials) >= max_redials or speech.finished.is_set():
+                break
+            logger.warning("re-dialling %s: %s", url, error)
+            redials.append({"reason": reason, "at_ms": round((time.monotonic() - t0) * 1000, 1), "_at": time.monotonic()})
+            error = None
+        if hangups:
+            await asyncio.wait(hangups)
+    for entry, leg in zip(redials, legs[1:], strict=False):
+        at = entry.pop("_at")
+        first = leg.recorder.frames[0][0] if leg.recorder.frames else None
+        entry.update(setup_ms=leg.progress.setup_ms, resumed_ms=None if first is None else round((first - at) * 1000, 1))
+    heard = [chunk for leg in legs for chunk in audio.anchor_media_time(leg.recorder.frames)]
+    rtt_ms, correlation = _measure(speech.sent, heard, out)
+    sent, received, lost = (sum(getattr(leg, name) for leg in legs) for name in ("sent", "received", "lost"))
     ok = error is None and received > 0 and correlation is not None and correlation >= CORRELATION_OK
     if error is None and not ok:
         error = _no_echo(received, correlation)
+    last = legs[-1]
     return CallReport(
         ok=ok,
-        session_url=session_url,
-        session_id=URL(session_url).name if session_url else "",
-        setup_ms=progress.setup_ms,
+        session_url=last.session_url,
+        session_id=URL(last.session_url).name if last.session_url else "",
+        setup_ms=legs[0].progress.setup_ms,
         audio_rtt_ms=rtt_ms,
         correlation=correlation,
-        jitter_ms=jitter_ms,
+        jitter_ms=last.jitter_ms,
         packets_sent=sent,
         packets_received=received,
         packets_lost=lost,
         error=error,
+        redials=redials,
     )
+
+
+class _Leg:
+    """One peer connection and WHIP session of a call (a re-dialled call has several, one after another)."""
+
+    def __init__(self, speech: _Speech, bind: str | None) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.bind = bind
+        transceiver = self.pc.addTransceiver(_SpeechTrack(speech), direction="sendrecv")
+        opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == "audio/opus"]
+        transceiver.setCodecPreferences(opus)
+        self.speech = speech
+        self.recorder = _EchoRecorder()
+        hooks.tap_receiver(transceiver.receiver, self.recorder.on_packet)
+        self.progress = _Progress(self.pc, self.recorder)
+        self.session_url = ""
+        self.sent = self.received = self.lost = 0
+        self.jitter_ms: float | None = None
+
+    async def connect(self, http: aiohttp.ClientSession, url: str, headers: dict[str, str], timeout_s: float) -> None:
+        """Offer, answer, until DTLS connected; raises TimeoutError, CallError, ValueError."""
+        async with asyncio.timeout(timeout_s):
+            self.progress.start()
+            offer = await self.pc.createOffer()
+            with hooks.gather_on(self.bind):
+                await self.pc.setLocalDescription(offer)
+            answer, self.session_url = await _post_offer(http, url, self.pc.localDescription.sdp, headers)
+            self.progress.mark("answer")
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            await self.progress.until(self.progress.connected.wait())
+
+    async def media(self, silence_s: float | None) -> None:
+        """Until the clip has been sent. Raises the CallError of a failed connection, and with
+        ``silence_s`` CallError "silence" when nothing came from the far end for that long."""
+        if silence_s is None:
+            await self.progress.until(self.speech.finished.wait())
+            return
+        loop = asyncio.get_running_loop()
+        heard, heard_at = -1, loop.time()
+        while not self.speech.finished.is_set():
+            self.progress.raise_failure()
+            packets = sum(s.packetsReceived for s in (await self.pc.getStats()).values() if s.type == "transport")
+            if packets != heard:
+                heard, heard_at = packets, loop.time()
+            elif loop.time() - heard_at >= silence_s:
+                raise CallError("silence", f"nothing came back for {silence_s:g} s: the far end is gone")
+            try:
+                await asyncio.wait_for(self.speech.finished.wait(), STATS_POLL_S)
+            except TimeoutError:
+                pass
+
+    async def hang_up(self, http: aiohttp.ClientSession, headers: dict[str, str], hangups: set[asyncio.Task]) -> None:
+        """Read the RTP counts, close the peer connection, and DELETE the session in a task kept in ``hangups``."""
+        self.sent, self.received, self.lost, self.jitter_ms = await _rtp_counts(self.pc)
+        await self.pc.close()
+        if self.session_url:
+            spawn(_delete_session(http, self.session_url, headers), "call hangs up", hangups)
 
 
 def format_report(report: CallReport) -> str:
@@ -200,6 +292,9 @@ def format_report(report: CallReport) -> str:
         f"jitter {_fmt(report.jitter_ms, '.1f', ' ms')}",
         f"packets  sent {report.packets_sent}, received {report.packets_received}, lost {report.packets_lost}",
     ]
+    for redial in report.redials:
+        lines.append(f"redial   at {redial['at_ms']:.0f} ms ({redial['reason']}), echo again after "
+                     f"{_fmt(redial['resumed_ms'], '.0f', ' ms')}")
     if report.error:
         lines.append(f"error    {report.error}")
     return "\n".join(lines)
@@ -216,36 +311,57 @@ def _no_echo(received: int, correlation: float | None) -> str:
     return f"the audio that came back is not the clip (correlation {measured} < {CORRELATION_OK})"
 
 
-class _SpeechTrack(MediaStreamTrack):
-    """Audio track that hands aiortc 20 ms s16 mono frames of ``samples`` on an
-    absolute real-time schedule, then ends; ``sent`` records each frame as
-    ``(time.monotonic() when handed over, media time s, samples)``."""
-
-    kind = "audio"
+class _Speech:
+    """The samples a call speaks, on one absolute real-time schedule shared by every leg: frame ``i`` is due
+    ``i`` * 20 ms after the first frame was handed over. ``sent`` records each frame handed over as
+    ``(time.monotonic(), media time s, samples)``; ``finished`` is set once the last frame is due."""
 
     def __init__(self, samples: np.ndarray) -> None:
-        super().__init__()
         padded = np.concatenate([samples, np.zeros(-len(samples) % FRAME_SAMPLES, dtype=np.int16)])
-        self._frames = padded.reshape(-1, FRAME_SAMPLES)
-        self._start: float | None = None
+        self.frames = padded.reshape(-1, FRAME_SAMPLES)
+        self.start: float | None = None
         self.sent: list[tuple[float, float, np.ndarray]] = []
         self.finished = asyncio.Event()
 
+    def due(self) -> int:
+        """The index of the frame due now (0 before the first was handed over)."""
+        if self.start is None:
+            return 0
+        return int((time.monotonic() - self.start) * RATE / FRAME_SAMPLES)
+
+    def remaining_s(self) -> float:
+        """Seconds until the last frame is due (all of them before the first was handed over)."""
+        return max(0.0, (len(self.frames) - self.due()) * FRAME_SAMPLES / RATE)
+
+
+class _SpeechTrack(MediaStreamTrack):
+    """One leg's audio track: hands aiortc 20 ms s16 mono frames of ``speech`` as they fall due, from the
+    frame due when the leg's sender first asks, then ends."""
+
+    kind = "audio"
+
+    def __init__(self, speech: _Speech) -> None:
+        super().__init__()
+        self._speech = speech
+        self._next: int | None = None
+
     async def recv(self) -> av.AudioFrame:
-        index = len(self.sent)
-        if self._start is None:
-            self._start = time.monotonic()
-        await asyncio.sleep(max(0.0, self._start + index * FRAME_SAMPLES / RATE - time.monotonic()))
-        if index == len(self._frames):
-            self.finished.set()
+        speech = self._speech
+        if speech.start is None:
+            speech.start = time.monotonic()
+        index = speech.due() if self._next is None else self._next
+        self._next = index + 1
+        await asyncio.sleep(max(0.0, speech.start + index * FRAME_SAMPLES / RATE - time.monotonic()))
+        if index >= len(speech.frames):
+            speech.finished.set()
             self.stop()
             raise MediaStreamError
-        samples = self._frames[index]
+        samples = speech.frames[index]
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = RATE
         frame.pts = index * FRAME_SAMPLES
         frame.time_base = Fraction(1, RATE)
-        self.sent.append((time.monotonic(), index * FRAME_SAMPLES / RATE, samples))
+        speech.sent.append((time.monotonic(), index * FRAME_SAMPLES / RATE, samples))
         return frame
 
 
@@ -319,6 +435,11 @@ class _Progress:
         await asyncio.wait([waiting, self._failure], return_when=asyncio.FIRST_COMPLETED)
         if not waiting.done():
             waiting.cancel()
+            raise self._failure.result()
+
+    def raise_failure(self) -> None:
+        """Raise the CallError if the connection has failed."""
+        if self._failure.done():
             raise self._failure.result()
 
     def _fail(self, error: CallError) -> None:
@@ -408,17 +529,17 @@ async def _rtp_counts(pc: RTCPeerConnection) -> tuple[int, int, int, float | Non
 
 
 def _measure(
-    sent: list[tuple[float, float, np.ndarray]], received: list[tuple[float, float, np.ndarray]], out: str | None
+    sent: list[tuple[float, float, np.ndarray]], received: list[tuple[float, np.ndarray]], out: str | None
 ) -> tuple[float | None, float | None]:
-    """Put both directions on one timeline (each stream at its median
-    handover or arrival time, see ``audio.anchor_media_time``), write the
+    """Put both directions on one timeline (the sent stream at its median handover time, see
+    ``audio.anchor_media_time``; ``received`` is each leg's echo anchored the same way), write the
     received one to ``out``, and return ``(delay ms, correlation)``: no delay
     unless the correlation reaches ``CORRELATION_OK``, neither without audio."""
     if not sent:
         return None, None
     spoken = audio.anchor_media_time(sent)
     start = spoken[0][0]
-    heard = audio.place_on_timeline(audio.anchor_media_time(received), start, RATE)
+    heard = audio.place_on_timeline(received, start, RATE)
     if out is not None:
         audio.write_wav(out, heard, RATE)
     if len(heard) < RATE // 1000:
