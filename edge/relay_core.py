@@ -152,8 +152,8 @@ class RelayCore:
     ``vouch_unknown_transceiver``, ``vouch_unsolicited`` (wrong nonce, or no hello to that transceiver within
     VOUCH_WINDOW_S). Refused vouched routes, one each: ``vouch_<BadToken reason>``, ``vouch_revoked``,
     ``vouch_wrong_transceiver`` (the token names another transceiver), ``vouch_conflict`` (the client has a
-    flow of another token or header), ``vouch_table_full``, ``vouch_token_cap``. The adapter adds ``tx_error``. ``counts`` holds the flows removed by
-    kind (see stats).
+    flow of another token or header), ``vouch_table_full``, ``vouch_token_cap``. The adapter adds
+    ``tx_error``. ``counts`` holds the flows removed by kind (see stats).
 
     ``nonce`` (NONCE_LENGTH random bytes, by default from ``secrets``) goes in this relay's hellos.
     ``ipv6_clients``: the public socket is IPv6, so client addresses are (host, port, flowinfo, scope id)
