@@ -189,8 +189,9 @@ async def call(
             except (ValueError, InvalidAccessError, InvalidStateError) as exc:
                 error, reason = str(exc), "error"
             finally:
-                await leg.hang_up(http, headers or {}, hangups)
-            if not redial or len(redials) >= max_redials or speech.finished.is_set():
+                ending = error is None or not redial or len(redials) >= max_redials or speech.finished.is_set()
+                await leg.hang_up(http, headers or {}, hangups, wait=ending)
+            if ending:
                 break
             logger.warning("re-dialling %s: %s", url, error)
             redials.append({"reason": reason, "at_ms": round((time.monotonic() - t0) * 1000, 1), "_at": time.monotonic()})
@@ -273,12 +274,18 @@ class _Leg:
             except TimeoutError:
                 pass
 
-    async def hang_up(self, http: aiohttp.ClientSession, headers: dict[str, str], hangups: set[asyncio.Task]) -> None:
-        """Read the RTP counts, close the peer connection, and DELETE the session in a task kept in ``hangups``."""
+    async def hang_up(self, http: aiohttp.ClientSession, headers: dict[str, str], hangups: set[asyncio.Task], *,
+                      wait: bool) -> None:
+        """Read the RTP counts, DELETE the session, and close the peer connection. With ``wait`` (the call's
+        end) the DELETE is answered before the peer connection closes, so the session ends as deleted (RFC
+        9725 4.2); a leg left for a re-dial does not wait for it (its transceiver may be dead): the DELETE
+        runs in a task kept in ``hangups``."""
         self.sent, self.received, self.lost, self.jitter_ms = await _rtp_counts(self.pc)
-        await self.pc.close()
-        if self.session_url:
+        if self.session_url and wait:
+            await _delete_session(http, self.session_url, headers)
+        elif self.session_url:
             spawn(_delete_session(http, self.session_url, headers), "call hangs up", hangups)
+        await self.pc.close()
 
 
 def format_report(report: CallReport) -> str:
