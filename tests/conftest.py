@@ -145,26 +145,28 @@ def _tmpfs_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
 
 
-@pytest.fixture
-def etcd() -> Iterator[EtcdServer]:
-    """A fresh etcd (Debian's ``etcd`` binary), plain HTTP, no auth, its data on tmpfs."""
+@contextlib.contextmanager
+def _plain_etcd() -> Iterator[EtcdServer]:
     base = _tmpfs_dir("voicemesh-etcd-")
     try:
         with _run_etcd(base) as (port, process):
             yield EtcdServer(f"127.0.0.1:{port}", f"etcd://127.0.0.1:{port}", process)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def etcd() -> Iterator[EtcdServer]:
+    """A fresh etcd (Debian's ``etcd`` binary), plain HTTP, no auth, its data on tmpfs."""
+    with _plain_etcd() as server:
+        yield server
 
 
 @pytest.fixture
 def etcd2() -> Iterator[EtcdServer]:
     """A second fresh etcd like ``etcd``: another region's cluster."""
-    base = _tmpfs_dir("voicemesh-etcd-")
-    try:
-        with _run_etcd(base) as (port, process):
-            yield EtcdServer(f"127.0.0.1:{port}", f"etcd://127.0.0.1:{port}", process)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with _plain_etcd() as server:
+        yield server
 
 
 @pytest.fixture
