@@ -22,16 +22,14 @@ import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.rdatatype
-from etcd3aio import prefix_range_end
 
 from bench.attack import craft
 from bench.mesh import Part, PartFailed, ProcessMesh, clip_of
 from bench.mesh.net import free_udp_port
 from voicemesh.app.demo import bundled_speech
 from voicemesh.app.lab.browser import BrowserError, browser_call
-from voicemesh.registry import NodeRecord, RegistryTls
+from voicemesh.registry import NodeRecord
 from voicemesh.registry.base import node_key, session_prefix
-from voicemesh.registry.etcd import connect_client
 from voicemesh.wire.signaling import SDP_TYPE
 
 from .netns import BackboneNetns, NetnsError
@@ -153,34 +151,17 @@ class FaultMesh(ProcessMesh):
     async def claims(self) -> dict[str, int]:
         """The session claims of region "local" in etcd: session id -> mod revision (read as etcd root)."""
         prefix = session_prefix("local")
-        return {key.removeprefix(prefix): revision for key, (_, revision) in (await self._read(prefix)).items()}
+        return {key.removeprefix(prefix): revision for key, (_, revision) in (await self.etcd_get(prefix)).items()}
 
     async def _claim_values(self) -> dict[str, bytes]:
         prefix = session_prefix("local")
-        return {key.removeprefix(prefix): value for key, (value, _) in (await self._read(prefix)).items()}
+        return {key.removeprefix(prefix): value for key, (value, _) in (await self.etcd_get(prefix)).items()}
 
     async def edge_record(self) -> NodeRecord | None:
         """Edge ``edge-1``'s node record in etcd (read as etcd root), or None."""
         key = node_key("edge", "local", "edge-1")
-        found = (await self._read(key, prefix=False)).get(key)
+        found = (await self.etcd_get(key, prefix=False)).get(key)
         return None if found is None else NodeRecord.from_json(found[0])
-
-    async def _read(self, key: str, prefix: bool = True) -> dict[str, tuple[bytes, int]]:
-        """Keys under ``key`` (or exactly ``key``) in etcd, read as root: key -> (value, mod revision)."""
-        tls = None
-        if self.etcd_auth:
-            creds = self.credentials("root")
-            tls = RegistryTls.from_files(self.env["VOICEMESH_REGISTRY_CA"], creds["VOICEMESH_REGISTRY_CERT"],
-                                         creds["VOICEMESH_REGISTRY_KEY"])
-        client = connect_client(self.etcd_url.removeprefix("etcd://").split(","), tls)
-        await client.connect()
-        try:
-            assert client.kv is not None
-            end = prefix_range_end(key) if prefix else None
-            response = await client.kv.get(key, range_end=end, timeout=2.0)
-            return {kv.key.decode(): (kv.value, kv.mod_revision) for kv in response.kvs}
-        finally:
-            await client.close()
 
     async def claim_owners(self) -> dict[str, str]:
         """The session claims of region "local": session id -> owning node id."""

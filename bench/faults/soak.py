@@ -33,13 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from etcd3aio import prefix_range_end
-
 from bench.mesh import Part, PartFailed, ProcessMesh
 from bench.mesh.net import addresses
-from voicemesh.registry import RegistryTls
 from voicemesh.registry.base import session_prefix
-from voicemesh.registry.etcd import connect_client
 
 from .callers import Caller, Sources, encode_speech
 from .overload import NODES
@@ -145,21 +141,7 @@ class Soak:
         return found
 
     async def claims(self) -> int:
-        mesh = self.mesh
-        tls = None
-        if mesh.etcd_auth:
-            creds = mesh.credentials("root")
-            tls = RegistryTls.from_files(mesh.env["VOICEMESH_REGISTRY_CA"], creds["VOICEMESH_REGISTRY_CERT"],
-                                         creds["VOICEMESH_REGISTRY_KEY"])
-        client = connect_client(mesh.etcd_url.removeprefix("etcd://").split(","), tls)
-        await client.connect()
-        try:
-            assert client.kv is not None
-            prefix = session_prefix("local")
-            response = await client.kv.get(prefix, range_end=prefix_range_end(prefix), count_only=True, timeout=2.0)
-            return response.count
-        finally:
-            await client.close()
+        return len(await self.mesh.etcd_get(session_prefix("local")))
 
     async def close(self) -> None:
         await self.crowd.close()

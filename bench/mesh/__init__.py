@@ -25,8 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from etcd3aio import prefix_range_end
 
 from voicemesh.app.pki import CertificateAuthority
+from voicemesh.registry import RegistryTls
+from voicemesh.registry.etcd import connect_client
 
 from .net import free_udp_port
 
@@ -163,6 +166,24 @@ class ProcessMesh:
         name = user.replace("/", "_")
         return {"VOICEMESH_REGISTRY_CERT": str(self.pki / f"{name}.pem"),
                 "VOICEMESH_REGISTRY_KEY": str(self.pki / f"{name}-key.pem")}
+
+    async def etcd_get(self, key: str, prefix: bool = True) -> dict[str, tuple[bytes, int]]:
+        """Keys under ``key`` (or exactly ``key``) in the mesh's etcd, read as root: key -> (value, mod
+        revision)."""
+        tls = None
+        if self.etcd_auth:
+            creds = self.credentials("root")
+            tls = RegistryTls.from_files(self.env["VOICEMESH_REGISTRY_CA"], creds["VOICEMESH_REGISTRY_CERT"],
+                                         creds["VOICEMESH_REGISTRY_KEY"])
+        client = connect_client(self.etcd_url.removeprefix("etcd://").split(","), tls)
+        await client.connect()
+        try:
+            assert client.kv is not None
+            end = prefix_range_end(key) if prefix else None
+            response = await client.kv.get(key, range_end=end, timeout=2.0)
+            return {kv.key.decode(): (kv.value, kv.mod_revision) for kv in response.kvs}
+        finally:
+            await client.close()
 
     def spawn(self, name: str, args: list[str], user: str = "", registry: bool = True,
               env: dict[str, str] | None = None) -> Part:
