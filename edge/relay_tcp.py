@@ -23,7 +23,7 @@ import asyncio
 import logging
 import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 from voicemesh.edge.flows import Flow, tcp_key
 from voicemesh.edge.relay import Relay
@@ -127,13 +127,12 @@ class _Connection(asyncio.Protocol):
         self._open = server.relay.core.flows.open_by_client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self.peer = transport.get_extra_info("peername")
         self.key = tcp_key(self.peer)
         admitted = self.server.gate.accept(self.peer, time.time(), self._close)
         if isinstance(admitted, str):
-            transport.abort()
+            self.transport.abort()
             return
         self.conn = admitted
         sock = transport.get_extra_info("socket")
@@ -142,7 +141,7 @@ class _Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, self.server.send_buffer_bytes // 2)
             except OSError:
                 pass
-        transport.set_write_buffer_limits(high=self.server.send_buffer_bytes // 2)
+        self.transport.set_write_buffer_limits(high=self.server.send_buffer_bytes // 2)
 
     def data_received(self, data: bytes) -> None:
         if self.conn is None:
