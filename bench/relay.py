@@ -237,7 +237,8 @@ def start_relay(processes: Processes, client: socket.socket) -> tuple[subprocess
 
 
 def start_coturn(processes: Processes, peer: tuple[str, int], client: socket.socket) -> subprocess.Popen:
-    """Start a fresh turnserver on RELAY_CPU (flags of bench-relay.md) and bind a channel from `client` to `peer`."""
+    """Start a fresh turnserver on RELAY_CPU (flags of bench-relay.md) and bind a channel from `client` (UDP, or
+    TCP: TURN over TCP, RFC 8656 12.5, the peer side staying UDP) to `peer`."""
     logs = OUT / "coturn"
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
@@ -254,10 +255,13 @@ def start_coturn(processes: Processes, peer: tuple[str, int], client: socket.soc
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    client.connect((CLIENT_HOST, port))
     deadline = time.monotonic() + START_TIMEOUT_S
+    connected = False
     while True:
         try:
+            if not connected:  # TCP (TURN over TCP): until coturn listens; UDP: at once
+                client.connect((CLIENT_HOST, port))
+                connected = True
             turn.TurnClient(client, TURN_USER, TURN_PASSWORD, timeout_s=0.2).channel_to(peer, TURN_CHANNEL)
             break
         except (turn.TurnError, ConnectionRefusedError) as exc:

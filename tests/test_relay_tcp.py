@@ -198,3 +198,57 @@ async def test_a_udp_client_and_a_tcp_client_on_the_same_address_are_two_flows()
         finally:
             udp.close()
             writer.close()
+
+
+def test_the_listener_runs_under_uvloop_as_the_edge_process_does() -> None:
+    """``voicemesh edge`` runs on uvloop, whose transports are not asyncio's classes."""
+    import uvloop
+
+    async def route_one() -> bytes:
+        async with Mesh() as mesh:
+            reader, writer = await mesh.connect()
+            ufrag = mesh.ufrag()
+            writer.write(frame_packet(binding(aioice_stun.Class.REQUEST, f"{ufrag}:cli1")))
+            data = await mesh.backbone()
+            check = binding(aioice_stun.Class.REQUEST, f"cli1:{ufrag}")
+            mesh.reply(data[:frame.header_length(data)] + check)
+            assert await read_packet(reader) == check
+            writer.close()
+            return data
+
+    assert frame.is_tcp(uvloop.run(route_one()))
+
+
+async def test_a_stalled_client_loses_media_beyond_its_send_buffer_but_never_stun() -> None:
+    async with Mesh(send_buffer_bytes=4096) as mesh:
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(client, mesh.tcp.address)
+        reader, writer = await asyncio.open_connection(sock=client)
+        ufrag = mesh.ufrag()
+        writer.write(frame_packet(binding(aioice_stun.Class.REQUEST, f"{ufrag}:cli1")))
+        data = await mesh.backbone()
+        header = data[:frame.header_length(data)]
+        check = binding(aioice_stun.Class.REQUEST, f"cli1:{ufrag}")
+        mesh.reply(header + check)
+        assert await read_packet(reader) == check
+        writer.write(frame_packet(binding(aioice_stun.Class.RESPONSE, transaction_id=check[8:20])))
+        await mesh.backbone()
+
+        sent = 0
+        while not mesh.relay.core.tcp_drops["backpressure"] and sent < 20_000:  # the client reads nothing
+            for _ in range(50):
+                mesh.reply(header + SRTP)
+            sent += 50
+            await asyncio.sleep(0.001)
+        consent = binding(aioice_stun.Class.REQUEST, f"cli1:{ufrag}")
+        mesh.reply(header + consent)
+        await asyncio.sleep(0.05)
+
+        assert mesh.relay.core.tcp_drops["backpressure"] > 0
+        packets = []
+        while consent not in packets:
+            packets.append(await read_packet(reader))
+        assert set(packets[:-1]) == {SRTP} and len(packets) - 1 < sent, "media was dropped, the check was not"
+        writer.close()

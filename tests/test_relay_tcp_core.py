@@ -239,3 +239,25 @@ def test_a_vouch_for_a_tcp_route_is_refused():
     core.receive_backbone(vouch, TRANSCEIVER, T0 + 1)
 
     assert core.drops["vouch_tcp"] == 1 and len(core.flows) == 0
+
+
+def test_metrics_carry_the_transport_of_every_count():
+    from voicemesh.edge.observe import RELAY_METRICS, relay_observations
+
+    core = make_core()
+    ufrag = mint()
+    core.receive_public(client_check(ufrag), CLIENT, T0 + 1)
+    core.receive_tcp(client_check(ufrag), ("198.51.100.7", 9), T0 + 1)
+    core.receive_tcp(DTLS, ("198.51.100.8", 9), T0 + 1)
+    stats = core.stats()
+    stats["by_transport"]["tcp"]["connections"] = 2
+
+    out = relay_observations(stats, {"voicemesh.edge.id": "9"})
+
+    assert out.keys() == RELAY_METRICS.keys()
+    packets = {(a["network.transport"], a["network.io.direction"]): n for n, a in out["voicemesh.relay.packets"]}
+    assert packets == {("udp", "receive"): 1, ("udp", "transmit"): 0, ("tcp", "receive"): 1, ("tcp", "transmit"): 0}
+    assert out["voicemesh.relay.drops"] == [
+        (1, {"voicemesh.edge.id": "9", "network.transport": "tcp", "voicemesh.drop.reason": "not_stun"})]
+    assert {a["network.transport"]: n for n, a in out["voicemesh.relay.flows"]} == {"udp": 1, "tcp": 1}
+    assert out["voicemesh.relay.tcp.connections"] == [(2, {"voicemesh.edge.id": "9"})]
