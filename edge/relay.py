@@ -131,7 +131,7 @@ class Relay:
         self._unanswered = set(self.directory.values())
         now = time.time()
         for address in self._unanswered:
-            self._send(self._uplink_to(address), self.core.hello(address, now))
+            self._send(self.uplink_to(address), self.core.hello(address, now))
         self._vouch_wait = self._loop.call_later(VOUCH_WAIT_S, self._read_public)
 
     def _read_public(self) -> None:
@@ -192,7 +192,9 @@ class Relay:
         sock.close()
         self._bind_uplinks(address)
 
-    def _uplink_to(self, address: tuple[str, int]) -> Callable[[bytes], object]:
+    def uplink_to(self, address: tuple[str, int]) -> Callable[[bytes], object]:
+        """The send function towards the transceiver at ``address``: its connected backbone socket's ``send``,
+        or ``sendto`` on the unconnected one while it has none."""
         link = self._links.get(address)
         return link.send if link is not None else _sendto(self.backbone, address)
 
@@ -201,7 +203,7 @@ class Relay:
         that leaves the registry view and comes back (an etcd blip) gets a new connected socket; its live
         flows must not keep the closed one's ``send`` (they use the unconnected backbone socket
         meanwhile)."""
-        uplink = self._uplink_to(address)
+        uplink = self.uplink_to(address)
         for flow in self.core.flows.by_client.values():
             if flow.transceiver == address:
                 flow.uplink = uplink
@@ -223,7 +225,7 @@ class Relay:
         if isinstance(result, Uplink):
             flow = result.flow
             if result.learned:
-                flow.uplink = self._uplink_to(flow.transceiver)
+                flow.uplink = self.uplink_to(flow.transceiver)
                 log.debug("flow learned client=%s:%d transceiver=%s:%d state=%s",
                           *flow.client[:2], *flow.transceiver, flow.state)
                 if self.on_flow is not None:
@@ -290,14 +292,14 @@ class Relay:
             log.debug("session closed: %d flows removed", len(result.flows))
         elif isinstance(result, Vouched):
             for flow in result.flows:
-                flow.uplink = self._uplink_to(flow.transceiver)
+                flow.uplink = self.uplink_to(flow.transceiver)
             log.debug("transceiver %s:%d vouched for %d flows", *result.transceiver, len(result.flows))
             if result.last and result.transceiver in self._unanswered:
                 self._unanswered.discard(result.transceiver)
                 if not self._unanswered:
                     self._read_public()
         elif isinstance(result, Hello):
-            self._send(self._uplink_to(result.transceiver), result.frame)
+            self._send(self.uplink_to(result.transceiver), result.frame)
 
     def _sweep(self) -> None:
         orphaned = self.core.counts["flows_transceiver_gone"]

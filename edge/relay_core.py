@@ -46,6 +46,12 @@ Rules (README "The relay's rules"):
   still sends every live flow RTCP, consent checks and media; only a dead one falls silent. Its tokens are
   not revoked: the directory no longer names it, so they open no flow.
 
+- **ICE-TCP** (RFC 6544, edge/relay_tcp.py): the packets of a client's TCP connection (RFC 4571 framing,
+  split by edge/relay_tcp_core.py) follow every rule above (``receive_tcp``), in a flow of their own keyed
+  by tcp_key(client) whose frame header carries the TCP bit, with drops counted in ``tcp_drops``. A vouch
+  for a TCP route is refused (``vouch_tcp``): the connection died with the earlier process. When the
+  connection closes, its flow goes (``disconnect``).
+
 Times are unix seconds (``time.time()``): tokens carry the transceiver's wall clock.
 """
 

@@ -169,7 +169,7 @@ class _Connection(asyncio.Protocol):
         if isinstance(result, Uplink):
             flow = result.flow
             if result.learned:
-                flow.uplink = relay._uplink_to(flow.transceiver)
+                flow.uplink = relay.uplink_to(flow.transceiver)
                 flow.downlink = self.send
                 assert self.conn is not None
                 self.conn.flow = flow
@@ -189,8 +189,11 @@ class _Connection(asyncio.Protocol):
     def _up(self, flow: Flow, data: bytes) -> None:
         try:
             flow.uplink(data)
-        except ConnectionRefusedError:
-            self.server.relay._resend(flow, data)
+        except ConnectionRefusedError:  # an ICMP error of an earlier datagram, reported on this send
+            try:
+                flow.uplink(data)
+            except OSError:
+                self.server.relay.drops["tx_error"] += 1
         except OSError:
             self.server.relay.drops["tx_error"] += 1
 

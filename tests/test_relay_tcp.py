@@ -252,3 +252,30 @@ async def test_a_stalled_client_loses_media_beyond_its_send_buffer_but_never_stu
             packets.append(await read_packet(reader))
         assert set(packets[:-1]) == {SRTP} and len(packets) - 1 < sent, "media was dropped, the check was not"
         writer.close()
+
+
+@pytest.mark.parametrize("tcp", [True, False])
+async def test_the_answer_carries_the_edges_tcp_candidate_after_the_udp_one(tcp: bool) -> None:
+    import aiohttp
+    from offers import real_offer
+
+    from voicemesh.app.demo import embedded_mesh
+
+    async with embedded_mesh(edge_options={"relay_tcp": f"{LOOPBACK}:0"} if tcp else {}) as mesh:
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{mesh.edge.url}/v1/sessions", data=await real_offer(),
+                headers={"Content-Type": "application/sdp"}) as resp:
+            assert resp.status == 201
+            answer = await resp.text()
+        record = mesh.edge.record
+
+    candidates = [line.split(" ") for line in answer.splitlines() if line.startswith("a=candidate:")]
+    udp_host, udp_port = record.public_relay.rsplit(":", 1)
+    assert candidates[0][2:6] == ["udp", candidates[0][3], udp_host, udp_port]
+    if tcp:
+        tcp_host, tcp_port = record.public_relay_tcp.rsplit(":", 1)
+        assert tcp_port == str(mesh.edge.tcp.address[1])
+        assert [c[2] for c in candidates] == ["udp", "tcp"]
+        assert candidates[1][4:] == [tcp_host, tcp_port, "typ", "host", "tcptype", "passive"]
+    else:
+        assert record.public_relay_tcp == "" and [c[2] for c in candidates] == ["udp"]
