@@ -1,6 +1,7 @@
 """A Chromium call over ICE-TCP (RFC 6544, RFC 4571 framing): Chromium runs in a network namespace whose UDP
 is dropped by nftables, reaches the embedded mesh's edge over a veth pair, and completes the call through the
-edge's passive TCP candidate on port 443; the echo agent's speech comes back."""
+edge's passive TCP candidate on port 443; the echo agent's speech comes back. With UDP open, the same
+answer keeps the call on UDP."""
 
 from __future__ import annotations
 
@@ -78,23 +79,29 @@ class UdpBlockedNamespace:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
+async def chromium_call(ns: UdpBlockedNamespace) -> tuple[dict, dict, dict]:
+    """A call from Chromium in ``ns`` through an embedded mesh whose edge serves UDP and ICE-TCP on 443 on
+    the host side of the veth: (the page's result, the edge's status, the mux's route events)."""
+    async with embedded_mesh(edge_options={"public": f"{ns.host_ip}:0", "http": f"{ns.host_ip}:0",
+                                           "relay_tcp": f"{ns.host_ip}:443", "insecure_open": True}) as mesh:
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", ns.name, sys.executable, "-m", "voicemesh.app.lab.browser",
+            f"{mesh.edge.url}/", "--wav", bundled_speech(), "--seconds", "4",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        assert out, err.decode(errors="replace")[-2000:]
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        async with aiohttp.ClientSession() as http, http.get(f"{mesh.edge.url}/v1/status") as resp:
+            status = await resp.json()
+        assert mesh.transceiver.mux is not None
+        return result, status, dict(mesh.transceiver.mux.core.events)
+
+
 async def test_chromium_with_udp_blocked_calls_over_tcp_443_and_hears_speech_back() -> None:
     with UdpBlockedNamespace() as ns:
-        async with embedded_mesh(edge_options={"public": f"{ns.host_ip}:0", "http": f"{ns.host_ip}:0",
-                                               "relay_tcp": f"{ns.host_ip}:443", "insecure_open": True}) as mesh:
-            proc = await asyncio.create_subprocess_exec(
-                "ip", "netns", "exec", ns.name, sys.executable, "-m", "voicemesh.app.lab.browser",
-                f"{mesh.edge.url}/", "--wav", bundled_speech(), "--seconds", "4",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            out, err = await proc.communicate()
-            assert out, err.decode(errors="replace")[-2000:]
-            result = json.loads(out.decode().strip().splitlines()[-1])
-            async with aiohttp.ClientSession() as http, http.get(f"{mesh.edge.url}/v1/status") as resp:
-                status = await resp.json()
-            assert mesh.transceiver.mux is not None
-            routes = mesh.transceiver.mux.core.events
+        result, status, routes = await chromium_call(ns)
 
-        assert result["ok"], json.dumps([result, status, dict(routes)])
+        assert result["ok"], json.dumps([result, status, routes])
         assert result["remote_address"] == f"{ns.host_ip}:443", "the selected pair is the edge's TCP candidate"
         assert result["inbound"]["total_audio_energy"] > 0 and not result["redials"]
         tcp, udp = status["by_transport"]["tcp"], status["by_transport"]["udp"]
@@ -102,3 +109,14 @@ async def test_chromium_with_udp_blocked_calls_over_tcp_443_and_hears_speech_bac
         assert udp["packets_in"] == 0 and udp["flows"] == 0, "nothing came over UDP"
         assert tcp["accepted"] >= 1 and routes["route_learned_tcp"] >= 1
         assert ns.dropped_udp() > 0, "Chromium tried UDP first, and nftables dropped it"
+
+
+async def test_chromium_with_udp_open_keeps_udp_beside_the_tcp_candidate() -> None:
+    with UdpBlockedNamespace() as ns:
+        sh("ip", "netns", "exec", ns.name, "nft", "delete", "table", "inet", ns.table)
+        result, status, routes = await chromium_call(ns)
+
+        assert result["ok"], json.dumps([result, status, routes])
+        assert result["remote_address"] != f"{ns.host_ip}:443", "UDP's priority is above TCP's"
+        tcp, udp = status["by_transport"]["tcp"], status["by_transport"]["udp"]
+        assert udp["packets_in"] > 100 and tcp["packets_in"] == 0 and tcp["flows"] == 0, status["by_transport"]
