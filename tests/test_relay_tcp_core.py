@@ -3,6 +3,8 @@ connection gate's rules (admission caps, first-packet deadline, life with the fl
 handling of TCP packets (RelayCore.receive_tcp) and the mux's of TCP routes."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_relay_core import (
     AFTER_WINDOW,
     CLIENT,
@@ -261,3 +263,25 @@ def test_metrics_carry_the_transport_of_every_count():
         (1, {"voicemesh.edge.id": "9", "network.transport": "tcp", "voicemesh.drop.reason": "not_stun"})]
     assert {a["network.transport"]: n for n, a in out["voicemesh.relay.flows"]} == {"udp": 1, "tcp": 1}
     assert out["voicemesh.relay.tcp.connections"] == [(2, {"voicemesh.edge.id": "9"})]
+
+
+@given(st.lists(st.binary(max_size=200), max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_any_byte_stream_gives_packets_or_one_framing_error_within_the_buffer_bound_fuzzed(chunks):
+    reader = FrameReader(max_frame_bytes=64)
+    try:
+        for chunk in chunks:
+            for packet in reader.feed(chunk):
+                assert 0 < len(packet) <= 64
+            assert reader.buffered <= 2 + 64
+    except MalformedFraming as exc:
+        assert exc.reason == "framing_length"
+
+
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_any_tcp_packets_are_forwarded_or_dropped_never_raised_fuzzed(packets):
+    """Unrouted, then (after a valid check) routed: any packet is decided."""
+    core = make_core()
+    for packet in [*packets, client_check(mint()), *packets]:
+        assert isinstance(core.receive_tcp(packet, CLIENT, T0 + 1), (Uplink, Drop))
