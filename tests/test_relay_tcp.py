@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 
 import pytest
 from aioice import stun as aioice_stun
@@ -58,7 +59,6 @@ class Mesh:
         self.transceiver.close()
 
     def ufrag(self) -> str:
-        import time
         return self.tokens.mint(region=1, transceiver=5, nonce=int.from_bytes(os.urandom(3), "big"),
                                 issued_at=int(time.time()), lifetime_s=600)
 
@@ -279,3 +279,16 @@ async def test_the_answer_carries_the_edges_tcp_candidate_after_the_udp_one(tcp:
         assert candidates[1][4:] == [tcp_host, tcp_port, "typ", "host", "tcptype", "passive"]
     else:
         assert record.public_relay_tcp == "" and [c[2] for c in candidates] == ["udp"]
+
+
+async def test_an_aiortc_caller_on_udp_is_not_disturbed_by_the_tcp_candidate() -> None:
+    """aioice (the test client, the load and fault callers) pairs no UDP candidate with the TCP one."""
+    from voicemesh.app.client import call
+    from voicemesh.app.demo import bundled_speech, embedded_mesh
+
+    async with embedded_mesh(edge_options={"relay_tcp": f"{LOOPBACK}:0"}) as mesh:
+        report = await call(mesh.whip_url, bundled_speech(), bind=LOOPBACK, duration_s=2)
+        stats = mesh.relay.stats()["by_transport"]
+
+    assert report.packets_received > 50, report  # the echo's correlation is test_e2e's
+    assert stats["udp"]["packets_in"] > 0 and stats["tcp"]["packets_in"] == 0 and stats["tcp"]["connections"] == 0
