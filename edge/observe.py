@@ -67,6 +67,7 @@ class FlowTracer:
             "client.port": flow.client[1],
             "voicemesh.transceiver.address": f"{flow.transceiver[0]}:{flow.transceiver[1]}",
             "voicemesh.flow.state": str(flow.state),
+            "network.transport": flow.transport,
         }).end()
 
 

@@ -14,7 +14,8 @@ with the flow's header and sent on its backbone socket; downlink (edge/relay.py 
 ``downlink`` writes the length and the packet in one ``write``. Downlink backpressure: above
 ``send_buffer_bytes`` queued in the kernel (TCP_NOTSENT_LOWAT) and in asyncio, RTP and RTCP (RFC 7983:
 first byte 128-191) are dropped (``backpressure``), never STUN or DTLS, so a stalled connection holds at most
-about that much stale audio.
+about that much stale audio. A reply for a connection that is closing is dropped (``closed``). Both count in
+the relay core's ``tcp_drops``.
 """
 
 from __future__ import annotations
