@@ -49,7 +49,12 @@ TOKEN_KEY = b"voicemesh-bench-relay-token-key!"
 TURN_USER, TURN_PASSWORD, TURN_REALM = "bench", "benchpass", "bench.local"
 TURN_CHANNEL = 0x4000
 
-TARGETS = ("direct", "relay", "coturn")
+TARGETS = ("direct", "relay", "coturn", "relay-tcp", "coturn-tcp")
+"""Paths measured: the direct path, the edge relay and coturn with the client on UDP, then both with the
+client on TCP (the edge's ICE-TCP listener with RFC 4571 framing; coturn's TURN over TCP with ChannelData,
+RFC 8656 12.5), the peer side UDP throughout."""
+RFC4571 = 1
+"""gen's CHANNEL value for RFC 4571 framing."""
 LOADS = {"sat": 0, "10k": 10_000, "1k": 1_000}
 """Load name -> packets/s offered (0: blast as fast as gen can)."""
 DURATIONS_S = {"sat": 4.0, "10k": 3.0, "1k": 5.0}
@@ -169,9 +174,33 @@ def binding_request(username: str) -> bytes:
     return turn.encode_request(stun.BINDING_REQUEST, turn.attribute(stun.USERNAME, username.encode()))[0]
 
 
+def _send(client: socket.socket, data: bytes) -> None:
+    """Send one packet to the relay: a datagram, or an RFC 4571 frame on a TCP socket."""
+    client.sendall(data if client.type == socket.SOCK_DGRAM else len(data).to_bytes(2, "big") + data)
+
+
+def _recv(client: socket.socket) -> bytes:
+    """One packet from the relay: a datagram, or an RFC 4571 frame on a TCP socket."""
+    if client.type == socket.SOCK_DGRAM:
+        return client.recv(2048)
+    length = int.from_bytes(_recv_exactly(client, 2), "big")
+    return _recv_exactly(client, length)
+
+
+def _recv_exactly(client: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = client.recv(n - len(data))
+        if not chunk:
+            raise BenchError("the relay closed the TCP connection")
+        data += chunk
+    return data
+
+
 def start_relay(processes: Processes, client: socket.socket) -> tuple[subprocess.Popen, tuple[str, int]]:
-    """Start bench/relay_server.py on RELAY_CPU and open a proven flow for `client`; returns the server and the
-    transceiver address the relay forwards to, free again for `rcv` to bind.
+    """Start bench/relay_server.py on RELAY_CPU and open a proven flow for `client` (UDP, or TCP to the
+    relay's ICE-TCP listener); returns the server and the transceiver address the relay forwards to, free
+    again for `rcv` to bind.
 
     Until `rcv` starts, a socket of ours plays the transceiver: the client's Binding request (USERNAME
     <token>:bench) goes up, the transceiver's Binding request comes down, and the client's success response
@@ -181,23 +210,25 @@ def start_relay(processes: Processes, client: socket.socket) -> tuple[subprocess
         transceiver.bind((PEER_HOST, 0))
         transceiver.settimeout(START_TIMEOUT_S)
         peer = transceiver.getsockname()
+        tcp = client.type == socket.SOCK_STREAM
         server = processes.start(
-            [sys.executable, HERE / "relay_server.py", TOKEN_KEY.hex(), f"{peer[0]}:{peer[1]}"], RELAY_CPU
+            [sys.executable, HERE / "relay_server.py", TOKEN_KEY.hex(), f"{peer[0]}:{peer[1]}", *(["tcp"] if tcp else [])],
+            RELAY_CPU,
         )
         addresses = json.loads(read_line(server, START_TIMEOUT_S))
         token = TokenCodec({1: TOKEN_KEY}, 1).mint(
             region=1, transceiver=1, nonce=secrets.randbits(32), issued_at=int(time.time()), lifetime_s=3600
         )
-        client.connect(tuple(addresses["public"]))
         client.settimeout(START_TIMEOUT_S)
+        client.connect(tuple(addresses["tcp" if tcp else "public"]))
         try:
-            client.send(binding_request(f"{token}:bench"))
+            _send(client, binding_request(f"{token}:bench"))
             header = transceiver.recv(2048)[:FRAME_HEADER_BYTES]
             check, txid = turn.encode_request(stun.BINDING_REQUEST, turn.attribute(stun.USERNAME, b"bench"))
             transceiver.sendto(header + check, tuple(addresses["backbone"]))
-            if client.recv(2048) != check:
+            if _recv(client) != check:
                 raise BenchError("the relay did not pass the transceiver's check to the client")
-            client.send(struct.pack("!HH", stun.BINDING_SUCCESS, 0) + stun.MAGIC_COOKIE + txid)
+            _send(client, struct.pack("!HH", stun.BINDING_SUCCESS, 0) + stun.MAGIC_COOKIE + txid)
             transceiver.recv(2048)
         except TimeoutError as exc:
             raise BenchError(f"the relay did not open a flow for the client: {exc}") from exc
@@ -206,7 +237,8 @@ def start_relay(processes: Processes, client: socket.socket) -> tuple[subprocess
 
 
 def start_coturn(processes: Processes, peer: tuple[str, int], client: socket.socket) -> subprocess.Popen:
-    """Start a fresh turnserver on RELAY_CPU (flags of bench-relay.md) and bind a channel from `client` to `peer`."""
+    """Start a fresh turnserver on RELAY_CPU (flags of bench-relay.md) and bind a channel from `client` (UDP, or
+    TCP: TURN over TCP, RFC 8656 12.5, the peer side staying UDP) to `peer`."""
     logs = OUT / "coturn"
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
@@ -223,10 +255,13 @@ def start_coturn(processes: Processes, peer: tuple[str, int], client: socket.soc
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    client.connect((CLIENT_HOST, port))
     deadline = time.monotonic() + START_TIMEOUT_S
+    connected = False
     while True:
         try:
+            if not connected:  # TCP (TURN over TCP): until coturn listens; UDP: at once
+                client.connect((CLIENT_HOST, port))
+                connected = True
             turn.TurnClient(client, TURN_USER, TURN_PASSWORD, timeout_s=0.2).channel_to(peer, TURN_CHANNEL)
             break
         except (turn.TurnError, ConnectionRefusedError) as exc:
@@ -246,11 +281,15 @@ def measure(target: str, load: str, duration_s: float) -> dict:
     (Relay.stats()) for our relay. Raises BenchError if a process fails or no packet arrives.
     """
     rate = LOADS[load]
-    offset = FRAME_HEADER_BYTES if target == "relay" else 0
-    with running() as processes, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+    relay = target.startswith("relay")
+    offset = FRAME_HEADER_BYTES if relay else 0
+    tcp = target.endswith("-tcp")
+    with running() as processes, socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM) as client:
         client.bind((CLIENT_HOST, 0))
+        if tcp:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         server = None
-        if target == "relay":
+        if relay:
             server, (_, port) = start_relay(processes, client)
             rcv = processes.start([OUT / "rcv", PEER_HOST, port, offset, duration_s + 10], LOAD_CPU)
             read_line(rcv, START_TIMEOUT_S)
@@ -261,7 +300,7 @@ def measure(target: str, load: str, duration_s: float) -> dict:
                 client.connect(peer)
             else:
                 server = start_coturn(processes, peer, client)
-        channel = TURN_CHANNEL if target == "coturn" else 0
+        channel = TURN_CHANNEL if target.startswith("coturn") else RFC4571 if tcp else 0
 
         steal0 = steal_ticks()
         if server is not None:
@@ -279,7 +318,7 @@ def measure(target: str, load: str, duration_s: float) -> dict:
         steal1 = steal_ticks()
         sent = json.loads(read_line(gen, 5))
         relay_stats = None
-        if target == "relay":
+        if relay:
             server.terminate()
             relay_stats = json.loads(read_line(server, 5))
             server.wait(timeout=5)
@@ -346,28 +385,38 @@ def summarize(cells: dict[tuple[str, str], dict]) -> dict:
         "direct_p99_us": get("direct", "1k", "lat_p99_us"),
         "direct_sat_pps": get("direct", "sat", "delivered_pps"),
     }
-    for target in ("relay", "coturn"):
-        sat = get(target, "sat", "us_per_packet")
+    for path in TARGETS[1:]:
+        target = path.replace("-", "_")
+        sat = get(path, "sat", "us_per_packet")
         summary |= {
             f"{target}_us_per_packet": sat,
-            f"{target}_us_per_packet_10k": get(target, "10k", "us_per_packet"),
-            f"{target}_us_per_packet_1k": get(target, "1k", "us_per_packet"),
+            f"{target}_us_per_packet_10k": get(path, "10k", "us_per_packet"),
+            f"{target}_us_per_packet_1k": get(path, "1k", "us_per_packet"),
             f"{target}_pps_per_core": 1e6 / sat if sat else None,
-            f"{target}_user_share": get(target, "sat", "user_share"),
-            f"{target}_util_sat": get(target, "sat", "util"),
-            f"{target}_loss_sat": get(target, "sat", "loss"),
-            f"{target}_loss_10k": get(target, "10k", "loss"),
-            f"{target}_delivered_pps_sat": get(target, "sat", "delivered_pps"),
-            f"{target}_p50_us": get(target, "1k", "lat_p50_us"),
-            f"{target}_p99_us": get(target, "1k", "lat_p99_us"),
-            f"{target}_added_p50_us": diff(get(target, "1k", "lat_p50_us"), summary["direct_p50_us"]),
-            f"{target}_added_p99_us": diff(get(target, "1k", "lat_p99_us"), summary["direct_p99_us"]),
+            f"{target}_user_share": get(path, "sat", "user_share"),
+            f"{target}_util_sat": get(path, "sat", "util"),
+            f"{target}_loss_sat": get(path, "sat", "loss"),
+            f"{target}_loss_10k": get(path, "10k", "loss"),
+            f"{target}_delivered_pps_sat": get(path, "sat", "delivered_pps"),
+            f"{target}_p50_us": get(path, "1k", "lat_p50_us"),
+            f"{target}_p99_us": get(path, "1k", "lat_p99_us"),
+            f"{target}_added_p50_us": diff(get(path, "1k", "lat_p50_us"), summary["direct_p50_us"]),
+            f"{target}_added_p99_us": diff(get(path, "1k", "lat_p99_us"), summary["direct_p99_us"]),
         }
     summary["relay_vs_coturn_cpu_ratio"] = ratio(summary["relay_us_per_packet"], summary["coturn_us_per_packet"])
     summary["relay_vs_coturn_cpu_ratio_10k"] = ratio(
         summary["relay_us_per_packet_10k"], summary["coturn_us_per_packet_10k"]
     )
     summary["relay_vs_coturn_added_p50_ratio"] = ratio(summary["relay_added_p50_us"], summary["coturn_added_p50_us"])
+    summary["relay_tcp_vs_coturn_tcp_cpu_ratio"] = ratio(summary["relay_tcp_us_per_packet"],
+                                                         summary["coturn_tcp_us_per_packet"])
+    summary["relay_tcp_vs_coturn_tcp_cpu_ratio_10k"] = ratio(summary["relay_tcp_us_per_packet_10k"],
+                                                             summary["coturn_tcp_us_per_packet_10k"])
+    summary["relay_tcp_vs_relay_cpu_ratio"] = ratio(summary["relay_tcp_us_per_packet"], summary["relay_us_per_packet"])
+    summary["relay_tcp_vs_relay_cpu_ratio_10k"] = ratio(summary["relay_tcp_us_per_packet_10k"],
+                                                        summary["relay_us_per_packet_10k"])
+    summary["relay_tcp_over_udp_added_p50_us"] = diff(summary["relay_tcp_p50_us"], summary["relay_p50_us"])
+    summary["relay_tcp_over_udp_added_p99_us"] = diff(summary["relay_tcp_p99_us"], summary["relay_p99_us"])
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()}
 
 
@@ -386,24 +435,27 @@ def table(cells: dict[tuple[str, str], dict], summary: dict) -> str:
     for target in TARGETS:
         sat, k10, k1 = cells[target, "sat"], cells[target, "10k"], cells[target, "1k"]
         relayed = target != "direct"
+        key = target.replace("-", "_")
         vs_coturn = "-"
         if relayed:
-            a = sat["us_per_packet"] / cells["coturn", "sat"]["us_per_packet"]
-            b = k10["us_per_packet"] / cells["coturn", "10k"]["us_per_packet"]
+            anchor = "coturn-tcp" if target.endswith("-tcp") else "coturn"
+            a = sat["us_per_packet"] / cells[anchor, "sat"]["us_per_packet"]
+            b = k10["us_per_packet"] / cells[anchor, "10k"]["us_per_packet"]
             vs_coturn = f"{a:.2f} / {b:.2f}"
         lines.append(
             f"{target:<7} {_fmt(sat.get('us_per_packet'), '.2f'):>10} "
-            f"{_fmt(summary.get(f'{target}_pps_per_core'), ',.0f'):>10} "
+            f"{_fmt(summary.get(f'{key}_pps_per_core'), ',.0f'):>10} "
             f"{_fmt(k10.get('us_per_packet'), '.2f'):>10} {_fmt(k1.get('us_per_packet')):>9} "
             f"{_fmt(sat.get('user_share'), '.0%'):>5} {_fmt(sat.get('util'), '.0%'):>5} {sat['loss']:>8.1%} "
             f"{_fmt(sat['delivered_pps'], ',.0f'):>10} {k1['lat_p50_us']:>7.0f} {k1['lat_p99_us']:>7.0f} "
-            f"{_fmt(summary.get(f'{target}_added_p50_us'), '+.0f'):>6} "
-            f"{_fmt(summary.get(f'{target}_added_p99_us'), '+.0f'):>7} {vs_coturn:>19} "
+            f"{_fmt(summary.get(f'{key}_added_p50_us'), '+.0f'):>6} "
+            f"{_fmt(summary.get(f'{key}_added_p99_us'), '+.0f'):>7} {vs_coturn:>19} "
             f"{k1['lat_p50_us'] / direct_p50:>11.2f}"
         )
     lines.append(
         "µs/pkt: relay CPU (utime+stime) per packet received; pkt/s/core = 1e6 / µs/pkt at saturation; "
-        "latency one-way at 1,000 packets/s (µs); +p50/+p99: minus the direct path."
+        "latency one-way at 1,000 packets/s (µs); +p50/+p99: minus the direct path; the -tcp paths' CPU ratio is to "
+        "coturn-tcp (client on TCP, peer on UDP)."
     )
     steal = [c.get("steal_cpu1_ms", 0) for c in cells.values()]
     lines.append(f"steal on CPU1 per run (median cell): max {max(steal):.0f} ms; raw runs in {RAW_RESULTS}")
@@ -418,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     us_per_packet_1k, pps_per_core, user_share, util_sat, loss_sat, loss_10k, delivered_pps_sat, p50_us,
     p99_us, added_p50_us, added_p99_us; direct_p50_us, direct_p99_us, direct_sat_pps;
     relay_vs_coturn_cpu_ratio (saturation), relay_vs_coturn_cpu_ratio_10k, relay_vs_coturn_added_p50_ratio.
+    The same per-path keys for relay_tcp_ and coturn_tcp_ (client over TCP), and the TCP path's cost:
+    relay_tcp_vs_relay_cpu_ratio (and _10k), relay_tcp_vs_coturn_tcp_cpu_ratio (and _10k),
+    relay_tcp_over_udp_added_p50_us and _p99_us (its latency minus the UDP relay's, at 1,000 packets/s).
     Raises BenchError if a run fails, after killing its processes.
     """
     parser = argparse.ArgumentParser(prog="bench/relay.py", description=__doc__.splitlines()[0])

@@ -4,7 +4,10 @@
 with the edge's identity in headers, and returns ``201`` with the answer and
 ``Location``; ``DELETE /v1/sessions/{id}`` ends a session; ``GET /v1/status``
 reports sessions, the mux's counters (``mux``: drops by reason, ``rx``, ``tx``), its route
-events (``mux_routes``) and the asyncio tasks of the process (``tasks``). Errors are RFC 9457 problem details.
+events (``mux_routes``), its live routes by the caller's transport (``routes_by_transport``: udp, tcp)
+and the asyncio tasks of the process (``tasks``). Errors are RFC 9457 problem details. An offer from an
+edge that serves ICE-TCP carries its TCP address (``Voicemesh-Relay-Tcp-Address``); the answer then has a
+passive TCP candidate after the UDP one (core/offer.py add_tcp_candidate).
 
 POST and DELETE must carry an edge's hop signature (voicemesh/wire/hopauth.py): an unsigned, wrongly
 signed, stale or replayed one gets ``401`` and is counted by reason in the status's ``hop_refused``. The
@@ -27,7 +30,7 @@ from voicemesh.runtime import telemetry
 from voicemesh.runtime.http import HttpLimits, problem, read_offer, serve_app
 from voicemesh.wire.addr import parse_hostport
 from voicemesh.wire.hopauth import SIGNATURE, BadSignature, HopRequest, HopVerifier
-from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, RELAY_ADDRESS, SDP_TYPE
+from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, RELAY_ADDRESS, RELAY_TCP_ADDRESS, SDP_TYPE
 
 log = logging.getLogger("voicemesh.api")
 
@@ -65,6 +68,8 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
                 edge_id=int(request.headers[EDGE_ID]),
                 relay=parse_hostport(request.headers[RELAY_ADDRESS]),
                 client_ip=request.headers.get(CLIENT_ADDRESS, ""),
+                relay_tcp=parse_hostport(request.headers[RELAY_TCP_ADDRESS]) if RELAY_TCP_ADDRESS in request.headers
+                else None,
             )
         except (KeyError, ValueError):
             return problem(400, "missing-edge-headers",
@@ -79,7 +84,7 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
             return problem(503, title, detail, headers={"Retry-After": str(exc.retry_after_s)})
         return web.Response(
             status=201,
-            text=session.pc.localDescription.sdp,
+            text=session.answer,
             content_type=SDP_TYPE,
             headers={"Location": f"/v1/sessions/{session.id}"},
         )
@@ -101,6 +106,7 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
             "sessions": len(transceiver.sessions),
             "mux": dict(mux.counters) if mux is not None else {},
             "mux_routes": dict(mux.core.events) if mux is not None else {},
+            "routes_by_transport": mux.core.routes_by_transport() if mux is not None else {},
             "hop_refused": dict(refused),
             "tasks": len(asyncio.all_tasks()),
         })

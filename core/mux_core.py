@@ -25,6 +25,10 @@ RFC 7675):
 - A Binding request whose transaction id the session already saw over another route is a replay and is
   dropped before the ICE agent sees it; retransmissions over the same route pass. The memory is the last
   ``REPLAY_WINDOW`` transaction ids per session.
+- A route over TCP (RFC 6544; the frame header's TCP bit, voicemesh.wire.frame) follows the same rules: the
+  ICE agent sees its client address as any other (a peer-reflexive candidate), and replies go back over the
+  header they came with. ICE keys candidates by (ip, port) only, so a route whose client address a live
+  route of the session holds on the other transport is refused (``transport_conflict``).
 - A session has at most ``MAX_ROUTES`` routes. A new route at the cap evicts the oldest route that is
   neither active nor freshly proven, and the ICE agent is told to forget its address; without such a
   route the new one is refused (``route_cap``).
@@ -34,16 +38,18 @@ ports, has lost its flows and sends a HELLO from its backbone address. From a re
 hello per edge every ``HELLO_INTERVAL_S``, the core answers with VOUCH frames (``send_control``) naming every
 route of a live session whose last datagram came from that backbone address and whose proof is fresh: the
 route's header and the session's server ufrag, which the edge checks (edge/relay_core.py). Unproven routes,
-and routes the media left, are never vouched for. A hello asks nothing of a session and moves no media.
+and routes the media left, are never vouched for, nor TCP routes (their connection died with the edge
+process; the client connects again). A hello asks nothing of a session and moves no media.
 
 Drop reasons in ``counters``: ``malformed_frame``, ``unknown_edge``, ``empty`` (a frame with no datagram),
 ``no_session`` (not a Binding request, or an unknown ufrag, on an unknown route), ``bad_integrity``,
-``malformed_stun`` (first byte 0-3 but not STUN), ``replay``, ``route_cap``, ``unproven_media``,
-``control`` (a malformed control frame, or one that is not a hello), ``hello_rate`` (a second hello from
+``malformed_stun`` (first byte 0-3 but not STUN), ``replay``, ``transport_conflict``, ``route_cap``,
+``unproven_media``, ``control`` (a malformed control frame, or one that is not a hello), ``hello_rate`` (a second hello from
 the edge within HELLO_INTERVAL_S), ``tx_noroute`` (the agent sent STUN to an address with no route),
 ``tx_unproven`` (DTLS/SRTP before any route was proven), ``tx_empty``, and ``route_evicted`` (a route
 dropped to make room); ``rx`` counts datagrams delivered.
-Route events, in ``events``: ``route_learned``, ``route_proven``, ``route_switched``; ``hello`` (hellos
+Route events, in ``events``: ``route_learned`` (``route_learned_tcp`` over TCP), ``route_proven``,
+``route_switched``; ``hello`` (hellos
 answered) and ``vouched`` (routes vouched for).
 """
 
@@ -149,6 +155,11 @@ class MuxCore:
 
     def __len__(self) -> int:
         return len(self.sessions)
+
+    def routes_by_transport(self) -> dict[str, int]:
+        """Live routes now, by the client's transport: ``{"udp": n, "tcp": n}``."""
+        tcp = sum(frame.is_tcp(header) for header in self._by_header)
+        return {"udp": len(self._by_header) - tcp, "tcp": tcp}
 
     def register(self, ufrag: str, local_pwd: str, remote_pwd: str,
                  on_stun: Callable[[bytes, Address], None], on_media: Callable[[bytes], None],
@@ -307,15 +318,18 @@ class MuxCore:
         transaction_id = payload[8:20]
         if transaction_id in session.seen:
             return self._drop("replay")
+        client, _edge_id, _ = frame.decode(data)
+        known = session.by_client.get(client)
+        if known is not None and frame.is_tcp(known.header) != frame.is_tcp(data):
+            return self._drop("transport_conflict")
         if len(session.routes) >= self.max_routes and not self._evict_one(session, now):
             return self._drop("route_cap")
-        client, _edge_id, _ = frame.decode(data)
         route = Route(session, client, data[:n], edge)
         session.routes.append(route)
         session.by_client[client] = route
         self._by_header[route.header] = route
         self._remember(session, transaction_id, route)
-        self.events["route_learned"] += 1
+        self.events["route_learned_tcp" if frame.is_tcp(route.header) else "route_learned"] += 1
         self.counters["rx"] += 1
         session.on_stun(payload, client)
         return None
@@ -338,7 +352,8 @@ class MuxCore:
         self._hellos[edge] = now
         routes = [(route.header, session.ufrag) for session in self.sessions.values() if len(session.ufrag) <= 0xFF
                   for route in session.routes
-                  if route.edge == edge and route.proven_at is not None and now - route.proven_at <= CONSENT_S]
+                  if route.edge == edge and route.proven_at is not None and now - route.proven_at <= CONSENT_S
+                  and not frame.is_tcp(route.header)]
         self.events["hello"] += 1
         self.events["vouched"] += len(routes)
         if self.send_control is not None:

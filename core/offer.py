@@ -12,6 +12,7 @@ the transceiver build: m-lines, lines, attributes per section, line length.
 
 from __future__ import annotations
 
+from aioice.candidate import candidate_foundation
 from aiortc import sdp
 
 
@@ -115,3 +116,32 @@ def strip_candidates(offer: str) -> str:
         line for line in offer.splitlines(keepends=True)
         if not line.startswith(("a=candidate:", "a=end-of-candidates"))
     )
+
+
+TCP_PASSIVE_PRIORITY = (126 << 24) | ((4 << 13 | 8191) << 8) | 255
+"""Priority of the ICE-TCP candidate (RFC 8445 5.1.2.1 with RFC 6544 4.2: host, local preference
+(2^13 x 4 for passive) + 8191, component 1): 2124414975, below aioice's UDP host candidate (2130706431),
+so a caller whose UDP works keeps it."""
+
+
+def add_tcp_candidate(answer: str, relay_tcp: tuple[str, int]) -> str:
+    """The answer with an RFC 6544 passive TCP host candidate on ``relay_tcp`` (the edge's ICE-TCP address,
+    (host, port)) after the last ``a=candidate:`` line of every m-section that has one (the UDP candidate
+    comes first; ``a=end-of-candidates`` stays last). Sections without candidates are left alone. Line
+    endings are kept. Raises ValueError for a port outside 1..65535."""
+    host, port = relay_tcp
+    if not 0 < port <= 0xFFFF:
+        raise ValueError(f"ICE-TCP port must be in 1..65535, got {port}")
+    line = (f"a=candidate:{candidate_foundation('host', 'tcp', host)} 1 tcp {TCP_PASSIVE_PRIORITY} {host} {port}"
+            " typ host tcptype passive")
+    lines = answer.splitlines(keepends=True)
+    out: list[str] = []
+    for i, current in enumerate(lines):
+        out.append(current)
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if current.startswith("a=candidate:") and not following.startswith("a=candidate:"):
+            ending = current[len(current.rstrip("\r\n")):]
+            if not ending:  # the answer's last line
+                out[-1] += "\r\n"
+            out.append(line + ending)
+    return "".join(out)

@@ -30,7 +30,7 @@ from voicemesh.core.agent_link import AgentLink, AgentSession
 from voicemesh.core.config import TransceiverConfig
 from voicemesh.core.media import RTP_CLOCK_HZ, AgentAudioTrack, OpusDecoder, OpusEncoder
 from voicemesh.core.mux import BackboneMux, MuxTransport
-from voicemesh.core.offer import OfferRejected, check_offer
+from voicemesh.core.offer import OfferRejected, add_tcp_candidate, check_offer
 from voicemesh.registry import AlreadyClaimed, Claim, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
 from voicemesh.runtime.tasks import spawn
@@ -49,11 +49,13 @@ CODECS = {"opus": agent_pb2.CODEC_OPUS, "pcm16": agent_pb2.CODEC_PCM16}
 
 @dataclass(frozen=True)
 class EdgeHop:
-    """Where an offer came from: the edge's numeric id and its public relay address."""
+    """Where an offer came from: the edge's numeric id, its public relay address and, if it serves ICE-TCP
+    (RFC 6544), its public TCP address."""
 
     edge_id: int
     relay: tuple[str, int]
     client_ip: str = ""
+    relay_tcp: tuple[str, int] | None = None
 
 
 class Capacity(Exception):
@@ -85,6 +87,7 @@ class Session:
     trace_id: str = ""
     first_uplink_at: float = 0.0
     first_downlink_at: float = 0.0
+    answer: str = ""
 
     def log_extra(self, **more: object) -> dict:
         """Fields every log line about this session carries."""
@@ -222,7 +225,8 @@ class Transceiver:
     async def create_session(self, offer_sdp: str, edge: EdgeHop) -> Session:
         """Answer ``offer_sdp`` for a caller arriving through ``edge``.
 
-        Returns the Session; its answer is ``session.pc.localDescription.sdp``.
+        Returns the Session; its answer is ``session.answer``: aiortc's (``pc.localDescription.sdp``) with,
+        when the edge serves ICE-TCP (``edge.relay_tcp``), a passive TCP candidate after the UDP one.
         Raises OfferRejected (a 400 for the caller), Capacity (503): capacity
         is taken before the first await, so concurrent offers never exceed
         it. The agent stream opens only when the connection state becomes
@@ -283,6 +287,9 @@ class Transceiver:
             self._admitting.discard(session_id)
             self.sessions[session_id] = session
             await pc.setLocalDescription(await pc.createAnswer())
+            session.answer = pc.localDescription.sdp
+            if edge.relay_tcp is not None:
+                session.answer = add_tcp_candidate(session.answer, edge.relay_tcp)
         except BaseException:
             await self.end(session, "setup_failed")
             raise

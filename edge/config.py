@@ -13,6 +13,13 @@ class EdgeConfig:
     host is behind a 1:1 NAT). ``backbone`` is the UDP socket facing
     transceivers, ``http`` the WHIP front. Durations in seconds.
 
+    ICE-TCP (RFC 6544, edge/relay_tcp.py): ``relay_tcp`` is the TCP bind
+    address ("" for none; ":443" in deployment), ``advertise_tcp`` the address
+    put in answers (default: the advertised relay host with the bound TCP
+    port). At most ``tcp_max_connections`` connections, ``tcp_max_per_source``
+    per IPv4 address or IPv6 /64; a connection whose first packet has not
+    opened a flow within ``tcp_first_packet_timeout_s`` is closed.
+
     WHIP admission: each source (IPv4 address or IPv6 /64) may POST
     ``whip_rate_per_s`` offers per second on average and ``whip_burst`` at
     once; at most ``whip_max_pending`` offers are forwarded at a time. The
@@ -31,6 +38,11 @@ class EdgeConfig:
     region: str = "local"
     public: str = "127.0.0.1:3478"
     advertise: str = ""
+    relay_tcp: str = ""
+    advertise_tcp: str = ""
+    tcp_max_connections: int = 10_000
+    tcp_max_per_source: int = 16
+    tcp_first_packet_timeout_s: float = 5.0
     backbone: str = "127.0.0.1:0"
     http: str = "127.0.0.1:8080"
     idle_timeout_s: float = 60.0

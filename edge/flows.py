@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from voicemesh.wire.frame import encode_header
 from voicemesh.wire.token import RoutingToken
@@ -42,6 +43,17 @@ class FlowState(enum.StrEnum):
     OPEN = "open"
 
 
+UDP = "udp"
+TCP = "tcp"
+"""Flow transports (``Flow.transport``), as OpenTelemetry's ``network.transport`` names them."""
+
+
+def tcp_key(client: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The flow table key of a client over TCP: ``(host, port, "tcp")``, never equal to a UDP socket address
+    (whose third item, if any, is an int), so a TCP and a UDP flow from the same address never collide."""
+    return (client[0], client[1], TCP)
+
+
 def _no_uplink(data: bytes) -> None:
     raise OSError("no uplink for this flow yet")
 
@@ -62,6 +74,9 @@ class Flow:
     transceiver's latest Binding response to it (sent once proven), and ``answered`` says whether the
     transceiver has sent it anything (it answers only checks whose MESSAGE-INTEGRITY holds).
     ``uplink`` is the adapter's send function towards the transceiver (a connected socket's ``send``).
+    ``transport`` is UDP or TCP (RFC 6544: the client reached the edge over TCP, RFC 4571 framing); ``key`` is
+    the flow's key in the table (``client`` for UDP, tcp_key(client) for TCP); ``downlink`` is the
+    adapter's send function towards a TCP client (None for UDP: the public socket sends to ``client``).
     ``heard_at`` is when the transceiver last sent this flow anything, as seen by the table's sweeps (unix
     seconds; ``created_at`` until it does). Flows compare by identity.
     """
@@ -84,6 +99,9 @@ class Flow:
     checks: list[bytes] = field(default_factory=list, repr=False)
     held: bytes = field(default=b"", repr=False)
     uplink: Callable[[bytes], object] = field(default=_no_uplink, repr=False)
+    transport: str = UDP
+    key: tuple[Any, ...] = field(default=(), repr=False)
+    downlink: Callable[[bytes], object] | None = field(default=None, repr=False)
     heard_at: float = field(init=False, repr=False)
     _swept_packets: int = field(default=0, init=False, repr=False)
     _swept_out: int = field(default=0, init=False, repr=False)
@@ -91,12 +109,14 @@ class Flow:
 
     def __post_init__(self) -> None:
         self._active_at = self.heard_at = self.created_at
+        if not self.key:
+            self.key = self.client if self.transport == UDP else tcp_key(self.client)
 
 
 class FlowTable:
     """The relay's flows, by client address, by frame header and by token.
 
-    - ``by_client``: client socket address -> Flow, every flow;
+    - ``by_client``: client socket address (UDP) or tcp_key(client) (TCP) -> Flow, every flow (``Flow.key``);
     - ``by_header``: encoded frame header (bytes) -> the same Flow, for frames coming back;
     - ``open_by_client`` and ``open_by_header``: the same for open (proven) flows only. The adapter reads
       these on its fast path: an open flow forwards every non-empty datagram, so a hit needs no decision.
@@ -143,11 +163,11 @@ class FlowTable:
         self.max_flows = max_flows
         self.max_flows_per_token = max_flows_per_token
         self.pending_timeout_s = pending_timeout_s
-        self.by_client: dict[tuple[str, int], Flow] = {}
+        self.by_client: dict[tuple[Any, ...], Flow] = {}
         self.by_header: dict[bytes, Flow] = {}
-        self.open_by_client: dict[tuple[str, int], Flow] = {}
+        self.open_by_client: dict[tuple[Any, ...], Flow] = {}
         self.open_by_header: dict[bytes, Flow] = {}
-        self._unproven: dict[tuple[str, int], Flow] = {}  # in the order learned
+        self._unproven: dict[tuple[Any, ...], Flow] = {}  # in the order learned
         self._by_token: dict[RoutingToken, list[Flow]] = {}
 
     def __len__(self) -> int:
@@ -166,23 +186,26 @@ class FlowTable:
         now: float,
         *,
         open_until: float,
+        transport: str = UDP,
     ) -> tuple[Flow, Flow | None]:
         """Add an unproven flow for `client` (a socket address as the relay's socket reports it, with no flow
-        yet): provisional if `now` < `open_until` (unix seconds), else pending.
+        yet on `transport`): provisional if `now` < `open_until` (unix seconds), else pending. A TCP flow's
+        frame header carries the transport bit (voicemesh.wire.frame.TCP).
 
         Returns (the new flow, the flow evicted to make room for it or None). Raises FlowTableFull when the
         token holds max_flows_per_token proven flows ("token_cap") or the table is full ("table_full"),
         ValueError if `client` already has a flow or cannot be framed (voicemesh.wire.frame.encode_header).
         """
-        if client in self.by_client:
+        key = client if transport == UDP else tcp_key(client)
+        if key in self.by_client:
             raise ValueError(f"{client} already has a flow")
-        header = encode_header(client, self.edge_id)
+        header = encode_header(client, self.edge_id, tcp=transport == TCP)
         evicted = self._make_room(token)
         state = FlowState.PROVISIONAL if now < open_until else FlowState.PENDING
         flow = Flow(client=client, transceiver=transceiver, header=header, token=token, ufrag=ufrag,
-                    created_at=now, open_until=open_until, state=state)
+                    created_at=now, open_until=open_until, state=state, transport=transport, key=key)
         self._add(flow)
-        self._unproven[client] = flow
+        self._unproven[key] = flow
         return flow, evicted
 
     def vouch(
@@ -228,7 +251,7 @@ class FlowTable:
         return None
 
     def _add(self, flow: Flow) -> None:
-        self.by_client[flow.client] = flow
+        self.by_client[flow.key] = flow
         self.by_header[flow.header] = flow
         self._by_token.setdefault(flow.token, []).append(flow)
 
@@ -236,19 +259,19 @@ class FlowTable:
         """Open `flow` for good: its client answered one of the transceiver's checks."""
         flow.state = FlowState.OPEN
         flow.checks.clear()
-        self._unproven.pop(flow.client, None)
-        self.open_by_client[flow.client] = flow
+        self._unproven.pop(flow.key, None)
+        self.open_by_client[flow.key] = flow
         self.open_by_header[flow.header] = flow
 
     def remove(self, flow: Flow) -> bool:
         """Remove `flow`; False if it was not in the table."""
-        if self.by_client.get(flow.client) is not flow:
+        if self.by_client.get(flow.key) is not flow:
             return False
-        del self.by_client[flow.client]
+        del self.by_client[flow.key]
         del self.by_header[flow.header]
-        self.open_by_client.pop(flow.client, None)
+        self.open_by_client.pop(flow.key, None)
         self.open_by_header.pop(flow.header, None)
-        self._unproven.pop(flow.client, None)
+        self._unproven.pop(flow.key, None)
         siblings = self._by_token[flow.token]
         siblings.remove(flow)
         if not siblings:

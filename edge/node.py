@@ -1,4 +1,5 @@
-"""One edge PoP process: the UDP relay and the WHIP front, registered in the registry."""
+"""One edge PoP process: the UDP relay (with its ICE-TCP listener, if configured) and the WHIP front,
+registered in the registry."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from voicemesh.edge.apikeys import ApiKeys
 from voicemesh.edge.config import EdgeConfig
 from voicemesh.edge.observe import FlowTracer, observe_relay
 from voicemesh.edge.relay import Relay
+from voicemesh.edge.relay_tcp import TcpRelay, bind_tcp
 from voicemesh.edge.whip import WhipFront
 from voicemesh.registry import NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
@@ -72,6 +74,7 @@ class EdgeNode:
         self.keys = keys
         self.tokens = TokenCodec.from_mesh_keys(keys)
         self.relay: Relay | None = None
+        self.tcp: TcpRelay | None = None
         self.record: NodeRecord | None = None
         self.url = ""
         self._whip: WhipFront | None = None
@@ -94,10 +97,16 @@ class EdgeNode:
             pending_timeout_s=cfg.pending_timeout_s,
         )
         relay = self.relay
+        if cfg.relay_tcp:
+            self.tcp = TcpRelay(relay, bind_tcp(*parse_hostport(cfg.relay_tcp), reuse_port=cfg.reuse_port),
+                                max_connections=cfg.tcp_max_connections, max_per_source=cfg.tcp_max_per_source,
+                                first_packet_timeout_s=cfg.tcp_first_packet_timeout_s)
         self.registry.subscribe(lambda: relay.set_transceivers(self.registry.nodes("transceiver")))
         relay.set_transceivers(self.registry.nodes("transceiver"))
         relay.start(pick_up=self._predecessor())
         await relay.ready.wait()
+        if self.tcp is not None:
+            await self.tcp.start()
         flows = FlowTracer(index)
         relay.on_flow = flows.on_flow
         self._metrics = observe_relay(relay, {telemetry.EDGE_ID: str(index), telemetry.REGION: cfg.region})
@@ -117,6 +126,7 @@ class EdgeNode:
                             max_connections=cfg.http_max_connections)
         self._runner, self.url = await serve_app(self._whip.app(), *parse_hostport(cfg.http), limits,
                                                  reuse_port=cfg.reuse_port)
+        public_relay = cfg.advertise or format_hostport(relay.public_address)
         self.record = NodeRecord(
             role="edge",
             region=cfg.region,
@@ -124,13 +134,15 @@ class EdgeNode:
             index=index,
             http=self.url,
             backbone=format_hostport(relay.backbone_address),
-            public_relay=cfg.advertise or format_hostport(relay.public_address),
+            public_relay=public_relay,
+            public_relay_tcp=self._public_relay_tcp(public_relay),
             lat=cfg.lat,
             lon=cfg.lon,
         )
         await self.registry.register(self.record)
         log.info("edge up", extra={"node": cfg.node_id, "edge_id": index, "whip": self.url,
-                                   "relay": self.record.public_relay, "whip_auth": bool(self.api_keys)})
+                                   "relay": self.record.public_relay, "relay_tcp": self.record.public_relay_tcp,
+                                   "whip_auth": bool(self.api_keys)})
         if not self.api_keys and not is_loopback(parse_hostport(cfg.http)[0]):
             log.warning("the WHIP front is open to anyone (--insecure-open)", extra={"whip": self.url})
 
@@ -166,6 +178,13 @@ class EdgeNode:
         else:
             log.info("edge drained", extra={"flows": len(self.relay.flows)})
 
+    def _public_relay_tcp(self, public_relay: str) -> str:
+        """The ICE-TCP address put in answers: ``advertise_tcp``, else the public relay's host with the bound
+        TCP port; "" without ICE-TCP."""
+        if self.tcp is None:
+            return ""
+        return self.config.advertise_tcp or format_hostport((parse_hostport(public_relay)[0], self.tcp.address[1]))
+
     def _predecessor(self) -> bool:
         """Whether a record of this node is in the view (an earlier process, running or crashed within a lease
         TTL): only then can transceivers vouch for flows, since they answer registered edges only. A process
@@ -191,5 +210,7 @@ class EdgeNode:
             await self._whip.close()
         if self._metrics is not None:
             self._metrics.close()
+        if self.tcp is not None:
+            self.tcp.close()
         if self.relay is not None:
             self.relay.close()

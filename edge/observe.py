@@ -67,12 +67,47 @@ class FlowTracer:
             "client.port": flow.client[1],
             "voicemesh.transceiver.address": f"{flow.transceiver[0]}:{flow.transceiver[1]}",
             "voicemesh.flow.state": str(flow.state),
+            "network.transport": flow.transport,
         }).end()
 
 
+RELAY_METRICS = {
+    "voicemesh.relay.packets": ("{packet}", "datagrams (and ICE-TCP packets) forwarded"),
+    "voicemesh.relay.bytes": ("By", "payload bytes forwarded"),
+    "voicemesh.relay.unproven_bytes": ("By", "bytes from and to client addresses that have not answered a check"),
+    "voicemesh.relay.drops": ("{packet}", "datagrams (and ICE-TCP packets) dropped, by reason"),
+    "voicemesh.relay.flows": ("{flow}", "active relay flows"),
+    "voicemesh.relay.tcp.connections": ("{connection}", "open ICE-TCP connections"),
+}
+"""The relay's metrics: name -> (unit, description). The last two are gauges, the rest counters."""
+
+
+def relay_observations(stats: dict[str, Any], attributes: dict[str, str]) -> dict[str, list[tuple[int, dict[str, str]]]]:
+    """The value and attributes of every observation of each RELAY_METRICS metric, from ``Relay.stats()``:
+    packets, bytes, drops and flows by ``network.transport`` (``udp``, ``tcp``: the client's, RFC 6544),
+    packets and bytes also by ``network.io.direction`` (``receive`` from clients, ``transmit`` to them),
+    drops also by ``voicemesh.drop.reason`` (backbone frames' drops count as ``udp``, the relay's own)."""
+    out: dict[str, list[tuple[int, dict[str, str]]]] = {name: [] for name in RELAY_METRICS}
+    directions = (("receive", "_in"), ("transmit", "_out"))
+    for direction, suffix in directions:
+        out["voicemesh.relay.unproven_bytes"].append(
+            (stats["unproven_bytes" + suffix], {**attributes, "network.io.direction": direction}))
+    for transport, counts in stats["by_transport"].items():
+        tagged = {**attributes, "network.transport": transport}
+        for direction, suffix in directions:
+            where = {**tagged, "network.io.direction": direction}
+            out["voicemesh.relay.packets"].append((counts["packets" + suffix], where))
+            out["voicemesh.relay.bytes"].append((counts["bytes" + suffix], where))
+        out["voicemesh.relay.drops"] += [(n, {**tagged, "voicemesh.drop.reason": reason})
+                                         for reason, n in counts["drops"].items()]
+        out["voicemesh.relay.flows"].append((counts["flows"], tagged))
+    if "connections" in stats["by_transport"]["tcp"]:
+        out["voicemesh.relay.tcp.connections"].append((stats["by_transport"]["tcp"]["connections"], attributes))
+    return out
+
+
 def observe_relay(relay: Relay, attributes: dict[str, str]) -> telemetry.Snapshot[dict[str, Any]]:
-    """Register the relay's metrics: packets, bytes, unproven bytes and drops (by reason) as counters, flows
-    as a gauge.
+    """Register the relay's metrics (RELAY_METRICS, observed as relay_observations says).
 
     The callbacks read ``Relay.stats()`` as the event loop last took it (telemetry.Snapshot: the
     metric reader's thread never touches the relay's tables). Returns the snapshot, started; close
@@ -82,24 +117,14 @@ def observe_relay(relay: Relay, attributes: dict[str, str]) -> telemetry.Snapsho
     stats = telemetry.Snapshot(relay.stats)
     stats.start()
 
-    def counter(key: str, direction: str) -> Callable[[CallbackOptions], list[metrics.Observation]]:
+    def callback(name: str) -> Callable[[CallbackOptions], list[metrics.Observation]]:
         def observe(_options: CallbackOptions) -> list[metrics.Observation]:
-            return [metrics.Observation(stats.value[key], {**attributes, "network.io.direction": direction})]
+            return [metrics.Observation(value, attrs)
+                    for value, attrs in relay_observations(stats.value, attributes)[name]]
         return observe
 
-    meter.create_observable_counter("voicemesh.relay.packets", unit="{packet}", description="datagrams forwarded",
-                                    callbacks=[counter("packets_in", "receive"), counter("packets_out", "transmit")])
-    meter.create_observable_counter("voicemesh.relay.bytes", unit="By", description="payload bytes forwarded",
-                                    callbacks=[counter("bytes_in", "receive"), counter("bytes_out", "transmit")])
-    meter.create_observable_counter(
-        "voicemesh.relay.unproven_bytes", unit="By",
-        description="bytes from and to client addresses that have not answered a check (pending flows)",
-        callbacks=[counter("unproven_bytes_in", "receive"), counter("unproven_bytes_out", "transmit")])
-    meter.create_observable_counter(
-        "voicemesh.relay.drops", unit="{packet}", description="datagrams dropped, by reason",
-        callbacks=[lambda _o: [metrics.Observation(n, {**attributes, "voicemesh.drop.reason": reason})
-                               for reason, n in stats.value["drops"].items()]])
-    meter.create_observable_gauge(
-        "voicemesh.relay.flows", unit="{flow}", description="active relay flows",
-        callbacks=[lambda _o: [metrics.Observation(stats.value["flows"], attributes)]])
+    for name, (unit, description) in RELAY_METRICS.items():
+        create = meter.create_observable_gauge if name in ("voicemesh.relay.flows", "voicemesh.relay.tcp.connections") \
+            else meter.create_observable_counter
+        create(name, unit=unit, description=description, callbacks=[callback(name)])
     return stats

@@ -27,7 +27,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from voicemesh.edge.flows import Flow, FlowTable
 from voicemesh.edge.relay_core import Closed, Downlink, Hello, RelayCore, Uplink, Vouched
@@ -39,6 +39,12 @@ from voicemesh.wire.token import TokenCodec
 
 log = logging.getLogger("voicemesh.relay")
 
+
+class TcpStats(Protocol):
+    """What the relay needs of its ICE-TCP listener (edge/relay_tcp.py TcpRelay, which sets ``Relay.tcp``)."""
+
+    def stats(self) -> dict[str, Any]: ...
+
 VOUCH_WAIT_S = 0.5
 """Longest wait of start(pick_up=True) for the transceivers' vouches before the public socket is read
 (seconds): a transceiver that does not answer (down, or an older version) delays the start by this much."""
@@ -49,7 +55,9 @@ class Relay:
 
     ``backbone`` must be bound with SO_REUSEPORT (ValueError otherwise). The keyword settings are
     RelayCore's. ``core`` holds the flows and the counters (``stats()``, ``drops``); a send that fails
-    counts as drop ``tx_error``. ``on_flow(flow)``, if set, is called once for each flow learned.
+    counts as drop ``tx_error``. ``on_flow(flow)``, if set, is called once for each flow learned. ``tcp`` is
+    the ICE-TCP listener on the same core (edge/relay_tcp.py), if any: TCP flows send their downlink through
+    ``Flow.downlink``.
     ``ready`` is set once the public socket is read (see start).
     """
 
@@ -88,6 +96,7 @@ class Relay:
         self.ready = asyncio.Event()
         self._unanswered: set[tuple[str, int]] = set()
         self._vouch_wait: asyncio.TimerHandle | None = None
+        self.tcp: TcpStats | None = None
 
     @property
     def flows(self) -> FlowTable:
@@ -122,7 +131,7 @@ class Relay:
         self._unanswered = set(self.directory.values())
         now = time.time()
         for address in self._unanswered:
-            self._send(self._uplink_to(address), self.core.hello(address, now))
+            self._send(self.uplink_to(address), self.core.hello(address, now))
         self._vouch_wait = self._loop.call_later(VOUCH_WAIT_S, self._read_public)
 
     def _read_public(self) -> None:
@@ -183,7 +192,9 @@ class Relay:
         sock.close()
         self._bind_uplinks(address)
 
-    def _uplink_to(self, address: tuple[str, int]) -> Callable[[bytes], object]:
+    def uplink_to(self, address: tuple[str, int]) -> Callable[[bytes], object]:
+        """The send function towards the transceiver at ``address``: its connected backbone socket's ``send``,
+        or ``sendto`` on the unconnected one while it has none."""
         link = self._links.get(address)
         return link.send if link is not None else _sendto(self.backbone, address)
 
@@ -192,7 +203,7 @@ class Relay:
         that leaves the registry view and comes back (an etcd blip) gets a new connected socket; its live
         flows must not keep the closed one's ``send`` (they use the unconnected backbone socket
         meanwhile)."""
-        uplink = self._uplink_to(address)
+        uplink = self.uplink_to(address)
         for flow in self.core.flows.by_client.values():
             if flow.transceiver == address:
                 flow.uplink = uplink
@@ -214,7 +225,7 @@ class Relay:
         if isinstance(result, Uplink):
             flow = result.flow
             if result.learned:
-                flow.uplink = self._uplink_to(flow.transceiver)
+                flow.uplink = self.uplink_to(flow.transceiver)
                 log.debug("flow learned client=%s:%d transceiver=%s:%d state=%s",
                           *flow.client[:2], *flow.transceiver, flow.state)
                 if self.on_flow is not None:
@@ -257,6 +268,9 @@ class Relay:
         if flow is not None and flow.transceiver == src and payload:
             flow.packets_out += 1
             flow.bytes_out += len(payload)
+            if flow.downlink is not None:
+                flow.downlink(payload)
+                return
             try:
                 self.public.sendto(payload, flow.client)
             except OSError:
@@ -267,6 +281,9 @@ class Relay:
     def _downlink(self, data: bytes, src: tuple[Any, ...]) -> None:
         result = self.core.receive_backbone(data, (src[0], src[1]), time.time())
         if isinstance(result, Downlink):
+            if result.flow.downlink is not None:
+                result.flow.downlink(result.datagram)
+                return
             try:
                 self.public.sendto(result.datagram, result.flow.client)
             except OSError:
@@ -275,14 +292,14 @@ class Relay:
             log.debug("session closed: %d flows removed", len(result.flows))
         elif isinstance(result, Vouched):
             for flow in result.flows:
-                flow.uplink = self._uplink_to(flow.transceiver)
+                flow.uplink = self.uplink_to(flow.transceiver)
             log.debug("transceiver %s:%d vouched for %d flows", *result.transceiver, len(result.flows))
             if result.last and result.transceiver in self._unanswered:
                 self._unanswered.discard(result.transceiver)
                 if not self._unanswered:
                     self._read_public()
         elif isinstance(result, Hello):
-            self._send(self._uplink_to(result.transceiver), result.frame)
+            self._send(self.uplink_to(result.transceiver), result.frame)
 
     def _sweep(self) -> None:
         orphaned = self.core.counts["flows_transceiver_gone"]
@@ -294,8 +311,12 @@ class Relay:
         self._sweeper = self._loop.call_later(min(flows.idle_timeout_s, flows.pending_timeout_s) / 4, self._sweep)
 
     def stats(self) -> dict[str, Any]:
-        """The core's counters (RelayCore.stats)."""
-        return self.core.stats()
+        """The core's counters (RelayCore.stats), with the ICE-TCP listener's (TcpRelay.stats) merged into
+        ``by_transport.tcp`` when there is one."""
+        stats = self.core.stats()
+        if self.tcp is not None:
+            stats["by_transport"]["tcp"].update(self.tcp.stats())
+        return stats
 
 
 def _sendto(sock: socket.socket, address: tuple[str, int]) -> Callable[[bytes], int]:

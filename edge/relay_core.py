@@ -46,6 +46,12 @@ Rules (README "The relay's rules"):
   still sends every live flow RTCP, consent checks and media; only a dead one falls silent. Its tokens are
   not revoked: the directory no longer names it, so they open no flow.
 
+- **ICE-TCP** (RFC 6544, edge/relay_tcp.py): the packets of a client's TCP connection (RFC 4571 framing,
+  split by edge/relay_tcp_core.py) follow every rule above (``receive_tcp``), in a flow of their own keyed
+  by tcp_key(client) whose frame header carries the TCP bit, with drops counted in ``tcp_drops``. A vouch
+  for a TCP route is refused (``vouch_tcp``): the connection died with the earlier process. When the
+  connection closes, its flow goes (``disconnect``).
+
 Times are unix seconds (``time.time()``): tokens carry the transceiver's wall clock.
 """
 
@@ -57,7 +63,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from voicemesh.edge.flows import MAX_CHECKS, Flow, FlowState, FlowTable, FlowTableFull
+from voicemesh.edge.flows import MAX_CHECKS, TCP, UDP, Flow, FlowState, FlowTable, FlowTableFull, tcp_key
 from voicemesh.wire import frame, stun
 from voicemesh.wire.token import BadToken, RoutingToken, TokenCodec
 
@@ -187,8 +193,9 @@ class RelayCore:
         self._transceivers: set[tuple[str, int]] = set()
         self._revoked: dict[RoutingToken, int] = {}  # token -> expires_at, in the order revoked
         self.drops: Counter[str] = Counter()
+        self.tcp_drops: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
-        self._retired: Counter[str] = Counter()
+        self._retired: dict[str, Counter[str]] = {UDP: Counter(), TCP: Counter()}
         self.nonce = secrets.token_bytes(frame.NONCE_LENGTH) if nonce is None else nonce
         self._client_key: Callable[[tuple[str, int]], tuple[str, int]] = _ipv6_key if ipv6_clients else _ipv4_key
         self._asked: dict[tuple[str, int], float] = {}  # transceiver -> when the last hello went to it
@@ -215,25 +222,36 @@ class RelayCore:
             return self._drop("empty")
         flow = self.flows.by_client.get(client)
         if flow is None:
-            return self._first_packet(data, client, now)
+            return self._first_packet(data, client, now, UDP, self.drops)
         return self._uplink(flow, data, now, learned=False)
 
-    def _first_packet(self, data: bytes, client: tuple[str, int], now: float) -> Uplink | Drop:
+    def receive_tcp(self, packet: bytes, client: tuple[str, int], now: float) -> Uplink | Drop:
+        """Decide what to do with one RFC 4571 packet (not empty: the framing refuses length 0) from a TCP
+        connection of ``client`` (its peer address) at ``now`` (unix s): the rules of UDP datagrams, with
+        the flow keyed by tcp_key(client), its header flagged TCP, and drops counted in ``tcp_drops``.
+        A Drop while the connection has no flow means its packet opened none: close the connection."""
+        flow = self.flows.by_client.get(tcp_key(client))
+        if flow is None:
+            return self._first_packet(packet, client, now, TCP, self.tcp_drops)
+        return self._uplink(flow, packet, now, learned=False)
+
+    def _first_packet(self, data: bytes, client: tuple[str, int], now: float, transport: str,
+                      drops: Counter[str]) -> Uplink | Drop:
         try:
             server_ufrag, _ = stun.split_username(stun.binding_request_username(data))
             token = self.tokens.verify(server_ufrag, now)
         except (stun.MalformedStun, BadToken) as exc:
-            return self._drop(exc.reason)
+            return _drop(drops, exc.reason)
         if token in self._revoked:
-            return self._drop("revoked")
+            return _drop(drops, "revoked")
         transceiver = self.directory.get((token.region, token.transceiver))
         if transceiver is None:
-            return self._drop("unknown_transceiver")
+            return _drop(drops, "unknown_transceiver")
         try:
             flow, evicted = self.flows.learn(client, transceiver, token, server_ufrag, now,
-                                             open_until=token.issued_at + self.open_window_s)
+                                             open_until=token.issued_at + self.open_window_s, transport=transport)
         except FlowTableFull as exc:
-            return self._drop(exc.reason)
+            return _drop(drops, exc.reason)
         if evicted is not None:
             self.counts["flows_evicted"] += 1
             self._retire(evicted)
@@ -247,7 +265,7 @@ class RelayCore:
             flow.unproven_in += len(data)
             self.counts["unproven_bytes_in"] += len(data)
             if flow.state is FlowState.PENDING and data[0] > 3:
-                return self._drop("pending_not_stun")
+                return _drop(self.drops if flow.transport == UDP else self.tcp_drops, "pending_not_stun")
             if flow.checks and data[0] == 1 and self._answers_check(flow, data):
                 release, flow.held = flow.held, b""
                 self.flows.prove(flow)
@@ -341,6 +359,8 @@ class RelayCore:
         if known is not None and known.transceiver == transceiver and known.ufrag == ufrag:
             self.counts["vouches_known"] += 1  # the common answer to a hello: nothing to check or change
             return None
+        if frame.is_tcp(header):
+            return self._refuse("vouch_tcp")  # its connection died with the earlier process
         try:
             token = self.tokens.verify(ufrag, now)
         except BadToken as exc:
@@ -407,6 +427,13 @@ class RelayCore:
                 del self._revoked[token]
         return gone
 
+    def disconnect(self, flow: Flow) -> None:
+        """The TCP connection of ``flow`` closed: remove the flow (counted in ``flows_disconnected``); nothing
+        if it is gone already. The session's consent (RFC 7675) lapses unless the client connects again."""
+        if self.flows.remove(flow):
+            self.counts["flows_disconnected"] += 1
+            self._retire(flow)
+
     def is_revoked(self, token: RoutingToken) -> bool:
         """Whether a session's end revoked ``token`` (until it expires)."""
         return token in self._revoked
@@ -416,33 +443,51 @@ class RelayCore:
         return Drop(reason)
 
     def _retire(self, flow: Flow) -> None:
+        retired = self._retired[flow.transport]
         for key in _COUNTS:
-            self._retired[key] += getattr(flow, key)
+            retired[key] += getattr(flow, key)
 
     def stats(self) -> dict[str, Any]:
         """Counters: ``flows`` (now), ``flows_open`` (proven) and ``flows_unproven``; ``packets_in``/
         ``bytes_in`` (client to transceiver) and ``packets_out``/``bytes_out`` (back to clients), forwarded
         payload bytes since start; ``unproven_bytes_in``/``unproven_bytes_out``: bytes received from and sent
         to addresses whose flow was unproven (out <= in per flow); ``flows_evicted``, ``flows_closed``,
-        ``flows_expired``; ``flows_vouched`` (opened or proven by a transceiver's vouch), ``vouches_known``
-        (vouched routes that had an open flow already), ``hellos_sent``; ``tokens_revoked`` (now); ``edge_id``
-        (this process's); ``drops`` by reason."""
-        totals = Counter(self._retired)
+        ``flows_expired``, ``flows_disconnected`` (TCP flows whose connection closed); ``flows_vouched``
+        (opened or proven by a transceiver's vouch), ``vouches_known`` (vouched routes that had an open flow
+        already), ``hellos_sent``; ``tokens_revoked`` (now); ``edge_id``
+        (this process's); ``drops`` by reason (UDP datagrams and backbone frames). ``by_transport``: for ``udp``
+        and ``tcp`` (RFC 6544 clients), ``flows``, ``flows_open``, the four packet and byte counts and
+        ``drops`` by reason (``udp``'s are ``drops``; ``tcp``'s count the packets of TCP connections: a
+        refused first packet, ``pending_not_stun``). The top-level counts are their sums."""
+        by_transport: dict[str, dict[str, Any]] = {
+            transport: {"flows": 0, "flows_open": 0, **{key: retired[key] for key in _COUNTS}}
+            for transport, retired in self._retired.items()}
         for flow in self.flows.by_client.values():
+            entry = by_transport[flow.transport]
+            entry["flows"] += 1
+            entry["flows_open"] += flow.state is FlowState.OPEN
             for key in _COUNTS:
-                totals[key] += getattr(flow, key)
+                entry[key] += getattr(flow, key)
+        by_transport[UDP]["drops"] = dict(self.drops)
+        by_transport[TCP]["drops"] = dict(self.tcp_drops)
         return {
             "flows": len(self.flows),
             "flows_open": len(self.flows.open_by_client),
             "flows_unproven": len(self.flows) - len(self.flows.open_by_client),
-            **{key: totals[key] for key in _COUNTS},
+            **{key: by_transport[UDP][key] + by_transport[TCP][key] for key in _COUNTS},
             **{key: self.counts[key] for key in ("unproven_bytes_in", "unproven_bytes_out", "flows_evicted",
                                                  "flows_closed", "flows_expired", "flows_vouched", "flows_transceiver_gone",
-                                                 "vouches_known", "hellos_sent")},
+                                                 "flows_disconnected", "vouches_known", "hellos_sent")},
             "edge_id": self.flows.edge_id,
             "tokens_revoked": len(self._revoked),
             "drops": dict(self.drops),
+            "by_transport": by_transport,
         }
+
+
+def _drop(drops: Counter[str], reason: str) -> Drop:
+    drops[reason] += 1
+    return Drop(reason)
 
 
 def _ipv4_key(client: tuple[str, int]) -> tuple[str, int]:

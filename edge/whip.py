@@ -50,7 +50,7 @@ from voicemesh.wire.clienttoken import MAX_TTL_S, BadClientToken, ClientTokenCod
 from voicemesh.wire.geo import distance_km
 from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner
 from voicemesh.wire.replay import ReplayCache, ReplayCacheFull
-from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, RELAY_ADDRESS, SDP_TYPE
+from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, RELAY_ADDRESS, RELAY_TCP_ADDRESS, SDP_TYPE
 
 log = logging.getLogger("voicemesh.whip")
 
@@ -346,6 +346,8 @@ class WhipFront:
             RELAY_ADDRESS: edge.public_relay,
             CLIENT_ADDRESS: client_address(request),
         }
+        if edge.public_relay_tcp:
+            headers[RELAY_TCP_ADDRESS] = edge.public_relay_tcp
         sdp = offer.encode()
         region = request.get(TOKEN_REGION) or self.region_policy(request)
         now = self.clock()

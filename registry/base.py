@@ -146,7 +146,8 @@ class NodeRecord:
     ``index`` is a small id unique per (role, region) (u16, 0 = not yet allocated, see
     Registry.allocate_index); ``region_id`` the u8 region carried in routing tokens;
     ``http`` the base URL of its HTTP API; ``backbone`` the "ip:port" of its backbone UDP
-    socket; ``public_relay`` (edges) the "ip:port" of the public relay socket; ``grpc``
+    socket; ``public_relay`` (edges) the "ip:port" of the public relay socket and ``public_relay_tcp``
+    its ICE-TCP one ("" if none); ``grpc``
     (agents) the "host:port" transceivers connect to; ``capacity``
     and ``load`` count sessions; ``lat``/``lon`` are degrees. Raises InvalidName if role,
     region or node_id cannot be a key segment.
@@ -160,6 +161,7 @@ class NodeRecord:
     http: str = ""
     backbone: str = ""
     public_relay: str = ""
+    public_relay_tcp: str = ""
     grpc: str = ""
     capacity: int = 0
     load: int = 0

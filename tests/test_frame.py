@@ -175,3 +175,31 @@ def test_encode_hello_rejects_what_does_not_fit(nonce, edge_id):
 def test_encode_vouches_rejects_what_does_not_fit(route):
     with pytest.raises(ValueError):
         frame.encode_vouches(NONCE, [route])
+
+
+@pytest.mark.parametrize("client, family", [(("192.0.2.1", 54132), 0x84), (("2001:db8::1", 54132), 0x86)])
+def test_a_tcp_client_sets_the_transport_bit_and_keeps_the_layout(client, family):
+    udp = frame.encode_header(client, edge_id=7)
+    tcp = frame.encode_header(client, edge_id=7, tcp=True)
+
+    assert tcp[3] == family and tcp[:3] + tcp[4:] == udp[:3] + udp[4:]
+    assert frame.is_tcp(tcp) and not frame.is_tcp(udp)
+    assert frame.header_length(tcp + DTLS_RECORD) == len(udp)
+    assert frame.decode(tcp + DTLS_RECORD) == frame.decode(udp + DTLS_RECORD)
+
+
+def test_a_udp_header_is_unchanged_by_the_transport_bit():
+    assert frame.encode_header(("192.0.2.1", 54321), 7)[:4] == b"VM\x01\x04"
+
+
+@pytest.mark.parametrize("family", [0x80, 0x85, 0xC4, 0x14])
+def test_other_families_with_high_bits_are_refused(family):
+    assert reason(b"VM\x01" + bytes([family]) + bytes(20)) == "family"
+
+
+def test_a_vouch_may_name_a_tcp_route_and_the_edge_decides():
+    header = frame.encode_header(("192.0.2.1", 1), 3, tcp=True)
+
+    [vouch] = frame.encode_vouches(b"n" * 8, [(header, b"ufrag")])
+
+    assert frame.decode_control(vouch).routes == ((header, b"ufrag"),)

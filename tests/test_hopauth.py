@@ -45,11 +45,24 @@ def test_the_header_names_are_read_case_insensitively_on_the_transceiver() -> No
 @pytest.mark.parametrize("change", [
     {"method": "DELETE"}, {"path": "/v1/sessions?x=1"}, {"transceiver": "trx-2"}, {"body": b"v=1\r\n..."},
     {"edge_id": "8"}, {"relay_address": "192.0.2.1:3478"}, {"client_address": "192.0.2.99"}, {"client_address": ""},
+    {"relay_tcp_address": "203.0.113.5:443"},
 ])
 def test_each_covered_field_changed_breaks_the_mac(change: dict) -> None:
     value = HopSigner(KEYS).sign(OFFER, NOW)
 
     assert reason(HopVerifier(KEYS), value, replace(OFFER, **change)) == "mac"
+
+
+def test_the_ice_tcp_address_is_signed_and_its_absence_signs_as_before() -> None:
+    with_tcp = replace(OFFER, relay_tcp_address="203.0.113.5:443")
+    value = HopSigner(KEYS).sign(with_tcp, NOW)
+
+    assert reason(HopVerifier(KEYS), value, replace(with_tcp, relay_tcp_address="203.0.113.6:443")) == "mac"
+    assert reason(HopVerifier(KEYS), value, OFFER) == "mac", "stripping the header breaks the MAC"
+    assert OFFER.canonical(NOW, 1).count(b"\n") == 9, "a request without it has the fields it always had"
+    assert HopRequest.from_headers("POST", "/v1/sessions", "trx-1", OFFER.body, {
+        "Voicemesh-Edge-Id": "7", "Voicemesh-Relay-Address": "203.0.113.5:3478",
+        "Voicemesh-Client-Address": "198.51.100.9", "Voicemesh-Relay-Tcp-Address": "203.0.113.5:443"}) == with_tcp
 
 
 def test_outside_the_window_is_stale_both_ways() -> None:

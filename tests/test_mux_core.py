@@ -543,3 +543,43 @@ def test_the_socket_entry_answers_hellos_too() -> None:
     core.datagram_received(frame.encode_hello(2, NONCE), EDGE)
 
     assert outbox.routes() == [(session.routes[0].header, UFRAG.encode())]
+
+
+def tcp_framed(client: tuple[str, int], payload: bytes, edge_id: int = 1) -> bytes:
+    return frame.encode_header(client, edge_id, tcp=True) + payload
+
+
+def test_a_tcp_route_is_learned_proven_and_carries_media_as_a_udp_one(core: MuxCore, sink: Sink,
+                                                                      session: MuxSession) -> None:
+    assert core.receive(tcp_framed(CALLER, check()), EDGE, 0.0) is None
+    [route] = session.routes
+    assert frame.is_tcp(route.header) and sink.stun[-1][1] == CALLER, "ICE sees the client address, as on UDP"
+    request = our_check()
+    assert core.send(session, request, CALLER) is route
+    assert core.receive(tcp_framed(CALLER, answer(request)), EDGE, 1.0) is None
+    assert core.receive(tcp_framed(CALLER, SRTP), EDGE, 1.0) is None
+    assert session.active is route and sink.media == [SRTP]
+    assert core.events["route_learned_tcp"] == 1 and core.routes_by_transport() == {"udp": 0, "tcp": 1}
+
+
+def test_a_route_on_the_other_transport_of_a_live_routes_address_is_refused(core: MuxCore, sink: Sink,
+                                                                           session: MuxSession) -> None:
+    udp = prove(core, session, CALLER)
+
+    assert core.receive(tcp_framed(CALLER, check()), EDGE, 1.0) == "transport_conflict"
+    assert session.routes == [udp] and session.by_client[CALLER] is udp
+    assert core.receive(tcp_framed(REBOUND, check()), EDGE, 1.0) is None, "another port is another address"
+
+
+def test_tcp_routes_are_never_vouched_for(core: MuxCore, session: MuxSession) -> None:
+    outbox = Outbox(core)
+    assert core.receive(tcp_framed(CALLER, check()), EDGE, 0.0) is None
+    request = our_check()
+    core.send(session, request, CALLER)
+    assert core.receive(tcp_framed(CALLER, answer(request)), EDGE, 0.0) is None
+    assert session.routes[0].proven_at == 0.0
+
+    assert hello(core) is None
+
+    [(vouch, _)] = outbox.sent
+    assert vouch.routes == ()

@@ -8,7 +8,9 @@ from voicemesh.core.offer import (
     MAX_ATTRIBUTES,
     MAX_LINE_CHARS,
     MAX_LINES,
+    TCP_PASSIVE_PRIORITY,
     OfferRejected,
+    add_tcp_candidate,
     check_limits,
     check_offer,
     strip_candidates,
@@ -102,3 +104,31 @@ def test_the_limits_hold_at_their_edges() -> None:
     section = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" + "a=x\r\n" * (MAX_ATTRIBUTES - 1) + "a=" + "y" * (MAX_LINE_CHARS - 2)
     check_limits("v=0\r\n" + section)
     check_limits("v=0\n" + "b=AS:64\n" * (MAX_LINES - 2) + "m=audio 9 x")
+
+
+ANSWER = (OFFER.replace("192.168.1.5 50000", "203.0.113.5 3478")
+          + DATA_CHANNEL + "a=candidate:1 1 udp 2130706431 203.0.113.5 3478 typ host\r\na=end-of-candidates\r\n")
+
+
+def test_the_tcp_candidate_follows_the_udp_one_in_every_section_with_candidates() -> None:
+    answer = add_tcp_candidate(ANSWER, ("203.0.113.5", 443))
+
+    lines = answer.split("\r\n")
+    tcp = [i for i, line in enumerate(lines) if " tcp " in line]
+    assert len(tcp) == 2 and all(lines[i - 1].startswith("a=candidate:1 1 udp ") for i in tcp)
+    assert all(lines[i + 1] == "a=end-of-candidates" for i in tcp)
+    foundation, component, transport, priority, host, port, *rest = lines[tcp[0]][len("a=candidate:"):].split(" ")
+    assert (component, transport, int(priority), host, port, rest) == (
+        "1", "tcp", TCP_PASSIVE_PRIORITY, "203.0.113.5", "443", ["typ", "host", "tcptype", "passive"])
+    assert foundation != "1" and TCP_PASSIVE_PRIORITY < 2130706431, "its own foundation, below UDP"
+    assert answer.replace(lines[tcp[0]] + "\r\n", "") == ANSWER
+
+
+def test_an_answer_without_candidates_is_unchanged_and_a_last_line_keeps_its_own() -> None:
+    bare = strip_candidates(ANSWER)
+    assert add_tcp_candidate(bare, ("203.0.113.5", 443)) == bare
+    ending = "a=candidate:1 1 udp 2130706431 203.0.113.5 3478 typ host"
+    assert add_tcp_candidate("v=0\r\n" + ending, ("203.0.113.5", 443)).split("\r\n")[1:] == [
+        ending, add_tcp_candidate(ending + "\r\n", ("203.0.113.5", 443)).split("\r\n")[1]]
+    with pytest.raises(ValueError):
+        add_tcp_candidate(ANSWER, ("203.0.113.5", 0))

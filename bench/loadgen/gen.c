@@ -1,10 +1,11 @@
-/* gen: the benchmark's UDP load generator. It blasts (or paces) 200-byte payloads on an already
- * connected UDP socket that it inherits by fd number, with sendmmsg batches, then sends end markers.
+/* gen: the benchmark's load generator. It blasts (or paces) 200-byte payloads on an already
+ * connected UDP (or TCP) socket that it inherits by fd number, with sendmmsg batches, then sends end markers.
  *
  * usage: gen FD RATE DURATION_S PAYLOAD_BYTES CHANNEL
  *   FD        an inherited, connected UDP socket (the driver did the relay's handshake on it)
  *   RATE      packets/s; 0 = as fast as possible (batches of 64)
- *   CHANNEL   0 = send the payload as is; 0x4000..0x7FFF = wrap it in TURN ChannelData (RFC 8656 section 12.4)
+ *   CHANNEL   0 = send the payload as is; 0x4000..0x7FFF = wrap it in TURN ChannelData (RFC 8656 section 12.4);
+ *             1 = prefix it with its RFC 4571 length (ICE-TCP framing, on an inherited connected TCP socket)
  * Payload: seq u64 | CLOCK_MONOTONIC ns u64 | magic "VMBN" | zero padding (native byte order, same host).
  * At a fixed rate it sends bursts of RATE/1000 packets every 1 ms on an absolute clock_nanosleep schedule.
  * After DURATION_S it sends END_MARKERS packets with seq = UINT64_MAX, 1 ms apart, and prints one JSON line:
@@ -68,14 +69,17 @@ int main(int argc, char **argv) {
     double duration = atof(argv[3]);
     size_t payload = (size_t)atol(argv[4]);
     long channel = strtol(argv[5], NULL, 0);
-    offset = channel ? 4 : 0;
+    offset = channel == 1 ? 2 : channel ? 4 : 0;
     if (payload < 20 || payload + offset > MAX_PACKET || rate < 0 || duration <= 0) {
         fprintf(stderr, "gen: payload must be 20..%d bytes, rate >= 0, duration > 0\n", MAX_PACKET - 4);
         return 2;
     }
     for (int i = 0; i < BATCH; i++) {
         memset(packets[i], 0, MAX_PACKET);
-        if (channel) {
+        if (channel == 1) {
+            packets[i][0] = (unsigned char)(payload >> 8);
+            packets[i][1] = (unsigned char)payload;
+        } else if (channel) {
             packets[i][0] = (unsigned char)(channel >> 8);
             packets[i][1] = (unsigned char)channel;
             packets[i][2] = (unsigned char)(payload >> 8);

@@ -23,6 +23,13 @@ EDGE_HELP = {
     "region": "the region (PoP) this edge serves",
     "public": "UDP address the relay binds for clients (host:port)",
     "advertise": "relay address put in answers, if not the bound one (host:port)",
+    "relay_tcp": "TCP address the relay binds for ICE-TCP clients whose UDP is blocked (host:port, 443 in "
+                 "deployment; RFC 6544 passive candidate, RFC 4571 framing); empty: no ICE-TCP",
+    "advertise_tcp": "ICE-TCP address put in answers, if not the advertised host with the bound port (host:port)",
+    "tcp_max_connections": "ICE-TCP connections the relay holds at most",
+    "tcp_max_per_source": "ICE-TCP connections one source (IPv4 address or IPv6 /64) may hold",
+    "tcp_first_packet_timeout_s": "seconds an ICE-TCP connection has to send a STUN Binding request with a "
+                                  "valid routing token before it is closed",
     "backbone": "UDP address facing transceivers (host:port; a fixed port lets a restarted or upgraded edge "
                 "pick its calls up)",
     "http": "WHIP front address (host:port)",

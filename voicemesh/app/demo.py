@@ -67,7 +67,8 @@ async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50, connec
 
     ``advertise`` is the relay address put in answers, if not the relay's own;
     ``keys`` the mesh keys (default: one random key); ``edge_options`` sets
-    more EdgeConfig fields (``api_keys`` turns on WHIP authorization).
+    more EdgeConfig fields, or other addresses than loopback (``api_keys``
+    turns on WHIP authorization, ``relay_tcp`` ICE-TCP).
     ``agent`` is served instead of the echo agent (over real gRPC, like it).
     """
     registry_url = f"memory://mesh-{secrets.token_hex(4)}"
@@ -89,8 +90,8 @@ async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50, connec
         stack.push_async_callback(transceiver.close)
         runner = await api.serve(transceiver, hop, LOOPBACK, 0)
         stack.push_async_callback(runner.cleanup)
-        edge = EdgeNode(EdgeConfig(public=f"{LOOPBACK}:0", backbone=f"{LOOPBACK}:0", http=f"{LOOPBACK}:0",
-                                   advertise=advertise, **(edge_options or {})),
+        edge = EdgeNode(EdgeConfig(**{"public": f"{LOOPBACK}:0", "backbone": f"{LOOPBACK}:0", "http": f"{LOOPBACK}:0",
+                                      "advertise": advertise, **(edge_options or {})}),
                         edge_registry, keys)
         stack.push_async_callback(edge.close)
         await edge.start()

@@ -18,6 +18,13 @@ seen (edge/relay_core.py, core/mux_core.py):
   bytes | server ufrag length u8 | server ufrag)``. One answer is one or more frames, the last one flagged,
   even when it vouches for nothing.
 
+**Transport** (RFC 6544 ICE-TCP): the family byte's top bit (``TCP`` = 0x80) marks a client that reached the
+edge over TCP with RFC 4571 framing: family 0x84 (IPv4) or 0x86 (IPv6), header lengths unchanged. The frame
+carries one framed packet (the RFC 4571 length is not carried). A TCP route and a UDP route of the same
+client address are distinct headers, so the edge sends each reply back over the transport it came on. A
+part that does not know the bit drops such frames (``family``), as it drops control frames. Frame version 1
+is unchanged: a UDP header is byte for byte what it was.
+
 The client never chooses a frame's header (the edge writes it), so no datagram of a client can be read as
 a control frame, and header_length keeps refusing them (``family``): a part that does not know control
 frames drops them. A new control message is a new type; an unknown type is dropped (``control_type``).
@@ -31,9 +38,12 @@ from dataclasses import dataclass
 
 MAGIC = b"VM"
 VERSION = 1
-_FIXED = struct.Struct(">2sBBHH")  # magic, version, family (4 or 6), client port, edge id: 8 bytes
+_FIXED = struct.Struct(">2sBBHH")  # magic, version, family (4 or 6, | TCP), client port, edge id: 8 bytes
 _PORT_AND_EDGE = struct.Struct(">HH").unpack_from
-_HEADER_LENGTHS = {MAGIC + bytes([VERSION, 4]): 12, MAGIC + bytes([VERSION, 6]): 24}
+TCP = 0x80
+"""Family bit: the client's packets come over TCP (RFC 6544 ICE-TCP, RFC 4571 framing)."""
+_HEADER_LENGTHS = {MAGIC + bytes([VERSION, family]): 12 if family & 0x0F == 4 else 24
+                   for family in (4, 6, 4 | TCP, 6 | TCP)}
 
 
 CONTROL = 0
@@ -63,12 +73,13 @@ class MalformedFrame(ValueError):
         self.reason = reason
 
 
-def encode_header(client: tuple[str, int], edge_id: int) -> bytes:
+def encode_header(client: tuple[str, int], edge_id: int, *, tcp: bool = False) -> bytes:
     """Return the frame header for a client address: 12 bytes for IPv4, 24 for IPv6.
 
-    Layout (big endian): b"VM" | version u8 = 1 | family u8 (4 or 6) | client port u16 | edge id u16 |
-    client IP (4 or 16 bytes). `client` is a socket address (IPv6 ones may carry flowinfo and scope id,
-    which are not encoded); an IPv4-mapped IPv6 address ("::ffff:192.0.2.1") is encoded as IPv4.
+    Layout (big endian): b"VM" | version u8 = 1 | family u8 (4 or 6, with TCP (0x80) set for a client
+    over TCP when ``tcp``) | client port u16 | edge id u16 | client IP (4 or 16 bytes). `client` is a
+    socket address (IPv6 ones may carry flowinfo and scope id, which are not encoded); an IPv4-mapped IPv6
+    address ("::ffff:192.0.2.1") is encoded as IPv4.
     Raises ValueError for a bad IP text, or a port or edge id outside 0..65535.
     """
     address = ipaddress.ip_address(client[0])
@@ -79,7 +90,7 @@ def encode_header(client: tuple[str, int], edge_id: int) -> bytes:
         raise ValueError(f"client port must be in 0..65535, got {port}")
     if not 0 <= edge_id <= 0xFFFF:
         raise ValueError(f"edge id must be in 0..65535, got {edge_id}")
-    return _FIXED.pack(MAGIC, VERSION, address.version, port, edge_id) + address.packed
+    return _FIXED.pack(MAGIC, VERSION, address.version | (TCP if tcp else 0), port, edge_id) + address.packed
 
 
 def _reason(data: bytes) -> str:
@@ -87,7 +98,7 @@ def _reason(data: bytes) -> str:
         return "magic"
     if len(data) >= 3 and data[2] != VERSION:
         return "version"
-    if len(data) >= 4 and data[3] not in (4, 6):
+    if len(data) >= 4 and data[3] not in (4, 6, 4 | TCP, 6 | TCP):
         return "family"
     return "truncated"
 
@@ -102,6 +113,11 @@ def header_length(data: bytes) -> int:
     if n is None or len(data) < n:
         raise MalformedFrame(_reason(data))
     return n
+
+
+def is_tcp(header: bytes) -> bool:
+    """Whether a frame (header_length accepts it) carries a client over TCP (family bit TCP)."""
+    return bool(header[3] & TCP)
 
 
 def decode(data: bytes) -> tuple[tuple[str, int], int, int]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .meshkeys import MeshKeys
 from .replay import ReplayCache, ReplayCacheFull
-from .signaling import CLIENT_ADDRESS, EDGE_ID, RELAY_ADDRESS
+from .signaling import CLIENT_ADDRESS, EDGE_ID, RELAY_ADDRESS, RELAY_TCP_ADDRESS
 
 SIGNATURE = "Voicemesh-Signature"
 """The request header that carries the signature."""
@@ -55,6 +55,7 @@ class HopRequest:
     edge_id: str = ""
     relay_address: str = ""
     client_address: str = ""
+    relay_tcp_address: str = ""
 
     @classmethod
     def from_headers(cls, method: str, path: str, transceiver: str, body: bytes,
@@ -62,13 +63,17 @@ class HopRequest:
         """The request with its hop headers read from ``headers`` (a case-insensitive mapping on the
         transceiver's side; the dict the edge sends on its side)."""
         return cls(method.upper(), path, transceiver, body, headers.get(EDGE_ID, ""),
-                   headers.get(RELAY_ADDRESS, ""), headers.get(CLIENT_ADDRESS, ""))
+                   headers.get(RELAY_ADDRESS, ""), headers.get(CLIENT_ADDRESS, ""),
+                   headers.get(RELAY_TCP_ADDRESS, ""))
 
     def canonical(self, t: int, key_id: int) -> bytes:
-        """The bytes the MAC is computed over: one field per line (header values hold no line breaks)."""
-        return "\n".join(["voicemesh-hop-v1", str(t), str(key_id), self.method, self.path, self.transceiver,
-                          hashlib.sha256(self.body).hexdigest(), self.edge_id, self.relay_address,
-                          self.client_address]).encode()
+        """The bytes the MAC is computed over: one field per line (header values hold no line breaks). The
+        ICE-TCP relay address, when present, is one more line, so a request without it signs as before."""
+        fields = ["voicemesh-hop-v1", str(t), str(key_id), self.method, self.path, self.transceiver,
+                  hashlib.sha256(self.body).hexdigest(), self.edge_id, self.relay_address, self.client_address]
+        if self.relay_tcp_address:
+            fields.append(self.relay_tcp_address)
+        return "\n".join(fields).encode()
 
 
 class HopSigner:

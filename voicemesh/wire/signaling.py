@@ -13,5 +13,9 @@ EDGE_ID = "Voicemesh-Edge-Id"
 RELAY_ADDRESS = "Voicemesh-Relay-Address"
 """Header: the edge relay's public UDP address (``host:port``), the answer's only candidate."""
 
+RELAY_TCP_ADDRESS = "Voicemesh-Relay-Tcp-Address"
+"""Header: the edge relay's public ICE-TCP address (``host:port``, RFC 6544 passive), if it has one; the
+answer then carries a second candidate, ``tcptype passive`` on it, after the UDP one."""
+
 CLIENT_ADDRESS = "Voicemesh-Client-Address"
 """Header: the caller's IP address as the edge saw it (for logs and geo)."""
