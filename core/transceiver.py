@@ -37,6 +37,7 @@ from voicemesh.runtime import telemetry
 from voicemesh.runtime.tasks import spawn
 from voicemesh.runtime.udp import bind_udp
 from voicemesh.wire.addr import format_hostport, parse_hostport
+from voicemesh.wire.sessionid import RANDOM_BYTES, SessionIds
 from voicemesh.wire.token import TokenCodec
 
 log = logging.getLogger("voicemesh.transceiver")
@@ -146,6 +147,7 @@ class Transceiver:
         self.config = config
         self.registry = registry
         self.tokens = tokens
+        self.session_ids = SessionIds(tokens.mesh_keys)
         self.sessions: dict[str, Session] = {}
         self._admitting: set[str] = set()
         self.record: NodeRecord | None = None
@@ -269,7 +271,7 @@ class Transceiver:
         ``traceparent``) lasts until the session ends; ICE, DTLS and first
         audio are its events.
         """
-        session_id = secrets.token_urlsafe(16)
+        session_id = self.session_ids.mint(secrets.token_bytes(RANDOM_BYTES))
         self._admit(session_id)
         try:
             offer = check_offer(offer_sdp)

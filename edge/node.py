@@ -28,6 +28,7 @@ from voicemesh.wire.addr import format_hostport, parse_hostport
 from voicemesh.wire.clienttoken import ClientTokenCodec
 from voicemesh.wire.hopauth import HopSigner
 from voicemesh.wire.meshkeys import MeshKeys
+from voicemesh.wire.sessionid import SessionIds
 from voicemesh.wire.token import TokenCodec
 
 log = logging.getLogger("voicemesh.edge")
@@ -124,7 +125,8 @@ class EdgeNode:
 
         self._whip = WhipFront(self.registry, record, relay.stats, hop=HopSigner(self.keys),
                                client_tokens=ClientTokenCodec(self.keys), on_answer=flows.expect,
-                               api_keys=self.api_keys, cors=self.cors, limiter=SourceLimiter(cfg.whip_rate_per_s, cfg.whip_burst),
+                               api_keys=self.api_keys, cors=self.cors, session_ids=SessionIds(self.keys),
+                               limiter=SourceLimiter(cfg.whip_rate_per_s, cfg.whip_burst),
                                max_pending=cfg.whip_max_pending, region_rtt_ms=cfg.region_rtts())
         limits = HttpLimits(header_timeout_s=cfg.http_header_timeout_s, body_timeout_s=cfg.http_body_timeout_s,
                             idle_timeout_s=cfg.http_idle_timeout_s, max_requests=cfg.http_max_requests,

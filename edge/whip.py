@@ -53,6 +53,7 @@ from voicemesh.wire.clienttoken import MAX_TTL_S, BadClientToken, ClientTokenCod
 from voicemesh.wire.geo import distance_km
 from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner
 from voicemesh.wire.replay import ReplayCache, ReplayCacheFull
+from voicemesh.wire.sessionid import SessionIds
 from voicemesh.wire.signaling import (
     CLIENT_ADDRESS,
     EDGE_ID,
@@ -165,7 +166,8 @@ class WhipFront:
     ``on_answer(answer_sdp, session_id, span_context)`` is told of each
     session created, so the relay's first packet can join the trace.
     ``hop`` signs the requests to transceivers. ``cors`` grants pages on other
-    origins (none: no origin is granted). ``api_keys`` (none or empty:
+    origins (none: no origin is granted). ``session_ids`` recognises this
+    mesh's session ids (none: no id is, and a DELETE of an ended session gets 404). ``api_keys`` (none or empty:
     WHIP is open) turn authorization on (see the module docstring);
     ``client_tokens`` issues and checks client tokens; ``wall_clock`` gives
     unix seconds for token expiry and signatures.
@@ -185,7 +187,7 @@ class WhipFront:
                  region_policy: RegionPolicy = pin_from_request,
                  *, hop: HopSigner, client_tokens: ClientTokenCodec,
                  on_answer: Callable[[bytes, str, SpanContext], None] | None = None, api_keys: ApiKeys | None = None,
-                 cors: Cors | None = None,
+                 cors: Cors | None = None, session_ids: SessionIds | None = None,
                  limiter: SourceLimiter | None = None, max_pending: int = 256,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
                  region_rtt_ms: Mapping[str, float] | None = None) -> None:
@@ -194,6 +196,7 @@ class WhipFront:
         self.hop = hop
         self.api_keys = api_keys or ApiKeys({})
         self.cors = cors or Cors(())
+        self.session_ids = session_ids
         self.client_tokens = client_tokens
         self.used_tokens = ReplayCache(TOKEN_REPLAY_CAPACITY)
         self.wall_clock = wall_clock
@@ -467,8 +470,18 @@ class WhipFront:
         return response
 
     async def delete_session(self, request: web.Request) -> web.StreamResponse:
-        """WHIP DELETE (RFC 9725 4.2): end the session on the transceiver that owns it."""
-        return await self._forward("DELETE", request.match_info["session_id"])
+        """WHIP DELETE (RFC 9725 4.2): end the session on the transceiver that owns it, ``200``.
+
+        A session of this mesh that has ended already (its caller closed the peer connection first, ICE
+        failed, the agent hung up) gets ``200`` as well: the DELETE asks for the session to be over and
+        its resources freed, which holds, and DELETE is idempotent (RFC 9110 9.2.2). An id this mesh never
+        issued (voicemesh/wire/sessionid.py) gets ``404``."""
+        session_id = request.match_info["session_id"]
+        response = await self._forward("DELETE", session_id)
+        if response.status == 404 and self.session_ids is not None and self.session_ids.issued(session_id):
+            self.counters["deleted_after_end"] += 1
+            return web.Response(status=200)
+        return response
 
     def _sign(self, method: str, url: str, transceiver: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         """The signature header for a request to a transceiver (voicemesh/wire/hopauth.py)."""
