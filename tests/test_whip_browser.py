@@ -10,6 +10,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -115,7 +116,12 @@ class TwoNetworks:
         ip("-n", self.name, "addr", "del", f"{self.a_browser}/30", "dev", f"{self.name}a0")
 
     def __exit__(self, *_exc: object) -> None:
-        subprocess.run(["ip", "netns", "pids", self.name], capture_output=True)
+        """Kill what still runs in the namespace (Chromium's helpers), delete the links and the namespace."""
+        pids = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+        for link in ("a", "b"):
+            subprocess.run(["ip", "link", "del", f"{self.name}{link}"], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
