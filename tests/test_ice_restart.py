@@ -16,6 +16,8 @@ from aiortc.mediastreams import AudioStreamTrack
 
 from voicemesh.app.demo import LOOPBACK, embedded_mesh
 from voicemesh.core import hooks
+from voicemesh.edge.config import EdgeConfig
+from voicemesh.edge.node import EdgeNode
 from voicemesh.wire.signaling import SDP_TYPE, TRICKLE_TYPE
 from voicemesh.wire.token import TokenCodec
 
@@ -112,6 +114,38 @@ async def test_a_caller_that_moves_keeps_its_call_through_an_ice_restart() -> No
             assert resp.status == 200
         transport.close()
         await pc.close()
+
+
+async def test_a_caller_that_moves_to_another_edge_restarts_ice_through_it() -> None:
+    async with embedded_mesh() as mesh, aiohttp.ClientSession() as http:
+        other = EdgeNode(EdgeConfig(node_id="edge-2", public=f"{LOOPBACK}:0", backbone=f"{LOOPBACK}:0",
+                                    http=f"{LOOPBACK}:0"), mesh.edge.registry, mesh.keys)
+        await other.start()
+        try:
+            pc, location, _ = await connected_caller(http, mesh.whip_url)
+            while len(mesh.transceiver.registry.nodes("edge")) < 2:
+                await asyncio.sleep(0.02)
+            before = await received_packets(pc)
+            ufrag, pwd = secrets.token_hex(4), secrets.token_hex(16)
+            async with http.patch(other.url + location, data=sdpfrag(ufrag, pwd),
+                                  headers=TRICKLE | {"If-Match": "*"}) as resp:
+                assert resp.status == 200
+                answer = await resp.text()
+            assert f" {other.record.public_relay.replace(':', ' ')} typ host" in answer, "the new edge's relay"
+            _, transport = await move_caller(hooks.ice_connection(pc), ufrag, pwd, answer)
+            await asyncio.sleep(2.0)
+            assert await received_packets(pc) - before > 50
+            assert other.relay is not None
+            [flow] = other.relay.flows.by_client.values()
+            assert flow.client == transport.get_extra_info("sockname")[:2] and flow.packets_out > 50
+            session = next(iter(mesh.transceiver.sessions.values()))
+            assert session.edge.edge_id == other.record.index
+            async with http.delete(mesh.edge.url + location) as resp:
+                assert resp.status == 200
+            transport.close()
+            await pc.close()
+        finally:
+            await other.close()
 
 
 async def test_patch_needs_if_match_and_the_current_ice_session() -> None:
