@@ -180,7 +180,8 @@ class WhipFront:
     passed on to the next), ``transceiver_unreachable`` (no connection within CONNECT_TIMEOUT_S, passed on
     too), ``unauthorized_<reason>`` (401, the reason as
     ``BadClientToken``'s, or ``missing``, ``replayed``), and issued client
-    tokens as ``client_tokens_issued``.
+    tokens as ``client_tokens_issued``, ICE restarts answered as ``ice_restarts``, DELETEs of ended
+    sessions as ``deleted_after_end``; ``GET /v1/status`` adds the CORS counters (edge/cors.py).
     """
 
     def __init__(self, registry: Registry, edge: Callable[[], NodeRecord], relay_stats: Callable[[], dict],
