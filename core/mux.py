@@ -104,6 +104,10 @@ class BackboneMux:
             raise ValueError("the session is closed")
         self.core.rekey(transport.session, ufrag, local_pwd, remote_pwd)
 
+    def on_tcp(self, transport: MuxTransport) -> bool:
+        """Whether ``transport``'s session has its media on an ICE-TCP route now (MuxCore.on_tcp)."""
+        return transport.session is not None and self.core.on_tcp(transport.session)
+
     def unregister(self, session: MuxSession) -> None:
         """Forget a session and its routes, and tell each route's edge (a close frame: header, no payload)."""
         for close, edge in self.core.unregister(session):

@@ -172,6 +172,12 @@ class MuxCore:
         self.sessions[session.ufrag] = session
         return session
 
+    @staticmethod
+    def on_tcp(session: MuxSession) -> bool:
+        """Whether ``session``'s media runs over ICE-TCP now (its active route came through an edge's TCP
+        listener)."""
+        return session.active is not None and frame.is_tcp(session.active.header)
+
     def rekey(self, session: MuxSession, ufrag: str, local_pwd: str, remote_pwd: str) -> None:
         """ICE restart (RFC 8445 9, RFC 9725 4.3.3): ``session`` takes Binding requests for the new server
         ufrag ``ufrag`` signed with the new ``local_pwd``, and proves routes with answers signed with the

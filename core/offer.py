@@ -133,16 +133,21 @@ TCP_PASSIVE_PRIORITY = (126 << 24) | ((4 << 13 | 8191) << 8) | 255
 so a caller whose UDP works keeps it."""
 
 
+def tcp_candidate(relay_tcp: tuple[str, int]) -> str:
+    """The ``a=candidate`` value (RFC 8839 5.1) of the RFC 6544 passive TCP host candidate on ``relay_tcp``
+    (the edge's ICE-TCP address, (host, port)). Raises ValueError for a port outside 1..65535."""
+    host, port = relay_tcp
+    if not 0 < port <= 0xFFFF:
+        raise ValueError(f"ICE-TCP port must be in 1..65535, got {port}")
+    return f"{candidate_foundation('host', 'tcp', host)} 1 tcp {TCP_PASSIVE_PRIORITY} {host} {port} typ host tcptype passive"
+
+
 def add_tcp_candidate(answer: str, relay_tcp: tuple[str, int]) -> str:
     """The answer with an RFC 6544 passive TCP host candidate on ``relay_tcp`` (the edge's ICE-TCP address,
     (host, port)) after the last ``a=candidate:`` line of every m-section that has one (the UDP candidate
     comes first; ``a=end-of-candidates`` stays last). Sections without candidates are left alone. Line
     endings are kept. Raises ValueError for a port outside 1..65535."""
-    host, port = relay_tcp
-    if not 0 < port <= 0xFFFF:
-        raise ValueError(f"ICE-TCP port must be in 1..65535, got {port}")
-    line = (f"a=candidate:{candidate_foundation('host', 'tcp', host)} 1 tcp {TCP_PASSIVE_PRIORITY} {host} {port}"
-            " typ host tcptype passive")
+    line = "a=candidate:" + tcp_candidate(relay_tcp)
     lines = answer.splitlines(keepends=True)
     out: list[str] = []
     for i, current in enumerate(lines):

@@ -31,7 +31,7 @@ from voicemesh.core.agent_link import AgentLink, AgentSession
 from voicemesh.core.config import TransceiverConfig
 from voicemesh.core.media import RTP_CLOCK_HZ, AgentAudioTrack, OpusDecoder, OpusEncoder
 from voicemesh.core.mux import BackboneMux, MuxTransport
-from voicemesh.core.offer import OfferRejected, add_tcp_candidate, check_offer, restart_answer
+from voicemesh.core.offer import OfferRejected, add_tcp_candidate, check_offer, restart_answer, tcp_candidate
 from voicemesh.registry import AlreadyClaimed, Claim, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
 from voicemesh.runtime.tasks import spawn
@@ -375,16 +375,23 @@ class Transceiver:
 
     def ice_answer(self, session: Session) -> str:
         """The session's current ICE answer as a WHIP PATCH answer fragment (core/offer.py restart_answer):
-        server ufrag and pwd, the UDP relay address of ``session.edge`` as its candidate, and its ICE-TCP
-        address as a passive TCP candidate after it when the edge serves ICE-TCP (as in the first
-        answer). Raises RestartRefused("closing") once the session's ICE is closed."""
+        server ufrag and pwd, and one candidate on ``session.edge``: its ICE-TCP address (passive) when the
+        edge serves ICE-TCP and the session's media runs over TCP now (the caller's network drops UDP),
+        else its UDP relay address.
+
+        One candidate, not the first answer's two: the reference WHIP client (whip-whep 1.2.0) joins the
+        candidates of a restart answer with commas into the remote description, which browsers then refuse.
+        Raises RestartRefused("closing") once the session's ICE is closed."""
         conn = hooks.ice_connection(session.pc)
-        if session.transport is None or session.transport.protocol is None:
+        if self.mux is None or session.transport is None or session.transport.protocol is None:
             raise RestartRefused("closing")
-        candidate = hooks.local_candidate_sdp(session.transport.protocol, session.edge.relay)
+        relay_tcp = session.edge.relay_tcp
+        if relay_tcp is not None and self.mux.on_tcp(session.transport):
+            candidate = tcp_candidate(relay_tcp)
+        else:
+            candidate = hooks.local_candidate_sdp(session.transport.protocol, session.edge.relay)
         kind, mid = session.media
-        answer = restart_answer(conn.local_username, conn.local_password, kind, mid, candidate)
-        return answer if session.edge.relay_tcp is None else add_tcp_candidate(answer, session.edge.relay_tcp)
+        return restart_answer(conn.local_username, conn.local_password, kind, mid, candidate)
 
     def _on_new_lease(self) -> None:
         spawn(self._reclaim(), "reclaim sessions", self._tasks)

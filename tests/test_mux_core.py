@@ -621,3 +621,15 @@ def test_a_rekey_never_takes_another_sessions_ufrag(core: MuxCore, sink: Sink, s
     core.unregister(session)
     with pytest.raises(ValueError, match="not registered"):
         core.rekey(session, "Another0123456789abcdef", NEW_LOCAL_PWD, NEW_REMOTE_PWD)
+
+
+def test_on_tcp_follows_the_active_route_transport(core: MuxCore, session: MuxSession) -> None:
+    assert not MuxCore.on_tcp(session), "no media path yet"
+    prove(core, session, CALLER)
+    assert core.receive(framed(CALLER, SRTP), EDGE, 1.0) is None and not MuxCore.on_tcp(session)
+    header = frame.encode_header(REBOUND, 1, tcp=True)
+    assert core.receive(header + check(), EDGE, 2.0) is None
+    request = our_check()
+    core.send(session, request, REBOUND)
+    assert core.receive(header + answer(request, client=REBOUND), EDGE, 2.0) is None
+    assert core.receive(header + SRTP, EDGE, 2.5) is None and MuxCore.on_tcp(session), "the media moved to TCP"

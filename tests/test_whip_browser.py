@@ -53,10 +53,12 @@ def test_the_vendored_client_is_the_published_one() -> None:
     assert hashlib.sha256((CLIENT / "whip.js").read_bytes()).hexdigest() == WHIP_JS_SHA256
 
 
-async def test_the_reference_client_calls_from_another_origin_with_trickle_and_an_ice_restart() -> None:
+@pytest.mark.parametrize("ice_tcp", [False, True], ids=["udp", "ice-tcp-edge"])
+async def test_the_reference_client_calls_from_another_origin_with_trickle_and_an_ice_restart(ice_tcp: bool) -> None:
     runner, origin = await app_origin()
+    options = {"api_keys": f"app:{API_KEY}", "cors_origins": origin} | ({"relay_tcp": "127.0.0.1:0"} if ice_tcp else {})
     try:
-        async with embedded_mesh(edge_options={"api_keys": f"app:{API_KEY}", "cors_origins": origin}) as mesh:
+        async with embedded_mesh(edge_options=options) as mesh:
             page = URL(f"{origin}/page.html").with_query(
                 whip=mesh.whip_url, token=await client_token(mesh.edge.url, origin))
             result = await browser_call(str(page), bundled_speech(), seconds=2)
