@@ -1,15 +1,16 @@
 """The transceiver's HTTP API, reached by edges over the backbone (not by callers).
 
 ``POST /v1/sessions`` takes the caller's WHIP offer as forwarded by an edge,
-with the edge's identity in headers, and returns ``201`` with the answer and
-``Location``; ``DELETE /v1/sessions/{id}`` ends a session; ``GET /v1/status``
+with the edge's identity in headers, and returns ``201`` with the answer,
+``Location`` and ``ETag``; ``PATCH /v1/sessions/{id}`` takes trickle ICE and ICE
+restarts (RFC 9725 4.3); ``DELETE /v1/sessions/{id}`` ends a session; ``GET /v1/status``
 reports sessions, the mux's counters (``mux``: drops by reason, ``rx``, ``tx``), its route
 events (``mux_routes``), its live routes by the caller's transport (``routes_by_transport``: udp, tcp)
 and the asyncio tasks of the process (``tasks``). Errors are RFC 9457 problem details. An offer from an
 edge that serves ICE-TCP carries its TCP address (``Voicemesh-Relay-Tcp-Address``); the answer then has a
 passive TCP candidate after the UDP one (core/offer.py add_tcp_candidate).
 
-POST and DELETE must carry an edge's hop signature (voicemesh/wire/hopauth.py): an unsigned, wrongly
+POST, PATCH and DELETE must carry an edge's hop signature (voicemesh/wire/hopauth.py): an unsigned, wrongly
 signed, stale or replayed one gets ``401`` and is counted by reason in the status's ``hop_refused``. The
 status stays open to the backbone: it is read-only and tells no caller's data, only counts.
 """
@@ -24,13 +25,22 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from voicemesh.core.offer import OfferRejected
-from voicemesh.core.transceiver import Capacity, EdgeHop, Transceiver
+from voicemesh.core.offer import OfferRejected, parse_sdpfrag
+from voicemesh.core.transceiver import Capacity, EdgeHop, RestartRefused, Transceiver
 from voicemesh.runtime import telemetry
-from voicemesh.runtime.http import HttpLimits, problem, read_offer, serve_app
+from voicemesh.runtime.http import HttpLimits, if_match, problem, read_offer, read_sdpfrag, serve_app
 from voicemesh.wire.addr import parse_hostport
 from voicemesh.wire.hopauth import SIGNATURE, BadSignature, HopRequest, HopVerifier
-from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, RELAY_ADDRESS, RELAY_TCP_ADDRESS, SDP_TYPE
+from voicemesh.wire.signaling import (
+    CLIENT_ADDRESS,
+    EDGE_ID,
+    MAX_OFFER_BYTES,
+    MAX_SDPFRAG_BYTES,
+    RELAY_ADDRESS,
+    RELAY_TCP_ADDRESS,
+    SDP_TYPE,
+    TRICKLE_TYPE,
+)
 
 log = logging.getLogger("voicemesh.api")
 
@@ -56,15 +66,10 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
             return problem(401, "bad-hop-signature", f"this API takes requests signed by an edge ({SIGNATURE});"
                                                      f" this one is {exc.reason.replace('_', ' ')}")
 
-    async def post_session(request: web.Request) -> web.StreamResponse:
-        offer = await read_offer(request, MAX_OFFER_BYTES)
-        if isinstance(offer, web.Response):
-            return offer
-        refusal = unsigned(request, offer.encode())
-        if refusal is not None:
-            return refusal
+    def edge_hop(request: web.Request) -> EdgeHop | web.Response:
+        """The forwarding edge named by the hop headers, or a 400."""
         try:
-            edge = EdgeHop(
+            return EdgeHop(
                 edge_id=int(request.headers[EDGE_ID]),
                 relay=parse_hostport(request.headers[RELAY_ADDRESS]),
                 client_ip=request.headers.get(CLIENT_ADDRESS, ""),
@@ -74,6 +79,17 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
         except (KeyError, ValueError):
             return problem(400, "missing-edge-headers",
                            f"offers reach a transceiver through an edge, with {EDGE_ID} and {RELAY_ADDRESS}")
+
+    async def post_session(request: web.Request) -> web.StreamResponse:
+        offer = await read_offer(request, MAX_OFFER_BYTES)
+        if isinstance(offer, web.Response):
+            return offer
+        refusal = unsigned(request, offer.encode())
+        if refusal is not None:
+            return refusal
+        edge = edge_hop(request)
+        if isinstance(edge, web.Response):
+            return edge
         try:
             session = await transceiver.create_session(offer, edge)
         except OfferRejected as exc:
@@ -86,8 +102,56 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
             status=201,
             text=session.answer,
             content_type=SDP_TYPE,
-            headers={"Location": f"/v1/sessions/{session.id}"},
+            headers={"Location": f"/v1/sessions/{session.id}", "ETag": session.etag},
         )
+
+    async def patch_session(request: web.Request) -> web.StreamResponse:
+        """RFC 9725 4.3: trickle ICE (``204``; the caller's candidates are not needed, its address comes
+        from its first check through the relay) or an ICE restart (``200`` with the answer fragment and the
+        new ``ETag``). ``If-Match`` is required (``428``) and must match the ICE generation (``412``); a
+        restart carries ``If-Match: *``. The same request again (a lost answer) gets the same answer."""
+        frag = await read_sdpfrag(request, MAX_SDPFRAG_BYTES)
+        if isinstance(frag, web.Response):
+            return frag
+        refusal = unsigned(request, frag.encode())
+        if refusal is not None:
+            return refusal
+        edge = edge_hop(request)
+        if isinstance(edge, web.Response):
+            return edge
+        session = transceiver.sessions.get(request.match_info["session_id"])
+        if session is None:
+            return problem(404, "no-such-session", "no session with this id is live on this transceiver")
+        condition = request.headers.get("If-Match")
+        matched = if_match(condition, session.etag)
+        if matched is None:
+            return problem(428, "if-match-required", "a PATCH needs If-Match: the ETag of the ICE session, or *"
+                                                     " for an ICE restart (RFC 9725 4.3.1)")
+        if not matched:
+            return problem(412, "ice-session-changed", "If-Match does not name the current ICE session: it was"
+                                                       " restarted", headers={"ETag": session.etag})
+        try:
+            parsed = parse_sdpfrag(frag)
+        except OfferRejected as exc:
+            return problem(400, exc.title, exc.detail)
+        restart = condition is not None and condition.strip() == "*"
+        try:
+            if (parsed.ufrag, parsed.pwd) == (session.remote_ufrag, session.remote_pwd):
+                if not restart or parsed.mids:
+                    return web.Response(status=204, headers={"ETag": session.etag})
+                answer = transceiver.ice_answer(session)  # a restart asked again: the same answer
+            elif not restart:
+                return problem(422, "ice-credentials-mismatch", "the fragment's ice-ufrag and ice-pwd are not this"
+                                                                " ICE session's; an ICE restart carries If-Match: *")
+            else:
+                answer = transceiver.restart_ice(session, parsed.ufrag, parsed.pwd, edge)
+        except RestartRefused as exc:
+            if exc.reason == "too_many":
+                return problem(429, "too-many-ice-restarts", "this session made as many ICE restarts as it may;"
+                                                             " start a new session")
+            return problem(409, "ice-not-connected", "ICE cannot restart before it has connected, or while"
+                                                     " the session ends")
+        return web.Response(status=200, text=answer, content_type=TRICKLE_TYPE, headers={"ETag": session.etag})
 
     async def delete_session(request: web.Request) -> web.StreamResponse:
         refusal = unsigned(request, await request.read())
@@ -113,6 +177,7 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
 
     app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[telemetry.server_spans()])
     app.router.add_post("/v1/sessions", post_session)
+    app.router.add_patch("/v1/sessions/{session_id}", patch_session)
     app.router.add_delete("/v1/sessions/{session_id}", delete_session)
     app.router.add_get("/v1/status", status)
     return app

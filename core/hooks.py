@@ -3,7 +3,8 @@
 aiortc has no public knob for the server ICE ufrag, for the sockets aioice
 uses, or for taking Opus packets off the wire without its jitter buffer and
 decoder; aioice none for handing it DTLS/SRTP that arrived through the mux, or
-for forgetting a peer-reflexive address. The transceiver needs all five, so this
+for forgetting a peer-reflexive address; and aioice has no ICE restart (RFC 8445 9). The transceiver needs
+all six, so this
 module reads and writes a handful of private attributes; and aioice has no option
 to gather on one chosen address, which the test client (``voicemesh call --bind``)
 needs. aiortc and aioice are pinned exactly in pyproject.toml;
@@ -53,9 +54,13 @@ def check() -> None:
                  "_local_candidates_start", "_local_candidates_end", "data_received"):
         if not hasattr(conn, name):
             raise HookError(f"aioice.Connection has no {name}")
-    for name in ("_remote_candidates", "_check_list", "_nominated", "_early_checks"):
+    for name in ("_remote_candidates", "_check_list", "_nominated", "_early_checks", "_nominating",
+                 "_local_password", "_closing", "remote_username", "remote_password"):
         if not hasattr(conn, name):
             raise HookError(f"aioice.Connection has no {name}")
+    for name in ("local_username", "local_password"):
+        if not isinstance(getattr(Connection, name, None), property):
+            raise HookError(f"aioice.Connection.{name} is no longer a property over _{name}")
     if list(inspect.signature(Connection.data_received).parameters) != ["self", "data", "component"]:
         raise HookError("aioice.Connection.data_received is no longer data_received(data, component)")
     for name in ("datagram_received", "connection_made", "connection_lost", "close"):
@@ -69,8 +74,13 @@ def check() -> None:
             raise HookError(f"aioice.CandidatePair has no {name}")
     if "__jitter_buffer" not in inspect.getsource(RTCRtpReceiver.__init__):
         raise HookError("RTCRtpReceiver no longer has a jitter buffer attribute")
-    if not hasattr(aioice.ice, "validate_username"):
-        raise HookError("aioice.ice has no validate_username")
+    for name in ("validate_username", "validate_password"):
+        if not hasattr(aioice.ice, name):
+            raise HookError(f"aioice.ice has no {name}")
+    if "self.local_password" not in inspect.getsource(Connection.request_received):
+        raise HookError("aioice.Connection.request_received no longer checks integrity with local_password")
+    if "self.remote_password" not in inspect.getsource(Connection.query_consent):
+        raise HookError("aioice.Connection.query_consent no longer reads remote_password on each round")
     if not isinstance(getattr(RTCIceGatherer(), "_connection", None), Connection):
         raise HookError("RTCIceGatherer has no _connection (an aioice Connection)")
     if list(inspect.signature(aioice.ice.get_host_addresses).parameters) != ["use_ipv4", "use_ipv6"]:
@@ -161,6 +171,47 @@ def forget_address(protocol: StunProtocol, addr: tuple[str, int]) -> None:
     early = [check for check in conn._early_checks if check[1][0] == host and check[1][1] == port]
     for check in early:
         conn._early_checks.remove(check)
+
+
+def restart_ice(conn: Connection, local_ufrag: str, local_pwd: str, remote_ufrag: str, remote_pwd: str) -> None:
+    """ICE restart (RFC 8445 9) of a connected ``conn``, keeping its selected pair, on the controlled side.
+
+    The local and remote ufrag and pwd become the new ones at once: checks signed with the old
+    credentials get 401 from here on (aioice holds one generation). The check list, the
+    learned peer-reflexive candidates and the pairs being nominated are dropped, cancelling their
+    checks; the nominated pair stays, so DTLS and SRTP keep running on the same objects until a check
+    of the new generation carrying USE-CANDIDATE nominates a new pair (aioice's ``check_incoming``
+    learns the caller's new address, runs the triggered check and takes the nomination). Consent
+    checks (RFC 7675) continue on the nominated pair with the new credentials. aiortc never learns of
+    it: its ICE transport stays ``completed``.
+
+    Raises ValueError if ``conn`` has no nominated pair or is closing (nothing to restart: the caller
+    should make a new session), or if a ufrag or pwd is outside ICE's grammar (RFC 8839 5.4).
+    """
+    if not conn._nominated or conn._closing:
+        raise ValueError("ICE is not connected")
+    aioice.ice.validate_username(local_ufrag)
+    aioice.ice.validate_password(local_pwd)
+    aioice.ice.validate_username(remote_ufrag)
+    aioice.ice.validate_password(remote_pwd)
+    for pair in conn._check_list:
+        if pair.task is not None:
+            pair.task.cancel()
+    conn._check_list.clear()
+    conn._remote_candidates.clear()
+    conn._nominating.clear()
+    conn._local_username, conn._local_password = local_ufrag, local_pwd
+    conn.remote_username, conn.remote_password = remote_ufrag, remote_pwd
+
+
+def local_candidate_sdp(protocol: StunProtocol, public: tuple[str, int]) -> str:
+    """The ``a=candidate`` value (RFC 8839 5.1) for ``public`` as ``protocol``'s host candidate would be
+    written in an answer (same foundation rule, component and priority), for an ICE restart's answer
+    through another edge."""
+    candidate = protocol.local_candidate
+    return Candidate(foundation=candidate_foundation("host", "udp", public[0]), component=candidate.component,
+                     transport="udp", priority=candidate.priority, host=public[0], port=public[1],
+                     type="host").to_sdp()
 
 
 class _Tap:

@@ -97,6 +97,17 @@ class BackboneMux:
             on_media=hooks.media_receiver(protocol),
             on_forget=partial(hooks.forget_address, protocol))
 
+    def rekey(self, transport: MuxTransport, ufrag: str, local_pwd: str, remote_pwd: str) -> None:
+        """Route ``transport``'s session by its new server ufrag after an ICE restart (MuxCore.rekey).
+        Raises ValueError if the session is closed or the ufrag taken."""
+        if transport.session is None:
+            raise ValueError("the session is closed")
+        self.core.rekey(transport.session, ufrag, local_pwd, remote_pwd)
+
+    def on_tcp(self, transport: MuxTransport) -> bool:
+        """Whether ``transport``'s session has its media on an ICE-TCP route now (MuxCore.on_tcp)."""
+        return transport.session is not None and self.core.on_tcp(transport.session)
+
     def unregister(self, session: MuxSession) -> None:
         """Forget a session and its routes, and tell each route's edge (a close frame: header, no payload)."""
         for close, edge in self.core.unregister(session):

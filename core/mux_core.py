@@ -50,7 +50,7 @@ the edge within HELLO_INTERVAL_S), ``tx_noroute`` (the agent sent STUN to an add
 dropped to make room); ``rx`` counts datagrams delivered.
 Route events, in ``events``: ``route_learned`` (``route_learned_tcp`` over TCP), ``route_proven``,
 ``route_switched``; ``hello`` (hellos
-answered) and ``vouched`` (routes vouched for).
+answered) and ``vouched`` (routes vouched for); ``rekeyed`` (ICE restarts).
 """
 
 from __future__ import annotations
@@ -171,6 +171,33 @@ class MuxCore:
         session = MuxSession(ufrag.encode(), local_pwd.encode(), remote_pwd.encode(), on_stun, on_media, on_forget)
         self.sessions[session.ufrag] = session
         return session
+
+    @staticmethod
+    def on_tcp(session: MuxSession) -> bool:
+        """Whether ``session``'s media runs over ICE-TCP now (its active route came through an edge's TCP
+        listener)."""
+        return session.active is not None and frame.is_tcp(session.active.header)
+
+    def rekey(self, session: MuxSession, ufrag: str, local_pwd: str, remote_pwd: str) -> None:
+        """ICE restart (RFC 8445 9, RFC 9725 4.3.3): ``session`` takes Binding requests for the new server
+        ufrag ``ufrag`` signed with the new ``local_pwd``, and proves routes with answers signed with the
+        caller's new ``remote_pwd``; the old ufrag opens no route any more.
+
+        The session object, its routes (their proofs, the active route carrying the media), its replay
+        memory and its route cap carry over: the media stays on the old path until the caller's first
+        check of the new generation opens a route (from its new address) that is proven and then carries
+        media, as for a NAT rebinding. Raises ValueError if ``session`` is not registered or another
+        session has ``ufrag``.
+        """
+        new = ufrag.encode()
+        if self.sessions.get(session.ufrag) is not session:
+            raise ValueError("the session is not registered")
+        if self.sessions.get(new, session) is not session:
+            raise ValueError("another session has this ufrag")
+        del self.sessions[session.ufrag]
+        session.ufrag, session.local_pwd, session.remote_pwd = new, local_pwd.encode(), remote_pwd.encode()
+        self.sessions[new] = session
+        self.events["rekeyed"] += 1
 
     def unregister(self, session: MuxSession) -> list[tuple[bytes, Address]]:
         """Forget ``session`` and its routes; returns one close frame per route as (frame, edge).

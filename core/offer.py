@@ -1,4 +1,5 @@
-"""Checks and trims a WHIP offer before the transceiver answers it (sans-IO).
+"""Checks and trims a WHIP offer before the transceiver answers it, and reads and writes the SDP fragments of
+WHIP's PATCH (sans-IO).
 
 The transceiver answers only what it can carry through an edge relay: one
 BUNDLE group (RFC 9143) with an audio m-line that offers Opus. The client's
@@ -8,9 +9,17 @@ aioice prune the only component and kill the session before it starts.
 
 Before aiortc parses anything, ``check_limits`` bounds what an offer may make
 the transceiver build: m-lines, lines, attributes per section, line length.
+
+A PATCH (RFC 9725 4.3) carries an ``application/trickle-ice-sdpfrag`` (RFC 8840): the caller's ICE
+credentials, and for trickle ICE its candidates, which the transceiver does not need (it takes the
+caller's address from its first check through the relay), or for an ICE restart new credentials.
+``parse_sdpfrag`` reads one, ``restart_answer`` writes the answer to a restart.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 from aioice.candidate import candidate_foundation
 from aiortc import sdp
@@ -124,16 +133,21 @@ TCP_PASSIVE_PRIORITY = (126 << 24) | ((4 << 13 | 8191) << 8) | 255
 so a caller whose UDP works keeps it."""
 
 
+def tcp_candidate(relay_tcp: tuple[str, int]) -> str:
+    """The ``a=candidate`` value (RFC 8839 5.1) of the RFC 6544 passive TCP host candidate on ``relay_tcp``
+    (the edge's ICE-TCP address, (host, port)). Raises ValueError for a port outside 1..65535."""
+    host, port = relay_tcp
+    if not 0 < port <= 0xFFFF:
+        raise ValueError(f"ICE-TCP port must be in 1..65535, got {port}")
+    return f"{candidate_foundation('host', 'tcp', host)} 1 tcp {TCP_PASSIVE_PRIORITY} {host} {port} typ host tcptype passive"
+
+
 def add_tcp_candidate(answer: str, relay_tcp: tuple[str, int]) -> str:
     """The answer with an RFC 6544 passive TCP host candidate on ``relay_tcp`` (the edge's ICE-TCP address,
     (host, port)) after the last ``a=candidate:`` line of every m-section that has one (the UDP candidate
     comes first; ``a=end-of-candidates`` stays last). Sections without candidates are left alone. Line
     endings are kept. Raises ValueError for a port outside 1..65535."""
-    host, port = relay_tcp
-    if not 0 < port <= 0xFFFF:
-        raise ValueError(f"ICE-TCP port must be in 1..65535, got {port}")
-    line = (f"a=candidate:{candidate_foundation('host', 'tcp', host)} 1 tcp {TCP_PASSIVE_PRIORITY} {host} {port}"
-            " typ host tcptype passive")
+    line = "a=candidate:" + tcp_candidate(relay_tcp)
     lines = answer.splitlines(keepends=True)
     out: list[str] = []
     for i, current in enumerate(lines):
@@ -145,3 +159,76 @@ def add_tcp_candidate(answer: str, relay_tcp: tuple[str, int]) -> str:
                 out[-1] += "\r\n"
             out.append(line + ending)
     return "".join(out)
+
+
+_UFRAG = re.compile(r"[A-Za-z0-9+/]{4,256}")
+_PWD = re.compile(r"[A-Za-z0-9+/]{22,256}")
+
+
+@dataclass(frozen=True, slots=True)
+class SdpFrag:
+    """What a WHIP PATCH's fragment says: the caller's ICE ``ufrag`` and ``pwd``, the ``mids`` of its media
+    sections, how many ``candidates`` it trickles, and whether it ends them (``end_of_candidates``)."""
+
+    ufrag: str
+    pwd: str
+    mids: tuple[str, ...]
+    candidates: int
+    end_of_candidates: bool
+
+
+def parse_sdpfrag(text: str) -> SdpFrag:
+    """Read an ``application/trickle-ice-sdpfrag`` body (RFC 8840 4.4, 9; RFC 9725 4.3.1).
+
+    ``a=ice-ufrag`` and ``a=ice-pwd`` may sit before the first ``m=`` line or in media sections, but must
+    appear, once each or with one value throughout (RFC 8840 4.4). Raises OfferRejected with title
+    ``malformed-sdpfrag`` (a line not ``<type>=<value>``, over MAX_LINES lines or MAX_LINE_CHARS
+    characters, or an ``a=mid`` outside a media section), ``no-ice-credentials`` (ufrag or pwd missing or
+    outside ICE's grammar, RFC 8839 5.4) or ``inconsistent-ice-credentials``.
+    """
+    lines = text.split("\n")
+    if len(lines) > MAX_LINES:
+        raise OfferRejected("malformed-sdpfrag", f"the fragment has {len(lines)} lines; the limit is {MAX_LINES}")
+    ufrags: set[str] = set()
+    pwds: set[str] = set()
+    mids: list[str] = []
+    in_media = False
+    candidates = 0
+    end = False
+    for line in lines:
+        line = line.removesuffix("\r")
+        if not line:
+            continue
+        if len(line) > MAX_LINE_CHARS or line[1:2] != "=" or not "a" <= line[0] <= "z":
+            raise OfferRejected("malformed-sdpfrag", f"a fragment line is not <type>=<value> (RFC 8866 5) of at most"
+                                                     f" {MAX_LINE_CHARS} characters: {line[:40]!r}")
+        if line.startswith("m="):
+            in_media = True
+        elif line.startswith("a=ice-ufrag:"):
+            ufrags.add(line.removeprefix("a=ice-ufrag:").strip())
+        elif line.startswith("a=ice-pwd:"):
+            pwds.add(line.removeprefix("a=ice-pwd:").strip())
+        elif line.startswith("a=mid:"):
+            if not in_media:
+                raise OfferRejected("malformed-sdpfrag", "a=mid outside a media section (RFC 8840 9)")
+            mids.append(line.removeprefix("a=mid:").strip())
+        elif line.startswith("a=candidate:"):
+            candidates += 1
+        elif line == "a=end-of-candidates":
+            end = True
+    if len(ufrags) > 1 or len(pwds) > 1:
+        raise OfferRejected("inconsistent-ice-credentials", "the fragment names more than one ice-ufrag or ice-pwd")
+    ufrag, pwd = next(iter(ufrags), ""), next(iter(pwds), "")
+    if not _UFRAG.fullmatch(ufrag) or not _PWD.fullmatch(pwd):
+        raise OfferRejected("no-ice-credentials", "a PATCH fragment needs a=ice-ufrag (4..256 ice-chars) and"
+                                                  " a=ice-pwd (22..256 ice-chars), RFC 8839 5.4")
+    return SdpFrag(ufrag, pwd, tuple(mids), candidates, end)
+
+
+def restart_answer(ufrag: str, pwd: str, kind: str, mid: str, candidate: str) -> str:
+    """The body of a ``200`` to an ICE restart (RFC 9725 4.3.3, RFC 8840 9): the server's new ``ufrag`` and
+    ``pwd``, then the bundled media section ``kind`` with ``mid`` carrying its one ``candidate`` (an
+    ``a=candidate`` value, RFC 8839 5.1) and end-of-candidates. Lines end in CRLF (RFC 8866 5)."""
+    return "".join(f"{line}\r\n" for line in (
+        f"a=ice-ufrag:{ufrag}", f"a=ice-pwd:{pwd}", f"m={kind} 9 UDP/TLS/RTP/SAVPF 0", f"a=mid:{mid}",
+        f"a=candidate:{candidate}", "a=end-of-candidates"))

@@ -6,6 +6,7 @@ public relay address as the only candidate, and once the caller connects bridges
 its audio to an agent over gRPC (core/agent_link.py). All sessions share one backbone UDP
 socket (core/mux.py). A session ends on DELETE, ICE or DTLS failure, consent
 expiry, the agent hanging up, or a watchdog (not connected in time, too long).
+A connected session's ICE restarts (WHIP PATCH, RFC 9725 4.3.3) with a new token as its server ufrag.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from voicemesh.core.agent_link import AgentLink, AgentSession
 from voicemesh.core.config import TransceiverConfig
 from voicemesh.core.media import RTP_CLOCK_HZ, AgentAudioTrack, OpusDecoder, OpusEncoder
 from voicemesh.core.mux import BackboneMux, MuxTransport
-from voicemesh.core.offer import OfferRejected, add_tcp_candidate, check_offer
+from voicemesh.core.offer import OfferRejected, add_tcp_candidate, check_offer, restart_answer, tcp_candidate
 from voicemesh.registry import AlreadyClaimed, Claim, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
 from voicemesh.runtime.tasks import spawn
 from voicemesh.runtime.udp import bind_udp
 from voicemesh.wire.addr import format_hostport, parse_hostport
+from voicemesh.wire.sessionid import RANDOM_BYTES, SessionIds
 from voicemesh.wire.token import TokenCodec
 
 log = logging.getLogger("voicemesh.transceiver")
@@ -45,6 +47,10 @@ AGENTS_FROM_REGISTRY = "registry"
 
 CODECS = {"opus": agent_pb2.CODEC_OPUS, "pcm16": agent_pb2.CODEC_PCM16}
 """Agent link formats by config name: Opus as received, or PCM16 mono."""
+
+MAX_ICE_RESTARTS = 32
+"""ICE restarts one session may make. Each mints a token (which the relay may open flows for); a caller
+that changes networks restarts a few times in a call."""
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,25 @@ class Capacity(Exception):
         self.reason = reason
 
 
+class RestartRefused(Exception):
+    """An ICE restart that cannot be made; the session goes on as it was. ``reason``: ``not_connected``
+    (ICE has no selected pair yet, or is closing), ``too_many`` (MAX_ICE_RESTARTS made), ``closing``
+    (the transceiver is shutting down)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(eq=False)
 class Session:
-    """One call: its peer connection, registry claim, agent stream and timers."""
+    """One call: its peer connection, registry claim, agent stream and timers.
+
+    ``ufrag`` is the current server ufrag (a routing token), ``remote_ufrag`` and ``remote_pwd`` the
+    caller's current ICE credentials; all three change with an ICE restart, which also moves ``edge`` to
+    the edge that forwarded it. ``expires_at`` (unix s) is when the first token expires; restarted
+    tokens keep it. ``media`` is the (kind, mid) of the offer's first (bundled) m-line.
+    """
 
     id: str
     pc: RTCPeerConnection
@@ -79,6 +101,12 @@ class Session:
     ufrag: str
     edge: EdgeHop
     created_at: float
+    remote_ufrag: str = ""
+    remote_pwd: str = ""
+    expires_at: int = 0
+    media: tuple[str, str] = ("audio", "0")
+    transport: MuxTransport | None = None
+    restarts: int = 0
     claim: Claim | None = None
     agent: AgentSession | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
@@ -92,6 +120,12 @@ class Session:
     def log_extra(self, **more: object) -> dict:
         """Fields every log line about this session carries."""
         return {"session_id": self.id, "trace_id": self.trace_id, **more}
+
+    @property
+    def etag(self) -> str:
+        """The strong entity tag of the session's ICE generation (RFC 9725 4.3.1, RFC 9110 8.8.3), quoted:
+        it changes with every ICE restart, and only then."""
+        return '"' + hashlib.blake2b(self.ufrag.encode(), digest_size=12).hexdigest() + '"'
 
 
 class Transceiver:
@@ -113,6 +147,7 @@ class Transceiver:
         self.config = config
         self.registry = registry
         self.tokens = tokens
+        self.session_ids = SessionIds(tokens.mesh_keys)
         self.sessions: dict[str, Session] = {}
         self._admitting: set[str] = set()
         self.record: NodeRecord | None = None
@@ -236,7 +271,7 @@ class Transceiver:
         ``traceparent``) lasts until the session ends; ICE, DTLS and first
         audio are its events.
         """
-        session_id = secrets.token_urlsafe(16)
+        session_id = self.session_ids.mint(secrets.token_bytes(RANDOM_BYTES))
         self._admit(session_id)
         try:
             offer = check_offer(offer_sdp)
@@ -255,13 +290,15 @@ class Transceiver:
             raise
         track = AgentAudioTrack()
         pc.addTrack(track)
+        issued_at = int(time.time())
         ufrag = self.tokens.mint(
             region=self.config.region_id,
             transceiver=self.record.index,
             nonce=secrets.randbits(32),
-            issued_at=int(time.time()), lifetime_s=int(self.config.max_session_s),
+            issued_at=issued_at, lifetime_s=int(self.config.max_session_s),
         )
-        session = Session(session_id, pc, track, ufrag, edge, time.monotonic())
+        session = Session(session_id, pc, track, ufrag, edge, time.monotonic(),
+                          expires_at=issued_at + int(self.config.max_session_s))
         session.span = telemetry.tracer().start_span("session", attributes={
             telemetry.SESSION_ID: session_id, telemetry.EDGE_ID: edge.edge_id, "client.address": edge.client_ip,
             **self._attributes()})
@@ -271,9 +308,13 @@ class Transceiver:
             hooks.set_local_ufrag(conn, ufrag)
             transport = MuxTransport(self.mux, edge.relay)
             transport.protocol = hooks.attach_protocol(conn, transport, edge.relay)
-            remote = sdp.SessionDescription.parse(offer).media[0].ice  # BUNDLE: one ICE agent for all m-lines
-            if remote is None or not remote.password:
+            first = sdp.SessionDescription.parse(offer).media[0]
+            remote = first.ice  # BUNDLE: one ICE agent for all m-lines
+            if remote is None or not remote.password or not remote.usernameFragment:
                 raise OfferRejected("no-ice-credentials", "the offer has no a=ice-pwd")
+            session.remote_ufrag, session.remote_pwd = remote.usernameFragment, remote.password
+            session.media = (first.kind, str(first.rtp.muxId))
+            session.transport = transport
             self.mux.register(ufrag, conn.local_password, remote.password, transport)
             with telemetry.tracer().start_as_current_span(
                     "registry claim", context=trace.set_span_in_context(session.span),
@@ -297,6 +338,60 @@ class Transceiver:
         self._schedule_load_update()
         log.info("session answered", extra=session.log_extra(edge_id=edge.edge_id, client_ip=edge.client_ip))
         return session
+
+    def restart_ice(self, session: Session, remote_ufrag: str, remote_pwd: str, edge: EdgeHop) -> str:
+        """ICE restart (RFC 8445 9, RFC 9725 4.3.3) of ``session`` to the caller's new ``remote_ufrag`` and
+        ``remote_pwd``, through ``edge`` (the edge that forwarded the PATCH, which GeoDNS may have picked
+        anew after the caller moved).
+
+        Mints a new routing token for this transceiver (fresh issue time, so the relay's first-packet path
+        opens a provisional flow for the caller's new address; the first token's expiry) as the server
+        ufrag with a new pwd, switches aioice's credentials (core/hooks.py restart_ice) and the mux's
+        routing key (core/mux_core.py rekey), and returns the answer fragment (``ice_answer``). The DTLS
+        association, the agent stream and the media path carry on; the media moves to the new path once
+        the caller's checks prove it. Runs without awaiting, so restarts of one session never interleave.
+        Raises RestartRefused; the session is then unchanged.
+        """
+        if session.restarts >= MAX_ICE_RESTARTS:
+            raise RestartRefused("too_many")
+        if self.record is None or self.mux is None or session.transport is None or session.transport.session is None:
+            raise RestartRefused("closing")
+        now = int(time.time())
+        ufrag = self.tokens.mint(region=self.config.region_id, transceiver=self.record.index,
+                                 nonce=secrets.randbits(32), issued_at=now,
+                                 lifetime_s=max(0, session.expires_at - now))
+        pwd = secrets.token_hex(16)
+        try:
+            hooks.restart_ice(hooks.ice_connection(session.pc), ufrag, pwd, remote_ufrag, remote_pwd)
+        except ValueError:
+            raise RestartRefused("not_connected") from None
+        self.mux.rekey(session.transport, ufrag, pwd, remote_pwd)
+        session.ufrag, session.remote_ufrag, session.remote_pwd, session.edge = ufrag, remote_ufrag, remote_pwd, edge
+        session.restarts += 1
+        session.span.add_event("ice restart", {"voicemesh.ice.restarts": session.restarts,
+                                               telemetry.EDGE_ID: edge.edge_id, "client.address": edge.client_ip})
+        log.info("ice restarted", extra=session.log_extra(edge_id=edge.edge_id, restarts=session.restarts))
+        return self.ice_answer(session)
+
+    def ice_answer(self, session: Session) -> str:
+        """The session's current ICE answer as a WHIP PATCH answer fragment (core/offer.py restart_answer):
+        server ufrag and pwd, and one candidate on ``session.edge``: its ICE-TCP address (passive) when the
+        edge serves ICE-TCP and the session's media runs over TCP now (the caller's network drops UDP),
+        else its UDP relay address.
+
+        One candidate, not the first answer's two: the reference WHIP client (whip-whep 1.2.0) joins the
+        candidates of a restart answer with commas into the remote description, which browsers then refuse.
+        Raises RestartRefused("closing") once the session's ICE is closed."""
+        conn = hooks.ice_connection(session.pc)
+        if self.mux is None or session.transport is None or session.transport.protocol is None:
+            raise RestartRefused("closing")
+        relay_tcp = session.edge.relay_tcp
+        if relay_tcp is not None and self.mux.on_tcp(session.transport):
+            candidate = tcp_candidate(relay_tcp)
+        else:
+            candidate = hooks.local_candidate_sdp(session.transport.protocol, session.edge.relay)
+        kind, mid = session.media
+        return restart_answer(conn.local_username, conn.local_password, kind, mid, candidate)
 
     def _on_new_lease(self) -> None:
         spawn(self._reclaim(), "reclaim sessions", self._tasks)

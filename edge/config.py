@@ -32,6 +32,10 @@ class EdgeConfig:
     edge refuses to start with ``http`` on an address other than loopback
     (the demo, tests), unless ``insecure_open`` is set. A TLS front on the
     same host makes a loopback edge public: give such edges API keys.
+
+    WHIP from web pages on other origins (CORS, edge/cors.py): ``cors_origins``
+    lists the pages' origins (``"https://app.example.com,https://b.example"``),
+    or is ``"*"`` for any; empty, no other origin is granted.
     """
 
     node_id: str = "edge-1"
@@ -56,6 +60,7 @@ class EdgeConfig:
     drain_timeout_s: float = 30.0
     api_keys: str = field(default="", repr=False)
     insecure_open: bool = False
+    cors_origins: str = ""
     whip_rate_per_s: float = 2.0
     whip_burst: int = 10
     whip_max_pending: int = 256

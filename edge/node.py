@@ -14,6 +14,7 @@ from aiohttp import web
 from voicemesh.edge.admission import SourceLimiter
 from voicemesh.edge.apikeys import ApiKeys
 from voicemesh.edge.config import EdgeConfig
+from voicemesh.edge.cors import Cors
 from voicemesh.edge.observe import FlowTracer, observe_relay
 from voicemesh.edge.relay import Relay
 from voicemesh.edge.relay_tcp import TcpRelay, bind_tcp
@@ -27,6 +28,7 @@ from voicemesh.wire.addr import format_hostport, parse_hostport
 from voicemesh.wire.clienttoken import ClientTokenCodec
 from voicemesh.wire.hopauth import HopSigner
 from voicemesh.wire.meshkeys import MeshKeys
+from voicemesh.wire.sessionid import SessionIds
 from voicemesh.wire.token import TokenCodec
 
 log = logging.getLogger("voicemesh.edge")
@@ -56,7 +58,7 @@ class EdgeNode:
 
     ``keys`` is the mesh key set: the relay checks routing tokens with it, the WHIP front issues and checks
     client tokens and signs its requests to transceivers with keys derived from it. Raises ConfigError for
-    bad API keys, or for a WHIP front on a non-loopback address with no API keys and no ``insecure_open``.
+    bad API keys or CORS origins, or for a WHIP front on a non-loopback address with no API keys and no ``insecure_open``.
     """
 
     def __init__(self, config: EdgeConfig, registry: Registry, keys: MeshKeys) -> None:
@@ -64,6 +66,10 @@ class EdgeNode:
             self.api_keys = ApiKeys.from_spec(config.api_keys)
         except ValueError as exc:
             raise ConfigError(f"api_keys: {exc}") from None
+        try:
+            self.cors = Cors.from_spec(config.cors_origins)
+        except ValueError as exc:
+            raise ConfigError(f"cors_origins: {exc}") from None
         host = parse_hostport(config.http)[0]
         if not self.api_keys and not config.insecure_open and not is_loopback(host):
             raise ConfigError(f"the WHIP front would serve {config.http} with no authorization: set api_keys "
@@ -119,7 +125,8 @@ class EdgeNode:
 
         self._whip = WhipFront(self.registry, record, relay.stats, hop=HopSigner(self.keys),
                                client_tokens=ClientTokenCodec(self.keys), on_answer=flows.expect,
-                               api_keys=self.api_keys, limiter=SourceLimiter(cfg.whip_rate_per_s, cfg.whip_burst),
+                               api_keys=self.api_keys, cors=self.cors, session_ids=SessionIds(self.keys),
+                               limiter=SourceLimiter(cfg.whip_rate_per_s, cfg.whip_burst),
                                max_pending=cfg.whip_max_pending, region_rtt_ms=cfg.region_rtts())
         limits = HttpLimits(header_timeout_s=cfg.http_header_timeout_s, body_timeout_s=cfg.http_body_timeout_s,
                             idle_timeout_s=cfg.http_idle_timeout_s, max_requests=cfg.http_max_requests,

@@ -3,8 +3,10 @@
 It picks a transceiver from the registry view: in the nearest core region with
 capacity (or the region the request pins), the least loaded there. It forwards the offer with the edge's id, its public
 relay address and the caller's address, and returns the transceiver's answer
-as ``201 Created`` with a ``Location`` on this edge. ``DELETE`` on that URL
-finds the owner through the session's claim in the registry.
+as ``201 Created`` with a ``Location`` on this edge and the ICE session's ``ETag``. ``PATCH`` (trickle ICE
+and ICE restart, RFC 9725 4.3) and ``DELETE`` on that URL find the owner through the session's claim in the
+registry and are forwarded to it; GeoDNS may send a caller that moved to another edge, whose relay then
+carries the restarted ICE. CORS grants come from an allow-list of origins (edge/cors.py).
 
 Admission: a source (IPv4 address or IPv6 /64, edge/admission.py) over its
 rate gets ``429``; over ``max_pending`` offers in flight the edge answers
@@ -18,8 +20,8 @@ transceiver crash land on a live one at once.
 Authorization (RFC 9725 4.5, RFC 6750), on when the edge has API keys: ``POST /v1/sessions`` takes as
 bearer an API key (server-side callers) or a client token (browsers; voicemesh/wire/clienttoken.py),
 which an app's backend gets with its API key from ``POST /v1/client_secrets``. A client token opens one
-session: its nonce is remembered here until it expires. ``DELETE`` takes an API key or the client token
-that opened the session, also after it expired (the session URL's random id names the session). Every
+session: its nonce is remembered here until it expires. ``PATCH`` and ``DELETE`` take an API key or a
+client token, also after it expired (the session URL's random id names the session). Every
 request this edge makes to a transceiver is signed (voicemesh/wire/hopauth.py).
 """
 
@@ -43,14 +45,25 @@ from yarl import URL
 
 from voicemesh.edge.admission import SourceLimiter, retry_after_s, source_key
 from voicemesh.edge.apikeys import ApiKeys
+from voicemesh.edge.cors import Cors
 from voicemesh.registry import InvalidName, MalformedRecord, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
-from voicemesh.runtime.http import HTTP_COUNTERS, problem, read_offer
+from voicemesh.runtime.http import HTTP_COUNTERS, problem, read_offer, read_sdpfrag
 from voicemesh.wire.clienttoken import MAX_TTL_S, BadClientToken, ClientTokenCodec, check_region, normalize_origin
 from voicemesh.wire.geo import distance_km
 from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner
 from voicemesh.wire.replay import ReplayCache, ReplayCacheFull
-from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, MAX_OFFER_BYTES, RELAY_ADDRESS, RELAY_TCP_ADDRESS, SDP_TYPE
+from voicemesh.wire.sessionid import SessionIds
+from voicemesh.wire.signaling import (
+    CLIENT_ADDRESS,
+    EDGE_ID,
+    MAX_OFFER_BYTES,
+    MAX_SDPFRAG_BYTES,
+    RELAY_ADDRESS,
+    RELAY_TCP_ADDRESS,
+    SDP_TYPE,
+    TRICKLE_TYPE,
+)
 
 log = logging.getLogger("voicemesh.whip")
 
@@ -95,25 +108,6 @@ _TOKEN_REFUSALS = {
 def _bearer(request: web.Request) -> str:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
-
-
-@web.middleware
-async def _cors(request: web.Request, handler):
-    """WHIP from a page on another origin (an app's page holding a client token): any origin may call, as
-    the bearer, not a cookie, authorizes; the ``Location`` header is readable. ``/v1/client_secrets`` stays
-    same-origin: API keys belong in backends, not in pages."""
-    response = await handler(request)
-    if request.path.startswith("/v1/sessions") and "Origin" in request.headers:
-        response.headers["Access-Control-Allow-Origin"] = "*"
-        response.headers["Access-Control-Expose-Headers"] = "Location"
-    return response
-
-
-async def _preflight(_request: web.Request) -> web.StreamResponse:
-    """CORS preflight (``OPTIONS``) of a WHIP POST or DELETE from another origin."""
-    return web.Response(status=204, headers={"Access-Control-Allow-Methods": "POST, DELETE",
-                                             "Access-Control-Allow-Headers": "Authorization, Content-Type, " + PIN_HEADER,
-                                             "Access-Control-Max-Age": "600"})
 
 
 def pin_from_request(request: web.Request) -> str | None:
@@ -171,7 +165,9 @@ class WhipFront:
     ``relay_stats`` returns the relay's counters for ``GET /v1/status``.
     ``on_answer(answer_sdp, session_id, span_context)`` is told of each
     session created, so the relay's first packet can join the trace.
-    ``hop`` signs the requests to transceivers. ``api_keys`` (none or empty:
+    ``hop`` signs the requests to transceivers. ``cors`` grants pages on other
+    origins (none: no origin is granted). ``session_ids`` recognises this
+    mesh's session ids (none: no id is, and a DELETE of an ended session gets 404). ``api_keys`` (none or empty:
     WHIP is open) turn authorization on (see the module docstring);
     ``client_tokens`` issues and checks client tokens; ``wall_clock`` gives
     unix seconds for token expiry and signatures.
@@ -184,13 +180,15 @@ class WhipFront:
     passed on to the next), ``transceiver_unreachable`` (no connection within CONNECT_TIMEOUT_S, passed on
     too), ``unauthorized_<reason>`` (401, the reason as
     ``BadClientToken``'s, or ``missing``, ``replayed``), and issued client
-    tokens as ``client_tokens_issued``.
+    tokens as ``client_tokens_issued``, ICE restarts answered as ``ice_restarts``, DELETEs of ended
+    sessions as ``deleted_after_end``; ``GET /v1/status`` adds the CORS counters (edge/cors.py).
     """
 
     def __init__(self, registry: Registry, edge: Callable[[], NodeRecord], relay_stats: Callable[[], dict],
                  region_policy: RegionPolicy = pin_from_request,
                  *, hop: HopSigner, client_tokens: ClientTokenCodec,
                  on_answer: Callable[[bytes, str, SpanContext], None] | None = None, api_keys: ApiKeys | None = None,
+                 cors: Cors | None = None, session_ids: SessionIds | None = None,
                  limiter: SourceLimiter | None = None, max_pending: int = 256,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
                  region_rtt_ms: Mapping[str, float] | None = None) -> None:
@@ -198,6 +196,8 @@ class WhipFront:
         self.region_rtt_ms = dict(region_rtt_ms or {})
         self.hop = hop
         self.api_keys = api_keys or ApiKeys({})
+        self.cors = cors or Cors(())
+        self.session_ids = session_ids
         self.client_tokens = client_tokens
         self.used_tokens = ReplayCache(TOKEN_REPLAY_CAPACITY)
         self.wall_clock = wall_clock
@@ -221,12 +221,15 @@ class WhipFront:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_OFFER_BYTES,
-                              middlewares=[telemetry.server_spans(), _cors, self._admit, self._authorize])
+                              middlewares=[telemetry.server_spans(), self.cors.middleware, self._admit,
+                                           self._authorize])
         app.router.add_post("/v1/sessions", self.post_session)
         app.router.add_post("/v1/client_secrets", self.post_client_secret)
+        app.router.add_patch("/v1/sessions/{session_id}", self.patch_session)
         app.router.add_delete("/v1/sessions/{session_id}", self.delete_session)
-        app.router.add_route("OPTIONS", "/v1/sessions", _preflight)
-        app.router.add_route("OPTIONS", "/v1/sessions/{session_id}", _preflight)
+        app.router.add_route("OPTIONS", "/v1/sessions", Cors.options(("POST",), accept_post=True))
+        app.router.add_route("OPTIONS", "/v1/sessions/{session_id}", Cors.options(("PATCH", "DELETE"),
+                                                                                  accept_patch=True))
         app.router.add_get("/v1/status", self.status)
         app.router.add_get("/", self.call_page)
         return app
@@ -261,10 +264,10 @@ class WhipFront:
 
     @web.middleware
     async def _authorize(self, request: web.Request, handler):
-        """WHIP POST and DELETE need a bearer (an API key, or a client token) when the edge has API keys.
+        """WHIP POST, PATCH and DELETE need a bearer (an API key, or a client token) when the edge has API keys.
 
         A client token's region, if any, pins the offer (``request[TOKEN_REGION]``)."""
-        if not self.api_keys or request.path == "/v1/client_secrets" or request.method not in ("POST", "DELETE"):
+        if not self.api_keys or request.path == "/v1/client_secrets" or request.method not in ("POST", "PATCH", "DELETE"):
             return await handler(request)
         bearer = _bearer(request)
         if not bearer:
@@ -375,6 +378,7 @@ class WhipFront:
                         if resp.status != 201:
                             return web.Response(status=resp.status, body=body, content_type=resp.content_type)
                         location = resp.headers["Location"]
+                        etag = resp.headers.get("ETag")
                 except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                     span.set_status(StatusCode.ERROR, repr(exc))
                     self.counters["transceiver_unreachable"] += 1
@@ -399,14 +403,15 @@ class WhipFront:
                 self.on_answer(body, session_id, server_span.get_span_context())
             log.info("session forwarded", extra={"session_id": session_id, "transceiver": node.node_id,
                                                  "trace_id": telemetry.trace_id(server_span)})
-            return web.Response(status=201, body=body, content_type=SDP_TYPE, headers={"Location": location})
+            headers = {"Location": location} | ({"ETag": etag} if etag else {})
+            return web.Response(status=201, body=body, content_type=SDP_TYPE, headers=headers)
         where = f"in region {region}" if region else "in any region"
         return self._refuse(503, "no_capacity", f"no transceiver {where} has capacity for a new session; retry later",
                             RETRY_AFTER_S)
 
-    async def delete_session(self, request: web.Request) -> web.StreamResponse:
-        """WHIP DELETE (RFC 9725 4.3): end the session on the transceiver that owns it."""
-        session_id = request.match_info["session_id"]
+    async def _owner(self, session_id: str) -> NodeRecord | web.Response:
+        """The transceiver that owns ``session_id`` (its claim in the registry), or the problem to answer:
+        404 if no live session has this id, 503 if the registry cannot say."""
         try:
             owner = await self.registry.session_owner(session_id)
         except (InvalidName, MalformedRecord):
@@ -417,12 +422,67 @@ class WhipFront:
         node = next((n for n in self.registry.nodes("transceiver") if n.node_id == owner), None)
         if node is None:
             return problem(404, "no-such-session", "no live session has this id")
-        url = f"{node.http}/v1/sessions/{session_id}"
+        return node
+
+    async def _forward(self, method: str, session_id: str, body: bytes = b"",
+                       headers: dict[str, str] | None = None) -> web.Response:
+        """Send a signed ``method`` on ``/v1/sessions/<session_id>`` to the transceiver that owns the session,
+        and answer with its status, body, content type and ``ETag``; 502 if it does not answer.
+
+        The URL carries a random ``hop`` query parameter, which the signature covers: a caller may send the
+        same request twice within a second (a retried PATCH, a second DELETE), and the transceiver's replay
+        memory (voicemesh/wire/hopauth.py) must refuse only a replayed signature, not a repeated request."""
+        node = await self._owner(session_id)
+        if isinstance(node, web.Response):
+            return node
+        url = f"{node.http}/v1/sessions/{session_id}?hop={secrets.token_hex(8)}"
+        headers = headers or {}
+        signed = headers | self._sign(method, url, node.node_id, body, headers) | telemetry.inject()
         try:
-            async with self._client().delete(url, headers=self._sign("DELETE", url, node.node_id, b"", {})) as resp:
-                return web.Response(status=resp.status, body=await resp.read(), content_type=resp.content_type)
+            async with self._client().request(method, url, data=body, headers=signed) as resp:
+                etag = resp.headers.get("ETag")
+                return web.Response(status=resp.status, body=await resp.read(),
+                                    content_type=resp.content_type if resp.status != 204 else None,
+                                    headers={"ETag": etag} if etag else None)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return problem(502, "transceiver-unreachable", f"the owning transceiver did not answer: {exc!r}")
+
+    async def patch_session(self, request: web.Request) -> web.StreamResponse:
+        """WHIP PATCH (RFC 9725 4.3): trickle ICE or an ICE restart, forwarded with this edge's hop headers, so
+        the restarted ICE runs through this edge's relay (the answer's candidate). ``If-Match`` goes along:
+        the transceiver owns the ICE session's ETag."""
+        frag = await read_sdpfrag(request, MAX_SDPFRAG_BYTES)
+        if isinstance(frag, web.Response):
+            return frag
+        edge = self.edge()
+        session_id = request.match_info["session_id"]
+        headers = {"Content-Type": TRICKLE_TYPE, EDGE_ID: str(edge.index), RELAY_ADDRESS: edge.public_relay,
+                   CLIENT_ADDRESS: client_address(request)}
+        if edge.public_relay_tcp:
+            headers[RELAY_TCP_ADDRESS] = edge.public_relay_tcp
+        if "If-Match" in request.headers:
+            headers["If-Match"] = request.headers["If-Match"]
+        response = await self._forward("PATCH", session_id, frag.encode(), headers)
+        if response.status == 200 and self.on_answer is not None and isinstance(response.body, bytes):
+            self.on_answer(response.body, session_id, trace.get_current_span().get_span_context())
+        if response.status == 200:
+            self.counters["ice_restarts"] += 1
+            log.info("ice restart forwarded", extra={"session_id": session_id})
+        return response
+
+    async def delete_session(self, request: web.Request) -> web.StreamResponse:
+        """WHIP DELETE (RFC 9725 4.2): end the session on the transceiver that owns it, ``200``.
+
+        A session of this mesh that has ended already (its caller closed the peer connection first, ICE
+        failed, the agent hung up) gets ``200`` as well: the DELETE asks for the session to be over and
+        its resources freed, which holds, and DELETE is idempotent (RFC 9110 9.2.2). An id this mesh never
+        issued (voicemesh/wire/sessionid.py) gets ``404``."""
+        session_id = request.match_info["session_id"]
+        response = await self._forward("DELETE", session_id)
+        if response.status == 404 and self.session_ids is not None and self.session_ids.issued(session_id):
+            self.counters["deleted_after_end"] += 1
+            return web.Response(status=200)
+        return response
 
     def _sign(self, method: str, url: str, transceiver: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         """The signature header for a request to a transceiver (voicemesh/wire/hopauth.py)."""
@@ -438,7 +498,7 @@ class WhipFront:
         ``tasks``, the asyncio tasks of the process (a leak shows as a count that only grows)."""
         edge = self.edge()
         return web.json_response({"edge": edge.node_id, "relay": edge.public_relay, **self.relay_stats(),
-                                  "whip": {"pending": self.pending, **self.counters},
+                                  "whip": {"pending": self.pending, **self.counters, **self.cors.counters},
                                   "http": dict(request.app.get(HTTP_COUNTERS, {})),
                                   "tasks": len(asyncio.all_tasks())})
 

@@ -1,5 +1,6 @@
 """Fuzzing the offer check (voicemesh/core/offer.py) with hypothesis: check_offer on arbitrary text and on
-mutations of a browser-like offer returns an offer without candidates or raises OfferRejected, nothing else."""
+mutations of a browser-like offer returns an offer without candidates or raises OfferRejected, nothing else;
+so does parse_sdpfrag on a PATCH's fragments."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voicemesh.core.offer import OfferRejected, check_offer
+from voicemesh.core.offer import OfferRejected, check_offer, parse_sdpfrag
 
 pytestmark = pytest.mark.unit
 
@@ -84,3 +85,19 @@ def test_mutated_offers_are_accepted_or_rejected_with_a_reason(offer):
 
 def test_the_unmutated_offer_is_accepted():
     assert checked(OFFER) is not None
+
+
+FRAGMENT = ("a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+            "a=candidate:1 1 udp 2130706431 192.168.1.5 50000 typ host\r\na=end-of-candidates\r\n")
+
+
+@given(st.one_of(st.text(max_size=300), st.text(max_size=300).map(lambda text: FRAGMENT + text),
+                 st.integers(0, len(FRAGMENT)).flatmap(
+                     lambda cut: st.text(max_size=20).map(lambda text: FRAGMENT[:cut] + text + FRAGMENT[cut:]))))
+def test_patch_fragments_are_read_or_rejected_with_a_reason(fragment):
+    try:
+        frag = parse_sdpfrag(fragment)
+    except OfferRejected as exc:
+        assert exc.title and exc.detail
+        return
+    assert frag.ufrag and frag.pwd

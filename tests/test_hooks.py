@@ -150,3 +150,32 @@ async def test_gather_on_limits_gathering_in_its_block_only() -> None:
         assert await offer_hosts(RTCPeerConnection(RTCConfiguration(iceServers=[]))) == {"127.0.0.1"}
     assert "127.0.0.1" not in await offer_hosts(RTCPeerConnection(RTCConfiguration(iceServers=[])))
     hooks.check()
+
+
+def test_check_names_a_moved_ice_restart_hook(monkeypatch) -> None:
+    init = Connection.__init__
+
+    def without_nominating(self, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        del self._nominating
+
+    monkeypatch.setattr(Connection, "__init__", without_nominating)
+    with pytest.raises(hooks.HookError, match="_nominating"):
+        hooks.check()
+    monkeypatch.setattr(Connection, "__init__", init)
+    monkeypatch.setattr(Connection, "local_password", "a plain attribute")
+    with pytest.raises(hooks.HookError, match="local_password is no longer a property"):
+        hooks.check()
+
+
+async def test_restart_ice_needs_a_connected_ice_and_valid_credentials() -> None:
+    conn = Connection(ice_controlling=False)
+    with pytest.raises(ValueError, match="not connected"):
+        hooks.restart_ice(conn, "AbCd0123", "p" * 22, "wxyz", "q" * 22)
+    conn._nominated[1] = object()
+    with pytest.raises(ValueError):
+        hooks.restart_ice(conn, "AbCd0123", "short", "wxyz", "q" * 22)
+    assert conn.local_password != "short", "nothing changes when a credential is refused"
+    hooks.restart_ice(conn, "AbCd0123", "p" * 22, "wxyz", "q" * 22)
+    assert (conn.local_username, conn.local_password, conn.remote_username, conn.remote_password) == (
+        "AbCd0123", "p" * 22, "wxyz", "q" * 22)

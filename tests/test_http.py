@@ -12,7 +12,7 @@ from aiohttp import web
 
 from voicemesh.app.client import call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
-from voicemesh.runtime.http import HTTP_COUNTERS, HttpLimits, serve_app
+from voicemesh.runtime.http import HTTP_COUNTERS, HttpLimits, if_match, serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +150,9 @@ async def test_a_connection_is_closed_after_its_last_allowed_request() -> None:
         assert app[HTTP_COUNTERS]["closed_max_requests"] == 1 and app[HTTP_COUNTERS]["requests"] == 3
     finally:
         await runner.cleanup()
+
+
+def test_if_match_follows_rfc_9110_strong_comparison() -> None:
+    assert if_match(None, '"a1"') is None
+    assert if_match("*", '"a1"') and if_match('"zz", "a1"', '"a1"')
+    assert not if_match('"a2"', '"a1"') and not if_match('W/"a1"', '"a1"') and not if_match("a1", '"a1"')

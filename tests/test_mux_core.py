@@ -583,3 +583,53 @@ def test_tcp_routes_are_never_vouched_for(core: MuxCore, session: MuxSession) ->
 
     [(vouch, _)] = outbox.sent
     assert vouch.routes == ()
+
+
+NEW_UFRAG, NEW_LOCAL_PWD, NEW_REMOTE_PWD = "NewToken0123456789abcd", "n" * 22, "m" * 22
+
+
+def test_an_ice_restart_rekeys_the_session_and_keeps_its_media_path(core: MuxCore, sink: Sink,
+                                                                     session: MuxSession) -> None:
+    old = prove(core, session, CALLER)
+    assert core.receive(framed(CALLER, SRTP), EDGE, 1.0) is None and session.active is old
+
+    core.rekey(session, NEW_UFRAG, NEW_LOCAL_PWD, NEW_REMOTE_PWD)
+    assert core.sessions == {NEW_UFRAG.encode(): session} and core.events["rekeyed"] == 1
+    assert core.receive(framed(CALLER, SRTP), EDGE, 2.0) is None and session.active is old, \
+        "the media stays on its path until the new generation proves another"
+    assert core.receive(framed(REBOUND, check()), EDGE, 2.0) == "no_session", "the old ufrag opens no route"
+    assert core.receive(framed(CALLER, check()), EDGE, 2.0) == "bad_integrity", "nor old credentials on a route"
+
+    assert core.receive(framed(REBOUND, check(NEW_LOCAL_PWD, NEW_UFRAG)), EDGE, 3.0) is None
+    request = our_check()
+    new = core.send(session, request, REBOUND)
+    assert isinstance(new, Route)
+    assert core.receive(framed(REBOUND, answer(request, client=REBOUND)), EDGE, 3.0) is None
+    assert new.proven_at is None, "an answer signed with the caller's old pwd proves nothing"
+    request = our_check()
+    core.send(session, request, REBOUND)
+    assert core.receive(framed(REBOUND, answer(request, NEW_REMOTE_PWD, REBOUND)), EDGE, 3.0) is None
+    assert core.receive(framed(REBOUND, SRTP), EDGE, 3.5) is None
+    assert session.active is new and core.events["route_switched"] == 1
+
+
+def test_a_rekey_never_takes_another_sessions_ufrag(core: MuxCore, sink: Sink, session: MuxSession) -> None:
+    other = Sink().register(core, NEW_UFRAG)
+    with pytest.raises(ValueError, match="another session"):
+        core.rekey(session, NEW_UFRAG, NEW_LOCAL_PWD, NEW_REMOTE_PWD)
+    assert core.sessions == {UFRAG.encode(): session, NEW_UFRAG.encode(): other}
+    core.unregister(session)
+    with pytest.raises(ValueError, match="not registered"):
+        core.rekey(session, "Another0123456789abcdef", NEW_LOCAL_PWD, NEW_REMOTE_PWD)
+
+
+def test_on_tcp_follows_the_active_route_transport(core: MuxCore, session: MuxSession) -> None:
+    assert not MuxCore.on_tcp(session), "no media path yet"
+    prove(core, session, CALLER)
+    assert core.receive(framed(CALLER, SRTP), EDGE, 1.0) is None and not MuxCore.on_tcp(session)
+    header = frame.encode_header(REBOUND, 1, tcp=True)
+    assert core.receive(header + check(), EDGE, 2.0) is None
+    request = our_check()
+    core.send(session, request, REBOUND)
+    assert core.receive(header + answer(request, client=REBOUND), EDGE, 2.0) is None
+    assert core.receive(header + SRTP, EDGE, 2.5) is None and MuxCore.on_tcp(session), "the media moved to TCP"

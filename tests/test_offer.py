@@ -10,9 +10,12 @@ from voicemesh.core.offer import (
     MAX_LINES,
     TCP_PASSIVE_PRIORITY,
     OfferRejected,
+    SdpFrag,
     add_tcp_candidate,
     check_limits,
     check_offer,
+    parse_sdpfrag,
+    restart_answer,
     strip_candidates,
 )
 
@@ -132,3 +135,43 @@ def test_an_answer_without_candidates_is_unchanged_and_a_last_line_keeps_its_own
         ending, add_tcp_candidate(ending + "\r\n", ("203.0.113.5", 443)).split("\r\n")[1]]
     with pytest.raises(ValueError):
         add_tcp_candidate(ANSWER, ("203.0.113.5", 0))
+
+
+PWD = "abcdefghijklmnopqrstuvwx"
+
+
+def test_a_trickle_fragment_as_the_reference_client_writes_it() -> None:
+    frag = (f"a=ice-ufrag:abcd\r\na=ice-pwd:{PWD}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+            "a=candidate:1 1 udp 2130706431 192.168.1.5 50000 typ host\r\n"
+            "a=candidate:2 1 udp 1694498815 203.0.113.5 50000 typ srflx raddr 0.0.0.0 rport 0\r\n"
+            "a=end-of-candidates\r\n")
+    assert parse_sdpfrag(frag) == SdpFrag("abcd", PWD, ("0",), 2, True)
+
+
+def test_an_ice_restart_fragment_has_credentials_only_and_may_set_them_per_media() -> None:
+    assert parse_sdpfrag(f"a=ice-ufrag:wxyz\na=ice-pwd:{PWD}\n") == SdpFrag("wxyz", PWD, (), 0, False)
+    per_media = f"m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=ice-ufrag:wxyz\r\na=ice-pwd:{PWD}\r\n"
+    assert parse_sdpfrag(per_media).ufrag == "wxyz"
+
+
+@pytest.mark.parametrize(("frag", "title"), [
+    (f"a=ice-pwd:{PWD}\r\n", "no-ice-credentials"),
+    ("a=ice-ufrag:abcd\r\na=ice-pwd:short\r\n", "no-ice-credentials"),
+    (f"a=ice-ufrag:ab:cd\r\na=ice-pwd:{PWD}\r\n", "no-ice-credentials"),
+    (f"a=ice-ufrag:abcd\r\na=ice-pwd:{PWD}\r\nm=audio 9 X 0\r\na=ice-ufrag:efgh\r\n",
+     "inconsistent-ice-credentials"),
+    (f"a=ice-ufrag:abcd\r\na=ice-pwd:{PWD}\r\na=mid:0\r\n", "malformed-sdpfrag"),
+    (f"a=ice-ufrag:abcd\r\na=ice-pwd:{PWD}\r\nnot sdp\r\n", "malformed-sdpfrag"),
+    ("a=x\n" * (MAX_LINES + 1), "malformed-sdpfrag"),
+    ("a=" + "x" * MAX_LINE_CHARS + "\n", "malformed-sdpfrag"),
+])
+def test_a_bad_fragment_is_refused_with_a_title(frag: str, title: str) -> None:
+    with pytest.raises(OfferRejected) as refused:
+        parse_sdpfrag(frag)
+    assert refused.value.title == title
+
+
+def test_the_restart_answer_reads_back_and_ends_lines_in_crlf() -> None:
+    answer = restart_answer("Tok+en/0123", PWD, "audio", "0", "1 1 udp 2130706431 192.0.2.9 3478 typ host")
+    assert answer.endswith("a=end-of-candidates\r\n") and "\n" not in answer.replace("\r\n", "")
+    assert parse_sdpfrag(answer) == SdpFrag("Tok+en/0123", PWD, ("0",), 1, True)

@@ -108,8 +108,7 @@ async def test_a_token_bound_to_an_origin_is_refused_from_another() -> None:
         assert status == 401 and "origin" in body
         assert (await post_offer(http, mesh.whip_url, issued["value"], sdp))[0] == 401, "no Origin at all"
         status, headers, _ = await post_offer(http, mesh.whip_url, issued["value"], sdp, Origin="https://app.example.com")
-        assert status == 201 and headers["Access-Control-Allow-Origin"] == "*"
-        assert "Location" in headers["Access-Control-Expose-Headers"]
+        assert status == 201
         async with http.delete(mesh.edge.url + headers["Location"], headers={
                 "Authorization": f"Bearer {issued['value']}", "Origin": "https://evil.example"}) as resp:
             assert resp.status == 401
@@ -159,9 +158,42 @@ async def test_rotation_of_mesh_keys_and_api_keys() -> None:
         assert (await client_secret(http, mesh.secrets_url, api_key=API_KEY))[0] == 200
 
 
-async def test_cors_preflight_for_a_page_on_another_origin() -> None:
+async def test_cors_grants_only_the_configured_origins() -> None:
+    async with embedded_mesh(edge_options=AUTH | {"cors_origins": "https://App.example.com"}) as mesh, \
+            aiohttp.ClientSession() as http:
+        async with http.options(mesh.whip_url, headers={"Origin": "https://app.example.com",
+                                                        "Access-Control-Request-Method": "POST",
+                                                        "Access-Control-Request-Headers": "authorization"}) as resp:
+            assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+            assert resp.headers["Vary"] == "Origin" and "POST" in resp.headers["Access-Control-Allow-Methods"]
+            assert {"Authorization", "Content-Type", "If-Match"} <= set(
+                resp.headers["Access-Control-Allow-Headers"].split(", "))
+            assert resp.headers["Accept-Post"] == "application/sdp"
+        async with http.options(mesh.whip_url + "/some-session", headers={
+                "Origin": "https://app.example.com", "Access-Control-Request-Method": "PATCH"}) as resp:
+            assert resp.status == 200 and {"PATCH", "DELETE"} <= set(resp.headers["Access-Control-Allow-Methods"]
+                                                                       .split(", "))
+            assert resp.headers["Accept-Patch"] == "application/trickle-ice-sdpfrag"
+        async with http.options(mesh.whip_url, headers={"Origin": "https://evil.example",
+                                                        "Access-Control-Request-Method": "POST"}) as resp:
+            assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
+        _, issued = await client_secret(http, mesh.secrets_url)
+        status, headers, _ = await post_offer(http, mesh.whip_url, issued["value"], await real_offer(),
+                                              Origin="https://app.example.com")
+        assert status == 201 and headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+        assert {"Location", "ETag", "Link"} <= set(headers["Access-Control-Expose-Headers"].split(", "))
+        async with http.delete(mesh.edge.url + headers["Location"], headers={
+                "Authorization": f"Bearer {API_KEY}", "Origin": "https://evil.example"}) as resp:
+            assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
+        assert (await whip_counters(http, mesh))["cors_refused"] == 2
+
+
+async def test_no_origin_is_granted_unless_configured_and_any_only_with_a_star() -> None:
     async with embedded_mesh(edge_options=AUTH) as mesh, aiohttp.ClientSession() as http:
         async with http.options(mesh.whip_url, headers={"Origin": "https://app.example.com",
                                                         "Access-Control-Request-Method": "POST"}) as resp:
-            assert resp.status == 204 and resp.headers["Access-Control-Allow-Origin"] == "*"
-            assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
+            assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
+    async with embedded_mesh(edge_options=AUTH | {"cors_origins": "*"}) as mesh, aiohttp.ClientSession() as http:
+        async with http.options(mesh.whip_url, headers={"Origin": "https://any.example",
+                                                        "Access-Control-Request-Method": "POST"}) as resp:
+            assert resp.headers["Access-Control-Allow-Origin"] == "https://any.example"

@@ -49,6 +49,8 @@ EDGE_HELP = {
     "api_keys": "API keys as id:secret,... (secrets: use the env or file): app backends exchange one for client "
                 "tokens at POST /v1/client_secrets, or use it as the WHIP bearer; empty: WHIP open (loopback only)",
     "insecure_open": "serve WHIP without authorization on a non-loopback address (no API keys)",
+    "cors_origins": "origins of web pages that may call WHIP from the browser, as https://app.example.com,... "
+                    "(* for any; none by default)",
     "whip_rate_per_s": "WHIP offers per second one source (IPv4 address or IPv6 /64) may POST on average; "
                        "over it: 429 with Retry-After",
     "whip_burst": "WHIP offers one source may POST at once before the rate applies",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from voicemesh.wire.addr import format_hostport
-from voicemesh.wire.signaling import SDP_TYPE
+from voicemesh.wire.signaling import SDP_TYPE, TRICKLE_TYPE
 
 PROBLEM_TYPE_BASE = "https://voicemesh.dev/problems/"
 
@@ -52,6 +52,38 @@ async def read_offer(request: web.Request, max_bytes: int) -> str | web.Response
         return body.decode("utf-8")
     except UnicodeDecodeError:
         return problem(400, "malformed-sdp", "the offer is not UTF-8 text")
+
+
+async def read_sdpfrag(request: web.Request, max_bytes: int) -> str | web.Response:
+    """Read a WHIP PATCH body (RFC 9725 4.3.1, RFC 8840): the SDP fragment text, or a problem response.
+
+    Returns 415 for a content type other than ``application/trickle-ice-sdpfrag``, 413 for a body over
+    ``max_bytes`` (bytes), 400 for a body that is not UTF-8.
+    """
+    if request.content_type != TRICKLE_TYPE:
+        return problem(415, "unsupported-media-type", f"a PATCH must be sent as {TRICKLE_TYPE}, not "
+                                                      f"{request.content_type or 'no content type'}")
+    if request.content_length is not None and request.content_length > max_bytes:
+        return problem(413, "sdpfrag-too-large", f"the body is {request.content_length} bytes; the limit is {max_bytes}")
+    body = await request.content.read(max_bytes + 1)
+    while len(body) <= max_bytes and (chunk := await request.content.read(max_bytes + 1 - len(body))):
+        body += chunk
+    if len(body) > max_bytes:
+        return problem(413, "sdpfrag-too-large", f"the body is over the {max_bytes} byte limit")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return problem(400, "malformed-sdpfrag", "the body is not UTF-8 text")
+
+
+def if_match(header: str | None, etag: str) -> bool | None:
+    """Evaluate an ``If-Match`` header (RFC 9110 13.1.1) against the current strong ``etag`` (quoted):
+    None if the header is absent (a WHIP PATCH then gets 428, RFC 6585 3), True for ``*`` or a list holding
+    ``etag`` (strong comparison: a weak tag never matches), else False (412)."""
+    if header is None:
+        return None
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or etag in tags
 
 
 @dataclass(frozen=True)

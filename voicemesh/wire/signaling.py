@@ -19,3 +19,11 @@ answer then carries a second candidate, ``tcptype passive`` on it, after the UDP
 
 CLIENT_ADDRESS = "Voicemesh-Client-Address"
 """Header: the caller's IP address as the edge saw it (for logs and geo)."""
+
+TRICKLE_TYPE = "application/trickle-ice-sdpfrag"
+"""Content type of a WHIP PATCH (trickle ICE or ICE restart) and of an ICE restart's answer (RFC 8840,
+RFC 9725 4.3)."""
+
+MAX_SDPFRAG_BYTES = 16 * 1024
+"""Largest PATCH body accepted (bytes). A browser's trickle fragment with every candidate of a host is under
+2 KiB."""

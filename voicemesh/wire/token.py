@@ -61,11 +61,11 @@ class TokenCodec:
 
     `keys` maps key id (0..255) to a secret of at least 16 bytes. Tokens are minted with `current_key_id`
     and verified with any key in the map, so the previous key keeps working during a rotation.
-    Raises ValueError for a bad key set.
+    `mesh_keys` is the key set, for keys derived from it. Raises ValueError for a bad key set.
     """
 
     def __init__(self, keys: Mapping[int, bytes], current_key_id: int) -> None:
-        MeshKeys(keys, current_key_id)  # validates the key set
+        self.mesh_keys = MeshKeys(keys, current_key_id)  # validates the key set
         self._keys = dict(keys)
         self.current_key_id = current_key_id
 
