@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
+from multidict import CIMultiDict
 
 from voicemesh.app import audio
 from voicemesh.app.demo import embedded_mesh
@@ -131,10 +132,10 @@ def form(*parts: tuple[str, str]) -> aiohttp.FormData:
     return data
 
 
-async def post_call(url: str, data, headers: dict | None = None) -> tuple[int, dict, str]:
+async def post_call(url: str, data, headers: dict | None = None) -> tuple[int, CIMultiDict, str]:
     async with aiohttp.ClientSession() as http, http.post(f"{url}/v1/realtime/calls", data=data,
                                                           headers=headers or {}) as resp:
-        return resp.status, dict(resp.headers), await resp.text()
+        return resp.status, CIMultiDict(resp.headers), await resp.text()
 
 
 async def edge_counters(url: str) -> dict:
@@ -285,3 +286,22 @@ async def test_the_edge_serves_the_realtime_example_page() -> None:
         assert resp.status == 200 and resp.content_type == "text/html"
     assert 'createDataChannel("oai-events")' in page and "`${baseUrl}/v1/realtime/calls`" in page
     assert '"Content-Type": "application/sdp"' in page and "window.result" in page
+
+
+async def test_a_page_on_an_allowed_origin_may_call_the_realtime_endpoint() -> None:
+    from offers import real_offer
+
+    origin = "https://app.example.com"
+    async with embedded_mesh(edge_options={"cors_origins": origin}) as mesh, aiohttp.ClientSession() as http:
+        async with http.options(f"{mesh.edge.url}/v1/realtime/calls", headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type"}) as resp:
+            assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == origin
+            assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+        status, headers, _ = await post_call(mesh.edge.url, await real_offer(),
+                                             {"Content-Type": "application/sdp", "Origin": origin})
+        assert status == 201 and headers["Access-Control-Allow-Origin"] == origin
+        assert "Location" in headers["Access-Control-Expose-Headers"] and headers.get("ETag")
+        status, headers, _ = await post_call(mesh.edge.url, await real_offer(),
+                                             {"Content-Type": "application/sdp", "Origin": "https://evil.example"})
+        assert "Access-Control-Allow-Origin" not in headers
