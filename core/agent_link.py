@@ -62,6 +62,7 @@ class AgentSession:
         on_frame: Callable[[bytes, int], None],
         on_end: Callable[[str], None],
         on_event: Callable[[int, int], None] | None = None,
+        on_json: Callable[[str], None] | None = None,
     ) -> None:
         self.stream_id = start.stream_id
         self.session_id = start.session_id
@@ -69,6 +70,7 @@ class AgentSession:
         self.on_frame = on_frame
         self.on_end = on_end
         self.on_event = on_event
+        self.on_json = on_json
         self.closed = False
         self._link = link
         self._seq = 0
@@ -99,6 +101,13 @@ class AgentSession:
         if not self.closed:
             event_message = agent_pb2.SessionEvent(stream_id=self.stream_id, event=event, timestamp=timestamp)
             self._link._enqueue_event(event_message)
+
+    def send_json(self, text: str) -> None:
+        """Queue one of the caller's JSON events (agent.proto JsonEvent) after the frames sent so far, as
+        send_event does (same order, same drops: counted in AgentLink.dropped_events). text: one JSON
+        object, checked by the caller (voicemesh.agent.events). No-op once closed."""
+        if not self.closed:
+            self._link._enqueue_event(agent_pb2.JsonEvent(stream_id=self.stream_id, json=text))
 
     def close(self, reason: str) -> None:
         """End the session: sends SessionEnd(reason) after its queued frames. on_end is not called.
@@ -131,7 +140,10 @@ class AgentLink:
     next batch follows at once). They are never dropped for a full queue,
     only while the stream is down (`dropped_events`). Downlink events for an
     unknown stream_id, of a kind an agent may not send (AGENT_EVENTS), or for
-    a session opened without on_event count in `dropped_downlink_events`.
+    a session opened without on_event count in `dropped_downlink_events`;
+    JSON events (JsonEvent) keep their place among events the same way, and
+    downlink ones for an unknown stream_id or a session opened without
+    on_json count in `dropped_downlink_json`.
     A SessionEnd goes out once no frame or event queued before it is left.
 
     Failures: if the stream fails, the link reopens it after a backoff of
@@ -147,7 +159,8 @@ class AgentLink:
     iteration), any session opened while no stream is open, until the outage ends.
 
     Downlink frames go to the session's on_frame(payload, timestamp), then
-    downlink events to on_event(event, timestamp), then a downlink
+    downlink events to on_event(event, timestamp), then JSON events to
+    on_json(text), then a downlink
     SessionEnd (the agent hangs up) to on_end(reason). Callbacks run
     on the event loop and must not block; an exception in one is logged, not
     raised. Use the link from the event loop's thread.
@@ -173,13 +186,14 @@ class AgentLink:
         self.dropped_downlink_frames = 0
         self.dropped_events = 0
         self.dropped_downlink_events = 0
+        self.dropped_downlink_json = 0
         self.uplink_messages = 0
         self.downlink_messages = 0
         self._sessions: dict[int, AgentSession] = {}
         self._next_stream_id = 1
         self._frames: collections.deque[tuple[int, int, int, bytes]] = collections.deque()
         # Each event waits behind the frames queued before it: (frames ever queued then, event).
-        self._events: collections.deque[tuple[int, agent_pb2.SessionEvent]] = collections.deque()
+        self._events: collections.deque[tuple[int, agent_pb2.SessionEvent | agent_pb2.JsonEvent]] = collections.deque()
         self._frames_in = 0
         self._frames_out = 0
         self._starts: list[agent_pb2.SessionStart] = []
@@ -244,8 +258,10 @@ class AgentLink:
         on_frame: Callable[[bytes, int], None],
         on_end: Callable[[str], None],
         on_event: Callable[[int, int], None] | None = None,
+        on_json: Callable[[str], None] | None = None,
         metadata: dict[str, str] | None = None,
         traceparent: str = "",
+        session_config: str = "",
     ) -> AgentSession:
         """Add a session to the stream (sends SessionStart: mono, 20 ms frames).
 
@@ -253,9 +269,11 @@ class AgentLink:
         clock of RFC 7587 section 4.1) or agent_pb2.CODEC_PCM16 (any rate, Hz).
         on_frame(payload, timestamp) gets the agent's frames, on_event(event,
         timestamp) its EVENT_RESPONSE_STARTED and EVENT_RESPONSE_DONE, on_end(reason)
-        the end of the session by the agent or by an outage ("agent_unavailable").
+        the end of the session by the agent or by an outage ("agent_unavailable"),
+        on_json(text) its JSON events for the caller (not checked here).
         metadata: free-form attributes for the agent. traceparent: W3C Trace
-        Context of the session's trace. Raises SessionFormatError.
+        Context of the session's trace. session_config: the caller's initial
+        session configuration (a JSON object as text, or ""). Raises SessionFormatError.
         """
         if codec not in (agent_pb2.CODEC_OPUS, agent_pb2.CODEC_PCM16):
             raise SessionFormatError("codec", f"unsupported codec {codec}")
@@ -270,9 +288,10 @@ class AgentLink:
             frame_ms=FRAME_MS,
             metadata=metadata,
             traceparent=traceparent,
+            session_config=session_config,
         )
         self._next_stream_id += 1
-        session = AgentSession(self, start, on_frame, on_end, on_event)
+        session = AgentSession(self, start, on_frame, on_end, on_event, on_json)
         if self._given_up and not self._up:
             session.closed = True
             self._event_loop.call_soon(_call_back, on_end, "agent_unavailable")
@@ -296,7 +315,7 @@ class AgentLink:
         if self._flush_handle is None:
             self._schedule_flush()
 
-    def _enqueue_event(self, event: agent_pb2.SessionEvent) -> None:
+    def _enqueue_event(self, event: agent_pb2.SessionEvent | agent_pb2.JsonEvent) -> None:
         if not self._up:
             self.dropped_events += 1
             return
@@ -337,7 +356,11 @@ class AgentLink:
             taken += 1
         self._frames_out += taken
         while events and events[0][0] <= self._frames_out:
-            uplink.events.append(events.popleft()[1])
+            event = events.popleft()[1]
+            if isinstance(event, agent_pb2.JsonEvent):
+                uplink.json_events.append(event)
+            else:
+                uplink.events.append(event)
         if frames or events:
             self._wake.set()
         else:
@@ -483,6 +506,15 @@ class AgentLink:
                 session.on_event(event.event, event.timestamp)
             except Exception:
                 logger.exception("on_event of session %s failed", session.session_id)
+        for json_event in downlink.json_events:
+            session = sessions.get(json_event.stream_id)
+            if session is None or session.on_json is None:
+                self.dropped_downlink_json += 1
+                continue
+            try:
+                session.on_json(json_event.json)
+            except Exception:
+                logger.exception("on_json of session %s failed", session.session_id)
         for end in downlink.ends:
             session = sessions.pop(end.stream_id, None)
             self._started.discard(end.stream_id)

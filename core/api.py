@@ -1,6 +1,7 @@
 """The transceiver's HTTP API, reached by edges over the backbone (not by callers).
 
-``POST /v1/sessions`` takes the caller's WHIP offer as forwarded by an edge,
+``POST /v1/sessions`` takes the caller's WHIP offer as forwarded by an edge (the SDP, or with the caller's
+Realtime session configuration ``{"sdp", "session"}`` as JSON: voicemesh/runtime/http.py encode_call),
 with the edge's identity in headers, and returns ``201`` with the answer,
 ``Location`` and ``ETag``; ``PATCH /v1/sessions/{id}`` takes trickle ICE and ICE
 restarts (RFC 9725 4.3); ``DELETE /v1/sessions/{id}`` ends a session; ``GET /v1/status``
@@ -28,13 +29,13 @@ from aiohttp import web
 from voicemesh.core.offer import OfferRejected, parse_sdpfrag
 from voicemesh.core.transceiver import Capacity, EdgeHop, RestartRefused, Transceiver
 from voicemesh.runtime import telemetry
-from voicemesh.runtime.http import HttpLimits, if_match, problem, read_offer, read_sdpfrag, serve_app
+from voicemesh.runtime.http import HttpLimits, if_match, problem, read_forwarded_call, read_sdpfrag, serve_app
 from voicemesh.wire.addr import parse_hostport
 from voicemesh.wire.hopauth import SIGNATURE, BadSignature, HopRequest, HopVerifier
 from voicemesh.wire.signaling import (
     CLIENT_ADDRESS,
     EDGE_ID,
-    MAX_OFFER_BYTES,
+    MAX_FORWARDED_CALL_BYTES,
     MAX_SDPFRAG_BYTES,
     RELAY_ADDRESS,
     RELAY_TCP_ADDRESS,
@@ -81,17 +82,18 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
                            f"offers reach a transceiver through an edge, with {EDGE_ID} and {RELAY_ADDRESS}")
 
     async def post_session(request: web.Request) -> web.StreamResponse:
-        offer = await read_offer(request, MAX_OFFER_BYTES)
-        if isinstance(offer, web.Response):
-            return offer
-        refusal = unsigned(request, offer.encode())
+        call = await read_forwarded_call(request)
+        if isinstance(call, web.Response):
+            return call
+        offer, body = call
+        refusal = unsigned(request, body)
         if refusal is not None:
             return refusal
         edge = edge_hop(request)
         if isinstance(edge, web.Response):
             return edge
         try:
-            session = await transceiver.create_session(offer, edge)
+            session = await transceiver.create_session(offer.sdp, edge, session_config=offer.session)
         except OfferRejected as exc:
             return problem(400, exc.title, exc.detail)
         except Capacity as exc:
@@ -171,11 +173,12 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
             "mux": dict(mux.counters) if mux is not None else {},
             "mux_routes": dict(mux.core.events) if mux is not None else {},
             "routes_by_transport": mux.core.routes_by_transport() if mux is not None else {},
+            "realtime": dict(transceiver.realtime_counters),
             "hop_refused": dict(refused),
             "tasks": len(asyncio.all_tasks()),
         })
 
-    app = web.Application(client_max_size=MAX_OFFER_BYTES, middlewares=[telemetry.server_spans()])
+    app = web.Application(client_max_size=MAX_FORWARDED_CALL_BYTES, middlewares=[telemetry.server_spans()])
     app.router.add_post("/v1/sessions", post_session)
     app.router.add_patch("/v1/sessions/{session_id}", patch_session)
     app.router.add_delete("/v1/sessions/{session_id}", delete_session)

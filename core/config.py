@@ -16,6 +16,7 @@ class TransceiverConfig:
     backbone: str = "127.0.0.1:0"
     capacity: int = 50
     agent: str = "127.0.0.1:50051"
+    agent_kind: str = "echo"
     agent_codec: str = "opus"
     agent_rate_hz: int = 16000
     connect_timeout_s: float = 10.0

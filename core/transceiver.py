@@ -3,7 +3,8 @@
 For every WHIP offer forwarded by an edge it mints the routing token as the
 server ICE ufrag, claims the session in the registry, answers with the edge's
 public relay address as the only candidate, and once the caller connects bridges
-its audio to an agent over gRPC (core/agent_link.py). All sessions share one backbone UDP
+its audio to an agent over gRPC (core/agent_link.py), and the JSON events of its
+``oai-events`` data channel, if it opens one (core/realtime.py). All sessions share one backbone UDP
 socket (core/mux.py). A session ends on DELETE, ICE or DTLS failure, consent
 expiry, the agent hanging up, or a watchdog (not connected in time, too long).
 A connected session's ICE restarts (WHIP PATCH, RFC 9725 4.3.3) with a new token as its server ufrag.
@@ -22,11 +23,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, sdp
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription, sdp
 from opentelemetry import metrics, trace
 
 from voicemesh.agent.v1 import agent_pb2
-from voicemesh.core import hooks, vad
+from voicemesh.core import hooks, realtime, vad
 from voicemesh.core.agent_link import AgentLink, AgentSession
 from voicemesh.core.config import TransceiverConfig
 from voicemesh.core.media import RTP_CLOCK_HZ, AgentAudioTrack, OpusDecoder, OpusEncoder
@@ -101,12 +102,14 @@ class Session:
     ufrag: str
     edge: EdgeHop
     created_at: float
+    events: realtime.RealtimeEvents
     remote_ufrag: str = ""
     remote_pwd: str = ""
     expires_at: int = 0
     media: tuple[str, str] = ("audio", "0")
     transport: MuxTransport | None = None
     restarts: int = 0
+    session_config: str = ""
     claim: Claim | None = None
     agent: AgentSession | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
@@ -149,6 +152,8 @@ class Transceiver:
         self.tokens = tokens
         self.session_ids = SessionIds(tokens.mesh_keys)
         self.sessions: dict[str, Session] = {}
+        self.realtime_counters: Counter[str] = Counter()
+        """The counters of all sessions' event channels (core/realtime.py RealtimeEvents)."""
         self._admitting: set[str] = set()
         self.record: NodeRecord | None = None
         self.mux: BackboneMux | None = None
@@ -257,8 +262,9 @@ class Transceiver:
     def _attributes(self) -> dict[str, str]:
         return {telemetry.NODE_ID: self.config.node_id, telemetry.REGION: self.config.region}
 
-    async def create_session(self, offer_sdp: str, edge: EdgeHop) -> Session:
-        """Answer ``offer_sdp`` for a caller arriving through ``edge``.
+    async def create_session(self, offer_sdp: str, edge: EdgeHop, *, session_config: str = "") -> Session:
+        """Answer ``offer_sdp`` for a caller arriving through ``edge``; ``session_config`` is the caller's
+        Realtime session configuration (a JSON object as text, or ""), for the agent's SessionStart.
 
         Returns the Session; its answer is ``session.answer``: aiortc's (``pc.localDescription.sdp``) with,
         when the edge serves ICE-TCP (``edge.relay_tcp``), a passive TCP candidate after the UDP one.
@@ -298,7 +304,9 @@ class Transceiver:
             issued_at=issued_at, lifetime_s=int(self.config.max_session_s),
         )
         session = Session(session_id, pc, track, ufrag, edge, time.monotonic(),
-                          expires_at=issued_at + int(self.config.max_session_s))
+                          realtime.RealtimeEvents(self.realtime_counters, time.monotonic),
+                          expires_at=issued_at + int(self.config.max_session_s), session_config=session_config)
+        pc.on("datachannel", lambda channel: self._open_channel(session, channel))
         session.span = telemetry.tracer().start_span("session", attributes={
             telemetry.SESSION_ID: session_id, telemetry.EDGE_ID: edge.edge_id, "client.address": edge.client_ip,
             **self._attributes()})
@@ -423,6 +431,25 @@ class Transceiver:
             raise Capacity("full")
         self._admitting.add(session_id)
 
+    def _open_channel(self, session: Session, channel: RTCDataChannel) -> None:
+        """The caller opened a data channel: ``oai-events`` (the first) carries the session's JSON events
+        (core/realtime.py); any other is closed and counted."""
+        events = session.events
+        if not events.channel_opened(channel.label):
+            channel.close()
+            return
+
+        def send(text: str) -> None:
+            if channel.readyState == "open":
+                channel.send(text)
+
+        channel.on("message", events.from_caller)
+        channel.on("close", events.caller_closed)
+        if channel.readyState == "open":
+            events.caller_open(send)
+        else:
+            channel.on("open", lambda: events.caller_open(send))
+
     def _bridge(self, session: Session) -> None:
         """Open the session's agent stream (when the caller connects), connect the caller's RTP to it and
         the agent's frames to the caller.
@@ -452,19 +479,27 @@ class Transceiver:
             on_frame=self._downlink(session, pcm, rate, barge_in),
             on_event=on_event,
             on_end=lambda reason: self._end_later(session, f"agent:{reason}"),
+            on_json=session.events.from_agent,
             metadata=metadata,
             traceparent=telemetry.inject(trace.set_span_in_context(session.span)).get("traceparent", ""),
+            session_config=session.session_config,
         )
         agent = session.agent
+        session.events.agent_open(agent.send_json)
         track = session.track
         detector = vad.SpeechDetector(clock_hz=RTP_CLOCK_HZ)
         ratio = rate / RTP_CLOCK_HZ
+        first_rtp: list[int] = []
 
         def hear(voiced: bool, rtp_timestamp: int) -> None:
+            if not first_rtp:
+                first_rtp.append(rtp_timestamp)
             speech = detector.update(voiced, rtp_timestamp)
             if speech is None:
                 return
             timestamp = int(speech.timestamp * ratio)
+            audio_ms = ((speech.timestamp - first_rtp[0]) & 0xFFFFFFFF) * 1000 // RTP_CLOCK_HZ
+            session.events.speech(speech.started, audio_ms)
             if not speech.started:
                 agent.send_event(agent_pb2.EVENT_SPEECH_STOPPED, timestamp)
                 return

@@ -54,6 +54,8 @@ class TurnAgent(sdk.Agent):
                     if heard is not None:
                         heard.append(item.payload)
                     continue
+                if not isinstance(item, agent_pb2.SessionEvent):  # JSON events: this agent takes none
+                    continue
                 self.events[item.event] += 1
                 if item.event == agent_pb2.EVENT_SPEECH_STARTED:
                     heard = []

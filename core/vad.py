@@ -24,6 +24,11 @@ from the microphone measures about -35 to -15 dBov per 20 ms frame (the bundled 
 digital silence -127. -45 sits between them, so soft word endings still count as voiced and room
 noise does not."""
 
+FLAGGED_LEVEL_DBOV = -70
+"""The sender's own voice activity flag counts only for a frame at least this loud (dBov). Chromium sets the flag
+on every frame of a file-fed microphone, its digital silence (-102 to -127 dBov) included, so the flag alone
+would never let speech stop; softly spoken syllables between -70 and -45 dBov still count by the flag."""
+
 START_FRAMES = 3
 """Speech starts when this many of the last ``WINDOW_FRAMES`` frames are voiced: a single click or
 cough (one or two loud frames) does not start it; speech is seen 40 to 80 ms after it begins."""
@@ -50,11 +55,12 @@ def level_voiced(audio_level: tuple[bool, int]) -> bool:
     """Whether a frame is voiced, from its RFC 6464 audio level: ``(vad_flag, level)``, level in
     -dBov from 0 (loudest) to 127 (silence), as aiortc parses the extension.
 
-    Voiced if the sender's own voice activity flag is set (browsers set it from their audio
-    pipeline) or the frame is at least ``VOICED_LEVEL_DBOV`` loud (senders that never set the
-    flag, such as aiortc, still give the level).
+    Voiced if the frame is at least ``VOICED_LEVEL_DBOV`` loud (senders that never set the flag,
+    such as aiortc, still give the level), or if the sender's own voice activity flag is set
+    (browsers set it from their audio pipeline) and the frame is at least ``FLAGGED_LEVEL_DBOV``
+    loud.
     """
-    return audio_level[0] or audio_level[1] <= -VOICED_LEVEL_DBOV
+    return audio_level[1] <= -VOICED_LEVEL_DBOV or (audio_level[0] and audio_level[1] <= -FLAGGED_LEVEL_DBOV)
 
 
 class PcmVoicing:

@@ -38,12 +38,13 @@ class Cors:
     """The origins granted CORS, and the pieces that grant it.
 
     ``origins``: entries ``scheme://host[:port]`` (compared lowercased, as browsers send them, RFC 6454
-    6.2) or ``*``. ``paths``: URL path prefixes the grant covers (the WHIP endpoint and its sessions).
+    6.2) or ``*``. ``paths``: URL path prefixes the grant covers (the WHIP endpoint and its sessions, and the
+    OpenAI Realtime-compatible endpoint and its calls).
     ``counters`` counts ``cors_granted`` and ``cors_refused`` (requests from an origin not on the list).
     Raises ValueError naming a malformed entry.
     """
 
-    def __init__(self, origins: Iterable[str], paths: tuple[str, ...] = ("/v1/sessions",)) -> None:
+    def __init__(self, origins: Iterable[str], paths: tuple[str, ...] = ("/v1/sessions", "/v1/realtime/calls")) -> None:
         entries = [entry.strip() for entry in origins if entry.strip()]
         self.any = "*" in entries
         self.origins = frozenset(normalize_origin(entry) for entry in entries if entry != "*")

@@ -8,6 +8,14 @@ and ICE restart, RFC 9725 4.3) and ``DELETE`` on that URL find the owner through
 registry and are forwarded to it; GeoDNS may send a caller that moved to another edge, whose relay then
 carries the restarted ICE. CORS grants come from an allow-list of origins (edge/cors.py).
 
+OpenAI Realtime compatibility: ``POST /v1/realtime/calls`` is the same POST for apps written for OpenAI's
+Realtime WebRTC API. It takes the offer as ``application/sdp``, or as ``multipart/form-data`` with a part
+``sdp`` and a part ``session`` (a JSON object, the initial session configuration, which travels to the
+agent), and answers as WHIP does, with ``Location: /v1/realtime/calls/<id>``; admission, authorization,
+CORS and errors are WHIP's, and ``PATCH`` and ``DELETE`` on that URL act on the call as on a WHIP session.
+``POST /v1/realtime/client_secrets`` is ``POST /v1/client_secrets`` under OpenAI's name, so an app's
+backend changes only its base URL too.
+
 Admission: a source (IPv4 address or IPv6 /64, edge/admission.py) over its
 rate gets ``429``; over ``max_pending`` offers in flight the edge answers
 ``503``; a transceiver that answers ``503`` (full or draining) passes the offer
@@ -48,7 +56,16 @@ from voicemesh.edge.apikeys import ApiKeys
 from voicemesh.edge.cors import Cors
 from voicemesh.registry import InvalidName, MalformedRecord, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
-from voicemesh.runtime.http import HTTP_COUNTERS, problem, read_offer, read_sdpfrag
+from voicemesh.runtime.http import (
+    HTTP_COUNTERS,
+    PROBLEM_TITLE,
+    CallOffer,
+    encode_call,
+    problem,
+    read_call,
+    read_offer,
+    read_sdpfrag,
+)
 from voicemesh.wire.clienttoken import MAX_TTL_S, BadClientToken, ClientTokenCodec, check_region, normalize_origin
 from voicemesh.wire.geo import distance_km
 from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner
@@ -57,6 +74,7 @@ from voicemesh.wire.sessionid import SessionIds
 from voicemesh.wire.signaling import (
     CLIENT_ADDRESS,
     EDGE_ID,
+    MAX_CALL_BYTES,
     MAX_OFFER_BYTES,
     MAX_SDPFRAG_BYTES,
     RELAY_ADDRESS,
@@ -83,6 +101,16 @@ tokens get 503 until some expire (only API key holders can fill it)."""
 MAX_SECRET_REQUEST_BYTES = 4096
 
 
+SESSIONS_PATH = "/v1/sessions"
+"""WHIP's endpoint (RFC 9725 4.2): sessions are at ``SESSIONS_PATH/<id>``."""
+REALTIME_CALLS_PATH = "/v1/realtime/calls"
+"""The OpenAI Realtime-compatible endpoint (OpenAI's ``POST /v1/realtime/calls``): calls are at
+``REALTIME_CALLS_PATH/<id>``."""
+OFFER_PATHS = (SESSIONS_PATH, REALTIME_CALLS_PATH)
+"""Where offers are POSTed: both take the same admission, authorization and CORS (edge/cors.py's paths)."""
+CLIENT_SECRETS_PATHS = ("/v1/client_secrets", "/v1/realtime/client_secrets")
+"""Where an app's backend gets client tokens: ours, and OpenAI's name for its ephemeral keys."""
+
 RegionPolicy = Callable[[web.Request], "str | None"]
 """Chooses a core region for one offer, or None to let the edge pick the nearest with capacity."""
 
@@ -93,6 +121,9 @@ FAILOVER_ATTRIBUTE = "voicemesh.failover_from"
 """Span attribute of a WHIP POST that failed over: the region first in the choice order, which did not take it."""
 CALL_PAGE = resources.files("voicemesh.edge.static") / "call.html"
 """The page served at ``GET /``: a call through this edge with the browser's own WebRTC stack."""
+REALTIME_PAGE = resources.files("voicemesh.edge.static") / "realtime.html"
+"""The page served at ``GET /realtime``: an OpenAI Realtime WebRTC app (the flow of OpenAI's guide) whose base URL
+is this edge."""
 
 
 TOKEN_REGION = web.RequestKey("voicemesh_token_region", str)
@@ -181,7 +212,9 @@ class WhipFront:
     too), ``unauthorized_<reason>`` (401, the reason as
     ``BadClientToken``'s, or ``missing``, ``replayed``), and issued client
     tokens as ``client_tokens_issued``, ICE restarts answered as ``ice_restarts``, DELETEs of ended
-    sessions as ``deleted_after_end``; ``GET /v1/status`` adds the CORS counters (edge/cors.py).
+    sessions as ``deleted_after_end``; a Realtime call whose body is refused counts as ``call_<problem
+    title>`` (``call_malformed_multipart``, ``call_malformed_session``, ...); ``GET /v1/status`` adds the CORS
+    counters (edge/cors.py).
     """
 
     def __init__(self, registry: Registry, edge: Callable[[], NodeRecord], relay_stats: Callable[[], dict],
@@ -220,18 +253,21 @@ class WhipFront:
             await self._http.close()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_OFFER_BYTES,
+        app = web.Application(client_max_size=MAX_CALL_BYTES,
                               middlewares=[telemetry.server_spans(), self.cors.middleware, self._admit,
                                            self._authorize])
-        app.router.add_post("/v1/sessions", self.post_session)
-        app.router.add_post("/v1/client_secrets", self.post_client_secret)
-        app.router.add_patch("/v1/sessions/{session_id}", self.patch_session)
-        app.router.add_delete("/v1/sessions/{session_id}", self.delete_session)
-        app.router.add_route("OPTIONS", "/v1/sessions", Cors.options(("POST",), accept_post=True))
-        app.router.add_route("OPTIONS", "/v1/sessions/{session_id}", Cors.options(("PATCH", "DELETE"),
-                                                                                  accept_patch=True))
+        for path in CLIENT_SECRETS_PATHS:
+            app.router.add_post(path, self.post_client_secret)
+        for path, post in ((SESSIONS_PATH, self.post_session), (REALTIME_CALLS_PATH, self.post_call)):
+            app.router.add_post(path, post)
+            app.router.add_patch(path + "/{session_id}", self.patch_session)
+            app.router.add_delete(path + "/{session_id}", self.delete_session)
+            app.router.add_route("OPTIONS", path, Cors.options(("POST",), accept_post=True))
+            app.router.add_route("OPTIONS", path + "/{session_id}", Cors.options(("PATCH", "DELETE"),
+                                                                                 accept_patch=True))
         app.router.add_get("/v1/status", self.status)
         app.router.add_get("/", self.call_page)
+        app.router.add_get("/realtime", self.realtime_page)
         return app
 
     def _refuse(self, status: int, reason: str, detail: str, retry_after: int) -> web.Response:
@@ -242,7 +278,7 @@ class WhipFront:
     @web.middleware
     async def _admit(self, request: web.Request, handler):
         """Offers only: the source's rate limit (429), then the cap on offers in flight (503)."""
-        if request.method != "POST" or request.path != "/v1/sessions":
+        if request.method != "POST" or request.path not in OFFER_PATHS:
             return await handler(request)
         if self.limiter is not None:
             wait_s = self.limiter.take(source_key(client_address(request)), self.clock())
@@ -267,7 +303,7 @@ class WhipFront:
         """WHIP POST, PATCH and DELETE need a bearer (an API key, or a client token) when the edge has API keys.
 
         A client token's region, if any, pins the offer (``request[TOKEN_REGION]``)."""
-        if not self.api_keys or request.path == "/v1/client_secrets" or request.method not in ("POST", "PATCH", "DELETE"):
+        if not self.api_keys or request.path in CLIENT_SECRETS_PATHS or request.method not in ("POST", "PATCH", "DELETE"):
             return await handler(request)
         bearer = _bearer(request)
         if not bearer:
@@ -300,7 +336,9 @@ class WhipFront:
 
         Bearer: an API key (else ``401``). JSON body (may be empty): ``ttl_s`` (1..60, default 60),
         ``origin`` (the page's origin, ``https://host[:port]``) and ``region`` (a core region) to bind it
-        to. Answers ``200`` with ``{"value": token, "expires_at": unix seconds}``; ``400`` for a bad body.
+        to; other keys (OpenAI's ``session``, ``expires_after``) are ignored. Answers ``200`` with
+        ``{"value": token, "expires_at": unix seconds}`` (the fields of OpenAI's answer an app reads); ``400``
+        for a bad body. Also at ``POST /v1/realtime/client_secrets``.
         """
         key_id = self.api_keys.match(_bearer(request))
         if key_id is None:
@@ -339,19 +377,34 @@ class WhipFront:
         offer = await read_offer(request, MAX_OFFER_BYTES)
         if isinstance(offer, web.Response):
             return offer
+        return await self._offer(request, CallOffer(offer), SESSIONS_PATH)
+
+    async def post_call(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/realtime/calls`` (OpenAI's Realtime WebRTC call): the offer as ``application/sdp``, or as
+        ``multipart/form-data`` with ``sdp`` and ``session`` (voicemesh/runtime/http.py read_call); then as
+        WHIP POST, with ``Location: /v1/realtime/calls/<id>``."""
+        offer = await read_call(request)
+        if isinstance(offer, web.Response):
+            self.counters["call_" + offer[PROBLEM_TITLE].replace("-", "_")] += 1
+            return offer
+        return await self._offer(request, offer, REALTIME_CALLS_PATH)
+
+    async def _offer(self, request: web.Request, offer: CallOffer, collection: str) -> web.StreamResponse:
+        """Forward ``offer`` to a transceiver (see the class docstring); the answer's ``Location`` is under
+        ``collection`` (the path the offer was POSTed to)."""
         edge = self.edge()
         if edge.draining:
             return problem(503, "draining", "this edge is draining; resolve the mesh name again",
                            headers={"Retry-After": str(RETRY_AFTER_S)})
+        sdp, content_type = encode_call(offer)
         headers = {
-            "Content-Type": SDP_TYPE,
+            "Content-Type": content_type,
             EDGE_ID: str(edge.index),
             RELAY_ADDRESS: edge.public_relay,
             CLIENT_ADDRESS: client_address(request),
         }
         if edge.public_relay_tcp:
             headers[RELAY_TCP_ADDRESS] = edge.public_relay_tcp
-        sdp = offer.encode()
         region = request.get(TOKEN_REGION) or self.region_policy(request)
         now = self.clock()
         self._unreachable = {node_id: until for node_id, until in self._unreachable.items() if until > now}
@@ -377,7 +430,7 @@ class WhipFront:
                             continue
                         if resp.status != 201:
                             return web.Response(status=resp.status, body=body, content_type=resp.content_type)
-                        location = resp.headers["Location"]
+                        session_id = resp.headers["Location"].rsplit("/", 1)[-1]
                         etag = resp.headers.get("ETag")
                 except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                     span.set_status(StatusCode.ERROR, repr(exc))
@@ -390,7 +443,6 @@ class WhipFront:
                     span.set_status(StatusCode.ERROR, repr(exc))
                     log.warning("transceiver %s failed: %r", node.node_id, exc)
                     continue
-            session_id = location.rsplit("/", 1)[-1]
             server_span = trace.get_current_span()
             server_span.set_attribute(telemetry.SESSION_ID, session_id)
             server_span.set_attribute(REGION_ATTRIBUTE, node.region)
@@ -403,7 +455,7 @@ class WhipFront:
                 self.on_answer(body, session_id, server_span.get_span_context())
             log.info("session forwarded", extra={"session_id": session_id, "transceiver": node.node_id,
                                                  "trace_id": telemetry.trace_id(server_span)})
-            headers = {"Location": location} | ({"ETag": etag} if etag else {})
+            headers = {"Location": f"{collection}/{session_id}"} | ({"ETag": etag} if etag else {})
             return web.Response(status=201, body=body, content_type=SDP_TYPE, headers=headers)
         where = f"in region {region}" if region else "in any region"
         return self._refuse(503, "no_capacity", f"no transceiver {where} has capacity for a new session; retry later",
@@ -492,6 +544,11 @@ class WhipFront:
     async def call_page(self, _request: web.Request) -> web.StreamResponse:
         """``GET /``: the call page (edge/static/call.html); it POSTs its offer to this edge."""
         return web.Response(body=CALL_PAGE.read_bytes(), content_type="text/html")
+
+    async def realtime_page(self, _request: web.Request) -> web.StreamResponse:
+        """``GET /realtime``: the Realtime example page (edge/static/realtime.html); it POSTs to this edge's
+        ``/v1/realtime/calls``."""
+        return web.Response(body=REALTIME_PAGE.read_bytes(), content_type="text/html")
 
     async def status(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/status``: the relay's counters, ``whip`` refusals, ``http`` connection counters and

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from voicemesh.edge.admission import SourceLimiter, TokenBucket, retry_after_s, source_key
+from voicemesh.edge.admission import SourceLimiter, retry_after_s, source_key
+from voicemesh.wire.ratelimit import TokenBucket
 
 pytestmark = pytest.mark.unit
 

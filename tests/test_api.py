@@ -75,3 +75,23 @@ async def test_a_signature_for_another_transceiver_is_refused() -> None:
         elsewhere = signed(mesh.keys, "POST", "/v1/sessions", "trx-other", sdp, hop_headers(mesh), time.time())
         async with http.post(f"{mesh.transceiver.record.http}/v1/sessions", data=sdp, headers=elsewhere) as resp:
             assert resp.status == 401
+
+
+async def test_a_session_configuration_is_signed_with_the_offer_and_reaches_the_session() -> None:
+    from voicemesh.runtime.http import CallOffer, encode_call
+
+    async with embedded_mesh() as mesh, aiohttp.ClientSession() as http:
+        base, trx = mesh.transceiver.record.http, mesh.transceiver.config.node_id
+        body, content_type = encode_call(CallOffer(await real_offer(), '{"instructions":"hi"}'))
+        headers = hop_headers(mesh) | {"Content-Type": content_type}
+        good = signed(mesh.keys, "POST", "/v1/sessions", trx, body, headers, time.time())
+        swapped = body.replace(b'"hi"', b'"ho"')
+        async with http.post(f"{base}/v1/sessions", data=swapped, headers=good) as resp:
+            assert resp.status == 401, "the session configuration is part of the signed body"
+        async with http.post(f"{base}/v1/sessions", data=b'{"sdp": "v=0"}', headers=signed(
+                mesh.keys, "POST", "/v1/sessions", trx, b'{"sdp": "v=0"}', headers, time.time())) as resp:
+            assert (resp.status, (await resp.json(content_type=None))["title"]) == (400, "malformed-call")
+        async with http.post(f"{base}/v1/sessions", data=body, headers=good) as resp:
+            assert resp.status == 201
+        [session] = mesh.transceiver.sessions.values()
+        assert session.session_config == '{"instructions":"hi"}'

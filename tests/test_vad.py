@@ -22,12 +22,15 @@ def feed(detector, pattern, start=0):
     return changes
 
 
-def test_level_voiced_uses_the_flag_or_a_level_of_minus_45_dbov_or_louder():
+def test_level_voiced_uses_a_level_of_minus_45_dbov_or_louder_or_the_flag_above_minus_70():
     assert level_voiced((False, 20))
     assert level_voiced((False, 45))
     assert not level_voiced((False, 46))
     assert not level_voiced((False, 127))
-    assert level_voiced((True, 127)), "the sender's own voice activity flag counts"
+    assert level_voiced((True, 60)), "the sender's own voice activity flag counts for soft speech"
+    assert level_voiced((True, 70))
+    assert not level_voiced((True, 71))
+    assert not level_voiced((True, 127)), "Chromium flags a file-fed microphone's digital silence as voiced"
 
 
 def test_speech_starts_on_3_voiced_of_5_and_is_dated_to_the_first_of_them():

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from opentelemetry import trace
 
 from voicemesh.agent import tls
+from voicemesh.agent.events import MAX_JSON_EVENT_BYTES, BadJsonEvent, parse_json_event
 from voicemesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from voicemesh.runtime import telemetry
 from voicemesh.runtime.tasks import spawn
@@ -42,9 +45,11 @@ class Session:
     """One call as an agent sees it; made by Agent for each SessionStart.
 
     ``start`` is its SessionStart (session_id, codec, sample_rate_hz, frame_ms, metadata,
-    traceparent). Iterate it (``async for item in session``) for the caller's audio
-    (agent_pb2.AudioFrame) and events (agent_pb2.SessionEvent with EVENT_SPEECH_STARTED,
-    EVENT_SPEECH_STOPPED or EVENT_INTERRUPT), in the order the transceiver sent them. The
+    traceparent, session_config; ``config`` is the latter parsed). Iterate it (``async for item in
+    session``) for the caller's audio (agent_pb2.AudioFrame) and events (agent_pb2.SessionEvent with
+    EVENT_SPEECH_STARTED, EVENT_SPEECH_STOPPED or EVENT_INTERRUPT) and, for an Agent with
+    ``json_events`` set, the caller's JSON events (dicts with a string ``"type"``, such as the OpenAI
+    Realtime client events), in the order the transceiver sent them. The
     iteration ends when the call ends; ``end_reason`` then says why ("hangup", "ice_failed",
     ...; "stream_closed" if the transceiver's stream went away; the agent's own reason after
     hang_up). Use it from the event loop's thread.
@@ -56,7 +61,8 @@ class Session:
         self.end_reason = ""
         self.dropped = 0
         self._stream = stream
-        self._inbox: collections.deque[agent_pb2.AudioFrame | agent_pb2.SessionEvent] = collections.deque()
+        self._inbox: collections.deque[agent_pb2.AudioFrame | agent_pb2.SessionEvent | dict[str, Any]] = (
+            collections.deque())
         self._waiter: asyncio.Future[None] | None = None
         self._pcm = start.codec == agent_pb2.CODEC_PCM16
         self._clock_hz = start.sample_rate_hz if self._pcm else OPUS_CLOCK_HZ
@@ -71,6 +77,15 @@ class Session:
         return self.start.resumed
 
     @property
+    def config(self) -> dict[str, Any]:
+        """The caller's initial session configuration (the ``session`` JSON object of its
+        ``POST /v1/realtime/calls``), or {} if it sent none (SessionStart.session_config)."""
+        if not self.start.session_config:
+            return {}
+        config = json.loads(self.start.session_config)  # the transceiver checked it is an object
+        return config if isinstance(config, dict) else {}
+
+    @property
     def ended(self) -> bool:
         """True once the call ended, by either side: sends are dropped, iteration ends."""
         return bool(self.end_reason)
@@ -78,7 +93,7 @@ class Session:
     def __aiter__(self) -> Session:
         return self
 
-    async def __anext__(self) -> agent_pb2.AudioFrame | agent_pb2.SessionEvent:
+    async def __anext__(self) -> agent_pb2.AudioFrame | agent_pb2.SessionEvent | dict[str, Any]:
         while not self._inbox:
             if self.ended:
                 raise StopAsyncIteration
@@ -111,6 +126,25 @@ class Session:
         if ahead > 0:
             await asyncio.sleep(ahead)
 
+    def send_json(self, event: dict[str, Any]) -> None:
+        """Send one JSON event to the caller (on its ``oai-events`` data channel, for callers of the
+        OpenAI Realtime-compatible endpoint): ``event`` is a dict with a string ``"type"``, for example
+        ``{"type": "response.done", "response": {...}}``. It goes out after the audio sent before it.
+        Raises ValueError if it is not JSON-serializable, has no string type, or is over
+        MAX_JSON_EVENT_BYTES as compact JSON. Dropped once the session ended (or by the transceiver, counted,
+        if the caller has no data channel).
+        """
+        if not isinstance(event.get("type"), str) or not event["type"]:
+            raise ValueError('a JSON event needs a string "type"')
+        try:
+            text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        except TypeError as exc:
+            raise ValueError(f"a JSON event must be JSON-serializable: {exc}") from None
+        if len(text.encode()) > MAX_JSON_EVENT_BYTES:
+            raise ValueError(f"a JSON event may have at most {MAX_JSON_EVENT_BYTES} bytes")
+        if not self.ended:
+            self._stream.json(self.start.stream_id, text)
+
     def response_started(self) -> None:
         """Tell the transceiver that the audio sent from now on is a response the caller may interrupt."""
         self._event(agent_pb2.EVENT_RESPONSE_STARTED)
@@ -135,7 +169,7 @@ class Session:
             timestamp = round((max(now, self._play_until) - self._t0) * self._clock_hz)
             self._stream.event(self.start.stream_id, event, timestamp)
 
-    def _put(self, item: agent_pb2.AudioFrame | agent_pb2.SessionEvent) -> None:
+    def _put(self, item: agent_pb2.AudioFrame | agent_pb2.SessionEvent | dict[str, Any]) -> None:
         if len(self._inbox) >= INBOX_LIMIT:
             self._inbox.popleft()
             self.dropped += 1
@@ -163,7 +197,7 @@ class _Stream:
 
     def _batch(self, for_frame: bool) -> agent_pb2.Downlink:
         # A frame sent after an event goes in a later Downlink: receivers apply frames before events.
-        if not self.outbox or (for_frame and self.outbox[-1].events):
+        if not self.outbox or (for_frame and (self.outbox[-1].events or self.outbox[-1].json_events)):
             self.outbox.append(agent_pb2.Downlink())
         self.wake.set()
         return self.outbox[-1]
@@ -173,6 +207,9 @@ class _Stream:
 
     def event(self, stream_id: int, event: int, timestamp: int) -> None:
         self._batch(False).events.add(stream_id=stream_id, event=event, timestamp=timestamp)
+
+    def json(self, stream_id: int, text: str) -> None:
+        self._batch(False).json_events.add(stream_id=stream_id, json=text)
 
     def end(self, session: Session, reason: str) -> None:
         self.sessions.pop(session.start.stream_id, None)
@@ -196,6 +233,15 @@ class _Stream:
                         agent.dropped_events += 1
                     else:
                         session._put(event)
+                for json_event in uplink.json_events:
+                    session = self.sessions.get(json_event.stream_id)
+                    if session is None or not agent.json_events:
+                        agent.dropped_json_events += 1
+                        continue
+                    try:
+                        session._put(parse_json_event(json_event.json))
+                    except BadJsonEvent:
+                        agent.dropped_json_events += 1
                 for end in uplink.ends:
                     session = self.sessions.pop(end.stream_id, None)
                     if session is not None:
@@ -235,12 +281,19 @@ class Agent(agent_pb2_grpc.AgentServicer):
     returns the agent hangs up ("agent_done"; "agent_error" if it raised). When the call ends
     first, the session's iteration ends; the task is cancelled only if the stream goes away and it
     has not returned. Counters over all streams: ``dropped_frames`` and ``dropped_events``
-    (unknown stream_id, or an event kind a transceiver does not send).
+    (unknown stream_id, or an event kind a transceiver does not send), ``dropped_json_events`` (unknown
+    stream_id, not a JSON object with a type, or ``json_events`` not set).
+
+    ``json_events``: set it (a class attribute) to have sessions yield the caller's JSON events; agents
+    written before JSON events existed leave it unset and never see one.
     """
+
+    json_events = False
 
     def __init__(self) -> None:
         self.dropped_frames = 0
         self.dropped_events = 0
+        self.dropped_json_events = 0
 
     async def on_session(self, session: Session) -> None:
         """Handle one call; see Session."""

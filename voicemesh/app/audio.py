@@ -7,6 +7,7 @@ touches the network or the clock.
 
 import wave
 from collections.abc import Iterable, Sequence
+from importlib import resources
 
 import av
 import numpy as np
@@ -16,6 +17,15 @@ ENVELOPE_RATE = 1000
 
 ENVELOPE_SMOOTHING = 5
 """Moving-average length of the envelope, in envelope samples (5 ms)."""
+
+
+BUNDLED_SPEECH_TEXT = "Hello from voicemesh. This is a test call through the relay mesh: one, two, three."
+"""What the bundled speech clip says (voicemesh/app/assets/README.md)."""
+
+
+def bundled_speech() -> str:
+    """Path of the speech WAV shipped in the package (voicemesh/app/assets/speech.wav)."""
+    return str(resources.files("voicemesh.app.assets") / "speech.wav")
 
 
 class BadAudio(ValueError):

@@ -70,7 +70,9 @@ TRANSCEIVER_HELP = {
     "backbone": "UDP address of the mux socket that edges send to (host:port)",
     "capacity": "sessions this transceiver takes at most",
     "agent": "agent gRPC endpoint (host:port); 'registry' to use the agents registered in the registry "
-             "(own region first); empty runs the echo agent in-process",
+             "(own region first); empty runs a built-in agent in-process (--agent-kind)",
+    "agent_kind": "the built-in agent run in-process when --agent is empty: echo, turn or realtime (see "
+                  "voicemesh agent --kind)",
     "agent_codec": "audio format on the agent link: opus (as received) or pcm16",
     "agent_rate_hz": "PCM16 sample rate for the agent (8000, 12000, 16000, 24000, 48000)",
     "connect_timeout_s": "seconds a session may take to connect before it is closed",
@@ -179,8 +181,9 @@ def parser() -> argparse.ArgumentParser:
                                            "the agent registers itself so transceivers with --agent registry find it")
     agent.add_argument("--node-id", help="this agent's name in the registry (default agent-1; env VOICEMESH_NODE_ID)")
     agent.add_argument("--region", help="the region this agent serves (default local; env VOICEMESH_REGION)")
-    agent.add_argument("--kind", help="echo (plays every frame back) or turn (says back each utterance when the "
-                                      "caller stops, until interrupted) (default echo; env VOICEMESH_KIND)")
+    agent.add_argument("--kind", help="echo (plays every frame back), turn (says back each utterance when the "
+                                      "caller stops, until interrupted) or realtime (answers OpenAI Realtime events: "
+                                      "speaks for each response.create) (default echo; env VOICEMESH_KIND)")
     agent.add_argument("--tls-cert", help="PEM server certificate: serve TLS (env VOICEMESH_TLS_CERT)")
     agent.add_argument("--tls-key", help="PEM key of --tls-cert (env VOICEMESH_TLS_KEY)")
     agent.add_argument("--tls-client-ca", help="PEM CA: require a client certificate it signed, mutual TLS "
@@ -365,6 +368,7 @@ async def _edge(args: argparse.Namespace, file: dict, table: dict) -> int:
 
 
 async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int:
+    from voicemesh.app.agents import KINDS, builtin_agent
     from voicemesh.core import api, echo_agent
     from voicemesh.core.config import TransceiverConfig
     from voicemesh.core.transceiver import Transceiver
@@ -375,6 +379,8 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
     registry, keys = _registry_and_keys(args, file)
     cfg = config.build(TransceiverConfig, args, table)
     http = config.setting("http", args, table) or ("127.0.0.1:8081", "")
+    if not cfg.agent and cfg.agent_kind not in KINDS:
+        raise config.ConfigError(f"agent kind must be one of {sorted(KINDS)}, got {cfg.agent_kind!r}")
     resources: list = []
     credentials = None
     if cfg.agent and (cfg.agent_ca or cfg.agent_cert or cfg.agent_key):
@@ -387,7 +393,7 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
 
     async def start() -> None:
         if not cfg.agent:
-            server, port = await echo_agent.serve("127.0.0.1:0")
+            server, port = await echo_agent.serve("127.0.0.1:0", builtin_agent(cfg.agent_kind))
             resources.append(server)
             cfg.agent = f"127.0.0.1:{port}"
         await registry.start()
@@ -410,16 +416,15 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
 
 
 async def _agent(args: argparse.Namespace, file: dict, table: dict) -> int:
+    from voicemesh.app.agents import KINDS, builtin_agent
     from voicemesh.core import echo_agent
-    from voicemesh.core.turn_agent import TurnAgent
     from voicemesh.registry import NodeRecord
     from voicemesh.wire.addr import format_hostport, parse_hostport
 
     bind = config.setting("bind", args, table) or ("127.0.0.1:50051", "")
     kind, source = config.setting("kind", args, table) or ("echo", "")
-    agents = {"echo": echo_agent.EchoAgent, "turn": TurnAgent}
-    if kind not in agents:
-        raise config.ConfigError(f"{source}: agent kind must be one of {sorted(agents)}, got {kind!r}")
+    if kind not in KINDS:
+        raise config.ConfigError(f"{source}: agent kind must be one of {sorted(KINDS)}, got {kind!r}")
     servers: list = []
     registry = _open_registry(args, file, default=None)
     tls_files = [str(found[0]) if (found := config.setting(name, args, table)) else ""
@@ -434,7 +439,7 @@ async def _agent(args: argparse.Namespace, file: dict, table: dict) -> int:
             raise config.ConfigError(f"agent TLS: {exc}") from None
 
     async def start() -> None:
-        server, port = await echo_agent.serve(str(bind[0]), agents[kind](), credentials=credentials)
+        server, port = await echo_agent.serve(str(bind[0]), builtin_agent(str(kind)), credentials=credentials)
         servers.append(server)
         advertise = config.setting("advertise", args, table)
         host = parse_hostport(str(bind[0]))[0]

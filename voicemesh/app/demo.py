@@ -11,9 +11,9 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from importlib import resources
 
 from voicemesh.agent.v1.agent_pb2_grpc import AgentServicer
+from voicemesh.app.audio import bundled_speech
 from voicemesh.app.client import CallReport, call
 from voicemesh.core import api, echo_agent
 from voicemesh.core.config import TransceiverConfig
@@ -27,11 +27,6 @@ from voicemesh.wire.meshkeys import MeshKeys
 from voicemesh.wire.token import TokenCodec
 
 LOOPBACK = "127.0.0.1"
-
-
-def bundled_speech() -> str:
-    """Path of the speech WAV shipped in the package (voicemesh/app/assets/speech.wav)."""
-    return str(resources.files("voicemesh.app.assets") / "speech.wav")
 
 
 @dataclass

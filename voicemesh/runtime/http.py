@@ -9,27 +9,42 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from voicemesh.wire.addr import format_hostport
-from voicemesh.wire.signaling import SDP_TYPE, TRICKLE_TYPE
+from voicemesh.wire.signaling import (
+    CALL_TYPE,
+    MAX_CALL_BYTES,
+    MAX_FORWARDED_CALL_BYTES,
+    MAX_OFFER_BYTES,
+    MAX_SESSION_BYTES,
+    MULTIPART_TYPE,
+    SDP_TYPE,
+    TRICKLE_TYPE,
+)
 
 PROBLEM_TYPE_BASE = "https://voicemesh.dev/problems/"
+PROBLEM_TITLE = web.ResponseKey("voicemesh_problem_title", str)
+"""Key of a problem response's own mapping (aiohttp responses are mappings) holding its title, for counters."""
 
 
 def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | None = None) -> web.Response:
     """An ``application/problem+json`` response (RFC 9457 3).
 
     ``title`` is a short stable slug (for example ``no-bundle``) that also
-    names the ``type`` URI; ``detail`` explains this occurrence to a human.
+    names the ``type`` URI (and is kept as ``response[PROBLEM_TITLE]``); ``detail`` explains this
+    occurrence to a human.
     """
     body = {"type": PROBLEM_TYPE_BASE + title, "title": title, "status": status, "detail": detail}
-    return web.Response(
+    response = web.Response(
         status=status,
         body=json.dumps(body).encode(),
         content_type="application/problem+json",
         headers=headers,
     )
+    response[PROBLEM_TITLE] = title
+    return response
 
 
 async def read_offer(request: web.Request, max_bytes: int) -> str | web.Response:
@@ -41,6 +56,17 @@ async def read_offer(request: web.Request, max_bytes: int) -> str | web.Response
     if request.content_type != SDP_TYPE:
         return problem(415, "unsupported-media-type",
                        f"the offer must be sent as {SDP_TYPE}, not {request.content_type or 'no content type'}")
+    body = await _read_body(request, max_bytes)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return problem(400, "malformed-sdp", "the offer is not UTF-8 text")
+
+
+async def _read_body(request: web.Request, max_bytes: int) -> bytes | web.Response:
+    """The request's body, or 413 ``offer-too-large`` if it is over ``max_bytes`` (declared or read)."""
     if request.content_length is not None and request.content_length > max_bytes:
         return problem(413, "offer-too-large", f"the offer is {request.content_length} bytes; the limit is {max_bytes}")
     body = b""
@@ -48,10 +74,103 @@ async def read_offer(request: web.Request, max_bytes: int) -> str | web.Response
         body += chunk
     if len(body) > max_bytes:
         return problem(413, "offer-too-large", f"the offer is over the {max_bytes} byte limit")
+    return body
+
+
+@dataclass(frozen=True)
+class CallOffer:
+    """An offer with the caller's session configuration: ``sdp``, and ``session``, a JSON object as compact
+    text ("" if none), as an OpenAI Realtime call sends them (``POST /v1/realtime/calls``)."""
+
+    sdp: str
+    session: str = ""
+
+
+async def read_call(request: web.Request) -> CallOffer | web.Response:
+    """Read an offer sent as ``application/sdp`` (as read_offer, the session empty) or as
+    ``multipart/form-data`` (RFC 7578) with a part ``sdp`` and an optional part ``session`` (a JSON
+    object), each at most once and nothing else; or a problem response.
+
+    Limits: MAX_OFFER_BYTES for the SDP, MAX_SESSION_BYTES for the session, MAX_CALL_BYTES for the whole
+    multipart body (declared length). Problems: 415 ``unsupported-media-type``; 413 ``offer-too-large``,
+    ``session-too-large``; 400 ``malformed-multipart`` (not multipart as RFC 7578 says, a part missing,
+    repeated or unknown), ``malformed-sdp`` (not UTF-8), ``malformed-session`` (not a UTF-8 JSON object).
+    """
+    if request.content_type == SDP_TYPE:
+        offer = await read_offer(request, MAX_OFFER_BYTES)
+        return offer if isinstance(offer, web.Response) else CallOffer(offer)
+    if request.content_type != MULTIPART_TYPE:
+        return problem(415, "unsupported-media-type", f"the offer must be sent as {SDP_TYPE} or {MULTIPART_TYPE},"
+                                                      f" not {request.content_type or 'no content type'}")
+    if request.content_length is not None and request.content_length > MAX_CALL_BYTES:
+        return problem(413, "offer-too-large", f"the body is {request.content_length} bytes; the limit is"
+                                               f" {MAX_CALL_BYTES}")
+    limits = {"sdp": MAX_OFFER_BYTES, "session": MAX_SESSION_BYTES}
+    parts: dict[str, bytes] = {}
     try:
-        return body.decode("utf-8")
+        async for part in await request.multipart():
+            name = part.name if isinstance(part, BodyPartReader) else None
+            if name not in limits or name in parts:
+                what = f"a second {name!r} part" if name in parts else f"a part named {name!r}"
+                return problem(400, "malformed-multipart", f"the form has {what}; it takes one 'sdp' and at most"
+                                                           " one 'session'")
+            assert isinstance(part, BodyPartReader) and name is not None
+            data = b""
+            while len(data) <= limits[name] and (chunk := await part.read_chunk(limits[name] + 1 - len(data))):
+                data += chunk
+            if len(data) > limits[name]:
+                title = "offer-too-large" if name == "sdp" else "session-too-large"
+                return problem(413, title, f"the {name!r} part is over the {limits[name]} byte limit")
+            parts[name] = data
+    except (ValueError, HttpProcessingError) as exc:
+        return problem(400, "malformed-multipart", f"the body is not {MULTIPART_TYPE} (RFC 7578): {exc}")
+    if "sdp" not in parts:
+        return problem(400, "malformed-multipart", "the form has no 'sdp' part")
+    try:
+        sdp = parts["sdp"].decode("utf-8")
     except UnicodeDecodeError:
         return problem(400, "malformed-sdp", "the offer is not UTF-8 text")
+    if "session" not in parts:
+        return CallOffer(sdp)
+    try:
+        session = json.loads(parts["session"].decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        session = None
+    if not isinstance(session, dict):
+        return problem(400, "malformed-session", "the 'session' part must be a JSON object")
+    return CallOffer(sdp, json.dumps(session, separators=(",", ":"), ensure_ascii=False))
+
+
+def encode_call(offer: CallOffer) -> tuple[bytes, str]:
+    """The body and content type of ``offer`` on the signaling hop (edge to transceiver): the SDP as
+    ``application/sdp`` without a session, else ``{"sdp": ..., "session": {...}}`` as CALL_TYPE, which
+    read_forwarded_call takes (the hop signs the exact body, so the transceiver parses what it verified)."""
+    if not offer.session:
+        return offer.sdp.encode(), SDP_TYPE
+    body = json.dumps({"sdp": offer.sdp, "session": json.loads(offer.session)}, separators=(",", ":"),
+                      ensure_ascii=False)
+    return body.encode(), CALL_TYPE
+
+
+async def read_forwarded_call(request: web.Request) -> tuple[CallOffer, bytes] | web.Response:
+    """Read an offer as encode_call sends it: the CallOffer and the body's bytes, or a problem response
+    (415, 413 ``offer-too-large`` over MAX_FORWARDED_CALL_BYTES, 400 ``malformed-sdp`` or ``malformed-call``
+    for a CALL_TYPE body that is not ``{"sdp": string, "session": object}``)."""
+    if request.content_type == SDP_TYPE:
+        offer = await read_offer(request, MAX_OFFER_BYTES)
+        return offer if isinstance(offer, web.Response) else (CallOffer(offer), offer.encode())
+    if request.content_type != CALL_TYPE:
+        return problem(415, "unsupported-media-type", f"the offer must be sent as {SDP_TYPE} or {CALL_TYPE}")
+    body = await _read_body(request, MAX_FORWARDED_CALL_BYTES)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        call = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        call = None
+    if not (isinstance(call, dict) and isinstance(call.get("sdp"), str) and isinstance(call.get("session"), dict)):
+        return problem(400, "malformed-call", 'the body must be a JSON object {"sdp": string, "session": object}')
+    return CallOffer(call["sdp"], json.dumps(call["session"], separators=(",", ":"), ensure_ascii=False)), body
 
 
 async def read_sdpfrag(request: web.Request, max_bytes: int) -> str | web.Response:

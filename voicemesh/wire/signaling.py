@@ -27,3 +27,21 @@ RFC 9725 4.3)."""
 MAX_SDPFRAG_BYTES = 16 * 1024
 """Largest PATCH body accepted (bytes). A browser's trickle fragment with every candidate of a host is under
 2 KiB."""
+
+MULTIPART_TYPE = "multipart/form-data"
+"""Content type of an offer with a session configuration (OpenAI's ``POST /v1/realtime/calls``, RFC 7578): a
+part ``sdp`` (the offer) and a part ``session`` (a JSON object)."""
+
+MAX_SESSION_BYTES = 16 * 1024
+"""Largest ``session`` part accepted (bytes), at the edge and at the transceiver: OpenAI's session object with
+instructions and a few tool definitions."""
+
+MAX_CALL_BYTES = MAX_OFFER_BYTES + MAX_SESSION_BYTES + 4096
+"""Largest multipart offer body (bytes): both parts at their limits, and room for the part headers."""
+
+CALL_TYPE = "application/json"
+"""Content type of an offer with a session configuration on the signaling hop (edge to transceiver):
+``{"sdp": <offer>, "session": <object>}``. Without a session configuration the hop carries the SDP alone."""
+
+MAX_FORWARDED_CALL_BYTES = 6 * MAX_CALL_BYTES
+"""Largest CALL_TYPE body a transceiver reads (bytes): JSON escapes a character in at most 6."""

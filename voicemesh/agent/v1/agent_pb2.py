@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1evoicemesh/agent/v1/agent.proto\x12\x12voicemesh.agent.v1\"\xb4\x02\n\x0cSessionStart\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12(\n\x05\x63odec\x18\x03 \x01(\x0e\x32\x19.voicemesh.agent.v1.Codec\x12\x16\n\x0esample_rate_hz\x18\x04 \x01(\r\x12\x10\n\x08\x63hannels\x18\x05 \x01(\r\x12\x10\n\x08\x66rame_ms\x18\x06 \x01(\r\x12@\n\x08metadata\x18\x07 \x03(\x0b\x32..voicemesh.agent.v1.SessionStart.MetadataEntry\x12\x13\n\x0btraceparent\x18\x08 \x01(\t\x12\x0f\n\x07resumed\x18\t \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\nAudioFrame\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x0b\n\x03seq\x18\x02 \x01(\r\x12\x11\n\ttimestamp\x18\x03 \x01(\x04\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"/\n\nSessionEnd\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"^\n\x0cSessionEvent\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12(\n\x05\x65vent\x18\x02 \x01(\x0e\x32\x19.voicemesh.agent.v1.Event\x12\x11\n\ttimestamp\x18\x03 \x01(\x04\"\xca\x01\n\x06Uplink\x12\x30\n\x06starts\x18\x01 \x03(\x0b\x32 .voicemesh.agent.v1.SessionStart\x12.\n\x06\x66rames\x18\x02 \x03(\x0b\x32\x1e.voicemesh.agent.v1.AudioFrame\x12,\n\x04\x65nds\x18\x03 \x03(\x0b\x32\x1e.voicemesh.agent.v1.SessionEnd\x12\x30\n\x06\x65vents\x18\x04 \x03(\x0b\x32 .voicemesh.agent.v1.SessionEvent\"\x9a\x01\n\x08\x44ownlink\x12.\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x1e.voicemesh.agent.v1.AudioFrame\x12,\n\x04\x65nds\x18\x02 \x03(\x0b\x32\x1e.voicemesh.agent.v1.SessionEnd\x12\x30\n\x06\x65vents\x18\x03 \x03(\x0b\x32 .voicemesh.agent.v1.SessionEvent*?\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\x0e\n\nCODEC_OPUS\x10\x01\x12\x0f\n\x0b\x43ODEC_PCM16\x10\x02*\x9c\x01\n\x05\x45vent\x12\x15\n\x11\x45VENT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45VENT_SPEECH_STARTED\x10\x01\x12\x18\n\x14\x45VENT_SPEECH_STOPPED\x10\x02\x12\x13\n\x0f\x45VENT_INTERRUPT\x10\x03\x12\x1a\n\x16\x45VENT_RESPONSE_STARTED\x10\x04\x12\x17\n\x13\x45VENT_RESPONSE_DONE\x10\x05\x32P\n\x05\x41gent\x12G\n\x07\x43onnect\x12\x1a.voicemesh.agent.v1.Uplink\x1a\x1c.voicemesh.agent.v1.Downlink(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1evoicemesh/agent/v1/agent.proto\x12\x12voicemesh.agent.v1\"\xcc\x02\n\x0cSessionStart\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12(\n\x05\x63odec\x18\x03 \x01(\x0e\x32\x19.voicemesh.agent.v1.Codec\x12\x16\n\x0esample_rate_hz\x18\x04 \x01(\r\x12\x10\n\x08\x63hannels\x18\x05 \x01(\r\x12\x10\n\x08\x66rame_ms\x18\x06 \x01(\r\x12@\n\x08metadata\x18\x07 \x03(\x0b\x32..voicemesh.agent.v1.SessionStart.MetadataEntry\x12\x13\n\x0btraceparent\x18\x08 \x01(\t\x12\x0f\n\x07resumed\x18\t \x01(\x08\x12\x16\n\x0esession_config\x18\n \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\nAudioFrame\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x0b\n\x03seq\x18\x02 \x01(\r\x12\x11\n\ttimestamp\x18\x03 \x01(\x04\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\"/\n\nSessionEnd\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"^\n\x0cSessionEvent\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12(\n\x05\x65vent\x18\x02 \x01(\x0e\x32\x19.voicemesh.agent.v1.Event\x12\x11\n\ttimestamp\x18\x03 \x01(\x04\",\n\tJsonEvent\x12\x11\n\tstream_id\x18\x01 \x01(\r\x12\x0c\n\x04json\x18\x02 \x01(\t\"\xfe\x01\n\x06Uplink\x12\x30\n\x06starts\x18\x01 \x03(\x0b\x32 .voicemesh.agent.v1.SessionStart\x12.\n\x06\x66rames\x18\x02 \x03(\x0b\x32\x1e.voicemesh.agent.v1.AudioFrame\x12,\n\x04\x65nds\x18\x03 \x03(\x0b\x32\x1e.voicemesh.agent.v1.SessionEnd\x12\x30\n\x06\x65vents\x18\x04 \x03(\x0b\x32 .voicemesh.agent.v1.SessionEvent\x12\x32\n\x0bjson_events\x18\x05 \x03(\x0b\x32\x1d.voicemesh.agent.v1.JsonEvent\"\xce\x01\n\x08\x44ownlink\x12.\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x1e.voicemesh.agent.v1.AudioFrame\x12,\n\x04\x65nds\x18\x02 \x03(\x0b\x32\x1e.voicemesh.agent.v1.SessionEnd\x12\x30\n\x06\x65vents\x18\x03 \x03(\x0b\x32 .voicemesh.agent.v1.SessionEvent\x12\x32\n\x0bjson_events\x18\x04 \x03(\x0b\x32\x1d.voicemesh.agent.v1.JsonEvent*?\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\x0e\n\nCODEC_OPUS\x10\x01\x12\x0f\n\x0b\x43ODEC_PCM16\x10\x02*\x9c\x01\n\x05\x45vent\x12\x15\n\x11\x45VENT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45VENT_SPEECH_STARTED\x10\x01\x12\x18\n\x14\x45VENT_SPEECH_STOPPED\x10\x02\x12\x13\n\x0f\x45VENT_INTERRUPT\x10\x03\x12\x1a\n\x16\x45VENT_RESPONSE_STARTED\x10\x04\x12\x17\n\x13\x45VENT_RESPONSE_DONE\x10\x05\x32P\n\x05\x41gent\x12G\n\x07\x43onnect\x12\x1a.voicemesh.agent.v1.Uplink\x1a\x1c.voicemesh.agent.v1.Downlink(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,24 +33,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSIONSTART_METADATAENTRY']._loaded_options = None
   _globals['_SESSIONSTART_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_CODEC']._serialized_start=954
-  _globals['_CODEC']._serialized_end=1017
-  _globals['_EVENT']._serialized_start=1020
-  _globals['_EVENT']._serialized_end=1176
+  _globals['_CODEC']._serialized_start=1128
+  _globals['_CODEC']._serialized_end=1191
+  _globals['_EVENT']._serialized_start=1194
+  _globals['_EVENT']._serialized_end=1350
   _globals['_SESSIONSTART']._serialized_start=55
-  _globals['_SESSIONSTART']._serialized_end=363
-  _globals['_SESSIONSTART_METADATAENTRY']._serialized_start=316
-  _globals['_SESSIONSTART_METADATAENTRY']._serialized_end=363
-  _globals['_AUDIOFRAME']._serialized_start=365
-  _globals['_AUDIOFRAME']._serialized_end=445
-  _globals['_SESSIONEND']._serialized_start=447
-  _globals['_SESSIONEND']._serialized_end=494
-  _globals['_SESSIONEVENT']._serialized_start=496
-  _globals['_SESSIONEVENT']._serialized_end=590
-  _globals['_UPLINK']._serialized_start=593
-  _globals['_UPLINK']._serialized_end=795
-  _globals['_DOWNLINK']._serialized_start=798
-  _globals['_DOWNLINK']._serialized_end=952
-  _globals['_AGENT']._serialized_start=1178
-  _globals['_AGENT']._serialized_end=1258
+  _globals['_SESSIONSTART']._serialized_end=387
+  _globals['_SESSIONSTART_METADATAENTRY']._serialized_start=340
+  _globals['_SESSIONSTART_METADATAENTRY']._serialized_end=387
+  _globals['_AUDIOFRAME']._serialized_start=389
+  _globals['_AUDIOFRAME']._serialized_end=469
+  _globals['_SESSIONEND']._serialized_start=471
+  _globals['_SESSIONEND']._serialized_end=518
+  _globals['_SESSIONEVENT']._serialized_start=520
+  _globals['_SESSIONEVENT']._serialized_end=614
+  _globals['_JSONEVENT']._serialized_start=616
+  _globals['_JSONEVENT']._serialized_end=660
+  _globals['_UPLINK']._serialized_start=663
+  _globals['_UPLINK']._serialized_end=917
+  _globals['_DOWNLINK']._serialized_start=920
+  _globals['_DOWNLINK']._serialized_end=1126
+  _globals['_AGENT']._serialized_start=1352
+  _globals['_AGENT']._serialized_end=1432
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,7 @@ EVENT_RESPONSE_STARTED: Event
 EVENT_RESPONSE_DONE: Event
 
 class SessionStart(_message.Message):
-    __slots__ = ("stream_id", "session_id", "codec", "sample_rate_hz", "channels", "frame_ms", "metadata", "traceparent", "resumed")
+    __slots__ = ("stream_id", "session_id", "codec", "sample_rate_hz", "channels", "frame_ms", "metadata", "traceparent", "resumed", "session_config")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class SessionStart(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
+    SESSION_CONFIG_FIELD_NUMBER: _ClassVar[int]
     stream_id: int
     session_id: str
     codec: Codec
@@ -58,7 +59,8 @@ class SessionStart(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     traceparent: str
     resumed: bool
-    def __init__(self, stream_id: _Optional[int] = ..., session_id: _Optional[str] = ..., codec: _Optional[_Union[Codec, str]] = ..., sample_rate_hz: _Optional[int] = ..., channels: _Optional[int] = ..., frame_ms: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., resumed: _Optional[bool] = ...) -> None: ...
+    session_config: str
+    def __init__(self, stream_id: _Optional[int] = ..., session_id: _Optional[str] = ..., codec: _Optional[_Union[Codec, str]] = ..., sample_rate_hz: _Optional[int] = ..., channels: _Optional[int] = ..., frame_ms: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., resumed: _Optional[bool] = ..., session_config: _Optional[str] = ...) -> None: ...
 
 class AudioFrame(_message.Message):
     __slots__ = ("stream_id", "seq", "timestamp", "payload")
@@ -90,24 +92,36 @@ class SessionEvent(_message.Message):
     timestamp: int
     def __init__(self, stream_id: _Optional[int] = ..., event: _Optional[_Union[Event, str]] = ..., timestamp: _Optional[int] = ...) -> None: ...
 
+class JsonEvent(_message.Message):
+    __slots__ = ("stream_id", "json")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    stream_id: int
+    json: str
+    def __init__(self, stream_id: _Optional[int] = ..., json: _Optional[str] = ...) -> None: ...
+
 class Uplink(_message.Message):
-    __slots__ = ("starts", "frames", "ends", "events")
+    __slots__ = ("starts", "frames", "ends", "events", "json_events")
     STARTS_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     ENDS_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    JSON_EVENTS_FIELD_NUMBER: _ClassVar[int]
     starts: _containers.RepeatedCompositeFieldContainer[SessionStart]
     frames: _containers.RepeatedCompositeFieldContainer[AudioFrame]
     ends: _containers.RepeatedCompositeFieldContainer[SessionEnd]
     events: _containers.RepeatedCompositeFieldContainer[SessionEvent]
-    def __init__(self, starts: _Optional[_Iterable[_Union[SessionStart, _Mapping]]] = ..., frames: _Optional[_Iterable[_Union[AudioFrame, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[SessionEnd, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[SessionEvent, _Mapping]]] = ...) -> None: ...
+    json_events: _containers.RepeatedCompositeFieldContainer[JsonEvent]
+    def __init__(self, starts: _Optional[_Iterable[_Union[SessionStart, _Mapping]]] = ..., frames: _Optional[_Iterable[_Union[AudioFrame, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[SessionEnd, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[SessionEvent, _Mapping]]] = ..., json_events: _Optional[_Iterable[_Union[JsonEvent, _Mapping]]] = ...) -> None: ...
 
 class Downlink(_message.Message):
-    __slots__ = ("frames", "ends", "events")
+    __slots__ = ("frames", "ends", "events", "json_events")
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     ENDS_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    JSON_EVENTS_FIELD_NUMBER: _ClassVar[int]
     frames: _containers.RepeatedCompositeFieldContainer[AudioFrame]
     ends: _containers.RepeatedCompositeFieldContainer[SessionEnd]
     events: _containers.RepeatedCompositeFieldContainer[SessionEvent]
-    def __init__(self, frames: _Optional[_Iterable[_Union[AudioFrame, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[SessionEnd, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[SessionEvent, _Mapping]]] = ...) -> None: ...
+    json_events: _containers.RepeatedCompositeFieldContainer[JsonEvent]
+    def __init__(self, frames: _Optional[_Iterable[_Union[AudioFrame, _Mapping]]] = ..., ends: _Optional[_Iterable[_Union[SessionEnd, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[SessionEvent, _Mapping]]] = ..., json_events: _Optional[_Iterable[_Union[JsonEvent, _Mapping]]] = ...) -> None: ...

@@ -3,9 +3,9 @@ places calls from the client cities, and tears it all down, also after a failure
 
 Every part runs as its own process inside its node's namespace (``ip netns exec``): ``voicemesh dns`` in
 "ctl"; per core region its own etcd (that region's node records and session claims, registry/regions.py)
-and one ``voicemesh transceiver`` with the echo agent in process; one ``voicemesh edge`` per PoP, whose
-home registry is its region's. Every part reads every region's etcd. The lab process itself holds the TUN links and runs the
-WAN between them (voicemesh/app/lab/wan.py).
+and one ``voicemesh transceiver`` with a built-in agent in process (echo, or ``agent_kind``); one
+``voicemesh edge`` per PoP, whose home registry is its region's. Every part reads every region's etcd.
+The lab process itself holds the TUN links and runs the WAN between them (voicemesh/app/lab/wan.py).
 """
 
 from __future__ import annotations
@@ -39,14 +39,16 @@ ETCD_READY = ("ready to serve client requests", "serving client traffic")
 
 class Lab:
     """The running lab of ``plan``; use as ``async with Lab(plan) as lab:``. ``progress`` is told of each
-    phase of the build.
+    phase of the build; ``agent_kind`` is the transceivers' in-process agent (voicemesh/app/agents.py).
 
     ``start()`` raises LabError ("not_root", "no_iproute2", "lab_exists", "ip_failed", "start_failed")
     after tearing down what it built; ``close()`` tears everything down and is safe to call twice.
     """
 
-    def __init__(self, plan: Plan, progress: Callable[[str], None] = lambda line: None) -> None:
+    def __init__(self, plan: Plan, progress: Callable[[str], None] = lambda line: None, *,
+                 agent_kind: str = "echo") -> None:
         self.plan = plan
+        self.agent_kind = agent_kind
         self.progress = progress
         self.workdir: Path | None = None
         self.wan: TunWan | None = None
@@ -118,6 +120,7 @@ class Lab:
             "--registry-home", r.name,
             "--backbone", f"{plan.region_node(r).address}:{ports['backbone_udp']}",
             "--http", f"{plan.region_node(r).address}:{ports['transceiver_http']}", "--agent", "",
+            "--agent-kind", self.agent_kind,
             "--lat", str(plan.region_node(r).lat), "--lon", str(plan.region_node(r).lon))) for r in plan.regions]
         for r, part in zip(plan.regions, trxs, strict=True):
             self._region_parts[r.name] = [part, etcds[r.name]]
@@ -227,11 +230,12 @@ class Lab:
                                "--json")
         return await self._json_run(node, argv, duration_s + CALL_SLACK_S)
 
-    async def browser_call(self, city: City, seconds: float, wav: str) -> dict:
-        """A call from headless Chromium in ``city``'s namespace to ``http://<mesh name>/`` (the edge's
-        page, voicemesh/app/lab/browser.py); its result with ``edge`` added: the edge it connected through."""
+    async def browser_call(self, city: City, seconds: float, wav: str, page: str = "") -> dict:
+        """A call from headless Chromium in ``city``'s namespace to ``http://<mesh name>/<page>`` (an edge's
+        page: the call page, or ``realtime``; voicemesh/app/lab/browser.py); its result with ``edge`` added:
+        the edge it connected through."""
         node = self.plan.city_node(city)
-        argv = [sys.executable, "-m", "voicemesh.app.lab.browser", f"http://{self.plan.mesh_name}/", "--wav", wav,
+        argv = [sys.executable, "-m", "voicemesh.app.lab.browser", f"http://{self.plan.mesh_name}/{page}", "--wav", wav,
                 "--seconds", str(seconds)]
         result = await self._json_run(node, argv, seconds + CALL_SLACK_S)
         remote = str(result.get("remote_address") or "").rsplit(":", 1)[0]
