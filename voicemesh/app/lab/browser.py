@@ -40,6 +40,8 @@ POLL_S = 0.25
 IN_CALL = ("Boolean(window.result) || Boolean(window.live && window.live.phase === 'connected' && window.live.stats"
            " && window.live.stats.rtt_ms !== null && window.live.setup_ms.first_audio !== undefined)")
 """True once the page's call is up with audio back and a round trip measured (or the call is over)."""
+READY = "document.readyState === 'complete' && Boolean(document.getElementById('call'))"
+"""True once the call page has loaded (not the blank page before it)."""
 SETTLE_S = 1.5
 """Seconds after IN_CALL before the screenshot, for the level meters, the live figures and events to fill."""
 
@@ -64,19 +66,21 @@ async def client_token(page_url: str, api_key: str) -> str:
 
 
 async def browser_call(page_url: str, wav: str, seconds: float = 10.0, chromium: str = CHROMIUM,
-                       timeout_s: float = 60.0, api_key: str = "", screenshot: Path | None = None) -> dict:
+                       timeout_s: float = 60.0, api_key: str = "", screenshot: Path | None = None,
+                       press: bool = False) -> dict:
     """Open ``page_url`` (an edge's call page) in headless Chromium speaking ``wav``, and return the
     page's ``window.result`` (its shape is documented in edge/static/call.html) after a call of
     ``seconds``.
 
     ``page_url``'s origin is treated as secure, so plain HTTP may use the microphone. With ``api_key``
     the page calls with a client token (``client_token``). With ``screenshot`` the whole page is written there
-    as PNG during the call (SETTLE_S after IN_CALL; ``seconds`` must leave time for it). Raises BrowserError
-    if Chromium gives no
-    result within ``seconds + timeout_s``; FileNotFoundError or audio.BadAudio if ``wav`` cannot be read;
+    as PNG during the call (SETTLE_S after IN_CALL; ``seconds`` must leave time for it). With ``press`` the
+    call is made as a person makes it: the page is loaded without ``?seconds=``, its Call button pressed, and
+    its Hang up button ``seconds`` later. Raises BrowserError if Chromium gives no result within
+    ``seconds + timeout_s``; FileNotFoundError or audio.BadAudio if ``wav`` cannot be read;
     aiohttp.ClientError if no client token can be had.
     """
-    url = URL(page_url).update_query(seconds=f"{seconds:g}")
+    url = URL(page_url) if press else URL(page_url).update_query(seconds=f"{seconds:g}")
     if api_key:
         url = url.update_query(token=await client_token(page_url, api_key))
     # Chromium's helper processes can outlive the browser process for a moment, still writing to the
@@ -101,11 +105,20 @@ async def browser_call(page_url: str, wav: str, seconds: float = 10.0, chromium:
                         raise BrowserError("no_page", f"Chromium has no page target: {targets}")
                     async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                         ids = itertools.count(1)
+                        loop = asyncio.get_running_loop()
+                        if press:
+                            while not await _evaluate(ws, next(ids), READY):
+                                await asyncio.sleep(POLL_S)
+                            await _press(ws, next(ids), "call")
+                            hang_up_at = loop.time() + seconds
                         if screenshot is not None:
                             while not await _evaluate(ws, next(ids), IN_CALL):
                                 await asyncio.sleep(POLL_S)
                             await asyncio.sleep(SETTLE_S)
                             screenshot.write_bytes(await _screenshot(ws, ids))
+                        if press:
+                            await asyncio.sleep(max(0.0, hang_up_at - loop.time()))
+                            await _press(ws, next(ids), "hangup")
                         while (result := await _evaluate(ws, next(ids), "window.result")) is None:
                             await asyncio.sleep(POLL_S)
                         return result
@@ -144,6 +157,12 @@ async def _evaluate(ws: aiohttp.ClientWebSocketResponse, message_id: int, expres
     """The JSON value of ``expression`` in the page (Runtime.evaluate), None if undefined."""
     reply = await _command(ws, message_id, "Runtime.evaluate", {"expression": expression, "returnByValue": True})
     return reply.get("result", {}).get("value")
+
+
+async def _press(ws: aiohttp.ClientWebSocketResponse, message_id: int, button: str) -> None:
+    """Press the page's button with id ``button``, as a user gesture (so the page may start audio)."""
+    await _command(ws, message_id, "Runtime.evaluate", {
+        "expression": f"document.getElementById({json.dumps(button)}).click()", "userGesture": True})
 
 
 async def _screenshot(ws: aiohttp.ClientWebSocketResponse, ids: itertools.count) -> bytes:
