@@ -1,6 +1,6 @@
 """The call page (edge/static/call.html) in headless Chromium through an embedded mesh: a call made with its
-buttons shows its state, levels, serving edge and region, setup milestones and live figures, and is
-screenshotted; a call the edge cannot take is re-dialled.
+buttons shows its state, levels, serving edge and region, setup milestones, live figures and the events on
+``oai-events``, and is screenshotted; a call the edge cannot take is re-dialled.
 
 The screenshot goes to pytest's tmp path; ``make call-page-png`` (``VOICEMESH_CALL_PAGE_PNG=docs/call-page.png``)
 copies it to the README's copy."""
@@ -31,6 +31,7 @@ async def test_a_call_made_with_the_buttons_shows_who_serves_it_and_how_it_set_u
         setup = result["setup_ms"]
         assert sorted(setup, key=setup.__getitem__) == MILESTONES, "each milestone, in the order a call makes them"
         assert result["rtt_ms"] is not None and result["inbound"]["jitter_ms"] is not None
+        assert "input_audio_buffer.speech_started" in result["events"], "the transceiver's VAD, on oai-events"
         assert mesh.transceiver.sessions == {}, "Hang up sent DELETE"
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     if target := os.environ.get("VOICEMESH_CALL_PAGE_PNG"):
