@@ -10,7 +10,7 @@ APT_TEST  := etcd-server etcd-client bind9-dnsutils chromium iproute2 nftables
 APT_BENCH := coturn gcc dnsperf
 APT_BASE  := python3-venv
 
-.PHONY: demo test bench setup apt-base apt-test apt-bench clean
+.PHONY: demo test bench setup apt-base apt-test apt-bench clean call-page-png
 
 demo: setup
 	$(BIN)/voicemesh demo
@@ -36,6 +36,10 @@ apt-test:
 	@scripts/apt-ensure $(APT_TEST)
 apt-bench:
 	@scripts/apt-ensure $(APT_BENCH)
+
+# The README's screenshot of the call page, taken in headless Chromium during a live call by the test.
+call-page-png: setup apt-test
+	VOICEMESH_CALL_PAGE_PNG=docs/call-page.png $(BIN)/pytest -q tests/test_call_page_browser.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info bench/out

@@ -26,9 +26,9 @@ ALLOW_HEADERS = ("Authorization", "Content-Type", "If-Match", "Voicemesh-Region"
 """Request headers a page may send: the bearer, the body's type, the ICE session's ETag for PATCH, a region
 pin."""
 
-EXPOSE_HEADERS = ("Location", "Link", "ETag", "Accept-Patch", "Retry-After")
+EXPOSE_HEADERS = ("Location", "Link", "ETag", "Accept-Patch", "Retry-After", "Voicemesh-Edge", "Voicemesh-Region")
 """Response headers a page may read: the session URL, ICE servers (RFC 9725 4.6), the ICE session's entity
-tag, and when to retry a refusal."""
+tag, when to retry a refusal, and the edge and core region serving the call (edge/whip.py)."""
 
 MAX_AGE_S = 600
 """Seconds a browser may reuse a preflight's answer."""

@@ -3,7 +3,8 @@
 It picks a transceiver from the registry view: in the nearest core region with
 capacity (or the region the request pins), the least loaded there. It forwards the offer with the edge's id, its public
 relay address and the caller's address, and returns the transceiver's answer
-as ``201 Created`` with a ``Location`` on this edge and the ICE session's ``ETag``. ``PATCH`` (trickle ICE
+as ``201 Created`` with a ``Location`` on this edge and the ICE session's ``ETag``. It names the edge and the
+core region serving the call (``Voicemesh-Edge``, ``Voicemesh-Region``). ``PATCH`` (trickle ICE
 and ICE restart, RFC 9725 4.3) and ``DELETE`` on that URL find the owner through the session's claim in the
 registry and are forwarded to it; GeoDNS may send a caller that moved to another edge, whose relay then
 carries the restarted ICE. CORS grants come from an allow-list of origins (edge/cors.py).
@@ -36,9 +37,12 @@ request this edge makes to a transceiver is signed (voicemesh/wire/hopauth.py).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 import math
+import re
 import secrets
 import time
 from collections import Counter
@@ -115,12 +119,35 @@ RegionPolicy = Callable[[web.Request], "str | None"]
 """Chooses a core region for one offer, or None to let the edge pick the nearest with capacity."""
 
 PIN_HEADER = "Voicemesh-Region"
+"""On a POST: the core region to pin the offer to. On its ``201``: the core region whose transceiver took it."""
+EDGE_HEADER = "Voicemesh-Edge"
+"""On a POST's ``201``: the node id of the edge that took the offer (and whose relay carries the call)."""
 REGION_ATTRIBUTE = "voicemesh.region"
 """Span attribute of a WHIP POST: the core region whose transceiver took the offer."""
 FAILOVER_ATTRIBUTE = "voicemesh.failover_from"
 """Span attribute of a WHIP POST that failed over: the region first in the choice order, which did not take it."""
-CALL_PAGE = resources.files("voicemesh.edge.static") / "call.html"
-"""The page served at ``GET /``: a call through this edge with the browser's own WebRTC stack."""
+CALL_PAGE = (resources.files("voicemesh.edge.static") / "call.html").read_bytes()
+"""The page served at ``GET /`` (read once, so it always matches its CSP): a call through this edge with the
+browser's own WebRTC stack."""
+
+
+def page_policy(page: bytes) -> str:
+    """The Content-Security-Policy for ``page`` (HTML whose script and style are inline): nothing may load or
+    run but its own ``<script>`` and ``<style>`` elements, allowed by their SHA-256 (CSP3 "hash-source"), and
+    ``fetch`` to this origin (WHIP) or any http(s) URL (the page's ``?token_url=``, an app's backend).
+    No ``'unsafe-inline'``, no ``eval``, no frames, no forms, no ``<base>``."""
+    def hashes(tag: bytes) -> str:
+        bodies = re.findall(rb"<" + tag + rb">(.*?)</" + tag + rb">", page, re.S)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(body).digest()).decode()}'" for body in bodies)
+
+    return (f"default-src 'none'; script-src {hashes(b'script')}; style-src {hashes(b'style')}; "
+            "connect-src 'self' http: https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+CALL_PAGE_HEADERS = {"Content-Security-Policy": page_policy(CALL_PAGE),
+                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+"""Sent with the call page: its CSP (``page_policy``), no MIME sniffing, and no Referer (the page's URL may
+carry ``?token=`` until it takes it out of the address bar)."""
 REALTIME_PAGE = resources.files("voicemesh.edge.static") / "realtime.html"
 """The page served at ``GET /realtime``: an OpenAI Realtime WebRTC app (the flow of OpenAI's guide) whose base URL
 is this edge."""
@@ -455,7 +482,8 @@ class WhipFront:
                 self.on_answer(body, session_id, server_span.get_span_context())
             log.info("session forwarded", extra={"session_id": session_id, "transceiver": node.node_id,
                                                  "trace_id": telemetry.trace_id(server_span)})
-            headers = {"Location": f"{collection}/{session_id}"} | ({"ETag": etag} if etag else {})
+            headers = {"Location": f"{collection}/{session_id}", EDGE_HEADER: edge.node_id,
+                       PIN_HEADER: node.region} | ({"ETag": etag} if etag else {})
             return web.Response(status=201, body=body, content_type=SDP_TYPE, headers=headers)
         where = f"in region {region}" if region else "in any region"
         return self._refuse(503, "no_capacity", f"no transceiver {where} has capacity for a new session; retry later",
@@ -542,8 +570,8 @@ class WhipFront:
         return {SIGNATURE: self.hop.sign(request, self.wall_clock())}
 
     async def call_page(self, _request: web.Request) -> web.StreamResponse:
-        """``GET /``: the call page (edge/static/call.html); it POSTs its offer to this edge."""
-        return web.Response(body=CALL_PAGE.read_bytes(), content_type="text/html")
+        """``GET /``: the call page (edge/static/call.html), with CALL_PAGE_HEADERS; it POSTs its offer to this edge."""
+        return web.Response(body=CALL_PAGE, content_type="text/html", headers=CALL_PAGE_HEADERS)
 
     async def realtime_page(self, _request: web.Request) -> web.StreamResponse:
         """``GET /realtime``: the Realtime example page (edge/static/realtime.html); it POSTs to this edge's
