@@ -23,7 +23,7 @@ class TransceiverConfig:
     agent_codec: str = "opus"
     agent_rate_hz: int = 16000
     media_path: str = "lean"
-    opus_complexity: int = 5
+    opus_complexity: int = 4  # core/media.py DEFAULT_COMPLEXITY (bench/opus_complexity.py)
     connect_timeout_s: float = 10.0
     max_session_s: float = 4 * 3600.0
     lat: float = 0.0

@@ -29,7 +29,7 @@ TIME_BASE = Fraction(1, RTP_CLOCK_HZ)
 OPUS_RATES_HZ = (8000, 12000, 16000, 24000, 48000)
 MAX_PACKET_MS = 120
 """The longest Opus packet (RFC 6716 3.2.5), ms."""
-DEFAULT_COMPLEXITY = 5
+DEFAULT_COMPLEXITY = 4
 """libopus encoder complexity for the agent's PCM16 (0-10; libopus' own default is 10)."""
 TALKSPURT_GAP_S = 0.1
 """A pause in the agent's audio longer than this (s) advances the RTP timestamp by wall time."""
