@@ -18,14 +18,15 @@ Every private reach into aiortc is in core/hooks.py.
 Drops are counted in ``counters`` (shared by all sessions of a transceiver): ``srtp_error`` (unprotect
 failed: bad authentication tag, replay, unknown SSRC context), ``rtp_malformed`` (MalformedRtp, by any
 reason), ``rtp_payload_type`` (not the negotiated Opus payload type), ``srtp_protect_error``; and
-``lean_rx``, ``lean_tx`` count the packets carried.
+``lean_rx``, ``lean_tx`` count the packets carried; ``early_rtp`` the packets held until the keys existed
+(EarlyRtp) and ``early_rtp_overflow`` those it had no room for.
 """
 
 from __future__ import annotations
 
 import struct
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -42,6 +43,8 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 """RFC 6464: the client-to-mixer audio level header extension."""
 SENDER_REPORT_EVERY = 10
 """Sent packets between two updates of the fields aiortc's next sender report carries."""
+EARLY_PACKETS = 8
+"""SRTP packets held per session from before its keys exist (about 160 ms of audio)."""
 
 
 class MalformedRtp(ValueError):
@@ -156,6 +159,33 @@ class StreamStatistics(Protocol):
 
     def add(self, packet: Any) -> None:
         """Count one received packet, from its ``sequence_number`` and ``timestamp`` (RFC 3550 A.1, A.8)."""
+
+
+class EarlyRtp:
+    """Holds a session's SRTP from before its DTLS handshake finished, for the LeanPath to read once it exists.
+
+    A caller that is the DTLS server (``a=setup:active`` in our answer) is connected one flight before us
+    and starts sending RTP at once; aiortc drops SRTP that arrives before its keys exist, which costs
+    the call its first 20 ms frame and the caller 20 ms more before it hears anything. The mux delivers
+    only what came over a route the caller proved (ICE), at most EARLY_PACKETS are kept (newest kept,
+    ``early_rtp_overflow`` counts the rest), and each is authenticated when the LeanPath reads it.
+    """
+
+    def __init__(self, counters: Counter[str], limit: int = EARLY_PACKETS) -> None:
+        self.packets: deque[bytes] = deque(maxlen=limit)
+        self.counters = counters
+
+    def receive(self, srtp: bytes) -> None:
+        """Hold one SRTP packet (the mux's ``on_rtp`` until the LeanPath takes over)."""
+        if len(self.packets) == self.packets.maxlen:
+            self.counters["early_rtp_overflow"] += 1
+        self.packets.append(srtp)
+
+    def replay(self, path: LeanPath) -> None:
+        """Hand every held packet to ``path``, oldest first, and forget them."""
+        self.counters["early_rtp"] += len(self.packets)
+        while self.packets:
+            path.receive(self.packets.popleft())
 
 
 class LeanPath:

@@ -30,9 +30,10 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from opentelemetry import metrics, trace
 
 from voicemesh.agent.v1 import agent_pb2
-from voicemesh.core import hooks, lean, realtime, vad
+from voicemesh.core import hooks, realtime, vad
 from voicemesh.core.agent_link import AgentLink, AgentSession
 from voicemesh.core.config import MEDIA_PATHS, TransceiverConfig
+from voicemesh.core.lean import EarlyRtp, LeanPath, negotiated
 from voicemesh.core.media import RTP_CLOCK_HZ, AgentAudioTrack, OpusDecoder, OpusEncoder
 from voicemesh.core.mux import BackboneMux, MuxTransport
 from voicemesh.core.offer import OfferRejected, add_tcp_candidate, check_offer, restart_answer, tcp_candidate
@@ -133,7 +134,8 @@ class Session:
     first_downlink_at: float = 0.0
     answer: str = ""
     downlink: Downlink | None = None
-    lean: lean.LeanPath | None = None
+    lean: LeanPath | None = None
+    early: EarlyRtp | None = None
 
     def log_extra(self, **more: object) -> dict:
         """Fields every log line about this session carries."""
@@ -346,6 +348,9 @@ class Transceiver:
             session.media = (first.kind, str(first.rtp.muxId))
             session.transport = transport
             self.mux.register(ufrag, conn.local_password, remote.password, transport)
+            if self.config.media_path == "lean" and transport.session is not None:
+                session.early = EarlyRtp(self.media_counters)
+                transport.session.on_rtp = session.early.receive
             with telemetry.tracer().start_as_current_span(
                     "registry claim", context=trace.set_span_in_context(session.span),
                     attributes={telemetry.SESSION_ID: session_id}) as claim_span:
@@ -551,17 +556,18 @@ class Transceiver:
                     hear(vad.level_voiced(level), timestamp)
                 agent.send(payload, timestamp)
 
-        receiver = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio")
-        # Until the lean path is in place (and always on the reference path), aiortc delivers RTP here.
-        hooks.tap_receiver(receiver, lambda packet: on_rtp(packet.payload, packet.timestamp,
-                                                           packet.extensions.audio_level))
+        if self.config.media_path == "aiortc":
+            receiver = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio")
+            hooks.tap_receiver(receiver, lambda packet: on_rtp(packet.payload, packet.timestamp,
+                                                               packet.extensions.audio_level))
         # aiortc starts its sender and receiver right after it reports "connected", in the same task.
         asyncio.get_running_loop().call_soon(self._started, session, on_rtp)
 
     def _started(self, session: Session,
                  on_rtp: Callable[[bytes, int, tuple[bool, int] | None], None]) -> None:
         """Once aiortc has started the session's RTP sender and receiver: stop the receiver's idle decoder
-        thread (both paths tap its jitter buffer) and, on the lean path, take the session's SRTP over."""
+        thread (the reference path taps its jitter buffer, the lean path never feeds it) and, on the lean
+        path, read the SRTP held since the session registered with the mux and take the session's SRTP over."""
         if session.ended or session.pc.connectionState != "connected":
             return
         audio = next(t for t in session.pc.getTransceivers() if t.kind == "audio")
@@ -572,12 +578,15 @@ class Transceiver:
         if self.mux is None or mux_session is None:
             return
         rx, tx = hooks.srtp_sessions(audio.receiver.transport)
-        path = lean.LeanPath(
-            lean.negotiated(session.pc.localDescription.sdp), rx, tx,
+        path = LeanPath(
+            negotiated(session.pc.localDescription.sdp), rx, tx,
             hooks.receiver_streams(audio.receiver), hooks.new_stream, on_rtp,
             partial(self.mux.send_media, mux_session), partial(hooks.set_sender_report, audio.sender),
             self.media_counters, sequence_number=secrets.randbits(16), timestamp_origin=secrets.randbits(32))
         session.lean = session.downlink = path
+        if session.early is not None:
+            session.early.replay(path)
+            session.early = None
         mux_session.on_rtp = path.receive
 
     def _downlink(self, session: Session, pcm: bool, rate: int,

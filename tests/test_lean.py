@@ -150,3 +150,14 @@ def test_negotiated_reads_the_opus_payload_type_our_ssrc_and_the_audio_level_id(
     assert lean.negotiated(answer) == lean.RtpParameters(109, 555, 4)
     with pytest.raises(ValueError):
         lean.negotiated(answer.replace("a=rtpmap:109 opus/48000/2\r\n", "").replace(" 109 0", " 0"))
+
+
+def test_srtp_held_from_before_the_keys_is_read_in_order_and_bounded(harness: Harness) -> None:
+    early = lean.EarlyRtp(harness.counters, limit=3)
+    for seq in range(1, 6):
+        early.receive(harness.caller_tx.protect(caller_rtp(seq, bytes([seq]))))
+    early.receive(b"\x80\x6f" + os.urandom(30))  # junk held too: authenticated only when read
+    early.replay(harness.path)
+    assert [payload for payload, _, _ in harness.delivered] == [bytes([4]), bytes([5])]
+    assert harness.counters == Counter(early_rtp_overflow=3, early_rtp=3, lean_rx=2, srtp_error=1)
+    assert not early.packets
