@@ -196,8 +196,9 @@ class LeanPath:
     timestamp, audio_level)`` gets each received Opus payload (timestamp: 48 kHz RTP clock). ``send(srtp)``
     sends a protected packet over the session's active route. ``sender_report(ntp_timestamp,
     rtp_timestamp, packets, octets)`` updates what aiortc's next sender report says. ``counters`` counts
-    drops and packets (module docstring). ``now`` is the monotonic clock (seconds), ``ntp_now`` the wall
-    clock as 64-bit NTP.
+    drops and packets (module docstring). ``sequence_number`` and ``timestamp_origin``: the first RTP
+    sequence number and timestamp sent (random in use, RFC 3550 5.1). ``now`` is the monotonic clock
+    (seconds), ``ntp_now`` the wall clock as 64-bit NTP.
     """
 
     def __init__(self, params: RtpParameters, rx: pylibsrtp.Session, tx: pylibsrtp.Session,
