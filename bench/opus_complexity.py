@@ -8,7 +8,7 @@ default (core/media.py DEFAULT_COMPLEXITY) is the lowest complexity whose score 
 of complexity 10's.
 
 ``python bench/opus_complexity.py`` prints a table and, as its last line, one JSON object.
-Needs ``pip install pesq`` (it builds a C extension: gcc).
+Needs ``pip install -e '.[bench]'`` (``pesq``, which builds a C extension: gcc).
 """
 
 from __future__ import annotations
