@@ -6,8 +6,9 @@ with the edge's identity in headers, and returns ``201`` with the answer,
 ``Location`` and ``ETag``; ``PATCH /v1/sessions/{id}`` takes trickle ICE and ICE
 restarts (RFC 9725 4.3); ``DELETE /v1/sessions/{id}`` ends a session; ``GET /v1/status``
 reports sessions, the mux's counters (``mux``: drops by reason, ``rx``, ``tx``), its route
-events (``mux_routes``), its live routes by the caller's transport (``routes_by_transport``: udp, tcp)
-and the asyncio tasks of the process (``tasks``). Errors are RFC 9457 problem details. An offer from an
+events (``mux_routes``), its live routes by the caller's transport (``routes_by_transport``: udp, tcp),
+the media path (``media_path``) and its counters (``media``: core/lean.py), and the asyncio tasks and
+threads of the process (``tasks``, ``threads``). Errors are RFC 9457 problem details. An offer from an
 edge that serves ICE-TCP carries its TCP address (``Voicemesh-Relay-Tcp-Address``); the answer then has a
 passive TCP candidate after the UDP one (core/offer.py add_tcp_candidate).
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -175,7 +177,10 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
             "routes_by_transport": mux.core.routes_by_transport() if mux is not None else {},
             "realtime": dict(transceiver.realtime_counters),
             "hop_refused": dict(refused),
+            "media_path": transceiver.config.media_path,
+            "media": dict(transceiver.media_counters),
             "tasks": len(asyncio.all_tasks()),
+            "threads": threading.active_count(),
         })
 
     app = web.Application(client_max_size=MAX_FORWARDED_CALL_BYTES, middlewares=[telemetry.server_spans()])

@@ -3,6 +3,9 @@ loading aiortc."""
 
 from dataclasses import dataclass
 
+MEDIA_PATHS = ("lean", "aiortc")
+"""TransceiverConfig.media_path values: the lean path (core/lean.py) or aiortc's RTP path (the reference)."""
+
 
 @dataclass
 class TransceiverConfig:
@@ -19,6 +22,8 @@ class TransceiverConfig:
     agent_kind: str = "echo"
     agent_codec: str = "opus"
     agent_rate_hz: int = 16000
+    media_path: str = "lean"
+    opus_complexity: int = 4  # core/media.py DEFAULT_COMPLEXITY (bench/opus_complexity.py)
     connect_timeout_s: float = 10.0
     max_session_s: float = 4 * 3600.0
     lat: float = 0.0

@@ -7,7 +7,10 @@ for forgetting a peer-reflexive address; and aioice has no ICE restart (RFC 8445
 all six, so this
 module reads and writes a handful of private attributes; and aioice has no option
 to gather on one chosen address, which the test client (``voicemesh call --bind``)
-needs. aiortc and aioice are pinned exactly in pyproject.toml;
+needs. The lean media path (core/lean.py) also takes the SRTP sessions aiortc
+negotiated, feeds the counters aiortc's RTCP reports are built from, and stops the
+decoder thread aiortc starts for every receiver. aiortc, aioice and pylibsrtp are
+pinned exactly in pyproject.toml;
 ``check()`` runs at transceiver start and tests/test_hooks.py runs it in CI, so
 an upgrade that moves a hook fails loudly instead of silently breaking calls.
 """
@@ -23,16 +26,27 @@ from typing import Any
 
 import aioice
 import aiortc
+import pylibsrtp
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import CandidatePair, Connection, StunProtocol
 from aiortc import RTCPeerConnection
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceGatherer
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
+from aiortc.rtcrtpsender import RTCRtpSender
 
 AIORTC_VERSION = "1.16.0"
 AIOICE_VERSION = "0.13.0"
+PYLIBSRTP_VERSION = "1.0.0"
 
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_REMOTE_STREAMS = "_RTCRtpReceiver__remote_streams"
+_DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
+_STOP_DECODER = "_RTCRtpReceiver__stop_decoder"
+_SENDER_REPORT = ("_RTCRtpSender__ntp_timestamp", "_RTCRtpSender__rtp_timestamp",
+                  "_RTCRtpSender__packet_count", "_RTCRtpSender__octet_count")
+_STREAM_FIELDS = ("base_seq", "max_seq", "cycles", "packets_received", "_jitter_q4", "_last_arrival",
+                  "_last_timestamp")
 
 
 class HookError(RuntimeError):
@@ -44,10 +58,12 @@ def check() -> None:
 
     Raises HookError naming what moved. Cheap: call it once at start-up.
     """
-    if aiortc.__version__ != AIORTC_VERSION or aioice.__version__ != AIOICE_VERSION:
+    if (aiortc.__version__, aioice.__version__, pylibsrtp.__version__) != (
+            AIORTC_VERSION, AIOICE_VERSION, PYLIBSRTP_VERSION):
         raise HookError(
-            f"voicemesh needs aiortc=={AIORTC_VERSION} and aioice=={AIOICE_VERSION}, "
-            f"found aiortc {aiortc.__version__} and aioice {aioice.__version__}"
+            f"voicemesh needs aiortc=={AIORTC_VERSION}, aioice=={AIOICE_VERSION} and "
+            f"pylibsrtp=={PYLIBSRTP_VERSION}, found aiortc {aiortc.__version__}, aioice {aioice.__version__} "
+            f"and pylibsrtp {pylibsrtp.__version__}"
         )
     conn = Connection(ice_controlling=False)
     for name in ("_local_username", "_protocols", "_local_candidates",
@@ -87,6 +103,36 @@ def check() -> None:
         raise HookError("aioice.ice.get_host_addresses no longer takes (use_ipv4, use_ipv6)")
     if "get_host_addresses(" not in inspect.getsource(Connection.gather_candidates):
         raise HookError("aioice.Connection.gather_candidates no longer calls get_host_addresses")
+    _check_lean()
+
+
+def _check_lean() -> None:
+    """The private parts of aiortc that the lean media path (core/lean.py) uses."""
+    dtls_init = inspect.getsource(RTCDtlsTransport.__init__)
+    for name in ("self._rx_srtp", "self._tx_srtp"):
+        if name not in dtls_init:
+            raise HookError(f"RTCDtlsTransport no longer has {name[5:]}")
+    if "self._rx_srtp = Session(" not in inspect.getsource(RTCDtlsTransport._setup_srtp):
+        raise HookError("RTCDtlsTransport._setup_srtp no longer keeps a pylibsrtp Session in _rx_srtp")
+    for name in ("protect", "unprotect"):
+        if not hasattr(pylibsrtp.Session, name):
+            raise HookError(f"pylibsrtp.Session has no {name}")
+    receiver_init = inspect.getsource(RTCRtpReceiver.__init__)
+    for name in (_REMOTE_STREAMS, _DECODER_THREAD):
+        if f"self.__{name.split('__', 1)[1]}" not in receiver_init:
+            raise HookError(f"RTCRtpReceiver has no {name}")
+    if not callable(getattr(RTCRtpReceiver, _STOP_DECODER, None)):
+        raise HookError(f"RTCRtpReceiver has no {_STOP_DECODER}")
+    sender_init = inspect.getsource(RTCRtpSender.__init__)
+    for name in _SENDER_REPORT:
+        if f"self.__{name.split('__', 1)[1]} = 0" not in sender_init:
+            raise HookError(f"RTCRtpSender has no {name}")
+    stream = StreamStatistics(48000)
+    for name in _STREAM_FIELDS:
+        if not hasattr(stream, name):
+            raise HookError(f"aiortc's StreamStatistics has no {name}")
+    if list(inspect.signature(StreamStatistics.add).parameters) != ["self", "packet"]:
+        raise HookError("aiortc's StreamStatistics.add is no longer add(packet)")
 
 
 def ice_connection(pc: RTCPeerConnection) -> Connection:
@@ -240,6 +286,51 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[Any], None]) -> 
     if not hasattr(receiver, _JITTER_BUFFER):
         raise HookError("RTCRtpReceiver has no jitter buffer attribute")
     setattr(receiver, _JITTER_BUFFER, _Tap(on_packet))
+
+
+def srtp_sessions(dtls: RTCDtlsTransport) -> tuple[pylibsrtp.Session, pylibsrtp.Session]:
+    """The (inbound, outbound) pylibsrtp Sessions that ``dtls`` keyed from its handshake (RFC 5764 4.2).
+
+    Sharing aiortc's own sessions keeps one replay window and one rollover counter per SSRC for both
+    paths (SRTCP stays with aiortc). Raises HookError if DTLS has not set them up (not connected yet).
+    """
+    rx, tx = getattr(dtls, "_rx_srtp", None), getattr(dtls, "_tx_srtp", None)
+    if not isinstance(rx, pylibsrtp.Session) or not isinstance(tx, pylibsrtp.Session):
+        raise HookError("the DTLS transport has no SRTP sessions (not connected?)")
+    return rx, tx
+
+
+def receiver_streams(receiver: RTCRtpReceiver) -> dict[int, StreamStatistics]:
+    """``receiver``'s statistics per remote SSRC, from which aiortc builds its RTCP receiver reports
+    (RFC 3550 6.4.2) and ``getStats``' inbound-rtp. Whoever bypasses the receiver must feed them:
+    ``new_stream()`` makes one, its ``add(packet)`` takes anything with ``sequence_number`` and
+    ``timestamp``."""
+    streams: dict[int, StreamStatistics] = getattr(receiver, _REMOTE_STREAMS)
+    return streams
+
+
+def new_stream(clock_hz: int) -> StreamStatistics:
+    """A fresh aiortc StreamStatistics for a remote SSRC (see receiver_streams); ``clock_hz``: the RTP clock."""
+    return StreamStatistics(clock_hz)
+
+
+def set_sender_report(sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int,
+                      octets: int) -> None:
+    """What ``sender``'s next RTCP sender report (RFC 3550 6.4.1) says: the NTP time (64-bit fixed point) at
+    which the RTP timestamp ``rtp_timestamp`` was sent, and packets and payload octets sent so far. For RTP
+    sent around aiortc's sender, which then must send none of its own (one sequence space per SSRC)."""
+    for name, value in zip(_SENDER_REPORT, (ntp_timestamp, rtp_timestamp, packets, octets), strict=True):
+        setattr(sender, name, value)
+
+
+def stop_decoder(receiver: RTCRtpReceiver) -> bool:
+    """Stop the decoder thread that ``receiver`` started in ``receive()``: with the jitter buffer tapped
+    (tap_receiver) or bypassed, it never gets a frame, and each idle thread holds a stack. Its remote track
+    ends. Returns whether a thread was running. Call after the receiver started (connected)."""
+    if getattr(receiver, _DECODER_THREAD) is None:
+        return False
+    getattr(receiver, _STOP_DECODER)()
+    return True
 
 
 _GATHER_ON: contextvars.ContextVar[str | None] = contextvars.ContextVar("voicemesh_gather_on", default=None)

@@ -1,30 +1,60 @@
 """The transceiver's media path: Opus packets off the wire to the agent and back.
 
-No jitter buffer and, in Opus mode, no codec: each RTP payload the receiver
-accepts goes to the agent as it is, and each frame the agent returns goes out
-as an RTP payload (aiortc's RTCRtpSender packs an ``av.Packet`` without
-encoding). In PCM16 mode the transceiver decodes to mono PCM at the agent's
-rate and encodes the agent's PCM back, with libopus through PyAV and no thread
-hand-off. Opus over RTP always uses a 48 kHz clock (RFC 7587 4.1).
+No jitter buffer and, in Opus mode, no codec: each RTP payload goes to the
+agent as it is, and each frame the agent returns goes out as an RTP payload,
+either through core/lean.py (the lean path) or through aiortc's RTCRtpSender,
+which packs an ``av.Packet`` without encoding (the reference path). In PCM16
+mode the transceiver decodes to mono PCM at the agent's rate and encodes the
+agent's PCM back, with libopus (through opuslib-next) straight at that rate and
+no thread hand-off. Opus over RTP always uses a 48 kHz clock (RFC 7587 4.1).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import time
 from collections import deque
 from fractions import Fraction
 
 import av
+import opuslib_next
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from opuslib_next.api.decoder import libopus_decode as _opus_decode
 
 RTP_CLOCK_HZ = 48_000
 FRAME_MS = 20
 SAMPLES_PER_FRAME = RTP_CLOCK_HZ * FRAME_MS // 1000
 TIME_BASE = Fraction(1, RTP_CLOCK_HZ)
 OPUS_RATES_HZ = (8000, 12000, 16000, 24000, 48000)
+MAX_PACKET_MS = 120
+"""The longest Opus packet (RFC 6716 3.2.5), ms."""
+DEFAULT_COMPLEXITY = 4
+"""libopus encoder complexity for the agent's PCM16 (0-10; libopus' own default is 10)."""
 TALKSPURT_GAP_S = 0.1
 """A pause in the agent's audio longer than this (s) advances the RTP timestamp by wall time."""
+
+
+class TalkspurtClock:
+    """RTP timestamps (48 kHz clock, from 0) for 20 ms packets sent as they come from the agent: 960 apart
+    within a talkspurt, and by wall-clock time across a pause longer than TALKSPURT_GAP_S, so the caller's
+    jitter buffer sees real gaps (RFC 3550 5.1)."""
+
+    __slots__ = ("_pts", "_last_sent")
+
+    def __init__(self) -> None:
+        self._pts = 0
+        self._last_sent = 0.0
+
+    def next(self, now: float) -> tuple[int, bool]:
+        """The timestamp of a packet sent at ``now`` (monotonic seconds), and whether it starts a talkspurt
+        (the first packet, or the first after a pause: RFC 3551 4.1 sets the marker bit on it)."""
+        gap = now - self._last_sent
+        starts = not self._last_sent or gap > TALKSPURT_GAP_S
+        if self._last_sent:
+            self._pts += round(gap * 1000 / FRAME_MS) * SAMPLES_PER_FRAME if starts else SAMPLES_PER_FRAME
+        self._last_sent = now
+        return self._pts, starts
 
 
 class AgentAudioTrack(MediaStreamTrack):
@@ -43,8 +73,7 @@ class AgentAudioTrack(MediaStreamTrack):
         super().__init__()
         self._queue: deque[bytes] = deque(maxlen=max_queue)
         self._waiter: asyncio.Future[None] | None = None
-        self._pts = 0
-        self._last_sent = 0.0
+        self._clock = TalkspurtClock()
         self.dropped = 0
         self.sent = 0
 
@@ -69,15 +98,8 @@ class AgentAudioTrack(MediaStreamTrack):
                 raise MediaStreamError
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
-        now = time.monotonic()
-        gap = now - self._last_sent
-        if self._last_sent and gap > TALKSPURT_GAP_S:
-            self._pts += round(gap * 1000 / FRAME_MS) * SAMPLES_PER_FRAME
-        elif self._last_sent:
-            self._pts += SAMPLES_PER_FRAME
-        self._last_sent = now
         packet = av.Packet(self._queue.popleft())
-        packet.pts = self._pts
+        packet.pts = self._clock.next(time.monotonic())[0]
         packet.time_base = TIME_BASE
         self.sent += 1
         return packet
@@ -89,69 +111,55 @@ class AgentAudioTrack(MediaStreamTrack):
 
 
 class OpusDecoder:
-    """Opus packets (RFC 7587) to PCM16 mono little-endian at ``rate_hz``.
-
-    libopus decodes at 48 kHz; other rates (8000, 12000, 16000, 24000 Hz) go
-    through PyAV's resampler. Raises ValueError for any other rate.
+    """Opus packets (RFC 7587) to PCM16 mono little-endian at ``rate_hz``, decoded by libopus straight at that
+    rate (libopus decodes natively at 8000, 12000, 16000, 24000 and 48000 Hz: no resampler, so no resampler
+    delay). Raises ValueError for any other rate.
     """
 
     def __init__(self, rate_hz: int) -> None:
         if rate_hz not in OPUS_RATES_HZ:
             raise ValueError(f"PCM rate must be one of {OPUS_RATES_HZ} Hz, got {rate_hz}")
-        self._codec = av.CodecContext.create("libopus", "r")
-        self._codec.format = "s16"
-        self._codec.layout = "mono"
-        self._codec.sample_rate = RTP_CLOCK_HZ
-        self._resampler = (
-            None if rate_hz == RTP_CLOCK_HZ
-            else av.AudioResampler(format="s16", layout="mono", rate=rate_hz)
-        )
+        self._decoder = opuslib_next.Decoder(rate_hz, 1)
+        self._max_samples = rate_hz * MAX_PACKET_MS // 1000
+        self._pcm = (ctypes.c_int16 * self._max_samples)()
+        self.errors = 0
 
     def decode(self, payload: bytes) -> bytes:
-        """Decode one packet; returns PCM16 bytes (b"" if libopus rejects it)."""
-        try:
-            frames = self._codec.decode(av.Packet(payload))
-            if self._resampler is not None:
-                frames = [r for f in frames for r in self._resampler.resample(f)]
-        except av.error.FFmpegError:
+        """Decode one packet; returns PCM16 bytes (b"" if libopus rejects it, counted in ``errors``)."""
+        samples = _opus_decode(self._decoder.decoder_state, payload, len(payload), self._pcm, self._max_samples, 0)
+        if samples < 0:
+            self.errors += 1
             return b""
-        return b"".join(bytes(f.planes[0])[: f.samples * 2] for f in frames)
+        return ctypes.string_at(self._pcm, samples * 2)
 
 
 class OpusEncoder:
-    """PCM16 mono at ``rate_hz`` to Opus packets, 20 ms each, voice-tuned.
+    """PCM16 mono at ``rate_hz`` to Opus packets, 20 ms each, voice-tuned (libopus, OPUS_APPLICATION_VOIP).
 
-    ``bitrate`` in bit/s (default 32000, what browsers send for voice).
-    Input of any length is buffered into 20 ms frames.
+    ``bitrate`` in bit/s (default 32000, what browsers send for voice); ``complexity`` 0-10 (libopus'
+    OPUS_SET_COMPLEXITY: CPU against quality; README "Media path" has the measurement behind the
+    default). Input of any length is buffered into 20 ms frames. Raises ValueError for a rate libopus
+    does not take.
     """
 
-    def __init__(self, rate_hz: int, bitrate: int = 32_000) -> None:
+    def __init__(self, rate_hz: int, bitrate: int = 32_000, complexity: int = DEFAULT_COMPLEXITY) -> None:
         if rate_hz not in OPUS_RATES_HZ:
             raise ValueError(f"PCM rate must be one of {OPUS_RATES_HZ} Hz, got {rate_hz}")
-        self._rate = rate_hz
-        self._frame_bytes = rate_hz * FRAME_MS // 1000 * 2
-        self._codec = av.CodecContext.create("libopus", "w")
-        self._codec.format = "s16"
-        self._codec.layout = "mono"
-        self._codec.sample_rate = rate_hz
-        self._codec.bit_rate = bitrate
-        self._codec.options = {"application": "voip", "frame_duration": str(FRAME_MS)}
-        self._codec.time_base = Fraction(1, rate_hz)
+        if not 0 <= complexity <= 10:
+            raise ValueError(f"Opus complexity must be 0-10, got {complexity}")
+        self._samples = rate_hz * FRAME_MS // 1000
+        self._frame_bytes = self._samples * 2
+        self._encoder = opuslib_next.Encoder(rate_hz, 1, opuslib_next.APPLICATION_VOIP)
+        self._encoder.bitrate = bitrate
+        self._encoder.complexity = complexity
         self._pending = b""
-        self._pts = 0
 
     def encode(self, pcm: bytes) -> list[bytes]:
-        """Encode PCM16 bytes; returns zero or more Opus packets."""
-        self._pending += pcm
-        out: list[bytes] = []
-        samples = self._frame_bytes // 2
-        while len(self._pending) >= self._frame_bytes:
-            chunk, self._pending = self._pending[: self._frame_bytes], self._pending[self._frame_bytes :]
-            frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
-            frame.planes[0].update(chunk)
-            frame.sample_rate = self._rate
-            frame.pts = self._pts
-            frame.time_base = self._codec.time_base
-            self._pts += samples
-            out.extend(bytes(p) for p in self._codec.encode(frame))
-        return out
+        """Encode PCM16 bytes; returns zero or more Opus packets (one per whole 20 ms frame)."""
+        if self._pending:
+            pcm = self._pending + pcm
+        size = self._frame_bytes
+        whole = len(pcm) - len(pcm) % size
+        self._pending = pcm[whole:]
+        encode, samples = self._encoder.encode, self._samples
+        return [encode(pcm[at:at + size], samples) for at in range(0, whole, size)]

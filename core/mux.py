@@ -125,6 +125,12 @@ class BackboneMux:
             for each in route:
                 self._sendto(each.header + data, each.edge)
 
+    def send_media(self, session: MuxSession, data: bytes) -> None:
+        """Send SRTP from ``session``'s lean media path (core/lean.py) over its active route."""
+        route = self.core.media_route(session)
+        if isinstance(route, Route):
+            self._sendto(route.header + data, route.edge)
+
     def _sendto(self, data: bytes, edge: Address) -> None:
         try:
             self.sock.sendto(data, edge)

@@ -22,6 +22,9 @@ RFC 7675):
   Media arriving on an unproven route is dropped, not delivered (``unproven_media``): nothing from a path
   the caller has not shown it can receive on reaches the DTLS association (whose handshake messages are not
   authenticated until keys exist) or moves the downlink.
+- Once a session has an ``on_rtp`` handler (the lean media path, core/lean.py), SRTP goes there instead of
+  to ``on_media``: first byte 128-191 (RFC 7983) and a second byte outside 192-223, the RTCP packet types
+  (RFC 5761 section 4). SRTCP, DTLS and STUN still go to aiortc and aioice.
 - A Binding request whose transaction id the session already saw over another route is a replay and is
   dropped before the ICE agent sees it; retransmissions over the same route pass. The memory is the last
   ``REPLAY_WINDOW`` transaction ids per session.
@@ -89,6 +92,12 @@ BINDING_SUCCESS = 0x0101
 _BINDING_REQUEST = b"\x00\x01"
 
 
+def is_rtp(data: bytes, at: int = 0) -> bool:
+    """Whether the datagram starting at ``data[at]`` is (S)RTP and not (S)RTCP: first byte 128-191 (RFC 7983
+    section 7) and second byte outside 192-223, the RTCP packet types (RFC 5761 section 4)."""
+    return 127 < data[at] < 192 and len(data) > at + 1 and not 191 < data[at + 1] < 224
+
+
 @dataclass(slots=True, eq=False)
 class Route:
     """One path to a caller: the client's address as the edge saw it, the frame header that carries it,
@@ -114,7 +123,8 @@ class MuxSession:
 
     ``on_stun(datagram, client)`` gets STUN for the ICE agent, ``on_media(datagram)`` DTLS/SRTP for its
     DTLS transport, ``on_forget(client)`` the address of an evicted route (the agent should drop the
-    candidate it learned there). ``routes`` is in learning order.
+    candidate it learned there). ``on_rtp(datagram)``, once set, gets SRTP (not SRTCP) instead of
+    ``on_media`` (module docstring). ``routes`` is in learning order.
     """
 
     ufrag: bytes
@@ -124,6 +134,7 @@ class MuxSession:
     on_media: Callable[[bytes], None]
     on_forget: Callable[[Address], None]
     routes: list[Route] = field(default_factory=list)
+    on_rtp: Callable[[bytes], None] | None = None
     active: Route | None = None
     by_client: dict[Address, Route] = field(default_factory=dict)
     seen: dict[bytes, Route] = field(default_factory=dict)
@@ -230,7 +241,11 @@ class MuxCore:
         if (route is not None and route.session.active is route and route.edge == edge
                 and len(data) > n and data[n] > 3):
             self.counters["rx"] += 1
-            route.session.on_media(data[n:])
+            session = route.session
+            if session.on_rtp is not None and is_rtp(data, n):
+                session.on_rtp(data[n:])
+            else:
+                session.on_media(data[n:])
             return
         self.receive(data, edge, self.clock())
 
@@ -263,7 +278,10 @@ class MuxCore:
                     return self._drop("unproven_media")
                 self._switch(session, route)
             self.counters["rx"] += 1
-            session.on_media(payload)
+            if session.on_rtp is not None and is_rtp(payload):
+                session.on_rtp(payload)
+            else:
+                session.on_media(payload)
             return None
         return self._stun(route, payload, now)
 
@@ -282,8 +300,7 @@ class MuxCore:
         if not data:
             return self._drop("tx_empty")
         if data[0] > 3:
-            active = session.active
-            return self._drop("tx_unproven") if active is None else active
+            return self.media_route(session)
         route = session.by_client.get((client[0], client[1]))
         if route is None:
             return self._drop("tx_noroute")
@@ -295,6 +312,12 @@ class MuxCore:
                 active.checks.append(transaction_id)
                 return route, active
         return route
+
+    def media_route(self, session: MuxSession) -> Route | str:
+        """The route for DTLS/SRTP from ``session``: its active route, or the drop reason ``tx_unproven``
+        (also counted) while no route is proven or after ``unregister``."""
+        active = session.active
+        return self._drop("tx_unproven") if active is None else active
 
     def _drop(self, reason: str) -> str:
         self.counters[reason] += 1

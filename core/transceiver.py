@@ -5,7 +5,9 @@ server ICE ufrag, claims the session in the registry, answers with the edge's
 public relay address as the only candidate, and once the caller connects bridges
 its audio to an agent over gRPC (core/agent_link.py), and the JSON events of its
 ``oai-events`` data channel, if it opens one (core/realtime.py). All sessions share one backbone UDP
-socket (core/mux.py). A session ends on DELETE, ICE or DTLS failure, consent
+socket (core/mux.py). Media takes the lean path (core/lean.py: SRTP straight between the mux and the agent
+link once DTLS is up) or, with ``media_path = "aiortc"``, aiortc's own RTP path (the reference). A session
+ends on DELETE, ICE or DTLS failure, consent
 expiry, the agent hanging up, or a watchdog (not connected in time, too long).
 A connected session's ICE restarts (WHIP PATCH, RFC 9725 4.3.3) with a new token as its server ufrag.
 """
@@ -20,7 +22,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import grpc
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription, sdp
@@ -29,7 +32,8 @@ from opentelemetry import metrics, trace
 from voicemesh.agent.v1 import agent_pb2
 from voicemesh.core import hooks, realtime, vad
 from voicemesh.core.agent_link import AgentLink, AgentSession
-from voicemesh.core.config import TransceiverConfig
+from voicemesh.core.config import MEDIA_PATHS, TransceiverConfig
+from voicemesh.core.lean import EarlyRtp, LeanPath, negotiated
 from voicemesh.core.media import RTP_CLOCK_HZ, AgentAudioTrack, OpusDecoder, OpusEncoder
 from voicemesh.core.mux import BackboneMux, MuxTransport
 from voicemesh.core.offer import OfferRejected, add_tcp_candidate, check_offer, restart_answer, tcp_candidate
@@ -52,6 +56,16 @@ CODECS = {"opus": agent_pb2.CODEC_OPUS, "pcm16": agent_pb2.CODEC_PCM16}
 MAX_ICE_RESTARTS = 32
 """ICE restarts one session may make. Each mints a token (which the relay may open flows for); a caller
 that changes networks restarts a few times in a call."""
+
+
+class Downlink(Protocol):
+    """Where the agent's Opus packets go towards the caller: aiortc's sender track or the lean path."""
+
+    def push(self, payload: bytes) -> None:
+        """Send (or queue) one 20 ms Opus packet."""
+
+    def flush(self) -> int:
+        """Drop what is queued (barge-in); returns how many packets."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,9 @@ class Session:
     first_uplink_at: float = 0.0
     first_downlink_at: float = 0.0
     answer: str = ""
+    downlink: Downlink | None = None
+    lean: LeanPath | None = None
+    early: EarlyRtp | None = None
 
     def log_extra(self, **more: object) -> dict:
         """Fields every log line about this session carries."""
@@ -147,6 +164,10 @@ class Transceiver:
         if config.agent_rate_hz <= 0:
             # The agent stream opens only once a caller connects: a bad format must fail here, not then.
             raise ValueError(f"agent rate must be a positive number of Hz, got {config.agent_rate_hz}")
+        if config.media_path not in MEDIA_PATHS:
+            raise ValueError(f"media path must be one of {MEDIA_PATHS}, got {config.media_path!r}")
+        if config.agent_codec == "pcm16":
+            OpusEncoder(config.agent_rate_hz, complexity=config.opus_complexity)  # raises ValueError
         self.config = config
         self.registry = registry
         self.tokens = tokens
@@ -160,6 +181,8 @@ class Transceiver:
         self.agent_link = AgentLink(self._agent_target if config.agent == AGENTS_FROM_REGISTRY else config.agent,
                                     credentials=agent_credentials)
         self._edges: set[tuple[str, int]] = set()
+        self.media_counters: Counter[str] = Counter()
+        """The lean media path's packets and drops by reason (core/lean.py), over all sessions."""
         self._load_update: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session_states = telemetry.Snapshot(self._count_states)
@@ -306,6 +329,7 @@ class Transceiver:
         session = Session(session_id, pc, track, ufrag, edge, time.monotonic(),
                           realtime.RealtimeEvents(self.realtime_counters, time.monotonic),
                           expires_at=issued_at + int(self.config.max_session_s), session_config=session_config)
+        session.downlink = track if self.config.media_path == "aiortc" else None
         pc.on("datachannel", lambda channel: self._open_channel(session, channel))
         session.span = telemetry.tracer().start_span("session", attributes={
             telemetry.SESSION_ID: session_id, telemetry.EDGE_ID: edge.edge_id, "client.address": edge.client_ip,
@@ -324,6 +348,9 @@ class Transceiver:
             session.media = (first.kind, str(first.rtp.muxId))
             session.transport = transport
             self.mux.register(ufrag, conn.local_password, remote.password, transport)
+            if self.config.media_path == "lean" and transport.session is not None:
+                session.early = EarlyRtp(self.media_counters)
+                transport.session.on_rtp = session.early.receive
             with telemetry.tracer().start_as_current_span(
                     "registry claim", context=trace.set_span_in_context(session.span),
                     attributes={telemetry.SESSION_ID: session_id}) as claim_span:
@@ -486,7 +513,6 @@ class Transceiver:
         )
         agent = session.agent
         session.events.agent_open(agent.send_json)
-        track = session.track
         detector = vad.SpeechDetector(clock_hz=RTP_CLOCK_HZ)
         ratio = rate / RTP_CLOCK_HZ
         first_rtp: list[int] = []
@@ -506,38 +532,77 @@ class Transceiver:
             agent.send_event(agent_pb2.EVENT_SPEECH_STARTED, timestamp)
             if barge_in.speech_started():
                 agent.send_event(agent_pb2.EVENT_INTERRUPT, timestamp)
-                track.flush()
+                if session.downlink is not None:
+                    session.downlink.flush()
 
-        receiver = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio")
         if pcm:
             decoder = OpusDecoder(rate)
             voicing = vad.PcmVoicing(rate) if rate in vad.WEBRTCVAD_RATES_HZ else None
 
-            def on_packet(packet) -> None:
+            def on_rtp(payload: bytes, timestamp: int, level: tuple[bool, int] | None) -> None:
                 if not session.first_uplink_at:
                     self._first_audio(session, uplink=True)
-                samples = decoder.decode(packet.payload)
-                level = packet.extensions.audio_level
+                samples = decoder.decode(payload)
                 if level is not None:
-                    hear(vad.level_voiced(level), packet.timestamp)
+                    hear(vad.level_voiced(level), timestamp)
                 elif voicing is not None:
-                    hear(voicing(samples), packet.timestamp)
-                agent.send(samples, int(packet.timestamp * ratio))
+                    hear(voicing(samples), timestamp)
+                agent.send(samples, int(timestamp * ratio))
         else:
-            def on_packet(packet) -> None:
+            def on_rtp(payload: bytes, timestamp: int, level: tuple[bool, int] | None) -> None:
                 if not session.first_uplink_at:
                     self._first_audio(session, uplink=True)
-                level = packet.extensions.audio_level
                 if level is not None:
-                    hear(vad.level_voiced(level), packet.timestamp)
-                agent.send(packet.payload, packet.timestamp)
+                    hear(vad.level_voiced(level), timestamp)
+                agent.send(payload, timestamp)
 
-        hooks.tap_receiver(receiver, on_packet)
+        if self.config.media_path == "aiortc":
+            receiver = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio")
+            hooks.tap_receiver(receiver, lambda packet: on_rtp(packet.payload, packet.timestamp,
+                                                               packet.extensions.audio_level))
+        # aiortc starts its sender and receiver right after it reports "connected", in the same task.
+        asyncio.get_running_loop().call_soon(self._started, session, on_rtp)
+
+    def _started(self, session: Session,
+                 on_rtp: Callable[[bytes, int, tuple[bool, int] | None], None]) -> None:
+        """Once aiortc has started the session's RTP sender and receiver: stop the receiver's idle decoder
+        thread (the reference path taps its jitter buffer, the lean path never feeds it) and, on the lean
+        path, read the SRTP held since the session registered with the mux and take the session's SRTP over."""
+        if session.ended or session.pc.connectionState != "connected":
+            return
+        audio = next(t for t in session.pc.getTransceivers() if t.kind == "audio")
+        hooks.stop_decoder(audio.receiver)
+        if self.config.media_path != "lean":
+            return
+        mux_session = session.transport.session if session.transport is not None else None
+        if self.mux is None or mux_session is None:
+            return
+        rx, tx = hooks.srtp_sessions(audio.receiver.transport)
+        path = LeanPath(
+            negotiated(session.pc.localDescription.sdp), rx, tx,
+            hooks.receiver_streams(audio.receiver), hooks.new_stream, on_rtp,
+            partial(self.mux.send_media, mux_session), partial(hooks.set_sender_report, audio.sender),
+            self.media_counters, sequence_number=secrets.randbits(16), timestamp_origin=secrets.randbits(32))
+        session.lean = session.downlink = path
+        if session.early is not None:
+            session.early.replay(path)
+            session.early = None
+        mux_session.on_rtp = path.receive
 
     def _downlink(self, session: Session, pcm: bool, rate: int,
                   barge_in: vad.BargeIn) -> Callable[[bytes, int], None]:
-        """The agent's frames to the caller's track, except while a barge-in mutes the agent."""
-        push = session.track.push
+        """The agent's frames to the caller (session.downlink), except while a barge-in mutes the agent.
+        On the lean path, frames that come before it is in place are dropped (``downlink_not_ready``):
+        aiortc's sender must never send on the session's SSRC."""
+        counters = self.media_counters
+
+        def push(payload: bytes) -> None:
+            downlink = session.downlink
+            if downlink is None:
+                counters["downlink_not_ready"] += 1
+            else:
+                downlink.push(payload)
+
         if not pcm:
             def on_opus(payload: bytes, _timestamp: int) -> None:
                 if not session.first_downlink_at:
@@ -546,7 +611,7 @@ class Transceiver:
                     push(payload)
 
             return on_opus
-        encoder = OpusEncoder(rate)
+        encoder = OpusEncoder(rate, complexity=self.config.opus_complexity)
 
         def on_frame(payload: bytes, _timestamp: int) -> None:
             if not session.first_downlink_at:
@@ -613,6 +678,8 @@ class Transceiver:
             timer.cancel()
         if session.agent is not None:
             session.agent.close(reason)
+        if session.lean is not None:
+            session.lean.close()
         session.track.stop()
         await self._record_rtt(session)
         await session.pc.close()

@@ -25,3 +25,15 @@ async def test_chromium_calls_with_a_client_token_bound_to_the_page_origin() -> 
             whip = (await resp.json())["whip"]
         assert whip["client_tokens_issued"] == 1 and not any(k.startswith("unauthorized") for k in whip)
         assert mesh.transceiver.sessions == {}, "the page's DELETE, with its token, ended the session"
+
+
+@pytest.mark.parametrize("codec", ["opus", "pcm16"])
+async def test_chromium_hears_its_echo_over_the_lean_media_path(codec: str) -> None:
+    async with embedded_mesh(agent_codec=codec, media_path="lean") as mesh:
+        result = await browser_call(f"{mesh.edge.url}/", bundled_speech(), seconds=3)
+
+        assert result["ok"], result
+        assert result["inbound"]["packets_received"] > 100 and result["inbound"]["packets_lost"] == 0, result
+        counters = mesh.transceiver.media_counters
+        assert counters["lean_rx"] > 100 and counters["lean_tx"] > 100, "Chromium's SRTP took the lean path"
+        assert not {"srtp_error", "rtp_malformed", "rtp_payload_type"} & set(counters), counters

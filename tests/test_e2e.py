@@ -41,9 +41,10 @@ def assert_echo(report) -> None:
     assert {"answer", "ice_connected", "dtls_connected", "first_audio"} <= set(report.setup_ms)
 
 
+@pytest.mark.parametrize("media_path", ["lean", "aiortc"])
 @pytest.mark.parametrize("codec", ["opus", "pcm16"])
-async def test_call_echoes_speech(codec: str) -> None:
-    async with embedded_mesh(agent_codec=codec) as mesh:
+async def test_call_echoes_speech(codec: str, media_path: str) -> None:
+    async with embedded_mesh(agent_codec=codec, media_path=media_path) as mesh:
         report = await call(mesh.whip_url, bundled_speech(), bind=LOOPBACK)
         assert_echo(report)
         stats = mesh.relay.stats()

@@ -6,10 +6,13 @@ import asyncio
 
 import aioice
 import aiortc
+import pylibsrtp
 import pytest
 from aioice import stun
 from aioice.ice import Connection
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
+from aiortc.rtcrtpsender import RTCRtpSender
 
 from voicemesh.core import hooks
 from voicemesh.core.mux import BackboneMux, MuxTransport
@@ -179,3 +182,36 @@ async def test_restart_ice_needs_a_connected_ice_and_valid_credentials() -> None
     hooks.restart_ice(conn, "AbCd0123", "p" * 22, "wxyz", "q" * 22)
     assert (conn.local_username, conn.local_password, conn.remote_username, conn.remote_password) == (
         "AbCd0123", "p" * 22, "wxyz", "q" * 22)
+
+
+def test_check_names_a_pylibsrtp_version_mismatch(monkeypatch) -> None:
+    monkeypatch.setattr(pylibsrtp, "__version__", "9.9.9")
+    with pytest.raises(hooks.HookError, match="pylibsrtp==1.0.0"):
+        hooks.check()
+
+
+def test_check_names_a_moved_decoder_stop(monkeypatch) -> None:
+    monkeypatch.delattr(RTCRtpReceiver, "_RTCRtpReceiver__stop_decoder")
+    with pytest.raises(hooks.HookError, match="__stop_decoder"):
+        hooks.check()
+
+
+def test_check_names_receiver_statistics_that_lost_a_counter(monkeypatch) -> None:
+    init = StreamStatistics.__init__
+
+    def without_jitter(self, clockrate: int) -> None:
+        init(self, clockrate)
+        del self._jitter_q4
+
+    monkeypatch.setattr(StreamStatistics, "__init__", without_jitter)
+    with pytest.raises(hooks.HookError, match="_jitter_q4"):
+        hooks.check()
+
+
+def test_check_names_a_sender_without_its_report_fields(monkeypatch) -> None:
+    def init(self, trackOrKind, transport) -> None:
+        """An RTCRtpSender that keeps its report counters elsewhere."""
+
+    monkeypatch.setattr(RTCRtpSender, "__init__", init)
+    with pytest.raises(hooks.HookError, match="_RTCRtpSender__ntp_timestamp"):
+        hooks.check()

@@ -165,6 +165,23 @@ def test_an_answered_check_proves_the_route_and_media_flows(core: MuxCore, sink:
     assert core.send(session, DTLS, ("192.0.2.1", 9)) is route, "media follows the active route"
 
 
+@pytest.mark.parametrize("entry", ["receive", "datagram_received"])
+def test_a_lean_handler_gets_srtp_and_aiortc_keeps_srtcp_and_dtls(core: MuxCore, sink: Sink, session: MuxSession,
+                                                                   entry: str) -> None:
+    prove(core, session, CALLER)
+    lean: list[bytes] = []
+    session.on_rtp = lean.append
+    srtp_marker = b"\x80\xef" + SRTP[2:]  # marker bit with payload type 111: RTP, not RTCP
+    srtcp_rr = b"\x81\xc9" + SRTP[2:]  # packet type 201 (RFC 5761 section 4)
+    for payload in (SRTP, srtp_marker, srtcp_rr, DTLS, b"\x80"):
+        if entry == "receive":
+            assert core.receive(framed(CALLER, payload), EDGE, 1.0) is None
+        else:
+            core.datagram_received(framed(CALLER, payload), EDGE)
+    assert lean == [SRTP, srtp_marker]
+    assert sink.media == [srtcp_rr, DTLS, b"\x80"]
+
+
 @pytest.mark.parametrize("reply", [
     pytest.param(lambda request: answer(request, pwd=LOCAL_PWD), id="signed-with-our-pwd"),
     pytest.param(lambda request: answer(our_check()), id="unknown-transaction"),

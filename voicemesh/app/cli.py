@@ -75,6 +75,9 @@ TRANSCEIVER_HELP = {
                   "voicemesh agent --kind)",
     "agent_codec": "audio format on the agent link: opus (as received) or pcm16",
     "agent_rate_hz": "PCM16 sample rate for the agent (8000, 12000, 16000, 24000, 48000)",
+    "media_path": "lean: SRTP straight between the backbone socket and the agent link once DTLS is up; "
+                  "aiortc: aiortc's own RTP path (the reference, for comparison)",
+    "opus_complexity": "libopus encoder complexity (0-10) for the agent's PCM16 audio",
     "connect_timeout_s": "seconds a session may take to connect before it is closed",
     "max_session_s": "longest session in seconds (also the routing token's lifetime)",
     "lat": "latitude of this core region (degrees), for edges choosing the nearest region",

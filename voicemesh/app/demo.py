@@ -57,13 +57,15 @@ class Mesh:
 @asynccontextmanager
 async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50, connect_timeout_s: float = 10.0,
                         advertise: str = "", agent: AgentServicer | None = None,
-                        keys: MeshKeys | None = None, edge_options: dict | None = None) -> AsyncIterator[Mesh]:
+                        keys: MeshKeys | None = None, edge_options: dict | None = None,
+                        media_path: str = "lean") -> AsyncIterator[Mesh]:
     """Run registry, agent, transceiver and edge on loopback; tear all down on exit.
 
     ``advertise`` is the relay address put in answers, if not the relay's own;
     ``keys`` the mesh keys (default: one random key); ``edge_options`` sets
     more EdgeConfig fields, or other addresses than loopback (``api_keys``
     turns on WHIP authorization, ``relay_tcp`` ICE-TCP).
+    ``media_path`` is the transceiver's (``lean`` or ``aiortc``, core/config.py).
     ``agent`` is served instead of the echo agent (over real gRPC, like it).
     """
     registry_url = f"memory://mesh-{secrets.token_hex(4)}"
@@ -80,7 +82,7 @@ async def embedded_mesh(*, agent_codec: str = "opus", capacity: int = 50, connec
         transceiver = Transceiver(
             TransceiverConfig(agent=f"{LOOPBACK}:{agent_port}", agent_codec=agent_codec,
                               backbone=f"{LOOPBACK}:0", capacity=capacity,
-                              connect_timeout_s=connect_timeout_s, drain_timeout_s=0),
+                              connect_timeout_s=connect_timeout_s, drain_timeout_s=0, media_path=media_path),
             trx_registry, tokens)
         stack.push_async_callback(transceiver.close)
         runner = await api.serve(transceiver, hop, LOOPBACK, 0)

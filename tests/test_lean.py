@@ -1,0 +1,163 @@
+"""The lean media path's RTP reading and both directions of a LeanPath, with real libsrtp keys (pylibsrtp)
+and aiortc's RTP serializer on the caller's side: bytes in, bytes out, no sockets."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import pylibsrtp
+import pytest
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap
+from aiortc.rtp import RtpPacket as AiortcPacket
+
+from voicemesh.core import hooks, lean
+
+pytestmark = pytest.mark.unit
+
+KEY = os.urandom(30)  # AES_CM_128_HMAC_SHA1_80: 16-byte key, 14-byte salt (RFC 3711 8.2)
+OPUS = 111
+LEVEL_ID = 2
+EXTENSIONS = HeaderExtensionsMap()
+EXTENSIONS.configure(RTCRtpParameters(headerExtensions=[
+    RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+    RTCRtpHeaderExtensionParameters(id=LEVEL_ID, uri=lean.AUDIO_LEVEL_URI),
+    RTCRtpHeaderExtensionParameters(id=3, uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"),
+]))
+
+
+def srtp(direction: int) -> pylibsrtp.Session:
+    return pylibsrtp.Session(pylibsrtp.Policy(key=KEY, ssrc_type=direction,
+                                              srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+
+
+def caller_rtp(seq: int, payload: bytes = b"opus!", ssrc: int = 4242, level: tuple[bool, int] | None = (True, 30),
+               payload_type: int = OPUS) -> bytes:
+    """An RTP packet as aiortc's sender builds it: MID, audio level and abs-send-time extensions."""
+    packet = AiortcPacket(payload_type=payload_type, sequence_number=seq, timestamp=960 * seq, ssrc=ssrc,
+                          payload=payload)
+    packet.extensions.mid = "0"
+    packet.extensions.audio_level = level
+    packet.extensions.abs_send_time = 1234
+    return packet.serialize(EXTENSIONS)
+
+
+class Harness:
+    """A LeanPath between a caller's SRTP sessions and lists of what it delivered and sent."""
+
+    def __init__(self) -> None:
+        self.caller_tx = srtp(pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        self.caller_rx = srtp(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        self.delivered: list[tuple[bytes, int, tuple[bool, int] | None]] = []
+        self.sent: list[bytes] = []
+        self.reports: list[tuple[int, int, int, int]] = []
+        self.streams: dict = {}
+        self.counters: Counter[str] = Counter()
+        self.now = 100.0
+        self.path = lean.LeanPath(
+            lean.RtpParameters(OPUS, 0x01020304, LEVEL_ID), srtp(pylibsrtp.Policy.SSRC_ANY_INBOUND),
+            srtp(pylibsrtp.Policy.SSRC_ANY_OUTBOUND), self.streams, hooks.new_stream,
+            lambda *args: self.delivered.append(args), self.sent.append,
+            lambda *args: self.reports.append(args), self.counters,
+            sequence_number=0xFFFE, timestamp_origin=0xFFFFFF00, now=lambda: self.now, ntp_now=lambda: 7 << 32)
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness()
+
+
+def test_parse_reads_the_header_the_audio_level_and_the_payload() -> None:
+    packet = lean.parse(caller_rtp(5, b"hello"), LEVEL_ID)
+    assert packet == lean.RtpPacket(OPUS, 5, 4800, 4242, b"hello", (True, 30))
+    assert lean.parse(caller_rtp(5, b"hello"), None).audio_level is None
+    assert lean.parse(caller_rtp(5, b"hello", level=None), LEVEL_ID).audio_level is None
+
+
+def test_parse_skips_csrcs_and_padding_and_reads_two_byte_extensions() -> None:
+    header = bytes([0xB1, OPUS]) + (7).to_bytes(2, "big") + (960).to_bytes(4, "big") + (9).to_bytes(4, "big")
+    csrc = (77).to_bytes(4, "big")
+    extension = b"\x10\x00\x00\x01" + bytes([LEVEL_ID, 1, 0x05, 0])  # RFC 8285 4.3: id, length, data, padding
+    padded = header + csrc + extension + b"pay" + b"\x00\x00\x03"
+    assert lean.parse(padded, LEVEL_ID) == lean.RtpPacket(OPUS, 7, 960, 9, b"pay", (False, 5))
+
+
+@pytest.mark.parametrize("packet, reason", [
+    (b"\x80\x6f\x00\x01", "short"),
+    (b"\x40" + bytes(11), "version"),
+    (b"\x90\x6f" + bytes(10) + b"\xbe\xde\x00\x09" + bytes(8), "extension"),
+    (b"\x90\x6f" + bytes(10) + b"\xbe", "extension"),
+    (b"\xa0\x6f" + bytes(10) + b"ab\x09", "padding"),
+    (b"\xa0\x6f" + bytes(10) + b"ab\x00", "padding"),
+    (b"\x8f\x6f" + bytes(10) + bytes(8), "short"),
+])
+def test_parse_refuses_malformed_packets_with_a_reason(packet: bytes, reason: str) -> None:
+    with pytest.raises(lean.MalformedRtp) as refused:
+        lean.parse(packet, LEVEL_ID)
+    assert refused.value.reason == reason
+
+
+def test_received_srtp_reaches_the_agent_and_feeds_aiortcs_receiver_statistics(harness: Harness) -> None:
+    for seq in (65534, 65535, 0, 1):
+        harness.path.receive(harness.caller_tx.protect(caller_rtp(seq, bytes([seq & 0xFF]))))
+    assert harness.delivered == [(bytes([seq & 0xFF]), (960 * seq) & 0xFFFFFFFF, (True, 30)) for seq in (65534, 65535, 0, 1)]
+    stream = harness.streams[4242]
+    assert (stream.packets_received, stream.max_seq, stream.cycles, stream.packets_lost) == (4, 1, 1 << 16, 0)
+    assert harness.counters == Counter(lean_rx=4)
+
+
+def test_bad_srtp_replays_and_other_payload_types_are_dropped_and_counted(harness: Harness) -> None:
+    good = harness.caller_tx.protect(caller_rtp(1))
+    harness.path.receive(good)
+    harness.path.receive(good)  # replay (RFC 3711 3.3.2)
+    harness.path.receive(good[:-1] + bytes([good[-1] ^ 1]))  # authentication tag broken
+    harness.path.receive(b"\x80\x6f" + os.urandom(40))  # not ours at all
+    harness.path.receive(harness.caller_tx.protect(caller_rtp(2, payload_type=0)))
+    assert len(harness.delivered) == 1
+    assert harness.counters == Counter(lean_rx=1, srtp_error=3, rtp_payload_type=1)
+
+
+def test_agent_frames_go_out_as_srtp_with_one_sequence_space_and_talkspurt_timestamps(harness: Harness) -> None:
+    for step in (0.0, 0.02, 0.02, 0.5, 0.02):
+        harness.now += step
+        harness.path.push(b"frame")
+    plain = [harness.caller_rx.unprotect(sent) for sent in harness.sent]
+    packets = [lean.parse(rtp, None) for rtp in plain]
+    assert [p.sequence_number for p in packets] == [0xFFFE, 0xFFFF, 0, 1, 2]
+    assert {(p.payload_type & 0x7F, p.ssrc, p.payload) for p in packets} == {(OPUS, 0x01020304, b"frame")}
+    assert [(p.timestamp - 0xFFFFFF00) & 0xFFFFFFFF for p in packets] == [0, 960, 1920, 1920 + 25 * 960, 1920 + 26 * 960]
+    markers = [rtp[1] >> 7 for rtp in plain]
+    assert markers == [1, 0, 0, 1, 0], "the marker bit starts each talkspurt (RFC 3551 4.1)"
+    assert harness.reports == [(7 << 32, 0xFFFFFF00, 1, 5)], "the sender report follows what was sent"
+    for _ in range(10):
+        harness.path.push(b"frame")
+    assert harness.reports[-1][2:] == (11, 55)
+
+
+def test_a_closed_path_carries_nothing(harness: Harness) -> None:
+    harness.path.close()
+    harness.path.receive(harness.caller_tx.protect(caller_rtp(1)))
+    harness.path.push(b"frame")
+    assert harness.delivered == [] and harness.sent == []
+
+
+def test_negotiated_reads_the_opus_payload_type_our_ssrc_and_the_audio_level_id() -> None:
+    answer = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+              "m=audio 9 UDP/TLS/RTP/SAVPF 109 0\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n"
+              "a=rtpmap:109 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n"
+              "a=extmap:4 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=ssrc:555 cname:x\r\n")
+    assert lean.negotiated(answer) == lean.RtpParameters(109, 555, 4)
+    with pytest.raises(ValueError):
+        lean.negotiated(answer.replace("a=rtpmap:109 opus/48000/2\r\n", "").replace(" 109 0", " 0"))
+
+
+def test_srtp_held_from_before_the_keys_is_read_in_order_and_bounded(harness: Harness) -> None:
+    early = lean.EarlyRtp(harness.counters, limit=3)
+    for seq in range(1, 6):
+        early.receive(harness.caller_tx.protect(caller_rtp(seq, bytes([seq]))))
+    early.receive(b"\x80\x6f" + os.urandom(30))  # junk held too: authenticated only when read
+    early.replay(harness.path)
+    assert [payload for payload, _, _ in harness.delivered] == [bytes([4]), bytes([5])]
+    assert harness.counters == Counter(early_rtp_overflow=3, early_rtp=3, lean_rx=2, srtp_error=1)
+    assert not early.packets
