@@ -415,7 +415,10 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
         resources.append(await api.serve(transceiver, HopVerifier(keys), *parse_hostport(str(http[0]))))
 
     async def stop() -> None:
-        for res in reversed(resources):
+        # Drain first, while the API still serves: edges' DELETEs reach the sessions as they end and new
+        # offers get 503 draining; then the API, then the in-process agent.
+        drained = [res for res in resources if isinstance(res, Transceiver)]
+        for res in drained + [res for res in reversed(resources) if res not in drained]:
             if hasattr(res, "cleanup"):
                 await res.cleanup()
             elif hasattr(res, "stop"):
