@@ -258,13 +258,15 @@ class Window:
     the transceiver's resampler delay leaves each call's last partial frame in its encoder when the sender
     halts: 1 packet per call, 0.2 % of a 10 s window, shows as loss. ``first_audio_minus_dtls_ms_*``: from
     DTLS connected to the first echoed packet, over the calls. ``rss_mb_idle``: each process's RSS (MB) before
-    the first call; ``rss_mb``: at the window's end."""
+    the first call; ``rss_mb``: at the window's end. ``setup_wall_s``: from the first offer until every call was set up or had
+    failed."""
 
     n: int
     connected: int
     errors: list[str]
     setup_ms_p50: float | None
     setup_ms_max: float | None
+    setup_wall_s: float
     first_audio_minus_dtls_ms_p50: float | None
     first_audio_minus_dtls_ms_max: float | None
     window_s: float
@@ -317,8 +319,10 @@ async def run(url: str, n: int, pids: dict[str, int], settle_s: float, window_s:
         if janus:
             await wait_janus(http, url)
         rss_idle = {name: round(process_rss_mb(pid), 1) for name, pid in pids.items()}
+        setup_t0 = time.monotonic()
         with hooks.gather_on(bind):
             calls = await asyncio.gather(*(opened() for _ in range(n)))
+        setup_wall_s = time.monotonic() - setup_t0
         live = [c for c in calls if not c.error]
         await asyncio.sleep(settle_s)
         t0, sent0, recv0, gap0, late0, cpu0, busy0 = _snapshot(live, pids)
@@ -337,6 +341,7 @@ async def run(url: str, n: int, pids: dict[str, int], settle_s: float, window_s:
             errors=sorted({c.error for c in calls if c.error}),
             setup_ms_p50=round(statistics.median(setups), 1) if setups else None,
             setup_ms_max=round(max(setups), 1) if setups else None,
+            setup_wall_s=round(setup_wall_s, 3),
             first_audio_minus_dtls_ms_p50=round(statistics.median(first_audio), 1) if first_audio else None,
             first_audio_minus_dtls_ms_max=round(max(first_audio), 1) if first_audio else None,
             window_s=round(elapsed, 3),
@@ -381,10 +386,11 @@ def main() -> None:
                         help="a process whose CPU time to measure in the window (repeatable)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after every call connected")
     parser.add_argument("--window", type=float, default=10.0, help="measured seconds")
+    parser.add_argument("--parallel", type=int, default=8, help="calls being set up at once")
     args = parser.parse_args()
     pids = {name: int(pid) for name, pid in (p.split("=", 1) for p in args.pid)}
     uvloop.run(run(args.url or args.janus, args.n, pids, args.settle, args.window, janus=bool(args.janus),
-                   bind=args.bind))
+                   bind=args.bind, parallel=args.parallel))
 
 
 if __name__ == "__main__":

@@ -34,10 +34,10 @@ def test_exit_status(statuses: list[int | None], expected: int) -> None:
 def test_each_worker_gets_its_own_node_id_api_port_and_backbone_port_which_win_over_the_flags() -> None:
     argv = ["transceiver", "--workers", "2", "--http", "127.0.0.1:9000", "--node-id", "trx"]
     first, second = worker_argvs(argv, "trx", ("127.0.0.1", 9000), ("10.0.0.1", 0), 2)
-    assert first[:3] == [sys.executable, "-m", "voicemesh"] and first[3:3 + len(argv)] == argv
-    assert first[3 + len(argv):] == ["--workers", "1", "--node-id", "trx-w0", "--http", "127.0.0.1:9000",
+    assert first[:4] == [sys.executable, "-P", "-m", "voicemesh"] and first[4:4 + len(argv)] == argv
+    assert first[4 + len(argv):] == ["--workers", "1", "--node-id", "trx-w0", "--http", "127.0.0.1:9000",
                                      "--backbone", "10.0.0.1:0"]
-    assert second[3 + len(argv):] == ["--workers", "1", "--node-id", "trx-w1", "--http", "127.0.0.1:9001",
+    assert second[4 + len(argv):] == ["--workers", "1", "--node-id", "trx-w1", "--http", "127.0.0.1:9001",
                                       "--backbone", "10.0.0.1:0"]
     fixed = worker_argvs(["transceiver"], "trx", ("127.0.0.1", 0), ("10.0.0.1", 7000), 2)
     assert [a[-1] for a in fixed] == ["10.0.0.1:7000", "10.0.0.1:7001"]

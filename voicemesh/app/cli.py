@@ -460,7 +460,8 @@ def worker_argvs(argv: list[str], node_id: str, http: tuple[str, int], backbone:
             raise config.ConfigError(f"{flag}: port {port} + {count - 1} workers passes 65535")
         return format_hostport((host, port + i if port else 0))
 
-    return [[sys.executable, "-m", "voicemesh", *argv, "--workers", "1", "--node-id", f"{node_id}-w{i}",
+    # -P: the working directory stays off sys.path (a dns.py there would shadow dnspython in the workers).
+    return [[sys.executable, "-P", "-m", "voicemesh", *argv, "--workers", "1", "--node-id", f"{node_id}-w{i}",
              "--http", nth(http, i, "--http"), "--backbone", nth(backbone, i, "--backbone")]
             for i in range(count)]
 
