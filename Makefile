@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_TEST  := etcd-server etcd-client bind9-dnsutils chromium iproute2 nftables
+APT_TEST  := etcd-server etcd-client bind9-dnsutils chromium iproute2 nftables janus
 APT_BENCH := coturn gcc dnsperf janus
 APT_BASE  := python3-venv
 
