@@ -500,6 +500,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--settle", type=float, help="seconds after all calls connected (default 3, quick 2)")
     parser.add_argument("--window", type=float, help="measured seconds (default 10, quick 5)")
     parser.add_argument("--no-workers", action="store_true", help="skip the --workers 1 vs 2 runs")
+    parser.add_argument("--attempts", type=int, help=f"runs of a point disturbed by other load (default {ATTEMPTS}, "
+                                                     "quick 1)")
+    parser.add_argument("--quiet-wait", type=float, help=f"seconds to wait for quiet cores before a run (default "
+                                                         f"{QUIET_WAIT_S:g}, quick 10)")
     args = parser.parse_args(argv)
     counts = dict(QUICK_SWEEP if args.quick else SWEEP)
     counts["opus"] = args.opus_n or counts["opus"]
@@ -514,6 +518,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "settle_s": settle_s, "window_s": window_s, "runs": []}
     print(HEADER, flush=True)
     attempts, quiet = (1, 10.0) if args.quick else (ATTEMPTS, QUIET_WAIT_S)
+    attempts = args.attempts or attempts
+    quiet = args.quiet_wait if args.quiet_wait is not None else quiet
     shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(prefix="voicemesh-bench-trx-", dir=shm) as tmp, janus_netns() as (netns, janus_skipped):
         rows: dict[tuple[str, str], list[dict]] = {}
