@@ -98,3 +98,12 @@ def test_two_workers_register_take_calls_restart_and_drain(etcd, processes, tmp_
     assert sorted(line["reason"] for line in ended) == ["deleted", "deleted"], ended
     assert sum(line["msg"] == "shutting down" for line in logs) == 2
     assert transceivers(etcd.url) == []
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(processes) -> None:
+    supervisor = processes("transceiver", "--workers", "2", "--registry", "memory://workers", "--http", "127.0.0.1:0",
+                           "--agent", "", env={"VOICEMESH_TOKEN_KEYS": f"1:{secrets.token_hex(32)}"})
+    workers = wait_for(lambda: len(found := children(supervisor.pid)) == 2 and found, "two workers")
+    supervisor.kill()
+    supervisor.wait()
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), "the workers to exit")

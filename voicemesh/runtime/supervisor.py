@@ -8,6 +8,7 @@ asyncio adapter and owns the processes.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -19,6 +20,14 @@ log = logging.getLogger("voicemesh.supervisor")
 
 USAGE_EXIT = 2
 """A worker exiting with this status refused its settings: every worker would, so none is restarted."""
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process gets when its parent dies."""
+
+
+def _term_with_parent() -> None:
+    """In the worker, before exec: SIGTERM when the supervisor dies (even by SIGKILL), so a worker never
+    outlives it and serves on unsupervised; it drains as on any SIGTERM."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass
@@ -79,7 +88,8 @@ class Supervisor:
         self.restarts = [0] * len(self.argvs)
 
     async def _start(self, worker: int) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(*self.argvs[worker], env=self.env)
+        proc = await asyncio.create_subprocess_exec(*self.argvs[worker], env=self.env,
+                                                    preexec_fn=_term_with_parent)
         cpus = self.cpus[worker]
         if cpus:
             # The interpreter is still starting: its threads, created later, inherit this mask.
