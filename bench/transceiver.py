@@ -273,7 +273,8 @@ def run_point(target: str, agent_codec: str, n: int, settle_s: float, window_s: 
     ``target``, ``agent_codec``, ``workers``, ``server_pct`` (the server processes' CPU, % of one core),
     ``ms_per_session_s`` (their CPU ms per session-second), ``trx_ms_per_session_s`` (the transceiver
     processes alone; None for Janus), ``rss_mb_per_session`` (the main process' RSS growth per session,
-    MB) and ``foreign_pct`` (per core: busy % not explained by the processes placed on it).
+    MB), ``client_side_pct`` (our processes on the client's core, % of one core) and ``foreign_pct`` (per core:
+    busy % not explained by the processes placed on it).
     Raises BenchError (and janus.JanusError for Janus)."""
     client = [sys.executable, "-P", str(LOAD_CLIENT), "--n", str(n), "--settle", str(settle_s),
               "--window", str(window_s), "--parallel", str(parallel)]
@@ -306,6 +307,7 @@ def run_point(target: str, agent_codec: str, n: int, settle_s: float, window_s: 
     row["ms_per_session_s"] = round(row["server_pct"] * 10 / live, 2)
     row["trx_ms_per_session_s"] = None if target == "janus" else round(sum(cpu[p] for p in main_procs) * 10 / live, 2)
     row["rss_mb_per_session"] = round(sum(row["rss_mb"][p] - row["rss_mb_idle"][p] for p in main_procs) / live, 3)
+    row["client_side_pct"] = round(sum(cpu[p] for p, c in placed.items() if c == CLIENT_CPU and p in cpu), 2)
     row["foreign_pct"] = {core: round(busy[core] - sum(cpu[p] for p, c in placed.items() if c == core and p in cpu), 2)
                           for core in (SERVER_CPU, CLIENT_CPU)} if placed else {}
     return row
@@ -317,16 +319,32 @@ def passes(row: dict) -> bool:
             and row["late_pct"] < LATE_LIMIT_PCT)
 
 
-def knee_cause(row: dict) -> str:
-    """Why a run at the knee failed, as far as the cores tell."""
+def knee_cause(row: dict) -> str | None:
+    """Why a run that does not pass is the knee, or None if it is not: a run disturbed by other load
+    (``disturbed``) whose calls all connected, with neither our server processes nor our processes on the
+    client's core near a full core, failed on late packets or loss from that load, not its own."""
     if "error" in row:
         return f"the run failed: {row['error'][:200]}"
-    busy = row["core_busy_pct"]
-    if busy[SERVER_CPU] >= CORE_LIMIT_PCT:
+    if row["server_pct"] >= CORE_LIMIT_PCT:
         return "server core saturated"
-    if busy[CLIENT_CPU] >= CORE_LIMIT_PCT:
+    if row.get("client_side_pct", 0.0) >= CORE_LIMIT_PCT:
         return "client core saturated"
+    if row["connected"] < row["n"]:
+        return "calls did not connect"
+    if row.get("disturbed"):
+        return None
     return "neither core saturated"
+
+
+def is_knee(row: dict) -> bool:
+    """The run ends its target's sweep (see ``knee_cause``)."""
+    return not passes(row) and knee_cause(row) is not None
+
+
+def usable(row: dict) -> bool:
+    """A run whose CPU per session-second counts: every call connected and loss under 1 % (late packets from
+    other load do not change what the server spent per session)."""
+    return "error" not in row and row["connected"] == row["n"] and row["loss_pct"] < LOSS_LIMIT_PCT
 
 
 HEADER = (f"{'target':6} {'codec':6} {'N':>4} {'conn':>4} {'loss%':>6} {'late%':>6} {'server%':>7} {'core1%':>6} "
@@ -340,6 +358,8 @@ def format_row(row: dict) -> str:
         return f"{row['target']:6} {row['agent_codec']:6} {row['n']:>4}  failed: {row['error'][:300]}"
     cpu, busy = row["cpu_pct"], row["core_busy_pct"]
     notes = row["errors"] + (["disturbed"] if row.get("disturbed") else [])
+    if not passes(row):
+        notes.append(f"knee: {knee_cause(row)}" if is_knee(row) else "fails from other load: not the knee")
     trx = row["trx_ms_per_session_s"]
     return (f"{row['target']:6} {row['agent_codec']:6} {row['n']:>4} {row['connected']:>4} {row['loss_pct']:>6.2f} "
             f"{row['late_pct']:>6.2f} {row['server_pct']:>7.1f} {busy[SERVER_CPU]:>6.1f} {cpu['client']:>7.1f} "
@@ -372,8 +392,8 @@ def measure(target: str, agent_codec: str, n: int, settle_s: float, window_s: fl
 def sweep(agent_codec: str, counts: list[int], targets: list[str], settle_s: float, window_s: float, root: Path,
           netns: janus.JanusNetns | None = None, attempts_max: int = ATTEMPTS,
           quiet_wait_s: float = QUIET_WAIT_S) -> dict[str, list[dict]]:
-    """Rising N, the targets side by side at each N, each until its knee (the first run that does not
-    pass). Returns each target's rows in rising N."""
+    """Rising N, the targets side by side at each N, each until its knee (``is_knee``). Returns each target's
+    rows in rising N."""
     rows: dict[str, list[dict]] = {t: [] for t in targets}
     active = list(targets)
     for n in counts:
@@ -381,7 +401,7 @@ def sweep(agent_codec: str, counts: list[int], targets: list[str], settle_s: flo
             row = measure(target, agent_codec, n, settle_s, window_s, root, netns, attempts_max, quiet_wait_s)
             print(format_row(row), flush=True)
             rows[target].append(row)
-            if not passes(row):
+            if is_knee(row):
                 active.remove(target)
         if not active:
             break
@@ -395,41 +415,54 @@ def prefix(target: str, agent_codec: str) -> str:
 
 def summarize(target: str, agent_codec: str, rows: list[dict]) -> dict:
     """One target's sweep (rows in rising N): ``<prefix>_ms_per_session_s`` (the server processes' CPU per
-    session-second in the most loaded run below the knee), ``_max_sessions`` (that run's N), ``_knee_n`` (the
-    first N that did not pass; None if the sweep ended first), ``_knee`` (why, as far as the cores tell),
-    ``_sessions_per_core`` with ``_basis``: measured (the largest N below the knee) when the knee came from
-    the server core saturating, else extrapolated (90 % of a core / ms per session-second), and
-    ``_rss_mb_per_session``, ``_first_audio_minus_dtls_ms`` (p50 at the lowest N)."""
+    session-second in the most loaded usable run below the knee), ``_max_sessions`` (that run's N; clean:
+    also under 1 % late packets, ``_max_sessions_clean``), ``_knee_n`` (the first N that ended the sweep;
+    None if it ended first), ``_knee`` (why), ``_sessions_per_core`` with ``_basis``: measured (the largest
+    clean N below the knee) when our server processes saturated their core, else extrapolated (90 % of a core
+    / ms per session-second), and ``_rss_mb_per_session``, ``_first_audio_minus_dtls_ms`` (p50 at the lowest
+    N)."""
     key = prefix(target, agent_codec)
-    passing = [r for r in rows if passes(r)]
-    knee = next((r for r in rows if not passes(r)), None)
+    knee = next((r for r in rows if is_knee(r)), None)
+    below = rows[:rows.index(knee)] if knee else rows
+    counted = [r for r in below if usable(r)]
+    clean = [r for r in below if passes(r)]
     out: dict = {f"{key}_knee_n": knee["n"] if knee else None,
-                 f"{key}_knee": knee_cause(knee) if knee else "no knee: the sweep ended first"}
-    if not passing:
+                 f"{key}_knee": knee_cause(knee) if knee else "no knee: the sweep ended first",
+                 f"{key}_max_sessions_clean": max((r["n"] for r in clean), default=0)}
+    if not counted:
         return {**out, f"{key}_ms_per_session_s": None, f"{key}_max_sessions": 0, f"{key}_sessions_per_core": None,
-                f"{key}_basis": "no run passed", f"{key}_rss_mb_per_session": None,
+                f"{key}_basis": "no usable run", f"{key}_rss_mb_per_session": None,
                 f"{key}_first_audio_minus_dtls_ms": None}
-    best = max(passing, key=lambda r: r["n"])
-    measured = knee is not None and knee_cause(knee) == "server core saturated"
+    best = max(counted, key=lambda r: r["n"])
+    measured = knee is not None and knee_cause(knee) == "server core saturated" and bool(clean)
+    if measured:
+        basis = "measured: the largest clean N below the knee"
+    elif knee:
+        basis = (f"extrapolated from N={best['n']} (90 % of a core / ms per session-second): the knee came from "
+                 f"{out[f'{key}_knee']}")
+    else:
+        basis = f"extrapolated from N={best['n']}: the sweep ended before the knee"
     return {
         **out,
         f"{key}_ms_per_session_s": best["ms_per_session_s"],
         f"{key}_max_sessions": best["n"],
-        f"{key}_sessions_per_core": best["n"] if measured else math.floor(CORE_LIMIT_PCT * 10 / best["ms_per_session_s"]),
-        f"{key}_basis": ("measured: the largest N below the knee" if measured else
-                         f"extrapolated from N={best['n']} (90 % of a core / ms per session-second): the knee "
-                         f"came from {out[f'{key}_knee']}" if knee else
-                         f"extrapolated from N={best['n']}: the sweep ended before the knee"),
+        f"{key}_sessions_per_core": (out[f"{key}_max_sessions_clean"] if measured
+                                     else math.floor(CORE_LIMIT_PCT * 10 / best["ms_per_session_s"])),
+        f"{key}_basis": basis,
         f"{key}_rss_mb_per_session": best["rss_mb_per_session"],
-        f"{key}_first_audio_minus_dtls_ms": passing[0]["first_audio_minus_dtls_ms_p50"],
+        f"{key}_first_audio_minus_dtls_ms": counted[0]["first_audio_minus_dtls_ms_p50"],
     }
 
 
 def ratio(ours: list[dict], janus_rows: list[dict]) -> tuple[float | None, int | None]:
-    """Our CPU per session-second ÷ Janus', at the largest N both passed (the same sessions); (None, None)
-    if there is none."""
-    theirs = {r["n"]: r for r in janus_rows if passes(r)}
-    common = [r for r in ours if passes(r) and r["n"] in theirs and theirs[r["n"]]["ms_per_session_s"]]
+    """Our CPU per session-second ÷ Janus', at the largest N both have a usable run below their knees (the
+    same sessions); (None, None) if there is none."""
+    def below(rows: list[dict]) -> list[dict]:
+        knee = next((r for r in rows if is_knee(r)), None)
+        return [r for r in (rows[:rows.index(knee)] if knee else rows) if usable(r)]
+
+    theirs = {r["n"]: r for r in below(janus_rows) if r["ms_per_session_s"]}
+    common = [r for r in below(ours) if r["n"] in theirs]
     if not common:
         return None, None
     best = max(common, key=lambda r: r["n"])
@@ -532,7 +565,7 @@ def main(argv: list[str] | None = None) -> dict:
                 summary["runs"].extend(target_rows)
         if not args.no_workers:
             pcm_rows = rows["trx", "pcm16"]
-            knee = next((r["n"] for r in pcm_rows if not passes(r)), math.ceil(pcm_rows[-1]["n"] * 1.5))
+            knee = next((r["n"] for r in pcm_rows if is_knee(r)), math.ceil(pcm_rows[-1]["n"] * 1.5))
             summary.update(workers_bench(knee, 20 if args.quick else 40, settle_s, window_s, Path(tmp)))
     if netns is None:
         summary["janus_skipped"] = janus_skipped
