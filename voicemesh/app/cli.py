@@ -384,6 +384,8 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
     from voicemesh.core import api, echo_agent
     from voicemesh.core.config import TransceiverConfig
     from voicemesh.core.transceiver import Transceiver
+    from voicemesh.runtime import supervisor
+    from voicemesh.runtime.tasks import spawn
     from voicemesh.wire.addr import parse_hostport
     from voicemesh.wire.hopauth import HopVerifier
     from voicemesh.wire.token import TokenCodec
@@ -394,6 +396,7 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
     if not cfg.agent and cfg.agent_kind not in KINDS:
         raise config.ConfigError(f"agent kind must be one of {sorted(KINDS)}, got {cfg.agent_kind!r}")
     resources: list = []
+    watching: set[asyncio.Task] = set()
     credentials = None
     if cfg.agent and (cfg.agent_ca or cfg.agent_cert or cfg.agent_key):
         from voicemesh.agent import tls
@@ -412,11 +415,14 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
         transceiver = Transceiver(cfg, registry, TokenCodec.from_mesh_keys(keys),
                                   agent_credentials=credentials)
         resources.append(transceiver)
+        spawn(supervisor.watch_supervisor(), "watch supervisor", watching)
         resources.append(await api.serve(transceiver, HopVerifier(keys), *parse_hostport(str(http[0]))))
 
     async def stop() -> None:
         # Drain first, while the API still serves: edges' DELETEs reach the sessions as they end and new
         # offers get 503 draining; then the API, then the in-process agent.
+        for task in watching:
+            task.cancel()
         drained = [res for res in resources if isinstance(res, Transceiver)]
         for res in drained + [res for res in reversed(resources) if res not in drained]:
             if hasattr(res, "cleanup"):

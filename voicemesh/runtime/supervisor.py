@@ -24,10 +24,27 @@ PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal a process gets when its parent dies."""
 
 
+SUPERVISOR_PID_ENV = "VOICEMESH_SUPERVISOR_PID"
+"""Set in each worker's environment: the supervisor's pid (see ``watch_supervisor``)."""
+
+
 def _term_with_parent() -> None:
     """In the worker, before exec: SIGTERM when the supervisor dies (even by SIGKILL), so a worker never
     outlives it and serves on unsupervised; it drains as on any SIGTERM."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+async def watch_supervisor(interval_s: float = 1.0) -> None:
+    """In a worker, once its SIGTERM handler is installed: send itself SIGTERM when its supervisor (pid in
+    SUPERVISOR_PID_ENV) is no longer its parent. The parent-death signal alone can arrive while the worker
+    is still starting, before it acts on SIGTERM, and be lost. Returns at once outside a supervisor."""
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if not supervisor:
+        return
+    while os.getppid() == int(supervisor):
+        await asyncio.sleep(interval_s)
+    log.warning("the supervisor is gone: draining")
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -88,8 +105,8 @@ class Supervisor:
         self.restarts = [0] * len(self.argvs)
 
     async def _start(self, worker: int) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(*self.argvs[worker], env=self.env,
-                                                    preexec_fn=_term_with_parent)
+        env = {**(self.env if self.env is not None else os.environ), SUPERVISOR_PID_ENV: str(os.getpid())}
+        proc = await asyncio.create_subprocess_exec(*self.argvs[worker], env=env, preexec_fn=_term_with_parent)
         cpus = self.cpus[worker]
         if cpus:
             # The interpreter is still starting: its threads, created later, inherit this mask.
