@@ -6,8 +6,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_TEST  := etcd-server etcd-client bind9-dnsutils chromium iproute2 nftables libopus0
-APT_BENCH := coturn gcc dnsperf
+APT_TEST  := etcd-server etcd-client bind9-dnsutils chromium iproute2 nftables libopus0 janus
+APT_BENCH := coturn gcc dnsperf janus
 APT_BASE  := python3-venv
 
 .PHONY: demo test bench setup apt-base apt-test apt-bench clean call-page-png

@@ -1,16 +1,19 @@
-"""Load client for bench/transceiver.py: N concurrent WHIP calls from one process, measured in a window.
+"""Load client for bench/transceiver.py: N concurrent calls from one process, measured in a window.
 
-Each call sends pre-encoded 20 ms Opus packets (the bundled speech, encoded
-once at 32 kbit/s mono, each call from a random offset) as ``av.Packet``s on
-an absolute 50 packets/s schedule, so the client never encodes, and counts
+A call is set up over WHIP (``--url``, the voicemesh edge) or over Janus' HTTP API (``--janus``, an
+EchoTest session: create, attach ``janus.plugin.echotest``, a message with the offer, trickle completed,
+then a long poll for the answer), so both servers see the same sessions. Each call sends pre-encoded
+20 ms Opus packets (the bundled speech, encoded once at 32 kbit/s mono, each call from a random offset)
+as ``av.Packet``s on an absolute 50 packets/s schedule, so the client never encodes, and counts
 the echoed RTP packets through ``core.hooks.tap_receiver`` without a jitter
-buffer or decoder. ICE gathers on 127.0.0.1 only. After every call is
+buffer or decoder. ICE gathers on ``--bind`` (127.0.0.1) only. After every call is
 connected and a settle time has passed, it reads the CPU time of the given
 processes and the packets sent over a window, then halts the senders and
 counts the echoes until they stop, prints one JSON object (the fields of
 ``Window``) as its last line and hangs up.
 
-Run it as ``python bench/load_client.py --url WHIP --n N --pid trx=PID ...``.
+Run it as ``python bench/load_client.py --url WHIP --n N --pid trx=PID ...`` or
+``... --janus http://127.0.0.1:8088/janus --bind 10.77.0.2 ...`` (inside Janus' network namespace).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import json
 import os
 import random
+import secrets
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -87,7 +91,10 @@ class Call:
     pc: RTCPeerConnection
     track: PacketTrack
     url: str = ""
+    janus: bool = False
     setup_ms: float | None = None
+    connected_at: float = 0.0
+    first_echo_at: float = 0.0
     error: str = ""
     received: int = 0
     gap_lost: int = 0
@@ -95,8 +102,17 @@ class Call:
     _last_seq: int = -1
     _last_at: float = 0.0
 
+    @property
+    def first_audio_after_dtls_ms(self) -> float | None:
+        """From DTLS connected (connectionState ``connected``) to the first echoed packet, ms; None before both."""
+        if not self.connected_at or not self.first_echo_at:
+            return None
+        return (self.first_echo_at - self.connected_at) * 1000
+
     def on_packet(self, packet) -> None:
         now = time.monotonic()
+        if not self.first_echo_at:
+            self.first_echo_at = now
         self.received += 1
         if self._last_seq >= 0:
             gap = (packet.sequence_number - self._last_seq) & 0xFFFF
@@ -108,8 +124,8 @@ class Call:
         self._last_at = now
 
 
-async def open_call(http: aiohttp.ClientSession, url: str, packets: list[bytes], timeout_s: float) -> Call:
-    """Set up one WHIP call (RFC 9725 4.2, non-trickle); retries 503 until ``timeout_s``. Never raises."""
+def _new_call(packets: list[bytes]) -> tuple[Call, asyncio.Event]:
+    """A peer connection sending ``packets`` (Opus only) with the echo tap; the event is set on connected."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     call = Call(pc, PacketTrack(packets, random.randrange(len(packets))))
     transceiver = pc.addTransceiver(call.track, direction="sendrecv")
@@ -121,23 +137,67 @@ async def open_call(http: aiohttp.ClientSession, url: str, packets: list[bytes],
     @pc.on("connectionstatechange")
     def _state() -> None:
         if pc.connectionState == "connected":
+            call.connected_at = time.monotonic()
             connected.set()
 
+    return call, connected
+
+
+async def _whip_answer(http: aiohttp.ClientSession, url: str, call: Call) -> str:
+    """POST the offer (RFC 9725 4.2, non-trickle), retrying 503; sets ``call.url``; returns the answer SDP."""
+    while True:
+        async with http.post(url, data=call.pc.localDescription.sdp,
+                             headers={"Content-Type": "application/sdp"}) as resp:
+            body = await resp.text()
+            if resp.status == 201:
+                call.url = str(resp.url.join(URL(resp.headers["Location"])))
+                return body
+            if resp.status != 503:
+                raise RuntimeError(f"POST -> {resp.status}")
+        await asyncio.sleep(0.2)
+
+
+async def janus_request(http: aiohttp.ClientSession, url: str, body: dict) -> dict:
+    """POST one Janus API request (a fresh ``transaction``) to ``url``; returns the reply.
+    Raises RuntimeError on a Janus ``error`` reply."""
+    async with http.post(url, json={**body, "transaction": secrets.token_hex(6)}) as resp:
+        reply = await resp.json(content_type=None)
+    if reply.get("janus") == "error":
+        raise RuntimeError(f"janus {body['janus']}: {reply['error'].get('reason', reply['error'])}")
+    return reply
+
+
+async def _janus_answer(http: aiohttp.ClientSession, base: str, call: Call) -> str:
+    """Set up an EchoTest session at ``base`` (http://host:8088/janus) with the offer; sets ``call.url`` (the
+    Janus session, destroyed at hang-up); returns the answer SDP from the plugin's event (long poll)."""
+    session = (await janus_request(http, base, {"janus": "create"}))["data"]["id"]
+    call.url = f"{base}/{session}"
+    handle = (await janus_request(http, call.url, {"janus": "attach", "plugin": "janus.plugin.echotest"}))["data"]["id"]
+    await janus_request(http, f"{call.url}/{handle}", {
+        "janus": "message", "body": {"audio": True, "video": False},
+        "jsep": {"type": "offer", "sdp": call.pc.localDescription.sdp}})
+    # aiortc does not trickle: without "completed" Janus waits for more candidates before ICE.
+    await janus_request(http, f"{call.url}/{handle}", {"janus": "trickle", "candidate": {"completed": True}})
+    while True:
+        async with http.get(f"{call.url}?maxev=1") as resp:
+            event = await resp.json(content_type=None)
+        for item in event if isinstance(event, list) else [event]:
+            if item.get("jsep", {}).get("type") == "answer":
+                return item["jsep"]["sdp"]
+
+
+async def open_call(http: aiohttp.ClientSession, url: str, packets: list[bytes], timeout_s: float,
+                    janus: bool = False) -> Call:
+    """Set up one call to ``url``: WHIP, or Janus EchoTest when ``janus``; retries a WHIP 503 until
+    ``timeout_s``. Never raises: a failure is in ``call.error``."""
+    call, connected = _new_call(packets)
+    call.janus = janus
     t0 = time.monotonic()
     try:
         async with asyncio.timeout(timeout_s):
-            await pc.setLocalDescription(await pc.createOffer())
-            while True:
-                async with http.post(url, data=pc.localDescription.sdp,
-                                     headers={"Content-Type": "application/sdp"}) as resp:
-                    body = await resp.text()
-                    if resp.status == 201:
-                        call.url = str(resp.url.join(URL(resp.headers["Location"])))
-                        break
-                    if resp.status != 503:
-                        raise RuntimeError(f"POST -> {resp.status}")
-                await asyncio.sleep(0.2)
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+            await call.pc.setLocalDescription(await call.pc.createOffer())
+            answer = await (_janus_answer(http, url, call) if janus else _whip_answer(http, url, call))
+            await call.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
             await connected.wait()
         call.setup_ms = (time.monotonic() - t0) * 1000
     except (TimeoutError, RuntimeError, aiohttp.ClientError, ValueError, KeyError) as exc:
@@ -145,11 +205,33 @@ async def open_call(http: aiohttp.ClientSession, url: str, packets: list[bytes],
     return call
 
 
+async def wait_janus(http: aiohttp.ClientSession, base: str, timeout_s: float = 20.0) -> None:
+    """Wait until Janus answers ``GET base/info``. Raises TimeoutError."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            try:
+                async with http.get(f"{base}/info") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+
+
 def process_cpu_s(pid: int) -> float:
     """utime + stime of process ``pid`` (all threads), seconds."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def process_rss_mb(pid: int) -> float:
+    """Resident set size of process ``pid``, MB (VmRSS from /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def cores_busy_s() -> dict[str, float]:
@@ -174,13 +256,19 @@ class Window:
     the window does not count as loss, and packets lost before the window but still unaccounted for at
     its start count against it (the estimate errs high, by at most the in-flight packets). In PCM16 mode
     the transceiver's resampler delay leaves each call's last partial frame in its encoder when the sender
-    halts: 1 packet per call, 0.2 % of a 10 s window, shows as loss."""
+    halts: 1 packet per call, 0.2 % of a 10 s window, shows as loss. ``first_audio_minus_dtls_ms_*``: from
+    DTLS connected to the first echoed packet, over the calls. ``rss_mb_idle``: each process's RSS (MB) before
+    the first call; ``rss_mb``: at the window's end. ``setup_wall_s``: from the first offer until every call was set up or had
+    failed."""
 
     n: int
     connected: int
     errors: list[str]
     setup_ms_p50: float | None
     setup_ms_max: float | None
+    setup_wall_s: float
+    first_audio_minus_dtls_ms_p50: float | None
+    first_audio_minus_dtls_ms_max: float | None
     window_s: float
     sent: int
     in_flight: int
@@ -190,6 +278,8 @@ class Window:
     late_pct: float
     cpu_pct: dict[str, float] = field(default_factory=dict)
     core_busy_pct: dict[str, float] = field(default_factory=dict)
+    rss_mb_idle: dict[str, float] = field(default_factory=dict)
+    rss_mb: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -216,17 +306,23 @@ async def _drained(calls: list[Call], quiet_s: float = 0.5, max_s: float = 5.0) 
 
 
 async def run(url: str, n: int, pids: dict[str, int], settle_s: float, window_s: float,
-              parallel: int = 8, timeout_s: float = 30.0) -> Window:
-    """Open ``n`` calls to ``url`` (``parallel`` at a time), settle, measure one window, hang up."""
+              parallel: int = 8, timeout_s: float = 30.0, janus: bool = False, bind: str = LOOPBACK) -> Window:
+    """Open ``n`` calls to ``url`` (WHIP, or Janus EchoTest when ``janus``; ``parallel`` at a time, ICE on
+    ``bind``), settle, measure one window, hang up."""
     packets = encode_speech()
     gate = asyncio.Semaphore(parallel)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=40)) as http:
         async def opened() -> Call:
             async with gate:
-                return await open_call(http, url, packets, timeout_s)
+                return await open_call(http, url, packets, timeout_s, janus)
 
-        with hooks.gather_on(LOOPBACK):
+        if janus:
+            await wait_janus(http, url)
+        rss_idle = {name: round(process_rss_mb(pid), 1) for name, pid in pids.items()}
+        setup_t0 = time.monotonic()
+        with hooks.gather_on(bind):
             calls = await asyncio.gather(*(opened() for _ in range(n)))
+        setup_wall_s = time.monotonic() - setup_t0
         live = [c for c in calls if not c.error]
         await asyncio.sleep(settle_s)
         t0, sent0, recv0, gap0, late0, cpu0, busy0 = _snapshot(live, pids)
@@ -238,12 +334,16 @@ async def run(url: str, n: int, pids: dict[str, int], settle_s: float, window_s:
         elapsed = t1 - t0
         sent, in_flight, received = sent1 - sent0, sent0 - recv0, recv_end - recv0
         setups = [c.setup_ms for c in live]
+        first_audio = [ms for c in live if (ms := c.first_audio_after_dtls_ms) is not None]
         window = Window(
             n=n,
             connected=len(live),
             errors=sorted({c.error for c in calls if c.error}),
             setup_ms_p50=round(statistics.median(setups), 1) if setups else None,
             setup_ms_max=round(max(setups), 1) if setups else None,
+            setup_wall_s=round(setup_wall_s, 3),
+            first_audio_minus_dtls_ms_p50=round(statistics.median(first_audio), 1) if first_audio else None,
+            first_audio_minus_dtls_ms_max=round(max(first_audio), 1) if first_audio else None,
             window_s=round(elapsed, 3),
             sent=sent,
             in_flight=in_flight,
@@ -253,14 +353,19 @@ async def run(url: str, n: int, pids: dict[str, int], settle_s: float, window_s:
             late_pct=round(100 * (late1 - late0) / (recv1 - recv0), 3) if recv1 > recv0 else 0.0,
             cpu_pct={k: round(100 * (cpu1[k] - cpu0[k]) / elapsed, 2) for k in cpu1},
             core_busy_pct={k: round(100 * (busy1[k] - busy0[k]) / elapsed, 2) for k in busy1},
+            rss_mb_idle=rss_idle,
+            rss_mb={name: round(process_rss_mb(pid), 1) for name, pid in pids.items()},
         )
         print(json.dumps(window.to_dict()), flush=True)
 
         async def hang_up(call: Call) -> None:
             try:
-                async with http.delete(call.url):
-                    pass
-            except (aiohttp.ClientError, TimeoutError):
+                if call.janus:
+                    await janus_request(http, call.url, {"janus": "destroy"})
+                else:
+                    async with http.delete(call.url):
+                        pass
+            except (aiohttp.ClientError, TimeoutError, RuntimeError, ValueError):
                 pass
             await call.pc.close()
 
@@ -272,15 +377,20 @@ async def run(url: str, n: int, pids: dict[str, int], settle_s: float, window_s:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True, help="WHIP endpoint (http://127.0.0.1:port/v1/sessions)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="WHIP endpoint (http://127.0.0.1:port/v1/sessions)")
+    target.add_argument("--janus", help="Janus HTTP API root (http://127.0.0.1:8088/janus): EchoTest sessions")
+    parser.add_argument("--bind", default=LOOPBACK, help="local address to gather ICE candidates on")
     parser.add_argument("--n", type=int, required=True, help="concurrent calls")
     parser.add_argument("--pid", action="append", default=[], metavar="NAME=PID",
                         help="a process whose CPU time to measure in the window (repeatable)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after every call connected")
     parser.add_argument("--window", type=float, default=10.0, help="measured seconds")
+    parser.add_argument("--parallel", type=int, default=8, help="calls being set up at once")
     args = parser.parse_args()
     pids = {name: int(pid) for name, pid in (p.split("=", 1) for p in args.pid)}
-    uvloop.run(run(args.url, args.n, pids, args.settle, args.window))
+    uvloop.run(run(args.url or args.janus, args.n, pids, args.settle, args.window, janus=bool(args.janus),
+                   bind=args.bind, parallel=args.parallel))
 
 
 if __name__ == "__main__":

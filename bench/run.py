@@ -1,10 +1,11 @@
 """`make bench`: the relay, transceiver and geo DNS benchmarks in one run.
 
 Each prints its own table; this prints, as its last line, one JSON object
-with all the figures (relay vs direct path and coturn; transceiver CPU per
-session-second and sessions per core in Opus and PCM16 modes; DNS queries/s
-per core cached and uncached beside a static responder).
-Benchmarks never gate CI: they measure, they do not assert.
+with all the figures (relay vs direct path and coturn; the transceiver alone
+and the whole mesh beside Janus EchoTest, swept to the knee in Opus and PCM16
+modes, with their ratios, first audio after DTLS, RSS per session and
+``--workers`` 1 vs 2; DNS queries/s per core cached and uncached beside a
+static responder). Benchmarks never gate CI: they measure, they do not assert.
 """
 
 from __future__ import annotations

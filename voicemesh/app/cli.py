@@ -175,6 +175,12 @@ def parser() -> argparse.ArgumentParser:
     trx = sub.add_parser("transceiver", help="run a transceiver: aiortc sessions, backbone mux, agent bridge")
     _common(trx)
     trx.add_argument("--http", help="transceiver API address (host:port) (env VOICEMESH_HTTP)")
+    trx.add_argument("--workers", type=int,
+                     help="worker processes under one supervisor, each pinned to its own core when there are "
+                          "enough, with its own registry index, backbone socket (--backbone port + i; port 0: "
+                          "each a free one) and API (--http port + i), named <node-id>-w<i>; --capacity is per "
+                          "worker. The supervisor restarts a worker that dies and forwards SIGTERM so every "
+                          "worker drains (default 1; env VOICEMESH_WORKERS)")
     config.add_flags(trx, TransceiverConfig, TRANSCEIVER_HELP)
 
     agent = sub.add_parser("agent", help="run a built-in agent as a gRPC server")
@@ -231,6 +237,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return uvloop.run(_dispatch(args))
     except config.ConfigError as exc:
@@ -256,6 +263,11 @@ async def _dispatch(args: argparse.Namespace) -> int:
     level = config.setting("log_level", args, file) or ("info", "")
     fmt = config.setting("log_format", args, file) or ("json", "")
     logs.setup(str(level[0]), str(fmt[0]))
+    if args.command == "transceiver":
+        workers = config.setting("workers", args, table)
+        count = _positive_int(workers) if workers else 1
+        if count > 1:
+            return await _supervise(args, table, count)
     telemetry.setup(f"voicemesh-{args.command}")
     try:
         return await {"edge": _edge, "transceiver": _transceiver, "agent": _agent, "dns": _dns}[args.command](
@@ -375,6 +387,8 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
     from voicemesh.core import api, echo_agent
     from voicemesh.core.config import TransceiverConfig
     from voicemesh.core.transceiver import Transceiver
+    from voicemesh.runtime import supervisor
+    from voicemesh.runtime.tasks import spawn
     from voicemesh.wire.addr import parse_hostport
     from voicemesh.wire.hopauth import HopVerifier
     from voicemesh.wire.token import TokenCodec
@@ -385,6 +399,7 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
     if not cfg.agent and cfg.agent_kind not in KINDS:
         raise config.ConfigError(f"agent kind must be one of {sorted(KINDS)}, got {cfg.agent_kind!r}")
     resources: list = []
+    watching: set[asyncio.Task] = set()
     credentials = None
     if cfg.agent and (cfg.agent_ca or cfg.agent_cert or cfg.agent_key):
         from voicemesh.agent import tls
@@ -403,10 +418,16 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
         transceiver = Transceiver(cfg, registry, TokenCodec.from_mesh_keys(keys),
                                   agent_credentials=credentials)
         resources.append(transceiver)
+        spawn(supervisor.watch_supervisor(), "watch supervisor", watching)
         resources.append(await api.serve(transceiver, HopVerifier(keys), *parse_hostport(str(http[0]))))
 
     async def stop() -> None:
-        for res in reversed(resources):
+        # Drain first, while the API still serves: edges' DELETEs reach the sessions as they end and new
+        # offers get 503 draining; then the API, then the in-process agent.
+        for task in watching:
+            task.cancel()
+        drained = [res for res in resources if isinstance(res, Transceiver)]
+        for res in drained + [res for res in reversed(resources) if res not in drained]:
             if hasattr(res, "cleanup"):
                 await res.cleanup()
             elif hasattr(res, "stop"):
@@ -416,6 +437,69 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
         await registry.close()
 
     return await _until_signalled(start, stop)
+
+
+def _positive_int(found: tuple) -> int:
+    """The value of a setting (value, source) as a positive int. Raises ConfigError."""
+    value, source = found
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise config.ConfigError(f"{source}: must be a positive whole number, got {value!r}")
+    return number
+
+
+def worker_argvs(argv: list[str], node_id: str, http: tuple[str, int], backbone: tuple[str, int],
+                 count: int) -> list[list[str]]:
+    """The command line of each of ``count`` transceiver workers: ``argv`` (this process's arguments) with
+    ``--workers 1`` and worker i's own node id (``<node_id>-w<i>``), API address and backbone address
+    (port + i, or 0 for a free one each) appended, so they win over the flags, environment and file.
+
+    Each worker has its own API port rather than one shared with SO_REUSEPORT: the kernel spreads
+    connections over the sockets sharing a port, so an edge's DELETE for a session would reach a worker
+    that does not hold it; with one port each, the URL a worker registers reaches that worker.
+    Raises ConfigError if a port would pass 65535."""
+    from voicemesh.wire.addr import format_hostport
+
+    def nth(address: tuple[str, int], i: int, flag: str) -> str:
+        host, port = address
+        if port and port + i > 65535:
+            raise config.ConfigError(f"{flag}: port {port} + {count - 1} workers passes 65535")
+        return format_hostport((host, port + i if port else 0))
+
+    # -P: the working directory stays off sys.path (a dns.py there would shadow dnspython in the workers).
+    return [[sys.executable, "-P", "-m", "voicemesh", *argv, "--workers", "1", "--node-id", f"{node_id}-w{i}",
+             "--http", nth(http, i, "--http"), "--backbone", nth(backbone, i, "--backbone")]
+            for i in range(count)]
+
+
+async def _supervise(args: argparse.Namespace, table: dict, count: int) -> int:
+    """``voicemesh transceiver --workers N``: N transceiver processes under a Supervisor, worker i pinned to
+    the i-th CPU this process may use when there are at least N; SIGTERM or SIGINT drains them all."""
+    from voicemesh.core.config import TransceiverConfig
+    from voicemesh.runtime.supervisor import Supervisor
+    from voicemesh.wire.addr import parse_hostport
+
+    cfg = config.build(TransceiverConfig, args, table)
+    http = config.setting("http", args, table) or ("127.0.0.1:8081", "")
+    try:
+        argvs = worker_argvs(args.argv, cfg.node_id, parse_hostport(str(http[0])), parse_hostport(cfg.backbone),
+                             count)
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from None
+    allowed = sorted(os.sched_getaffinity(0))
+    cpus = [{allowed[i]} for i in range(count)] if count <= len(allowed) else None
+    supervisor = Supervisor(argvs, cpus=cpus, kill_after_s=cfg.drain_timeout_s + 15.0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("supervising transceiver workers", extra={"workers": count, "node": cfg.node_id})
+    status = await supervisor.run(stop)
+    log.info("workers stopped", extra={"status": status, "restarts": supervisor.restarts})
+    return status
 
 
 async def _agent(args: argparse.Namespace, file: dict, table: dict) -> int:

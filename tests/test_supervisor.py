@@ -1,0 +1,49 @@
+"""The worker supervisor's restart rule and exit status (voicemesh/runtime/supervisor.py), and the command
+line each transceiver worker gets (voicemesh/app/cli.py)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from voicemesh.app.cli import worker_argvs
+from voicemesh.runtime.config import ConfigError
+from voicemesh.runtime.supervisor import USAGE_EXIT, RestartPolicy, exit_status
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_crashing_worker_backs_off_and_one_that_crashed_long_ago_comes_back_at_once() -> None:
+    policy = RestartPolicy(first_delay_s=0.5, max_delay_s=4.0, window_s=60.0)
+    assert [policy.on_exit(0, -9, t) for t in (0.0, 1.0, 2.0, 3.0, 4.0)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert policy.on_exit(1, 1, 4.0) == 0.5, "each worker has its own history"
+    assert policy.on_exit(0, 1, 200.0) == 0.5, "exits older than the window are forgotten"
+
+
+def test_a_worker_that_refuses_its_settings_is_not_restarted() -> None:
+    assert RestartPolicy().on_exit(0, USAGE_EXIT, 0.0) is None
+
+
+@pytest.mark.parametrize(("statuses", "expected"), [
+    ([0, 0], 0), ([0, None], 0), ([0, 1], 1), ([-9, 0], 1), ([1, USAGE_EXIT], USAGE_EXIT)])
+def test_exit_status(statuses: list[int | None], expected: int) -> None:
+    assert exit_status(statuses) == expected
+
+
+def test_each_worker_gets_its_own_node_id_api_port_and_backbone_port_which_win_over_the_flags() -> None:
+    argv = ["transceiver", "--workers", "2", "--http", "127.0.0.1:9000", "--node-id", "trx"]
+    first, second = worker_argvs(argv, "trx", ("127.0.0.1", 9000), ("10.0.0.1", 0), 2)
+    assert first[:4] == [sys.executable, "-P", "-m", "voicemesh"] and first[4:4 + len(argv)] == argv
+    assert first[4 + len(argv):] == ["--workers", "1", "--node-id", "trx-w0", "--http", "127.0.0.1:9000",
+                                     "--backbone", "10.0.0.1:0"]
+    assert second[4 + len(argv):] == ["--workers", "1", "--node-id", "trx-w1", "--http", "127.0.0.1:9001",
+                                      "--backbone", "10.0.0.1:0"]
+    fixed = worker_argvs(["transceiver"], "trx", ("127.0.0.1", 0), ("10.0.0.1", 7000), 2)
+    assert [a[-1] for a in fixed] == ["10.0.0.1:7000", "10.0.0.1:7001"]
+    assert [a[a.index("--http") + 1] for a in fixed] == ["127.0.0.1:0", "127.0.0.1:0"]
+
+
+def test_worker_ports_past_65535_are_refused() -> None:
+    with pytest.raises(ConfigError, match="65535"):
+        worker_argvs(["transceiver"], "trx", ("127.0.0.1", 65535), ("127.0.0.1", 0), 2)
