@@ -254,9 +254,8 @@ class Window:
     began. ``received``: packets echoed from the window's start until the echo stopped after the senders
     halted at its end. ``loss_pct`` = 100 * (1 - received / (in_flight + sent)): a stall at either edge of
     the window does not count as loss, and packets lost before the window but still unaccounted for at
-    its start count against it (the estimate errs high, by at most the in-flight packets). In PCM16 mode
-    the transceiver's resampler delay leaves each call's last partial frame in its encoder when the sender
-    halts: 1 packet per call, 0.2 % of a 10 s window, shows as loss. ``first_audio_minus_dtls_ms_*``: from
+    its start count against it (the estimate errs high, by at most the in-flight packets).
+    ``first_audio_minus_dtls_ms_*``: from
     DTLS connected to the first echoed packet, over the calls. ``rss_mb_idle``: each process's RSS (MB) before
     the first call; ``rss_mb``: at the window's end. ``setup_wall_s``: from the first offer until every call was set up or had
     failed."""

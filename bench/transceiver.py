@@ -533,11 +533,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--settle", type=float, help="seconds after all calls connected (default 3, quick 2)")
     parser.add_argument("--window", type=float, help="measured seconds (default 10, quick 5)")
     parser.add_argument("--no-workers", action="store_true", help="skip the --workers 1 vs 2 runs")
+    parser.add_argument("--media-path", choices=("lean", "aiortc"), default="lean",
+                        help="the transceiver's media path (default lean; aiortc: the reference path)")
     parser.add_argument("--attempts", type=int, help=f"runs of a point disturbed by other load (default {ATTEMPTS}, "
                                                      "quick 1)")
     parser.add_argument("--quiet-wait", type=float, help=f"seconds to wait for quiet cores before a run (default "
                                                          f"{QUIET_WAIT_S:g}, quick 10)")
     args = parser.parse_args(argv)
+    os.environ["VOICEMESH_MEDIA_PATH"] = args.media_path
     counts = dict(QUICK_SWEEP if args.quick else SWEEP)
     counts["opus"] = args.opus_n or counts["opus"]
     counts["pcm16"] = args.pcm_n or counts["pcm16"]
@@ -548,7 +551,7 @@ def main(argv: list[str] | None = None) -> dict:
                                f"edge and agent for trx)",
                      "knee": f"first N with a call not connected, loss >= {LOSS_LIMIT_PCT:g} % or late packets >= "
                              f"{LATE_LIMIT_PCT:g} %",
-                     "settle_s": settle_s, "window_s": window_s, "runs": []}
+                     "media_path": args.media_path, "settle_s": settle_s, "window_s": window_s, "runs": []}
     print(HEADER, flush=True)
     attempts, quiet = (1, 10.0) if args.quick else (ATTEMPTS, QUIET_WAIT_S)
     attempts = args.attempts or attempts
