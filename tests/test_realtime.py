@@ -81,8 +81,12 @@ async def test_a_realtime_call_exchanges_events_on_oai_events_and_speaks_for_res
         try:
             form = aiohttp.FormData(default_to_multipart=True)
             form.add_field("sdp", await caller.offer(), content_type="application/sdp")
-            form.add_field("session", json.dumps({"type": "realtime", "instructions": "Be brief."}),
-                           content_type="application/json")
+            # The caller speaks a looped clip: without interrupt_response false its speech could cancel the
+            # response (barge-in) whenever the loop comes round during it.
+            form.add_field("session", json.dumps({
+                "type": "realtime", "instructions": "Be brief.",
+                "audio": {"input": {"turn_detection": {"type": "server_vad", "interrupt_response": False}}}}),
+                content_type="application/json")
             async with aiohttp.ClientSession() as http, http.post(
                     f"{mesh.edge.url}/v1/realtime/calls", data=form,
                     headers={"Authorization": f"Bearer {API_KEY}"}) as resp:
