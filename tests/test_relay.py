@@ -14,6 +14,7 @@ import time
 
 import pytest
 from aioice import stun as aioice_stun
+from stun_messages import binding
 
 from voicemesh.app.client import call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
@@ -28,16 +29,6 @@ pytestmark = pytest.mark.integration
 
 SRTP = b"\x80\x6f" + bytes(98)
 
-
-def binding(message_class, username: str | None = None, transaction_id: bytes | None = None) -> bytes:
-    kwargs = {"transaction_id": transaction_id} if transaction_id else {}
-    msg = aioice_stun.Message(aioice_stun.Method.BINDING, message_class, **kwargs)
-    if username:
-        msg.attributes["USERNAME"] = username
-        msg.attributes["PRIORITY"] = 1
-    msg.add_message_integrity(b"x" * 22)
-    msg.add_fingerprint()
-    return bytes(msg)
 
 
 async def recv(sock: socket.socket, timeout_s: float = 2.0) -> bytes:
