@@ -325,10 +325,15 @@ class Transceiver:
             session.media = (first.kind, str(first.rtp.muxId))
             session.transport = transport
             self.mux.register(ufrag, conn.local_password, remote.password, transport)
-            claim_ms = await self._claim(session)
+            # The claim (a write to this region's etcd) runs while aiortc builds the answer; the answer goes out
+            # only once the claim holds, so its revision fences the session before the caller can use it.
+            claiming = asyncio.ensure_future(self._claim(session))
+            try:
+                await pc.setLocalDescription(await pc.createAnswer())
+            finally:
+                claim_ms = await asyncio.shield(claiming)
             self._admitting.discard(session_id)
             self.sessions[session_id] = session
-            await pc.setLocalDescription(await pc.createAnswer())
             session.answer = pc.localDescription.sdp
             if edge.relay_tcp is not None:
                 session.answer = add_tcp_candidate(session.answer, edge.relay_tcp)

@@ -330,6 +330,7 @@ class WhipFront:
         app.router.add_get("/v1/status", self.status)
         app.router.add_get("/", self.call_page)
         app.router.add_get("/realtime", self.realtime_page)
+        app.on_startup.append(self._start_warming)
         return app
 
     def _refuse(self, status: int, reason: str, detail: str, retry_after: int) -> web.Response:
@@ -439,6 +440,7 @@ class WhipFront:
             opened.on_connection_create_end.append(connection_opened)
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S,
                                                                               sock_connect=CONNECT_TIMEOUT_S),
+                                               connector=aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_S),
                                                trace_configs=[opened])
         return self._http
 

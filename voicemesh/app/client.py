@@ -256,6 +256,7 @@ class _Leg:
                       timeout_s: float) -> None:
         """Resolve the host, then offer, answer, until DTLS connected; raises TimeoutError, CallError, ValueError."""
         async with asyncio.timeout(timeout_s):
+            self.dns_ms = await resolver.ahead(URL(url))
             self.progress.start()
             offer = await self.pc.createOffer()
             with hooks.gather_on(self.bind):
