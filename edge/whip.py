@@ -299,13 +299,17 @@ class WhipFront:
             self._warming = spawn(self._keep_warm(), "warm transceiver connections")
 
     async def _keep_warm(self) -> None:
-        """Every WARM_INTERVAL_S, ``HEAD /v1/status`` on every transceiver in the view (all regions: an offer
-        may be pinned to, or fail over to, any), on the pooled connections offers use. A transceiver that
-        does not answer is left to the offers' own handling (CONNECT_TIMEOUT_S)."""
         while True:
-            urls = {n.http for n in self.registry.nodes("transceiver") if n.http}
-            await asyncio.gather(*(self._warm(f"{url}/v1/status") for url in urls))
+            await self.warm()
             await asyncio.sleep(WARM_INTERVAL_S)
+
+    async def warm(self) -> None:
+        """``HEAD /v1/status`` on every transceiver in the view (all regions: an offer may be pinned to, or fail
+        over to, any), on the pooled connections offers use: each has an open connection for the next
+        KEEPALIVE_S. The app runs this every WARM_INTERVAL_S from its start. A transceiver that does not answer
+        is left to the offers' own handling (CONNECT_TIMEOUT_S)."""
+        urls = {n.http for n in self.registry.nodes("transceiver") if n.http}
+        await asyncio.gather(*(self._warm(f"{url}/v1/status") for url in urls))
 
     async def _warm(self, url: str) -> None:
         try:

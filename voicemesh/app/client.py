@@ -78,8 +78,9 @@ class CallReport:
     session was created (after a re-dial: the last session). ``dns_ms`` is how long resolving the WHIP URL's
     host took (None for an address), done before the offer is made, as a browser on a page of that host or a
     resolver's cache has done it. ``setup_ms`` holds the milestones reached, in ms
-    from ``createOffer()``: ``offer`` (local description set: the offer is ready to send), ``connection``
-    (the TCP connection for the POST opened; absent if a kept-alive one was used), ``answer`` (201 received), ``ice_connected``
+    from ``createOffer()``: ``offer`` (local description set: the offer is ready to send), ``dns`` (the POST's
+    host lookup done: the one made before the offer, from memory), ``connection`` (the TCP connection for the
+    POST opened; absent if a kept-alive one was used), ``answer`` (201 received), ``ice_connected``
     (iceConnectionState connected or completed), ``dtls_connected``
     (connectionState connected) and ``first_audio`` (first received frame
     whose RMS exceeds ``AUDIO_RMS_THRESHOLD``). ``audio_rtt_ms`` is the typical
@@ -518,8 +519,8 @@ class _AheadResolver(aiohttp.abc.AbstractResolver):
 
 
 def _connection_milestone() -> aiohttp.TraceConfig:
-    """Marks ``connection`` on the _Progress given as a request's ``trace_request_ctx`` when the request
-    opens a new connection (not when it reuses a kept-alive one)."""
+    """Marks ``dns`` (the host looked up) and ``connection`` (a new connection opened, not a kept-alive one
+    reused) on the _Progress given as a request's ``trace_request_ctx``."""
     config = aiohttp.TraceConfig()
 
     async def created(_session: aiohttp.ClientSession, context: Any, _params: Any) -> None:
