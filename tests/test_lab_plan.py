@@ -252,3 +252,16 @@ def test_lab_command_line() -> None:
         "lab", "run", 2, "berlin,new-york", True)
     assert parser().parse_args(["lab", "down"]).lab_command == "down"
     assert parser().parse_args(["lab", "run", "--fail-region", "us-east"]).fail_region == "us-east"
+
+
+def test_a_lab_prefix_must_fit_link_names(monkeypatch) -> None:
+    from voicemesh.app.lab import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "PREFIX", "vmr2-")
+    lab = plan(TOPOLOGY)
+    assert all(n.namespace.startswith("vmr2-") and n.link.startswith("vmr2") and len(n.link) <= 15 for n in lab.nodes)
+    for bad in ("Vm-", "vm_", "a-very-long-prefix-", ""):
+        monkeypatch.setattr(plan_module, "PREFIX", bad)
+        with pytest.raises(LabError) as refused:
+            plan(TOPOLOGY)
+        assert refused.value.reason == "bad_prefix"
