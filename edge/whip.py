@@ -308,14 +308,22 @@ class WhipFront:
         over to, any), on the pooled connections offers use: each has an open connection for the next
         KEEPALIVE_S. The app runs this every WARM_INTERVAL_S from its start. A transceiver that does not answer
         is left to the offers' own handling (CONNECT_TIMEOUT_S)."""
-        urls = {n.http for n in self.registry.nodes("transceiver") if n.http}
-        await asyncio.gather(*(self._warm(f"{url}/v1/status") for url in urls))
+        nodes = {n.http: n.node_id for n in self.registry.nodes("transceiver") if n.http}
+        await asyncio.gather(*(self._warm(url, node_id) for url, node_id in nodes.items()))
 
-    async def _warm(self, url: str) -> None:
+    async def _warm(self, url: str, node_id: str) -> None:
+        """One warming request. A transceiver that cannot be connected to, or does not answer within
+        WARM_INTERVAL_S (a crashed host leaves an open connection silent), is tried last for one lease TTL,
+        as after an offer it did not take (the offers' ``transceiver_unreachable``, not counted here)."""
+        timeout = aiohttp.ClientTimeout(total=WARM_INTERVAL_S, sock_connect=CONNECT_TIMEOUT_S)
         try:
-            async with self._client().head(url, timeout=aiohttp.ClientTimeout(total=WARM_INTERVAL_S)) as resp:
+            async with self._client().head(f"{url}/v1/status", timeout=timeout) as resp:
                 await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientConnectorError, TimeoutError) as exc:
+            self._unreachable[node_id] = self.clock() + self.registry.lease_ttl_s
+            log.warning("transceiver %s did not answer the edge's warming request, tried last for %.0f s: %r",
+                        node_id, self.registry.lease_ttl_s, exc)
+        except aiohttp.ClientError as exc:
             log.debug("warming %s failed: %r", url, exc)
 
     def app(self) -> web.Application:

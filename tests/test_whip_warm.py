@@ -4,6 +4,8 @@ and the offer goes out on it, without a TCP handshake over the backbone (embedde
 from __future__ import annotations
 
 import asyncio
+import socket
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -48,4 +50,25 @@ async def test_an_offer_goes_out_on_the_connection_the_edge_opened_before_it(mon
         finally:
             await runner.cleanup()
             await trx.close()
+            await registry.close()
+
+
+async def test_a_transceiver_that_does_not_answer_the_warming_is_tried_last(monkeypatch) -> None:
+    monkeypatch.setattr(whip, "WARM_INTERVAL_S", 3600.0)
+    async with embedded_mesh() as mesh:
+        probe = socket.socket()
+        probe.bind((LOOPBACK, 0))  # a port nothing listens on: a crashed transceiver's
+        dead_url = f"http://{LOOPBACK}:{probe.getsockname()[1]}"
+        registry = MemoryRegistry(mesh.transceiver.registry.store)
+        await registry.start()
+        await registry.register(replace(mesh.transceiver.record, node_id="trx-dead", index=99, http=dead_url))
+        try:
+            while not any(n.node_id == "trx-dead" for n in mesh.edge.registry.nodes("transceiver")):
+                await asyncio.sleep(0.02)
+            front = mesh.edge._whip
+            assert front is not None
+            await front.warm()
+            assert "trx-dead" in front._unreachable and mesh.transceiver.config.node_id not in front._unreachable
+        finally:
+            probe.close()
             await registry.close()
