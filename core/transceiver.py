@@ -300,6 +300,7 @@ class Transceiver:
         ``traceparent``) lasts until the session ends; ICE, DTLS and first
         audio are its events.
         """
+        started = time.monotonic()
         session_id = self.session_ids.mint(secrets.token_bytes(RANDOM_BYTES))
         self._admit(session_id)
         try:
@@ -351,18 +352,15 @@ class Transceiver:
             if self.config.media_path == "lean" and transport.session is not None:
                 session.early = EarlyRtp(self.media_counters)
                 transport.session.on_rtp = session.early.receive
-            with telemetry.tracer().start_as_current_span(
-                    "registry claim", context=trace.set_span_in_context(session.span),
-                    attributes={telemetry.SESSION_ID: session_id}) as claim_span:
-                try:
-                    session.claim = await self.registry.claim_session(session_id, self.record)
-                except RegistryUnavailable as exc:
-                    log.warning("session not claimed: %s", exc, extra=session.log_extra())
-                    raise Capacity("registry_unavailable") from exc
-                claim_span.set_attribute("voicemesh.claim.revision", session.claim.revision)
+            # The claim (a write to this region's etcd) runs while aiortc builds the answer; the answer goes out
+            # only once the claim holds, so its revision fences the session before the caller can use it.
+            claiming = asyncio.ensure_future(self._claim(session))
+            try:
+                await pc.setLocalDescription(await pc.createAnswer())
+            finally:
+                claim_ms = await asyncio.shield(claiming)
             self._admitting.discard(session_id)
             self.sessions[session_id] = session
-            await pc.setLocalDescription(await pc.createAnswer())
             session.answer = pc.localDescription.sdp
             if edge.relay_tcp is not None:
                 session.answer = add_tcp_candidate(session.answer, edge.relay_tcp)
@@ -371,7 +369,9 @@ class Transceiver:
             raise
         self._watch(session)
         self._schedule_load_update()
-        log.info("session answered", extra=session.log_extra(edge_id=edge.edge_id, client_ip=edge.client_ip))
+        log.info("session answered", extra=session.log_extra(
+            edge_id=edge.edge_id, client_ip=edge.client_ip, claim_ms=claim_ms,
+            answer_ms=round((time.monotonic() - started) * 1000, 1)))
         return session
 
     def restart_ice(self, session: Session, remote_ufrag: str, remote_pwd: str, edge: EdgeHop) -> str:
@@ -427,6 +427,31 @@ class Transceiver:
             candidate = hooks.local_candidate_sdp(session.transport.protocol, session.edge.relay)
         kind, mid = session.media
         return restart_answer(conn.local_username, conn.local_password, kind, mid, candidate)
+
+    async def _claim(self, session: Session) -> float:
+        """Claim ``session`` in the registry (its ``claim``, whose revision fences it); the ms it took. A claim
+        that lands after the session ended (its setup failed or was cancelled meanwhile) is released at once,
+        so none outlives its session. Raises Capacity("registry_unavailable")."""
+        assert self.record is not None
+        started = time.monotonic()
+        with telemetry.tracer().start_as_current_span(
+                "registry claim", context=trace.set_span_in_context(session.span),
+                attributes={telemetry.SESSION_ID: session.id}) as claim_span:
+            try:
+                claim = await self.registry.claim_session(session.id, self.record)
+            except RegistryUnavailable as exc:
+                log.warning("session not claimed: %s", exc, extra=session.log_extra())
+                raise Capacity("registry_unavailable") from exc
+            claim_span.set_attribute("voicemesh.claim.revision", claim.revision)
+        if session.ended:
+            try:
+                await self.registry.release(claim)
+            except Exception:
+                log.warning("claim release failed; the lease will expire it", extra=session.log_extra(),
+                            exc_info=True)
+        else:
+            session.claim = claim
+        return round((time.monotonic() - started) * 1000, 1)
 
     def _on_new_lease(self) -> None:
         spawn(self._reclaim(), "reclaim sessions", self._tasks)

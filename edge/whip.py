@@ -70,6 +70,7 @@ from voicemesh.runtime.http import (
     read_offer,
     read_sdpfrag,
 )
+from voicemesh.runtime.tasks import spawn
 from voicemesh.wire.clienttoken import MAX_TTL_S, BadClientToken, ClientTokenCodec, check_region, normalize_origin
 from voicemesh.wire.geo import distance_km
 from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner
@@ -94,6 +95,14 @@ CONNECT_TIMEOUT_S = 1.0
 """Seconds to open a connection to a transceiver's API. A crashed host answers nothing: the offer moves on to
 the next transceiver instead of waiting out FORWARD_TIMEOUT_S, and the host is tried last (after every other
 transceiver) for one lease TTL, by when the registry has dropped it if it is dead."""
+WARM_INTERVAL_S = 5.0
+"""Seconds between an edge's ``HEAD /v1/status`` to every transceiver in its view, which opens a connection to
+each and keeps it open: an offer then goes out on a connection already open, without a TCP handshake over the
+backbone (a backbone round trip) before it."""
+KEEPALIVE_S = 10.0
+"""Seconds an edge keeps an idle connection to a transceiver open: over WARM_INTERVAL_S, and under the
+transceivers' idle timeout (HttpLimits.idle_timeout_s, 15 s), so the edge never sends an offer on a connection
+the transceiver is closing."""
 RETRY_AFTER_S = 2
 FORWARD_ATTEMPTS = 3
 """Transceivers an offer is tried on, in the choice order, before the edge answers 503."""
@@ -274,10 +283,48 @@ class WhipFront:
         self._refusals = telemetry.meter().create_counter(
             "voicemesh.whip.refused", unit="{request}", description="WHIP offers refused at the edge, by reason")
         self._http: aiohttp.ClientSession | None = None
+        self._warming: asyncio.Task | None = None
 
     async def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            await asyncio.gather(self._warming, return_exceptions=True)
+            self._warming = None
         if self._http is not None:
             await self._http.close()
+            self._http = None
+
+    async def _start_warming(self, _app: web.Application) -> None:
+        if self._warming is None:
+            self._warming = spawn(self._keep_warm(), "warm transceiver connections")
+
+    async def _keep_warm(self) -> None:
+        while True:
+            await self.warm()
+            await asyncio.sleep(WARM_INTERVAL_S)
+
+    async def warm(self) -> None:
+        """``HEAD /v1/status`` on every transceiver in the view (all regions: an offer may be pinned to, or fail
+        over to, any), on the pooled connections offers use: each has an open connection for the next
+        KEEPALIVE_S. The app runs this every WARM_INTERVAL_S from its start. A transceiver that does not answer
+        is left to the offers' own handling (CONNECT_TIMEOUT_S)."""
+        nodes = {n.http: n.node_id for n in self.registry.nodes("transceiver") if n.http}
+        await asyncio.gather(*(self._warm(url, node_id) for url, node_id in nodes.items()))
+
+    async def _warm(self, url: str, node_id: str) -> None:
+        """One warming request. A transceiver that cannot be connected to, or does not answer within
+        WARM_INTERVAL_S (a crashed host leaves an open connection silent), is tried last for one lease TTL,
+        as after an offer it did not take (the offers' ``transceiver_unreachable``, not counted here)."""
+        timeout = aiohttp.ClientTimeout(total=WARM_INTERVAL_S, sock_connect=CONNECT_TIMEOUT_S)
+        try:
+            async with self._client().head(f"{url}/v1/status", timeout=timeout) as resp:
+                await resp.read()
+        except (aiohttp.ClientConnectorError, TimeoutError) as exc:
+            self._unreachable[node_id] = self.clock() + self.registry.lease_ttl_s
+            log.warning("transceiver %s did not answer the edge's warming request, tried last for %.0f s: %r",
+                        node_id, self.registry.lease_ttl_s, exc)
+        except aiohttp.ClientError as exc:
+            log.debug("warming %s failed: %r", url, exc)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_CALL_BYTES,
@@ -295,6 +342,7 @@ class WhipFront:
         app.router.add_get("/v1/status", self.status)
         app.router.add_get("/", self.call_page)
         app.router.add_get("/realtime", self.realtime_page)
+        app.on_startup.append(self._start_warming)
         return app
 
     def _refuse(self, status: int, reason: str, detail: str, retry_after: int) -> web.Response:
@@ -395,8 +443,17 @@ class WhipFront:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None:
+            opened = aiohttp.TraceConfig()
+
+            async def connection_opened(_session: aiohttp.ClientSession, context, _params) -> None:
+                if isinstance(context.trace_request_ctx, dict):
+                    context.trace_request_ctx["new_connection"] = True
+
+            opened.on_connection_create_end.append(connection_opened)
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S,
-                                                                              sock_connect=CONNECT_TIMEOUT_S))
+                                                                              sock_connect=CONNECT_TIMEOUT_S),
+                                               connector=aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_S),
+                                               trace_configs=[opened])
         return self._http
 
     async def post_session(self, request: web.Request) -> web.StreamResponse:
@@ -418,7 +475,12 @@ class WhipFront:
 
     async def _offer(self, request: web.Request, offer: CallOffer, collection: str) -> web.StreamResponse:
         """Forward ``offer`` to a transceiver (see the class docstring); the answer's ``Location`` is under
-        ``collection`` (the path the offer was POSTed to)."""
+        ``collection`` (the path the offer was POSTed to).
+
+        The "session forwarded" log line times the answer's parts: ``whip_ms`` from here (the offer read) to
+        the answer, ``forward_ms`` the request to the transceiver that answered (its work and the backbone),
+        ``new_connection`` whether that request had to open a connection first."""
+        started = time.perf_counter()
         edge = self.edge()
         if edge.draining:
             return problem(503, "draining", "this edge is draining; resolve the mesh name again",
@@ -441,10 +503,13 @@ class WhipFront:
         for node in order:
             url = f"{node.http}/v1/sessions"
             signature = self._sign("POST", url, node.node_id, sdp, headers)
+            hop: dict[str, object] = {"new_connection": False}
+            sent = time.perf_counter()
             with telemetry.tracer().start_as_current_span("POST", kind=SpanKind.CLIENT, attributes={
                     "http.request.method": "POST", "url.full": url, telemetry.NODE_ID: node.node_id}) as span:
                 try:
-                    async with self._client().post(url, data=sdp, headers=headers | signature | telemetry.inject()) as resp:
+                    async with self._client().post(url, data=sdp, headers=headers | signature | telemetry.inject(),
+                                                   trace_request_ctx=hop) as resp:
                         span.set_attribute("http.response.status_code", resp.status)
                         body = await resp.read()
                         if resp.status == 503:
@@ -459,6 +524,7 @@ class WhipFront:
                             return web.Response(status=resp.status, body=body, content_type=resp.content_type)
                         session_id = resp.headers["Location"].rsplit("/", 1)[-1]
                         etag = resp.headers.get("ETag")
+                        answered = time.perf_counter()
                 except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                     span.set_status(StatusCode.ERROR, repr(exc))
                     self.counters["transceiver_unreachable"] += 1
@@ -481,7 +547,9 @@ class WhipFront:
             if self.on_answer is not None:
                 self.on_answer(body, session_id, server_span.get_span_context())
             log.info("session forwarded", extra={"session_id": session_id, "transceiver": node.node_id,
-                                                 "trace_id": telemetry.trace_id(server_span)})
+                                                 "trace_id": telemetry.trace_id(server_span),
+                                                 "whip_ms": round((time.perf_counter() - started) * 1000, 1),
+                                                 "forward_ms": round((answered - sent) * 1000, 1), **hop})
             headers = {"Location": f"{collection}/{session_id}", EDGE_HEADER: edge.node_id,
                        PIN_HEADER: node.region} | ({"ETag": etag} if etag else {})
             return web.Response(status=201, body=body, content_type=SDP_TYPE, headers=headers)

@@ -18,7 +18,15 @@ Users and what their role grants (etcd key-range permissions, etcd's "Role-based
 | ``root`` | everything (etcd's root role: sets up the rest, registry/etcd_auth.py) | everything |
 
 Every key above is under ``/voicemesh/v1/``. The read of every node record comes from one shared role,
-READER_ROLE. What a stolen certificate still allows: rewriting that node's own record, and taking or
+READER_ROLE.
+
+One cluster per core region (registry/regions.py): every node has its user in every region's cluster, since
+it reads them all, but writes only in its home region's: set up with ``cluster=<region>``, a cluster gives the
+users of nodes homed elsewhere their role's grants as reads only. A transceiver's and an agent's home is their
+region; an edge's is the core region it registers in (its ``home``: ``edge/<pop>/<node-id>@<home>``, from the
+topology: the core region nearest its site by backbone RTT). So a stolen certificate writes in one cluster only.
+
+What a stolen certificate still allows: rewriting that node's own record, and taking or
 freeing index numbers of its own role and region (allocate_index needs the whole range of them); an
 edge's also reads session claims (WHIP DELETE finds a session's owner there).
 """
@@ -69,14 +77,21 @@ class Identity:
     """One etcd user: a node (role, region, node_id) or the shared DNS reader (role "dns", no region or id).
 
     ``user`` is the user name, the role name of its own grants, and the CN of its client certificate.
-    Raises InvalidName for a bad segment, ValueError for an unknown role.
+    ``home`` is, for an edge, the core region whose cluster it writes in ("" if not known; the other roles'
+    home is their region, the dns reader writes nowhere). Raises InvalidName for a bad segment, ValueError
+    for an unknown role or a ``home`` on another role than edge.
     """
 
     role: str
     region: str = ""
     node_id: str = ""
+    home: str = ""
 
     def __post_init__(self) -> None:
+        if self.home and self.role != "edge":
+            raise ValueError(f"only an edge names its home region (a {self.role}'s is its region)")
+        if self.home:
+            check_name("region", self.home)
         if self.role == DNS_USER:
             if self.region or self.node_id:
                 raise ValueError("the dns identity has no region or node id")
@@ -86,6 +101,18 @@ class Identity:
         check_name("region", self.region)
         check_name("node_id", self.node_id)
 
+    def writes_in(self, cluster: str | None) -> bool:
+        """Whether this node writes in the cluster of core region ``cluster`` (None: a single cluster, which
+        every node writes in). Raises ValueError for an edge without ``home`` and a ``cluster``."""
+        if cluster is None or self.role == DNS_USER:
+            return True
+        if self.role != "edge":
+            return self.region == cluster
+        if not self.home:
+            raise ValueError(f"{self.user}: with one cluster per core region an edge needs its home region "
+                             "(edge/<pop>/<node-id>@<home>)")
+        return self.home == cluster
+
     @property
     def user(self) -> str:
         """``<role>/<region>/<node-id>``, or ``dns``."""
@@ -93,18 +120,25 @@ class Identity:
 
     @classmethod
     def parse(cls, spec: str) -> Identity:
-        """``edge/<region>/<node-id>`` (any node role) or ``dns``. Raises ValueError."""
+        """``<role>/<region>/<node-id>`` (any node role; an edge may add ``@<home>``) or ``dns``. Raises
+        ValueError."""
         if spec == DNS_USER:
             return cls(DNS_USER)
+        spec, _, home = spec.partition("@")
         parts = spec.split("/")
         if len(parts) != 3:
-            raise ValueError(f"{spec!r}: expected <role>/<region>/<node-id> or dns")
-        return cls(*parts)
+            raise ValueError(f"{spec!r}: expected <role>/<region>/<node-id>[@<home>] or dns")
+        role, region, node_id = parts
+        return cls(role, region, node_id, home)
 
-    def grants(self) -> list[Grant]:
-        """The permissions of this identity's own role (READER_ROLE's come on top), sorted by key."""
+    def grants(self, cluster: str | None = None) -> list[Grant]:
+        """The permissions of this identity's own role (READER_ROLE's come on top) in the cluster of core
+        region ``cluster`` (None: the one cluster), sorted by key: reads only where it does not write
+        (``writes_in``). Raises ValueError as ``writes_in``."""
         if self.role == DNS_USER:
             return []
+        if not self.writes_in(cluster):
+            return [Grant(g.key, g.range_end, Permission.READ) for g in self.grants()]
         own = [Grant(node_key(self.role, self.region, self.node_id), "", Permission.READWRITE)]
         if self.role in ("edge", "transceiver"):
             prefix = index_prefix(self.role, self.region)
@@ -123,13 +157,23 @@ READER_GRANTS = [Grant(NODES_PREFIX, prefix_end(NODES_PREFIX), Permission.READ)]
 
 def identities_from_topology(path: str) -> list[Identity]:
     """The identities of the nodes named in a topology file (infra/topology.json): an edge per
-    ``edges[]`` entry (region = its site, node id = its id), a transceiver ``trx-<region>`` per
+    ``edges[]`` entry (region = its site, node id = its id, home = the core region nearest its site by
+    ``rtt_ms``, then by name, as the deploy and the lab home it), a transceiver ``trx-<region>`` per
     ``core_regions[]`` entry (the lab's naming), and the DNS reader. Raises OSError, ValueError."""
     with open(path, encoding="utf-8") as fh:
         topology = json.load(fh)
     try:
-        edges = [Identity("edge", e["site"], e["id"]) for e in topology.get("edges", [])]
-        trxs = [Identity("transceiver", r["name"], f"trx-{r['name']}") for r in topology.get("core_regions", [])]
+        cores = [(str(r["name"]), str(r["site"])) for r in topology.get("core_regions", [])]
+        rtts = topology.get("rtt_ms", {})
+
+        def home(site: str) -> str:
+            def rtt(core_site: str) -> float:
+                return 0.0 if core_site == site else float(rtts.get(f"{site}-{core_site}", rtts.get(f"{core_site}-{site}",
+                                                                                                  "inf")))
+            return min(cores, key=lambda core: (rtt(core[1]), core[0]))[0] if cores else ""
+
+        edges = [Identity("edge", e["site"], e["id"], home(e["site"])) for e in topology.get("edges", [])]
+        trxs = [Identity("transceiver", name, f"trx-{name}") for name, _ in cores]
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: edges need id and site, core_regions need name ({exc})") from None
+        raise ValueError(f"{path}: edges need id and site, core_regions need name and site ({exc})") from None
     return [*edges, *trxs, Identity(DNS_USER)]

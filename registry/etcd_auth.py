@@ -84,11 +84,14 @@ class _Setup:
 
 
 async def ensure_access(endpoints: Sequence[str], tls: RegistryTls, identities: Sequence[Identity], *,
-                        timeout_s: float = 5.0) -> AccessReport:
+                        cluster: str | None = None, timeout_s: float = 5.0) -> AccessReport:
     """Make sure etcd at ``endpoints`` has the root user, READER_ROLE, and a role and user per identity
-    with exactly its grants, then enable auth. ``tls`` must carry root's client certificate (once auth
-    is on). Raises RegistryForbidden (not root, once auth is on), RegistryUnavailable.
+    with exactly its grants, then enable auth. ``cluster``: the core region this etcd is the cluster of,
+    where only the nodes homed there write (Identity.grants); None for a registry of one cluster. ``tls``
+    must carry root's client certificate (once auth is on). Raises ValueError (an edge without its home,
+    with ``cluster``) before any change, RegistryForbidden (not root, once auth is on), RegistryUnavailable.
     """
+    grants = {identity.user: identity.grants(cluster) for identity in identities}
     client = connect_client(endpoints, tls)
     await client.connect()
     try:
@@ -100,7 +103,7 @@ async def ensure_access(endpoints: Sequence[str], tls: RegistryTls, identities: 
         await setup.user(ROOT, [ROOT], users)
         await setup.role(READER_ROLE, READER_GRANTS, roles)
         for identity in identities:
-            own = identity.grants()
+            own = grants[identity.user]
             if own:
                 await setup.role(identity.user, own, roles)
             await setup.user(identity.user, [identity.user, READER_ROLE] if own else [READER_ROLE], users)

@@ -169,14 +169,9 @@ def etcd2() -> Iterator[EtcdServer]:
         yield server
 
 
-@pytest.fixture
-def secure_etcd() -> Iterator[SecureEtcd]:
-    """A fresh etcd serving TLS with a throwaway CA and requiring client certificates from it
-    (``--client-cert-auth``: with auth on, a certificate's CN is its etcd user)."""
-    from voicemesh.app.pki import CertificateAuthority
-
+@contextlib.contextmanager
+def _secure_etcd(ca) -> Iterator[SecureEtcd]:
     base = _tmpfs_dir("voicemesh-etcd-tls-")
-    ca = CertificateAuthority()
     ca.save(base)
     cert, key = ca.server(["127.0.0.1", "localhost"]).write(base, "etcd")
     tls = ("--cert-file", str(cert), "--key-file", str(key), "--client-cert-auth",
@@ -186,6 +181,26 @@ def secure_etcd() -> Iterator[SecureEtcd]:
             yield SecureEtcd(f"127.0.0.1:{port}", f"etcd://127.0.0.1:{port}", process, ca, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def secure_etcd() -> Iterator[SecureEtcd]:
+    """A fresh etcd serving TLS with a throwaway CA and requiring client certificates from it
+    (``--client-cert-auth``: with auth on, a certificate's CN is its etcd user)."""
+    from voicemesh.app.pki import CertificateAuthority
+
+    with _secure_etcd(CertificateAuthority()) as server:
+        yield server
+
+
+@pytest.fixture
+def secure_etcd_pair() -> Iterator[tuple[SecureEtcd, SecureEtcd]]:
+    """Two etcds like ``secure_etcd`` under one CA (the mesh's): two core regions' clusters."""
+    from voicemesh.app.pki import CertificateAuthority
+
+    ca = CertificateAuthority()
+    with _secure_etcd(ca) as first, _secure_etcd(ca) as second:
+        yield first, second
 
 
 @pytest.fixture

@@ -194,7 +194,7 @@ def test_report_rows_summary_and_table() -> None:
     assert rows[1]["direct"]["model_rtt_ms"] == 131.0
     result = report.lab_result(lab, rows, {"forwarded": 1})
     assert result["ok"] and result["summary"] == {"cities": 2, "steered_to_nearest": 2, "calls_ok": 2, "distant": 1,
-                                                  "mesh_lower_rtt": 1, "mesh_lower_loss": 1}
+                                                  "mesh_lower_rtt": 1, "mesh_lower_loss": 1, "mesh_answer_in_goal": 1}
     table = report.format_table(result)
     assert "| New York (distant) | edge-iad | edge-iad | mesh | edge-iad → us-east | 14 | 120 | 2.5 | 0.5 |" in table
     assert "|  |  |  | direct | edge-fra → eu-central | 131 | 240 |" in table
@@ -203,10 +203,24 @@ def test_report_rows_summary_and_table() -> None:
     assert not missteered["ok"] and report.loss_pct(0, 0) is None
 
 
+def test_a_distant_mesh_answer_counts_in_the_goal_only_within_twice_the_model_rtt_and_50_ms() -> None:
+    lab = plan(TOPOLOGY, regions=2)
+    new_york = city(lab, "new-york")  # mesh model RTT 14 ms: goal 78 ms
+    hops = ({"region": "us-east", "whip_ms": 30.0, "forward_ms": 20.0, "new_connection": False, "answer_ms": 15.0},
+            {"region": "eu-central"})
+    late = {**CALL, "setup_ms": {**CALL["setup_ms"], "answer": 79.0}, "dns_ms": 130.0}
+    on_time = {**late, "setup_ms": {**CALL["setup_ms"], "answer": 78.0}}
+    counts = [report.summary([report.city_result(lab, new_york, "edge-iad", call, CALL, hops)])["mesh_answer_in_goal"]
+              for call in (late, on_time)]
+    assert counts == [0, 1] and report.answer_goal_ms(14) == 78
+    row = report.city_result(lab, new_york, "edge-iad", late, CALL, hops)["mesh"]
+    assert row["dns_ms"] == 130.0 and row["answer_hops"]["forward_ms"] == 20.0 and "region" not in row["answer_hops"]
+
+
 def test_a_region_failure_is_ok_only_if_each_moved_call_went_to_another_region() -> None:
     lab = plan(TOPOLOGY, regions=2)
     new_york = city(lab, "new-york")
-    rows = [report.city_result(lab, new_york, "edge-iad", CALL, CALL, ("us-east", "eu-central"))]
+    rows = [report.city_result(lab, new_york, "edge-iad", CALL, CALL, ({"region": "us-east"}, {"region": "eu-central"}))]
     assert rows[0]["mesh"]["region"] == "us-east"
     moved = report.failover_result(lab, new_york, "edge-iad", "us-east", CALL, "eu-central")
     assert (moved["expected_region"], moved["to_region"], moved["ok"]) == ("eu-central", "eu-central", True)
@@ -224,8 +238,8 @@ def test_the_plot_draws_both_views_to_svg(tmp_path) -> None:
 
     lab = plan(TOPOLOGY, regions=2)
     new_york, berlin = city(lab, "new-york"), city(lab, "berlin")
-    rows = [report.city_result(lab, berlin, "edge-fra", CALL, CALL, ("eu-central", "eu-central")),
-            report.city_result(lab, new_york, "edge-iad", CALL, CALL, ("us-east", "eu-central"))]
+    rows = [report.city_result(lab, berlin, "edge-fra", CALL, CALL, ({"region": "eu-central"}, {"region": "eu-central"})),
+            report.city_result(lab, new_york, "edge-iad", CALL, CALL, ({"region": "us-east"}, {"region": "eu-central"}))]
     moved = report.failover_result(lab, new_york, "edge-iad", "us-east", CALL, "eu-central")
     plot.draw(lab, report.lab_result(lab, rows, {}, [moved]), str(tmp_path / "lab.svg"))
     svg = (tmp_path / "lab.svg").read_text()
@@ -238,3 +252,16 @@ def test_lab_command_line() -> None:
         "lab", "run", 2, "berlin,new-york", True)
     assert parser().parse_args(["lab", "down"]).lab_command == "down"
     assert parser().parse_args(["lab", "run", "--fail-region", "us-east"]).fail_region == "us-east"
+
+
+def test_a_lab_prefix_must_fit_link_names(monkeypatch) -> None:
+    from voicemesh.app.lab import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "PREFIX", "vmr2-")
+    lab = plan(TOPOLOGY)
+    assert all(n.namespace.startswith("vmr2-") and n.link.startswith("vmr2") and len(n.link) <= 15 for n in lab.nodes)
+    for bad in ("Vm-", "vm_", "a-very-long-prefix-", ""):
+        monkeypatch.setattr(plan_module, "PREFIX", bad)
+        with pytest.raises(LabError) as refused:
+            plan(TOPOLOGY)
+        assert refused.value.reason == "bad_prefix"

@@ -79,3 +79,26 @@ def test_identities_from_the_topology_file(tmp_path) -> None:
     path.write_text(json.dumps({"edges": [{"id": "edge-fra"}]}))
     with pytest.raises(ValueError, match="need id and site"):
         identities_from_topology(str(path))
+
+
+def test_with_a_cluster_per_region_a_node_writes_only_in_its_home_regions() -> None:
+    trx, edge = Identity("transceiver", "us-east", "trx-1"), Identity.parse("edge/lon/edge-lon@eu-central")
+    assert edge == Identity("edge", "lon", "edge-lon", "eu-central") and edge.user == "edge/lon/edge-lon"
+    assert trx.grants("us-east") == trx.grants() and edge.grants("eu-central") == edge.grants()
+    for identity, foreign in ((trx, "eu-central"), (edge, "us-east")):
+        reads = identity.grants(foreign)
+        assert [(g.key, g.range_end) for g in reads] == [(g.key, g.range_end) for g in identity.grants()]
+        assert all(g.permission == R for g in reads), identity
+    with pytest.raises(ValueError, match="needs its home region"):
+        Identity("edge", "lon", "edge-lon").grants("eu-central")
+    with pytest.raises(ValueError, match="only an edge"):
+        Identity.parse("transceiver/us-east/trx-1@eu-central")
+
+
+def test_an_edge_from_the_topology_is_homed_in_the_core_region_nearest_its_site() -> None:
+    from voicemesh.app.lab.plan import DEFAULT_TOPOLOGY, load_topology, plan
+
+    lab = plan(load_topology())
+    homes = {i.node_id: i.home for i in identities_from_topology(str(DEFAULT_TOPOLOGY)) if i.role == "edge"}
+    assert homes == {edge: lab.region_for_edge(edge).name for edge in lab.edges}
+    assert homes["edge-lon"] == "eu-central" and homes["edge-syd"] == "ap-southeast"

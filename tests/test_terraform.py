@@ -20,6 +20,7 @@ import pytest
 from deploy_files import FACTS, PORTS, ROOT, TERRAFORM, TOPOLOGY, issue, load_prepare, load_registrar
 
 from voicemesh.app.cli import parser
+from voicemesh.app.lab.plan import plan as lab_plan
 from voicemesh.runtime import config
 from voicemesh.wire.addr import parse_hostport
 
@@ -27,6 +28,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 import terraform as terraform_cli
 
 pytestmark = pytest.mark.system
+
+LAB = lab_plan(TOPOLOGY)
 
 needs_mirror = pytest.mark.skipif(
     terraform_cli.provider_mirror() is None,
@@ -101,8 +104,10 @@ module "edge" {
     pop               = local.pop.id
     lat               = local.pop.lat
     lon               = local.pop.lon
-    registry          = module.topology.cores[local.pop.home_core].registry
-    registry_server_name   = module.topology.cores[local.pop.home_core].registry_server_name
+    registry          = module.topology.registry
+    registry_home          = local.pop.home_core
+    region_rtt_ms          = local.pop.region_rtt_ms
+    registry_server_name   = module.topology.registry_server_name
     zone                   = module.topology.zone
     mesh_name              = module.topology.mesh_fqdn
     name_servers_parameter = "/voicemesh/name-servers"
@@ -123,7 +128,7 @@ module "transceiver" {
     region_id         = local.core.region_id
     lat               = local.core.lat
     lon               = local.core.lon
-    registry          = local.core.registry
+    registry          = module.topology.registry
     registry_server_name = local.core.registry_server_name
     agent              = "agents.internal:50051"
     agent_tls          = true
@@ -226,11 +231,33 @@ def test_edge_host_runs_the_relay_on_the_topology_ports(hosts):
     assert parse_hostport(edge.backbone) == (FACTS["private_ip"], PORTS["backbone_udp"])
     assert (edge.node_id, edge.region) == ("edge-lon-1", "edge-lon")
     assert (edge.lat, edge.lon) == (TOPOLOGY["sites"]["lon"]["lat"], TOPOLOGY["sites"]["lon"]["lon"])
-    assert document["registry"] == "etcd://10.64.16.10:2379,10.64.32.10:2379,10.64.48.10:2379"
-    open_registry(document["registry"])  # a URL the registry accepts (raises BadRegistryUrl otherwise)
+    assert document["registry"] == ("etcd://ap-southeast=10.69.16.10:2379,10.69.32.10:2379,10.69.48.10:2379;"
+                                    "eu-central=10.64.16.10:2379,10.64.32.10:2379,10.64.48.10:2379;"
+                                    "us-east=10.66.16.10:2379,10.66.32.10:2379,10.66.48.10:2379")
+    assert document["registry_home"] == "eu-central"  # London's nearest core region
+    # a URL the registry accepts, every region's cluster (raises BadRegistryUrl otherwise)
+    assert set(open_registry(document["registry"], region=document["registry_home"]).clusters) == {
+        r["name"] for r in TOPOLOGY["core_regions"]}
+    # the failover order the lab gives edge-lon, from the same rtt_ms
+    assert edge.region_rtts() == {r.name: ms for r, ms in zip(LAB.regions, map(float, (
+        part.split("=")[1] for part in LAB.region_rtts("edge-lon").split(","))), strict=True)}
     assert hosts["edge"]["parts"]["edge"]["secrets"] == {"token_keys": "voicemesh/token-keys",
                                                          "edge.api_keys": "voicemesh/api-keys"}
     assert edge.api_keys  # WHIP behind the TLS front is never open (README "Security")
+
+
+def test_the_two_region_fixture_is_the_topology_cut_to_three_sites():
+    """infra/terraform/tests/regions.tftest.hcl renders this file: it must stay infra/topology.json itself,
+    cut to Frankfurt, London and Ashburn (so the two-region checks test the topology's own values)."""
+    keep = {"fra", "lon", "iad"}
+    cut = {**TOPOLOGY, "sites": {k: v for k, v in TOPOLOGY["sites"].items() if k in keep},
+           "core_regions": [r for r in TOPOLOGY["core_regions"] if r["site"] in keep],
+           "edges": [e for e in TOPOLOGY["edges"] if e["site"] in keep],
+           "rtt_ms": {k: v for k, v in TOPOLOGY["rtt_ms"].items() if set(k.split("-")) <= keep},
+           "clients": {k: v for k, v in TOPOLOGY["clients"].items() if v["site"] in keep}}
+    fixture = ROOT / "infra" / "terraform" / "tests" / "fixtures" / "topology-two-regions.json"
+    assert json.loads(fixture.read_text()) == cut, "regenerate it from infra/topology.json"
+    assert [r["name"] for r in cut["core_regions"]] == ["eu-central", "us-east"]
 
 
 def test_edge_host_fronts_whip_with_tls_on_443(hosts):
@@ -309,8 +336,11 @@ def test_each_part_reaches_etcd_as_its_own_user(hosts, tmp_path, host, part):
     args, document = part_config(prepare, spec, deliver(tmp_path / "pki", spec, bundle))
     tls = _registry_tls(args, document)
     assert tls is not None and tls.cert and tls.key
-    # Several endpoints: gRPC checks every member against one name, which each member's certificate carries.
-    assert len(document["registry"].split(",")) == 3
+    # Every core region's cluster, three endpoints each: gRPC checks every member of every cluster against one
+    # name, which each member's certificate carries.
+    clusters = dict(part.split("=", 1) for part in document["registry"].removeprefix("etcd://").split(";"))
+    assert set(clusters) == {r["name"] for r in TOPOLOGY["core_regions"]}
+    assert all(len(members.split(",")) == 3 for members in clusters.values())
     assert tls.server_name == hosts["etcd"]["registrar"]["server_name"]
     assert tls.server_name in load_registrar().member_hosts("10.64.16.10", hosts["etcd"]["registrar"]["server_name"])
     cn = x509.load_pem_x509_certificate(tls.cert).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
@@ -384,4 +414,4 @@ def test_etcd_host_serves_tls_only_and_runs_the_registrar(hosts, rendered):
     assert rendered["etcd"]["units"] == ["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer"]
     registrar = hosts["etcd"]["registrar"]
     assert registrar == {"ca_secret": "voicemesh/registry-ca", "plan_parameter": "/voicemesh/registry/eu-central",
-                         "etcd_client_port": PORTS["etcd_client"], "server_name": "etcd.eu-central.voicemesh.internal"}
+                         "etcd_client_port": PORTS["etcd_client"], "server_name": "etcd.voicemesh.internal"}

@@ -10,18 +10,21 @@ locals {
 
   # Everything each region module needs, in one value.
   mesh = {
-    name              = var.name
-    sites             = module.topology.sites
-    edges             = module.topology.edges
-    cores             = module.topology.cores
-    ports             = module.topology.ports
-    mesh_cidrs        = module.topology.mesh_cidrs
-    zone              = module.topology.zone
-    mesh_fqdn         = module.topology.mesh_fqdn
-    image_repository  = var.image_repository
-    release           = var.release
-    release_by_region = var.release_by_region
-    geoip_db_s3_uri   = var.geoip_db_s3_uri
+    name       = var.name
+    sites      = module.topology.sites
+    edges      = module.topology.edges
+    cores      = module.topology.cores
+    ports      = module.topology.ports
+    mesh_cidrs = module.topology.mesh_cidrs
+    zone       = module.topology.zone
+    mesh_fqdn  = module.topology.mesh_fqdn
+    # Every node reads every core region's cluster and registers in its home region's (registry/regions.py).
+    registry             = module.topology.registry
+    registry_server_name = module.topology.registry_server_name
+    image_repository     = var.image_repository
+    release              = var.release
+    release_by_region    = var.release_by_region
+    geoip_db_s3_uri      = var.geoip_db_s3_uri
     secrets = {
       token_keys  = aws_secretsmanager_secret.token_keys.name
       api_keys    = aws_secretsmanager_secret.api_keys.name

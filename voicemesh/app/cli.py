@@ -214,14 +214,21 @@ def parser() -> argparse.ArgumentParser:
     for command in (init, add_node):
         command.add_argument("--config", help="TOML file (its top-level registry keys are read)")
         _registry_flags(command)
+        command.add_argument("--cluster-region", default=None,
+                             help="the core region this etcd is the cluster of, with one cluster per core region: "
+                                  "only nodes homed there write in it, the others get their reads (default: one "
+                                  "cluster, every node writes its keys)")
     for command in (init, certs):
         command.add_argument("--topology", help="infra/topology.json: an edge per edges[] (region = site), "
                                                 "transceiver trx-<name> per core_regions[], and dns")
-        command.add_argument("--node", action="append", default=[], metavar="ROLE/REGION/NODE_ID",
-                             help="one more node (repeatable); 'dns' for the geo DNS servers' read-only user")
+        command.add_argument("--node", action="append", default=[], metavar="ROLE/REGION/NODE_ID[@HOME]",
+                             help="one more node (repeatable; an edge's @HOME is the core region it registers "
+                                  "in); 'dns' for the geo DNS servers' read-only user")
     add_node.add_argument("--role", required=True, choices=["edge", "transceiver", "agent", "dns"])
     add_node.add_argument("--region", default="", help="the node's region (not for dns)")
     add_node.add_argument("--node-id", default="", help="the node's id (not for dns)")
+    add_node.add_argument("--home", default="", help="an edge's home: the core region whose cluster it registers "
+                                                     "in (with --cluster-region)")
     certs.add_argument("--out", required=True, help="directory for ca.pem, etcd.pem, root.pem and <role>_<region>_"
                                                     "<node-id>.pem (with -key.pem each)")
     certs.add_argument("--host", action="append", default=[], help="name or address in the etcd and agent "
@@ -579,7 +586,7 @@ async def _registry(args: argparse.Namespace) -> int:
     logs.setup("warning", "text")
     try:
         if args.registry_command == "add-node":
-            identities = [Identity(args.role, args.region, args.node_id)]
+            identities = [Identity(args.role, args.region, args.node_id, args.home)]
         else:
             identities = identities_from_topology(args.topology) if args.topology else []
             identities += [Identity.parse(spec) for spec in args.node]
@@ -600,7 +607,10 @@ async def _registry(args: argparse.Namespace) -> int:
     if scheme != "etcd":
         raise config.ConfigError(str(BadRegistryUrl("scheme", url)))
     try:
-        report = await ensure_access([e for e in rest.rstrip("/").split(",") if e], tls, identities)
+        report = await ensure_access([e for e in rest.rstrip("/").split(",") if e], tls, identities,
+                                     cluster=args.cluster_region)
+    except ValueError as exc:
+        raise config.ConfigError(str(exc)) from None
     except RegistryUnavailable as exc:
         print(f"voicemesh registry: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Coroutine
 from fractions import Fraction
@@ -74,8 +75,12 @@ class CallReport:
 
     ``session_url`` is the WHIP session URL (``Location`` resolved against the
     POST URL) and ``session_id`` its last path segment; both are ``""`` if no
-    session was created (after a re-dial: the last session). ``setup_ms`` holds the milestones reached, in ms
-    from ``createOffer()``: ``answer`` (201 received), ``ice_connected``
+    session was created (after a re-dial: the last session). ``dns_ms`` is how long resolving the WHIP URL's
+    host took (None for an address), done before the offer is made, as a browser on a page of that host or a
+    resolver's cache has done it. ``setup_ms`` holds the milestones reached, in ms
+    from ``createOffer()``: ``offer`` (local description set: the offer is ready to send), ``dns`` (the POST's
+    host lookup done: the one made before the offer, from memory), ``connection`` (the TCP connection for the
+    POST opened; absent if a kept-alive one was used), ``answer`` (201 received), ``ice_connected``
     (iceConnectionState connected or completed), ``dtls_connected``
     (connectionState connected) and ``first_audio`` (first received frame
     whose RMS exceeds ``AUDIO_RMS_THRESHOLD``). ``audio_rtt_ms`` is the typical
@@ -104,6 +109,7 @@ class CallReport:
     packets_lost: int
     error: str | None = None
     redials: list[dict] = dataclasses.field(default_factory=list)
+    dns_ms: float | None = None
 
     def to_dict(self) -> dict:
         """The report as a JSON-ready dict with the field names as keys."""
@@ -112,7 +118,7 @@ class CallReport:
 
 class CallError(Exception):
     """A call that could not go on; ``reason`` is a short counter label
-    (``"http_connect"``, ``"http_status"``, ``"no_location"``,
+    (``"dns"``, ``"http_connect"``, ``"http_status"``, ``"no_location"``,
     ``"ice_failed"``, ``"dtls_failed"``, ``"silence"``)."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -172,12 +178,15 @@ async def call(
     hangups: set[asyncio.Task] = set()
     error: str | None = None
     t0 = time.monotonic()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
+    resolver = _AheadResolver()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                     connector=aiohttp.TCPConnector(resolver=resolver),
+                                     trace_configs=[_connection_milestone()]) as http:
         while True:
             leg = _Leg(speech, bind)
             legs.append(leg)
             try:
-                await leg.connect(http, url, headers or {}, timeout_s)
+                await leg.connect(http, resolver, url, headers or {}, timeout_s)
                 async with asyncio.timeout(speech.remaining_s() + timeout_s):
                     await leg.media(silence_s if redial else None)
                 break
@@ -222,6 +231,7 @@ async def call(
         packets_lost=lost,
         error=error,
         redials=redials,
+        dns_ms=legs[0].dns_ms,
     )
 
 
@@ -239,17 +249,22 @@ class _Leg:
         hooks.tap_receiver(transceiver.receiver, self.recorder.on_packet)
         self.progress = _Progress(self.pc, self.recorder)
         self.session_url = ""
+        self.dns_ms: float | None = None
         self.sent = self.received = self.lost = 0
         self.jitter_ms: float | None = None
 
-    async def connect(self, http: aiohttp.ClientSession, url: str, headers: dict[str, str], timeout_s: float) -> None:
-        """Offer, answer, until DTLS connected; raises TimeoutError, CallError, ValueError."""
+    async def connect(self, http: aiohttp.ClientSession, resolver: _AheadResolver, url: str, headers: dict[str, str],
+                      timeout_s: float) -> None:
+        """Resolve the host, then offer, answer, until DTLS connected; raises TimeoutError, CallError, ValueError."""
         async with asyncio.timeout(timeout_s):
+            self.dns_ms = await resolver.ahead(URL(url))
             self.progress.start()
             offer = await self.pc.createOffer()
             with hooks.gather_on(self.bind):
                 await self.pc.setLocalDescription(offer)
-            answer, self.session_url = await _post_offer(http, url, self.pc.localDescription.sdp, headers)
+            self.progress.mark("offer")
+            answer, self.session_url = await _post_offer(http, url, self.pc.localDescription.sdp, headers,
+                                                         self.progress)
             self.progress.mark("answer")
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
             await self.progress.until(self.progress.connected.wait())
@@ -471,16 +486,68 @@ class _Progress:
             self._fail(CallError("dtls_failed", "DTLS failed after ICE connected"))
 
 
+class _AheadResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's default resolver (getaddrinfo in a thread), and names resolved ahead of the offer kept for
+    the rest of the call, so the WHIP answer's time does not include a DNS lookup."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.DefaultResolver()
+        self._known: dict[tuple[str, int], list] = {}
+
+    async def ahead(self, url: URL) -> float | None:
+        """Resolve ``url``'s host now, for the connections of this call; the ms it took, or None for an IP
+        address. Raises CallError("dns") if it does not resolve."""
+        host, port = url.raw_host or "", url.port or 0
+        try:
+            socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+            return None
+        except OSError:
+            pass
+        started = time.monotonic()
+        try:
+            self._known[(host, port)] = await self._inner.resolve(host, port, family=socket.AF_UNSPEC)
+        except OSError as exc:
+            raise CallError("dns", f"{host} does not resolve: {exc}") from exc
+        return round((time.monotonic() - started) * 1000, 1)
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list:
+        known = self._known.get((host, port))
+        return known if known is not None else await self._inner.resolve(host, port, family)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _connection_milestone() -> aiohttp.TraceConfig:
+    """Marks ``dns`` (the host looked up) and ``connection`` (a new connection opened, not a kept-alive one
+    reused) on the _Progress given as a request's ``trace_request_ctx``."""
+    config = aiohttp.TraceConfig()
+
+    async def created(_session: aiohttp.ClientSession, context: Any, _params: Any) -> None:
+        if isinstance(context.trace_request_ctx, _Progress):
+            context.trace_request_ctx.mark("connection")
+
+    async def resolved(_session: aiohttp.ClientSession, context: Any, _params: Any) -> None:
+        if isinstance(context.trace_request_ctx, _Progress):
+            context.trace_request_ctx.mark("dns")
+
+    config.on_connection_create_end.append(created)
+    config.on_dns_resolvehost_end.append(resolved)
+    return config
+
+
 async def _post_offer(
-    http: aiohttp.ClientSession, url: str, offer: str, headers: dict[str, str]
+    http: aiohttp.ClientSession, url: str, offer: str, headers: dict[str, str], progress: _Progress | None = None
 ) -> tuple[str, str]:
-    """POST the offer (RFC 9725 §4.2); return ``(answer SDP, session URL)``.
+    """POST the offer (RFC 9725 §4.2); return ``(answer SDP, session URL)``. ``progress`` is marked with
+    ``connection`` when a new connection is opened for it.
 
     Raises ``CallError`` if the request fails, for a status other than 201
     (quoting RFC 9457 problem details) or a missing ``Location``.
     """
     try:
-        async with http.post(url, data=offer, headers={**headers, "Content-Type": "application/sdp"}) as resp:
+        async with http.post(url, data=offer, headers={**headers, "Content-Type": "application/sdp"},
+                             trace_request_ctx=progress) as resp:
             body = await resp.text()
             if resp.status != 201:
                 problem = await _problem(resp)

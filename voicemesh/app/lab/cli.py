@@ -30,8 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--plot", help="also draw the report to this file (.svg, .png): RTT per city, and cities, "
                                     "edges and regions on longitude/latitude (needs matplotlib)")
     run.add_argument("--topology", default=str(DEFAULT_TOPOLOGY), help="infra/topology.json (default: %(default)s)")
-    commands.add_parser("down", help="remove whatever a lab left behind: namespaces named vmlab-*, what runs in "
-                                     "them, and work directories")
+    commands.add_parser("down", help="remove whatever a lab left behind: namespaces named vmlab-* (or "
+                                     "$VOICEMESH_LAB_PREFIX*), what runs in them, and work directories")
 
 
 async def command(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path as FilePath
@@ -27,8 +29,11 @@ DEFAULT_TOPOLOGY = FilePath(__file__).resolve().parents[3] / "infra" / "topology
 """infra/topology.json of the checkout this package runs from."""
 LAB_NETWORK = ipaddress.IPv4Network("10.77.0.0/16")
 """Every lab address is in here: node ``i`` is ``10.77.i.2/24``."""
-PREFIX = "vmlab-"
-"""Namespaces, TUN links and work directories of the lab start with this (``voicemesh lab down`` finds them by it)."""
+PREFIX = os.environ.get("VOICEMESH_LAB_PREFIX", "vmlab-")
+"""Namespaces, TUN links and work directories of the lab start with this (``voicemesh lab down`` finds them by it).
+``VOICEMESH_LAB_PREFIX`` (a lowercase letter, then up to 9 of ``[a-z0-9-]``, so TUN link names fit in 15
+characters) runs a lab beside another one on the same machine: each lab sees, and removes, only its own."""
+PREFIX_SHAPE = re.compile(r"[a-z][a-z0-9-]{0,9}")
 WHIP_HTTP_PORT = 80
 """The edges' WHIP front in the lab: plain HTTP (``http://rtc.voicemesh.test/``), no TLS."""
 
@@ -38,7 +43,7 @@ class LabError(ValueError):
 
     ``reason``: "bad_topology" (a field is missing or has the wrong type), "bad_region_count",
     "unknown_city", "central_region_not_kept", "no_central_edge", "no_rtt" (two sites without an
-    ``rtt_ms`` entry), "too_many_nodes", "unknown_region" (``--fail-region``), "not_root", "no_iproute2",
+    ``rtt_ms`` entry), "too_many_nodes", "bad_prefix", "unknown_region" (``--fail-region``), "not_root", "no_iproute2",
     "lab_exists", "ip_failed", "start_failed".
     """
 
@@ -122,11 +127,14 @@ class Plan:
     """A lab over ``regions``, ``edges`` (edge id -> site) and ``cities`` of ``topology``
     (the decoded infra/topology.json); build one with ``plan()``.
 
-    Raises LabError("bad_topology") if the topology lacks a field the lab reads.
+    Raises LabError("bad_topology") if the topology lacks a field the lab reads, ("bad_prefix") for a bad PREFIX.
     """
 
     def __init__(self, topology: Mapping, regions: Sequence[Region], edges: Mapping[str, str],
                  cities: Sequence[City]) -> None:
+        if not PREFIX_SHAPE.fullmatch(PREFIX):
+            raise LabError("bad_prefix", f"VOICEMESH_LAB_PREFIX={PREFIX!r}: a lowercase letter, then up to 9 of "
+                                         "[a-z0-9-]")
         try:
             self.sites: dict[str, dict] = dict(topology["sites"])
             self.rtt: dict[str, float] = dict(topology["rtt_ms"])
@@ -277,7 +285,7 @@ def plan(topology: Mapping, regions: int | None = None, cities: Sequence[str] | 
     N core regions, only the edges at their sites and the cities that sit near those sites (the smoke
     lab is ``regions=2``). ``cities`` (keys of ``clients``) picks the cities instead. Raises LabError
     ("bad_region_count", "unknown_city", "bad_topology", "central_region_not_kept", "no_central_edge",
-    "no_rtt", "too_many_nodes").
+    "no_rtt", "too_many_nodes", "bad_prefix").
     """
     try:
         all_regions = [Region(str(r["name"]), int(r["region_id"]), str(r["site"])) for r in topology["core_regions"]]

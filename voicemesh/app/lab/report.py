@@ -23,36 +23,47 @@ def loss_pct(packets_received: int, packets_lost: int) -> float | None:
     return round(100.0 * packets_lost / expected, 2)
 
 
-def mode_result(call: dict, path: str, model_rtt_ms: float, region: str | None = None) -> dict:
+def answer_goal_ms(model_rtt_ms: float) -> float:
+    """The most a mesh call's WHIP answer should take, ms: a TCP handshake and the POST's round trip over
+    the path, and 50 ms of work (issue 12's goal: 2 x model RTT + 50 ms)."""
+    return 2 * model_rtt_ms + 50
+
+
+def mode_result(call: dict, path: str, model_rtt_ms: float, region: str | None = None,
+                hops: dict | None = None) -> dict:
     """One call's figures from a ``voicemesh call --json`` report (CallReport.to_dict()).
 
     ``path`` names the route, ``model_rtt_ms`` is the network round trip the lab models for it, ``region``
     the core region whose transceiver took the call (None: not known, e.g. the call failed);
     ``audio_rtt_ms`` (mouth to ear and back, ms), ``jitter_ms`` (inbound RTP jitter), ``loss_pct``
-    (``loss_pct()``), ``setup_ms`` (milestones in ms from createOffer) and the packet counts come from
-    the call.
+    (``loss_pct()``), ``setup_ms`` (milestones in ms from createOffer), ``dns_ms`` (resolving the WHIP
+    host, before the offer) and the packet counts come from the call; ``answer_hops`` (the edge's
+    ``whip_ms``, ``forward_ms``, ``new_connection`` and the transceiver's ``answer_ms``, ``claim_ms``:
+    Lab.answer_hops) from the parts' logs.
     """
     received, lost = int(call.get("packets_received") or 0), int(call.get("packets_lost") or 0)
     return {"path": path, "region": region, "model_rtt_ms": round(model_rtt_ms, 1), "ok": bool(call.get("ok")),
             "audio_rtt_ms": call.get("audio_rtt_ms"), "jitter_ms": call.get("jitter_ms"),
             "loss_pct": loss_pct(received, lost), "setup_ms": dict(call.get("setup_ms") or {}),
+            "dns_ms": call.get("dns_ms"), "answer_hops": {k: v for k, v in (hops or {}).items() if k != "region"},
             "packets_sent": int(call.get("packets_sent") or 0), "packets_received": received,
             "packets_lost": lost, "error": call.get("error")}
 
 
 def city_result(plan: Plan, city: City, edge: str | None, mesh: dict, direct: dict,
-                regions: tuple[str | None, str | None] = (None, None)) -> dict:
+                hops: tuple[dict, dict] = ({}, {})) -> dict:
     """One city's row: ``city`` (key), ``name``, ``edge`` (where the geo name sent it, None if it did not
     resolve to an edge), ``nearest_edge`` (by the topology), ``distant`` (``Plan.distant``), and the
-    ``mesh`` and ``direct`` calls (``mode_result``); ``regions`` the regions that took the two calls."""
+    ``mesh`` and ``direct`` calls (``mode_result``); ``hops`` the two calls' Lab.answer_hops (with the
+    ``region`` that took each)."""
     via = edge or plan.nearest_edge(city)
     return {
         "city": city.key, "name": city.name, "edge": edge, "nearest_edge": plan.nearest_edge(city),
         "distant": plan.distant(city),
         "mesh": mode_result(mesh, f"{via} → {plan.region_for_edge(via).name}", plan.mesh_rtt_ms(city, via),
-                            regions[0]),
+                            hops[0].get("region"), hops[0]),
         "direct": mode_result(direct, f"{plan.central_edge} → {plan.central.name}", plan.direct_rtt_ms(city),
-                              regions[1]),
+                              hops[1].get("region"), hops[1]),
     }
 
 
@@ -79,7 +90,8 @@ def format_failover(row: dict) -> str:
 
 def summary(cities: Sequence[dict]) -> dict:
     """Counts over ``cities``: ``cities``, ``steered_to_nearest``, ``calls_ok`` (both calls), ``distant``,
-    and among distant cities with both calls ok, ``mesh_lower_rtt`` and ``mesh_lower_loss``."""
+    and among distant cities with both calls ok, ``mesh_lower_rtt`` and ``mesh_lower_loss``; and among
+    distant cities, ``mesh_answer_in_goal``: mesh calls whose WHIP answer came within answer_goal_ms."""
     distant = [c for c in cities if c["distant"]]
     both = [c for c in distant if c["mesh"]["ok"] and c["direct"]["ok"]]
     return {
@@ -89,7 +101,13 @@ def summary(cities: Sequence[dict]) -> dict:
         "distant": len(distant),
         "mesh_lower_rtt": sum(_lower(c, "audio_rtt_ms") for c in both),
         "mesh_lower_loss": sum(_lower(c, "loss_pct") for c in both),
+        "mesh_answer_in_goal": sum(_answer_in_goal(c["mesh"]) for c in distant),
     }
+
+
+def _answer_in_goal(mode: dict) -> bool:
+    answer = mode["setup_ms"].get("answer")
+    return mode["ok"] and answer is not None and answer <= answer_goal_ms(mode["model_rtt_ms"])
 
 
 def _lower(city: dict, key: str) -> bool:
@@ -147,7 +165,8 @@ def format_table(result: dict) -> str:
              f"steering: {s['steered_to_nearest']} of {s['cities']} cities resolved to their nearest edge; "
              f"calls ok: {s['calls_ok']} of {s['cities']} cities (mesh and direct)",
              f"distant cities (mesh vs direct to {result['central_region']}): {s['distant']}; mesh lower audio "
-             f"RTT in {s['mesh_lower_rtt']}, lower loss in {s['mesh_lower_loss']}"]
+             f"RTT in {s['mesh_lower_rtt']}, lower loss in {s['mesh_lower_loss']}; mesh WHIP answer within "
+             f"2 x model RTT + 50 ms in {s.get('mesh_answer_in_goal', 0)}"]
     if "failover" in result:
         healthy = {c["city"]: c["mesh"] for c in result["cities"]}
         rows += ["", "| city | region down | went to | expected | audio RTT ms (healthy) | answer ms (healthy) |",

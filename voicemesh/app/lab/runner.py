@@ -193,23 +193,33 @@ class Lab:
                 proc.kill()
                 await proc.wait()
 
-    def region_of(self, session_id: str) -> str | None:
-        """The core region whose transceiver took session ``session_id``, from the edges' "session forwarded"
-        log lines (transceivers are named ``trx-<region>``); None if no edge logged it."""
+    def answer_hops(self, session_id: str) -> dict:
+        """Where session ``session_id``'s WHIP answer came from and how long its parts took, from the parts'
+        log lines: ``region``, the core region whose transceiver took it (transceivers are named
+        ``trx-<region>``), from the edge's "session forwarded" line with its ``whip_ms``, ``forward_ms`` and
+        ``new_connection`` (edge/whip.py), and the transceiver's ``answer_ms`` and ``claim_ms`` from its
+        "session answered" line (core/transceiver.py). Empty if no edge logged the session."""
+        hops: dict = {}
         if not session_id:
-            return None
+            return hops
         for _, _, log in self._parts:
-            if ".edge." not in log.name:
+            if ".edge." not in log.name and ".transceiver." not in log.name:
                 continue
             for text in log.read_text(errors="replace").splitlines():
-                if session_id in text and text.startswith("{"):
-                    try:
-                        line = json.loads(text)
-                    except ValueError:
-                        continue
-                    if line.get("msg") == "session forwarded" and line.get("session_id") == session_id:
-                        return str(line.get("transceiver", "")).removeprefix("trx-") or None
-        return None
+                if session_id not in text or not text.startswith("{"):
+                    continue
+                try:
+                    line = json.loads(text)
+                except ValueError:
+                    continue
+                if line.get("session_id") != session_id:
+                    continue
+                if line.get("msg") == "session forwarded":
+                    hops["region"] = str(line.get("transceiver", "")).removeprefix("trx-") or None
+                    hops.update({k: line.get(k) for k in ("whip_ms", "forward_ms", "new_connection")})
+                elif line.get("msg") == "session answered":
+                    hops.update({k: line.get(k) for k in ("answer_ms", "claim_ms")})
+        return hops if "region" in hops else {}
 
     async def resolve(self, city: City) -> str | None:
         """The edge the mesh name resolves to in ``city``'s namespace (through its resolver, the geo DNS
@@ -343,8 +353,8 @@ async def run(plan: Plan, duration_s: float, wav: str | None = None,
             mesh = await lab.call(city, mesh_url, duration_s, wav)
             progress(f"city {n}/{len(plan.cities)} {city.key}: direct call to {plan.central.name}")
             direct = await lab.call(city, direct_url, duration_s, wav)
-            regions = (lab.region_of(mesh.get("session_id", "")), lab.region_of(direct.get("session_id", "")))
-            cities.append(report.city_result(plan, city, edge, mesh, direct, regions))
+            hops = (lab.answer_hops(mesh.get("session_id", "")), lab.answer_hops(direct.get("session_id", "")))
+            cities.append(report.city_result(plan, city, edge, mesh, direct, hops))
             progress(report.format_progress(cities[-1]))
         if fail_region is not None:
             progress(f"failing region {fail_region}: killing its transceiver and etcd")
@@ -355,7 +365,7 @@ async def run(plan: Plan, duration_s: float, wav: str | None = None,
                 edge = await lab.resolve(city)
                 call = await lab.call(city, mesh_url, duration_s, wav)
                 failover.append(report.failover_result(plan, city, edge, fail_region, call,
-                                                       lab.region_of(call.get("session_id", ""))))
+                                                       lab.answer_hops(call.get("session_id", "")).get("region")))
                 progress(report.format_failover(failover[-1]))
         assert lab.wan is not None, "started by Lab.__aenter__"
         wan = lab.wan.stats()

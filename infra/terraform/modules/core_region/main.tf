@@ -252,7 +252,7 @@ module "transceiver_config" {
     region_id            = var.core.region_id
     lat                  = var.core.lat
     lon                  = var.core.lon
-    registry             = var.core.registry
+    registry             = var.registry
     registry_server_name = var.core.registry_server_name
     agent                = local.agent
     agent_tls            = local.run_agents

@@ -25,3 +25,16 @@ output "registry_plan" {
   description = "What the registrar makes: etcd users and node certificates (nodes, servers) and how it enrolls transceiver hosts."
   value       = local.registry_plan
 }
+
+output "transceiver_host_json" {
+  description = "A transceiver host's /etc/voicemesh/host.json (host_config): its workers' arguments and settings."
+  value       = module.transceiver_config.host_json
+}
+
+output "backbone_ingress" {
+  description = "The networks (every site's vpc_cidr) the region's etcd accepts clients from and its transceivers accept backbone frames and offers from."
+  value = {
+    etcd_client = sort([for rule in aws_vpc_security_group_ingress_rule.etcd_client : "${rule.cidr_ipv4}:${rule.from_port}"])
+    transceiver = sort([for rule in aws_vpc_security_group_ingress_rule.transceiver : "${rule.ip_protocol} ${rule.cidr_ipv4}:${rule.from_port}-${rule.to_port}"])
+  }
+}

@@ -16,6 +16,11 @@ variable "core" {
   })
 }
 
+variable "registry" {
+  description = "The mesh's registry URL (every core region's cluster, region=members;...): the transceivers register in this region's and read them all."
+  type        = string
+}
+
 variable "ports" {
   description = "The topology's ports (backbone_udp, transceiver_http, agent_grpc, etcd_client, etcd_peer)."
   type        = map(number)

@@ -14,3 +14,8 @@ output "public_ingress" {
   description = "What the PoP accepts from the internet: protocol and port by name."
   value       = local.public_ingress
 }
+
+output "host_json" {
+  description = "Each host's /etc/voicemesh/host.json by host name (host_config): its parts' arguments and settings."
+  value       = { for name, config in module.host_config : name => config.host_json }
+}

@@ -59,9 +59,11 @@ variable "host_common" {
 }
 
 variable "host_edge" {
-  description = "host_config's edge settings shared by the PoP's hosts (registry, zone, mesh_name, name_servers_parameter, geoip_db_s3_uri, token_keys_secret, api_keys_secret, whip_tls_secret), and node_secret_prefix (a host's node secret is <prefix><host>)."
+  description = "host_config's edge settings shared by the PoP's hosts (registry, registry_home, region_rtt_ms, registry_server_name, zone, mesh_name, name_servers_parameter, geoip_db_s3_uri, token_keys_secret, api_keys_secret, whip_tls_secret), and node_secret_prefix (a host's node secret is <prefix><host>)."
   type = object({
     registry               = string
+    registry_home          = string
+    region_rtt_ms          = string
     registry_server_name   = string
     zone                   = string
     mesh_name              = string

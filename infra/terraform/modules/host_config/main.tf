@@ -24,16 +24,18 @@ locals {
       pki     = { secret = e.node_secret, name = "edge/${e.pop}/${e.node_id}", settings = local.registry_pki }
       settings = {
         registry             = e.registry
+        registry_home        = e.registry_home
         registry_server_name = e.registry_server_name
         edge = {
-          node_id   = e.node_id
-          region    = e.pop
-          public    = "{private_ip}:${local.p.relay_udp}"
-          advertise = "{public_ip}:${local.p.relay_udp}"
-          backbone  = "{private_ip}:${local.p.backbone_udp}"
-          http      = "127.0.0.1:8080"
-          lat       = e.lat
-          lon       = e.lon
+          node_id       = e.node_id
+          region        = e.pop
+          region_rtt_ms = e.region_rtt_ms
+          public        = "{private_ip}:${local.p.relay_udp}"
+          advertise     = "{public_ip}:${local.p.relay_udp}"
+          backbone      = "{private_ip}:${local.p.backbone_udp}"
+          http          = "127.0.0.1:8080"
+          lat           = e.lat
+          lon           = e.lon
         }
       }
     }
@@ -46,6 +48,7 @@ locals {
       files          = { "/var/lib/voicemesh/GeoLite2-City.mmdb" = e.geoip_db_s3_uri }
       settings = {
         registry             = e.registry
+        registry_home        = e.registry_home
         registry_server_name = e.registry_server_name
         dns = {
           zone         = e.zone
@@ -70,6 +73,7 @@ locals {
       }
       settings = {
         registry             = var.transceiver.registry
+        registry_home        = var.transceiver.region
         registry_server_name = var.transceiver.registry_server_name
         transceiver = {
           node_id   = local.trx_node_id[n]

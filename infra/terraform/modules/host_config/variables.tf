@@ -19,13 +19,15 @@ variable "common" {
 }
 
 variable "edge" {
-  description = "For role edge: node_id (host name), pop (edge id), lat, lon, registry (etcd:// URL), registry_server_name (the name in the etcd members' certificates), zone, mesh_name (rtc.<zone>), name_servers_parameter (SSM name of the zone's name servers, name=address,...), geoip_db_s3_uri; Secrets Manager names: token_keys_secret, api_keys_secret, whip_tls_secret, node_secret (this host's etcd client certificates: its edge user's and dns)."
+  description = "For role edge: node_id (host name), pop (edge id), lat, lon, registry (etcd:// URL of every core region's cluster, region=members;...), registry_home (the core region whose cluster it registers in), region_rtt_ms (region=ms,...: the backbone round trip from the PoP to each core region, the order of region failover), registry_server_name (the name in the etcd members' certificates), zone, mesh_name (rtc.<zone>), name_servers_parameter (SSM name of the zone's name servers, name=address,...), geoip_db_s3_uri; Secrets Manager names: token_keys_secret, api_keys_secret, whip_tls_secret, node_secret (this host's etcd client certificates: its edge user's and dns)."
   type = object({
     node_id                = string
     pop                    = string
     lat                    = number
     lon                    = number
     registry               = string
+    registry_home          = string
+    region_rtt_ms          = string
     registry_server_name   = string
     zone                   = string
     mesh_name              = string
@@ -40,7 +42,7 @@ variable "edge" {
 }
 
 variable "transceiver" {
-  description = "For role transceiver: region, region_id, lat, lon, registry, registry_server_name, agent (host:port), agent_tls (the agent serves TLS: present the worker's certificate), workers per host (one per core), capacity (sessions per worker), token_keys_secret, node_secret_prefix (the host's certificates are in <prefix><instance id>, made when it launches)."
+  description = "For role transceiver: region (also its registry home), region_id, lat, lon, registry (every core region's cluster), registry_server_name, agent (host:port), agent_tls (the agent serves TLS: present the worker's certificate), workers per host (one per core), capacity (sessions per worker), token_keys_secret, node_secret_prefix (the host's certificates are in <prefix><instance id>, made when it launches)."
   type = object({
     region               = string
     region_id            = number

@@ -74,8 +74,10 @@ module "edge_pop" {
   host_common      = local.host_common
   mesh_fqdn        = local.m.mesh_fqdn
   host_edge = {
-    registry               = local.m.cores[each.value.home_core].registry
-    registry_server_name   = local.m.cores[each.value.home_core].registry_server_name
+    registry               = local.m.registry
+    registry_home          = each.value.home_core
+    region_rtt_ms          = each.value.region_rtt_ms
+    registry_server_name   = local.m.registry_server_name
     zone                   = local.m.zone
     mesh_name              = local.m.mesh_fqdn
     name_servers_parameter = "/${local.m.name}/name-servers"
@@ -93,6 +95,7 @@ module "core_region" {
   for_each           = local.cores
   name               = local.m.name
   core               = each.value
+  registry           = local.m.registry
   ports              = local.m.ports
   vpc_id             = module.network[each.value.site].vpc_id
   vpc_cidr           = local.m.sites[each.value.site].vpc_cidr

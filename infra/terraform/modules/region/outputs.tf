@@ -8,6 +8,11 @@ output "edges" {
   value       = { for id, pop in module.edge_pop : id => pop.hosts }
 }
 
+output "edge_host_json" {
+  description = "Each edge host's /etc/voicemesh/host.json in this region, by host name."
+  value       = merge([for pop in values(module.edge_pop) : pop.host_json]...)
+}
+
 output "cores" {
   description = "Core regions in this region by name: registry, agent, transceiver_asg, transceiver_ports."
   value       = module.core_region

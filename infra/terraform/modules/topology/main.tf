@@ -2,9 +2,10 @@
 # networks, edge PoPs and their hosts, core regions and their etcd members. No provider.
 
 locals {
-  zone  = coalesce(var.zone, var.topology.zone)
-  sites = var.topology.sites
-  ports = var.topology.ports
+  zone                 = coalesce(var.zone, var.topology.zone)
+  registry_server_name = "etcd.voicemesh.internal"
+  sites                = var.topology.sites
+  ports                = var.topology.ports
 
   core_sites = toset([for c in var.topology.core_regions : c.site])
 
@@ -45,6 +46,8 @@ locals {
   registry = {
     for name, core in local.cores : name => "etcd://${join(",", [for m in core.etcd : m.client])}"
   }
+  # What every node is given (registry/regions.py): every core region's cluster, region=members;...
+  mesh_registry = "etcd://${join(";", [for name, core in local.cores : "${name}=${join(",", [for m in core.etcd : m.client])}"])}"
 
   edges = {
     for e in var.topology.edges : e.id => {
@@ -55,7 +58,9 @@ locals {
       lon        = local.sites[e.site].lon
       # The core region with the lowest RTT from this PoP; its etcd is the edge's registry.
       home_core = split(" ", sort([for name, core in local.cores : format("%05d %s", local.rtt_ms["${e.site}-${core.site}"], name)])[0])[1]
-      ns_name   = "ns-${e.id}.${local.zone}"
+      # The order in which the edge tries core regions (region failover): the backbone RTT to each.
+      region_rtt_ms = join(",", [for name, core in local.cores : "${name}=${local.rtt_ms["${e.site}-${core.site}"]}"])
+      ns_name       = "ns-${e.id}.${local.zone}"
       hosts = [for i in range(var.edge_hosts) : {
         name = "${e.id}-${i + 1}"
         az   = i % local.site_networks[e.site].az_count

@@ -34,14 +34,24 @@ output "mesh_cidrs" {
 }
 
 output "cores" {
-  description = "Core regions by name: region_id, site, aws_region, lat, lon, etcd members (name, az, ip, client), registry (etcd:// URL) and registry_server_name (the name every member's certificate carries: clients of several TLS endpoints check it, not the address)."
+  description = "Core regions by name: region_id, site, aws_region, lat, lon, etcd members (name, az, ip, client), registry (its own cluster's etcd:// URL) and registry_server_name (the name every member's certificate carries: clients of several TLS endpoints check it, not the address)."
   value = { for name, core in local.cores : name => merge(core, {
     registry             = local.registry[name]
-    registry_server_name = "etcd.${name}.voicemesh.internal"
+    registry_server_name = local.registry_server_name
   }) }
 }
 
+output "registry" {
+  description = "The registry URL every node is given: each core region's cluster as region=members, separated by ';' (registry/regions.py). A node registers in its home region's and reads them all."
+  value       = local.mesh_registry
+}
+
+output "registry_server_name" {
+  description = "The name every etcd member of every core region carries in its certificate: a node checks each cluster it reads (all of them) against this one name, with one TLS setting."
+  value       = local.registry_server_name
+}
+
 output "edges" {
-  description = "Edge PoPs by id: site, aws_region, lat, lon, home_core (lowest-RTT core region), ns_name and hosts (name, az)."
+  description = "Edge PoPs by id: site, aws_region, lat, lon, home_core (lowest-RTT core region: its cluster is where the PoP's hosts register), region_rtt_ms (region=ms,... to every core region, from the topology's rtt_ms), ns_name and hosts (name, az)."
   value       = local.edges
 }

@@ -19,8 +19,10 @@ run "edge" {
       pop                    = "edge-fra"
       lat                    = 50.11
       lon                    = 8.68
-      registry               = "etcd://10.64.16.10:2379"
-      registry_server_name   = "etcd.eu-central.voicemesh.internal"
+      registry               = "etcd://eu-central=10.64.16.10:2379;us-east=10.66.16.10:2379"
+      registry_home          = "eu-central"
+      region_rtt_ms          = "eu-central=0,us-east=90"
+      registry_server_name   = "etcd.voicemesh.internal"
       zone                   = "voicemesh.test"
       mesh_name              = "rtc.voicemesh.test"
       name_servers_parameter = "/voicemesh/name-servers"
@@ -57,6 +59,11 @@ run "edge" {
     error_message = "The edge talks to etcd as edge/<pop>/<host>, the DNS server as dns, with certificates from the host's node secret."
   }
   assert {
+    condition = alltrue([for part in ["edge", "dns"] : jsondecode(output.host_json).parts[part].settings.registry == "etcd://eu-central=10.64.16.10:2379;us-east=10.66.16.10:2379" && jsondecode(output.host_json).parts[part].settings.registry_home == "eu-central"]) && (
+    jsondecode(output.host_json).parts.edge.settings.edge.region_rtt_ms == "eu-central=0,us-east=90")
+    error_message = "The edge and the DNS server read every region's cluster and register in the home one; the edge fails over in the RTT order it is given."
+  }
+  assert {
     condition     = startswith(output.cloud_config, "#cloud-config\n")
     error_message = "The user data is a cloud-config document."
   }
@@ -72,8 +79,8 @@ run "transceiver" {
       region_id            = 1
       lat                  = 50.11
       lon                  = 8.68
-      registry             = "etcd://10.64.16.10:2379"
-      registry_server_name = "etcd.eu-central.voicemesh.internal"
+      registry             = "etcd://eu-central=10.64.16.10:2379;us-east=10.66.16.10:2379"
+      registry_server_name = "etcd.voicemesh.internal"
       agent                = "agents.internal:50051"
       agent_tls            = true
       workers              = 2
@@ -86,6 +93,10 @@ run "transceiver" {
   assert {
     condition     = jsonencode(output.units) == jsonencode(["voicemesh@transceiver-0", "voicemesh@transceiver-1"])
     error_message = "One transceiver worker per core."
+  }
+  assert {
+    condition     = alltrue([for part in values(jsondecode(output.host_json).parts) : part.settings.registry_home == part.settings.transceiver.region])
+    error_message = "A transceiver registers and claims in its own region's cluster."
   }
   assert {
     condition     = jsondecode(output.host_json).parts["transceiver-1"].settings.transceiver.backbone == "{private_ip}:7001" && jsondecode(output.host_json).parts["transceiver-1"].settings.transceiver.http == "{private_ip}:8082"

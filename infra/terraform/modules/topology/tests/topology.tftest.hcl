@@ -24,8 +24,16 @@ run "real_topology" {
     error_message = "A core region's registry lists its three etcd members on the client port."
   }
   assert {
-    condition     = output.cores["eu-central"].registry_server_name == "etcd.eu-central.voicemesh.internal"
-    error_message = "A core region's etcd members share one name to check their certificates against."
+    condition     = alltrue([for core in values(output.cores) : core.registry_server_name == "etcd.voicemesh.internal"]) && output.registry_server_name == "etcd.voicemesh.internal"
+    error_message = "Every core region's etcd members share one name to check their certificates against: a node checks every cluster it reads with one TLS setting."
+  }
+  assert {
+    condition     = output.registry == "etcd://ap-southeast=10.69.16.10:2379,10.69.32.10:2379,10.69.48.10:2379;eu-central=10.64.16.10:2379,10.64.32.10:2379,10.64.48.10:2379;us-east=10.66.16.10:2379,10.66.32.10:2379,10.66.48.10:2379"
+    error_message = "The mesh's registry URL names every core region's cluster (registry/regions.py)."
+  }
+  assert {
+    condition     = output.edges["edge-lon"].region_rtt_ms == "ap-southeast=165,eu-central=15,us-east=75" && output.edges["edge-sin"].region_rtt_ms == "ap-southeast=0,eu-central=160,us-east=215"
+    error_message = "Each edge's failover order is the topology's backbone RTT from its site to every core region."
   }
   assert {
     condition     = jsonencode(output.sites["fra"].public_subnets) == jsonencode(["10.64.0.0/24", "10.64.1.0/24", "10.64.2.0/24"]) && length(output.sites["lon"].private_subnets) == 0
