@@ -50,7 +50,7 @@ locals {
         dns = {
           zone         = e.zone
           mesh_name    = e.mesh_name
-          bind         = "0.0.0.0:${local.p.dns}"
+          bind         = "{private_ip}:${local.p.dns}" # the host's own address (EC2 maps the public one to it), not a stub resolver's 0.0.0.0
           geoip_db     = "/var/lib/voicemesh/GeoLite2-City.mmdb"
           default_edge = e.node_id
         }
