@@ -25,3 +25,13 @@ output "registry_plan" {
   description = "What the registrar makes: etcd users and node certificates (nodes, servers) and how it enrolls transceiver hosts."
   value       = local.registry_plan
 }
+
+output "rolling" {
+  description = "How the transceiver group changes without dropping calls: image_id (the pinned AMI of its launch template), the lifecycle hooks, the instance refresh and the drain settings each host's voicemesh-lifecycle gets."
+  value = {
+    image_id         = aws_launch_template.transceiver.image_id
+    hooks            = aws_autoscaling_group.transceiver.initial_lifecycle_hook
+    instance_refresh = aws_autoscaling_group.transceiver.instance_refresh
+    drain            = { asg = local.transceiver_asg, hook = local.drain_hook, max_session_s = var.transceivers.max_session_s }
+  }
+}

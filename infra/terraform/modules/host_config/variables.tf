@@ -9,12 +9,13 @@ variable "role" {
 }
 
 variable "common" {
-  description = "Settings every host shares: aws_region, image_repository (without tag), release_parameter (SSM name holding the image tag) and ports (the topology's)."
+  description = "Settings every host shares: aws_region, image_repository (without tag), release_parameter (SSM name holding the image tag), ports (the topology's) and otel_collector_image (the host's OpenTelemetry collector sidecar; empty for none)."
   type = object({
-    aws_region        = string
-    image_repository  = string
-    release_parameter = string
-    ports             = map(number)
+    aws_region           = string
+    image_repository     = string
+    release_parameter    = string
+    ports                = map(number)
+    otel_collector_image = optional(string, "")
   })
 }
 
@@ -77,6 +78,16 @@ variable "etcd" {
     server_name    = string
     ca_secret      = string
     plan_parameter = string
+  })
+  default = null
+}
+
+variable "lifecycle_hook" {
+  description = "For role transceiver: the Auto Scaling group (asg) and its termination lifecycle hook (hook) that deploy/voicemesh-lifecycle completes once the host's calls have ended, and max_session_s (seconds: the longest call, so the longest drain); null runs no lifecycle timer."
+  type = object({
+    asg           = string
+    hook          = string
+    max_session_s = number
   })
   default = null
 }
