@@ -39,6 +39,7 @@ locals {
     etcd_image           = var.etcd_image
     amis                 = var.amis
     otel_collector_image = var.otel_collector_image
+    acme                 = local.acme
   }
 
   regions = [

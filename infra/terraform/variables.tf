@@ -105,3 +105,16 @@ variable "alarm_emails" {
   type        = list(string)
   default     = []
 }
+
+variable "acme" {
+  description = "Renew the WHIP certificate by ACME DNS-01 on the edges: zone (a validation zone outside the mesh's zone, created in Route 53; delegate it), email (the ACME account's), server (ACME directory URL), renew_days (renew when the certificate expires within this many days), renew_hour (UTC hour of the first edge's slot; each next edge host runs 10 minutes later), lego_image. null: the whip-tls secret is filled by hand."
+  type = object({
+    zone       = string
+    email      = string
+    server     = optional(string, "https://acme-v02.api.letsencrypt.org/directory")
+    renew_days = optional(number, 30)
+    renew_hour = optional(number, 3)
+    lego_image = optional(string, "goacme/lego:v4.19.2")
+  })
+  default = null
+}

@@ -143,3 +143,16 @@ run "every_edge_health_check_has_an_alarm" {
     error_message = "The alarm topic mails the on-call address."
   }
 }
+
+run "acme_gets_a_validation_zone_and_the_edges_may_write_to_it" {
+  command = plan
+
+  variables {
+    acme = { zone = "acme-validation.example.net", email = "certs@example.com" }
+  }
+
+  assert {
+    condition     = aws_route53_zone.acme[0].name == "acme-validation.example.net" && length(aws_iam_role_policy.acme) == 1
+    error_message = "ACME creates the validation zone and lets edge hosts write its records and the whip-tls secret."
+  }
+}

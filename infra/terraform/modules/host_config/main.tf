@@ -55,6 +55,8 @@ locals {
           bind         = "{private_ip}:${local.p.dns}" # the host's own address (EC2 maps the public one to it), not a stub resolver's 0.0.0.0
           geoip_db     = "/var/lib/voicemesh/GeoLite2-City.mmdb"
           default_edge = e.node_id
+          # ACME DNS-01: _acme-challenge.<mesh name> is a CNAME into the validation zone.
+          acme_challenge_zone = var.acme == null ? "" : var.acme.zone
         }
       }
     }
@@ -166,16 +168,34 @@ locals {
     { path = "/etc/systemd/system/otel-collector.service", permissions = "0644", content = file("${local.deploy}/otel-collector.service") },
   ]
 
+  acme_minutes = var.acme == null ? 0 : var.acme.renew_hour * 60 + var.acme.slot * 10
+  acme_files = var.acme == null || var.role != "edge" ? [] : [
+    { path = "/etc/voicemesh/acme.json", permissions = "0644", content = jsonencode({
+      domain     = var.edge.mesh_name, email = var.acme.email, server = var.acme.server, zone_id = var.acme.zone_id,
+      tls_secret = var.edge.whip_tls_secret, aws_region = var.common.aws_region, renew_days = var.acme.renew_days,
+      lego_image = var.acme.lego_image
+    }) },
+    { path = "/usr/local/bin/voicemesh-cert-renew", permissions = "0755", content = file("${local.deploy}/voicemesh-cert-renew") },
+    { path = "/etc/systemd/system/voicemesh-cert-renew.service", permissions = "0644", content = file("${local.deploy}/voicemesh-cert-renew.service") },
+    # This host's slot: daily at renew_hour plus 10 minutes per slot (UTC), so no two edges renew or reload together.
+    { path = "/etc/systemd/system/voicemesh-cert-renew.timer", permissions = "0644", content = join("\n", [
+      "[Unit]", "Description=voicemesh WHIP certificate renewal at this edge's slot", "",
+      "[Timer]", format("OnCalendar=*-*-* %02d:%02d:00 UTC", floor(local.acme_minutes / 60) % 24, local.acme_minutes % 60),
+      "Persistent=false", "", "[Install]", "WantedBy=timers.target", ""
+    ]) },
+  ]
+
   units = var.role == "etcd" ? ["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer"] : concat(
     [for name, part in local.parts : "voicemesh@${name}" if name != "whip-tls"],
     var.role == "edge" ? ["nginx"] : [],
     var.lifecycle_hook == null ? [] : ["voicemesh-lifecycle.timer"],
     local.otel ? ["otel-collector"] : [],
+    length(local.acme_files) > 0 ? ["voicemesh-cert-renew.timer"] : [],
   )
 
   cloud_config = "#cloud-config\n${yamlencode({
     packages    = var.role == "edge" ? ["docker", "nginx"] : ["docker"]
-    write_files = concat(local.voicemesh_files, local.part_files, local.edge_files, local.etcd_files, local.lifecycle_files, local.otel_files)
+    write_files = concat(local.voicemesh_files, local.part_files, local.edge_files, local.etcd_files, local.lifecycle_files, local.otel_files, local.acme_files)
     runcmd = [
       ["mkdir", "-p", "/var/lib/voicemesh", "/run/voicemesh"],
       ["systemctl", "daemon-reload"],

@@ -97,6 +97,10 @@ module "edge_pop" {
     whip_tls_secret        = local.m.secrets.whip_tls
     node_secret_prefix     = local.m.node_secret_prefix
   }
+  # Renewal slots in the order of the mesh's PoPs, so every edge host of the mesh has its own.
+  acme = local.m.acme == null ? null : merge(local.m.acme, {
+    first_slot = index(sort(keys(local.m.edges)), each.key) * length(each.value.hosts)
+  })
   depends_on = [aws_ssm_parameter.release]
 }
 

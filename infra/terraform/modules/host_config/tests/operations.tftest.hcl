@@ -71,3 +71,52 @@ run "no_collector_no_endpoint" {
     error_message = "Without a collector image the parts export nothing; without a hook no lifecycle timer runs."
   }
 }
+
+run "an_edge_renews_the_whip_certificate_at_its_own_slot" {
+  command = plan
+
+  variables {
+    role        = "edge"
+    transceiver = null
+    edge = {
+      node_id                = "edge-fra-2"
+      pop                    = "edge-fra"
+      lat                    = 50.11
+      lon                    = 8.68
+      registry               = "etcd://10.64.16.10:2379"
+      registry_server_name   = "etcd.eu-central.voicemesh.internal"
+      zone                   = "voicemesh.test"
+      mesh_name              = "rtc.voicemesh.test"
+      name_servers_parameter = "/voicemesh/name-servers"
+      geoip_db_s3_uri        = "s3://geo/GeoLite2-City.mmdb"
+      token_keys_secret      = "voicemesh/token-keys"
+      api_keys_secret        = "voicemesh/api-keys"
+      whip_tls_secret        = "voicemesh/whip-tls"
+      node_secret            = "voicemesh/node/edge-fra-2"
+    }
+    lifecycle_hook = null
+    acme = {
+      zone       = "acme-validation.example.net"
+      zone_id    = "Z0ACMEEXAMPLE"
+      email      = "certs@example.com"
+      server     = "https://acme-v02.api.letsencrypt.org/directory"
+      renew_days = 30
+      renew_hour = 3
+      lego_image = "goacme/lego:v4.19.2"
+      slot       = 9
+    }
+  }
+
+  assert {
+    condition     = jsondecode(output.host_json).parts.dns.settings.dns.acme_challenge_zone == "acme-validation.example.net"
+    error_message = "The geo DNS answers _acme-challenge.<mesh name> with a CNAME into the validation zone."
+  }
+  assert {
+    condition     = strcontains(output.files["/etc/systemd/system/voicemesh-cert-renew.timer"], "OnCalendar=*-*-* 04:30:00 UTC") && contains(output.units, "voicemesh-cert-renew.timer")
+    error_message = "Slot 9 renews at 03:00 + 90 minutes, its own time, so edges reload one at a time."
+  }
+  assert {
+    condition     = jsondecode(output.files["/etc/voicemesh/acme.json"]).domain == "rtc.voicemesh.test" && jsondecode(output.files["/etc/voicemesh/acme.json"]).tls_secret == "voicemesh/whip-tls" && jsondecode(output.files["/etc/voicemesh/acme.json"]).zone_id == "Z0ACMEEXAMPLE"
+    error_message = "The renewal asks for the mesh name's certificate, writes TXT records to the validation zone and stores the result in the whip-tls secret."
+  }
+}
