@@ -39,7 +39,7 @@ def terraform(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``terraform args...`` in ``cwd`` through tools/terraform.py; fails the test on a non-zero exit."""
     plain = ["-no-color"] if args[0] in ("init", "validate", "test", "apply") else []
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "terraform.py"), args[0], *plain, *args[1:]],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
+                          cwd=cwd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"terraform {' '.join(args)} in {cwd}:\n{proc.stdout}\n{proc.stderr}"
     return proc
 

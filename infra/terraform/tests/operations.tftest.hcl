@@ -61,7 +61,7 @@ variables {
   transceivers = { min = 2, max = 20, workers = 2, capacity = 50, cpu_target = 50, max_session_s = 14400 }
 }
 
-run "hosts_run_the_pinned_ami" {
+run "transceivers_roll_on_the_pinned_ami_and_drain_their_calls" {
   command = plan
 
   variables {
@@ -74,6 +74,23 @@ run "hosts_run_the_pinned_ami" {
   assert {
     condition     = module.region_us_east_1.cores["us-east"].rolling.image_id == "ami-0fedcba9876543210" && module.region_eu_central_1.cores["eu-central"].rolling.image_id == "ami-0123456789abcdef0"
     error_message = "Each region's hosts run the AMI pinned for that region, so a new AMI rolls one region at a time."
+  }
+  assert {
+    condition = anytrue([for hook in module.region_us_east_1.cores["us-east"].rolling.hooks :
+    hook.lifecycle_transition == "autoscaling:EC2_INSTANCE_TERMINATING" && hook.default_result == "CONTINUE" && hook.heartbeat_timeout == 7200 && hook.name == module.region_us_east_1.cores["us-east"].rolling.drain.hook])
+    error_message = "A terminating transceiver host waits in a lifecycle hook that its voicemesh-lifecycle completes once its calls end."
+  }
+  assert {
+    condition     = module.region_us_east_1.cores["us-east"].rolling.drain.max_session_s == 14400
+    error_message = "A host drains for up to max_session_s."
+  }
+  assert {
+    condition     = one(module.region_us_east_1.cores["us-east"].rolling.instance_refresh[0].preferences).scale_in_protected_instances == "Refresh" && one(module.region_us_east_1.cores["us-east"].rolling.instance_refresh[0].preferences).max_healthy_percentage == 110
+    error_message = "An instance refresh launches a new host before it takes an old one, and takes busy (scale-in protected) hosts through the drain hook too."
+  }
+  assert {
+    condition     = toset(module.region_us_east_1.endpoints["iad"]) == toset(["com.amazonaws.us-east-1.ssm", "com.amazonaws.us-east-1.ssmmessages", "com.amazonaws.us-east-1.ec2messages", "com.amazonaws.us-east-1.secretsmanager", "com.amazonaws.us-east-1.ecr.api", "com.amazonaws.us-east-1.ecr.dkr", "com.amazonaws.us-east-1.s3"])
+    error_message = "A core site has interface endpoints for SSM, Secrets Manager and ECR, and the S3 gateway."
   }
 }
 
@@ -97,37 +114,11 @@ run "an_ami_id_must_be_one" {
   expect_failures = [var.amis]
 }
 
-run "terminating_transceivers_drain_their_calls" {
-  command = plan
-
-  assert {
-    condition = anytrue([for hook in module.region_us_east_1.cores["us-east"].rolling.hooks :
-    hook.lifecycle_transition == "autoscaling:EC2_INSTANCE_TERMINATING" && hook.default_result == "CONTINUE" && hook.heartbeat_timeout == 7200 && hook.name == module.region_us_east_1.cores["us-east"].rolling.drain.hook])
-    error_message = "A terminating transceiver host waits in a lifecycle hook that its voicemesh-lifecycle completes once its calls end."
-  }
-  assert {
-    condition     = module.region_us_east_1.cores["us-east"].rolling.drain.max_session_s == 14400
-    error_message = "A host drains for up to max_session_s."
-  }
-  assert {
-    condition     = one(module.region_us_east_1.cores["us-east"].rolling.instance_refresh[0].preferences).scale_in_protected_instances == "Refresh" && one(module.region_us_east_1.cores["us-east"].rolling.instance_refresh[0].preferences).max_healthy_percentage == 110
-    error_message = "An instance refresh launches a new host before it takes an old one, and takes busy (scale-in protected) hosts through the drain hook too."
-  }
-}
-
-run "every_site_reaches_aws_apis_through_vpc_endpoints" {
-  command = plan
-
-  assert {
-    condition     = toset(module.region_us_east_1.endpoints["iad"]) == toset(["com.amazonaws.us-east-1.ssm", "com.amazonaws.us-east-1.ssmmessages", "com.amazonaws.us-east-1.ec2messages", "com.amazonaws.us-east-1.secretsmanager", "com.amazonaws.us-east-1.ecr.api", "com.amazonaws.us-east-1.ecr.dkr", "com.amazonaws.us-east-1.s3"])
-    error_message = "A core site has interface endpoints for SSM, Secrets Manager and ECR, and the S3 gateway."
-  }
-}
-
-run "every_edge_health_check_has_an_alarm" {
+run "alarms_and_the_acme_validation_zone" {
 
   variables {
     alarm_emails = ["oncall@example.com"]
+    acme         = { zone = "acme-validation.example.net", email = "certs@example.com" }
   }
 
   assert {
@@ -142,15 +133,6 @@ run "every_edge_health_check_has_an_alarm" {
     condition     = length(aws_sns_topic_subscription.alarm_email) == 1
     error_message = "The alarm topic mails the on-call address."
   }
-}
-
-run "acme_gets_a_validation_zone_and_the_edges_may_write_to_it" {
-  command = plan
-
-  variables {
-    acme = { zone = "acme-validation.example.net", email = "certs@example.com" }
-  }
-
   assert {
     condition     = aws_route53_zone.acme[0].name == "acme-validation.example.net" && length(aws_iam_role_policy.acme) == 1
     error_message = "ACME creates the validation zone and lets edge hosts write its records and the whip-tls secret."
