@@ -1,5 +1,7 @@
-"""deploy/voicemesh-lifecycle's decisions: scale-in protection while a transceiver host has calls, and
-the drain of its termination lifecycle hook, completed when its parts have stopped or after max_session_s."""
+"""The deploy's operations scripts and settings: deploy/voicemesh-lifecycle's decisions (scale-in protection
+while a transceiver host has calls; the drain of its termination lifecycle hook, completed when its parts
+have stopped or after max_session_s), deploy/voicemesh-cert-renew's lego command, and the remote state
+backend example."""
 
 from __future__ import annotations
 
@@ -52,3 +54,18 @@ def test_remote_state_is_an_s3_backend_with_a_lock_table_kept_out_of_the_offline
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert "infra/terraform/backend.tf" in ignored and "infra/terraform/backend.hcl" in ignored
     assert not (ROOT / "infra" / "terraform" / "backend.tf").exists()  # terraform test runs on local state
+
+
+renew = _load_script("voicemesh-cert-renew")
+ACME = {"domain": "rtc.voicemesh.test", "email": "certs@example.com", "zone_id": "Z0ACME", "aws_region": "eu-west-2",
+        "server": "https://acme-v02.api.letsencrypt.org/directory", "lego_image": "goacme/lego:v4.19.2"}
+
+
+def test_renewal_runs_lego_with_route53_in_the_validation_zone():
+    command = renew.lego_command(ACME)
+    assert command[command.index("--dns") + 1] == "route53" and "AWS_HOSTED_ZONE_ID=Z0ACME" in command
+    assert command[command.index("--domains") + 1] == "rtc.voicemesh.test" and command[-1] == "run"
+
+
+def test_a_secret_without_a_certificate_is_due():
+    assert renew.due("", 30)
