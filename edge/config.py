@@ -95,7 +95,9 @@ class DnsConfig:
     ``cache_bytes`` bound the answer cache (edge.geodns.AnswerCache). The ``rrl_*``
     settings are the response rate limits per client prefix (edge.rrl.RrlSettings:
     responses per second by category, 0 for no limit; window in seconds; every
-    ``rrl_slip``-th response over the limit sent truncated, the rest dropped).
+    ``rrl_slip``-th response over the limit sent truncated, the rest dropped). ``tcp`` also
+    answers over TCP on ``bind``, with the ``tcp_*`` limits of edge.dns_tcp.DnsTcpServer;
+    ``acme_challenge_zone`` delegates ACME DNS-01 by CNAME (edge.geodns.Zone).
     """
 
     zone: str = "voicemesh.test"
@@ -117,3 +119,9 @@ class DnsConfig:
     rrl_ipv4_prefix: int = 24
     rrl_ipv6_prefix: int = 56
     rrl_max_entries: int = 100_000
+    tcp: bool = True
+    tcp_idle_timeout_s: float = 10.0
+    tcp_max_connections: int = 1024
+    tcp_max_per_source: int = 16
+    tcp_max_query_bytes: int = 1024
+    acme_challenge_zone: str = ""

@@ -62,6 +62,11 @@ SCOPE_PREFIX = {4: 24, 6: 56}
 """Bits of a client address the answer depends on, by IP version (the ECS scope prefix returned)."""
 UDP_PAYLOAD = 1232
 """Largest UDP response in bytes with EDNS (the 2020 DNS flag day size); 512 without EDNS (RFC 1035 4.2.1)."""
+TCP_PAYLOAD = 65535
+"""Largest response over TCP in bytes: the 2-byte length prefix's range (RFC 1035 4.2.2, RFC 7766 8);
+the query's EDNS payload size does not apply there (RFC 6891 6.2.3)."""
+ACME_LABEL = b"_acme-challenge"
+"""The first label of the name an ACME server looks up for a DNS-01 challenge (RFC 8555 8.4)."""
 DEFAULT_CACHE_ENTRIES = 100_000
 DEFAULT_CACHE_BYTES = 64 << 20
 ENTRY_OVERHEAD_BYTES = 640
@@ -225,15 +230,25 @@ class Zone:
     and an address of an in-zone name is served as its A or AAAA record. Without
     name servers the NS is ``ns1.<origin>``. ``ttl_s`` (seconds) is the TTL of every
     record and the SOA minimum, so negative answers are cached as briefly (RFC 2308 5).
+
+    ``acme_challenge_zone`` (an absolute name outside this zone, "" for none) delegates ACME
+    DNS-01 (RFC 8555 8.4): ``_acme-challenge.<name>`` for the mesh name and the apex is a CNAME
+    to ``_acme-challenge.<name relative to the origin>.<acme_challenge_zone>`` (the apex maps to
+    ``_acme-challenge.<acme_challenge_zone>``), a name in a zone an ACME client can write TXT
+    records to (a Route 53 zone), since this server holds no TXT records.
     Raises BadZone.
     """
 
     def __init__(self, origin: str, mesh_name: str, *, ttl_s: int = 30,
-                 nameservers: Sequence[tuple[str, str]] = ()) -> None:
+                 nameservers: Sequence[tuple[str, str]] = (), acme_challenge_zone: str = "") -> None:
         self.origin = _name(origin)
         self.mesh_name = _name(mesh_name)
         if not self.mesh_name.is_subdomain(self.origin):
             raise BadZone("outside_zone", f"mesh name {self.mesh_name} is not in zone {self.origin}")
+        self.acme_challenge_zone = _name(acme_challenge_zone) if acme_challenge_zone else None
+        if self.acme_challenge_zone is not None and self.acme_challenge_zone.is_subdomain(self.origin):
+            raise BadZone("acme_zone_inside", f"ACME challenge zone {self.acme_challenge_zone} is inside "
+                                              f"zone {self.origin}; give a zone this server does not serve")
         if not 1 <= ttl_s <= 86400:
             raise BadZone("bad_ttl", f"TTL {ttl_s} s is not within 1..86400")
         self.ttl_s = ttl_s
@@ -267,6 +282,12 @@ class Zone:
             while name.is_subdomain(self.origin) and name not in self.names:
                 self.names.add(name)  # the name and its ancestors (empty non-terminals exist, RFC 8020)
                 name = name.parent()
+        self.acme_targets: dict[dns.name.Name, dns.rdata.Rdata] = {}
+        if self.acme_challenge_zone is not None:
+            for name in {self.origin, self.mesh_name}:
+                relative = dns.name.Name((ACME_LABEL, *name.relativize(self.origin).labels))
+                self.acme_targets[dns.name.Name((ACME_LABEL, *name.labels))] = dns.rdata.from_text(
+                    _IN, dns.rdatatype.CNAME, relative.derelativize(self.acme_challenge_zone).to_text())
 
 
 def _address_rdata(address: IPAddress) -> dns.rdata.Rdata:
@@ -275,8 +296,9 @@ def _address_rdata(address: IPAddress) -> dns.rdata.Rdata:
 
 QuestionKey = tuple
 """What a response depends on in its query, from question_key()."""
-CacheKey = QuestionKey | tuple[QuestionKey, tuple[int, int]]
-"""A question key, with the resolver's network (source_prefix) when the answer was chosen by it."""
+CacheKey = tuple
+"""A question key (with TCP_PAYLOAD for a TCP query), with the resolver's network (source_prefix) when the
+answer was chosen by it."""
 
 
 def question_key(data: bytes) -> QuestionKey | None:
@@ -430,26 +452,29 @@ class GeoDNS:
         self.cache.clear()
         return True
 
-    def respond(self, data: bytes, source: str) -> bytes | None:
-        """The response to the UDP datagram ``data`` from resolver address ``source``
-        (text, as the socket reports it), or None to send nothing. Never raises.
+    def respond(self, data: bytes, source: str, *, tcp: bool = False) -> bytes | None:
+        """The response to the query ``data`` (a UDP datagram, or a TCP message without its
+        length prefix when ``tcp``) from resolver address ``source`` (text, as the socket
+        reports it), or None to send nothing. Never raises.
 
-        Responses fit the UDP payload the query allows (512 bytes without EDNS, else
-        the advertised size up to UDP_PAYLOAD), truncated with TC set otherwise.
+        UDP responses fit the payload the query allows (512 bytes without EDNS, else the
+        advertised size up to UDP_PAYLOAD), truncated with TC set otherwise, so the client
+        retries over TCP (RFC 7766 5); TCP responses may be up to TCP_PAYLOAD bytes.
         A malformed query gets a FORMERR header (12 bytes, no larger than the query).
         """
         question = question_key(data)
         if question is not None:
-            cached = self.cache.get(question)
+            key = (question, TCP_PAYLOAD) if tcp else question  # TCP answers are never truncated
+            cached = self.cache.get(key)
             if cached is None:
-                cached = self.cache.get((question, source_prefix(source)))
+                cached = self.cache.get((key, source_prefix(source)))
             if cached is not None:
                 self.cache_hits += 1
                 end = 12 + len(question[0])
                 return data[:2] + cached[2:12] + data[12:end] + cached[end:]
-        return self._render(data, source, question)
+        return self._render(data, source, question, tcp)
 
-    def _render(self, data: bytes, source: str, question: QuestionKey | None) -> bytes | None:
+    def _render(self, data: bytes, source: str, question: QuestionKey | None, tcp: bool) -> bytes | None:
         self.cache_misses += 1
         try:
             query = parse_query(data)
@@ -460,12 +485,16 @@ class GeoDNS:
             self.formerr[exc.reason] += 1
             return formerr(data)
         response, from_source = self.answer(query, ipaddress.ip_address(source))
-        limit = min(max(query.payload, 512), UDP_PAYLOAD) if query.edns >= 0 else 512
+        if tcp:
+            limit = TCP_PAYLOAD
+        else:
+            limit = min(max(query.payload, 512), UDP_PAYLOAD) if query.edns >= 0 else 512
         wire = response.to_wire(max_size=limit, prefer_truncation=True)
         rcode = response.rcode()
         self.rcodes[dns.rcode.to_text(rcode)] += 1
         if rcode == dns.rcode.NOERROR and question is not None:
-            self.cache.put((question, source_prefix(source)) if from_source else question, question, wire)
+            key = (question, TCP_PAYLOAD) if tcp else question
+            self.cache.put((key, source_prefix(source)) if from_source else key, question, wire)
         return wire
 
     def answer(self, query: dns.message.Message, source: IPAddress) -> tuple[dns.message.Message, bool]:
@@ -500,7 +529,9 @@ class GeoDNS:
             response.set_rcode(dns.rcode.REFUSED)
         else:
             response.flags |= dns.flags.AA
-            if qname not in zone.names:
+            if qname in zone.acme_targets:  # RFC 1034 3.6.2: a CNAME answers every type
+                response.answer.append(dns.rrset.from_rdata(qname, zone.ttl_s, zone.acme_targets[qname]))
+            elif qname not in zone.names:
                 response.set_rcode(dns.rcode.NXDOMAIN)
             elif qtype == dns.rdatatype.ANY:
                 response.answer.append(dns.rrset.from_text(qname, zone.ttl_s, _IN, dns.rdatatype.HINFO,

@@ -4,4 +4,4 @@
 # and the voicemesh CLI. All in tests/test_deploy.py and tests/test_terraform.py, so `make test` runs them too.
 .PHONY: infra-check
 infra-check: setup
-	$(BIN)/pytest -q -rs tests/test_deploy.py tests/test_terraform.py
+	$(BIN)/pytest -q -rs tests/test_deploy.py tests/test_deploy_operations.py tests/test_terraform.py

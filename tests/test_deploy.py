@@ -46,7 +46,11 @@ def test_unit_runs_the_image_with_the_prepared_config():
     prepare = load_prepare()
     env = prepare.env_file("repo/voicemesh:0.2.0", {"args": ["edge", "--config", "/run/voicemesh/config.toml"]})
     assert env.splitlines() == ["VOICEMESH_IMAGE=repo/voicemesh:0.2.0", "VOICEMESH_DOCKER_OPTS=",
-                                "VOICEMESH_ARGS=edge --config /run/voicemesh/config.toml"]
+                                "VOICEMESH_ARGS=edge --config /run/voicemesh/config.toml",
+                                "OTEL_EXPORTER_OTLP_ENDPOINT="]
+    traced = prepare.env_file("repo/voicemesh:0.2.0", {"args": ["dns"]}, "http://127.0.0.1:4317")
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317" in traced.splitlines()
+    assert "--env OTEL_EXPORTER_OTLP_ENDPOINT " in unit  # the env file's value reaches the container
 
 
 def test_prepare_fills_only_known_placeholders():

@@ -101,8 +101,8 @@ async def eventually(predicate, what: str, deadline_s: float = 20.0) -> None:
 
 
 def config(**fields) -> DnsConfig:
-    return DnsConfig(bind="127.0.0.1:0", geoip_db=str(MAXMIND_TEST_DB), default_edge="edge-fra",
-                     ns="ns1.voicemesh.test=127.0.0.1", **fields)
+    return DnsConfig(**{"bind": "127.0.0.1:0", "geoip_db": str(MAXMIND_TEST_DB), "default_edge": "edge-fra",
+                        "ns": "ns1.voicemesh.test=127.0.0.1", **fields})
 
 
 @pytest.fixture
@@ -333,3 +333,146 @@ async def test_voicemesh_dns_runs_as_a_process_against_etcd(etcd, tmp_path):
 def test_the_topology_gives_the_zone_and_mesh_name():
     assert topology_defaults(str(REPO / "infra" / "topology.json")) == {"zone": "voicemesh.test",
                                                                          "mesh_name": "rtc.voicemesh.test"}
+
+
+# DNS over TCP (RFC 7766) and the ACME DNS-01 CNAME.
+
+async def tcp_connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def tcp_exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       *queries: dns.message.Message) -> list[dns.message.Message]:
+    """Write every query, length-prefixed, in one segment (pipelined), then read as many responses."""
+    writer.write(b"".join(len(w).to_bytes(2, "big") + w for w in (q.to_wire() for q in queries)))
+    await writer.drain()
+    responses = []
+    for _ in queries:
+        length = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), 10), "big")
+        responses.append(dns.message.from_wire(await asyncio.wait_for(reader.readexactly(length), 10)))
+    return responses
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """True if the server closes the connection (EOF) with nothing sent; a generous wait otherwise."""
+    try:
+        return await asyncio.wait_for(reader.read(1), 10) == b""
+    except (TimeoutError, ConnectionResetError):
+        return False
+
+
+async def test_dig_over_tcp_gets_the_udp_answers_and_pipelined_queries_are_answered_in_turn(mesh):
+    server, _ = mesh
+    port = server.address[1]
+    answer = await dig(port, "+tcp", "rtc.voicemesh.test", "A", f"+subnet={CHANGCHUN}")
+    assert (answer.status, answer.addresses, answer.client_subnet) == ("NOERROR", [host("nrt")], f"{CHANGCHUN}/24")
+    assert (await dig(port, "+tcp", "nope.voicemesh.test")).status == "NXDOMAIN"
+    reader, writer = await tcp_connect(port)
+    queries = [dns.message.make_query(name, "A", id=n) for n, name in
+               enumerate(["rtc.voicemesh.test", "ns1.voicemesh.test", "nope.voicemesh.test"], 1)]
+    responses = await tcp_exchange(reader, writer, *queries)
+    assert [(r.id, dns.rcode.to_text(r.rcode())) for r in responses] == [(1, "NOERROR"), (2, "NOERROR"),
+                                                                        (3, "NXDOMAIN")]
+    assert responses[1].answer[0][0].address == "127.0.0.1"
+    writer.close()
+    assert server.stats()["tcp"]["queries"] >= 5
+
+
+MANY_NS = ",".join(f"ns{n}.voicemesh.test=127.0.1.{n}" for n in range(1, 41))
+
+
+@pytest.mark.parametrize("mesh", [{"ns": MANY_NS}], indirect=True)
+async def test_an_answer_too_big_for_udp_is_truncated_and_whole_over_tcp(mesh):
+    server, _ = mesh
+    port = server.address[1]
+    udp = await dig(port, "+noedns", "+ignore", "voicemesh.test", "NS")  # 40 NS records do not fit 512 bytes
+    assert "tc" in udp.flags and len(udp.answer) < 40
+    retried = await dig(port, "+noedns", "voicemesh.test", "NS")  # dig retries over TCP on TC (RFC 7766 5)
+    assert "tc" not in retried.flags and len(retried.answer) == 40
+    tcp = await dig(port, "+tcp", "+noedns", "voicemesh.test", "NS")  # the truncated UDP answer is cached apart
+    assert len(tcp.answer) == 40
+
+
+@pytest.mark.parametrize("mesh", [{"tcp_idle_timeout_s": 0.2}], indirect=True)
+async def test_an_idle_tcp_connection_is_closed(mesh):
+    server, _ = mesh
+    reader, writer = await tcp_connect(server.address[1])
+    assert await closed_by_server(reader)
+    writer.close()
+    half, writer = await tcp_connect(server.address[1])
+    writer.write(b"\x00\x20\x00")  # a length and one byte of the 32 announced, then nothing
+    assert await closed_by_server(half)
+    writer.close()
+    assert server.stats()["tcp"]["closed"]["idle"] == 2
+
+
+@pytest.mark.parametrize("mesh", [{"tcp_max_per_source": 2}], indirect=True)
+async def test_tcp_connections_over_the_per_source_limit_are_closed_and_the_others_answered(mesh):
+    server, _ = mesh
+    port = server.address[1]
+    held = [await tcp_connect(port) for _ in range(2)]
+    await eventually(lambda: asyncio.sleep(0, server.tcp.connections == 2), "two connections accepted")
+    reader, writer = await tcp_connect(port)
+    assert await closed_by_server(reader)
+    writer.close()
+    for held_reader, held_writer in held:
+        (response,) = await tcp_exchange(held_reader, held_writer, dns.message.make_query("rtc.voicemesh.test", "A"))
+        assert response.rcode() == dns.rcode.NOERROR
+        held_writer.close()
+    assert server.stats()["tcp"]["refused"] == {"per_source": 1}
+
+
+@pytest.mark.parametrize("mesh", [{"tcp_max_connections": 2}], indirect=True)
+async def test_tcp_connections_over_the_total_limit_are_closed(mesh):
+    server, _ = mesh
+    port = server.address[1]
+    held = [await tcp_connect(port) for _ in range(2)]
+    await eventually(lambda: asyncio.sleep(0, server.tcp.connections == 2), "two connections accepted")
+    reader, writer = await tcp_connect(port)
+    assert await closed_by_server(reader)
+    writer.close()
+    for _, held_writer in held:
+        held_writer.close()
+    await eventually(lambda: asyncio.sleep(0, server.tcp.connections == 0), "the held connections to close")
+    (response,) = await tcp_exchange(*await tcp_connect(port), dns.message.make_query("rtc.voicemesh.test", "A"))
+    assert response.rcode() == dns.rcode.NOERROR
+    assert server.stats()["tcp"]["refused"] == {"total": 1}
+
+
+@pytest.mark.parametrize("mesh", [{"tcp_max_query_bytes": 512}], indirect=True)
+async def test_a_tcp_query_over_the_size_limit_closes_its_connection_unanswered(mesh):
+    server, _ = mesh
+    port = server.address[1]
+    padded = dns.message.make_query("rtc.voicemesh.test", "A", use_edns=0, pad=1024)  # valid, RFC 7830 padding
+    assert len(padded.to_wire()) > 512
+    reader, writer = await tcp_connect(port)
+    writer.write(len(padded.to_wire()).to_bytes(2, "big") + padded.to_wire())
+    assert await closed_by_server(reader)
+    writer.close()
+    (response,) = await tcp_exchange(*await tcp_connect(port), dns.message.make_query("rtc.voicemesh.test", "A"))
+    assert response.rcode() == dns.rcode.NOERROR
+    assert server.stats()["tcp"]["closed"]["oversize"] == 1
+
+
+@pytest.mark.parametrize("mesh", [{"acme_challenge_zone": "acme-validation.example.net"}], indirect=True)
+async def test_acme_challenge_names_are_a_cname_into_the_validation_zone(mesh):
+    server, _ = mesh
+    port = server.address[1]
+    for transport in ("+notcp", "+tcp"):
+        txt = await dig(port, transport, "_acme-challenge.rtc.voicemesh.test", "TXT")
+        assert (txt.status, "aa" in txt.flags) == ("NOERROR", True)
+        assert txt.answer == ["_acme-challenge.rtc.voicemesh.test. 30 IN CNAME "
+                              "_acme-challenge.rtc.acme-validation.example.net."]
+    apex = await dig(port, "_ACME-Challenge.voicemesh.test", "TXT")
+    assert apex.answer == ["_ACME-Challenge.voicemesh.test. 30 IN CNAME _acme-challenge.acme-validation.example.net."]
+    assert (await dig(port, "_acme-challenge.nope.voicemesh.test", "TXT")).status == "NXDOMAIN"
+
+
+async def test_without_a_validation_zone_acme_challenge_names_do_not_exist(mesh):
+    server, _ = mesh
+    assert (await dig(server.address[1], "_acme-challenge.rtc.voicemesh.test", "TXT")).status == "NXDOMAIN"
+
+
+def test_an_acme_validation_zone_inside_the_zone_is_refused():
+    with pytest.raises(ValueError, match="acme zone inside"):
+        DnsServer.from_config(config(acme_challenge_zone="acme.voicemesh.test"))

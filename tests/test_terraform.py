@@ -42,7 +42,7 @@ def terraform(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``terraform args...`` in ``cwd`` through tools/terraform.py; fails the test on a non-zero exit."""
     plain = ["-no-color"] if args[0] in ("init", "validate", "test", "apply") else []
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "terraform.py"), args[0], *plain, *args[1:]],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
+                          cwd=cwd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"terraform {' '.join(args)} in {cwd}:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -278,7 +278,7 @@ def test_edge_host_runs_the_geo_dns_server_for_the_zone(hosts):
     cfg = config.build(DnsConfig, args, document["dns"], env={})
     assert args.command == "dns"
     assert (cfg.zone, cfg.mesh_name) == (TOPOLOGY["zone"], f"{TOPOLOGY['mesh_name']}.{TOPOLOGY['zone']}")
-    assert parse_hostport(cfg.bind) == ("0.0.0.0", PORTS["dns"])
+    assert parse_hostport(cfg.bind) == (FACTS["private_ip"], PORTS["dns"])  # its own address, not a stub's 0.0.0.0
     assert (cfg.geoip_db, cfg.default_edge) == ("/var/lib/voicemesh/GeoLite2-City.mmdb", "edge-lon-1")
     assert dns["parameters"] == {"dns.ns": "/voicemesh/name-servers"}
     assert dns["files"] == {cfg.geoip_db: "s3://geo/GeoLite2-City.mmdb"}

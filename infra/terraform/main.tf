@@ -31,15 +31,18 @@ locals {
       whip_tls    = aws_secretsmanager_secret.whip_tls.name
       registry_ca = aws_secretsmanager_secret.registry_ca.name
     }
-    node_secret_prefix = local.node_secret_prefix
-    arn                = local.arn
-    account            = local.account
-    instance_types     = var.instance_types
-    instance_profiles  = { for role, profile in aws_iam_instance_profile.host : role => profile.name }
-    transceivers       = var.transceivers
-    agents             = var.agents
-    agent_endpoints    = var.agent_endpoints
-    etcd_image         = var.etcd_image
+    node_secret_prefix   = local.node_secret_prefix
+    arn                  = local.arn
+    account              = local.account
+    instance_types       = var.instance_types
+    instance_profiles    = { for role, profile in aws_iam_instance_profile.host : role => profile.name }
+    transceivers         = var.transceivers
+    agents               = var.agents
+    agent_endpoints      = var.agent_endpoints
+    etcd_image           = var.etcd_image
+    amis                 = var.amis
+    otel_collector_image = var.otel_collector_image
+    acme                 = local.acme
   }
 
   regions = [

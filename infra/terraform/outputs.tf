@@ -22,3 +22,8 @@ output "secrets" {
   description = "Secrets Manager names to put values in: token_keys (\"id:hex,...\"), api_keys (\"id:secret,...\"), whip_tls ({\"cert\", \"key\"}), registry_ca ({\"cert\", \"key\"})."
   value       = local.mesh.secrets
 }
+
+output "alarm_topic" {
+  description = "ARN of the SNS topic every alarm notifies (us-east-1)."
+  value       = aws_sns_topic.alarms.arn
+}

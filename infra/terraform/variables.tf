@@ -55,8 +55,8 @@ variable "edge_hosts" {
 }
 
 variable "transceivers" {
-  description = "Each core region's transceiver fleet: min and max hosts, workers per host (one per vCPU), capacity (sessions per worker), cpu_target (percent average CPU the autoscaling keeps)."
-  type        = object({ min = number, max = number, workers = number, capacity = number, cpu_target = number })
+  description = "Each core region's transceiver fleet: min and max hosts, workers per host (one per vCPU), capacity (sessions per worker), cpu_target (percent average CPU the autoscaling keeps), max_session_s (the longest call in seconds; a terminating host drains that long at most)."
+  type        = object({ min = number, max = number, workers = number, capacity = number, cpu_target = number, max_session_s = optional(number, 14400) })
   default     = { min = 2, max = 20, workers = 2, capacity = 50, cpu_target = 50 }
 }
 
@@ -82,4 +82,39 @@ variable "etcd_image" {
   description = "Container image of etcd for the core regions' clusters."
   type        = string
   default     = "gcr.io/etcd-development/etcd:v3.5.21"
+}
+
+variable "amis" {
+  description = "The Amazon Linux 2023 (x86_64) AMI every host runs, by AWS region: pinned, and changed on purpose, one region per apply (infra/README.md: rolling changes). Find the current one with: aws ssm get-parameter --region <region> --name /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64."
+  type        = map(string)
+
+  validation {
+    condition     = alltrue([for ami in values(var.amis) : can(regex("^ami-[0-9a-f]{8,17}$", ami))])
+    error_message = "Each amis value must be an AMI id (ami- and 8 to 17 hex digits)."
+  }
+}
+
+variable "otel_collector_image" {
+  description = "Container image of the OpenTelemetry collector each host runs beside its parts (deploy/otel-collector.service: metrics to CloudWatch, traces to X-Ray); empty runs none and the parts export nothing."
+  type        = string
+  default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.41.1"
+}
+
+variable "alarm_emails" {
+  description = "Addresses the alarm topic (SNS, us-east-1) mails; each must confirm its subscription. Subscribe a pager to the topic's ARN (output alarm_topic) instead where you have one."
+  type        = list(string)
+  default     = []
+}
+
+variable "acme" {
+  description = "Renew the WHIP certificate by ACME DNS-01 on the edges: zone (a validation zone outside the mesh's zone, created in Route 53; delegate it), email (the ACME account's), server (ACME directory URL), renew_days (renew when the certificate expires within this many days), renew_hour (UTC hour of the first edge's slot; each next edge host runs 10 minutes later), lego_image. null: the whip-tls secret is filled by hand."
+  type = object({
+    zone       = string
+    email      = string
+    server     = optional(string, "https://acme-v02.api.letsencrypt.org/directory")
+    renew_days = optional(number, 30)
+    renew_hour = optional(number, 3)
+    lego_image = optional(string, "goacme/lego:v4.19.2")
+  })
+  default = null
 }

@@ -90,7 +90,8 @@ TRANSCEIVER_HELP = {
 DNS_HELP = {
     "zone": "the zone this server is authoritative for",
     "mesh_name": "the name answered with the nearest healthy edge (in the zone)",
-    "bind": "UDP address to answer on (host:port; [::]:port for IPv4 and IPv6)",
+    "bind": "UDP and TCP address to answer on (host:port; [::]:port for IPv4 and IPv6); a deploy binds the "
+            "host's own address, never 0.0.0.0, which would take the port from a local stub resolver",
     "geoip_db": "GeoIP2/GeoLite2 City .mmdb file; empty sends every client to the default edge",
     "default_edge": "node id of the edge for clients with no location",
     "ttl_s": "TTL of every answer and of negative answers (seconds)",
@@ -109,6 +110,13 @@ DNS_HELP = {
     "rrl_ipv4_prefix": "IPv4 prefix length that names one client for rate limiting",
     "rrl_ipv6_prefix": "IPv6 prefix length that names one client for rate limiting",
     "rrl_max_entries": "most rate-limit buckets kept (least recently used evicted)",
+    "tcp": "answer over TCP as well as UDP (RFC 7766)",
+    "tcp_idle_timeout_s": "close a TCP connection with no whole query, or an unread response, for this long (s)",
+    "tcp_max_connections": "most TCP connections open at once; more are closed as accepted",
+    "tcp_max_per_source": "most TCP connections open from one address; more are closed as accepted",
+    "tcp_max_query_bytes": "a longer query over TCP closes its connection (bytes)",
+    "acme_challenge_zone": "answer _acme-challenge.<mesh name> and _acme-challenge.<zone> with a CNAME into this "
+                           "zone, where an ACME client writes the DNS-01 TXT records (empty: no CNAME)",
 }
 
 

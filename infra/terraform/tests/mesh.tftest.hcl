@@ -55,6 +55,10 @@ variables {
   release          = "0.1.0"
   geoip_db_s3_uri  = "s3://voicemesh-geoip/GeoLite2-City.mmdb"
   parent_zone_id   = "Z0123456789EXAMPLE"
+  amis = {
+    for region in ["ap-northeast-1", "ap-south-1", "ap-southeast-1", "ap-southeast-2", "eu-central-1", "eu-west-2", "sa-east-1", "us-east-1", "us-west-1"] :
+    region => "ami-0123456789abcdef0"
+  }
 }
 
 run "every_region_of_the_topology" {

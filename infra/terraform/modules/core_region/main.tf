@@ -12,6 +12,8 @@ locals {
   last_port        = { backbone = local.p.backbone_udp + var.transceivers.workers - 1, http = local.p.transceiver_http + var.transceivers.workers - 1 }
   plan_parameter   = "/${var.name}/registry/${var.core.name}"
   enroll_hook      = "enroll"
+  drain_hook       = "drain"
+  transceiver_asg  = "${local.prefix}-transceiver"
 
   # What the registrar (deploy/voicemesh-registrar) makes: etcd users and the certificates of the
   # edges whose home region this is and of the DNS servers on them, the agents' server certificate,
@@ -261,6 +263,7 @@ module "transceiver_config" {
     token_keys_secret    = var.token_keys_secret
     node_secret_prefix   = var.node_secret_prefix
   }
+  lifecycle_hook = { asg = local.transceiver_asg, hook = local.drain_hook, max_session_s = var.transceivers.max_session_s }
 }
 
 resource "aws_launch_template" "transceiver" {
@@ -285,7 +288,7 @@ resource "aws_launch_template" "transceiver" {
 }
 
 resource "aws_autoscaling_group" "transceiver" {
-  name                = "${local.prefix}-transceiver"
+  name                = local.transceiver_asg
   min_size            = var.transceivers.min
   max_size            = var.transceivers.max
   vpc_zone_identifier = var.subnet_ids
@@ -304,11 +307,32 @@ resource "aws_autoscaling_group" "transceiver" {
     heartbeat_timeout    = 600
   }
 
-  # A new launch template (new AMI or settings) replaces hosts a few at a time.
+  # A terminating host (scale-in or refresh) waits in Terminating:Wait while its calls end:
+  # deploy/voicemesh-lifecycle on the host drains its parts, records heartbeats and completes the
+  # action once no part runs, or after max_session_s. The heartbeat timeout is AWS's largest (2 h);
+  # the action's global timeout (100 heartbeats or 48 h) is longer than any call.
+  initial_lifecycle_hook {
+    name                 = local.drain_hook
+    lifecycle_transition = "autoscaling:EC2_INSTANCE_TERMINATING"
+    default_result       = "CONTINUE"
+    heartbeat_timeout    = min(var.transceivers.max_session_s, 7200)
+  }
+
+  # Hosts with live calls protect themselves from scale-in (deploy/voicemesh-lifecycle), so a
+  # scale-in only takes idle hosts.
+  protect_from_scale_in = false
+
+  # A new launch template (new AMI or settings) replaces hosts a few at a time: a new host is
+  # launched before an old one is taken out (max_healthy_percentage 110), and protected (busy)
+  # hosts are refreshed too, each through the drain hook above.
   instance_refresh {
     strategy = "Rolling"
     preferences {
-      min_healthy_percentage = 90
+      min_healthy_percentage       = 90
+      max_healthy_percentage       = 110
+      scale_in_protected_instances = "Refresh"
+      standby_instances            = "Wait"
+      instance_warmup              = 120
     }
   }
 

@@ -38,3 +38,13 @@ output "backbone_ingress" {
     transceiver = sort([for rule in aws_vpc_security_group_ingress_rule.transceiver : "${rule.ip_protocol} ${rule.cidr_ipv4}:${rule.from_port}-${rule.to_port}"])
   }
 }
+
+output "rolling" {
+  description = "How the transceiver group changes without dropping calls: image_id (the pinned AMI of its launch template), the lifecycle hooks, the instance refresh and the drain settings each host's voicemesh-lifecycle gets."
+  value = {
+    image_id         = aws_launch_template.transceiver.image_id
+    hooks            = aws_autoscaling_group.transceiver.initial_lifecycle_hook
+    instance_refresh = aws_autoscaling_group.transceiver.instance_refresh
+    drain            = { asg = local.transceiver_asg, hook = local.drain_hook, max_session_s = var.transceivers.max_session_s }
+  }
+}

@@ -77,8 +77,8 @@ variable "token_keys_secret" {
 }
 
 variable "transceivers" {
-  description = "The transceiver fleet: min and max hosts, workers per host (one per core), capacity (sessions per worker), cpu_target (percent the autoscaling keeps the fleet's average CPU at)."
-  type        = object({ min = number, max = number, workers = number, capacity = number, cpu_target = number })
+  description = "The transceiver fleet: min and max hosts, workers per host (one per core), capacity (sessions per worker), cpu_target (percent the autoscaling keeps the fleet's average CPU at), max_session_s (the longest call in seconds: how long a terminating host drains)."
+  type        = object({ min = number, max = number, workers = number, capacity = number, cpu_target = number, max_session_s = optional(number, 14400) })
 }
 
 variable "agents" {

@@ -74,6 +74,9 @@ module "host_config" {
     lon         = var.edge.lon
     node_secret = "${var.host_edge.node_secret_prefix}${each.key}"
   })
+  acme = var.acme == null ? null : merge({ for k, v in var.acme : k => v if k != "first_slot" }, {
+    slot = var.acme.first_slot + index(sort(keys(local.hosts)), each.key)
+  })
 }
 
 # Each host's etcd client certificates (its edge user's and dns'), which the registrar of its home

@@ -80,3 +80,9 @@ variable "mesh_fqdn" {
   description = "The name callers use (rtc.<zone>): the Host and SNI of the health checks."
   type        = string
 }
+
+variable "acme" {
+  description = "The WHIP certificate's renewal (host_config's acme without slot) and first_slot, this PoP's first host's slot (the hosts take consecutive slots); null: none."
+  type        = any
+  default     = null
+}

@@ -6,9 +6,11 @@
 # certificate's CN, registry/access.py) and the config keys that take its files.
 
 locals {
-  deploy      = "${path.module}/../../../../deploy"
-  config_args = ["--config", "/run/voicemesh/config.toml"]
-  p           = var.common.ports
+  deploy        = "${path.module}/../../../../deploy"
+  config_args   = ["--config", "/run/voicemesh/config.toml"]
+  otel          = var.common.otel_collector_image != "" && var.role != "etcd"
+  otel_endpoint = "http://127.0.0.1:4317"
+  p             = var.common.ports
 
   registry_pki = { registry_ca = "ca", registry_cert = "cert", registry_key = "key" }
   agent_pki    = { "transceiver.agent_ca" = "ca", "transceiver.agent_cert" = "cert", "transceiver.agent_key" = "key" }
@@ -53,9 +55,11 @@ locals {
         dns = {
           zone         = e.zone
           mesh_name    = e.mesh_name
-          bind         = "0.0.0.0:${local.p.dns}"
+          bind         = "{private_ip}:${local.p.dns}" # the host's own address (EC2 maps the public one to it), not a stub resolver's 0.0.0.0
           geoip_db     = "/var/lib/voicemesh/GeoLite2-City.mmdb"
           default_edge = e.node_id
+          # ACME DNS-01: _acme-challenge.<mesh name> is a CNAME into the validation zone.
+          acme_challenge_zone = var.acme == null ? "" : var.acme.zone
         }
       }
     }
@@ -82,9 +86,12 @@ locals {
           backbone  = "{private_ip}:${local.p.backbone_udp + n}"
           http      = "{private_ip}:${local.p.transceiver_http + n}"
           capacity  = var.transceiver.capacity
-          agent     = var.transceiver.agent
-          lat       = var.transceiver.lat
-          lon       = var.transceiver.lon
+          # A part stopped by deploy/voicemesh-lifecycle drains for as long as the longest call.
+          drain_timeout_s = var.lifecycle_hook == null ? 30 : var.lifecycle_hook.max_session_s
+          max_session_s   = var.lifecycle_hook == null ? 14400 : var.lifecycle_hook.max_session_s
+          agent           = var.transceiver.agent
+          lat             = var.transceiver.lat
+          lon             = var.transceiver.lon
         }
       }
     }
@@ -107,6 +114,8 @@ locals {
     release_parameter = var.common.release_parameter
     container_uid     = 10001
     parts             = local.parts
+    # Every part exports to the host's collector sidecar (deploy/otel-collector.service).
+    otel_endpoint = local.otel ? local.otel_endpoint : ""
     }, var.etcd == null ? {} : {
     registrar = {
       ca_secret        = var.etcd.ca_secret
@@ -150,14 +159,47 @@ locals {
     { path = "/etc/systemd/system/voicemesh-registry-init.timer", permissions = "0644", content = file("${local.deploy}/voicemesh-registry-init.timer") },
   ]
 
+  lifecycle_files = var.lifecycle_hook == null ? [] : [
+    { path = "/etc/voicemesh/lifecycle.json", permissions = "0644", content = jsonencode(merge(var.lifecycle_hook, { aws_region = var.common.aws_region })) },
+    { path = "/usr/local/bin/voicemesh-lifecycle", permissions = "0755", content = file("${local.deploy}/voicemesh-lifecycle") },
+    { path = "/etc/systemd/system/voicemesh-lifecycle.service", permissions = "0644", content = file("${local.deploy}/voicemesh-lifecycle.service") },
+    { path = "/etc/systemd/system/voicemesh-lifecycle.timer", permissions = "0644", content = file("${local.deploy}/voicemesh-lifecycle.timer") },
+  ]
+
+  otel_files = !local.otel ? [] : [
+    { path = "/etc/voicemesh/otel.env", permissions = "0644", content = "OTEL_COLLECTOR_IMAGE=${var.common.otel_collector_image}\nAWS_REGION=${var.common.aws_region}\n" },
+    { path = "/etc/voicemesh/otel-collector.yaml", permissions = "0644", content = file("${local.deploy}/otel-collector.yaml") },
+    { path = "/etc/systemd/system/otel-collector.service", permissions = "0644", content = file("${local.deploy}/otel-collector.service") },
+  ]
+
+  acme_minutes = var.acme == null ? 0 : var.acme.renew_hour * 60 + var.acme.slot * 10
+  acme_files = var.acme == null || var.role != "edge" ? [] : [
+    { path = "/etc/voicemesh/acme.json", permissions = "0644", content = jsonencode({
+      domain     = var.edge.mesh_name, email = var.acme.email, server = var.acme.server, zone_id = var.acme.zone_id,
+      tls_secret = var.edge.whip_tls_secret, aws_region = var.common.aws_region, renew_days = var.acme.renew_days,
+      lego_image = var.acme.lego_image
+    }) },
+    { path = "/usr/local/bin/voicemesh-cert-renew", permissions = "0755", content = file("${local.deploy}/voicemesh-cert-renew") },
+    { path = "/etc/systemd/system/voicemesh-cert-renew.service", permissions = "0644", content = file("${local.deploy}/voicemesh-cert-renew.service") },
+    # This host's slot: daily at renew_hour plus 10 minutes per slot (UTC), so no two edges renew or reload together.
+    { path = "/etc/systemd/system/voicemesh-cert-renew.timer", permissions = "0644", content = join("\n", [
+      "[Unit]", "Description=voicemesh WHIP certificate renewal at this edge's slot", "",
+      "[Timer]", format("OnCalendar=*-*-* %02d:%02d:00 UTC", floor(local.acme_minutes / 60) % 24, local.acme_minutes % 60),
+      "Persistent=false", "", "[Install]", "WantedBy=timers.target", ""
+    ]) },
+  ]
+
   units = var.role == "etcd" ? ["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer"] : concat(
     [for name, part in local.parts : "voicemesh@${name}" if name != "whip-tls"],
     var.role == "edge" ? ["nginx"] : [],
+    var.lifecycle_hook == null ? [] : ["voicemesh-lifecycle.timer"],
+    local.otel ? ["otel-collector"] : [],
+    length(local.acme_files) > 0 ? ["voicemesh-cert-renew.timer"] : [],
   )
 
   cloud_config = "#cloud-config\n${yamlencode({
     packages    = var.role == "edge" ? ["docker", "nginx"] : ["docker"]
-    write_files = concat(local.voicemesh_files, local.part_files, local.edge_files, local.etcd_files)
+    write_files = concat(local.voicemesh_files, local.part_files, local.edge_files, local.etcd_files, local.lifecycle_files, local.otel_files, local.acme_files)
     runcmd = [
       ["mkdir", "-p", "/var/lib/voicemesh", "/run/voicemesh"],
       ["systemctl", "daemon-reload"],

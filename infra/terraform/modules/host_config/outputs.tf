@@ -25,5 +25,5 @@ output "transceiver_users" {
 
 output "files" {
   description = "The files the cloud-config writes, by path: content."
-  value       = { for f in concat(local.voicemesh_files, local.part_files, local.edge_files, local.etcd_files) : f.path => f.content }
+  value       = { for f in concat(local.voicemesh_files, local.part_files, local.edge_files, local.etcd_files, local.lifecycle_files, local.otel_files, local.acme_files) : f.path => f.content }
 }

@@ -9,12 +9,13 @@ variable "role" {
 }
 
 variable "common" {
-  description = "Settings every host shares: aws_region, image_repository (without tag), release_parameter (SSM name holding the image tag) and ports (the topology's)."
+  description = "Settings every host shares: aws_region, image_repository (without tag), release_parameter (SSM name holding the image tag), ports (the topology's) and otel_collector_image (the host's OpenTelemetry collector sidecar; empty for none)."
   type = object({
-    aws_region        = string
-    image_repository  = string
-    release_parameter = string
-    ports             = map(number)
+    aws_region           = string
+    image_repository     = string
+    release_parameter    = string
+    ports                = map(number)
+    otel_collector_image = optional(string, "")
   })
 }
 
@@ -79,6 +80,31 @@ variable "etcd" {
     server_name    = string
     ca_secret      = string
     plan_parameter = string
+  })
+  default = null
+}
+
+variable "lifecycle_hook" {
+  description = "For role transceiver: the Auto Scaling group (asg) and its termination lifecycle hook (hook) that deploy/voicemesh-lifecycle completes once the host's calls have ended, and max_session_s (seconds: the longest call, so the longest drain); null runs no lifecycle timer."
+  type = object({
+    asg           = string
+    hook          = string
+    max_session_s = number
+  })
+  default = null
+}
+
+variable "acme" {
+  description = "For role edge: the WHIP certificate's renewal by ACME DNS-01 (deploy/voicemesh-cert-renew): zone (the validation zone the geo DNS CNAMEs _acme-challenge names into), zone_id (its Route 53 id), email, server (ACME directory URL), renew_days, lego_image, and slot (this host's turn: the renewal runs daily at renew_hour plus 10 minutes per slot, so edges reload one at a time); null: no renewal on this host."
+  type = object({
+    zone       = string
+    zone_id    = string
+    email      = string
+    server     = string
+    renew_days = number
+    renew_hour = number
+    lego_image = string
+    slot       = number
   })
   default = null
 }

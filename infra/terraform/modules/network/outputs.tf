@@ -14,3 +14,13 @@ output "private_subnet_ids" {
   value       = aws_subnet.private[*].id
   depends_on  = [aws_route.private_internet, aws_route_table_association.private]
 }
+
+output "route_table_ids" {
+  description = "Every route table of the site (public, and private where there are private subnets), for gateway endpoints."
+  value       = concat([aws_route_table.public.id], aws_route_table.private[*].id)
+}
+
+output "vpc_cidr" {
+  description = "The site's VPC CIDR."
+  value       = aws_vpc.site.cidr_block
+}

@@ -21,17 +21,18 @@ locals {
     ])
   }
 
+  # The pinned AMI (var.amis), never "the newest at plan time": a new AMI is a change made on purpose.
+  # A region without one plans with a name no AMI has, and the root's amis_are_pinned stops that plan.
+  ami_id = lookup(local.m.amis, var.aws_region, "ami-unpinned")
+
   host_common = {
     aws_region        = var.aws_region
     image_repository  = local.m.image_repository
     release_parameter = "/${local.m.name}/release"
     ports             = local.m.ports
+    # Each host runs its own collector, so telemetry stays in the host's region.
+    otel_collector_image = local.m.otel_collector_image
   }
-}
-
-data "aws_ssm_parameter" "al2023" {
-  count = length(local.sites) > 0 ? 1 : 0
-  name  = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 }
 
 # Hosts read it at every start: rolling out a release is this value, then restarts (README).
@@ -59,6 +60,17 @@ module "network" {
   core_network = var.core_network
 }
 
+module "endpoints" {
+  source          = "../endpoints"
+  for_each        = local.sites
+  name            = "${local.m.name}-${each.key}"
+  aws_region      = var.aws_region
+  vpc_id          = module.network[each.key].vpc_id
+  vpc_cidr        = module.network[each.key].vpc_cidr
+  subnet_ids      = module.network[each.key].private_subnet_ids
+  route_table_ids = module.network[each.key].route_table_ids
+}
+
 module "edge_pop" {
   source           = "../edge_pop"
   for_each         = local.edges
@@ -68,7 +80,7 @@ module "edge_pop" {
   vpc_id           = module.network[each.value.site].vpc_id
   subnet_ids       = module.network[each.value.site].public_subnet_ids
   mesh_cidrs       = local.m.mesh_cidrs
-  ami_id           = data.aws_ssm_parameter.al2023[0].insecure_value
+  ami_id           = local.ami_id
   instance_type    = local.m.instance_types.edge
   instance_profile = local.m.instance_profiles.edge
   host_common      = local.host_common
@@ -87,6 +99,10 @@ module "edge_pop" {
     whip_tls_secret        = local.m.secrets.whip_tls
     node_secret_prefix     = local.m.node_secret_prefix
   }
+  # Renewal slots in the order of the mesh's PoPs, so every edge host of the mesh has its own.
+  acme = local.m.acme == null ? null : merge(local.m.acme, {
+    first_slot = index(sort(keys(local.m.edges)), each.key) * length(each.value.hosts)
+  })
   depends_on = [aws_ssm_parameter.release]
 }
 
@@ -101,7 +117,7 @@ module "core_region" {
   vpc_cidr           = local.m.sites[each.value.site].vpc_cidr
   subnet_ids         = module.network[each.value.site].private_subnet_ids
   mesh_cidrs         = local.m.mesh_cidrs
-  ami_id             = data.aws_ssm_parameter.al2023[0].insecure_value
+  ami_id             = local.ami_id
   instance_types     = local.m.instance_types
   instance_profiles  = local.m.instance_profiles
   host_common        = local.host_common

@@ -22,3 +22,8 @@ output "edge_ingress" {
   description = "What each PoP in this region accepts from the internet: protocol and port by name."
   value       = { for id, pop in module.edge_pop : id => pop.public_ingress }
 }
+
+output "endpoints" {
+  description = "VPC endpoint service names by site."
+  value       = { for site, e in module.endpoints : site => e.services }
+}

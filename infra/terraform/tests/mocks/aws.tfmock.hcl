@@ -69,3 +69,7 @@ mock_resource "aws_ssm_document" {
 mock_resource "aws_instance" {
   defaults = { arn = "arn:aws:ec2:eu-central-1:123456789012:instance/i-0123456789abcdef0" }
 }
+
+mock_resource "aws_sns_topic" {
+  defaults = { arn = "arn:aws:sns:us-east-1:123456789012:voicemesh-alarms" }
+}

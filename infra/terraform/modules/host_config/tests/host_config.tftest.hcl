@@ -47,7 +47,7 @@ run "edge" {
     error_message = "The token keys are a Secrets Manager reference, fetched on the host."
   }
   assert {
-    condition     = jsondecode(output.host_json).parts.dns.settings.dns.bind == "0.0.0.0:53" && jsondecode(output.host_json).parts.dns.parameters["dns.ns"] == "/voicemesh/name-servers"
+    condition     = jsondecode(output.host_json).parts.dns.settings.dns.bind == "{private_ip}:53" && jsondecode(output.host_json).parts.dns.parameters["dns.ns"] == "/voicemesh/name-servers"
     error_message = "The geo DNS server listens on the topology's DNS port and learns the zone's name servers at start."
   }
   assert {
