@@ -15,6 +15,7 @@ A connected session's ICE restarts (WHIP PATCH, RFC 9725 4.3.3) with a new token
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import secrets
@@ -49,6 +50,19 @@ log = logging.getLogger("voicemesh.transceiver")
 
 AGENTS_FROM_REGISTRY = "registry"
 """TransceiverConfig.agent value: find agents in the registry instead of at a fixed address."""
+
+COLLECT_AFTER_END_S = 5.0
+"""Seconds from a session's end to the full garbage collection that frees it, joined by every session that
+ends in between: ended sessions are held at most this long, and the collection runs at most once per window.
+
+An ended session's objects (aiortc's peer connection, its ICE, DTLS and SRTP transports, their tasks and
+callbacks) are reference cycles, and they lived long enough to reach CPython's oldest generation, which it
+collects only when the objects promoted since its last full collection outnumber a quarter of those it kept.
+Left to itself, a transceiver under churn frees its ended sessions in bursts minutes apart (the Python objects
+of a hundred or more sessions and the C memory behind them); the allocator's heap grows
+to hold them and stays that large. Collected within the window, they are freed while the next sessions can
+reuse the memory. A full collection scans the objects that are not frozen: the transceiver process freezes
+what it holds at start-up (``voicemesh transceiver``), so its cost follows the live sessions."""
 
 CODECS = {"opus": agent_pb2.CODEC_OPUS, "pcm16": agent_pb2.CODEC_PCM16}
 """Agent link formats by config name: Opus as received, or PCM16 mono."""
@@ -184,6 +198,7 @@ class Transceiver:
         self.media_counters: Counter[str] = Counter()
         """The lean media path's packets and drops by reason (core/lean.py), over all sessions."""
         self._load_update: asyncio.TimerHandle | None = None
+        self._collect: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session_states = telemetry.Snapshot(self._count_states)
         meter = telemetry.meter()
@@ -242,6 +257,9 @@ class Transceiver:
         await asyncio.gather(*(self.end(s, "shutdown") for s in list(self.sessions.values())))
         if self._load_update is not None:
             self._load_update.cancel()
+        if self._collect is not None:
+            self._collect.cancel()
+            self._collect = None
         self._session_states.close()
         self.record = None
         await self.agent_link.close()
@@ -715,6 +733,8 @@ class Transceiver:
                 log.warning("claim release failed; the lease will expire it",
                             extra=session.log_extra(), exc_info=True)
         self._schedule_load_update()
+        if self._collect is None:
+            self._collect = asyncio.get_running_loop().call_later(COLLECT_AFTER_END_S, self._collect_garbage)
         session.span.set_attribute("voicemesh.session.end_reason", reason)
         session.span.end()
         log.info("session ended", extra=session.log_extra(
@@ -726,6 +746,11 @@ class Transceiver:
         for stats in (await session.pc.getStats()).values():
             if stats.type == "remote-inbound-rtp" and stats.roundTripTime is not None:
                 self._network_rtt.record(stats.roundTripTime, self._attributes())
+
+    def _collect_garbage(self) -> None:
+        """Free the sessions that ended in the last COLLECT_AFTER_END_S (a full collection; see there)."""
+        self._collect = None
+        gc.collect()
 
     def _schedule_load_update(self) -> None:
         if self._load_update is None and self.record is not None:

@@ -163,9 +163,8 @@ def test_churning_calls_leave_no_flow_session_claim_task_thread_or_descriptor(so
         assert all(count <= 0 for count in left.values()), (part, left)
 
 
-def test_churning_calls_leak_no_call_state(soak) -> None:
-    """A coarse bound: a transceiver's RSS grows by its allocator's working set over its first minutes of churn
-    (about 7 % in 60 s; `make soak` shows it level off in a sawtooth), so 60 s can only catch a leak of more
-    than about 400 KB per call (15 % of a transceiver's ~112 MB over the ~42 calls each takes). The leftover
-    counts above are exact; the 5 % goal is `make soak`'s, over 30 minutes."""
-    assert all(growth <= 15.0 for growth in soak["rss_growth_pct"].values()), soak["rss_growth_pct"]
+def test_churning_calls_grow_no_part_by_more_than_5_percent(soak) -> None:
+    """The soak goal on the 60 s run: each part's RSS after the soak within 5 % of its reading after the warm-up.
+    A transceiver frees each ended session within COLLECT_AFTER_END_S (core/transceiver.py); left to CPython's
+    own full collections, ended sessions pile up for minutes and this run's transceivers grow 7 to 9 %."""
+    assert all(growth <= 5.0 for growth in soak["rss_growth_pct"].values()), soak["rss_growth_pct"]

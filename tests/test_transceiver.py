@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import secrets
 import signal
 import subprocess
 import time
+import weakref
 
 import aiohttp
 import pytest
@@ -101,6 +103,36 @@ async def test_the_agent_stream_opens_when_the_caller_connects_not_at_the_offer(
         report = await call(mesh.whip_url, bundled_speech(), bind=LOOPBACK)
         assert report.ok and report.correlation is not None and report.correlation > 0.5, report.error
         assert "first_audio" in report.setup_ms
+
+
+@contextlib.contextmanager
+def automatic_collection_off():
+    """CPython's own collector off for the block (as it is, in effect, for the minutes between the full
+    collections of a transceiver under churn), so only an explicit ``gc.collect()`` frees reference cycles."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def test_an_ended_session_is_freed_without_waiting_for_the_collector() -> None:
+    async with embedded_mesh() as mesh:
+        with automatic_collection_off():
+            placed = asyncio.ensure_future(call(mesh.whip_url, bundled_speech(), bind=LOOPBACK, duration_s=1.0))
+            while not mesh.transceiver.sessions and not placed.done():
+                await asyncio.sleep(0.05)
+            [session] = mesh.transceiver.sessions.values()
+            pc = weakref.ref(session.pc)
+            del session
+            report = await placed
+            assert report.ok, report.error
+            for _ in range(600):
+                if pc() is None:
+                    break
+                await asyncio.sleep(0.05)
+            assert pc() is None, "the ended session's peer connection is still in memory"
 
 
 def test_an_agent_format_the_link_cannot_carry_fails_at_construction_not_at_connect() -> None:

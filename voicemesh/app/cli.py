@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -435,6 +436,11 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
         resources.append(transceiver)
         spawn(supervisor.watch_supervisor(), "watch supervisor", watching)
         resources.append(await api.serve(transceiver, HopVerifier(keys), *parse_hostport(str(http[0]))))
+        # Started: what exists now (modules, the registry, the agent link) lives as long as the process.
+        # Frozen, the collector never scans it again, so the full collection the transceiver runs after
+        # sessions end (COLLECT_AFTER_END_S) costs only what the live sessions hold.
+        gc.collect()
+        gc.freeze()
 
     async def stop() -> None:
         # Drain first, while the API still serves: edges' DELETEs reach the sessions as they end and new
