@@ -57,6 +57,9 @@ variables {
   release          = "0.1.0"
   geoip_db_s3_uri  = "s3://voicemesh-geoip/GeoLite2-City.mmdb"
   topology_file    = "tests/fixtures/topology-two-regions.json"
+  amis = {
+    for region in ["eu-central-1", "eu-west-2", "us-east-1", "us-west-1"] : region => "ami-0123456789abcdef0"
+  }
 }
 
 run "every_node_reads_every_region_and_registers_at_home" {

@@ -83,8 +83,10 @@ run "an_edge_renews_the_whip_certificate_at_its_own_slot" {
       pop                    = "edge-fra"
       lat                    = 50.11
       lon                    = 8.68
-      registry               = "etcd://10.64.16.10:2379"
-      registry_server_name   = "etcd.eu-central.voicemesh.internal"
+      registry               = "etcd://eu-central=10.64.16.10:2379;us-east=10.66.16.10:2379"
+      registry_home          = "eu-central"
+      region_rtt_ms          = "eu-central=0,us-east=90"
+      registry_server_name   = "etcd.voicemesh.internal"
       zone                   = "voicemesh.test"
       mesh_name              = "rtc.voicemesh.test"
       name_servers_parameter = "/voicemesh/name-servers"
