@@ -47,7 +47,7 @@ import janus
 
 SERVER_CPU = "1"
 CLIENT_CPU = "0"
-SWEEP = {"opus": [10, 20, 40, 60, 80, 100, 120, 160, 200, 240], "pcm16": [4, 8, 12, 16, 24, 32, 40, 48, 64, 80]}
+SWEEP = {"opus": [10, 20, 40, 60, 80, 100, 120, 160, 200, 240, 320], "pcm16": [4, 8, 12, 16, 24, 32, 40, 48, 64, 80]}
 QUICK_SWEEP = {"opus": [10, 40], "pcm16": [4, 12]}
 TARGETS = {"opus": ("janus", "trx", "mesh"), "pcm16": ("trx", "mesh")}
 SERVER_PROCS = {"janus": ("janus",), "trx": ("trx",), "mesh": ("trx", "edge", "agent")}
@@ -341,14 +341,20 @@ def passes(row: dict) -> bool:
             and row["late_pct"] < LATE_LIMIT_PCT)
 
 
+def saturated(row: dict) -> bool:
+    """Our server processes used CORE_LIMIT_PCT of their core or quota, or the quota held them back in
+    THROTTLED_LIMIT_PCT of the window's periods."""
+    return (row["server_pct"] >= CORE_LIMIT_PCT * (row.get("quota_pct") or 100.0) / 100
+            or (row.get("throttled_pct") or 0.0) >= THROTTLED_LIMIT_PCT)
+
+
 def knee_cause(row: dict) -> str | None:
     """Why a run that does not pass is the knee, or None if it is not: a run disturbed by other load
     (``disturbed``) whose calls all connected, with neither our server processes nor our processes on the
     client's core near a full core, failed on late packets or loss from that load, not its own."""
     if "error" in row:
         return f"the run failed: {row['error'][:200]}"
-    if (row["server_pct"] >= CORE_LIMIT_PCT * (row.get("quota_pct") or 100.0) / 100
-            or (row.get("throttled_pct") or 0.0) >= THROTTLED_LIMIT_PCT):
+    if saturated(row):
         return "server core saturated"
     if row.get("client_side_pct", 0.0) >= CORE_LIMIT_PCT:
         return "client core saturated"
@@ -365,9 +371,11 @@ def is_knee(row: dict) -> bool:
 
 
 def usable(row: dict) -> bool:
-    """A run whose CPU per session-second counts: every call connected and loss under 1 % (late packets from
-    other load do not change what the server spent per session)."""
-    return "error" not in row and row["connected"] == row["n"] and row["loss_pct"] < LOSS_LIMIT_PCT
+    """A run whose CPU per session-second counts: every call connected, loss under 1 % (late packets from
+    other load do not change what the server spent per session) and the server not saturated (a server
+    held at its quota spends the quota whatever N is: its CPU per session-second would be quota / N)."""
+    return ("error" not in row and row["connected"] == row["n"] and row["loss_pct"] < LOSS_LIMIT_PCT
+            and not saturated(row))
 
 
 HEADER = (f"{'target':6} {'codec':6} {'N':>4} {'conn':>4} {'loss%':>6} {'late%':>6} {'server%':>7} {'core1%':>6} "
