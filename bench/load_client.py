@@ -258,7 +258,8 @@ class Window:
     ``first_audio_minus_dtls_ms_*``: from
     DTLS connected to the first echoed packet, over the calls. ``rss_mb_idle``: each process's RSS (MB) before
     the first call; ``rss_mb``: at the window's end. ``setup_wall_s``: from the first offer until every call was set up or had
-    failed."""
+    failed. ``throttled_pct``: with a cgroup's ``cpu.stat`` (``--cpu-stat``), the % of its CFS periods in the
+    window in which its quota held it back (None without)."""
 
     n: int
     connected: int
@@ -279,6 +280,7 @@ class Window:
     core_busy_pct: dict[str, float] = field(default_factory=dict)
     rss_mb_idle: dict[str, float] = field(default_factory=dict)
     rss_mb: dict[str, float] = field(default_factory=dict)
+    throttled_pct: float | None = None
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -289,6 +291,13 @@ def _snapshot(calls: list[Call], pids: dict[str, int]) -> tuple[float, int, int,
     cpu["client"] = process_cpu_s(os.getpid())
     return (time.monotonic(), sum(c.track.sent for c in calls), sum(c.received for c in calls),
             sum(c.gap_lost for c in calls), sum(c.late for c in calls), cpu, cores_busy_s())
+
+
+def cfs_periods(cpu_stat: str) -> tuple[int, int]:
+    """(CFS periods elapsed, periods throttled) from a cgroup's ``cpu.stat`` (v1 and v2 name them alike)."""
+    with open(cpu_stat) as f:
+        stat = dict(line.split() for line in f if line.strip())
+    return int(stat["nr_periods"]), int(stat["nr_throttled"])
 
 
 async def _drained(calls: list[Call], quiet_s: float = 0.5, max_s: float = 5.0) -> int:
@@ -305,9 +314,10 @@ async def _drained(calls: list[Call], quiet_s: float = 0.5, max_s: float = 5.0) 
 
 
 async def run(url: str, n: int, pids: dict[str, int], settle_s: float, window_s: float,
-              parallel: int = 8, timeout_s: float = 30.0, janus: bool = False, bind: str = LOOPBACK) -> Window:
+              parallel: int = 8, timeout_s: float = 30.0, janus: bool = False, bind: str = LOOPBACK,
+              cpu_stat: str | None = None) -> Window:
     """Open ``n`` calls to ``url`` (WHIP, or Janus EchoTest when ``janus``; ``parallel`` at a time, ICE on
-    ``bind``), settle, measure one window, hang up."""
+    ``bind``), settle, measure one window (with the throttling in the cgroup ``cpu_stat`` file), hang up."""
     packets = encode_speech()
     gate = asyncio.Semaphore(parallel)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=40)) as http:
@@ -324,9 +334,12 @@ async def run(url: str, n: int, pids: dict[str, int], settle_s: float, window_s:
         setup_wall_s = time.monotonic() - setup_t0
         live = [c for c in calls if not c.error]
         await asyncio.sleep(settle_s)
+        periods0 = cfs_periods(cpu_stat) if cpu_stat else (0, 0)
         t0, sent0, recv0, gap0, late0, cpu0, busy0 = _snapshot(live, pids)
         await asyncio.sleep(window_s)
         t1, sent1, recv1, gap1, late1, cpu1, busy1 = _snapshot(live, pids)
+        periods1 = cfs_periods(cpu_stat) if cpu_stat else (0, 0)
+        periods = periods1[0] - periods0[0]
         for call in live:
             call.track.halt()
         recv_end = await _drained(live)
@@ -354,6 +367,7 @@ async def run(url: str, n: int, pids: dict[str, int], settle_s: float, window_s:
             core_busy_pct={k: round(100 * (busy1[k] - busy0[k]) / elapsed, 2) for k in busy1},
             rss_mb_idle=rss_idle,
             rss_mb={name: round(process_rss_mb(pid), 1) for name, pid in pids.items()},
+            throttled_pct=round(100 * (periods1[1] - periods0[1]) / periods, 2) if cpu_stat and periods else None,
         )
         print(json.dumps(window.to_dict()), flush=True)
 
@@ -386,10 +400,11 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after every call connected")
     parser.add_argument("--window", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--parallel", type=int, default=8, help="calls being set up at once")
+    parser.add_argument("--cpu-stat", help="a cgroup's cpu.stat: report how often its CPU quota held it back")
     args = parser.parse_args()
     pids = {name: int(pid) for name, pid in (p.split("=", 1) for p in args.pid)}
     uvloop.run(run(args.url or args.janus, args.n, pids, args.settle, args.window, janus=bool(args.janus),
-                   bind=args.bind, parallel=args.parallel))
+                   bind=args.bind, parallel=args.parallel, cpu_stat=args.cpu_stat))
 
 
 if __name__ == "__main__":

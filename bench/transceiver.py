@@ -42,18 +42,25 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import cpuquota
 import janus
 
 SERVER_CPU = "1"
 CLIENT_CPU = "0"
-SWEEP = {"opus": [10, 20, 40, 60, 80, 100, 120, 160, 200, 240], "pcm16": [4, 8, 12, 16, 24, 32, 40, 48, 64, 80]}
+SWEEP = {"opus": [10, 20, 40, 60, 80, 100, 120, 160, 200, 240, 320], "pcm16": [4, 8, 12, 16, 24, 32, 40, 48, 64, 80]}
 QUICK_SWEEP = {"opus": [10, 40], "pcm16": [4, 12]}
 TARGETS = {"opus": ("janus", "trx", "mesh"), "pcm16": ("trx", "mesh")}
 SERVER_PROCS = {"janus": ("janus",), "trx": ("trx",), "mesh": ("trx", "edge", "agent")}
 """The processes on the server core, whose CPU is the server's, per target."""
 CORE_LIMIT_PCT = 90.0
 """A core busier than this (% of one core) counts as saturated; extrapolated sessions per core are taken at
-this load."""
+this load. Under a quota (``--server-quota``), the server counts as saturated at this % of its quota."""
+THROTTLED_LIMIT_PCT = 10.0
+"""Under a quota, the server also counts as saturated when the quota held it back in this % of the CFS
+periods of the window (bench/cpuquota.py)."""
+SERVER_QUOTA_PCT = 25.0
+"""The server processes' CPU quota by default, % of one core (bench/cpuquota.py): the knee then comes at a
+quarter of the sessions a whole core would take, which the one-core load client can drive."""
 LOSS_LIMIT_PCT = 1.0
 LATE_LIMIT_PCT = 1.0
 """The knee: loss or late packets (inter-arrival above 60 ms) at or above these %."""
@@ -267,42 +274,57 @@ def _load(argv: list[str], n: int, settle_s: float, window_s: float, log_tail) -
 
 
 def run_point(target: str, agent_codec: str, n: int, settle_s: float, window_s: float, workdir: Path,
-              netns: janus.JanusNetns | None = None, workers: int = 1, parallel: int = 8) -> dict:
+              netns: janus.JanusNetns | None = None, workers: int = 1, parallel: int = 8,
+              quota_pct: float | None = None) -> dict:
     """One measurement of ``target`` (janus, trx, mesh or workers; see the module): fresh processes, ``n``
     calls opened ``parallel`` at a time, one window. Returns the load client's Window fields plus
     ``target``, ``agent_codec``, ``workers``, ``server_pct`` (the server processes' CPU, % of one core),
     ``ms_per_session_s`` (their CPU ms per session-second), ``trx_ms_per_session_s`` (the transceiver
     processes alone; None for Janus), ``rss_mb_per_session`` (the main process' RSS growth per session,
-    MB), ``client_side_pct`` (our processes on the client's core, % of one core) and ``foreign_pct`` (per core:
-    busy % not explained by the processes placed on it).
-    Raises BenchError (and janus.JanusError for Janus)."""
+    MB), ``client_side_pct`` (our processes on the client's core, % of one core), ``foreign_pct`` (per core:
+    busy % not explained by the processes placed on it), ``quota_pct`` (the server processes' CPU quota, %
+    of one core, None without), ``throttled_s`` (seconds the quota held them back, from their start to the
+    window's end) and ``throttled_pct`` (the % of the window's CFS periods in which it did).
+    Raises BenchError, cpuquota.QuotaError (and janus.JanusError for Janus)."""
     client = [sys.executable, "-P", str(LOAD_CLIENT), "--n", str(n), "--settle", str(settle_s),
               "--window", str(window_s), "--parallel", str(parallel)]
     # -P: keep bench/ off sys.path, where bench/dns.py would shadow dnspython (imported by aioice).
     placed: dict[str, str] = {"client": CLIENT_CPU}
+    quota = cpuquota.CpuQuota(f"voicemesh-bench-{os.getpid()}-{workdir.name}", quota_pct) if quota_pct else None
+    quota_args = ["--cpu-stat", str(quota.cpu_stat)] if quota else []
     if target == "janus":
         assert netns is not None
-        with janus.Janus(netns, workdir, SERVER_CPU) as server:
+        # ip netns exec mounts a sysfs of its own, without the cgroup file systems: the client reads the
+        # group's cpu.stat through our mount namespace.
+        quota_args = ["--cpu-stat", f"/proc/{os.getpid()}/root{quota.cpu_stat}"] if quota else []
+        with quota or contextlib.nullcontext(), janus.Janus(netns, workdir, SERVER_CPU) as server:
+            if quota:
+                quota.add(server.pid)
             argv = netns.exec(["taskset", "-c", CLIENT_CPU, *client, "--janus", janus.URL, "--bind",
-                               janus.CLIENT_IP, "--pid", f"janus={server.pid}"])
+                               janus.CLIENT_IP, "--pid", f"janus={server.pid}", *quota_args])
             row = _load(argv, n, settle_s, window_s, server.log_tail)
+            row["throttled_s"] = round(quota.throttled_s(), 2) if quota else 0.0
             if not server.running():
                 raise BenchError(f"janus exited during the run: {server.log_tail()}")
         placed["janus"] = SERVER_CPU
         server_procs, main_procs = ["janus"], ["janus"]
     else:
         layout = LAYOUTS[target]
-        with Mesh(agent_codec, workdir, layout, workers) as mesh:
+        with quota or contextlib.nullcontext(), Mesh(agent_codec, workdir, layout, workers) as mesh:
+            if quota:
+                for name in SERVER_PROCS[target]:
+                    quota.add(mesh.pids[name])
             pins = ["taskset", "-c", CLIENT_CPU] if layout else []
-            argv = [*pins, *client, "--url", mesh.url]
+            argv = [*pins, *client, "--url", mesh.url, *quota_args]
             for name, pid in mesh.pids.items():
                 argv += ["--pid", f"{name}={pid}"]
             row = _load(argv, n, settle_s, window_s, lambda: mesh.log_tail("trx"))
+            row["throttled_s"] = round(quota.throttled_s(), 2) if quota else 0.0
         placed = {**placed, **layout} if layout else {}
         main_procs = [name for name in row["cpu_pct"] if name.startswith("trx")]
         server_procs = [*main_procs, *([] if target == "trx" else ["edge", "agent"])]
     cpu, busy, live = row["cpu_pct"], row["core_busy_pct"], max(row["connected"], 1)
-    row.update(target=target, agent_codec=agent_codec, workers=workers)
+    row.update(target=target, agent_codec=agent_codec, workers=workers, quota_pct=quota_pct)
     row["server_pct"] = round(sum(cpu[p] for p in server_procs), 2)
     row["ms_per_session_s"] = round(row["server_pct"] * 10 / live, 2)
     row["trx_ms_per_session_s"] = None if target == "janus" else round(sum(cpu[p] for p in main_procs) * 10 / live, 2)
@@ -319,13 +341,20 @@ def passes(row: dict) -> bool:
             and row["late_pct"] < LATE_LIMIT_PCT)
 
 
+def saturated(row: dict) -> bool:
+    """Our server processes used CORE_LIMIT_PCT of their core or quota, or the quota held them back in
+    THROTTLED_LIMIT_PCT of the window's periods."""
+    return (row["server_pct"] >= CORE_LIMIT_PCT * (row.get("quota_pct") or 100.0) / 100
+            or (row.get("throttled_pct") or 0.0) >= THROTTLED_LIMIT_PCT)
+
+
 def knee_cause(row: dict) -> str | None:
     """Why a run that does not pass is the knee, or None if it is not: a run disturbed by other load
     (``disturbed``) whose calls all connected, with neither our server processes nor our processes on the
     client's core near a full core, failed on late packets or loss from that load, not its own."""
     if "error" in row:
         return f"the run failed: {row['error'][:200]}"
-    if row["server_pct"] >= CORE_LIMIT_PCT:
+    if saturated(row):
         return "server core saturated"
     if row.get("client_side_pct", 0.0) >= CORE_LIMIT_PCT:
         return "client core saturated"
@@ -342,9 +371,11 @@ def is_knee(row: dict) -> bool:
 
 
 def usable(row: dict) -> bool:
-    """A run whose CPU per session-second counts: every call connected and loss under 1 % (late packets from
-    other load do not change what the server spent per session)."""
-    return "error" not in row and row["connected"] == row["n"] and row["loss_pct"] < LOSS_LIMIT_PCT
+    """A run whose CPU per session-second counts: every call connected, loss under 1 % (late packets from
+    other load do not change what the server spent per session) and the server not saturated (a server
+    held at its quota spends the quota whatever N is: its CPU per session-second would be quota / N)."""
+    return ("error" not in row and row["connected"] == row["n"] and row["loss_pct"] < LOSS_LIMIT_PCT
+            and not saturated(row))
 
 
 HEADER = (f"{'target':6} {'codec':6} {'N':>4} {'conn':>4} {'loss%':>6} {'late%':>6} {'server%':>7} {'core1%':>6} "
@@ -358,6 +389,8 @@ def format_row(row: dict) -> str:
         return f"{row['target']:6} {row['agent_codec']:6} {row['n']:>4}  failed: {row['error'][:300]}"
     cpu, busy = row["cpu_pct"], row["core_busy_pct"]
     notes = row["errors"] + (["disturbed"] if row.get("disturbed") else [])
+    if row.get("quota_pct"):
+        notes.append(f"throttled {row['throttled_pct']} % of the window's periods, {row['throttled_s']:g} s in all")
     if not passes(row):
         notes.append(f"knee: {knee_cause(row)}" if is_knee(row) else "fails from other load: not the knee")
     trx = row["trx_ms_per_session_s"]
@@ -368,8 +401,17 @@ def format_row(row: dict) -> str:
             f"{row['first_audio_minus_dtls_ms_p50'] or 0:>9.1f}  {'; '.join(notes)}")
 
 
+def foreign_limit(core: str, quota_pct: float | None) -> float:
+    """The most other load (% of a core) a run on ``core`` takes before it counts as disturbed: under a quota
+    the server core may carry what the quota leaves free, less FOREIGN_LIMIT_PCT."""
+    if core != SERVER_CPU or not quota_pct:
+        return FOREIGN_LIMIT_PCT
+    return max(FOREIGN_LIMIT_PCT, 100.0 - quota_pct - FOREIGN_LIMIT_PCT)
+
+
 def measure(target: str, agent_codec: str, n: int, settle_s: float, window_s: float, root: Path,
-            netns: janus.JanusNetns | None, attempts_max: int, quiet_wait_s: float) -> dict:
+            netns: janus.JanusNetns | None, attempts_max: int, quiet_wait_s: float,
+            quota_pct: float | None = None) -> dict:
     """One point of a sweep: a run disturbed by other load is repeated (``attempts_max`` runs in all) and
     the least disturbed one kept. A run that fails outright (a process or the load client) gives a row with
     ``error``, which counts as the knee."""
@@ -379,10 +421,10 @@ def measure(target: str, agent_codec: str, n: int, settle_s: float, window_s: fl
         workdir = root / f"{target}-{agent_codec}-{n}-{attempt}"
         workdir.mkdir()
         try:
-            row = run_point(target, agent_codec, n, settle_s, window_s, workdir, netns)
-        except (BenchError, janus.JanusError) as exc:
+            row = run_point(target, agent_codec, n, settle_s, window_s, workdir, netns, quota_pct=quota_pct)
+        except (BenchError, janus.JanusError, cpuquota.QuotaError) as exc:
             return {"target": target, "agent_codec": agent_codec, "n": n, "error": str(exc)}
-        row["disturbed"] = max(row["foreign_pct"].values()) > FOREIGN_LIMIT_PCT
+        row["disturbed"] = any(pct > foreign_limit(core, quota_pct) for core, pct in row["foreign_pct"].items())
         attempts.append(row)
         if not row["disturbed"]:
             break
@@ -391,14 +433,15 @@ def measure(target: str, agent_codec: str, n: int, settle_s: float, window_s: fl
 
 def sweep(agent_codec: str, counts: list[int], targets: list[str], settle_s: float, window_s: float, root: Path,
           netns: janus.JanusNetns | None = None, attempts_max: int = ATTEMPTS,
-          quiet_wait_s: float = QUIET_WAIT_S) -> dict[str, list[dict]]:
-    """Rising N, the targets side by side at each N, each until its knee (``is_knee``). Returns each target's
-    rows in rising N."""
+          quiet_wait_s: float = QUIET_WAIT_S, quota_pct: float | None = None) -> dict[str, list[dict]]:
+    """Rising N, the targets side by side at each N, each until its knee (``is_knee``), the server processes
+    under ``quota_pct`` % of one core (None: the whole core). Returns each target's rows in rising N."""
     rows: dict[str, list[dict]] = {t: [] for t in targets}
     active = list(targets)
     for n in counts:
         for target in list(active):
-            row = measure(target, agent_codec, n, settle_s, window_s, root, netns, attempts_max, quiet_wait_s)
+            row = measure(target, agent_codec, n, settle_s, window_s, root, netns, attempts_max, quiet_wait_s,
+                          quota_pct)
             print(format_row(row), flush=True)
             rows[target].append(row)
             if is_knee(row):
@@ -418,9 +461,9 @@ def summarize(target: str, agent_codec: str, rows: list[dict]) -> dict:
     session-second in the most loaded usable run below the knee), ``_max_sessions`` (that run's N; clean:
     also under 1 % late packets, ``_max_sessions_clean``), ``_knee_n`` (the first N that ended the sweep;
     None if it ended first), ``_knee`` (why), ``_sessions_per_core`` with ``_basis``: measured (the largest
-    clean N below the knee) when our server processes saturated their core, else extrapolated (90 % of a core
-    / ms per session-second), and ``_rss_mb_per_session``, ``_first_audio_minus_dtls_ms`` (p50 at the lowest
-    N)."""
+    clean N below the knee, divided by the quota's share of a core) when our server processes saturated their
+    core or quota, else extrapolated (90 % of a core / ms per session-second), and ``_rss_mb_per_session``,
+    ``_first_audio_minus_dtls_ms`` (p50 at the lowest N)."""
     key = prefix(target, agent_codec)
     knee = next((r for r in rows if is_knee(r)), None)
     below = rows[:rows.index(knee)] if knee else rows
@@ -435,8 +478,10 @@ def summarize(target: str, agent_codec: str, rows: list[dict]) -> dict:
                 f"{key}_first_audio_minus_dtls_ms": None}
     best = max(counted, key=lambda r: r["n"])
     measured = knee is not None and knee_cause(knee) == "server core saturated" and bool(clean)
+    share = (best.get("quota_pct") or 100.0) / 100
     if measured:
-        basis = "measured: the largest clean N below the knee"
+        basis = ("measured: the largest clean N below the knee" if share == 1 else
+                 f"measured: the largest clean N below the knee under a {share * 100:g} % quota, / {share:g}")
     elif knee:
         basis = (f"extrapolated from N={best['n']} (90 % of a core / ms per session-second): the knee came from "
                  f"{out[f'{key}_knee']}")
@@ -446,7 +491,7 @@ def summarize(target: str, agent_codec: str, rows: list[dict]) -> dict:
         **out,
         f"{key}_ms_per_session_s": best["ms_per_session_s"],
         f"{key}_max_sessions": best["n"],
-        f"{key}_sessions_per_core": (out[f"{key}_max_sessions_clean"] if measured
+        f"{key}_sessions_per_core": (math.floor(out[f"{key}_max_sessions_clean"] / share) if measured
                                      else math.floor(CORE_LIMIT_PCT * 10 / best["ms_per_session_s"])),
         f"{key}_basis": basis,
         f"{key}_rss_mb_per_session": best["rss_mb_per_session"],
@@ -533,6 +578,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--settle", type=float, help="seconds after all calls connected (default 3, quick 2)")
     parser.add_argument("--window", type=float, help="measured seconds (default 10, quick 5)")
     parser.add_argument("--no-workers", action="store_true", help="skip the --workers 1 vs 2 runs")
+    parser.add_argument("--server-quota", type=float, default=SERVER_QUOTA_PCT,
+                        help=f"CPU quota of the server processes, % of one core (default {SERVER_QUOTA_PCT:g}; 0: none, "
+                             "the whole server core)")
     parser.add_argument("--media-path", choices=("lean", "aiortc"), default="lean",
                         help="the transceiver's media path (default lean; aiortc: the reference path)")
     parser.add_argument("--attempts", type=int, help=f"runs of a point disturbed by other load (default {ATTEMPTS}, "
@@ -551,6 +599,7 @@ def main(argv: list[str] | None = None) -> dict:
                                f"edge and agent for trx)",
                      "knee": f"first N with a call not connected, loss >= {LOSS_LIMIT_PCT:g} % or late packets >= "
                              f"{LATE_LIMIT_PCT:g} %",
+                     "server_quota_pct": args.server_quota or None,
                      "media_path": args.media_path, "settle_s": settle_s, "window_s": window_s, "runs": []}
     print(HEADER, flush=True)
     attempts, quiet = (1, 10.0) if args.quick else (ATTEMPTS, QUIET_WAIT_S)
@@ -561,7 +610,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows: dict[tuple[str, str], list[dict]] = {}
         for agent_codec in ("opus", "pcm16"):
             targets = [t for t in TARGETS[agent_codec] if t != "janus" or netns is not None]
-            found = sweep(agent_codec, counts[agent_codec], targets, settle_s, window_s, Path(tmp), netns, attempts, quiet)
+            found = sweep(agent_codec, counts[agent_codec], targets, settle_s, window_s, Path(tmp), netns, attempts, quiet,
+                          args.server_quota or None)
             for target, target_rows in found.items():
                 rows[target, agent_codec] = target_rows
                 summary.update(summarize(target, agent_codec, target_rows))

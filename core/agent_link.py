@@ -87,7 +87,7 @@ class AgentSession:
         seq = self._seq
         self._seq = (seq + 1) & 0xFFFFFFFF
         if not self.closed:
-            self._link._enqueue(self.stream_id, seq, timestamp, payload)
+            self._link._enqueue(self.stream_id, seq, timestamp, payload, first=not seq)
 
     def send_event(self, event: agent_pb2.Event, timestamp: int) -> None:
         """Queue one SessionEvent after the frames sent so far; never blocks or awaits.
@@ -128,7 +128,9 @@ class AgentLink:
     first frame goes out on the next loop iteration), and a busy link sends at
     most 1000 / batch_ms uplink messages/s whatever the number of sessions; the
     added latency is at most batch_ms. batch_ms=0 still batches what is queued
-    within one loop iteration. One uplink carries at most
+    within one loop iteration. A session's first frame does not wait for the
+    interval: it goes out on the next loop iteration with whatever is queued,
+    so a call's first audio reaches the agent without the batching delay. One uplink carries at most
     MAX_UPLINK_PAYLOAD_BYTES (1 MiB) of payload, below gRPC's 4 MB message
     limit; the rest follows at once.
 
@@ -204,7 +206,7 @@ class AgentLink:
         self._given_up = False
         self._backoff_s = BACKOFF_MIN_S
         self._last_flush = float("-inf")
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_handle: asyncio.Handle | None = None
         self._give_up_handle: asyncio.TimerHandle | None = None
         self._healthy_handle: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
@@ -302,7 +304,7 @@ class AgentLink:
             self._schedule_flush()
         return session
 
-    def _enqueue(self, stream_id: int, seq: int, timestamp: int, payload: bytes) -> None:
+    def _enqueue(self, stream_id: int, seq: int, timestamp: int, payload: bytes, first: bool = False) -> None:
         if not self._up:
             self.dropped_frames += 1
             return
@@ -312,7 +314,11 @@ class AgentLink:
             self.dropped_frames += 1
         self._frames.append((stream_id, seq, timestamp, payload))
         self._frames_in += 1
-        if self._flush_handle is None:
+        if first:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+            self._flush_handle = self._event_loop.call_soon(self._flush)
+        elif self._flush_handle is None:
             self._schedule_flush()
 
     def _enqueue_event(self, event: agent_pb2.SessionEvent | agent_pb2.JsonEvent) -> None:

@@ -149,6 +149,18 @@ async def test_batches_across_loop_iterations(echo, links):
     assert agent.uplink_messages * 10 <= agent.uplink_frames
 
 
+async def test_a_sessions_first_frame_does_not_wait_for_the_batch_interval(echo, links):
+    _, port = echo
+    link = await links(port, batch_ms=600_000)
+    await wait_until(lambda: link.connected)
+    first, first_call = open_call(link, "first")
+    first.send(b"opus", 0)
+    await wait_until(lambda: first_call.frames)
+    second, second_call = open_call(link, "second")
+    second.send(b"opus", 0)
+    await wait_until(lambda: second_call.frames)
+
+
 async def test_queue_overflow_drops_the_oldest_frames(echo, links):
     _, port = echo
     link = await links(port, queue_limit=10)
