@@ -170,6 +170,7 @@ class _Recorder:
     AWS calls answered from IN_SERVICE, certificates issued as empty bundles."""
 
     def __init__(self, registrar, plan: dict, monkeypatch, down: str = "") -> None:
+        """``down``: a core region whose cluster, or an AWS region whose API, does not answer."""
         self.calls: list[tuple[str, list]] = []
         host = {"aws_region": next(g["aws_region"] for g in plan["mesh"]["cores"] if g["core"] == plan["core"]),
                 "registrar": {"ca_secret": "voicemesh/registry-ca", "plan_parameter": "/p", "etcd_client_port": 2379}}
@@ -185,6 +186,8 @@ class _Recorder:
             self.calls.append((core, args))
 
         def aws(service: str, command: str, *args: str) -> str:
+            if down and "--region" in args and args[args.index("--region") + 1] == down:
+                raise subprocess.CalledProcessError(1, ["aws"], stderr="unavailable")
             if command == "describe-auto-scaling-groups":
                 return IN_SERVICE[args[args.index("--auto-scaling-group-names") + 1]]
             if command == "describe-auto-scaling-instances":
@@ -287,3 +290,13 @@ def test_prepare_hands_a_part_only_its_own_certificate():
     with pytest.raises(prepare.HostConfigError) as err:
         prepare.pki_settings({**pki, "settings": {"registry_key": "ca-key"}})
     assert err.value.reason == "unknown_pki_file"
+
+
+def test_a_region_whose_api_does_not_answer_does_not_hold_the_rest_of_init(monkeypatch, capsys):
+    registrar = load_registrar()
+    recorder = _Recorder(registrar, _mesh_plan("eu-central"), monkeypatch, down="us-east-1")
+    recorder.registrar.init()
+    users = recorder.grants()["eu-central"]
+    assert "transceiver/eu-central/trx-eu-central-i-0aaaaaaaaaaaaaaa1-0" in users and "edge/edge-nyc/edge-nyc-1" in users
+    assert not any(user.startswith("transceiver/us-east/") for user in users)
+    assert "us-east's transceivers not listed" in capsys.readouterr().err
