@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import tomllib
 
 import pytest
@@ -128,20 +129,138 @@ def test_registrar_runs_the_voicemesh_cli_with_arguments_it_accepts():
     certs = parser().parse_args(registrar.certs_args(["edge/edge-fra/edge-fra-1", "dns"], ["10.64.16.10"]))
     assert (certs.registry_command, certs.out, certs.node, certs.host) == (
         "certs", "/pki", ["edge/edge-fra/edge-fra-1", "dns"], ["10.64.16.10"])
-    add = parser().parse_args(registrar.add_node_args("transceiver/eu-central/trx-eu-central-i-0abc1234-1"))
-    assert add.registry_command == "add-node"
+    add = parser().parse_args(registrar.add_node_args("transceiver/eu-central/trx-eu-central-i-0abc1234-1", "us-east"))
+    assert (add.registry_command, add.cluster_region) == ("add-node", "us-east")
     assert Identity(add.role, add.region, add.node_id).user == "transceiver/eu-central/trx-eu-central-i-0abc1234-1"
     assert registrar.cert_file("edge/edge-fra/edge-fra-1") == "edge_edge-fra_edge-fra-1.pem"
 
 
 def test_registrar_enrolls_only_ec2_instance_ids():
     registrar = load_registrar()
-    plan = {"transceivers": {"users": ["transceiver/eu-central/trx-eu-central-{instance_id}-0"]}}
-    assert registrar.transceiver_users(plan, "i-0123456789abcdef0") == [
+    group = {"users": ["transceiver/eu-central/trx-eu-central-{instance_id}-0"]}
+    assert registrar.transceiver_users(group, "i-0123456789abcdef0") == [
         "transceiver/eu-central/trx-eu-central-i-0123456789abcdef0-0"]
     for bad in ("i-0abc/../x", "edge-fra-1", "i-0ABC12345", ""):
         with pytest.raises(ValueError):
-            registrar.transceiver_users(plan, bad)
+            registrar.transceiver_users(group, bad)
+
+
+def _mesh_plan(core: str) -> dict:
+    """The plan of ``core``'s registrar for a two-region mesh, shaped as infra/terraform renders it
+    (modules/core_region registry_plan; its mesh part is the same in every region's)."""
+    def group(name: str, aws_region: str) -> dict:
+        return {"core": name, "aws_region": aws_region, "registry": f"etcd://{name}.test:2379",
+                "server_name": "etcd.voicemesh.internal", "asg": f"voicemesh-{name}-transceiver",
+                "users": [f"transceiver/{name}/trx-{name}-{{instance_id}}-{w}" for w in range(2)]}
+    cores = [group("eu-central", "eu-central-1"), group("us-east", "us-east-1")]
+    own = next(g for g in cores if g["core"] == core)
+    return {"core": core, "nodes": [], "servers": [],
+            "transceivers": {"asg": own["asg"], "hook": "enroll", "users": own["users"], "secret_prefix": "voicemesh/node/",
+                             "instance_arn_prefix": f"arn:aws:ec2:{own['aws_region']}:1:instance/"},
+            "mesh": {"users": ["edge/edge-lon/edge-lon-1@eu-central", "edge/edge-nyc/edge-nyc-1@us-east", "dns"],
+                     "cores": cores}}
+
+
+IN_SERVICE = {"voicemesh-eu-central-transceiver": "i-0aaaaaaaaaaaaaaa1", "voicemesh-us-east-transceiver": "i-0bbbbbbbbbbbbbbb2"}
+"""The transceiver host in service of each group of _mesh_plan."""
+
+
+class _Recorder:
+    """The registrar's outside, recorded: each ``voicemesh registry`` command with the cluster it went to,
+    AWS calls answered from IN_SERVICE, certificates issued as empty bundles."""
+
+    def __init__(self, registrar, plan: dict, monkeypatch, down: str = "") -> None:
+        """``down``: a core region whose cluster, or an AWS region whose API, does not answer."""
+        self.calls: list[tuple[str, list]] = []
+        host = {"aws_region": next(g["aws_region"] for g in plan["mesh"]["cores"] if g["core"] == plan["core"]),
+                "registrar": {"ca_secret": "voicemesh/registry-ca", "plan_parameter": "/p", "etcd_client_port": 2379}}
+        self.registrar = registrar.Registrar(host)
+        self.registrar.plan = lambda: plan
+        self.registrar.issue = lambda users, hosts, server="": {}
+        self.registrar.put = lambda *args, **kwargs: None
+
+        def registry(args: list, cluster: dict | None = None) -> None:
+            core = cluster["core"] if cluster else plan["core"]
+            if core == down:
+                raise subprocess.CalledProcessError(1, ["docker", "run"], stderr="unavailable")
+            self.calls.append((core, args))
+
+        def aws(service: str, command: str, *args: str) -> str:
+            if down and "--region" in args and args[args.index("--region") + 1] == down:
+                raise subprocess.CalledProcessError(1, ["aws"], stderr="unavailable")
+            if command == "describe-auto-scaling-groups":
+                return IN_SERVICE[args[args.index("--auto-scaling-group-names") + 1]]
+            if command == "describe-auto-scaling-instances":
+                return plan["transceivers"]["asg"]
+            if command == "get-secret-value":
+                raise subprocess.CalledProcessError(1, ["aws"])
+            return ""
+
+        self.registrar.registry = registry
+        monkeypatch.setattr(registrar.prepare, "_aws", aws)
+        monkeypatch.setattr(registrar.prepare, "_secret", lambda host, name: json.dumps({"cert": "C", "key": "K"}))
+
+    def grants(self) -> dict:
+        """What the recorded commands make, by cluster: {core: {user: its own grants there}}."""
+        from voicemesh.app.cli import parser
+        from voicemesh.registry.access import Identity
+
+        made: dict = {}
+        for core, args in self.calls:
+            parsed = parser().parse_args(args)
+            assert parsed.cluster_region == core, "every command names the cluster it runs against"
+            identities = ([Identity.parse(spec) for spec in parsed.node] if parsed.registry_command == "init"
+                          else [Identity(parsed.role, parsed.region, parsed.node_id, parsed.home)])
+            made.setdefault(core, {}).update({i.user: i.grants(core) for i in identities})
+        return made
+
+
+@pytest.mark.parametrize("core", ["eu-central", "us-east"])
+def test_each_registrar_makes_every_node_of_the_mesh_writing_only_at_home(core, monkeypatch):
+    from voicemesh.registry.access import Permission
+
+    registrar = load_registrar()
+    recorder = _Recorder(registrar, _mesh_plan(core), monkeypatch)
+    recorder.registrar.init()
+    made = recorder.grants()
+    assert set(made) == {core}
+    users = made[core]
+    assert set(users) == {"edge/edge-lon/edge-lon-1", "edge/edge-nyc/edge-nyc-1", "dns",
+                          *(f"transceiver/{name}/trx-{name}-{instance_id}-{w}"
+                            for name, instance_id in (("eu-central", "i-0aaaaaaaaaaaaaaa1"), ("us-east", "i-0bbbbbbbbbbbbbbb2"))
+                            for w in range(2))}
+    homes = {"edge/edge-lon/edge-lon-1": "eu-central", "edge/edge-nyc/edge-nyc-1": "us-east"}
+    for user, grants in users.items():
+        if user == "dns":
+            continue
+        home = homes.get(user, user.split("/")[1])
+        writes = {g.permission for g in grants} - {Permission.READ}
+        assert bool(writes) == (home == core), f"{user} (home {home}) in {core}'s cluster: {grants}"
+
+
+def test_enrolling_a_transceiver_makes_its_users_in_every_cluster_read_only_away_from_home(monkeypatch):
+    from voicemesh.registry.access import Permission
+
+    registrar = load_registrar()
+    recorder = _Recorder(registrar, _mesh_plan("eu-central"), monkeypatch)
+    recorder.registrar.enroll("i-0ccccccccccccccc3")
+    made = recorder.grants()
+    users = {f"transceiver/eu-central/trx-eu-central-i-0ccccccccccccccc3-{w}" for w in range(2)}
+    assert set(made) == {"eu-central", "us-east"}
+    assert set(made["eu-central"]) == set(made["us-east"]) == users
+    assert all(Permission.READWRITE in {g.permission for g in grants} for grants in made["eu-central"].values())
+    assert all({g.permission for g in grants} == {Permission.READ} for grants in made["us-east"].values())
+
+
+def test_a_foreign_cluster_that_does_not_answer_does_not_hold_a_launch(monkeypatch, capsys):
+    registrar = load_registrar()
+    recorder = _Recorder(registrar, _mesh_plan("eu-central"), monkeypatch, down="us-east")
+    completed: list = []
+    aws = registrar.prepare._aws
+    monkeypatch.setattr(registrar.prepare, "_aws", lambda *a: completed.append(a[1]) or aws(*a))
+    recorder.registrar.enroll("i-0ccccccccccccccc3")
+    assert "complete-lifecycle-action" in completed
+    assert "not yet in us-east's cluster" in capsys.readouterr().err
 
 
 def test_registrar_issues_again_only_what_is_missing_old_or_from_a_rotated_ca():
@@ -171,3 +290,13 @@ def test_prepare_hands_a_part_only_its_own_certificate():
     with pytest.raises(prepare.HostConfigError) as err:
         prepare.pki_settings({**pki, "settings": {"registry_key": "ca-key"}})
     assert err.value.reason == "unknown_pki_file"
+
+
+def test_a_region_whose_api_does_not_answer_does_not_hold_the_rest_of_init(monkeypatch, capsys):
+    registrar = load_registrar()
+    recorder = _Recorder(registrar, _mesh_plan("eu-central"), monkeypatch, down="us-east-1")
+    recorder.registrar.init()
+    users = recorder.grants()["eu-central"]
+    assert "transceiver/eu-central/trx-eu-central-i-0aaaaaaaaaaaaaaa1-0" in users and "edge/edge-nyc/edge-nyc-1" in users
+    assert not any(user.startswith("transceiver/us-east/") for user in users)
+    assert "us-east's transceivers not listed" in capsys.readouterr().err

@@ -354,8 +354,7 @@ def test_each_part_reaches_etcd_as_its_own_user(hosts, tmp_path, host, part):
 def test_registrar_enrolls_the_users_a_transceiver_host_runs_as(hosts, rendered):
     """The users the registrar creates when a host launches are those its workers' certificates name."""
     registrar = load_registrar()
-    plan = {"transceivers": {"users": rendered["transceiver_users"]}}
-    enrolled = registrar.transceiver_users(plan, "i-0abc1234")
+    enrolled = registrar.transceiver_users({"users": rendered["transceiver_users"]}, "i-0abc1234")
     facts = {**FACTS, "instance_id": "i-0abc1234"}
     prepare = load_prepare()
     parts = hosts["transceiver"]["parts"]

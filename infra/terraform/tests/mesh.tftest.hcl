@@ -117,6 +117,27 @@ run "every_edge_host_gets_its_certificates_from_its_home_region" {
   }
 }
 
+run "every_registrar_makes_every_node_of_the_mesh" {
+  command = plan
+
+  assert {
+    condition = alltrue([for r in local.regions : alltrue([for core in values(r.cores) : toset(core.registry_plan.mesh.users) == toset(concat(flatten([
+      for e in jsondecode(file("../topology.json")).edges : [for i in range(2) : "edge/${e.id}/${e.id}-${i + 1}@${module.topology.edges[e.id].home_core}"]
+    ]), ["dns"]))])]) && contains(module.region_us_east_1.cores["us-east"].registry_plan.mesh.users, "edge/edge-lon/edge-lon-1@eu-central")
+    error_message = "Every core region's registrar makes a user for every edge host of the mesh, with its home (where it writes; elsewhere it reads), and the DNS servers' user."
+  }
+  assert {
+    condition = alltrue([for r in local.regions : alltrue([for core in values(r.cores) :
+      toset([for g in core.registry_plan.mesh.cores : g.core]) == toset(keys(module.topology.cores)) && alltrue([
+        for g in core.registry_plan.mesh.cores : jsonencode(g.users) == jsonencode(merge([for r2 in local.regions : r2.cores]...)[g.core].registry_plan.transceivers.users)
+        && g.asg == merge([for r2 in local.regions : r2.cores]...)[g.core].transceiver_asg
+        && g.aws_region == module.topology.cores[g.core].aws_region && g.registry == module.topology.cores[g.core].registry
+      ])
+    ])])
+    error_message = "Every core region's registrar knows every core region's transceiver group (its Auto Scaling group, AWS region, cluster and worker users as that region enrolls them), so it makes their users as they come into service."
+  }
+}
+
 run "edge_firewall_and_transceiver_ports_follow_the_topology" {
   command = plan
 

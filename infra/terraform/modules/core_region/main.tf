@@ -17,10 +17,12 @@ locals {
 
   # What the registrar (deploy/voicemesh-registrar) makes: etcd users and the certificates of the
   # edges whose home region this is and of the DNS servers on them, the agents' server certificate,
-  # and, as each transceiver host launches, its workers' users and certificates.
+  # and, as each transceiver host launches, its workers' users and certificates; and read-only users
+  # for every node of the mesh homed in another core region (mesh).
   registry_plan = {
     core  = var.core.name
     nodes = var.registry_nodes
+    mesh  = var.registry_mesh
     servers = local.run_agents ? [{
       secret     = local.agent_tls_secret
       aws_region = var.host_common.aws_region

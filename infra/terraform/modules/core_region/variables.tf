@@ -112,6 +112,14 @@ variable "registry_nodes" {
   type        = list(object({ secret = string, aws_region = string, users = list(string) }))
 }
 
+variable "registry_mesh" {
+  description = "Every node of the mesh: users (every edge host's edge/<pop>/<host>@<home>, and dns) and, per core region, its transceiver group (core, aws_region, registry URL and server_name of its cluster, asg, users with {instance_id}). The registrar gives the nodes homed elsewhere read-only users in this region's cluster."
+  type = object({
+    users = list(string)
+    cores = list(object({ core = string, aws_region = string, registry = string, server_name = string, asg = string, users = list(string) }))
+  })
+}
+
 variable "arn" {
   description = "ARN prefix of the partition (arn:aws)."
   type        = string

@@ -21,6 +21,24 @@ locals {
     ])
   }
 
+  # Every node of the mesh, for every core region's registrar: its cluster gives the nodes homed in other
+  # core regions read-only users (registry init --cluster-region; registry/access.py). The static users,
+  # an edge's with @<home>, and each core region's transceiver group, whose hosts' users it adds as they
+  # are in service (user names as host_config's transceiver_users).
+  registry_mesh = {
+    users = concat(flatten([
+      for edge in values(local.m.edges) : [for host in edge.hosts : "edge/${edge.id}/${host.name}@${edge.home_core}"]
+    ]), ["dns"])
+    cores = [for name, core in local.m.cores : {
+      core        = name
+      aws_region  = core.aws_region
+      registry    = core.registry
+      server_name = core.registry_server_name
+      asg         = "${local.m.name}-${name}-transceiver"
+      users       = [for w in range(local.m.transceivers.workers) : "transceiver/${name}/trx-${name}-{instance_id}-${w}"]
+    }]
+  }
+
   # The pinned AMI (var.amis), never "the newest at plan time": a new AMI is a change made on purpose.
   # A region without one plans with a name no AMI has, and the root's amis_are_pinned stops that plan.
   ami_id = lookup(local.m.amis, var.aws_region, "ami-unpinned")
@@ -125,6 +143,7 @@ module "core_region" {
   ca_secret          = local.m.secrets.registry_ca
   node_secret_prefix = local.m.node_secret_prefix
   registry_nodes     = local.registry_nodes[each.key]
+  registry_mesh      = local.registry_mesh
   arn                = local.m.arn
   account            = local.m.account
   transceivers       = local.m.transceivers
