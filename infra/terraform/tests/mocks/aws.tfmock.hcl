@@ -12,10 +12,6 @@ mock_data "aws_partition" {
   defaults = { partition = "aws" }
 }
 
-mock_data "aws_iam_policy_document" {
-  defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
-}
-
 mock_data "aws_networkmanager_core_network_policy_document" {
   defaults = { json = "{\"version\":\"2021.12\"}" }
 }
