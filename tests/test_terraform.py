@@ -417,4 +417,5 @@ def test_etcd_host_serves_tls_only_and_runs_the_registrar(hosts, rendered):
             "ETCD_QUOTA_BACKEND_BYTES": "4294967296"}.items() <= env.items()
     registrar = hosts["etcd"]["registrar"]
     assert registrar == {"ca_secret": "voicemesh/registry-ca", "plan_parameter": "/voicemesh/registry/eu-central",
-                         "etcd_client_port": PORTS["etcd_client"], "server_name": "etcd.voicemesh.internal"}
+                         "etcd_client_port": PORTS["etcd_client"], "server_name": "etcd.voicemesh.internal",
+                         "snapshot_uri": ""}

@@ -23,9 +23,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-TERRAFORM = ROOT / "infra" / "terraform"
-REHEARSAL_TEST = "tests/rehearsal.tftest.hcl"
-"""The ``terraform test`` file whose apply the rehearsal boots (the two-region topology fixture)."""
+TEST_DIRECTORY = "rehearsal"
+"""infra/terraform/rehearsal/render.tftest.hcl: the run whose apply the rehearsal boots (the two-region
+topology fixture). Its own test directory, so the mesh's ``terraform test`` (tests/) does not apply it too."""
 
 
 class RenderError(RuntimeError):
@@ -61,14 +61,14 @@ def _terraform(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def render(workdir: Path) -> dict:
-    """Copy infra/ and deploy/ into ``workdir``, init, and apply REHEARSAL_TEST with mocked AWS;
+    """Copy infra/ and deploy/ into ``workdir``, init, and apply TEST_DIRECTORY's run with mocked AWS;
     return the state's values. Raises RenderError."""
     for name in ("infra", "deploy"):
         shutil.rmtree(workdir / name, ignore_errors=True)
         shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
     cwd = workdir / "infra" / "terraform"
     _terraform(["init", "-backend=false", "-input=false", "-no-color"], cwd)
-    out = _terraform(["test", "-no-color", "-json", "-verbose", f"-filter={REHEARSAL_TEST}"], cwd).stdout
+    out = _terraform(["test", "-no-color", "-json", "-verbose", f"-test-directory={TEST_DIRECTORY}"], cwd).stdout
     for line in out.splitlines():
         message = json.loads(line)
         if message.get("type") == "test_state":

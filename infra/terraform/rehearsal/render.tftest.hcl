@@ -1,6 +1,6 @@
 # The mesh the deploy rehearsal boots (tools/rehearsal, make deploy-rehearsal): the two-region topology
 # fixture, applied against the mocked AWS. tools/rehearsal/render.py reads the hosts from this run's
-# state (terraform test -verbose -json): their user data, as each instance or launch gets it.
+# state (terraform test -test-directory=rehearsal -verbose -json): their user data, as each instance or launch gets it.
 
 mock_provider "aws" {
   source = "./tests/mocks"
