@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +61,8 @@ CLIENTS = {"berlin": ("192.0.2.10", "edge-fra"), "new-york": ("203.0.113.10", "e
 """Client namespaces: address (in the GeoIP database the rehearsal uploads) and the PoP it is nearest to."""
 SPEECH = ROOT / "voicemesh" / "app" / "assets" / "speech.wav"
 CLONE_NEWNET = 0x40000000
+SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""PATH of what runs on a host (systemd's for services; SSM Run Command's is alike)."""
 
 
 class RehearsalError(RuntimeError):
@@ -141,9 +144,10 @@ def add_namespace(ns: str, link: str, addresses: list[str]) -> None:
 
 def elastic_ip(ns: str, private: str, public: str) -> None:
     """An Elastic IP as AWS gives one: traffic to ``public`` reaches ``private``; the host's traffic to
-    the internet (outside 10/8) leaves from ``public``."""
+    the internet (outside 10/8 and the link-local metadata service) leaves from ``public``."""
     sh("ip", "netns", "exec", ns, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", public, "-j", "DNAT",
        "--to-destination", private)
+    sh("ip", "netns", "exec", ns, "iptables", "-t", "nat", "-A", "POSTROUTING", "-d", IMDS_IP, "-j", "RETURN")
     sh("ip", "netns", "exec", ns, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", private, "!", "-d",
        "10.0.0.0/8", "-j", "SNAT", "--to-source", public)
 
@@ -349,7 +353,8 @@ def terminate(machine: Machine) -> None:
 
 def on_host(machine: Machine, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``argv`` on the host (its mount and network namespaces), as SSM Run Command would."""
-    return sh("nsenter", "-t", str(machine.pid), "-m", "-n", *argv, check=False, timeout=timeout)
+    return sh("nsenter", "-t", str(machine.pid), "-m", "-n", "env", "-i", f"PATH={SERVICE_PATH}", *argv,
+              check=False, timeout=timeout)
 
 
 def unit_log(machine: Machine, unit: str) -> str:
@@ -380,7 +385,8 @@ def enroll(machine: Machine, etcd_hosts: list[Machine], document: str, action: s
     ``{{ instanceId }}`` filled, run on every etcd host of the region. True if one succeeded."""
     command = json.loads(document)["mainSteps"][0]["inputs"]["runCommand"][0]
     command = command.replace("{{ action }}", action).replace("{{ instanceId }}", machine.instance_id)
-    results = [on_host(etcd, "sh", "-c", command, timeout=300) for etcd in etcd_hosts]
+    with ThreadPoolExecutor(len(etcd_hosts)) as pool:  # Run Command runs on its targets at once
+        results = list(pool.map(lambda etcd: on_host(etcd, "sh", "-c", command, timeout=300), etcd_hosts))
     machine.events.append({action: [r.returncode for r in results]})
     return any(r.returncode == 0 for r in results)
 
@@ -454,6 +460,9 @@ def rehearse(args: argparse.Namespace) -> dict:
     def step(name: str, ok: bool, **detail) -> None:
         steps.append({"step": name, "ok": ok, "t_s": round(time.monotonic() - started, 1), **detail})
         print(f"[{steps[-1]['t_s']:6.1f} s] {'ok  ' if ok else 'FAIL'} {name} {json.dumps(detail)}", flush=True)
+
+    def call_step(name: str, call: dict) -> None:
+        step(name, call["ok"], **{k: v for k, v in call.items() if k != "ok"})
 
     if args.state:
         state = json.loads(Path(args.state).read_text())
@@ -529,7 +538,7 @@ def rehearse(args: argparse.Namespace) -> dict:
         for name in CLIENTS:
             calls[name] = wait_for(f"call from {name}", lambda n=name: (lambda c: c if c["ok"] else None)(
                 place_call(n, operator["api_key"], operator["whip_ca"])), 180, 3)
-            step(f"call from {name} through the geo name", calls[name]["ok"], **calls[name])
+            call_step(f"call from {name} through the geo name", calls[name])
 
         # An etcd member's host is replaced: same address and user data, an empty disk.
         victim = etcd["eu-central-1"][1]
@@ -537,16 +546,21 @@ def rehearse(args: argparse.Namespace) -> dict:
         terminate(victim)
         step("etcd member host terminated", True, member=victim.name)
         during = place_call("berlin", operator["api_key"], operator["whip_ca"])
-        step("call while the member is down", during["ok"], **during)
+        call_step("call while the member is down", during)
         replacement = Machine(host=victim.host, name=victim.name, ip=victim.ip, instance_id="i-0" + secrets.token_hex(8),
                               index=next(index))
         machines[machines.index(victim)] = replacement
         etcd["eu-central-1"][1] = replacement
         boot(replacement, workdir, agents)
-        rejoined = wait_for("member rejoined", lambda: (lambda ms: ms if len([x for x in ms if x.get("name")]) == 3
-                                                         and all(x.get("name") for x in ms) else None)(
-            members(etcd["eu-central-1"][0])), 240, 2)
-        after = {x["name"]: x["ID"] for x in rejoined}
+
+        def rejoined() -> list[dict] | None:
+            """The member list once the replacement serves under a new member ID (its old entry gone)."""
+            listed = members(etcd["eu-central-1"][0])
+            mine = [x for x in listed if x.get("name") == victim.name]
+            healthy = etcdctl(replacement, "endpoint", "health").returncode == 0
+            return listed if len(listed) == 3 and mine and mine[0]["ID"] != before[victim.name] and healthy else None
+
+        after = {x["name"]: x["ID"] for x in wait_for("member rejoined", rejoined, 300, 2)}
         join_file = on_host(replacement, "cat", "/run/voicemesh/etcd-join.env").stdout
         keys_new = wait_for("replaced member holds the data", lambda: len(etcdctl(
             replacement, "get", "", "--prefix", "--keys-only", "--consistency=s").stdout.split()) or None, 120, 2)
@@ -571,7 +585,7 @@ def rehearse(args: argparse.Namespace) -> dict:
         enroll(lost, etcd["eu-central-1"], documents["region_eu_central_1"], action="retire")
         step("transceiver host terminated", True, host=lost.name)
         during_trx = place_call("berlin", operator["api_key"], operator["whip_ca"])
-        step("call while the transceiver host is gone", during_trx["ok"], **during_trx)
+        call_step("call while the transceiver host is gone", during_trx)
         new_id = wait_for("group launched a replacement", lambda: [i for i in group_instances(lost.host)
                                                                     if i != lost.instance_id], 60)[0]
         fresh = machine(lost.host, new_id)
@@ -584,7 +598,7 @@ def rehearse(args: argparse.Namespace) -> dict:
         step("transceiver replaced and registered", True, host=fresh.name)
         recovered = wait_for("call after recovery", lambda: (lambda c: c if c["ok"] else None)(
             place_call("berlin", operator["api_key"], operator["whip_ca"])), 120, 3)
-        step("call after recovery", recovered["ok"], **recovered)
+        call_step("call after recovery", recovered)
     except Exception as exc:  # any failure becomes the report's last step, with the hosts' state kept
         step("error", False, error=f"{type(exc).__name__}: {str(exc)[-2000:]}")
     finally:

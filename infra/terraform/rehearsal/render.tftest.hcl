@@ -57,7 +57,7 @@ variables {
   release          = "rehearsal"
   geoip_db_s3_uri  = "s3://voicemesh-geoip/GeoLite2-City.mmdb"
   edge_hosts       = 1
-  transceivers     = { min = 1, max = 2, workers = 1, capacity = 20, cpu_target = 50 }
+  transceivers     = { min = 2, max = 3, workers = 1, capacity = 20, cpu_target = 50 }
   agents           = 1
 }
 
