@@ -515,9 +515,10 @@ def rehearse(args: argparse.Namespace) -> dict:
         step("etcd clusters formed", True, members={r: [x["name"] for x in members(ms[0])] for r, ms in etcd.items()})
 
         def enroll_all(trx: list[Machine]) -> None:
-            for m in trx:
-                wait_for(f"enroll {m.name}", lambda m=m: enroll(
-                    m, etcd[m.host.aws_region], documents[region_module[m.host.aws_region]]), 300, 5)
+            """Each launch's event is its own: the launches are enrolled at the same time."""
+            with ThreadPoolExecutor(len(trx)) as pool:
+                list(pool.map(lambda m: wait_for(f"enroll {m.name}", lambda: enroll(
+                    m, etcd[m.host.aws_region], documents[region_module[m.host.aws_region]]), 300, 5), trx))
 
         enroll_all([m for m in machines if m.host.role == "transceiver"])
         step("transceivers enrolled (registrar via the SSM document)", True,
