@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from deploy_files import ROOT
@@ -39,5 +40,4 @@ def test_the_rendered_two_region_mesh_places_calls_and_heals_itself():
     assert substitution["files_differing_from_user_data"] == {}
     assert substitution["docker"]["arguments_unchanged"]
     assert set(substitution["docker"]["image_to_local"].values()) <= {
-        str(ROOT / ".venv" / "bin" / "voicemesh"), str(terraform_cli.Path(sys.executable).parent / "voicemesh"),
-        "/usr/bin/etcd", "/usr/bin/etcdctl"}
+        str(Path(sys.executable).parent / "voicemesh"), "/usr/bin/etcd", "/usr/bin/etcdctl"}
