@@ -27,7 +27,7 @@ pytestmark = [
 
 def test_the_rendered_two_region_mesh_places_calls_and_heals_itself():
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "rehearsal" / "run.py")], capture_output=True,
-                          text=True, timeout=1500)
+                          text=True, timeout=2400)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     steps = {s["step"]: s for s in result["steps"]}
     assert result["ok"], proc.stdout[-6000:]
