@@ -2,7 +2,7 @@
 host on this machine, called through its geo name, then hurt and left to heal.
 
 1. **Render.** ``terraform test`` applies infra/terraform with the mocked AWS provider and the two-region
-   topology fixture (tests/rehearsal.tftest.hcl); every EC2 instance's and launch template's user data is
+   topology fixture (infra/terraform/rehearsal/render.tftest.hcl); every EC2 instance's and launch template's user data is
    read back from the state (render.py).
 2. **AWS.** moto's server stands in for Secrets Manager, SSM, S3 and Auto Scaling: the state's secrets,
    parameters, buckets and groups are created in it, as ``terraform apply`` would; the operator's steps of
