@@ -600,8 +600,9 @@ def rehearse(args: argparse.Namespace) -> dict:
         enroll(lost, etcd["eu-central-1"], documents["region_eu_central_1"], action="retire")
         step("transceiver host terminated", True, host=lost.name)
         call_step("call while the transceiver host is gone", call_within("berlin", operator, DURING_S))
+        known = {m.instance_id for m in machines}
         new_id = wait_for("group launched a replacement", lambda: [i for i in group_instances(lost.host)
-                                                                    if i != lost.instance_id], 60)[0]
+                                                                    if i not in known], 60)[0]
         fresh = machine(lost.host, new_id)
         machines.append(fresh)
         machines.remove(lost)
