@@ -52,13 +52,14 @@ mock_provider "aws" {
 }
 
 variables {
-  topology_file    = "tests/fixtures/topology-two-regions.json"
+  topology_file    = "tests/fixtures/topology-rehearsal.json"
   image_repository = "voicemesh"
   release          = "rehearsal"
   geoip_db_s3_uri  = "s3://voicemesh-geoip/GeoLite2-City.mmdb"
   edge_hosts       = 1
   transceivers     = { min = 2, max = 3, workers = 1, capacity = 20, cpu_target = 50 }
   agents           = 1
+  amis             = { "eu-central-1" = "ami-0123456789abcdef0", "us-east-1" = "ami-0123456789abcdef0" }
 }
 
 run "two_regions" {
