@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-APT_TEST  := etcd-server etcd-client bind9-dnsutils chromium iproute2 nftables libopus0 janus
+APT_TEST  := etcd-server etcd-client bind9-dnsutils chromium iproute2 nftables libopus0 janus cloud-init nginx iptables
 APT_BENCH := coturn gcc dnsperf janus
 APT_BASE  := python3-venv
 
@@ -15,7 +15,7 @@ APT_BASE  := python3-venv
 demo: setup
 	$(BIN)/voicemesh demo
 
-test: setup apt-test lint
+test: setup apt-test checkov lint
 	$(BIN)/pytest -q
 
 bench: setup apt-bench

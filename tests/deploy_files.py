@@ -45,6 +45,11 @@ def load_registrar() -> ModuleType:
     return _load_script("voicemesh-registrar")
 
 
+def load_etcd() -> ModuleType:
+    """deploy/voicemesh-etcd (member rejoin, snapshots) imported as a module."""
+    return _load_script("voicemesh-etcd")
+
+
 def issue(tmp: Path, users: list[str], hosts: list[str], server: str = "") -> dict:
     """A node secret's value as the registrar makes it: ``voicemesh registry certs`` with the registrar's
     arguments (its /pki is ``tmp``), read back by the registrar."""

@@ -9,7 +9,7 @@ import subprocess
 import tomllib
 
 import pytest
-from deploy_files import FACTS, PORTS, ROOT, TERRAFORM, TOPOLOGY, issue, load_hcl, load_prepare, load_registrar
+from deploy_files import FACTS, PORTS, ROOT, TERRAFORM, TOPOLOGY, issue, load_etcd, load_hcl, load_prepare, load_registrar
 
 pytestmark = pytest.mark.unit
 
@@ -300,3 +300,50 @@ def test_a_region_whose_api_does_not_answer_does_not_hold_the_rest_of_init(monke
     assert "transceiver/eu-central/trx-eu-central-i-0aaaaaaaaaaaaaaa1-0" in users and "edge/edge-nyc/edge-nyc-1" in users
     assert not any(user.startswith("transceiver/us-east/") for user in users)
     assert "us-east's transceivers not listed" in capsys.readouterr().err
+
+
+ETCD_ENV = {
+    "ETCD_NAME": "etcd-eu-central-1", "ETCD_DATA_DIR": "/var/lib/etcd",
+    "ETCD_INITIAL_ADVERTISE_PEER_URLS": "https://10.64.32.10:2380",
+    "ETCD_ADVERTISE_CLIENT_URLS": "https://10.64.32.10:2379",
+    "ETCD_INITIAL_CLUSTER": "etcd-eu-central-0=https://10.64.16.10:2380,etcd-eu-central-1=https://10.64.32.10:2380,"
+                            "etcd-eu-central-2=https://10.64.48.10:2380",
+}
+
+
+def test_etcd_member_with_a_new_disk_replaces_itself_in_the_running_cluster():
+    """voicemesh-etcd join: a member that had started and lost its disk is removed and added again; one
+    removed by hand is added; data on disk, no answer (first boot) or a never-started entry change nothing."""
+    etcd = load_etcd()
+    started = [{"ID": 1, "name": "etcd-eu-central-0", "peerURLs": ["https://10.64.16.10:2380"]},
+               {"ID": 2, "name": "etcd-eu-central-1", "peerURLs": ["https://10.64.32.10:2380"]}]
+    assert etcd.other_endpoints(ETCD_ENV) == ["https://10.64.16.10:2379", "https://10.64.48.10:2379"]
+    assert etcd.join_plan(ETCD_ENV, started, has_data=False) == (2, True)
+    assert etcd.join_plan(ETCD_ENV, started[:1], has_data=False) == (None, True)
+    assert etcd.join_plan(ETCD_ENV, started, has_data=True) == (None, False)
+    assert etcd.join_plan(ETCD_ENV, None, has_data=False) == (None, False)
+    unstarted = [started[0], {"ID": 2, "name": "", "peerURLs": ["https://10.64.32.10:2380"]}]
+    assert etcd.join_plan(ETCD_ENV, unstarted, has_data=False) == (None, False)
+
+
+def test_etcd_join_file_takes_the_cluster_member_add_printed():
+    etcd = load_etcd()
+    printed = ('Member 2 added to cluster 9\n\nETCD_NAME="etcd-eu-central-1"\n'
+               'ETCD_INITIAL_CLUSTER="etcd-eu-central-0=https://10.64.16.10:2380,etcd-eu-central-1=https://10.64.32.10:2380"\n'
+               'ETCD_INITIAL_ADVERTISE_PEER_URLS="https://10.64.32.10:2380"\nETCD_INITIAL_CLUSTER_STATE="existing"\n')
+    assert etcd.read_env(etcd.join_env(printed)) == {
+        "ETCD_INITIAL_CLUSTER": "etcd-eu-central-0=https://10.64.16.10:2380,etcd-eu-central-1=https://10.64.32.10:2380",
+        "ETCD_INITIAL_CLUSTER_STATE": "existing"}
+    with pytest.raises(ValueError):
+        etcd.join_env("Member 2 added\n")
+    assert etcd.snapshot_key("s3://b/eu-central/", "etcd-eu-central-1", 0) == "s3://b/eu-central/etcd-eu-central-1/19700101T000000Z.db"
+
+
+def test_etcd_unit_rejoins_before_it_starts_and_reads_the_join_file_last():
+    unit = (ROOT / "deploy" / "etcd.service").read_text()
+    pre = [line for line in unit.splitlines() if line.startswith("ExecStartPre=")]
+    assert pre[:2] == ["ExecStartPre=/usr/local/bin/voicemesh-registrar member",
+                       "ExecStartPre=/usr/local/bin/voicemesh-etcd join"]
+    command = _exec_start(unit)
+    files = [command[i + 1] for i, arg in enumerate(command) if arg == "--env-file"]
+    assert files == ["/etc/voicemesh/etcd.env", load_etcd().JOIN_FILE]

@@ -410,7 +410,11 @@ def test_etcd_host_serves_tls_only_and_runs_the_registrar(hosts, rendered):
     assert {"/usr/local/bin/voicemesh-registrar", "/usr/local/bin/voicemesh-prepare",
             "/etc/systemd/system/voicemesh-registry-init.service",
             "/etc/systemd/system/voicemesh-registry-init.timer"} <= set(files)
-    assert rendered["etcd"]["units"] == ["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer"]
+    assert rendered["etcd"]["units"] == ["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer",
+                                         "voicemesh-etcd-snapshot.timer"]
+    assert {"ETCD_AUTO_COMPACTION_MODE": "periodic", "ETCD_AUTO_COMPACTION_RETENTION": "1h",
+            "ETCD_QUOTA_BACKEND_BYTES": "4294967296"}.items() <= env.items()
     registrar = hosts["etcd"]["registrar"]
     assert registrar == {"ca_secret": "voicemesh/registry-ca", "plan_parameter": "/voicemesh/registry/eu-central",
-                         "etcd_client_port": PORTS["etcd_client"], "server_name": "etcd.voicemesh.internal"}
+                         "etcd_client_port": PORTS["etcd_client"], "server_name": "etcd.voicemesh.internal",
+                         "snapshot_uri": ""}

@@ -3,6 +3,8 @@
 # at by CNAME. Delegate it from its parent (output acme_zone_name_servers) before the first renewal.
 
 resource "aws_route53_zone" "acme" {
+  # checkov:skip=CKV2_AWS_38:the mesh zone that CNAMEs into it is served unsigned by the geo DNS servers, so signing this zone adds no chain of trust
+  # checkov:skip=CKV2_AWS_39:it holds only challenge TXT records for minutes; query logs would record the CA's lookups and nothing else
   count         = var.acme == null ? 0 : 1
   name          = var.acme.zone
   comment       = "ACME DNS-01 validation records for ${module.topology.mesh_fqdn}"

@@ -23,20 +23,20 @@ locals {
   runs_app     = toset(["edge", "transceiver", "agent", "etcd"])
 }
 
-data "aws_iam_policy_document" "assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
-    }
-  }
+# Policy documents are jsonencode'd (not aws_iam_policy_document data sources), so the plan holds
+# them even against a mocked provider and tests/test_infra_checks.py checks every AWS call the
+# deploy's scripts make against them.
+locals {
+  assume_ec2 = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Action = "sts:AssumeRole", Principal = { Service = "ec2.amazonaws.com" } }]
+  })
 }
 
 resource "aws_iam_role" "host" {
   for_each           = toset(["edge", "transceiver", "agent", "etcd"])
   name               = "${var.name}-${each.key}"
-  assume_role_policy = data.aws_iam_policy_document.assume.json
+  assume_role_policy = local.assume_ec2
 }
 
 resource "aws_iam_instance_profile" "host" {
@@ -57,72 +57,54 @@ resource "aws_iam_role_policy_attachment" "ecr" {
   policy_arn = "${local.arn}:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly"
 }
 
-data "aws_iam_policy_document" "reads" {
-  for_each = local.runs_app
-  statement {
-    actions   = ["ssm:GetParameter"]
-    resources = [local.release]
-  }
-  statement {
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = local.secrets[each.key]
-  }
-  # Its own node secret only: the registrar tags each with the instance it belongs to.
-  dynamic "statement" {
-    for_each = contains(["edge", "transceiver"], each.key) ? [1] : []
-    content {
-      actions   = ["secretsmanager:GetSecretValue"]
-      resources = [local.node_secrets]
-      condition {
-        test     = "StringEquals"
-        variable = "secretsmanager:ResourceTag/voicemesh:instance"
-        values   = ["$${ec2:SourceInstanceARN}"]
-      }
-    }
-  }
-  dynamic "statement" {
-    for_each = each.key == "edge" ? [1] : []
-    content {
-      actions   = ["s3:GetObject"]
-      resources = ["${local.arn}:s3:::${local.geoip}"]
-    }
-  }
-  # The registrar (deploy/voicemesh-registrar): its region's plan, the node and agent secrets it
-  # fills, and the transceiver launches it lets go on.
-  dynamic "statement" {
-    for_each = each.key == "etcd" ? [1] : []
-    content {
-      actions   = ["ssm:GetParameter"]
-      resources = ["${local.arn}:ssm:*:${local.account}:parameter/${var.name}/registry/*"]
-    }
-  }
-  dynamic "statement" {
-    for_each = each.key == "etcd" ? [1] : []
-    content {
-      actions = ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue", "secretsmanager:CreateSecret",
+locals {
+  etcd_reads = [
+    { Effect = "Allow", Action = "ssm:GetParameter", Resource = "${local.arn}:ssm:*:${local.account}:parameter/${var.name}/registry/*" },
+    {
+      Effect = "Allow"
+      Action = ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue", "secretsmanager:CreateSecret",
       "secretsmanager:TagResource", "secretsmanager:DeleteSecret"]
-      resources = [local.node_secrets, "${local.secret}/agent-tls/*"]
-    }
-  }
-  dynamic "statement" {
-    for_each = each.key == "etcd" ? [1] : []
-    content {
-      actions   = ["autoscaling:CompleteLifecycleAction"]
-      resources = ["${local.arn}:autoscaling:*:${local.account}:autoScalingGroup:*:autoScalingGroupName/${var.name}-*-transceiver"]
-    }
-  }
-  dynamic "statement" {
-    for_each = each.key == "etcd" ? [1] : []
-    content {
-      actions   = ["autoscaling:DescribeAutoScalingInstances", "autoscaling:DescribeAutoScalingGroups"]
-      resources = ["*"]
-    }
-  }
+      Resource = [local.node_secrets, "${local.secret}/agent-tls/*"]
+    },
+    {
+      Effect   = "Allow"
+      Action   = "autoscaling:CompleteLifecycleAction"
+      Resource = "${local.arn}:autoscaling:*:${local.account}:autoScalingGroup:*:autoScalingGroupName/${var.name}-*-transceiver"
+    },
+    # voicemesh-etcd snapshot: its region's snapshot bucket (modules/core_region).
+    { Effect = "Allow", Action = "s3:PutObject", Resource = "${local.arn}:s3:::${var.name}-*-etcd-snapshots-${local.account}/*" },
+    # Describe calls take no resource-level permission (IAM: "Resource: *" only).
+    { Effect = "Allow", Action = ["autoscaling:DescribeAutoScalingInstances", "autoscaling:DescribeAutoScalingGroups"], Resource = "*" },
+  ]
+  reads = { for role in local.runs_app : role => jsonencode({
+    Version = "2012-10-17"
+    Statement = concat(
+      [
+        { Effect = "Allow", Action = "ssm:GetParameter", Resource = local.release },
+        { Effect = "Allow", Action = "secretsmanager:GetSecretValue", Resource = local.secrets[role] },
+      ],
+      # Its own node secret only: the registrar tags each with the instance it belongs to.
+      [for s in [{
+        Effect    = "Allow"
+        Action    = "secretsmanager:GetSecretValue"
+        Resource  = local.node_secrets
+        Condition = { StringEquals = { "secretsmanager:ResourceTag/voicemesh:instance" = "$${ec2:SourceInstanceARN}" } }
+      }] : s if contains(["edge", "transceiver"], role)],
+      # The geo DNS server's database and the zone's name servers.
+      [for s in [
+        { Effect = "Allow", Action = "s3:GetObject", Resource = "${local.arn}:s3:::${local.geoip}" },
+        { Effect = "Allow", Action = "ssm:GetParameter", Resource = "${local.arn}:ssm:*:${local.account}:parameter/${var.name}/name-servers" },
+      ] : s if role == "edge"],
+      # The registrar (deploy/voicemesh-registrar): its region's plan, the node and agent secrets it
+      # fills, and the transceiver launches it lets go on.
+      [for s in local.etcd_reads : s if role == "etcd"],
+    )
+  }) }
 }
 
 resource "aws_iam_role_policy" "reads" {
   for_each = local.runs_app
   name     = "start-up-reads"
   role     = aws_iam_role.host[each.key].name
-  policy   = data.aws_iam_policy_document.reads[each.key].json
+  policy   = local.reads[each.key]
 }

@@ -10,6 +10,8 @@ locals {
 }
 
 resource "aws_secretsmanager_secret" "token_keys" {
+  # checkov:skip=CKV2_AWS_57:rotation needs a rolling restart of the parts, which a rotation Lambda cannot do: rotated by the runbook (infra/README.md, Rotating keys and certificates)
+  # checkov:skip=CKV_AWS_149:encrypted with the AWS managed key aws/secretsmanager; who reads it is limited by the instance roles (iam.tf), which a customer key would only repeat, in every replica region
   name        = "${var.name}/token-keys"
   description = "voicemesh mesh keys, \"id:hex,...\" current first (VOICEMESH_TOKEN_KEYS): routing tokens, client tokens and edge-to-transceiver hop signatures derive from them"
 
@@ -22,6 +24,8 @@ resource "aws_secretsmanager_secret" "token_keys" {
 }
 
 resource "aws_secretsmanager_secret" "api_keys" {
+  # checkov:skip=CKV2_AWS_57:rotation needs a rolling restart of the parts, which a rotation Lambda cannot do: rotated by the runbook (infra/README.md, Rotating keys and certificates)
+  # checkov:skip=CKV_AWS_149:encrypted with the AWS managed key aws/secretsmanager; who reads it is limited by the instance roles (iam.tf), which a customer key would only repeat, in every replica region
   name        = "${var.name}/api-keys"
   description = "voicemesh API keys of app backends, \"id:secret,...\" (VOICEMESH_API_KEYS on the edges)"
 
@@ -34,6 +38,8 @@ resource "aws_secretsmanager_secret" "api_keys" {
 }
 
 resource "aws_secretsmanager_secret" "whip_tls" {
+  # checkov:skip=CKV2_AWS_57:rotation needs a rolling restart of the parts, which a rotation Lambda cannot do: rotated by the runbook (infra/README.md, Rotating keys and certificates)
+  # checkov:skip=CKV_AWS_149:encrypted with the AWS managed key aws/secretsmanager; who reads it is limited by the instance roles (iam.tf), which a customer key would only repeat, in every replica region
   name        = "${var.name}/whip-tls"
   description = "TLS certificate and key of the WHIP front on the edges: {\"cert\": PEM chain, \"key\": PEM}"
 
@@ -46,6 +52,8 @@ resource "aws_secretsmanager_secret" "whip_tls" {
 }
 
 resource "aws_secretsmanager_secret" "registry_ca" {
+  # checkov:skip=CKV2_AWS_57:rotation needs a rolling restart of the parts, which a rotation Lambda cannot do: rotated by the runbook (infra/README.md, Rotating keys and certificates)
+  # checkov:skip=CKV_AWS_149:encrypted with the AWS managed key aws/secretsmanager; who reads it is limited by the instance roles (iam.tf), which a customer key would only repeat, in every replica region
   name        = "${var.name}/registry-ca"
   description = "voicemesh mesh CA, {\"cert\": PEM, \"key\": PEM}: read only by the etcd hosts, which issue every etcd, node and agent certificate from it"
 

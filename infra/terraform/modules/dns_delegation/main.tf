@@ -11,6 +11,7 @@ resource "aws_route53_record" "delegation" {
 }
 
 resource "aws_route53_record" "glue" {
+  # checkov:skip=CKV2_AWS_23:glue records point at the edge hosts' Elastic IPs, which live in the edge_pop modules (a record cannot name them here)
   for_each = var.parent_zone_id == null ? {} : var.name_servers
   zone_id  = var.parent_zone_id
   name     = each.key

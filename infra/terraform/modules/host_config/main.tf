@@ -122,6 +122,7 @@ locals {
       server_name      = var.etcd.server_name
       plan_parameter   = var.etcd.plan_parameter
       etcd_client_port = local.p.etcd_client
+      snapshot_uri     = var.etcd.snapshot_uri
     }
   })
 
@@ -137,6 +138,12 @@ locals {
     "ETCD_INITIAL_CLUSTER=${join(",", [for m in var.etcd.members : "${m.name}=https://${m.ip}:${local.p.etcd_peer}"])}",
     "ETCD_INITIAL_CLUSTER_STATE=new",
     "ETCD_INITIAL_CLUSTER_TOKEN=${var.etcd.cluster}",
+    # Each claim and each load report writes a revision: keep an hour of history, cap the database,
+    # and cut the raft log (deploy/voicemesh-etcd snapshot defragments hourly).
+    "ETCD_AUTO_COMPACTION_MODE=periodic",
+    "ETCD_AUTO_COMPACTION_RETENTION=${var.etcd.compaction_retention}",
+    "ETCD_QUOTA_BACKEND_BYTES=${var.etcd.quota_bytes}",
+    "ETCD_SNAPSHOT_COUNT=10000",
     "",
   ])
 
@@ -154,7 +161,10 @@ locals {
   etcd_files = var.role != "etcd" ? [] : [
     { path = "/etc/voicemesh/etcd.env", permissions = "0644", content = local.etcd_env },
     { path = "/usr/local/bin/voicemesh-registrar", permissions = "0755", content = file("${local.deploy}/voicemesh-registrar") },
+    { path = "/usr/local/bin/voicemesh-etcd", permissions = "0755", content = file("${local.deploy}/voicemesh-etcd") },
     { path = "/etc/systemd/system/etcd.service", permissions = "0644", content = file("${local.deploy}/etcd.service") },
+    { path = "/etc/systemd/system/voicemesh-etcd-snapshot.service", permissions = "0644", content = file("${local.deploy}/voicemesh-etcd-snapshot.service") },
+    { path = "/etc/systemd/system/voicemesh-etcd-snapshot.timer", permissions = "0644", content = file("${local.deploy}/voicemesh-etcd-snapshot.timer") },
     { path = "/etc/systemd/system/voicemesh-registry-init.service", permissions = "0644", content = file("${local.deploy}/voicemesh-registry-init.service") },
     { path = "/etc/systemd/system/voicemesh-registry-init.timer", permissions = "0644", content = file("${local.deploy}/voicemesh-registry-init.timer") },
   ]
@@ -189,7 +199,7 @@ locals {
     ]) },
   ]
 
-  units = var.role == "etcd" ? ["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer"] : concat(
+  units = var.role == "etcd" ? ["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer", "voicemesh-etcd-snapshot.timer"] : concat(
     [for name, part in local.parts : "voicemesh@${name}" if name != "whip-tls"],
     var.role == "edge" ? ["nginx"] : [],
     var.lifecycle_hook == null ? [] : ["voicemesh-lifecycle.timer"],

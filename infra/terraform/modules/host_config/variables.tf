@@ -70,7 +70,7 @@ variable "agent" {
 }
 
 variable "etcd" {
-  description = "For role etcd: image, this member's name and ip, the cluster token, all members (name, ip), server_name (in every member's certificate, with its ip); for the registrar: ca_secret (Secrets Manager name of the mesh CA) and plan_parameter (SSM name of the region's plan: which users and certificates to make)."
+  description = "For role etcd: image, this member's name and ip, the cluster token, all members (name, ip), server_name (in every member's certificate, with its ip); for the registrar: ca_secret (Secrets Manager name of the mesh CA) and plan_parameter (SSM name of the region's plan: which users and certificates to make); compaction_retention, quota_bytes and snapshot_uri (deploy/voicemesh-etcd)."
   type = object({
     image          = string
     name           = string
@@ -80,6 +80,12 @@ variable "etcd" {
     server_name    = string
     ca_secret      = string
     plan_parameter = string
+    # Auto-compaction keeps this much history (etcd's periodic retention, e.g. "1h").
+    compaction_retention = optional(string, "1h")
+    # The backend's size limit (etcd refuses writes past it, NOSPACE alarm).
+    quota_bytes = optional(number, 4294967296)
+    # Where voicemesh-etcd snapshot uploads (s3://bucket/prefix); "" keeps snapshots on the host only.
+    snapshot_uri = optional(string, "")
   })
   default = null
 }

@@ -144,7 +144,7 @@ run "etcd" {
   }
 
   assert {
-    condition     = jsonencode(output.units) == jsonencode(["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer"]) && strcontains(output.cloud_config, "ETCD_INITIAL_CLUSTER=etcd-eu-central-0=https://10.64.16.10:2380,etcd-eu-central-1=https://10.64.32.10:2380")
+    condition     = jsonencode(output.units) == jsonencode(["etcd", "voicemesh-registry-init", "voicemesh-registry-init.timer", "voicemesh-etcd-snapshot.timer"]) && strcontains(output.cloud_config, "ETCD_INITIAL_CLUSTER=etcd-eu-central-0=https://10.64.16.10:2380,etcd-eu-central-1=https://10.64.32.10:2380")
     error_message = "An etcd member bootstraps statically with every member's peer URL over TLS, and sets the users up once it answers."
   }
   assert {
@@ -152,7 +152,11 @@ run "etcd" {
     error_message = "etcd serves clients and peers only over TLS."
   }
   assert {
-    condition     = jsondecode(output.host_json).registrar == { ca_secret = "voicemesh/registry-ca", server_name = "etcd.eu-central.voicemesh.internal", plan_parameter = "/voicemesh/registry/eu-central", etcd_client_port = 2379 } && length(jsondecode(output.host_json).parts) == 0
+    condition     = strcontains(output.cloud_config, "ETCD_AUTO_COMPACTION_MODE=periodic") && strcontains(output.cloud_config, "ETCD_AUTO_COMPACTION_RETENTION=1h") && strcontains(output.cloud_config, "ETCD_QUOTA_BACKEND_BYTES=4294967296")
+    error_message = "etcd compacts its history and has a quota."
+  }
+  assert {
+    condition     = jsondecode(output.host_json).registrar == { ca_secret = "voicemesh/registry-ca", server_name = "etcd.eu-central.voicemesh.internal", plan_parameter = "/voicemesh/registry/eu-central", etcd_client_port = 2379, snapshot_uri = "" } && length(jsondecode(output.host_json).parts) == 0
     error_message = "The etcd host runs the registrar, with the CA's secret and its region's plan."
   }
 }

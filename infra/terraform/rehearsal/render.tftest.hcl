@@ -1,0 +1,74 @@
+# The mesh the deploy rehearsal boots (tools/rehearsal, make deploy-rehearsal): the two-region topology
+# fixture, applied against the mocked AWS. tools/rehearsal/render.py reads the hosts from this run's
+# state (terraform test -test-directory=rehearsal -verbose -json): their user data, as each instance or launch gets it.
+
+mock_provider "aws" {
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "ap_northeast_1"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "ap_south_1"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "ap_southeast_1"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "ap_southeast_2"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "eu_central_1"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "eu_west_2"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "sa_east_1"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "us_east_1"
+  source = "./tests/mocks"
+}
+
+mock_provider "aws" {
+  alias  = "us_west_1"
+  source = "./tests/mocks"
+}
+
+variables {
+  topology_file    = "tests/fixtures/topology-rehearsal.json"
+  image_repository = "voicemesh"
+  release          = "rehearsal"
+  geoip_db_s3_uri  = "s3://voicemesh-geoip/GeoLite2-City.mmdb"
+  edge_hosts       = 1
+  transceivers     = { min = 2, max = 3, workers = 1, capacity = 20, cpu_target = 50 }
+  agents           = 1
+  amis             = { "eu-central-1" = "ami-0123456789abcdef0", "us-east-1" = "ami-0123456789abcdef0" }
+}
+
+run "two_regions" {
+  assert {
+    condition     = length([for r in local.regions : r if length(r.cores) > 0]) == 2 && length(output.edges) == 2
+    error_message = "The rehearsal's topology has two core regions and an edge PoP in each."
+  }
+  assert {
+    condition     = output.registries["eu-central"] == "etcd://10.64.16.10:2379,10.64.32.10:2379,10.64.48.10:2379"
+    error_message = "Each core region has three etcd members."
+  }
+}
