@@ -18,4 +18,4 @@ $(VENV)-checkov/.installed: | apt-base
 # `make deploy-rehearsal`: every host of the two-region topology fixture rendered by Terraform, booted as network
 # namespaces running the units' own commands (tools/rehearsal, README there); a table and, last, one JSON line.
 deploy-rehearsal: setup apt-test
-	$(BIN)/python tools/rehearsal/run.py $(REHEARSAL_ARGS)
+	$(BIN)/pytest -q tests/test_deploy_rehearsal.py
