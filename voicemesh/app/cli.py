@@ -56,6 +56,14 @@ EDGE_HELP = {
                        "over it: 429 with Retry-After",
     "whip_burst": "WHIP offers one source may POST at once before the rate applies",
     "whip_max_pending": "WHIP offers forwarded to transceivers at once; over it: 503 with Retry-After",
+    "whip_request_rate_per_s": "WHIP PATCH, DELETE and OPTIONS requests per second one source (IPv4 address or "
+                               "IPv6 /64) may send on average; over it: 429 with Retry-After",
+    "whip_request_burst": "WHIP PATCH, DELETE and OPTIONS requests one source may send at once before the rate "
+                          "applies",
+    "whip_session_patches_per_min": "PATCHes (trickle ICE) one WHIP session may send through this edge per minute, "
+                                    "all at once at most; over it: 429 with Retry-After",
+    "whip_session_restarts_per_min": "ICE restarts (PATCH with If-Match: *) one WHIP session may ask this edge for "
+                                     "per minute, all at once at most; over it: 429 with Retry-After",
     "http_header_timeout_s": "seconds a client has to send a request's head (from connecting or its first byte)",
     "http_body_timeout_s": "seconds a client has to send a request's body after its head",
     "http_idle_timeout_s": "seconds an idle keep-alive connection stays open",
