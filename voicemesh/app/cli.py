@@ -449,6 +449,7 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
         # sessions end (COLLECT_AFTER_END_S) costs only what the live sessions hold.
         gc.collect()
         gc.freeze()
+        supervisor.report_ready()
 
     async def stop() -> None:
         # Drain first, while the API still serves: edges' DELETEs reach the sessions as they end and new
