@@ -28,7 +28,7 @@ class EdgeConfig:
     browser's call sends about ten: preflights, trickle, DELETE). Each
     session may PATCH ``whip_session_patches_per_min`` times a minute, and
     make ``whip_session_restarts_per_min`` ICE restarts a minute, at this
-    edge (token buckets whose burst is the per-minute count). The
+    edge (token buckets whose burst is the per-minute count; edge/admission.py). The
     ``http_*`` settings bound every connection to the WHIP front and call
     page (voicemesh.runtime.http.HttpLimits).
 

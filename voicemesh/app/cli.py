@@ -196,7 +196,8 @@ def parser() -> argparse.ArgumentParser:
                      help="worker processes under one supervisor, each pinned to its own core when there are "
                           "enough, with its own registry index, backbone socket (--backbone port + i; port 0: "
                           "each a free one) and API (--http port + i), named <node-id>-w<i>; --capacity is per "
-                          "worker. The supervisor restarts a worker that dies and forwards SIGTERM so every "
+                          "worker. The supervisor restarts a worker that dies, gives up (stops all, exits non-zero) "
+                          "on one that exits before it is ready 3 times in a row, and forwards SIGTERM so every "
                           "worker drains (default 1; env VOICEMESH_WORKERS)")
     config.add_flags(trx, TransceiverConfig, TRANSCEIVER_HELP)
 
