@@ -76,6 +76,12 @@ def test_exit_status(statuses: list[int | None], expected: int) -> None:
     assert exit_status(statuses) == expected
 
 
+def test_giving_up_is_a_failure_even_on_a_worker_that_exited_0() -> None:
+    """A worker that exits 0 at once, three times, was given up on: the supervisor must not say success."""
+    assert exit_status([0, 0], gave_up=True) == 1
+    assert exit_status([USAGE_EXIT, 0], gave_up=True) == USAGE_EXIT
+
+
 def test_each_worker_gets_its_own_node_id_api_port_and_backbone_port_which_win_over_the_flags() -> None:
     argv = ["transceiver", "--workers", "2", "--http", "127.0.0.1:9000", "--node-id", "trx"]
     first, second = worker_argvs(argv, "trx", ("127.0.0.1", 9000), ("10.0.0.1", 0), 2)

@@ -132,13 +132,13 @@ class RestartPolicy:
         return Restart(min(self.first_delay_s * 2 ** (len(recent) - 1), self.max_delay_s))
 
 
-def exit_status(statuses: Sequence[int | None]) -> int:
-    """The supervisor's exit status from its workers' last ones: 0 if every worker exited 0, USAGE_EXIT if
-    one refused its settings, else 1. A status killed by signal N (``-N`` from asyncio) counts as a failure;
-    None (never started) counts as 0."""
+def exit_status(statuses: Sequence[int | None], gave_up: bool = False) -> int:
+    """The supervisor's exit status from its workers' last ones: 0 if every worker exited 0 (and the policy
+    did not give up on one: ``gave_up``, then 1), USAGE_EXIT if one refused its settings, else 1. A status
+    killed by signal N (``-N`` from asyncio) counts as a failure; None (never started) counts as 0."""
     failed = [s for s in statuses if s]
     if not failed:
-        return 0
+        return 1 if gave_up else 0
     return USAGE_EXIT if USAGE_EXIT in failed else 1
 
 
@@ -256,7 +256,7 @@ class Supervisor:
             await self._stop_all(waits)
             for worker in list(self._ready_pipes):
                 self._close_ready_pipe(worker)
-        return exit_status(self.statuses)
+        return exit_status(self.statuses, bool(self.gave_up))
 
     async def _stop_all(self, waits: dict[asyncio.Future[Any], int]) -> None:
         """SIGTERM every live worker, wait for them to drain, SIGKILL what is left after ``kill_after_s``."""
