@@ -22,7 +22,13 @@ class EdgeConfig:
 
     WHIP admission: each source (IPv4 address or IPv6 /64) may POST
     ``whip_rate_per_s`` offers per second on average and ``whip_burst`` at
-    once; at most ``whip_max_pending`` offers are forwarded at a time. The
+    once; at most ``whip_max_pending`` offers are forwarded at a time. Each
+    source may send ``whip_request_rate_per_s`` PATCH, DELETE and OPTIONS
+    requests per second on average and ``whip_request_burst`` at once (a
+    browser's call sends about ten: preflights, trickle, DELETE). Each
+    session may PATCH ``whip_session_patches_per_min`` times a minute, and
+    make ``whip_session_restarts_per_min`` ICE restarts a minute, at this
+    edge (token buckets whose burst is the per-minute count; edge/admission.py). The
     ``http_*`` settings bound every connection to the WHIP front and call
     page (voicemesh.runtime.http.HttpLimits).
 
@@ -64,6 +70,10 @@ class EdgeConfig:
     whip_rate_per_s: float = 2.0
     whip_burst: int = 10
     whip_max_pending: int = 256
+    whip_request_rate_per_s: float = 10.0
+    whip_request_burst: int = 100
+    whip_session_patches_per_min: int = 60
+    whip_session_restarts_per_min: int = 6
     http_header_timeout_s: float = 5.0
     http_body_timeout_s: float = 10.0
     http_idle_timeout_s: float = 15.0

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from voicemesh.edge.admission import SourceLimiter
+from voicemesh.edge.admission import KeyedLimiter, PatchLimiter
 from voicemesh.edge.apikeys import ApiKeys
 from voicemesh.edge.config import EdgeConfig
 from voicemesh.edge.cors import Cors
@@ -47,6 +47,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def whip_limits(config: EdgeConfig) -> tuple[KeyedLimiter, KeyedLimiter, PatchLimiter]:
+    """The WHIP front's rate limits from ``config`` (edge/admission.py), WhipFront's ``limiter`` (offers per
+    source), ``request_limiter`` (PATCH, DELETE, OPTIONS per source) and ``patch_limiter`` (PATCHes and ICE
+    restarts per session). Raises ConfigError naming a setting whose
+    rate is not above 0 or whose burst or count is below 1."""
+    try:
+        offers = KeyedLimiter(config.whip_rate_per_s, config.whip_burst)
+    except ValueError as exc:
+        raise ConfigError(f"whip_rate_per_s, whip_burst: {exc}") from None
+    try:
+        requests = KeyedLimiter(config.whip_request_rate_per_s, config.whip_request_burst)
+    except ValueError as exc:
+        raise ConfigError(f"whip_request_rate_per_s, whip_request_burst: {exc}") from None
+    try:
+        patches = PatchLimiter(config.whip_session_patches_per_min, config.whip_session_restarts_per_min)
+    except ValueError as exc:
+        raise ConfigError(f"whip_session_patches_per_min, whip_session_restarts_per_min: {exc}") from None
+    return offers, requests, patches
+
+
 class EdgeNode:
     """Starts and stops an edge: allocate an edge id, bind, pick up live flows, serve, register.
 
@@ -58,7 +78,8 @@ class EdgeNode:
 
     ``keys`` is the mesh key set: the relay checks routing tokens with it, the WHIP front issues and checks
     client tokens and signs its requests to transceivers with keys derived from it. Raises ConfigError for
-    bad API keys or CORS origins, or for a WHIP front on a non-loopback address with no API keys and no ``insecure_open``.
+    bad API keys, CORS origins or WHIP rate limits, or for a WHIP front on a non-loopback address with no API
+    keys and no ``insecure_open``.
     """
 
     def __init__(self, config: EdgeConfig, registry: Registry, keys: MeshKeys) -> None:
@@ -70,6 +91,7 @@ class EdgeNode:
             self.cors = Cors.from_spec(config.cors_origins)
         except ValueError as exc:
             raise ConfigError(f"cors_origins: {exc}") from None
+        self.whip_limits = whip_limits(config)
         host = parse_hostport(config.http)[0]
         if not self.api_keys and not config.insecure_open and not is_loopback(host):
             raise ConfigError(f"the WHIP front would serve {config.http} with no authorization: set api_keys "
@@ -126,7 +148,8 @@ class EdgeNode:
         self._whip = WhipFront(self.registry, record, relay.stats, hop=HopSigner(self.keys),
                                client_tokens=ClientTokenCodec(self.keys), on_answer=flows.expect,
                                api_keys=self.api_keys, cors=self.cors, session_ids=SessionIds(self.keys),
-                               limiter=SourceLimiter(cfg.whip_rate_per_s, cfg.whip_burst),
+                               limiter=self.whip_limits[0], request_limiter=self.whip_limits[1],
+                               patch_limiter=self.whip_limits[2],
                                max_pending=cfg.whip_max_pending, region_rtt_ms=cfg.region_rtts())
         limits = HttpLimits(header_timeout_s=cfg.http_header_timeout_s, body_timeout_s=cfg.http_body_timeout_s,
                             idle_timeout_s=cfg.http_idle_timeout_s, max_requests=cfg.http_max_requests,

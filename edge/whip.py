@@ -18,7 +18,11 @@ CORS and errors are WHIP's, and ``PATCH`` and ``DELETE`` on that URL act on the 
 backend changes only its base URL too.
 
 Admission: a source (IPv4 address or IPv6 /64, edge/admission.py) over its
-rate gets ``429``; over ``max_pending`` offers in flight the edge answers
+rate of offers gets ``429``, and so does one over its rate of other requests (``PATCH``, ``DELETE``,
+``OPTIONS``: each can make the edge look a session up in every region's registry and forward to a transceiver);
+a session's PATCHes are bounded too (ICE restarts, which mint a token and re-key the session, more tightly
+than trickle); an id this mesh never issued (voicemesh/wire/sessionid.py) gets ``404`` without a look-up.
+Over ``max_pending`` offers in flight the edge answers
 ``503``; a transceiver that answers ``503`` (full or draining) passes the offer
 to the next in the choice order, and only when none takes it does the edge
 answer ``503``. Every refusal carries ``Retry-After`` and is counted. A transceiver that cannot be
@@ -55,7 +59,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 from yarl import URL
 
-from voicemesh.edge.admission import SourceLimiter, retry_after_s, source_key
+from voicemesh.edge.admission import KeyedLimiter, PatchLimiter, retry_after_s, source_key
 from voicemesh.edge.apikeys import ApiKeys
 from voicemesh.edge.cors import Cors
 from voicemesh.registry import InvalidName, MalformedRecord, NodeRecord, Registry, RegistryUnavailable
@@ -70,6 +74,7 @@ from voicemesh.runtime.http import (
     read_offer,
     read_sdpfrag,
 )
+from voicemesh.runtime.logs import LogThrottle
 from voicemesh.runtime.tasks import spawn
 from voicemesh.wire.clienttoken import MAX_TTL_S, BadClientToken, ClientTokenCodec, check_region, normalize_origin
 from voicemesh.wire.geo import distance_km
@@ -112,6 +117,10 @@ TOKEN_REPLAY_CAPACITY = 100_000
 """Client-token nonces an edge remembers at most (each for at most MAX_TTL_S): over it, offers with client
 tokens get 503 until some expire (only API key holders can fill it)."""
 MAX_SECRET_REQUEST_BYTES = 4096
+LIMITED_METHODS = ("PATCH", "DELETE", "OPTIONS")
+"""Methods rate-limited per source apart from offers (``request_limiter``), on any path."""
+REFUSAL_LOG_INTERVAL_S = 10.0
+"""Seconds between two log lines for refusals of one reason (the counters count every one)."""
 
 
 SESSIONS_PATH = "/v1/sessions"
@@ -241,8 +250,14 @@ class WhipFront:
     ``region_rtt_ms`` maps core region to the backbone round trip (ms) from this edge's site, the order in
     which regions are tried (region failover: counted as ``region_failover``, logged, and set on the span).
     ``limiter`` rate-limits offers per source (none: no limit), before
-    authorization; ``max_pending`` caps offers in flight. ``counters`` counts
-    refusals by reason: ``rate_limited`` (429), ``pending_full`` and
+    authorization; ``request_limiter`` rate-limits PATCH, DELETE and OPTIONS per source (none: no limit),
+    before authorization; ``patch_limiter`` bounds each session's PATCHes (none: no bound), after it (so
+    only a bearer holder can spend a session's allowance); ``max_pending`` caps offers in flight. Every
+    refusal is logged, at most one line per reason every REFUSAL_LOG_INTERVAL_S (with the number left
+    unwritten), and counted on the ``voicemesh.whip.refused`` metric by reason. ``counters`` counts
+    refusals by reason: ``rate_limited`` (429), ``request_rate_limited`` (429 to a PATCH, DELETE or OPTIONS),
+    ``patch_rate_limited`` and ``ice_restart_rate_limited`` (429 to one session's PATCH), ``unknown_session_id``
+    (404 to a PATCH or DELETE of an id this mesh never issued), ``pending_full`` and
     ``no_capacity`` (503), ``transceiver_refused`` (a transceiver's 503,
     passed on to the next), ``transceiver_unreachable`` (no connection within CONNECT_TIMEOUT_S, passed on
     too), ``unauthorized_<reason>`` (401, the reason as
@@ -258,7 +273,8 @@ class WhipFront:
                  *, hop: HopSigner, client_tokens: ClientTokenCodec,
                  on_answer: Callable[[bytes, str, SpanContext], None] | None = None, api_keys: ApiKeys | None = None,
                  cors: Cors | None = None, session_ids: SessionIds | None = None,
-                 limiter: SourceLimiter | None = None, max_pending: int = 256,
+                 limiter: KeyedLimiter | None = None, request_limiter: KeyedLimiter | None = None,
+                 patch_limiter: PatchLimiter | None = None, max_pending: int = 256,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
                  region_rtt_ms: Mapping[str, float] | None = None) -> None:
         self.registry = registry
@@ -275,13 +291,16 @@ class WhipFront:
         self.edge = edge
         self.relay_stats = relay_stats
         self.limiter = limiter
+        self.request_limiter = request_limiter
+        self.patch_limiter = patch_limiter
         self.max_pending = max_pending
         self.clock = clock
         self.pending = 0
         self.counters: Counter[str] = Counter()
         self._unreachable: dict[str, float] = {}  # node id -> until when (self.clock) it is tried last
+        self._refusal_log = LogThrottle(REFUSAL_LOG_INTERVAL_S)
         self._refusals = telemetry.meter().create_counter(
-            "voicemesh.whip.refused", unit="{request}", description="WHIP offers refused at the edge, by reason")
+            "voicemesh.whip.refused", unit="{request}", description="WHIP requests refused at the edge, by reason")
         self._http: aiohttp.ClientSession | None = None
         self._warming: asyncio.Task | None = None
 
@@ -345,21 +364,38 @@ class WhipFront:
         app.on_startup.append(self._start_warming)
         return app
 
-    def _refuse(self, status: int, reason: str, detail: str, retry_after: int) -> web.Response:
+    def _refuse(self, status: int, reason: str, detail: str, retry_after: int, *, title: str = "",
+                context: dict[str, str] | None = None) -> web.Response:
+        """The problem for a refusal (title ``title``, by default ``reason`` with dashes), with ``Retry-After``;
+        counted by ``reason``, and logged with ``context`` unless REFUSAL_LOG_INTERVAL_S has not passed since
+        the last line for ``reason``."""
         self.counters[reason] += 1
         self._refusals.add(1, {"voicemesh.reason": reason})
-        return problem(status, reason.replace("_", "-"), detail, headers={"Retry-After": str(retry_after)})
+        unwritten = self._refusal_log.allow(reason, self.clock())
+        if unwritten is not None:
+            log.warning("whip request refused: %s", reason, extra={"reason": reason, "status": status,
+                                                                   "unwritten_since_last": unwritten, **(context or {})})
+        return problem(status, title or reason.replace("_", "-"), detail, headers={"Retry-After": str(retry_after)})
 
     @web.middleware
     async def _admit(self, request: web.Request, handler):
-        """Offers only: the source's rate limit (429), then the cap on offers in flight (503)."""
+        """Offers: the source's rate limit (429), then the cap on offers in flight (503). PATCH, DELETE and
+        OPTIONS: the source's rate limit for them (429)."""
+        if request.method in LIMITED_METHODS and self.request_limiter is not None:
+            source = source_key(client_address(request))
+            wait_s = self.request_limiter.take(source, self.clock())
+            if wait_s > 0:
+                return self._refuse(429, "request_rate_limited", f"too many {', '.join(LIMITED_METHODS)} requests "
+                                    "from this address; retry later", retry_after_s(wait_s), title="rate-limited",
+                                    context={"source": source, "method": request.method})
         if request.method != "POST" or request.path not in OFFER_PATHS:
             return await handler(request)
         if self.limiter is not None:
-            wait_s = self.limiter.take(source_key(client_address(request)), self.clock())
+            source = source_key(client_address(request))
+            wait_s = self.limiter.take(source, self.clock())
             if wait_s > 0:
                 return self._refuse(429, "rate_limited", "too many offers from this address; retry later",
-                                    retry_after_s(wait_s))
+                                    retry_after_s(wait_s), context={"source": source, "method": "POST"})
         if self.pending >= self.max_pending:
             return self._refuse(503, "pending_full", "this edge has too many offers in flight; retry later",
                                 RETRY_AFTER_S)
@@ -572,6 +608,14 @@ class WhipFront:
             return problem(404, "no-such-session", "no live session has this id")
         return node
 
+    def _unknown(self, session_id: str) -> web.Response | None:
+        """``404`` for an id this mesh never issued (voicemesh/wire/sessionid.py; a made-up or guessed id),
+        before any registry look-up; None for one it did, or when this edge has no ``session_ids``."""
+        if self.session_ids is None or self.session_ids.issued(session_id):
+            return None
+        self.counters["unknown_session_id"] += 1
+        return problem(404, "no-such-session", "no live session has this id")
+
     async def _forward(self, method: str, session_id: str, body: bytes = b"",
                        headers: dict[str, str] | None = None) -> web.Response:
         """Send a signed ``method`` on ``/v1/sessions/<session_id>`` to the transceiver that owns the session,
@@ -598,12 +642,27 @@ class WhipFront:
     async def patch_session(self, request: web.Request) -> web.StreamResponse:
         """WHIP PATCH (RFC 9725 4.3): trickle ICE or an ICE restart, forwarded with this edge's hop headers, so
         the restarted ICE runs through this edge's relay (the answer's candidate). ``If-Match`` goes along:
-        the transceiver owns the ICE session's ETag."""
+        the transceiver owns the ICE session's ETag.
+
+        An id this mesh never issued gets ``404`` at once; a session over its PATCH allowance at this edge
+        (``patch_limiter``: ``If-Match: *`` asks for an ICE restart) gets ``429`` with ``Retry-After``."""
+        session_id = request.match_info["session_id"]
+        unknown = self._unknown(session_id)
+        if unknown is not None:
+            return unknown
+        if self.patch_limiter is not None:
+            restart = request.headers.get("If-Match", "").strip() == "*"
+            wait_s = self.patch_limiter.take(session_id, restart, self.clock())
+            if wait_s > 0:
+                what = "ICE restarts" if restart else "PATCH requests"
+                return self._refuse(429, "ice_restart_rate_limited" if restart else "patch_rate_limited",
+                                    f"too many {what} for this session; retry later", retry_after_s(wait_s),
+                                    context={"session_id": session_id,
+                                             "source": source_key(client_address(request))})
         frag = await read_sdpfrag(request, MAX_SDPFRAG_BYTES)
         if isinstance(frag, web.Response):
             return frag
         edge = self.edge()
-        session_id = request.match_info["session_id"]
         headers = {"Content-Type": TRICKLE_TYPE, EDGE_ID: str(edge.index), RELAY_ADDRESS: edge.public_relay,
                    CLIENT_ADDRESS: client_address(request)}
         if edge.public_relay_tcp:
@@ -624,10 +683,13 @@ class WhipFront:
         A session of this mesh that has ended already (its caller closed the peer connection first, ICE
         failed, the agent hung up) gets ``200`` as well: the DELETE asks for the session to be over and
         its resources freed, which holds, and DELETE is idempotent (RFC 9110 9.2.2). An id this mesh never
-        issued (voicemesh/wire/sessionid.py) gets ``404``."""
+        issued (voicemesh/wire/sessionid.py) gets ``404``, without a registry look-up."""
         session_id = request.match_info["session_id"]
+        unknown = self._unknown(session_id)
+        if unknown is not None:
+            return unknown
         response = await self._forward("DELETE", session_id)
-        if response.status == 404 and self.session_ids is not None and self.session_ids.issued(session_id):
+        if response.status == 404 and self.session_ids is not None:  # issued: _unknown let it through
             self.counters["deleted_after_end"] += 1
             return web.Response(status=200)
         return response

@@ -1,10 +1,14 @@
-"""WHIP admission's sans-IO core: token buckets per source, keyed by IPv4 address or IPv6 /64."""
+"""WHIP admission's sans-IO core: token buckets per source, keyed by IPv4 address or IPv6 /64, and per session
+for its PATCHes; and the edge's settings for them."""
 
 from __future__ import annotations
 
 import pytest
 
-from voicemesh.edge.admission import SourceLimiter, retry_after_s, source_key
+from voicemesh.edge.admission import KeyedLimiter, PatchLimiter, retry_after_s, source_key
+from voicemesh.edge.config import EdgeConfig
+from voicemesh.edge.node import whip_limits
+from voicemesh.runtime.config import ConfigError
 from voicemesh.wire.ratelimit import TokenBucket
 
 pytestmark = pytest.mark.unit
@@ -36,18 +40,18 @@ def test_a_bucket_needs_a_positive_rate_and_a_burst(rate: float, burst: int) -> 
     with pytest.raises(ValueError):
         TokenBucket(rate, burst, 0.0)
     with pytest.raises(ValueError):
-        SourceLimiter(rate, burst)
+        KeyedLimiter(rate, burst)
 
 
 def test_sources_have_their_own_buckets() -> None:
-    limiter = SourceLimiter(rate=1.0, burst=1)
+    limiter = KeyedLimiter(rate=1.0, burst=1)
     assert limiter.take("192.0.2.1", 0.0) == 0.0
     assert limiter.take("192.0.2.1", 0.0) > 0
     assert limiter.take("192.0.2.2", 0.0) == 0.0
 
 
 def test_the_table_of_sources_is_bounded() -> None:
-    limiter = SourceLimiter(rate=1.0, burst=1, max_sources=3)
+    limiter = KeyedLimiter(rate=1.0, burst=1, max_keys=3)
     for i in range(10):
         limiter.take(f"198.51.100.{i}", 0.0)
     assert len(limiter) == 3
@@ -73,7 +77,7 @@ def test_an_ipv6_source_is_its_slash_64(ip: str, key: str) -> None:
 
 
 def test_one_ipv6_subscriber_shares_one_bucket() -> None:
-    limiter = SourceLimiter(rate=1.0, burst=1)
+    limiter = KeyedLimiter(rate=1.0, burst=1)
     assert limiter.take(source_key("2001:db8:0:1::1"), 0.0) == 0.0
     assert limiter.take(source_key("2001:db8:0:1::2"), 0.0) > 0
 
@@ -81,3 +85,42 @@ def test_one_ipv6_subscriber_shares_one_bucket() -> None:
 @pytest.mark.parametrize("wait, seconds", [(0.01, 1), (1.0, 1), (1.2, 2), (30.0, 30)])
 def test_retry_after_is_whole_seconds_and_at_least_one(wait: float, seconds: int) -> None:
     assert retry_after_s(wait) == seconds
+
+
+def test_a_session_makes_its_burst_of_ice_restarts_then_one_per_period() -> None:
+    limiter = PatchLimiter(patches_per_min=60, restarts_per_min=2)
+    assert [limiter.take("s1", True, 0.0) for _ in range(2)] == [0.0, 0.0]
+    assert limiter.take("s1", True, 0.0) == pytest.approx(30.0), "two a minute: the next in 30 s"
+    assert limiter.take("s1", True, 29.0) == pytest.approx(1.0)
+    assert limiter.take("s1", True, 30.0) == 0.0
+    assert limiter.take("s2", True, 30.0) == 0.0, "each session has its own allowance"
+
+
+def test_trickle_never_uses_up_a_sessions_restarts() -> None:
+    limiter = PatchLimiter(patches_per_min=3, restarts_per_min=1)
+    assert [limiter.take("s1", False, 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.take("s1", False, 0.0) == pytest.approx(20.0)
+    assert limiter.take("s1", True, 0.0) == 0.0, "the restart has its own bucket"
+    assert limiter.take("s1", True, 0.0) == pytest.approx(60.0)
+    assert limiter.take("s1", False, 20.0) == 0.0
+
+
+@pytest.mark.parametrize("patches, restarts", [(0, 6), (60, 0)])
+def test_a_session_allowance_needs_at_least_one(patches: int, restarts: int) -> None:
+    with pytest.raises(ValueError):
+        PatchLimiter(patches, restarts)
+
+
+@pytest.mark.parametrize("setting, value", [("whip_rate_per_s", 0.0), ("whip_request_rate_per_s", 0.0),
+                                            ("whip_request_burst", 0), ("whip_session_patches_per_min", 0),
+                                            ("whip_session_restarts_per_min", -1)])
+def test_a_bad_limit_setting_is_a_config_error_naming_it(setting: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=setting):
+        whip_limits(EdgeConfig(**{setting: value}))
+
+
+def test_the_default_limits() -> None:
+    offers, requests, patches = whip_limits(EdgeConfig())
+    assert (offers.rate, offers.burst) == (2.0, 10)
+    assert (requests.rate, requests.burst) == (10.0, 100)
+    assert (patches.patches.burst, patches.restarts.burst) == (60, 6)

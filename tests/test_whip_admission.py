@@ -1,9 +1,13 @@
-"""Admission at the edge's WHIP front: the next transceiver when one is full, per-source rate limits, the
-cap on offers in flight, and SDP limits, against the embedded mesh (real HTTP, real aiortc offers)."""
+"""Admission at the edge's WHIP front: the next transceiver when one is full, per-source rate limits (offers;
+PATCH, DELETE and OPTIONS), per-session bounds on PATCH, made-up session ids, the cap on offers in flight, and
+SDP limits, against the embedded mesh (real HTTP, real aiortc offers)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
+import secrets
 import socket
 from dataclasses import replace
 
@@ -17,7 +21,7 @@ from voicemesh.core.config import TransceiverConfig
 from voicemesh.core.transceiver import Transceiver
 from voicemesh.registry import MemoryRegistry
 from voicemesh.wire.hopauth import HopVerifier
-from voicemesh.wire.signaling import MAX_OFFER_BYTES, SDP_TYPE
+from voicemesh.wire.signaling import MAX_OFFER_BYTES, SDP_TYPE, TRICKLE_TYPE
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +143,97 @@ async def test_a_transceiver_that_takes_no_connection_passes_the_offer_on_and_is
             await registry.close()
             filler.close()
             silent.close()
+
+
+def made_up_session_id() -> str:
+    """An id of the right length and alphabet whose MAC no mesh key made (voicemesh/wire/sessionid.py)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(27)).decode()
+
+
+def new_credentials() -> str:
+    """A trickle-ice-sdpfrag body (RFC 8840) with ICE credentials no session has: with ``If-Match: *``, a
+    restart."""
+    return f"a=ice-ufrag:{secrets.token_hex(4)}\r\na=ice-pwd:{secrets.token_hex(16)}\r\n"
+
+
+async def test_a_source_over_its_rate_of_patch_delete_and_options_gets_429(caplog) -> None:
+    origin = "https://app.example"
+    options = {"whip_request_rate_per_s": 0.01, "whip_request_burst": 3, "cors_origins": origin}
+    async with embedded_mesh(edge_options=options) as mesh, aiohttp.ClientSession() as http:
+        session_url = f"{mesh.whip_url}/{made_up_session_id()}"
+        body = {"data": new_credentials(), "headers": {"Content-Type": TRICKLE_TYPE, "If-Match": "*"}}
+        calls = [("OPTIONS", mesh.whip_url, {}), ("PATCH", session_url, body), ("DELETE", session_url, {})]
+        for (method, url, kwargs), expected in zip(calls, (200, 404, 404), strict=True):
+            async with http.request(method, url, **kwargs) as resp:
+                assert resp.status == expected, method
+        caplog.set_level(logging.WARNING, logger="voicemesh.whip")
+        for method, url, kwargs in calls:
+            headers = {"Origin": origin, **kwargs.get("headers", {})}
+            async with http.request(method, url, **(kwargs | {"headers": headers})) as resp:
+                problem = await resp.json(content_type="application/problem+json")
+                assert (resp.status, problem["title"]) == (429, "rate-limited"), method
+                assert int(resp.headers["Retry-After"]) > 1 and method in problem["detail"]
+                assert resp.headers["Access-Control-Allow-Origin"] == origin, "a page can read the Retry-After"
+        async with http.options(mesh.whip_url, headers={"X-Forwarded-For": "2001:db8:7::1"}) as resp:
+            assert resp.status == 200, "another source has its own bucket"
+        assert (await post(mesh.whip_url, "v=0", "text/plain"))[0] == 415, "offers have their own limit"
+        assert (await whip_status(mesh))["whip"]["request_rate_limited"] == 3
+        lines = [r for r in caplog.records if getattr(r, "reason", "") == "request_rate_limited"]
+        assert len(lines) == 1, "refusals are logged at most once per interval"
+        assert (lines[0].source, lines[0].method, lines[0].unwritten_since_last) == ("127.0.0.1", "OPTIONS", 0)
+
+
+async def test_a_made_up_session_id_gets_404_without_a_registry_lookup(monkeypatch) -> None:
+    async with embedded_mesh() as mesh, aiohttp.ClientSession() as http:
+        registry = mesh.edge.registry
+        looked_up: list[str] = []
+        session_owner = registry.session_owner
+
+        async def counted(session_id: str) -> str | None:
+            looked_up.append(session_id)
+            return await session_owner(session_id)
+
+        monkeypatch.setattr(registry, "session_owner", counted)
+        made_up = f"{mesh.whip_url}/{made_up_session_id()}"
+        async with http.patch(made_up, data=new_credentials(),
+                              headers={"Content-Type": TRICKLE_TYPE, "If-Match": "*"}) as resp:
+            assert (resp.status, (await resp.json())["title"]) == (404, "no-such-session")
+        async with http.delete(made_up) as resp:
+            assert resp.status == 404
+        assert looked_up == [], "a made-up id costs no look-up in any region's registry"
+        status, headers, _ = await post(mesh.whip_url, await real_offer())
+        async with http.delete(mesh.edge.url + headers["Location"]) as resp:
+            assert resp.status == 200
+        assert looked_up == [headers["Location"].rsplit("/", 1)[-1]]
+        assert (await whip_status(mesh))["whip"]["unknown_session_id"] == 2
+
+
+async def test_a_sessions_ice_restarts_and_patches_are_bounded_per_session() -> None:
+    options = {"whip_session_restarts_per_min": 1, "whip_session_patches_per_min": 2}
+    async with embedded_mesh(edge_options=options) as mesh, aiohttp.ClientSession() as http:
+        urls = []
+        for _ in range(2):
+            status, headers, _ = await post(mesh.whip_url, await real_offer())
+            assert status == 201
+            urls.append(mesh.edge.url + headers["Location"])
+        restart = {"data": new_credentials(), "headers": {"Content-Type": TRICKLE_TYPE, "If-Match": "*"}}
+        trickle = {"data": new_credentials(), "headers": {"Content-Type": TRICKLE_TYPE}}
+
+        async def patch(url: str, kwargs: dict) -> tuple[int, str, str]:
+            async with http.patch(url, **kwargs) as resp:
+                title = (await resp.json(content_type=None))["title"] if resp.status >= 400 else ""
+                return resp.status, title, resp.headers.get("Retry-After", "")
+
+        # Not connected yet: the owning transceiver refuses the restart (409), which still spent it.
+        assert (await patch(urls[0], restart))[:2] == (409, "ice-not-connected")
+        status, title, retry_after = await patch(urls[0], restart)
+        assert (status, title) == (429, "ice-restart-rate-limited") and int(retry_after) > 1
+        assert (await patch(urls[1], restart))[0] == 409, "another session has its own allowance"
+        # Trickle has its own allowance: the owner's answers (428, no If-Match), then 429.
+        assert [(await patch(urls[0], trickle))[0] for _ in range(2)] == [428, 428]
+        status, title, retry_after = await patch(urls[0], trickle)
+        assert (status, title) == (429, "patch-rate-limited") and int(retry_after) > 1
+        whip = (await whip_status(mesh))["whip"]
+        assert (whip["ice_restart_rate_limited"], whip["patch_rate_limited"]) == (1, 1)
+        async with http.delete(urls[0]) as resp:
+            assert resp.status == 200, "a DELETE is not a PATCH: the session still ends"

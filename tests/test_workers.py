@@ -1,7 +1,8 @@
 """``voicemesh transceiver --workers 2`` against a real etcd: two workers register as two transceivers (own
 index, backbone and API each), both take calls through an edge, a killed worker is started again, and
 SIGTERM drains both while their calls finish (each worker's API stays up while it drains, so the calls'
-DELETEs still reach their owners)."""
+DELETEs still reach their owners). A worker that cannot start is given up on: the supervisor stops the others
+and exits non-zero."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import json
 import secrets
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -109,3 +111,29 @@ def test_workers_do_not_outlive_a_killed_supervisor(processes) -> None:
     supervisor.kill()
     supervisor.wait()
     wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), "the workers to exit")
+
+
+def test_a_worker_that_cannot_start_is_given_up_on_and_the_supervisor_exits_non_zero(processes) -> None:
+    """Worker 0's API address is taken (a setting every restart meets again): it exits 1 before it is ready.
+    The supervisor restarts it with back-off, gives up after the third failed start, drains worker 1 (which
+    started) and exits 1, instead of restarting worker 0 forever."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        supervisor = processes("transceiver", "--workers", "2", "--registry", "memory://workers",
+                               "--http", f"127.0.0.1:{port}", "--agent", "",
+                               env={"VOICEMESH_TOKEN_KEYS": f"1:{secrets.token_hex(32)}"})
+        try:
+            _, err = supervisor.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the supervisor kept restarting a worker that cannot start") from None
+    stderr = err.decode()
+    assert supervisor.returncode == 1, stderr[-3000:]
+    logs = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    started = [line["worker"] for line in logs if line["msg"] == "worker started"]
+    assert started.count(0) == 3 and started.count(1) == 1, started
+    assert [line["worker"] for line in logs if line["msg"] == "worker ready"] == [1]
+    gave_up = [line for line in logs if line["msg"].startswith("giving up on worker 0")]
+    assert len(gave_up) == 1 and "3 times in a row" in gave_up[0]["msg"], gave_up
+    assert sum(line["msg"] == "shutting down" for line in logs) == 1, "worker 1 drained"

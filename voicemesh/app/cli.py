@@ -56,6 +56,14 @@ EDGE_HELP = {
                        "over it: 429 with Retry-After",
     "whip_burst": "WHIP offers one source may POST at once before the rate applies",
     "whip_max_pending": "WHIP offers forwarded to transceivers at once; over it: 503 with Retry-After",
+    "whip_request_rate_per_s": "WHIP PATCH, DELETE and OPTIONS requests per second one source (IPv4 address or "
+                               "IPv6 /64) may send on average; over it: 429 with Retry-After",
+    "whip_request_burst": "WHIP PATCH, DELETE and OPTIONS requests one source may send at once before the rate "
+                          "applies",
+    "whip_session_patches_per_min": "PATCHes (trickle ICE) one WHIP session may send through this edge per minute, "
+                                    "all at once at most; over it: 429 with Retry-After",
+    "whip_session_restarts_per_min": "ICE restarts (PATCH with If-Match: *) one WHIP session may ask this edge for "
+                                     "per minute, all at once at most; over it: 429 with Retry-After",
     "http_header_timeout_s": "seconds a client has to send a request's head (from connecting or its first byte)",
     "http_body_timeout_s": "seconds a client has to send a request's body after its head",
     "http_idle_timeout_s": "seconds an idle keep-alive connection stays open",
@@ -188,7 +196,8 @@ def parser() -> argparse.ArgumentParser:
                      help="worker processes under one supervisor, each pinned to its own core when there are "
                           "enough, with its own registry index, backbone socket (--backbone port + i; port 0: "
                           "each a free one) and API (--http port + i), named <node-id>-w<i>; --capacity is per "
-                          "worker. The supervisor restarts a worker that dies and forwards SIGTERM so every "
+                          "worker. The supervisor restarts a worker that dies, gives up (stops all, exits non-zero) "
+                          "on one that exits before it is ready 3 times in a row, and forwards SIGTERM so every "
                           "worker drains (default 1; env VOICEMESH_WORKERS)")
     config.add_flags(trx, TransceiverConfig, TRANSCEIVER_HELP)
 
@@ -441,6 +450,7 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
         # sessions end (COLLECT_AFTER_END_S) costs only what the live sessions hold.
         gc.collect()
         gc.freeze()
+        supervisor.report_ready()
 
     async def stop() -> None:
         # Drain first, while the API still serves: edges' DELETEs reach the sessions as they end and new

@@ -13,6 +13,8 @@ import sys
 
 from opentelemetry import trace
 
+from voicemesh.wire.ratelimit import TokenBucket
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -47,6 +49,29 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+class LogThrottle:
+    """Which lines of a flood of like ones to write (sans-IO): at most one per ``interval_s`` seconds for each
+    key, so an attacker who makes the process refuse thousands of requests a second cannot fill its logs.
+    Keys come from a small fixed set (a refusal's reason), never from the request. Raises ValueError unless
+    ``interval_s`` > 0."""
+
+    def __init__(self, interval_s: float) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"a log throttle needs interval_s > 0, got {interval_s}")
+        self.interval_s = interval_s
+        self._buckets: dict[str, TokenBucket] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def allow(self, key: str, now: float) -> int | None:
+        """A line for ``key`` at ``now`` (monotonic seconds): None to leave it unwritten, else write it, with the
+        number of lines for ``key`` left unwritten since the last one written (put it in the line)."""
+        bucket = self._buckets.setdefault(key, TokenBucket(1.0 / self.interval_s, 1, now))
+        if bucket.take(now) > 0:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        return self._suppressed.pop(key, 0)
 
 
 def setup(level: str = "info", fmt: str = "json") -> None:

@@ -1,8 +1,11 @@
 """Run N worker processes under one supervisor: start them, pin them to cores, restart one that exits on
-its own, forward SIGTERM so they drain, and exit with a status that tells what happened.
+its own, give up on one that cannot start, forward SIGTERM so they drain, and exit with a status that tells
+what happened.
 
-``RestartPolicy`` is the sans-IO part (exit codes and times in, a decision out); ``Supervisor`` is its
-asyncio adapter and owns the processes.
+A worker tells the supervisor it started (``report_ready``) through a pipe whose write end it inherits
+(READY_FD_ENV): one line, ``READY=1``, as systemd's sd_notify(3) says it. ``RestartPolicy`` is the sans-IO part
+(starts, readiness, exit codes and times in, a decision out); ``Supervisor`` is its asyncio adapter and owns
+the processes and pipes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ PR_SET_PDEATHSIG = 1
 
 SUPERVISOR_PID_ENV = "VOICEMESH_SUPERVISOR_PID"
 """Set in each worker's environment: the supervisor's pid (see ``watch_supervisor``)."""
+READY_FD_ENV = "VOICEMESH_READY_FD"
+"""Set in each worker's environment: the file descriptor to write READY once it serves (``report_ready``)."""
+READY = b"READY=1\n"
+"""What a worker writes to READY_FD_ENV once it serves (sd_notify(3)'s readiness line)."""
 
 
 def _term_with_parent() -> None:
@@ -47,39 +54,91 @@ async def watch_supervisor(interval_s: float = 1.0) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def report_ready() -> None:
+    """In a worker, once it serves: tell its supervisor (write READY to the descriptor in READY_FD_ENV, then
+    close it). Does nothing outside a supervisor; a supervisor that went away is not an error here
+    (``watch_supervisor`` acts on that)."""
+    fd = os.environ.pop(READY_FD_ENV, "")
+    if not fd.isdigit():
+        return
+    try:
+        os.write(int(fd), READY)
+        os.close(int(fd))
+    except OSError as exc:
+        log.warning("cannot tell the supervisor this worker is ready", extra={"error": str(exc)})
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Start the worker again after ``delay_s`` seconds."""
+
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """Do not start the worker again: stop every worker and exit non-zero. ``reason`` says why, for people."""
+
+    reason: str
+
+
 @dataclass
 class RestartPolicy:
-    """When to start a worker again after it exited on its own (crash, kill, unexpected exit).
+    """What to do when a worker exited on its own (crash, kill, bad settings, unexpected exit).
 
-    A worker is restarted after ``first_delay_s``, doubled for each earlier exit of the same worker within
-    ``window_s`` seconds, at most ``max_delay_s``: a worker that crashes at start-up backs off instead of
-    spinning, and one that crashed once a day comes back at once. It never gives up on a crash (the other
-    workers keep serving meanwhile). Exit status USAGE_EXIT (bad settings) is never restarted.
+    A start fails when the worker exits before it reported ready (``on_ready``): bad settings every restart
+    would meet again (an address in use, a certificate it cannot read, a value it refuses), or a crash in
+    start-up. After ``max_failed_starts`` failed starts in a row the policy gives up; a worker that gets
+    ready again starts a new count. Exit status USAGE_EXIT (settings refused) gives up at once.
+
+    A worker that was ready and then died (a crash under load, the OOM killer) is always restarted (the other
+    workers keep serving meanwhile). Each restart, after a failed start or a death, waits ``first_delay_s``,
+    doubled for each earlier exit of the same worker within ``window_s`` seconds, at most ``max_delay_s``: a
+    worker that keeps dying backs off instead of spinning, and one that died once a day comes back at once.
     """
 
     first_delay_s: float = 0.5
     max_delay_s: float = 30.0
     window_s: float = 60.0
+    max_failed_starts: int = 3
     _exits: dict[int, list[float]] = field(default_factory=dict)
+    _ready: set[int] = field(default_factory=set)
+    _failed_starts: dict[int, int] = field(default_factory=dict)
 
-    def on_exit(self, worker: int, status: int, now: float) -> float | None:
-        """Worker ``worker`` exited with ``status`` at ``now`` (monotonic s) while no stop was asked.
-        Returns the delay (s) before starting it again, or None: do not restart (bad settings)."""
+    def on_start(self, worker: int) -> None:
+        """Worker ``worker`` was started (again): not ready until ``on_ready``."""
+        self._ready.discard(worker)
+
+    def on_ready(self, worker: int) -> None:
+        """Worker ``worker`` reported ready: its start succeeded."""
+        self._ready.add(worker)
+        self._failed_starts[worker] = 0
+
+    def on_exit(self, worker: int, status: int, now: float) -> Restart | GiveUp:
+        """Worker ``worker`` exited with ``status`` (``-N``: killed by signal N) at ``now`` (monotonic s) while
+        no stop was asked: restart it after a delay, or give up."""
         if status == USAGE_EXIT:
-            return None
+            return GiveUp(f"worker {worker} refused its settings (exit status {USAGE_EXIT})")
+        if worker not in self._ready:
+            failed = self._failed_starts[worker] = self._failed_starts.get(worker, 0) + 1
+            if failed >= self.max_failed_starts:
+                return GiveUp(f"worker {worker} exited before it was ready {failed} times in a row (last exit "
+                              f"status {status}): its settings or its host stop it from starting; its own log "
+                              "lines above say why")
+        self._ready.discard(worker)
         recent = [t for t in self._exits.get(worker, []) if now - t < self.window_s]
         recent.append(now)
         self._exits[worker] = recent
-        return min(self.first_delay_s * 2 ** (len(recent) - 1), self.max_delay_s)
+        return Restart(min(self.first_delay_s * 2 ** (len(recent) - 1), self.max_delay_s))
 
 
-def exit_status(statuses: Sequence[int | None]) -> int:
-    """The supervisor's exit status from its workers' last ones: 0 if every worker exited 0, USAGE_EXIT if
-    one refused its settings, else 1. A status killed by signal N (``-N`` from asyncio) counts as a failure;
-    None (never started) counts as 0."""
+def exit_status(statuses: Sequence[int | None], gave_up: bool = False) -> int:
+    """The supervisor's exit status from its workers' last ones: 0 if every worker exited 0 (and the policy
+    did not give up on one: ``gave_up``, then 1), USAGE_EXIT if one refused its settings, else 1. A status
+    killed by signal N (``-N`` from asyncio) counts as a failure; None (never started) counts as 0."""
     failed = [s for s in statuses if s]
     if not failed:
-        return 0
+        return 1 if gave_up else 0
     return USAGE_EXIT if USAGE_EXIT in failed else 1
 
 
@@ -88,8 +147,9 @@ class Supervisor:
     inherit), with ``env``.
 
     ``run(stop)`` returns when every worker has exited: after ``stop`` is set (each live worker gets
-    SIGTERM and drains; after ``kill_after_s`` more it gets SIGKILL), or when one exits with USAGE_EXIT
-    (the others are stopped the same way). Returns ``exit_status`` of the last statuses.
+    SIGTERM and drains; after ``kill_after_s`` more it gets SIGKILL), or when the policy gives up on one (the
+    others are stopped the same way). Returns ``exit_status`` of the last statuses; ``gave_up`` holds the
+    policy's reason, if it gave up.
     """
 
     def __init__(self, argvs: Sequence[Sequence[str]], *, cpus: Sequence[set[int] | None] | None = None,
@@ -103,10 +163,26 @@ class Supervisor:
         self.procs: list[asyncio.subprocess.Process | None] = [None] * len(self.argvs)
         self.statuses: list[int | None] = [None] * len(self.argvs)
         self.restarts = [0] * len(self.argvs)
+        self.gave_up = ""
+        self._ready_pipes: dict[int, int] = {}  # worker -> read end of its readiness pipe, until READY or EOF
 
     async def _start(self, worker: int) -> asyncio.subprocess.Process:
-        env = {**(self.env if self.env is not None else os.environ), SUPERVISOR_PID_ENV: str(os.getpid())}
-        proc = await asyncio.create_subprocess_exec(*self.argvs[worker], env=env, preexec_fn=_term_with_parent)
+        self._close_ready_pipe(worker)
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        env = {**(self.env if self.env is not None else os.environ), SUPERVISOR_PID_ENV: str(os.getpid()),
+               READY_FD_ENV: str(write_end)}
+        try:
+            proc = await asyncio.create_subprocess_exec(*self.argvs[worker], env=env, preexec_fn=_term_with_parent,
+                                                        pass_fds=(write_end,))
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        self._ready_pipes[worker] = read_end
+        self.policy.on_start(worker)
+        asyncio.get_running_loop().add_reader(read_end, self._read_ready, worker)
         cpus = self.cpus[worker]
         if cpus:
             # The interpreter is still starting: its threads, created later, inherit this mask.
@@ -118,8 +194,31 @@ class Supervisor:
         log.info("worker started", extra={"worker": worker, "pid": proc.pid, "cpus": sorted(cpus or ())})
         return proc
 
+    def _read_ready(self, worker: int) -> None:
+        """Read worker ``worker``'s readiness pipe: READY marks it ready; READY or end of file closes the pipe."""
+        read_end = self._ready_pipes.get(worker)
+        if read_end is None:
+            return
+        try:
+            line = os.read(read_end, len(READY))
+        except BlockingIOError:
+            return
+        except OSError:
+            line = b""
+        if line == READY:
+            self.policy.on_ready(worker)
+            proc = self.procs[worker]
+            log.info("worker ready", extra={"worker": worker, "pid": proc.pid if proc is not None else None})
+        self._close_ready_pipe(worker)
+
+    def _close_ready_pipe(self, worker: int) -> None:
+        read_end = self._ready_pipes.pop(worker, None)
+        if read_end is not None:
+            asyncio.get_running_loop().remove_reader(read_end)
+            os.close(read_end)
+
     async def run(self, stop: asyncio.Event) -> int:
-        """Start every worker and supervise them until ``stop`` is set or a worker refuses its settings."""
+        """Start every worker and supervise them until ``stop`` is set or the policy gives up on one."""
         loop = asyncio.get_running_loop()
         waits: dict[asyncio.Future[Any], int] = {}
         restarts: dict[asyncio.Future[Any], int] = {}
@@ -132,26 +231,32 @@ class Supervisor:
                 for task in done:
                     if task in restarts:
                         worker = restarts.pop(task)
+                        if stop.is_set():  # the policy gave up on another worker in this same round
+                            continue
                         self.restarts[worker] += 1
                         waits[asyncio.ensure_future((await self._start(worker)).wait())] = worker
                     elif task in waits:
                         worker = waits.pop(task)
                         self.statuses[worker] = status = task.result()
-                        delay = self.policy.on_exit(worker, status, loop.time())
-                        if delay is None:
-                            log.error("worker refused its settings: stopping", extra={"worker": worker,
-                                                                                       "status": status})
+                        self._read_ready(worker)  # a READY written just before the exit counts
+                        decision = self.policy.on_exit(worker, status, loop.time())
+                        if isinstance(decision, GiveUp):
+                            self.gave_up = decision.reason
+                            log.error("giving up on worker %d, stopping all: %s", worker, decision.reason,
+                                      extra={"worker": worker, "status": status})
                             stop.set()
                             continue
                         log.warning("worker exited: restarting", extra={"worker": worker, "status": status,
-                                                                         "delay_s": delay})
-                        restarts[asyncio.ensure_future(asyncio.sleep(delay))] = worker
+                                                                         "delay_s": decision.delay_s})
+                        restarts[asyncio.ensure_future(asyncio.sleep(decision.delay_s))] = worker
         finally:
             stopping.cancel()
             for task in restarts:
                 task.cancel()
             await self._stop_all(waits)
-        return exit_status(self.statuses)
+            for worker in list(self._ready_pipes):
+                self._close_ready_pipe(worker)
+        return exit_status(self.statuses, bool(self.gave_up))
 
     async def _stop_all(self, waits: dict[asyncio.Future[Any], int]) -> None:
         """SIGTERM every live worker, wait for them to drain, SIGKILL what is left after ``kill_after_s``."""
