@@ -68,6 +68,14 @@ def test_a_whip_flood_from_one_source_is_rate_limited(figures) -> None:
     assert flood["legit_call_ok"], flood["legit_call_error"]
 
 
+def test_a_patch_flood_reaches_the_transceiver_only_within_the_sessions_bounds(figures) -> None:
+    flood = attack(figures, "patch_flood")
+    assert flood["rate_limited_429"] > 0
+    assert flood["forwarded_own"] <= 6 + 60  # the session's ICE restarts and trickle PATCHes, at most
+    assert flood["forwarded_made_up"] == 0
+    assert flood["legit_call_ok"], flood["legit_call_error"]
+
+
 def test_slow_http_connections_are_closed_while_calls_go_on(figures) -> None:
     slow = attack(figures, "slowloris")
     assert slow["connected"] == slow["connections"]

@@ -47,6 +47,8 @@ def _figure(result: Result) -> str:
         "admission": lambda: f"accepted {f['accepted']} of {f['offers']}, capacity {f['capacity']}, "
                              f"over_admitted {f['over_admitted']}",
         "whip_flood": lambda: f"{f['requests']} requests: {f['accepted']} accepted, {f['rate_limited_429']} x 429",
+        "patch_flood": lambda: f"{f['requests']} PATCHes: {f['forwarded_own']} of the own session's and "
+                               f"{f['forwarded_made_up']} made-up ids' forwarded, {f['rate_limited_429']} x 429",
         "slowloris": lambda: f"{f['still_open']} of {f['connections']} still open after {f['wait_s']:g} s",
         "oversized_sdp": lambda: f"{f['m_lines']} m-lines -> {f['status']}",
         "dns_amplification": lambda: f"amplification {f['amplification']} (single answer {f['answer_ratio']})",

@@ -14,10 +14,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import aiohttp
+
 from bench.mesh.net import Crowd, Endpoint
 from voicemesh.wire.hopauth import SIGNATURE, HopRequest, HopSigner
 from voicemesh.wire.meshkeys import MeshKeys
-from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, RELAY_ADDRESS
+from voicemesh.wire.signaling import CLIENT_ADDRESS, EDGE_ID, RELAY_ADDRESS, TRICKLE_TYPE
 
 from . import craft
 from .mesh import Mesh, Part
@@ -287,6 +289,55 @@ async def whip_flood(mesh: Mesh, quick: bool) -> Result:
     return result
 
 
+async def patch_flood(mesh: Mesh, quick: bool) -> Result:
+    """(j) PATCH flood (anyone holding a session, or guessing ids): from one address, 300 PATCHes of the
+    attacker's own session as fast as they go (half ICE restarts, ``If-Match: *``, each of which would mint a
+    routing token and re-key the session at its transceiver; half trickle), then 200 PATCHes of made-up
+    session ids from another address; a legitimate caller calls during the flood. ``forwarded`` counts the
+    PATCHes the edge passed on to the transceiver (any answer but the edge's own ``429`` and ``404``)."""
+    result = Result("patch_flood", "per-source limit on PATCH, DELETE and OPTIONS; per-session bounds on "
+                                   "PATCHes and ICE restarts; session ids checked by MAC before any look-up (edge)")
+    assert mesh.edge is not None
+    counters = Counters(mesh, mesh.edge)
+    await counters.start()
+    *_, location = await _answered_session(mesh, mesh.edge, "127.44.0.1")
+    own, statuses = mesh.edge.http + location, {"own": Counter[int](), "made_up": Counter[int]()}
+
+    async def flood(source: str, urls: list[str], restart: list[bool], kind: str) -> None:
+        connector = aiohttp.TCPConnector(local_addr=(source, 0), limit=16)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=20)) as http:
+            async def one(url: str, is_restart: bool) -> None:
+                headers = {"Content-Type": TRICKLE_TYPE, **({"If-Match": "*"} if is_restart else {})}
+                try:
+                    async with http.patch(url, data=craft.ice_fragment(), headers=headers) as resp:
+                        await resp.read()
+                        statuses[kind][resp.status] += 1
+                except (aiohttp.ClientError, TimeoutError):
+                    statuses[kind][0] += 1
+            await asyncio.gather(*(one(url, r) for url, r in zip(urls, restart, strict=True)))
+
+    call = asyncio.ensure_future(mesh.call(mesh.edge, delay_s=0.5))
+    own_n, made_up_n = 300, 200
+    await flood("127.44.0.1", [own] * own_n, [i % 2 == 0 for i in range(own_n)], "own")
+    made_up = [f"{mesh.edge.http}/v1/sessions/{craft.made_up_session_id()}" for _ in range(made_up_n)]
+    await flood("127.44.0.2", made_up, [True] * made_up_n, "made_up")
+    report = await call
+    await mesh.delete(mesh.edge.http, location)
+    result.legit_call_ok = _call_ok(report)
+    result.sent_packets = own_n + made_up_n
+    edge_answers = {429, 404}
+    forwarded = {kind: sum(n for status, n in counts.items() if status not in edge_answers and status)
+                 for kind, counts in statuses.items()}
+    result.reached_packets = sum(forwarded.values())
+    result.drops = await counters.drops()
+    result.figures = {"requests": own_n + made_up_n, "forwarded_own": forwarded["own"],
+                      "forwarded_made_up": forwarded["made_up"],
+                      "rate_limited_429": statuses["own"][429] + statuses["made_up"][429],
+                      "statuses": {kind: {str(k): v for k, v in sorted(c.items())} for kind, c in statuses.items()},
+                      "legit_call_error": report.get("error")}
+    return result
+
+
 def _still_open(sock: socket.socket) -> bool:
     """Whether the server has not closed this connection (whatever it wrote is read and dropped)."""
     try:
@@ -492,6 +543,7 @@ ATTACKS = {
     "token_flood": token_flood,
     "admission": admission,
     "whip_flood": whip_flood,
+    "patch_flood": patch_flood,
     "slowloris": slowloris,
     "oversized_sdp": oversized_sdp,
     "dns_amplification": dns_amplification,

@@ -5,8 +5,10 @@ STUN messages are built with aioice.stun (the library the mesh's own ICE uses), 
 
 from __future__ import annotations
 
+import base64
 import os
 import re
+import secrets
 
 import dns.message
 import dns.rdatatype
@@ -24,6 +26,17 @@ async def offer() -> tuple[str, str]:
     description = await pc.createOffer()
     await pc.close()
     return description.sdp, ice_credentials(description.sdp)[0]
+
+
+def ice_fragment() -> str:
+    """A trickle-ice-sdpfrag body (RFC 8840) with fresh ICE credentials: with ``If-Match: *``, an ICE restart
+    (RFC 9725 4.3.3); without, a trickle PATCH."""
+    return f"a=ice-ufrag:{secrets.token_hex(4)}\r\na=ice-pwd:{secrets.token_hex(16)}\r\n"
+
+
+def made_up_session_id() -> str:
+    """A session id of the right length and alphabet (voicemesh/wire/sessionid.py) whose MAC no mesh key made."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(27)).decode()
 
 
 def ice_credentials(sdp: str) -> tuple[str, str]:
