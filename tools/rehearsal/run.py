@@ -310,7 +310,9 @@ def preinstall(machine: Machine, agents: dict[str, str]) -> None:
     the aws CLI (this venv's), where AWS is (/root/.aws/config: moto's endpoint), and the VPC's DNS name
     of the region's agent load balancer (/etc/hosts)."""
     pre = machine.hostdir / "preinstalled"
-    shim = (HERE / "docker").read_text().replace("@VOICEMESH_BIN@", str(VENV_BIN / "voicemesh"))
+    install = sorted({str(ROOT), str(VENV_BIN.parent)})  # the editable checkout and its venv
+    shim = (HERE / "docker").read_text().replace("@VOICEMESH_BIN@", str(VENV_BIN / "voicemesh")).replace(
+        "@INSTALL_DIRS@", ":".join(install))
     # Also /usr/local/bin: this machine's own docker client is there, ahead of /usr/bin on the services' PATH.
     for path in ("usr/bin/docker", "usr/local/bin/docker"):
         (pre / path).parent.mkdir(parents=True, exist_ok=True)
