@@ -15,10 +15,8 @@ APT_BASE  := python3-venv
 demo: setup
 	$(BIN)/voicemesh demo
 
-# The deploy rehearsal stays out of `make test` until it passes again with the cross-region registrar
-# (infra/README.md, Deploy rehearsal): `make deploy-rehearsal` runs it.
 test: setup apt-test checkov lint
-	$(BIN)/pytest -q --ignore=tests/test_deploy_rehearsal.py
+	$(BIN)/pytest -q
 
 bench: setup apt-bench
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -58,7 +58,12 @@ def test_the_docker_shim_replaces_only_the_image():
                                             "--env-file", "/e", "gcr.io/etcd-development/etcd:v3.5.21",
                                             "/usr/local/bin/etcd", "--client-cert-auth"])
     assert ("--volume", "/a:/b:ro") in options and ("--rm", "") in options
-    assert docker.program(image, command) == ["/usr/bin/etcd", "--client-cert-auth"]
-    assert docker.program("repo/voicemesh:0.2.0", ["edge", "--config", "/c"]) == [docker.VOICEMESH_BIN, "edge", "--config", "/c"]
+    assert docker.program(image, command) == (["/usr/bin/etcd", "--client-cert-auth"], [])
+    assert docker.program("repo/voicemesh:0.2.0", ["edge", "--config", "/c"]) == (
+        [docker.VOICEMESH_BIN, "edge", "--config", "/c"], [])
+    restore = ["/usr/local/bin/etcdutl", "snapshot", "restore", "/s.db", "--bump-revision", "1000000000",
+               "--data-dir", "/d", "--mark-compacted"]
+    assert docker.program(image, restore) == (["/usr/bin/etcdctl", "snapshot", "restore", "/s.db", "--data-dir", "/d"],
+                                              ["--bump-revision", "1000000000", "--mark-compacted"])
     with pytest.raises(SystemExit):
         docker.program("gcr.io/etcd-development/etcd:v3.5.21", ["/bin/sh"])

@@ -8,8 +8,10 @@ fresh tmpfs on /run, with HOSTDIR/preinstalled/ copied in first (what the AMI an
 Then, as cloud-init: the user data's ``write_files`` at their paths with their permissions, and its
 ``runcmd`` in order. ``systemctl daemon-reload|enable --now UNIT...`` in it are handled by
 :class:`Systemd`, which starts each unit from its own unit file and drop-ins as systemd would.
-``hostinit.py systemctl start UNIT`` (run inside a booted host through nsenter) runs a oneshot unit in
-the foreground, as ``systemctl start`` does.
+``hostinit.py systemctl start|stop|restart|daemon-reload [UNIT...]`` (the host's ``/usr/bin/systemctl``,
+run.py's preinstall) asks the booted host's Systemd over CONTROL, as systemctl asks systemd over D-Bus:
+``start`` returns once each unit runs (a oneshot once it has finished, failing if it failed), ``stop``
+once each has stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +36,10 @@ SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LOG_DIR = "/var/log/rehearsal"
 NOT_EMULATED = {"docker"}
 """Units cloud-init's runcmd enables that the rehearsal has no daemon for: docker is a shim without one."""
+CONTROL = "/run/rehearsal-systemd.sock"
+"""The booted host's Systemd listens here (one JSON line: systemctl's arguments; one JSON line back)."""
+STOP_TIMEOUT_S = 90.0
+"""systemd's default TimeoutStopSec: then what is left of a stopped unit's main process is SIGKILLed."""
 
 
 class UnitError(ValueError):
@@ -133,16 +140,23 @@ class Systemd:
     """Starts units as systemd would and keeps them running: ExecStartPre= in order (a failure without
     ``-`` fails the start), ExecStart=, then Restart= with RestartSec=; Type=simple, oneshot and forking
     (PIDFile=). A unit waits for the units it is After= that are being started (a oneshot until it has
-    finished). Each unit's output goes to LOG_DIR/UNIT.log."""
+    finished). ``stop`` runs ExecStop=, then SIGTERMs the main process if it still runs, and the unit
+    is not restarted. Each unit's output goes to LOG_DIR/UNIT.log."""
 
-    def __init__(self) -> None:
+    def __init__(self, dirs: tuple[str, ...] = UNIT_DIRS, log_dir: str = LOG_DIR) -> None:
+        self.dirs, self.log_dir = dirs, log_dir
         self.started: dict[str, threading.Event] = {}
         self.stopping = threading.Event()
         self.children: set[subprocess.Popen] = set()
+        self.stopped: dict[str, threading.Event] = {}
+        self.threads: dict[str, threading.Thread] = {}
+        self.main: dict[str, subprocess.Popen] = {}
+        self.clean: dict[str, bool] = {}
+        """Each unit's last start: True if it ended cleanly (oneshot) or is running (others)."""
 
     def log(self, unit: Unit):
-        os.makedirs(LOG_DIR, exist_ok=True)
-        return open(os.path.join(LOG_DIR, unit.name + ".log"), "a")
+        os.makedirs(self.log_dir, exist_ok=True)
+        return open(os.path.join(self.log_dir, unit.name + ".log"), "a")
 
     def run(self, unit: Unit, value: str, out, wait: bool = True) -> tuple[subprocess.Popen, bool]:
         argv, ignore = command_line(value, unit.environment())
@@ -163,6 +177,8 @@ class Systemd:
             if proc.returncode != 0 and not ignore:
                 return False
         kind = unit.get("Type", "simple")
+        if self.stopped[unit.name].is_set():
+            return False
         if kind == "oneshot":
             for value in unit.settings.get("ExecStart", []):
                 proc, ignore = self.run(unit, value, out)
@@ -183,6 +199,7 @@ class Systemd:
                     return False
                 time.sleep(0.5)
             return True
+        self.main[unit.name] = proc
         self.started[unit.name].set()
         proc.wait()
         self.children.discard(proc)
@@ -193,33 +210,96 @@ class Systemd:
             if name in self.started and name != unit.name:
                 self.started[name].wait()
         restart = unit.get("Restart", "no")
+        stopped = self.stopped[unit.name]
         with self.log(unit) as out:
-            while not self.stopping.is_set():
+            while not (self.stopping.is_set() or stopped.is_set()):
                 clean = self.start_once(unit, out)
+                self.clean[unit.name] = clean
                 out.write(f"--- {time.strftime('%H:%M:%S')} {'exited' if clean else 'failed'}\n")
                 out.flush()
                 if restart == "no" or (restart == "on-failure" and clean) or unit.get("Type") == "oneshot" and clean:
                     return
-                time.sleep(float(unit.get("RestartSec", "0.1").rstrip("s")))
+                stopped.wait(float(unit.get("RestartSec", "0.1").rstrip("s")))
 
-    def start(self, names: list[str]) -> None:
-        for name in names:
-            if name in NOT_EMULATED:
+    def units(self, names: list[str]) -> list[Unit]:
+        """The units of ``names`` that the rehearsal runs: docker has no daemon, and timers are fired by the
+        rehearsal (run.py), not on their period."""
+        return [u for u in (Unit(n, self.dirs) for n in names if n not in NOT_EMULATED) if not u.name.endswith(".timer")]
+
+    def start(self, names: list[str]) -> list[Unit]:
+        """Start each unit not running yet (as ``systemctl start``); returns those started."""
+        started = []
+        for unit in self.units(names):
+            if unit.name in self.threads and self.threads[unit.name].is_alive():
                 continue
-            unit = Unit(name)
-            if unit.name.endswith(".timer"):
-                continue  # timers are fired by the rehearsal (run.py), not on their period
             self.started[unit.name] = threading.Event()
-            threading.Thread(target=self.supervise, args=(unit,), daemon=True, name=unit.name).start()
+            self.stopped[unit.name] = threading.Event()
+            self.clean.pop(unit.name, None)
+            self.threads[unit.name] = threading.Thread(target=self.supervise, args=(unit,), daemon=True, name=unit.name)
+            self.threads[unit.name].start()
+            started.append(unit)
+        return started
 
-    def systemctl(self, argv: list[str]) -> None:
-        """``systemctl daemon-reload`` (units are read at start) or ``enable --now UNIT...``."""
-        if argv[:1] == ["daemon-reload"]:
-            return
-        if argv[:2] == ["enable", "--now"]:
-            self.start(argv[2:])
-            return
-        raise UnitError(f"systemctl {' '.join(argv)} is not part of the rehearsal")
+    def stop(self, names: list[str]) -> None:
+        """Stop each running unit (as ``systemctl stop``): no restart, ExecStop=, then SIGTERM to the main
+        process if it is still there, SIGKILL after STOP_TIMEOUT_S."""
+        for unit in self.units(names):
+            thread = self.threads.get(unit.name)
+            if thread is None or not thread.is_alive():
+                continue
+            self.stopped[unit.name].set()
+            with self.log(unit) as out:
+                for value in unit.settings.get("ExecStop", []):
+                    self.run(unit, value, out)
+            main = self.main.get(unit.name)
+            if main is not None and main.poll() is None:
+                main.terminate()
+            thread.join(STOP_TIMEOUT_S)
+            if main is not None and main.poll() is None:
+                main.kill()
+                thread.join()
+
+    def systemctl(self, argv: list[str]) -> bool:
+        """``systemctl daemon-reload`` (units are read at start), ``enable --now``, ``start``, ``stop`` or
+        ``restart`` of units. True if every unit asked to start runs (a oneshot: finished cleanly).
+        Raises UnitError for anything else."""
+        verb, names = (argv[0], argv[1:]) if argv else ("", [])
+        if verb == "daemon-reload":
+            return True
+        if verb == "enable" and names[:1] == ["--now"]:
+            self.start(names[1:])  # cloud-init's runcmd goes on: the units start in the background
+            return True
+        if verb in ("stop", "restart"):
+            self.stop(names)
+        elif verb != "start":
+            raise UnitError(f"systemctl {' '.join(argv)} is not part of the rehearsal")
+        ok = True
+        for unit in self.start(names) if verb != "stop" else []:
+            if unit.get("Type") == "oneshot":
+                self.threads[unit.name].join()
+            else:
+                while not self.started[unit.name].is_set() and self.threads[unit.name].is_alive():
+                    self.started[unit.name].wait(0.5)
+            ok &= self.clean.get(unit.name, self.started[unit.name].is_set())
+        return ok
+
+    def serve(self, path: str = CONTROL) -> None:
+        """Answer ``systemctl`` on the host (``hostinit.py systemctl``) over the Unix socket ``path``."""
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen()
+
+        def answer(conn: socket.socket) -> None:
+            with conn, conn.makefile("rw") as stream:
+                try:
+                    reply = {"ok": self.systemctl(json.loads(stream.readline()))}
+                except (UnitError, ValueError) as exc:
+                    reply = {"ok": False, "error": str(exc)}
+                stream.write(json.dumps(reply) + "\n")
+
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
 
 
 def mount_host(hostdir: Path) -> None:
@@ -258,6 +338,7 @@ def cloud_init(user_data: dict, systemd: Systemd) -> None:
 def boot(hostdir: Path) -> None:
     mount_host(hostdir)
     systemd = Systemd()
+    threading.Thread(target=systemd.serve, daemon=True, name="systemctl").start()
     cloud_init(yaml.safe_load((hostdir / "user-data").read_text()), systemd)
     (hostdir / "booted").write_text(json.dumps({"pid": os.getpid()}))
 
@@ -276,13 +357,17 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["boot"]:
         boot(Path(argv[1]))
         return 0
-    if argv[:2] == ["systemctl", "start"]:
-        systemd = Systemd()
-        unit = Unit(argv[2])
-        systemd.started[unit.name] = threading.Event()
-        with systemd.log(unit) as out:
-            return 0 if systemd.start_once(unit, out) else 1
-    print("usage: hostinit.py boot HOSTDIR | systemctl start UNIT", file=sys.stderr)
+    if argv[:1] == ["systemctl"]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(CONTROL)
+            with conn.makefile("rw") as stream:
+                stream.write(json.dumps(argv[1:]) + "\n")
+                stream.flush()
+                reply = json.loads(stream.readline())
+        if reply.get("error"):
+            print(f"systemctl: {reply['error']}", file=sys.stderr)
+        return 0 if reply["ok"] else 1
+    print("usage: hostinit.py boot HOSTDIR | systemctl start|stop|restart|daemon-reload [UNIT...]", file=sys.stderr)
     return 2
 
 

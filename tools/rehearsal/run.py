@@ -31,12 +31,14 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,8 +51,11 @@ import render
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 VENV_BIN = Path(sys.executable).parent
-PREFIX = "rhs"
-"""Namespaces, links and the bridge of the rehearsal start with this (one rehearsal per machine at a time)."""
+PREFIX = f"rhs-{os.getpid()}"
+"""This run's namespaces are named ``PREFIX-...``, its links and bridge (inside its WAN namespace) start with
+it: the process id keeps two runs, and anything else on the machine, apart."""
+STALE = re.compile(r"rhs-(?:(\d+)-)?.+")
+"""A namespace a rehearsal named: its run's process id, or none (named by an older rehearsal)."""
 WAN = f"{PREFIX}-wan"
 BRIDGE = f"{PREFIX}br"
 AWS_IP = "10.255.0.2"
@@ -155,14 +160,25 @@ def elastic_ip(ns: str, private: str, public: str) -> None:
        "10.0.0.0/8", "-j", "SNAT", "--to-source", public)
 
 
+def ours(name: str) -> bool:
+    """Whether namespace ``name`` is this run's, or left by a rehearsal that is no longer running."""
+    if name.startswith(f"{PREFIX}-"):
+        return True
+    match = STALE.fullmatch(name)
+    return bool(match) and (match.group(1) is None or not Path(f"/proc/{match.group(1)}").exists())
+
+
 def teardown() -> None:
-    """Remove every namespace of the rehearsal (its processes SIGKILLed) and its client resolv.conf files."""
+    """Remove every namespace of this run and those a dead run left (their processes SIGKILLed), and their
+    client resolv.conf files; another live run's are left alone."""
     out = sh("ip", "netns", "list", check=False).stdout
-    for name in sorted({line.split()[0] for line in out.splitlines() if line.startswith(f"{PREFIX}-")}):
-        kill_namespace(name)
-        sh("ip", "netns", "delete", name, check=False)
-    for etc in Path("/etc/netns").glob(f"{PREFIX}-*") if Path("/etc/netns").is_dir() else []:
-        shutil.rmtree(etc, ignore_errors=True)
+    for name in sorted({line.split()[0] for line in out.splitlines() if line.strip()}):
+        if ours(name):
+            kill_namespace(name)
+            sh("ip", "netns", "delete", name, check=False)
+    for etc in Path("/etc/netns").iterdir() if Path("/etc/netns").is_dir() else []:
+        if ours(etc.name):
+            shutil.rmtree(etc, ignore_errors=True)
 
 
 def kill_namespace(ns: str) -> None:
@@ -306,11 +322,14 @@ def operator_steps(workdir: Path, hosts: list[render.Host]) -> dict:
 
 def preinstall(machine: Machine, agents: dict[str, str]) -> None:
     """What the AMI and cloud-init's ``packages`` bring, under HOSTDIR/preinstalled: docker (the shim, at
-    /usr/bin/docker and, hiding this machine's own client, /usr/local/bin/docker),
+    /usr/bin/docker and, hiding this machine's own client, /usr/local/bin/docker), systemctl (asking the
+    host's systemd, hostinit.py),
     the aws CLI (this venv's), where AWS is (/root/.aws/config: moto's endpoint), and the VPC's DNS name
     of the region's agent load balancer (/etc/hosts)."""
     pre = machine.hostdir / "preinstalled"
-    shim = (HERE / "docker").read_text().replace("@VOICEMESH_BIN@", str(VENV_BIN / "voicemesh"))
+    install = sorted({str(ROOT), str(VENV_BIN.parent)})  # the editable checkout and its venv
+    shim = (HERE / "docker").read_text().replace("@VOICEMESH_BIN@", str(VENV_BIN / "voicemesh")).replace(
+        "@INSTALL_DIRS@", ":".join(install))
     # Also /usr/local/bin: this machine's own docker client is there, ahead of /usr/bin on the services' PATH.
     for path in ("usr/bin/docker", "usr/local/bin/docker"):
         (pre / path).parent.mkdir(parents=True, exist_ok=True)
@@ -319,6 +338,9 @@ def preinstall(machine: Machine, agents: dict[str, str]) -> None:
     aws = pre / "usr/bin/aws"
     aws.write_text(f"#!/bin/sh\nexec {VENV_BIN / 'aws'} \"$@\"\n")
     aws.chmod(0o755)
+    systemctl = pre / "usr/bin/systemctl"  # asks the host's Systemd (hostinit.py), never this machine's
+    systemctl.write_text(f"#!/bin/sh\nexec {sys.executable} {HERE / 'hostinit.py'} systemctl \"$@\"\n")
+    systemctl.chmod(0o755)
     (pre / "root/.aws").mkdir(parents=True)
     (pre / "root/.aws/config").write_text(f"[default]\nendpoint_url = http://{AWS_IP}:{AWS_PORT}\n"
                                           "metadata_service_timeout = 10\nmetadata_service_num_attempts = 3\n")
@@ -432,6 +454,77 @@ def add_client(name: str, address: str, nameserver: str) -> None:
     (etc / "resolv.conf").write_text(f"nameserver {nameserver}\noptions timeout:2 attempts:2\n")
 
 
+# --- the restore runbook -------------------------------------------------------------------------------
+
+RUNBOOK = ROOT / "infra" / "README.md"
+RESTORE = "### Restoring etcd from a snapshot"
+
+
+def runbook_blocks() -> list[str]:
+    """The ``sh`` blocks of infra/README.md's restore runbook, in order, as an operator would paste them."""
+    text = RUNBOOK.read_text()
+    section = text[text.index(RESTORE) + len(RESTORE):]
+    section = section[:re.search(r"^#{2,3} ", section, re.M).start()]
+    return [textwrap.dedent(block) for block in re.findall(r"```sh\n(.*?)\n *```", section, re.S)]
+
+
+def run_block(block: str, hosts: list[Machine]) -> list[subprocess.CompletedProcess]:
+    """A runbook block on ``hosts`` at once: an ``aws ssm send-command`` block's ``commands`` (Run Command on
+    its targets, here ``hosts``), any other block as a script."""
+    if "aws ssm send-command" in block:
+        block = "\n".join(json.loads(re.search(r"'commands=(\[.*?\])'", block).group(1)))
+    with ThreadPoolExecutor(len(hosts)) as pool:
+        return list(pool.map(lambda m: on_host(m, "sh", "-c", block, timeout=300), hosts))
+
+
+def revision(machine: Machine) -> int:
+    """The cluster's revision as ``machine``'s member reports it (0 if it does not answer)."""
+    out = etcdctl(machine, "endpoint", "status", "-w", "json")
+    return json.loads(out.stdout)[0]["Status"]["header"]["revision"] if out.returncode == 0 else 0
+
+
+def restore_from_snapshot(members_: list[Machine], newest: Machine, lost: Machine, step, call_step,
+                          operator: dict) -> None:
+    """infra/README.md's restore runbook on a region's three members, its blocks as written: stop, find the
+    newest snapshot in S3, restore it on each, start, check, registrar init. Then the region's nodes are
+    registered again (``newest``, a transceiver host launched after the snapshot, among them), ``lost``'s
+    record (a host terminated after the snapshot) expires with its lease, a node that lost its index to it
+    is restarted as the runbook says, and a call goes through."""
+    stop, find, restore, start, check, init = runbook_blocks()
+    before = revision(members_[0])
+    stopped = run_block(stop, members_)
+    listing = on_host(members_[0], "sh", "-c", find.replace("<account>", ACCOUNT))
+    key = listing.stdout.split()[-1] if listing.returncode == 0 and listing.stdout.split() else ""
+    restored = run_block(restore.replace("<account>", ACCOUNT).replace("<key>", key), members_)
+    started = run_block(start, members_)
+    wait_for("restored cluster answers", lambda: len([x for x in members(members_[0]) if x.get("name")]) == 3, 240, 2)
+    status = on_host(members_[0], "sh", "-c", check)
+    after = revision(members_[0])
+    failed = {name: [r.stderr.strip()[-300:] for r in results if r.returncode]
+              for name, results in (("stop", stopped), ("restore", restored), ("start", started))}
+    step("etcd restored from its S3 snapshot (runbook steps 1-5)",
+         bool(key) and not any(failed.values()) and status.returncode == 0, snapshot=key,
+         revision_before=before, revision_after=after, failed={k: v for k, v in failed.items() if v},
+         status=status.stdout.strip().splitlines()[-4:] or status.stderr.strip()[-300:])
+    gone = not any(newest.instance_id in k for k in registered(members_[0]))
+    initialized = run_block(init, members_[:1])[0]
+    def settled() -> bool:
+        keys = [k for k in registered(members_[0]) if "/v1/nodes/" in k]
+        return any(newest.instance_id in k for k in keys) and not any(lost.instance_id in k for k in keys)
+
+    wait_for("nodes registered again after the restore", settled, 240, 3)
+    units = [u for u in newest.host.units if u.startswith("voicemesh@transceiver")]
+    lost_index = [u for u in units if "lost index" in unit_log(newest, u if u.endswith(".service") else u + ".service")]
+    restarted = [on_host(newest, "systemctl", "restart", u, timeout=180).returncode for u in lost_index]
+    wait_for("nodes registered again after the restore", settled, 240, 3)
+    step("registry init after the restore (runbook step 6), nodes registered again",
+         initialized.returncode == 0 and not any(restarted), launched_since_snapshot=newest.name,
+         absent_from_snapshot=gone, lost_index_restarted=lost_index,
+         nodes=sorted(k.rsplit("/v1/nodes/", 1)[-1] for k in registered(members_[0]) if "/v1/nodes/" in k))
+    call_step("call after the restore", wait_for("call after the restore", lambda: (lambda c: c if c["ok"] else None)(
+        place_call("berlin", operator["api_key"], operator["whip_ca"])), 180, 3))
+
+
 # --- proof that nothing else was rewritten ---------------------------------------------------------------
 
 def files_as_rendered(machine: Machine) -> list[str]:
@@ -446,9 +539,11 @@ def files_as_rendered(machine: Machine) -> list[str]:
 
 def docker_calls(machines: list[Machine]) -> dict:
     """Every ``docker`` call the hosts made (the shim's log): how many per subcommand, and each run's
-    image and what ran instead (the image's program from the local install; the arguments unchanged)."""
+    image and what ran instead (the image's program from the local install; the arguments unchanged but
+    for those Debian's etcd 3.4 lacks, listed in ``dropped``)."""
     counts: dict[str, int] = {}
     substitutions: dict[str, str] = {}
+    dropped: set[str] = set()
     unchanged = True
     for m in machines:
         log = m.hostdir / "fs/var/log/rehearsal-docker.jsonl"
@@ -460,9 +555,12 @@ def docker_calls(machines: list[Machine]) -> dict:
                 image_at = next(i for i, a in enumerate(argv) if a.startswith(("voicemesh:", "gcr.io/")))
                 image, rest = argv[image_at], argv[image_at + 1:]
                 substitutions[image] = entry["ran"][0]
-                tail = entry["ran"][1:]
-                unchanged &= tail == (rest[1:] if "etcd" in image else rest)
-    return {"calls": counts, "image_to_local": substitutions, "arguments_unchanged": unchanged}
+                tail, gone = entry["ran"][1:], entry.get("dropped", [])
+                expected = rest[1:] if "etcd" in image else rest
+                dropped.update(a for a in gone if a.startswith("--"))
+                unchanged &= tail == [a for a in expected if a not in gone]
+    return {"calls": counts, "image_to_local": substitutions, "arguments_unchanged": unchanged,
+            "dropped": sorted(dropped)}
 
 
 # --- the scenario ---------------------------------------------------------------------------------------
@@ -585,8 +683,7 @@ def rehearse(args: argparse.Namespace) -> dict:
              new_id=format(after[victim.name], "x"), keys_on_new_member=keys_new, keys_on_peer=keys_old,
              join_env=join_file.strip().splitlines())
 
-        snap = on_host(replacement, sys.executable, str(HERE / "hostinit.py"), "systemctl", "start",
-                       "voicemesh-etcd-snapshot.service", timeout=180)
+        snap = on_host(replacement, "systemctl", "start", "voicemesh-etcd-snapshot.service", timeout=180)
         listed = client("s3", "eu-central-1").list_objects_v2(Bucket="voicemesh-eu-central-etcd-snapshots-" + ACCOUNT)
         uploaded = [o["Key"] for o in listed.get("Contents", [])]
         step("etcd snapshot (the snapshot unit)", snap.returncode == 0 and bool(uploaded), uploaded=uploaded,
@@ -614,6 +711,8 @@ def rehearse(args: argparse.Namespace) -> dict:
         recovered = wait_for("call after recovery", lambda: (lambda c: c if c["ok"] else None)(
             place_call("berlin", operator["api_key"], operator["whip_ca"])), 120, 3)
         call_step("call after recovery", recovered)
+
+        restore_from_snapshot(etcd["eu-central-1"], fresh, lost, step, call_step, operator)
     except Exception as exc:  # any failure becomes the report's last step, with the hosts' state kept
         step("error", False, error=f"{type(exc).__name__}: {str(exc)[-2000:]}")
     finally:
@@ -627,7 +726,7 @@ def rehearse(args: argparse.Namespace) -> dict:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return {"ok": all(s["ok"] for s in steps), "duration_s": round(time.monotonic() - started, 1), "steps": steps,
-            "substitution": proof, "workdir": str(workdir) if args.keep else None}
+            "substitution": proof, "namespaces": PREFIX, "workdir": str(workdir) if args.keep else None}
 
 
 def main(argv: list[str] | None = None) -> int:
