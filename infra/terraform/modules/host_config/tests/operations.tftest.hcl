@@ -98,14 +98,15 @@ run "an_edge_renews_the_whip_certificate_at_its_own_slot" {
     }
     lifecycle_hook = null
     acme = {
-      zone       = "acme-validation.example.net"
-      zone_id    = "Z0ACMEEXAMPLE"
-      email      = "certs@example.com"
-      server     = "https://acme-v02.api.letsencrypt.org/directory"
-      renew_days = 30
-      renew_hour = 3
-      lego_image = "goacme/lego:v4.19.2"
-      slot       = 9
+      zone          = "acme-validation.example.net"
+      zone_id       = "Z0ACMEEXAMPLE"
+      email         = "certs@example.com"
+      server        = "https://acme-v02.api.letsencrypt.org/directory"
+      renew_days    = 30
+      renew_hour    = 3
+      lego_image    = "goacme/lego:v4.19.2"
+      secret_region = "eu-central-1"
+      slot          = 9
     }
   }
 
