@@ -1,6 +1,7 @@
 """Static checks of every host the deploy renders (make infra-check): the two-region mesh of
 tools/rehearsal applied with the mocked AWS provider, each host read back from its user data, and the
-edge hosts of the same mesh with ACME renewal (infra/terraform/rehearsal/render.tftest.hcl's two runs).
+same mesh with ACME renewal and the collector sidecar (infra/terraform/rehearsal/render.tftest.hcl's
+two runs).
 
 * every ``$VAR``/``${VAR}`` a unit's commands expand is defined by the environment files it loads, as
   rendered (``/etc/voicemesh/etcd.env``) or as voicemesh-prepare writes them (``/run/voicemesh/%i.env``);
@@ -26,6 +27,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from deploy_files import ROOT, load_prepare
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -56,12 +58,12 @@ def state(states) -> dict:
 
 @pytest.fixture(scope="module")
 def hosts(states) -> list[render.Host]:
-    """Every host of the booted mesh, and the edge hosts of the other runs (named ``<host>+<run>``),
-    the only hosts whose files ACME renewal changes."""
+    """Every host of the booted mesh, and the hosts of the other run (ACME and the collector) but its etcd
+    members, whose files neither changes (named ``<host>+<run>``)."""
     found = render.hosts(states[render.BOOTED_RUN])
     for run, state in states.items():
         if run != render.BOOTED_RUN:
-            found += [dataclasses.replace(h, name=f"{h.name}+{run}") for h in render.hosts(state) if h.role == "edge"]
+            found += [dataclasses.replace(h, name=f"{h.name}+{run}") for h in render.hosts(state) if h.role != "etcd"]
     return found
 
 
@@ -185,6 +187,13 @@ def test_scripts_call_only_aws_commands_the_iam_table_maps():
             ("autoscaling", "set-instance-protection"), ("route53", "change-resource-record-sets")} <= iam.script_calls()
 
 
+def test_the_collectors_exporters_are_in_the_iam_table():
+    """A new exporter in deploy/otel-collector.yaml fails here until its calls are listed."""
+    config = yaml.safe_load((ROOT / "deploy" / "otel-collector.yaml").read_text())
+    assert {name.split("/")[0] for name in config["exporters"]} <= set(iam.COLLECTOR_EXPORTERS)
+    assert {op for ops in iam.COLLECTOR_EXPORTERS.values() for op in ops} <= set(iam.CLI_ACTIONS)
+
+
 def role_calls(state: dict) -> dict[str, list[tuple[str, iam.Call]]]:
     """Each instance role's (host name, call) pairs: what every host of ``state`` whose instance or
     launch template names that role's profile calls, at start and from its operations timers."""
@@ -195,6 +204,8 @@ def role_calls(state: dict) -> dict[str, list[tuple[str, iam.Call]]]:
         config = json.loads(host.files["/etc/voicemesh/host.json"])
         extra = {key: json.loads(host.files[f"/etc/voicemesh/{key}.json"]) for key in ("lifecycle", "acme")
                  if f"/etc/voicemesh/{key}.json" in host.files}
+        if "/etc/voicemesh/otel-collector.yaml" in host.files:
+            extra["collector"] = yaml.safe_load(host.files["/etc/voicemesh/otel-collector.yaml"])
         calls = iam.host_calls(config, host.aws_region, plans.get(host.tags.get("voicemesh:core", "")), **extra)
         found.setdefault(f"voicemesh-{host.role}", []).extend((host.name, call) for call in calls)
     return found
@@ -214,7 +225,8 @@ def test_each_instance_role_allows_every_call_its_hosts_make(states):
     print(iam.table(rows))
     assert not problems, "\n".join(problems)
     assert {("autoscaling", "set-instance-protection"), ("autoscaling", "record-lifecycle-action-heartbeat"),
-            ("secretsmanager", "put-secret-value")} | iam.LEGO_ROUTE53 <= ops, "the operations timers' calls are checked"
+            ("secretsmanager", "put-secret-value"), ("logs", "put-log-events"), ("xray", "put-trace-segments")
+            } | iam.LEGO_ROUTE53 <= ops, "the operations timers' and the collector's calls are checked"
 
 
 def without(documents: list[dict], action: str) -> list[dict]:
@@ -231,24 +243,25 @@ def without(documents: list[dict], action: str) -> list[dict]:
 
 
 def test_the_iam_check_fails_when_any_action_a_role_needs_is_removed(states):
-    """Every action a host's call needs, taken out of its role's rendered inline policies (those the
-    AWS managed policies do not grant), makes the check refuse that call: the check covers each of
-    them, the operations and ACME policies' too."""
+    """Every action a host's call needs, taken out of its role (out of every rendered inline statement,
+    and every attached AWS managed policy that grants it detached), makes the check refuse that call:
+    the check covers each of them, the operations, ACME and collector policies' too."""
     removed = set()
     for state in states.values():
         policies = render.policies(state)
         for role, calls in role_calls(state).items():
             managed = policies.get(f"{role}#managed", [])
-            needed = {action for _, call in calls for action in iam.CLI_ACTIONS[call.op]
-                      if not iam.allowed(action, iam.Call(call.op, "*", ""), [], managed)}
+            needed = {action for _, call in calls for action in iam.CLI_ACTIONS[call.op]}
             for action in needed - {a for r, a in removed if r == role}:
-                refused = iam.denied([call for _, call in calls], without(policies[role], action), managed)
+                kept = [arn for arn in managed if action not in iam.MANAGED.get(arn.rsplit("/", 1)[-1], set())]
+                refused = iam.denied([call for _, call in calls], without(policies[role], action), kept)
                 assert any(line.startswith(f"{action} on ") for line in refused), f"{role} without {action}"
                 removed.add((role, action))
     assert {("voicemesh-transceiver", "autoscaling:SetInstanceProtection"),
             ("voicemesh-transceiver", "autoscaling:RecordLifecycleActionHeartbeat"),
             ("voicemesh-edge", "route53:ChangeResourceRecordSets"), ("voicemesh-edge", "route53:GetChange"),
-            ("voicemesh-edge", "secretsmanager:PutSecretValue")} <= removed
+            ("voicemesh-edge", "secretsmanager:PutSecretValue"), ("voicemesh-agent", "logs:PutLogEvents"),
+            ("voicemesh-edge", "xray:PutTraceSegments")} <= removed
 
 
 def test_no_host_writes_to_a_secrets_replica(states):

@@ -40,20 +40,40 @@ CLI_ACTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("route53", "list-resource-record-sets"): ("route53:ListResourceRecordSets",),
     ("route53", "change-resource-record-sets"): ("route53:ChangeResourceRecordSets",),
     ("route53", "get-change"): ("route53:GetChange",),
+    ("logs", "create-log-group"): ("logs:CreateLogGroup",),
+    ("logs", "create-log-stream"): ("logs:CreateLogStream",),
+    ("logs", "put-log-events"): ("logs:PutLogEvents",),
+    ("xray", "put-trace-segments"): ("xray:PutTraceSegments",),
 }
 """``aws SERVICE COMMAND`` -> IAM actions (``s3 cp`` downloads; ``cp-upload`` is ``s3 cp`` to s3://). The
 ``route53`` rows are lego's route53 provider (``--dns route53``), not the aws CLI: given the zone's id
 (AWS_HOSTED_ZONE_ID), it lists the challenge name's TXT records, upserts and later deletes them, and
-polls the change until it is INSYNC; it looks no zone up by name."""
+polls the change until it is INSYNC; it looks no zone up by name. The ``logs`` and ``xray`` rows are
+the OpenTelemetry collector's exporters (COLLECTOR_EXPORTERS)."""
 
 LEGO_ROUTE53 = {("route53", "list-resource-record-sets"), ("route53", "change-resource-record-sets"),
                 ("route53", "get-change")}
 
+COLLECTOR_EXPORTERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "awsemf": (("logs", "create-log-group"), ("logs", "create-log-stream"), ("logs", "put-log-events")),
+    "awsxray": (("xray", "put-trace-segments"),),
+}
+"""The collector's exporters (deploy/otel-collector.yaml) -> the calls each makes: EMF metrics are log
+events in ``log_group_name`` (the group and stream made when missing); traces are segments."""
+
 MANAGED = {
     "AmazonEC2ContainerRegistryReadOnly": {"ecr:GetAuthorizationToken", "ecr:BatchGetImage",
                                            "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"},
+    "CloudWatchAgentServerPolicy": {"cloudwatch:PutMetricData", "ec2:DescribeVolumes", "ec2:DescribeTags",
+                                    "logs:PutLogEvents", "logs:PutRetentionPolicy", "logs:DescribeLogStreams",
+                                    "logs:DescribeLogGroups", "logs:CreateLogStream", "logs:CreateLogGroup",
+                                    "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules",
+                                    "xray:GetSamplingTargets", "xray:GetSamplingStatisticSummaries"},
+    "AWSXrayWriteOnlyAccess": {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules",
+                               "xray:GetSamplingTargets", "xray:GetSamplingStatisticSummaries"},
 }
-"""The actions of the AWS managed policies the roles attach, as far as the scripts use them."""
+"""The actions of the AWS managed policies the roles attach (their ``Resource: *`` statements), as far as
+the hosts use them."""
 
 
 @dataclass
@@ -108,13 +128,14 @@ def group_arn(region: str, asg: str) -> str:
 
 
 def host_calls(host: dict, region: str, plan: dict | None = None, instance_id: str = "i-0abc1234",
-               lifecycle: dict | None = None, acme: dict | None = None) -> list[Call]:
+               lifecycle: dict | None = None, acme: dict | None = None, collector: dict | None = None) -> list[Call]:
     """What a host whose /etc/voicemesh/host.json is ``host`` calls in AWS ``region``: every part's
     start (voicemesh-prepare); with the region's registrar ``plan`` on an etcd host, the registrar's
     member, init, enroll and retire steps and the etcd snapshot upload; with its
     /etc/voicemesh/lifecycle.json ``lifecycle``, voicemesh-lifecycle's scale-in protection and drain
     hook; with its /etc/voicemesh/acme.json ``acme``, voicemesh-cert-renew's reads and writes of the
-    WHIP certificate and lego's Route 53 calls."""
+    WHIP certificate and lego's Route 53 calls; with its /etc/voicemesh/otel-collector.yaml
+    ``collector`` (parsed), the exporters' calls of each pipeline, in ``region``."""
     me = instance_arn(region, instance_id)
     own = {"ec2:SourceInstanceARN": me, "secretsmanager:ResourceTag/voicemesh:instance": me}
     release = Call(("ssm", "get-parameter"), parameter_arn(region, host["release_parameter"]), "release")
@@ -150,6 +171,18 @@ def host_calls(host: dict, region: str, plan: dict | None = None, instance_id: s
             Call(("route53", "change-resource-record-sets"), zone, "cert-renew: lego"),
             Call(("route53", "get-change"), "arn:aws:route53:::change/C0123456789ABC", "cert-renew: lego"),
         ]
+    if collector is not None:
+        used = {name for pipeline in collector["service"]["pipelines"].values() for name in pipeline["exporters"]}
+        for name in sorted(used):
+            group = (collector["exporters"][name] or {}).get("log_group_name")
+            for op in COLLECTOR_EXPORTERS[name.split("/")[0]]:
+                if group is None:
+                    resource = "*"
+                elif op == ("logs", "create-log-group"):
+                    resource = f"arn:aws:logs:{region}:{ACCOUNT}:log-group:{group}"
+                else:
+                    resource = f"arn:aws:logs:{region}:{ACCOUNT}:log-group:{group}:log-stream:{instance_id}"
+                calls.append(Call(op, resource, f"otel-collector {name}"))
     registrar = host.get("registrar")
     if registrar and plan is not None:
         ca = secret_arn(region, registrar["ca_secret"])

@@ -79,6 +79,11 @@ override_resource {
 }
 
 run "two_regions" {
+  variables {
+    # No collector sidecar: the rehearsal's docker stand-in runs only the voicemesh and etcd images.
+    otel_collector_image = ""
+  }
+
   assert {
     condition     = length([for r in local.regions : r if length(r.cores) > 0]) == 2 && length(output.edges) == 2
     error_message = "The rehearsal's topology has two core regions and an edge PoP in each."
@@ -93,9 +98,10 @@ run "two_regions" {
   }
 }
 
-# The same mesh with ACME renewal on the edges, in its own state: not booted (lego needs a real ACME
-# server), but tests/test_infra_checks.py checks its hosts' units and user data and the edge role's
-# policies against voicemesh-cert-renew's calls.
+# The same mesh with ACME renewal on the edges and the collector sidecar on every edge, transceiver
+# and agent host, in its own state: not booted (lego needs an ACME server, the collector its image),
+# but tests/test_infra_checks.py checks its hosts' units and user data, and the roles' policies
+# against voicemesh-cert-renew's and the collector's calls.
 run "two_regions_with_acme" {
   state_key = "acme"
 
@@ -104,7 +110,7 @@ run "two_regions_with_acme" {
   }
 
   assert {
-    condition     = length(aws_iam_role_policy.acme) == 1 && length(local.name_servers) == 2
-    error_message = "Edges renew the WHIP certificate by ACME."
+    condition     = length(aws_iam_role_policy.acme) == 1 && alltrue([for json in values(module.region_us_east_1.edge_host_json) : jsondecode(json).otel_endpoint != ""])
+    error_message = "Edges renew the WHIP certificate by ACME and run the collector."
   }
 }
