@@ -1,16 +1,23 @@
 """Static checks of every host the deploy renders (make infra-check): the two-region mesh of
-tools/rehearsal applied with the mocked AWS provider, each host read back from its user data.
+tools/rehearsal applied with the mocked AWS provider, each host read back from its user data, and the
+same mesh with ACME renewal and the collector sidecar (infra/terraform/rehearsal/render.tftest.hcl's
+two runs).
 
 * every ``$VAR``/``${VAR}`` a unit's commands expand is defined by the environment files it loads, as
   rendered (``/etc/voicemesh/etcd.env``) or as voicemesh-prepare writes them (``/run/voicemesh/%i.env``);
 * ``systemd-analyze verify`` on each host's units, in a root holding that host's files;
 * ``cloud-init schema`` on each host's user data;
 * checkov on infra/terraform: each finding fixed or skipped inline with its reason;
-* each instance role's rendered policies allow every AWS call the host's scripts make (tools/rehearsal/iam.py).
+* each instance role's rendered policies allow every AWS call the host's scripts make, start-up and
+  operations timers (tools/rehearsal/iam.py), and removing any action they need fails the check;
+* the zone's name servers (the name-servers parameter, the delegation's glue) are the edge hosts' own
+  Elastic IPs, one per host.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -20,6 +27,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from deploy_files import ROOT, load_prepare
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -38,13 +46,25 @@ CHECKOV = Path(os.environ.get("CHECKOV", ROOT / ".venv-checkov" / "bin" / "check
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory) -> dict:
-    return render.render(tmp_path_factory.mktemp("render"))
+def states(tmp_path_factory) -> dict[str, dict]:
+    """Each run's state by name: the mesh the rehearsal boots (render.BOOTED_RUN), and with ACME."""
+    return render.render_runs(tmp_path_factory.mktemp("render"))
 
 
 @pytest.fixture(scope="module")
-def hosts(state) -> list[render.Host]:
-    return render.hosts(state)
+def state(states) -> dict:
+    return states[render.BOOTED_RUN]
+
+
+@pytest.fixture(scope="module")
+def hosts(states) -> list[render.Host]:
+    """Every host of the booted mesh, and the hosts of the other run (ACME and the collector) but its etcd
+    members, whose files neither changes (named ``<host>+<run>``)."""
+    found = render.hosts(states[render.BOOTED_RUN])
+    for run, state in states.items():
+        if run != render.BOOTED_RUN:
+            found += [dataclasses.replace(h, name=f"{h.name}+{run}") for h in render.hosts(state) if h.role != "etcd"]
+    return found
 
 
 def unit_files(host: render.Host) -> dict[str, str]:
@@ -163,25 +183,127 @@ def test_checkov_finds_nothing_unjustified_in_the_terraform(tmp_path):
 
 def test_scripts_call_only_aws_commands_the_iam_table_maps():
     assert iam.script_calls() <= set(iam.CLI_ACTIONS)
-    assert {("secretsmanager", "get-secret-value"), ("autoscaling", "complete-lifecycle-action")} <= iam.script_calls()
+    assert {("secretsmanager", "get-secret-value"), ("autoscaling", "complete-lifecycle-action"),
+            ("autoscaling", "set-instance-protection"), ("route53", "change-resource-record-sets")} <= iam.script_calls()
 
 
-def test_each_instance_role_allows_every_call_its_hosts_make(state, hosts):
-    """Each rendered host's calls (tools/rehearsal/iam.py) against the policies Terraform renders for
-    the instance profile its instance or launch template names; the table is printed with -s."""
-    policies = render.policies(state)
+def test_the_collectors_exporters_are_in_the_iam_table():
+    """A new exporter in deploy/otel-collector.yaml fails here until its calls are listed."""
+    config = yaml.safe_load((ROOT / "deploy" / "otel-collector.yaml").read_text())
+    assert {name.split("/")[0] for name in config["exporters"]} <= set(iam.COLLECTOR_EXPORTERS)
+    assert {op for ops in iam.COLLECTOR_EXPORTERS.values() for op in ops} <= set(iam.CLI_ACTIONS)
+
+
+def role_calls(state: dict) -> dict[str, list[tuple[str, iam.Call]]]:
+    """Each instance role's (host name, call) pairs: what every host of ``state`` whose instance or
+    launch template names that role's profile calls, at start and from its operations timers."""
     plans = {json.loads(r["values"]["value"])["core"]: json.loads(r["values"]["value"])
              for r in render.resources(state) if r["type"] == "aws_ssm_parameter" and "/registry/" in r["values"]["name"]}
-    rows, problems = [], []
-    for host in hosts:
+    found: dict[str, list] = {}
+    for host in render.hosts(state):
         config = json.loads(host.files["/etc/voicemesh/host.json"])
-        role = f"voicemesh-{host.role}"
-        plan = plans.get(host.tags.get("voicemesh:core", ""))
-        calls = iam.host_calls(config, host.aws_region, plan)
-        rows += [(role, call) for call in calls]
-        problems += [f"{host.name}: {p}" for p in iam.denied(calls, policies[role], policies.get(f"{role}#managed", []))]
+        extra = {key: json.loads(host.files[f"/etc/voicemesh/{key}.json"]) for key in ("lifecycle", "acme")
+                 if f"/etc/voicemesh/{key}.json" in host.files}
+        if "/etc/voicemesh/otel-collector.yaml" in host.files:
+            extra["collector"] = yaml.safe_load(host.files["/etc/voicemesh/otel-collector.yaml"])
+        calls = iam.host_calls(config, host.aws_region, plans.get(host.tags.get("voicemesh:core", "")), **extra)
+        found.setdefault(f"voicemesh-{host.role}", []).extend((host.name, call) for call in calls)
+    return found
+
+
+def test_each_instance_role_allows_every_call_its_hosts_make(states):
+    """Each rendered host's calls (tools/rehearsal/iam.py) against the policies Terraform renders for
+    the instance profile its instance or launch template names, in both runs; the table is printed with -s."""
+    rows, problems, ops = [], [], set()
+    for run, state in states.items():
+        policies = render.policies(state)
+        for role, calls in role_calls(state).items():
+            rows += [(role, call) for _, call in calls]
+            ops |= {call.op for _, call in calls}
+            problems += [f"{run} {host}: {p}" for host, call in calls
+                         for p in iam.denied([call], policies[role], policies.get(f"{role}#managed", []))]
     print(iam.table(rows))
     assert not problems, "\n".join(problems)
+    assert {("autoscaling", "set-instance-protection"), ("autoscaling", "record-lifecycle-action-heartbeat"),
+            ("secretsmanager", "put-secret-value"), ("logs", "put-log-events"), ("xray", "put-trace-segments")
+            } | iam.LEGO_ROUTE53 <= ops, "the operations timers' and the collector's calls are checked"
+
+
+def without(documents: list[dict], action: str) -> list[dict]:
+    """``documents`` with ``action`` taken out of every statement (a statement left with none dropped)."""
+    out = []
+    for document in documents:
+        statements = []
+        for statement in document["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            if [a for a in actions if a != action]:
+                statements.append({**statement, "Action": [a for a in actions if a != action]})
+        out.append({**document, "Statement": statements})
+    return out
+
+
+def test_the_iam_check_fails_when_any_action_a_role_needs_is_removed(states):
+    """Every action a host's call needs, taken out of its role (out of every rendered inline statement,
+    and every attached AWS managed policy that grants it detached), makes the check refuse that call:
+    the check covers each of them, the operations, ACME and collector policies' too."""
+    removed = set()
+    for state in states.values():
+        policies = render.policies(state)
+        for role, calls in role_calls(state).items():
+            managed = policies.get(f"{role}#managed", [])
+            needed = {action for _, call in calls for action in iam.CLI_ACTIONS[call.op]}
+            for action in needed - {a for r, a in removed if r == role}:
+                kept = [arn for arn in managed if action not in iam.MANAGED.get(arn.rsplit("/", 1)[-1], set())]
+                refused = iam.denied([call for _, call in calls], without(policies[role], action), kept)
+                assert any(line.startswith(f"{action} on ") for line in refused), f"{role} without {action}"
+                removed.add((role, action))
+    assert {("voicemesh-transceiver", "autoscaling:SetInstanceProtection"),
+            ("voicemesh-transceiver", "autoscaling:RecordLifecycleActionHeartbeat"),
+            ("voicemesh-edge", "route53:ChangeResourceRecordSets"), ("voicemesh-edge", "route53:GetChange"),
+            ("voicemesh-edge", "secretsmanager:PutSecretValue"), ("voicemesh-agent", "logs:PutLogEvents"),
+            ("voicemesh-edge", "xray:PutTraceSegments")} <= removed
+
+
+def test_no_host_writes_to_a_secrets_replica(states):
+    """Secrets Manager refuses writes to a replica, whatever IAM allows: every write of a script goes
+    to the secret's primary region (voicemesh-cert-renew's renewed certificate in whip-tls, too)."""
+    for state in states.values():
+        replicas = {r["values"]["name"]: {replica["region"] for replica in r["values"].get("replica") or []}
+                    for r in render.resources(state) if r["type"] == "aws_secretsmanager_secret"}
+        assert replicas["voicemesh/whip-tls"], "the rendered whip-tls secret has replicas"
+        calls = [call for pairs in role_calls(state).values() for _, call in pairs]
+        problems = iam.replica_writes(calls, replicas)
+        assert not problems, "\n".join(problems)
+
+
+def test_name_servers_and_glue_are_each_edge_hosts_own_elastic_ip(state):
+    """The geo DNS servers' name-servers parameter (every region's) and the delegation's glue give each
+    PoP's name server the Elastic IPs of that PoP's hosts: one address per host, none shared."""
+    edges = [h for h in render.hosts(state) if h.role == "edge"]
+    addresses = [h.public_ip for h in edges]
+    assert all(ipaddress.ip_address(a) for a in addresses) and len(set(addresses)) == len(edges) >= 2, addresses
+    expected: dict[str, set[str]] = {}
+    for h in edges:
+        zone = json.loads(h.files["/etc/voicemesh/host.json"])["parts"]["dns"]["settings"]["dns"]["zone"]
+        expected.setdefault(f"ns-{h.tags['voicemesh:pop']}.{zone}", set()).add(h.public_ip)
+    parameters = [r["values"]["value"] for r in render.resources(state)
+                  if r["type"] == "aws_ssm_parameter" and r["values"]["name"].endswith("/name-servers")]
+    assert len(parameters) == len({h.aws_region for h in edges})
+    for value in parameters:
+        rendered: dict[str, set[str]] = {}
+        for entry in value.split(","):
+            name, address = entry.split("=")
+            rendered.setdefault(name, set()).add(address)
+        assert rendered == expected
+    glue: dict[str, set[str]] = {}
+    for line in state["outputs"]["delegation_records"]["value"]:
+        name, _, _, kind, value = line.split()
+        if kind == "A":
+            glue.setdefault(name.rstrip("."), set()).add(value)
+    assert glue == expected
+    checks = {r["values"]["tags"]["Name"]: r["values"]["ip_address"] for r in render.resources(state)
+              if r["type"] == "aws_route53_health_check"}
+    assert checks == {h.name: h.public_ip for h in edges}, "each host's health check probes its own address"
 
 
 def test_the_iam_check_refuses_what_a_policy_does_not_grant():

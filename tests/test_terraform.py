@@ -247,8 +247,9 @@ def test_edge_host_runs_the_relay_on_the_topology_ports(hosts):
 
 
 def test_the_two_region_fixture_is_the_topology_cut_to_three_sites():
-    """infra/terraform/tests/regions.tftest.hcl renders this file: it must stay infra/topology.json itself,
-    cut to Frankfurt, London and Ashburn (so the two-region checks test the topology's own values)."""
+    """infra/terraform/tests/mesh.tftest.hcl (its "two_regions" runs) renders this file: it must stay
+    infra/topology.json itself, cut to Frankfurt, London and Ashburn (so the two-region checks test the
+    topology's own values)."""
     keep = {"fra", "lon", "iad"}
     cut = {**TOPOLOGY, "sites": {k: v for k, v in TOPOLOGY["sites"].items() if k in keep},
            "core_regions": [r for r in TOPOLOGY["core_regions"] if r["site"] in keep],

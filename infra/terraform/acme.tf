@@ -20,34 +20,31 @@ locals {
     renew_days = var.acme.renew_days
     renew_hour = var.acme.renew_hour
     lego_image = var.acme.lego_image
+    # whip-tls takes writes only in its primary region (secrets.tf); the edges read their own region's replica.
+    secret_region = local.primary_region
   }
 }
 
-data "aws_iam_policy_document" "acme" {
-  count = var.acme == null ? 0 : 1
-  statement {
-    actions   = ["route53:ChangeResourceRecordSets", "route53:ListResourceRecordSets"]
-    resources = [aws_route53_zone.acme[0].arn]
-  }
-  statement {
-    actions   = ["route53:GetChange"]
-    resources = ["${local.arn}:route53:::change/*"]
-  }
-  statement {
-    actions   = ["route53:ListHostedZonesByName"]
-    resources = ["*"]
-  }
-  statement {
-    actions   = ["secretsmanager:PutSecretValue"]
-    resources = ["${local.secret}/whip-tls-??????"]
-  }
+# What voicemesh-cert-renew calls (jsonencode'd, so tests/test_infra_checks.py checks it): lego's
+# route53 provider, given the zone's id (AWS_HOSTED_ZONE_ID), lists and changes the validation zone's
+# records and polls its change; the renewed certificate goes into whip-tls in its primary region (a
+# replica takes no writes). Reading whip-tls is the edges' start-up read (iam.tf).
+locals {
+  acme_policy = var.acme == null ? null : jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      { Effect = "Allow", Action = ["route53:ChangeResourceRecordSets", "route53:ListResourceRecordSets"], Resource = aws_route53_zone.acme[0].arn },
+      { Effect = "Allow", Action = "route53:GetChange", Resource = "${local.arn}:route53:::change/*" },
+      { Effect = "Allow", Action = "secretsmanager:PutSecretValue", Resource = "${local.arn}:secretsmanager:${local.primary_region}:${local.account}:secret:${var.name}/whip-tls-??????" },
+    ]
+  })
 }
 
 resource "aws_iam_role_policy" "acme" {
   count  = var.acme == null ? 0 : 1
   name   = "acme-renewal"
   role   = aws_iam_role.host["edge"].name
-  policy = data.aws_iam_policy_document.acme[0].json
+  policy = local.acme_policy
 }
 
 output "acme_zone_name_servers" {

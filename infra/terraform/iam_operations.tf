@@ -15,16 +15,21 @@ resource "aws_iam_role_policy_attachment" "otel_traces" {
   policy_arn = "${local.arn}:iam::aws:policy/AWSXrayWriteOnlyAccess"
 }
 
-data "aws_iam_policy_document" "lifecycle" {
-  statement {
-    actions = ["autoscaling:SetInstanceProtection", "autoscaling:RecordLifecycleActionHeartbeat",
-    "autoscaling:CompleteLifecycleAction"]
-    resources = ["${local.arn}:autoscaling:*:${local.account}:autoScalingGroup:*:autoScalingGroupName/${var.name}-*-transceiver"]
-  }
+# jsonencode'd like iam.tf's documents, so the mocked plan holds it and tests/test_infra_checks.py
+# checks it against voicemesh-lifecycle's calls: the mesh's transceiver groups (<name>-<core>-transceiver).
+locals {
+  lifecycle_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect   = "Allow"
+      Action   = ["autoscaling:SetInstanceProtection", "autoscaling:RecordLifecycleActionHeartbeat", "autoscaling:CompleteLifecycleAction"]
+      Resource = "${local.arn}:autoscaling:*:${local.account}:autoScalingGroup:*:autoScalingGroupName/${var.name}-*-transceiver"
+    }]
+  })
 }
 
 resource "aws_iam_role_policy" "lifecycle" {
   name   = "lifecycle"
   role   = aws_iam_role.host["transceiver"].name
-  policy = data.aws_iam_policy_document.lifecycle.json
+  policy = local.lifecycle_policy
 }

@@ -2,11 +2,12 @@
 (infra/terraform) against the mocked AWS provider (tests/mocks) and prints the state with ``-verbose
 -json``; the hosts are read back from it.
 
-``render(workdir)`` -> the state's values (``terraform show -json`` shape: ``root_module``,
-``outputs``). ``hosts(state)`` -> one :class:`Host` per EC2 instance and one per launch template (a
+``render_runs(workdir)`` -> each run's state values by run name (``terraform show -json`` shape:
+``root_module``, ``outputs``); ``render(workdir)`` -> the state of BOOTED_RUN, the mesh the rehearsal
+boots. ``hosts(state)`` -> one :class:`Host` per EC2 instance and one per launch template (a
 template is the host every launch of its Auto Scaling group gets): its cloud-config as the instance
 would receive it (``user_data_base64``, gzip'd), the files that cloud-config writes, and the units it
-enables. ``policies(state)`` -> each IAM role's policy documents, parsed.
+enables, and its Elastic IP. ``policies(state)`` -> each IAM role's policy documents, parsed.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_DIRECTORY = "rehearsal"
-"""infra/terraform/rehearsal/render.tftest.hcl: the run whose apply the rehearsal boots (the two-region
-topology fixture). Its own test directory, so the mesh's ``terraform test`` (tests/) does not apply it too."""
+"""infra/terraform/rehearsal/render.tftest.hcl: the runs whose applies are rendered (the two-region
+topology fixture). Its own test directory, so the mesh's ``terraform test`` (tests/) does not apply them too."""
+BOOTED_RUN = "two_regions"
+"""The run the rehearsal boots; the file's other run (``two_regions_with_acme``, ACME renewal on the
+edges) is only checked statically (tests/test_infra_checks.py)."""
 
 
 class RenderError(RuntimeError):
@@ -50,6 +54,8 @@ class Host:
     units: list = field(default_factory=list)
     group: str = ""
     """The Auto Scaling group whose launch template this is ("" for an instance)."""
+    public_ip: str = ""
+    """The Elastic IP on the instance's network interface ("" for none)."""
 
 
 def _terraform(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -60,22 +66,30 @@ def _terraform(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def render(workdir: Path) -> dict:
-    """Copy infra/ and deploy/ into ``workdir``, init, and apply TEST_DIRECTORY's run with mocked AWS;
-    return the state's values. Raises RenderError."""
+def render_runs(workdir: Path) -> dict[str, dict]:
+    """Copy infra/ and deploy/ into ``workdir``, init, and apply TEST_DIRECTORY's runs with mocked AWS;
+    return each run's state values by run name. Raises RenderError."""
     for name in ("infra", "deploy"):
         shutil.rmtree(workdir / name, ignore_errors=True)
         shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
     cwd = workdir / "infra" / "terraform"
     _terraform(["init", "-backend=false", "-input=false", "-no-color"], cwd)
     out = _terraform(["test", "-no-color", "-json", "-verbose", f"-test-directory={TEST_DIRECTORY}"], cwd).stdout
+    states = {}
     for line in out.splitlines():
         message = json.loads(line)
         if message.get("type") == "test_state":
             state = message["test_state"]
             state.pop("provider_schemas", None)
-            return state
-    raise RenderError(f"terraform test printed no state:\n{out[-3000:]}")
+            states[message["@testrun"]] = state
+    if BOOTED_RUN not in states:
+        raise RenderError(f"terraform test printed no state for {BOOTED_RUN}:\n{out[-3000:]}")
+    return states
+
+
+def render(workdir: Path) -> dict:
+    """The state of BOOTED_RUN (render_runs). Raises RenderError."""
+    return render_runs(workdir)[BOOTED_RUN]
 
 
 def resources(state: dict) -> list[dict]:
@@ -91,7 +105,7 @@ def resources(state: dict) -> list[dict]:
     return found
 
 
-def _host(address: str, values: dict, user_data: str, tags: dict, group: str = "") -> Host:
+def _host(address: str, values: dict, user_data: str, tags: dict, group: str = "", public_ip: str = "") -> Host:
     text = gzip.decompress(base64.b64decode(user_data)).decode()
     document = yaml.safe_load(text)
     units: list[str] = []
@@ -102,17 +116,21 @@ def _host(address: str, values: dict, user_data: str, tags: dict, group: str = "
     return Host(address=address, name=tags.get("Name", address), role=tags.get("voicemesh:role", ""),
                 aws_region=region, tags=tags, private_ip=values.get("private_ip") or "", cloud_config_text=text,
                 cloud_config=document, files={f["path"]: f["content"] for f in document.get("write_files", [])},
-                units=[u for u in units if u != "docker"], group=group)
+                units=[u for u in units if u != "docker"], group=group, public_ip=public_ip)
 
 
 def hosts(state: dict) -> list[Host]:
     """Every EC2 instance and launch template of the state as a Host; the AWS region comes from the
     region module's address (``module.region_eu_central_1`` -> ``eu-central-1``). Raises RenderError."""
     found = []
+    eips = {r["values"]["network_interface"]: r["values"]["public_ip"] for r in resources(state)
+            if r["type"] == "aws_eip" and r["values"].get("network_interface")}
     for r in resources(state):
         values = r["values"]
         if r["type"] == "aws_instance":
-            host = _host(r["address"], values, values["user_data_base64"], values.get("tags") or {})
+            interfaces = [i["network_interface_id"] for i in values.get("network_interface") or []]
+            host = _host(r["address"], values, values["user_data_base64"], values.get("tags") or {},
+                         public_ip=next((eips[i] for i in interfaces if i in eips), ""))
         elif r["type"] == "aws_launch_template":
             tags = values["tag_specifications"][0]["tags"]
             # core_region names a group and its template's hosts alike: <name>-<core>-<role>.

@@ -2,6 +2,11 @@
 # fixture, applied against the mocked AWS. tools/rehearsal/render.py reads the hosts from this run's
 # state (terraform test -test-directory=rehearsal -verbose -json): their user data, as each instance or launch gets it.
 
+test {
+  # The two runs have their own states: apply them side by side.
+  parallel = true
+}
+
 mock_provider "aws" {
   source = "./tests/mocks"
 }
@@ -62,7 +67,23 @@ variables {
   amis             = { "eu-central-1" = "ami-0123456789abcdef0", "us-east-1" = "ami-0123456789abcdef0" }
 }
 
+# Each edge host's Elastic IP its own address (the mock's default is one address for all).
+override_resource {
+  target = module.region_eu_central_1.module.edge_pop["edge-fra"].aws_eip.host["edge-fra-1"]
+  values = { public_ip = "198.51.100.11" }
+}
+
+override_resource {
+  target = module.region_us_east_1.module.edge_pop["edge-iad"].aws_eip.host["edge-iad-1"]
+  values = { public_ip = "198.51.100.12" }
+}
+
 run "two_regions" {
+  variables {
+    # No collector sidecar: the rehearsal's docker stand-in runs only the voicemesh and etcd images.
+    otel_collector_image = ""
+  }
+
   assert {
     condition     = length([for r in local.regions : r if length(r.cores) > 0]) == 2 && length(output.edges) == 2
     error_message = "The rehearsal's topology has two core regions and an edge PoP in each."
@@ -70,5 +91,26 @@ run "two_regions" {
   assert {
     condition     = output.registries["eu-central"] == "etcd://10.64.16.10:2379,10.64.32.10:2379,10.64.48.10:2379"
     error_message = "Each core region has three etcd members."
+  }
+  assert {
+    condition     = jsonencode(local.name_servers) == jsonencode({ "ns-edge-fra.voicemesh.test" = ["198.51.100.11"], "ns-edge-iad.voicemesh.test" = ["198.51.100.12"] })
+    error_message = "Each PoP's name server has its hosts' own Elastic IPs: ${jsonencode(local.name_servers)}."
+  }
+}
+
+# The same mesh with ACME renewal on the edges and the collector sidecar on every edge, transceiver
+# and agent host, in its own state: not booted (lego needs an ACME server, the collector its image),
+# but tests/test_infra_checks.py checks its hosts' units and user data, and the roles' policies
+# against voicemesh-cert-renew's and the collector's calls.
+run "two_regions_with_acme" {
+  state_key = "acme"
+
+  variables {
+    acme = { zone = "acme-validation.voicemesh.example", email = "certs@voicemesh.example" }
+  }
+
+  assert {
+    condition     = length(aws_iam_role_policy.acme) == 1 && alltrue([for json in values(module.region_us_east_1.edge_host_json) : jsondecode(json).otel_endpoint != ""])
+    error_message = "Edges renew the WHIP certificate by ACME and run the collector."
   }
 }

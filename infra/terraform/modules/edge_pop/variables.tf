@@ -49,12 +49,13 @@ variable "instance_profile" {
 }
 
 variable "host_common" {
-  description = "host_config's common settings (aws_region, image_repository, release_parameter, ports)."
+  description = "host_config's common settings (aws_region, image_repository, release_parameter, ports, otel_collector_image)."
   type = object({
-    aws_region        = string
-    image_repository  = string
-    release_parameter = string
-    ports             = map(number)
+    aws_region           = string
+    image_repository     = string
+    release_parameter    = string
+    ports                = map(number)
+    otel_collector_image = optional(string, "")
   })
 }
 

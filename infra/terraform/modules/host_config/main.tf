@@ -187,7 +187,7 @@ locals {
     { path = "/etc/voicemesh/acme.json", permissions = "0644", content = jsonencode({
       domain     = var.edge.mesh_name, email = var.acme.email, server = var.acme.server, zone_id = var.acme.zone_id,
       tls_secret = var.edge.whip_tls_secret, aws_region = var.common.aws_region, renew_days = var.acme.renew_days,
-      lego_image = var.acme.lego_image
+      lego_image = var.acme.lego_image, secret_region = var.acme.secret_region
     }) },
     { path = "/usr/local/bin/voicemesh-cert-renew", permissions = "0755", content = file("${local.deploy}/voicemesh-cert-renew") },
     { path = "/etc/systemd/system/voicemesh-cert-renew.service", permissions = "0644", content = file("${local.deploy}/voicemesh-cert-renew.service") },

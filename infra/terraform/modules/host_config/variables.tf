@@ -101,16 +101,17 @@ variable "lifecycle_hook" {
 }
 
 variable "acme" {
-  description = "For role edge: the WHIP certificate's renewal by ACME DNS-01 (deploy/voicemesh-cert-renew): zone (the validation zone the geo DNS CNAMEs _acme-challenge names into), zone_id (its Route 53 id), email, server (ACME directory URL), renew_days, lego_image, and slot (this host's turn: the renewal runs daily at renew_hour plus 10 minutes per slot, so edges reload one at a time); null: no renewal on this host."
+  description = "For role edge: the WHIP certificate's renewal by ACME DNS-01 (deploy/voicemesh-cert-renew): zone (the validation zone the geo DNS CNAMEs _acme-challenge names into), zone_id (its Route 53 id), email, server (ACME directory URL), renew_days, lego_image, secret_region (the AWS region of the whip-tls secret's primary, where the renewed certificate is written), and slot (this host's turn: the renewal runs daily at renew_hour plus 10 minutes per slot, so edges reload one at a time); null: no renewal on this host."
   type = object({
-    zone       = string
-    zone_id    = string
-    email      = string
-    server     = string
-    renew_days = number
-    renew_hour = number
-    lego_image = string
-    slot       = number
+    zone          = string
+    zone_id       = string
+    email         = string
+    server        = string
+    renew_days    = number
+    renew_hour    = number
+    lego_image    = string
+    secret_region = string
+    slot          = number
   })
   default = null
 }

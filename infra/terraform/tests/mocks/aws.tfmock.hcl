@@ -12,18 +12,18 @@ mock_data "aws_partition" {
   defaults = { partition = "aws" }
 }
 
-# iam_operations.tf's documents are still data sources (the lifecycle hook's and ACME's roles): mocked
-# empty, so tests/test_infra_checks.py does not check them yet; iam.tf's and core_region's are jsonencode'd.
-mock_data "aws_iam_policy_document" {
-  defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
-}
-
 mock_data "aws_networkmanager_core_network_policy_document" {
   defaults = { json = "{\"version\":\"2021.12\"}" }
 }
 
 mock_data "aws_ssm_parameter" {
   defaults = { insecure_value = "ami-0123456789abcdef0" }
+}
+
+# A hosted zone's ARN names its id, as in AWS (the ACME policy grants the validation zone by ARN,
+# voicemesh-cert-renew's lego writes to it by id).
+mock_resource "aws_route53_zone" {
+  defaults = { zone_id = "Z0ACMEVALIDATION", arn = "arn:aws:route53:::hostedzone/Z0ACMEVALIDATION" }
 }
 
 mock_resource "aws_eip" {

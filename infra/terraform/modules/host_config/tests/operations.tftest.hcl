@@ -98,14 +98,15 @@ run "an_edge_renews_the_whip_certificate_at_its_own_slot" {
     }
     lifecycle_hook = null
     acme = {
-      zone       = "acme-validation.example.net"
-      zone_id    = "Z0ACMEEXAMPLE"
-      email      = "certs@example.com"
-      server     = "https://acme-v02.api.letsencrypt.org/directory"
-      renew_days = 30
-      renew_hour = 3
-      lego_image = "goacme/lego:v4.19.2"
-      slot       = 9
+      zone          = "acme-validation.example.net"
+      zone_id       = "Z0ACMEEXAMPLE"
+      email         = "certs@example.com"
+      server        = "https://acme-v02.api.letsencrypt.org/directory"
+      renew_days    = 30
+      renew_hour    = 3
+      lego_image    = "goacme/lego:v4.19.2"
+      secret_region = "eu-central-1"
+      slot          = 9
     }
   }
 
@@ -118,7 +119,7 @@ run "an_edge_renews_the_whip_certificate_at_its_own_slot" {
     error_message = "Slot 9 renews at 03:00 + 90 minutes, its own time, so edges reload one at a time."
   }
   assert {
-    condition     = jsondecode(output.files["/etc/voicemesh/acme.json"]).domain == "rtc.voicemesh.test" && jsondecode(output.files["/etc/voicemesh/acme.json"]).tls_secret == "voicemesh/whip-tls" && jsondecode(output.files["/etc/voicemesh/acme.json"]).zone_id == "Z0ACMEEXAMPLE"
-    error_message = "The renewal asks for the mesh name's certificate, writes TXT records to the validation zone and stores the result in the whip-tls secret."
+    condition     = jsondecode(output.files["/etc/voicemesh/acme.json"]).domain == "rtc.voicemesh.test" && jsondecode(output.files["/etc/voicemesh/acme.json"]).tls_secret == "voicemesh/whip-tls" && jsondecode(output.files["/etc/voicemesh/acme.json"]).zone_id == "Z0ACMEEXAMPLE" && jsondecode(output.files["/etc/voicemesh/acme.json"]).secret_region == "eu-central-1"
+    error_message = "The renewal asks for the mesh name's certificate, writes TXT records to the validation zone and stores the result in the whip-tls secret, in its primary region."
   }
 }
