@@ -607,7 +607,7 @@ def rehearse(args: argparse.Namespace) -> dict:
                 base = {"edge": 10, "agent": 50, "transceiver": 100}[host.role]
                 ips[host.name] = ips.get(host.name, -1) + 1
                 ip = f"10.{site}.{0 if host.role == 'edge' else 16}.{base + ips[host.name]}"
-            public = f"198.51.100.{10 + n}" if host.role == "edge" else ""
+            public = host.public_ip if host.role == "edge" else ""
             return Machine(host=host, name=host.name if not host.group else f"{host.group}-{instance_id[-4:]}",
                            ip=ip, instance_id=instance_id, index=n, public_ip=public)
 
