@@ -44,6 +44,8 @@ DEFAULT_BITRATE = 64_000
 DEFAULT_COMPLEXITY = 0
 """The agent's PCM16 is encoded as CELT at 64 kbit/s, complexity 0 (0-10; libopus' own default is 10):
 README "Media path" has the measurement behind these defaults (bench/opus_complexity.py)."""
+TALKSPURT_GAP_S = 0.1
+"""A pause in the agent's audio longer than this (s) advances the RTP timestamp by wall time."""
 
 # Our own function pointers into the libopus opuslib-next loaded (CDLL's [] makes a new one, leaving
 # opuslib-next's argtypes alone): states by address, PCM and packets as bytes, outputs as reused buffers.
@@ -59,8 +61,6 @@ _opus_decode.restype = ctypes.c_int
 def _address(state: ctypes._Pointer) -> int:
     """The address of a codec state opuslib-next created (the object that frees it must outlive its use)."""
     return ctypes.cast(state, ctypes.c_void_p).value or 0
-TALKSPURT_GAP_S = 0.1
-"""A pause in the agent's audio longer than this (s) advances the RTP timestamp by wall time."""
 
 
 class TalkspurtClock:
