@@ -67,6 +67,13 @@ what it holds at start-up (``voicemesh transceiver``), so its cost follows the l
 CODECS = {"opus": agent_pb2.CODEC_OPUS, "pcm16": agent_pb2.CODEC_PCM16}
 """Agent link formats by config name: Opus as received, or PCM16 mono."""
 
+
+def _agent_encoder(config: TransceiverConfig) -> OpusEncoder:
+    """The encoder of one PCM16 session's agent audio, as configured. Raises ValueError for a bad setting."""
+    return OpusEncoder(config.agent_rate_hz, bitrate=config.opus_bitrate, complexity=config.opus_complexity,
+                       application=config.opus_application)
+
+
 MAX_ICE_RESTARTS = 32
 """ICE restarts one session may make. Each mints a token (which the relay may open flows for); a caller
 that changes networks restarts a few times in a call."""
@@ -181,7 +188,7 @@ class Transceiver:
         if config.media_path not in MEDIA_PATHS:
             raise ValueError(f"media path must be one of {MEDIA_PATHS}, got {config.media_path!r}")
         if config.agent_codec == "pcm16":
-            OpusEncoder(config.agent_rate_hz, complexity=config.opus_complexity)  # raises ValueError
+            _agent_encoder(config)  # raises ValueError
         self.config = config
         self.registry = registry
         self.tokens = tokens
@@ -654,7 +661,7 @@ class Transceiver:
                     push(payload)
 
             return on_opus
-        encoder = OpusEncoder(rate, complexity=self.config.opus_complexity)
+        encoder = _agent_encoder(self.config)
 
         def on_frame(payload: bytes, _timestamp: int) -> None:
             if not session.first_downlink_at:

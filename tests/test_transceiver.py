@@ -138,6 +138,9 @@ async def test_an_ended_session_is_freed_without_waiting_for_the_collector() -> 
 def test_an_agent_format_the_link_cannot_carry_fails_at_construction_not_at_connect() -> None:
     with pytest.raises(ValueError, match="agent rate"):
         Transceiver(TransceiverConfig(agent_codec="pcm16", agent_rate_hz=0), MemoryRegistry(), TokenCodec({1: b"k" * 32}, 1))
+    with pytest.raises(ValueError, match="Opus application"):
+        Transceiver(TransceiverConfig(agent_codec="pcm16", opus_application="music"), MemoryRegistry(),
+                    TokenCodec({1: b"k" * 32}, 1))
 
 
 @dataclasses.dataclass
