@@ -23,9 +23,9 @@ class TransceiverConfig:
     agent_codec: str = "opus"
     agent_rate_hz: int = 16000
     media_path: str = "lean"
-    opus_application: str = "lowdelay"  # core/media.py DEFAULT_APPLICATION (bench/opus_complexity.py)
-    opus_bitrate: int = 64000  # core/media.py DEFAULT_BITRATE
-    opus_complexity: int = 0  # core/media.py DEFAULT_COMPLEXITY
+    opus_application: str = "voip"  # core/media.py DEFAULT_APPLICATION (bench/opus_complexity.py)
+    opus_bitrate: int = 32000  # core/media.py DEFAULT_BITRATE
+    opus_complexity: int = 4  # core/media.py DEFAULT_COMPLEXITY
     connect_timeout_s: float = 10.0
     max_session_s: float = 4 * 3600.0
     lat: float = 0.0

@@ -39,11 +39,13 @@ APPLICATIONS = {"voip": opuslib_next.APPLICATION_VOIP, "audio": opuslib_next.APP
 """libopus' encoder applications by config name (OPUS_APPLICATION_*). ``voip`` codes wideband speech with
 SILK (linear prediction); ``lowdelay`` is CELT (MDCT) alone, 4 ms less algorithmic delay; ``audio`` picks by
 bitrate."""
-DEFAULT_APPLICATION = "lowdelay"
-DEFAULT_BITRATE = 64_000
-DEFAULT_COMPLEXITY = 0
-"""The agent's PCM16 is encoded as CELT at 64 kbit/s, complexity 0 (0-10; libopus' own default is 10):
-README "Media path" has the measurement behind these defaults (bench/opus_complexity.py)."""
+DEFAULT_APPLICATION = "voip"
+DEFAULT_BITRATE = 32_000
+DEFAULT_COMPLEXITY = 4
+"""The agent's PCM16 is encoded as SILK at 32 kbit/s, complexity 4 (0-10; libopus' own default is 10): the
+lowest complexity within 0.2 PESQ of 10 at the bitrate browsers use for voice. CELT (``lowdelay``) at
+64 kbit/s, complexity 0, costs a sixth of the CPU for twice the bitrate: README "Media path" has the
+measurement (bench/opus_complexity.py)."""
 TALKSPURT_GAP_S = 0.1
 """A pause in the agent's audio longer than this (s) advances the RTP timestamp by wall time."""
 

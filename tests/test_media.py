@@ -50,11 +50,11 @@ def test_the_same_frames_whole_or_in_pieces_give_the_same_packets(speech: bytes)
     assert [packet for packets in cut for packet in packets] == whole
 
 
-def test_the_default_is_celt_and_voip_is_silk_at_the_agents_rate(speech: bytes) -> None:
-    """The application reaches libopus: CELT-only packets for lowdelay (the default), SILK-only for voip at
-    16 kHz (wideband, nothing for the hybrid mode to add)."""
-    assert {toc_config(p) for p in OpusEncoder(RATE_HZ).encode(speech)} <= set(range(16, 32))
-    assert {toc_config(p) for p in OpusEncoder(RATE_HZ, 32_000, 4, "voip").encode(speech)} <= set(range(0, 12))
+def test_the_default_is_silk_and_lowdelay_is_celt_at_the_agents_rate(speech: bytes) -> None:
+    """The application reaches libopus: SILK-only packets for voip (the default) at 16 kHz (wideband, nothing
+    for the hybrid mode to add), CELT-only for lowdelay."""
+    assert {toc_config(p) for p in OpusEncoder(RATE_HZ).encode(speech)} <= set(range(0, 12))
+    assert {toc_config(p) for p in OpusEncoder(RATE_HZ, 64_000, 0, "lowdelay").encode(speech)} <= set(range(16, 32))
 
 
 def test_the_bitrate_reaches_libopus(speech: bytes) -> None:

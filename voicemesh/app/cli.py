@@ -86,9 +86,9 @@ TRANSCEIVER_HELP = {
     "agent_rate_hz": "PCM16 sample rate for the agent (8000, 12000, 16000, 24000, 48000)",
     "media_path": "lean: SRTP straight between the backbone socket and the agent link once DTLS is up; "
                   "aiortc: aiortc's own RTP path (the reference, for comparison)",
-    "opus_application": "libopus encoder application for the agent's PCM16 audio: lowdelay (CELT: the least "
-                        "CPU) or voip (SILK: the same quality in less than half the bitrate, at several times "
-                        "the CPU; README 'Media path'), or audio",
+    "opus_application": "libopus encoder application for the agent's PCM16 audio: voip (SILK, the default: "
+                        "speech in the least bitrate), lowdelay (CELT: a sixth of the CPU at twice the bitrate "
+                        "for the same quality; README 'Media path'), or audio",
     "opus_bitrate": "libopus encoder bitrate for the agent's PCM16 audio (bit/s, 6000-510000, variable)",
     "opus_complexity": "libopus encoder complexity (0-10) for the agent's PCM16 audio",
     "connect_timeout_s": "seconds a session may take to connect before it is closed",
