@@ -715,12 +715,12 @@ class Transceiver:
             state = session.pc.connectionState
             log.info("connection %s", state, extra=session.log_extra())
             if state == "connected":
-                self.setup_hold.hold(session)
                 if session.media_in is not None and session.transport is not None and session.transport.session:
                     session.transport.session.on_media = session.media_in
                 session.span.add_event("dtls connected")
                 self._setup_duration.record(time.monotonic() - session.created_at, self._attributes())
                 if session.agent is None and not session.ended:
+                    self.setup_hold.hold(session)
                     self._bridge(session)
             if state in ("failed", "closed"):
                 self._end_later(session, f"connection_{state}")
