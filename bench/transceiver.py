@@ -579,7 +579,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--window", type=float, help="measured seconds (default 10, quick 5)")
     parser.add_argument("--no-workers", action="store_true", help="skip the --workers 1 vs 2 runs")
     parser.add_argument("--server-quota", type=float, default=SERVER_QUOTA_PCT,
-                        help=f"CPU quota of the server processes, % of one core (default {SERVER_QUOTA_PCT:g}; 0: none, "
+                        help=f"CPU quota of the server processes, %% of one core (default {SERVER_QUOTA_PCT:g}; 0: none, "
                              "the whole server core)")
     parser.add_argument("--media-path", choices=("lean", "aiortc"), default="lean",
                         help="the transceiver's media path (default lean; aiortc: the reference path)")

@@ -317,7 +317,7 @@ class AgentLink:
         if first:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
-            self._flush_handle = self._event_loop.call_soon(self._flush)
+            self._flush()
         elif self._flush_handle is None:
             self._schedule_flush()
 

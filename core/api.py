@@ -179,6 +179,7 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
             "hop_refused": dict(refused),
             "media_path": transceiver.config.media_path,
             "media": dict(transceiver.media_counters),
+            "setup_hold": dict(transceiver.setup_hold.counters),
             "tasks": len(asyncio.all_tasks()),
             "threads": threading.active_count(),
         })

@@ -107,7 +107,14 @@ def check() -> None:
 
 
 def _check_lean() -> None:
-    """The private parts of aiortc that the lean media path (core/lean.py) uses."""
+    """The private parts of aiortc that the lean media path (core/lean.py) uses, and the DTLS role the
+    answer takes (answer_as_dtls_server)."""
+    if 'self._role = "auto"' not in inspect.getsource(RTCDtlsTransport.__init__):
+        raise HookError("RTCDtlsTransport no longer starts with _role 'auto'")
+    if not callable(getattr(RTCDtlsTransport, "_set_role", None)):
+        raise HookError("RTCDtlsTransport has no _set_role")
+    if "dtlsTransport._role" not in inspect.getsource(RTCPeerConnection.createAnswer):
+        raise HookError("RTCPeerConnection.createAnswer no longer takes the DTLS role from dtlsTransport._role")
     dtls_init = inspect.getsource(RTCDtlsTransport.__init__)
     for name in ("self._rx_srtp", "self._tx_srtp"):
         if name not in dtls_init:
@@ -156,6 +163,22 @@ def set_local_ufrag(conn: Connection, ufrag: str) -> None:
     """
     aioice.ice.validate_username(ufrag)
     conn._local_username = ufrag
+
+
+def answer_as_dtls_server(pc: RTCPeerConnection) -> None:
+    """Make ``pc`` answer ``a=setup:passive`` (RFC 8842 5.3) where the offer left the DTLS role to it
+    (``a=setup:actpass``): it becomes the DTLS server (RFC 5763 5), whose final flight completes the
+    handshake on its side first, so it is keyed before the caller's DTLS is connected and the caller's
+    first packet finds it ready. aiortc answers ``active`` whenever the role is left to it and has no option
+    for this. Call it only for an offer whose every m-line says ``actpass``: aiortc records an offered
+    ``active`` (by taking the server role itself) but not an offered ``passive``, which this would turn into
+    two servers. Must run after setRemoteDescription and before createAnswer."""
+    transports = {t.receiver.transport for t in pc.getTransceivers()}
+    if pc.sctp is not None:
+        transports.add(pc.sctp.transport)
+    for dtls in transports:
+        if dtls._role == "auto":
+            dtls._set_role("server")
 
 
 def attach_protocol(conn: Connection, transport: Any, public: tuple[str, int]) -> StunProtocol:

@@ -38,6 +38,7 @@ from voicemesh.core.lean import EarlyRtp, LeanPath, negotiated
 from voicemesh.core.media import RTP_CLOCK_HZ, AgentAudioTrack, OpusDecoder, OpusEncoder
 from voicemesh.core.mux import BackboneMux, MuxTransport
 from voicemesh.core.offer import OfferRejected, add_tcp_candidate, check_offer, restart_answer, tcp_candidate
+from voicemesh.core.priority import SetupHold
 from voicemesh.registry import AlreadyClaimed, Claim, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
 from voicemesh.runtime.tasks import spawn
@@ -157,6 +158,7 @@ class Session:
     downlink: Downlink | None = None
     lean: LeanPath | None = None
     early: EarlyRtp | None = None
+    media_in: Callable[[bytes], None] | None = None
 
     def log_extra(self, **more: object) -> dict:
         """Fields every log line about this session carries."""
@@ -197,6 +199,9 @@ class Transceiver:
         self.realtime_counters: Counter[str] = Counter()
         """The counters of all sessions' event channels (core/realtime.py RealtimeEvents)."""
         self._admitting: set[str] = set()
+        self.setup_hold = SetupHold()
+        """Holds new sessions' set-up back while a session that just connected waits for its first audio
+        (core/priority.py)."""
         self.record: NodeRecord | None = None
         self.mux: BackboneMux | None = None
         self.agent_link = AgentLink(self._agent_target if config.agent == AGENTS_FROM_REGISTRY else config.agent,
@@ -323,14 +328,19 @@ class Transceiver:
         the agent nothing. The session's span (``session``, a child of the
         current span, which the API's middleware continues from the edge's
         ``traceparent``) lasts until the session ends; ICE, DTLS and first
-        audio are its events.
+        audio are its events. While a session that just connected waits for its first audio from the agent,
+        the offer waits before it builds a peer connection, and a session's DTLS waits until it connects
+        (core/priority.py). An offer that leaves the DTLS role to us (``a=setup:actpass``) is answered as
+        the DTLS server (``a=setup:passive``): the session is keyed, and its media path in place, before
+        the caller's DTLS connects.
         """
         started = time.monotonic()
         session_id = self.session_ids.mint(secrets.token_bytes(RANDOM_BYTES))
         self._admit(session_id)
         try:
             offer = check_offer(offer_sdp)
-        except OfferRejected:
+            await self.setup_hold.turn()
+        except BaseException:
             self._admitting.discard(session_id)
             raise
         assert self.record is not None and self.mux is not None
@@ -366,7 +376,10 @@ class Transceiver:
             hooks.set_local_ufrag(conn, ufrag)
             transport = MuxTransport(self.mux, edge.relay)
             transport.protocol = hooks.attach_protocol(conn, transport, edge.relay)
-            first = sdp.SessionDescription.parse(offer).media[0]
+            description = sdp.SessionDescription.parse(offer)
+            if all(m.dtls is not None and m.dtls.role == "auto" for m in description.media):
+                hooks.answer_as_dtls_server(pc)
+            first = description.media[0]
             remote = first.ice  # BUNDLE: one ICE agent for all m-lines
             if remote is None or not remote.password or not remote.usernameFragment:
                 raise OfferRejected("no-ice-credentials", "the offer has no a=ice-pwd")
@@ -374,6 +387,10 @@ class Transceiver:
             session.media = (first.kind, str(first.rtp.muxId))
             session.transport = transport
             self.mux.register(ufrag, conn.local_password, remote.password, transport)
+            if transport.session is not None:
+                # Until it connects, the session's DTLS waits while another session's first audio goes first.
+                session.media_in = transport.session.on_media
+                transport.session.on_media = partial(self.setup_hold.run, session.media_in)
             if self.config.media_path == "lean" and transport.session is not None:
                 session.early = EarlyRtp(self.media_counters)
                 transport.session.on_rtp = session.early.receive
@@ -606,24 +623,23 @@ class Transceiver:
                     hear(vad.level_voiced(level), timestamp)
                 agent.send(payload, timestamp)
 
-        if self.config.media_path == "aiortc":
-            receiver = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio")
-            hooks.tap_receiver(receiver, lambda packet: on_rtp(packet.payload, packet.timestamp,
-                                                               packet.extensions.audio_level))
-        # aiortc starts its sender and receiver right after it reports "connected", in the same task.
-        asyncio.get_running_loop().call_soon(self._started, session, on_rtp)
-
-    def _started(self, session: Session,
-                 on_rtp: Callable[[bytes, int, tuple[bool, int] | None], None]) -> None:
-        """Once aiortc has started the session's RTP sender and receiver: stop the receiver's idle decoder
-        thread (the reference path taps its jitter buffer, the lean path never feeds it) and, on the lean
-        path, read the SRTP held since the session registered with the mux and take the session's SRTP over."""
-        if session.ended or session.pc.connectionState != "connected":
-            return
         audio = next(t for t in session.pc.getTransceivers() if t.kind == "audio")
-        hooks.stop_decoder(audio.receiver)
-        if self.config.media_path != "lean":
-            return
+        if self.config.media_path == "aiortc":
+            hooks.tap_receiver(audio.receiver, lambda packet: on_rtp(packet.payload, packet.timestamp,
+                                                                     packet.extensions.audio_level))
+        else:
+            self._take_media(session, audio, on_rtp)
+        # aiortc starts the receiver (and its decoder thread) right after it reports "connected", in the same task.
+        asyncio.get_running_loop().call_soon(self._stop_decoder, session, audio.receiver)
+
+    def _take_media(self, session: Session, audio: Any,
+                    on_rtp: Callable[[bytes, int, tuple[bool, int] | None], None]) -> None:
+        """The lean path takes the session's SRTP over as DTLS reports "connected" (the keys exist from then
+        on), in the same step: the caller's first packets, held since the session registered with the mux
+        (EarlyRtp), are read at once, and what the agent answers goes out without waiting for another turn
+        of the event loop, which a burst of other sessions' handshakes can make tens of ms long. aiortc's
+        sender and receiver start later in the same task; the lean path needs neither (its receiver
+        statistics and sender report fields exist from their construction)."""
         mux_session = session.transport.session if session.transport is not None else None
         if self.mux is None or mux_session is None:
             return
@@ -638,6 +654,13 @@ class Transceiver:
             session.early.replay(path)
             session.early = None
         mux_session.on_rtp = path.receive
+
+    @staticmethod
+    def _stop_decoder(session: Session, receiver: Any) -> None:
+        """Stop the receiver's idle decoder thread once aiortc has started it: the reference path taps its
+        jitter buffer, the lean path never feeds it."""
+        if not session.ended:
+            hooks.stop_decoder(receiver)
 
     def _downlink(self, session: Session, pcm: bool, rate: int,
                   barge_in: vad.BargeIn) -> Callable[[bytes, int], None]:
@@ -681,6 +704,7 @@ class Transceiver:
             session.span.add_event("first audio to agent")
             return
         session.first_downlink_at = now
+        self.setup_hold.release(session)
         session.span.add_event("first audio from agent")
         if session.first_uplink_at:
             self._agent_latency.record(now - session.first_uplink_at, self._attributes())
@@ -698,9 +722,12 @@ class Transceiver:
             state = session.pc.connectionState
             log.info("connection %s", state, extra=session.log_extra())
             if state == "connected":
+                if session.media_in is not None and session.transport is not None and session.transport.session:
+                    session.transport.session.on_media = session.media_in
                 session.span.add_event("dtls connected")
                 self._setup_duration.record(time.monotonic() - session.created_at, self._attributes())
                 if session.agent is None and not session.ended:
+                    self.setup_hold.hold(session)
                     self._bridge(session)
             if state in ("failed", "closed"):
                 self._end_later(session, f"connection_{state}")
@@ -722,6 +749,7 @@ class Transceiver:
         if session.ended:
             return
         session.ended = True
+        self.setup_hold.release(session)
         self._admitting.discard(session.id)
         self.sessions.pop(session.id, None)
         for timer in session.timers:

@@ -52,19 +52,22 @@ async def stats_of(pc: RTCPeerConnection, kind: str) -> list:
     return [s for s in (await pc.getStats()).values() if s.type == kind]
 
 
-async def dial(whip_url: str, http: aiohttp.ClientSession, track: OpusTrack,
-               on_echo) -> tuple[RTCPeerConnection, RTCRtpTransceiver, str]:
-    """A caller sending ``track`` (Opus only) whose echoed packets go to ``on_echo``; returns it, its
-    transceiver and the session URL."""
+async def dial(whip_url: str, http: aiohttp.ClientSession, track: OpusTrack, on_echo, *,
+               setup: str = "actpass", on_connected=None) -> tuple[RTCPeerConnection, RTCRtpTransceiver, str]:
+    """A caller sending ``track`` (Opus only) whose echoed packets go to ``on_echo``, offering the DTLS role
+    ``setup`` (RFC 8842 5.2); ``on_connected()`` runs as its connection state becomes "connected". Returns
+    it, its transceiver and the session URL; the answer is in ``caller.remoteDescription``."""
     caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     transceiver = caller.addTransceiver(track, direction="sendrecv")
     transceiver.setCodecPreferences(
         [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == "audio/opus"])
     hooks.tap_receiver(transceiver.receiver, on_echo)
+    if on_connected is not None:
+        caller.on("connectionstatechange", lambda: caller.connectionState == "connected" and on_connected())
     with hooks.gather_on(LOOPBACK):
         await caller.setLocalDescription(await caller.createOffer())
-    async with http.post(whip_url, data=caller.localDescription.sdp,
-                         headers={"Content-Type": "application/sdp"}) as resp:
+    offer = caller.localDescription.sdp.replace("a=setup:actpass", f"a=setup:{setup}")
+    async with http.post(whip_url, data=offer, headers={"Content-Type": "application/sdp"}) as resp:
         assert resp.status == 201
         answer, location = await resp.text(), resp.headers["Location"]
     await caller.setRemoteDescription(RTCSessionDescription(answer, "answer"))
@@ -96,7 +99,7 @@ async def test_echo_and_rtcp_on_each_media_path(media_path: str) -> None:
         assert sender_report.packetsSent > 0, "sender reports carry what was sent"
         counters = mesh.transceiver.media_counters
         if media_path == "lean":
-            assert echoed[0] == track.packets[0], "the caller's first frame, sent before our keys existed, came back"
+            assert echoed[0] == track.packets[0], "the caller's first frame came back"
             assert counters["lean_rx"] >= 100 and counters["lean_tx"] >= 100, "past the first packets, the lean path carries it"
             assert set(counters) <= {"lean_rx", "lean_tx", "early_rtp"}, "nothing dropped"
         else:
@@ -121,6 +124,37 @@ async def test_pcm16_echo_returns_every_frame_sent() -> None:
             heard = len(echoed)
             await asyncio.sleep(0.5)
         assert len(echoed) == track.sent == 100
+        async with http.delete(session_url) as resp:
+            assert resp.status == 200
+        await caller.close()
+
+
+@pytest.mark.parametrize(("offered", "answered"), [("actpass", "passive"), ("passive", "active"), ("active", "passive")])
+async def test_the_answer_takes_the_dtls_server_role_when_the_offer_leaves_it(offered: str, answered: str) -> None:
+    """Left the role (actpass), the transceiver answers as the DTLS server, whose final flight completes the
+    handshake on its side first: its lean path is up before the caller's DTLS connects, so the caller's first
+    packet is read as it arrives. A role the offer fixes is kept, and then the caller's first frame, which
+    may come before our keys exist, still comes back (held until they do)."""
+    async with embedded_mesh(media_path="lean") as mesh, aiohttp.ClientSession() as http:
+        track = OpusTrack()
+        echoed: list[bytes] = []
+        ready: list[bool] = []
+
+        def on_connected() -> None:
+            ready.extend(session.lean is not None for session in mesh.transceiver.sessions.values())
+
+        caller, _, session_url = await dial(mesh.whip_url, http, track, lambda packet: echoed.append(packet.payload),
+                                            setup=offered, on_connected=on_connected)
+        assert f"a=setup:{answered}" in caller.remoteDescription.sdp
+        for _ in range(400):
+            if echoed:
+                break
+            await asyncio.sleep(0.02)
+        assert echoed and echoed[0] == track.packets[0], "the caller's first frame came back"
+        if answered == "passive":
+            assert ready == [True], "the transceiver's lean path was up when the caller's DTLS connected"
+        hold = mesh.transceiver.setup_hold
+        assert hold.counters["holds"] == 1 and not hold.holding, "the session held others' set-up until its first audio"
         async with http.delete(session_url) as resp:
             assert resp.status == 200
         await caller.close()
