@@ -26,6 +26,7 @@ class TransceiverConfig:
     opus_application: str = "voip"  # core/media.py DEFAULT_APPLICATION (bench/opus_complexity.py)
     opus_bitrate: int = 32000  # core/media.py DEFAULT_BITRATE
     opus_complexity: int = 4  # core/media.py DEFAULT_COMPLEXITY
+    setup_hold_ms: float = 50.0  # core/priority.py HOLD_MAX_S
     connect_timeout_s: float = 10.0
     max_session_s: float = 4 * 3600.0
     lat: float = 0.0

@@ -28,7 +28,8 @@ class SetupHold:
     """Holds set-up work while sessions wait for their first audio (module docstring).
 
     ``hold(key)`` when a session connects, ``release(key)`` at its first frame from the agent (or its end);
-    a hold not released within ``hold_max_s`` seconds lapses (``counters["hold_lapsed"]``). ``await turn()``
+    a hold not released within ``hold_max_s`` seconds lapses (``counters["hold_lapsed"]``); with
+    ``hold_max_s`` 0 nothing is ever held. ``await turn()``
     before a new session's set-up; ``run(fn, *args)`` for a datagram of a session still connecting: it runs
     now, or later in arrival order. ``counters``: ``holds``, ``hold_lapsed``, ``offers_held``,
     ``datagrams_held``. Use from the event loop's thread.
@@ -49,7 +50,7 @@ class SetupHold:
 
     def hold(self, key: Hashable) -> None:
         """Session ``key`` connected and waits for its first audio: hold set-up work back (no-op if it holds)."""
-        if key in self._holds:
+        if key in self._holds or self.hold_max_s <= 0:
             return
         self._holds[key] = asyncio.get_running_loop().call_later(self.hold_max_s, self._lapse, key)
         self.counters["holds"] += 1

@@ -191,6 +191,8 @@ class Transceiver:
             raise ValueError(f"media path must be one of {MEDIA_PATHS}, got {config.media_path!r}")
         if config.agent_codec == "pcm16":
             _agent_encoder(config)  # raises ValueError
+        if config.setup_hold_ms < 0:
+            raise ValueError(f"setup hold must be 0 ms or more, got {config.setup_hold_ms}")
         self.config = config
         self.registry = registry
         self.tokens = tokens
@@ -199,7 +201,7 @@ class Transceiver:
         self.realtime_counters: Counter[str] = Counter()
         """The counters of all sessions' event channels (core/realtime.py RealtimeEvents)."""
         self._admitting: set[str] = set()
-        self.setup_hold = SetupHold()
+        self.setup_hold = SetupHold(config.setup_hold_ms / 1000)
         """Holds new sessions' set-up back while a session that just connected waits for its first audio
         (core/priority.py)."""
         self.record: NodeRecord | None = None

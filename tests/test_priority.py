@@ -68,3 +68,12 @@ async def test_a_hold_lapses_when_the_first_audio_does_not_come() -> None:
     assert ran == [1] and hold.counters["hold_lapsed"] == 1
     hold.release("silent agent")  # its first audio, late: nothing left to release
     assert not hold.holding
+
+
+async def test_a_zero_hold_never_holds() -> None:
+    hold = SetupHold(hold_max_s=0)
+    hold.hold("connected")
+    ran: list[int] = []
+    hold.run(ran.append, 1)
+    await hold.turn()
+    assert ran == [1] and not hold.holding and hold.counters == {}

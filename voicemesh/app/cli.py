@@ -91,6 +91,9 @@ TRANSCEIVER_HELP = {
                         "for the same quality; README 'Media path'), or audio",
     "opus_bitrate": "libopus encoder bitrate for the agent's PCM16 audio (bit/s, 6000-510000, variable)",
     "opus_complexity": "libopus encoder complexity (0-10) for the agent's PCM16 audio",
+    "setup_hold_ms": "longest a session that just connected holds other sessions' set-up back while it waits "
+                     "for its first audio from the agent (ms; 0: never hold). An agent that does not speak "
+                     "first holds for the whole of it",
     "connect_timeout_s": "seconds a session may take to connect before it is closed",
     "max_session_s": "longest session in seconds (also the routing token's lifetime)",
     "lat": "latitude of this core region (degrees), for edges choosing the nearest region",
