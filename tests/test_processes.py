@@ -8,6 +8,7 @@ with a client token the edge issued for an API key; SIGTERM shuts each down clea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -79,3 +80,35 @@ def test_an_edge_without_auth_refuses_to_serve_whip_off_loopback() -> None:
                           capture_output=True, timeout=30)
 
     assert done.returncode == 2 and b"--insecure-open" in done.stderr
+
+
+def test_an_edge_whose_index_another_node_holds_drains_and_exits_for_a_restart(etcd, processes) -> None:
+    """The edge's lease is revoked while another live node claims its index (an outage in which a new host took
+    it): the edge registers again, cannot get its index back within a few lease TTLs, drains and exits with
+    EXIT_INDEX_LOST, so systemd (Restart=always) starts it again with a free index."""
+    from etcd3aio import Etcd3Client
+
+    from voicemesh.app.cli import EXIT_INDEX_LOST
+
+    env = {"VOICEMESH_TOKEN_KEYS": f"1:{secrets.token_hex(32)}", "VOICEMESH_REGISTRY": etcd.url}
+    (edge_port,) = free_ports(1)
+    edge = processes("edge", "--node-id", "edge-a", "--region", "eu-west", "--public", "127.0.0.1:0",
+                     "--http", f"127.0.0.1:{edge_port}", env=env)
+    wait_http(f"http://127.0.0.1:{edge_port}/v1/status", edge)
+    key = "/voicemesh/v1/index/edge/eu-west/1"
+
+    async def take_index() -> None:
+        async with Etcd3Client([etcd.endpoint]) as raw:
+            ours = (await raw.kv.get(key)).kvs[0].lease
+            holder = await raw.lease.grant(600)
+            await raw.kv.put(key, b"another-node", lease=holder.ID)
+            await raw.lease.revoke(ours)
+
+    asyncio.run(take_index())
+    try:
+        status = edge.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the edge kept running on an index another node holds")
+    err = edge.stderr.read().decode()
+    assert status == EXIT_INDEX_LOST, err
+    assert "another node holds this node's registry index" in err and "edge drained" in err
