@@ -162,11 +162,16 @@ class Relay:
 
     def set_transceivers(self, nodes: Iterable[NodeRecord]) -> None:
         """Replace the directory from registry records and open or close the connected backbone socket
-        of each transceiver."""
-        self.directory = {
-            (n.region_id, n.index): parse_hostport(n.backbone) for n in nodes if n.backbone and n.index
-        }
-        live = set(self.directory.values())
+        of each transceiver.
+
+        Two records with one (region id, index) (a transceiver that lost its index to another drains before it
+        exits, still registered with it): the one not draining gets the index, so new calls, whose routing
+        tokens carry it, reach the index's holder; the draining one stays known, so its live flows go on."""
+        indexed = [n for n in nodes if n.backbone and n.index]
+        directory = {(n.region_id, n.index): parse_hostport(n.backbone)
+                     for n in sorted(indexed, key=lambda n: not n.draining)}  # stable: not draining is put last
+        live = {parse_hostport(n.backbone) for n in indexed}
+        self.core.set_directory(directory, live - set(directory.values()))
         for address in set(self._links) - live:
             self._close_link(address)
         if self._loop is not None:

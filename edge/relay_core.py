@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,11 +202,14 @@ class RelayCore:
         if len(self.nonce) != frame.NONCE_LENGTH:
             raise ValueError(f"nonce must be {frame.NONCE_LENGTH} bytes, got {len(self.nonce)}")
 
-    def set_directory(self, directory: dict[tuple[int, int], tuple[str, int]]) -> None:
+    def set_directory(self, directory: dict[tuple[int, int], tuple[str, int]],
+                      others: Iterable[tuple[str, int]] = ()) -> None:
         """Replace the directory (region id, transceiver index) -> backbone address. Existing flows keep
-        their transceiver."""
+        their transceiver. ``others``: backbone addresses of transceivers that are up but that the directory
+        does not name (one draining on an index another transceiver holds): their frames are taken and their
+        flows kept like those of the directory's transceivers, but no new flow goes to them."""
         self.directory = dict(directory)
-        self._transceivers = set(self.directory.values())
+        self._transceivers = set(self.directory.values()) | set(others)
         self._asked = {t: at for t, at in self._asked.items() if t in self._transceivers}
 
     def hello(self, transceiver: tuple[str, int], now: float) -> bytes:

@@ -230,6 +230,12 @@ class Registry(abc.ABC):
     is *held*: it stays in the view for ``lease_ttl_s`` (counted in ``held_records``), and leaves only
     if its node has not registered again by then. So an outage of the store never empties the view of
     edges, DNS servers and transceivers, while a node that dies alone leaves at once.
+
+    An index this registry allocated is claimed again on the new lease. If another node holds it then (it took
+    the index while our lease was gone, or a restored etcd snapshot brought back the claim of a host gone
+    since, alive again for one lease TTL), the registry keeps trying for a few lease TTLs; if it still cannot,
+    the index is lost: index-lost subscribers (subscribe_index_lost) are called and the node must stop using
+    it (the CLI drains and exits, so the service manager starts it again with a free index).
     """
 
     def __init__(self, *, lease_ttl_s: float) -> None:
@@ -237,6 +243,7 @@ class Registry(abc.ABC):
         self._view: dict[str, NodeRecord] = {}
         self._subscribers: list[Callable[[], None]] = []
         self._lease_subscribers: list[Callable[[], None]] = []
+        self._index_lost_subscribers: list[Callable[[str], None]] = []
         self._indexes: dict[str, bytes] = {}
         self._held: dict[str, asyncio.TimerHandle] = {}
         self.held_records = 0
@@ -348,6 +355,20 @@ class Registry(abc.ABC):
         was out of reach longer than ``lease_ttl_s``), got a new one and registered its nodes again. Every
         claim made before is gone: claim again what is still held (a new claim has a new fencing revision)."""
         self._lease_subscribers.append(callback)
+
+    def subscribe_index_lost(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(key)`` (synchronously, in the event loop) once this registry gave up claiming again,
+        after a lost lease, the index key ``key`` it had allocated (``/voicemesh/v1/index/<role>/<region>/<n>``):
+        another node holds it. The node must not go on with that index (routing tokens and frames carry it, and
+        the holder's records carry it too): stop taking new sessions, drain and exit."""
+        self._index_lost_subscribers.append(callback)
+
+    def _index_lost(self, key: str) -> None:
+        for callback in list(self._index_lost_subscribers):
+            try:
+                callback(key)
+            except Exception:
+                log.exception("registry index-lost subscriber %r failed", callback)
 
     def _lease_renewed(self) -> None:
         for callback in list(self._lease_subscribers):

@@ -22,6 +22,10 @@ etcd3aio behaviour this module relies on or works around:
   lease (one LeaseTimeToLive): if ours is gone too, or was renewed within a lease TTL, the
   deletion comes from an outage and the record is held (Registry._hold) until its node
   registers again.
+- After a new lease, an index claim another node holds is claimed again every second for INDEX_WAIT_LEASES
+  lease TTLs, then given up (Registry.subscribe_index_lost). A lease restored from a snapshot does expire:
+  etcd restores leases with their keys and, when a leader takes office, gives each its full TTL again, so a
+  gone host's restored claim vanishes one TTL (plus an election) after the cluster is back.
 """
 
 from __future__ import annotations
@@ -94,6 +98,9 @@ _RETRY_S = 1.0
 _LEASE_POLL_S = 0.2
 """How often the lease task reads etcd3aio's keepalive flag (a local read): a lost lease is renewed,
 and our nodes registered again, within this of etcd3aio noticing."""
+INDEX_WAIT_LEASES = 3
+"""Lease TTLs during which an index claim another node holds after a new lease is claimed again (every
+_RETRY_S) before it is given up: a claim restored from a snapshot lives one TTL after etcd is back."""
 
 
 class EtcdRegistry(Registry):
@@ -121,6 +128,9 @@ class EtcdRegistry(Registry):
         self._registered: dict[str, NodeRecord] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._renewed_at = float("-inf")
+        self._contested: dict[str, bytes] = {}  # index key -> owner, while another node holds our index
+        self._contested_until = 0.0
+        self._index_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._client = connect_client(self._endpoints, self._tls)
@@ -142,6 +152,9 @@ class EtcdRegistry(Registry):
     async def close(self) -> None:
         if self._client is None:
             return
+        if self._index_task is not None:
+            self._tasks.append(self._index_task)
+            self._index_task = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -293,7 +306,8 @@ class EtcdRegistry(Registry):
         """Grant a new lease, put our node records and index claims on it; retry until it works.
 
         Session claims are not renewed here: they died with the old lease and their owners'
-        fencing revisions are stale; lease subscribers (subscribe_lease) claim them again.
+        fencing revisions are stale; lease subscribers (subscribe_lease) claim them again. An index claim
+        another node holds is left to _reclaim_indexes (our records stay registered meanwhile).
         """
         while True:
             try:
@@ -304,7 +318,9 @@ class EtcdRegistry(Registry):
                     try:
                         await self.claim(key, token)
                     except AlreadyClaimed as exc:
-                        log.error("lost index %s to %r while our lease was gone: node indexes may collide", key, exc.owner)
+                        self._contest(key, exc.owner)
+                    else:
+                        self._contested.pop(key, None)
                 log.info("new lease %x; re-registered %d node records", self._lease_id, len(self._registered))
                 self._renewed_at = asyncio.get_running_loop().time()
                 self._lease_renewed()
@@ -312,3 +328,40 @@ class EtcdRegistry(Registry):
             except RegistryUnavailable as exc:
                 log.warning("lease renewal failed (%s); retrying in %.0f s", exc, _RETRY_S)
                 await asyncio.sleep(_RETRY_S)
+
+    def _contest(self, key: str, owner: bytes) -> None:
+        """Another node holds our index ``key``: claim it again in the background until INDEX_WAIT_LEASES lease
+        TTLs after it was first found held (a renewal meanwhile does not extend that)."""
+        if not self._contested:
+            self._contested_until = asyncio.get_running_loop().time() + INDEX_WAIT_LEASES * self._ttl
+        self._contested[key] = owner
+        log.warning("index %s is held by another node (%r) after our lease was renewed; claiming it again for "
+                    "up to %d s", key, owner, INDEX_WAIT_LEASES * self._ttl)
+        if self._index_task is None or self._index_task.done():
+            self._index_task = asyncio.create_task(self._reclaim_indexes(), name="registry-index")
+            self._index_task.add_done_callback(_log_failure)
+
+    async def _reclaim_indexes(self) -> None:
+        """Claim every contested index again each _RETRY_S; at the deadline give up those still held: drop them
+        from our indexes (never claimed again) and tell the index-lost subscribers."""
+        loop = asyncio.get_running_loop()
+        while self._contested:
+            await asyncio.sleep(_RETRY_S)
+            for key in sorted(self._contested):
+                try:
+                    await self.claim(key, self._indexes[key])
+                except AlreadyClaimed as exc:
+                    self._contested[key] = exc.owner
+                    continue
+                except RegistryUnavailable as exc:
+                    log.warning("index %s not claimed again: %s", key, exc)
+                    continue
+                del self._contested[key]
+                log.info("index %s claimed again", key)
+            if self._contested and loop.time() >= self._contested_until:
+                for key, owner in sorted(self._contested.items()):
+                    del self._indexes[key]
+                    log.error("lost index %s: another node (%r) has held it for %d s since our lease was renewed; "
+                              "this node must not go on with it", key, owner, INDEX_WAIT_LEASES * self._ttl)
+                    self._index_lost(key)
+                self._contested.clear()

@@ -67,6 +67,7 @@ class RegionalRegistry(Registry):
         for region, cluster in self.clusters.items():
             cluster.subscribe(functools.partial(self._merge, region))
         self.clusters[home].subscribe_lease(self._lease_renewed)
+        self.clusters[home].subscribe_index_lost(self._index_lost)
 
     @property
     def foreign_records(self) -> int:

@@ -8,6 +8,7 @@ with a client token the edge issued for an API key; SIGTERM shuts each down clea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -79,3 +80,89 @@ def test_an_edge_without_auth_refuses_to_serve_whip_off_loopback() -> None:
                           capture_output=True, timeout=30)
 
     assert done.returncode == 2 and b"--insecure-open" in done.stderr
+
+
+def test_an_edge_whose_index_another_node_holds_drains_and_exits_for_a_restart(etcd, processes) -> None:
+    """The edge's lease is revoked while another live node claims its index (an outage in which a new host took
+    it): the edge registers again, cannot get its index back within a few lease TTLs, drains and exits with
+    EXIT_INDEX_LOST, so systemd (Restart=always) starts it again with a free index."""
+    from etcd3aio import Etcd3Client
+
+    from voicemesh.app.cli import EXIT_INDEX_LOST
+
+    env = {"VOICEMESH_TOKEN_KEYS": f"1:{secrets.token_hex(32)}", "VOICEMESH_REGISTRY": etcd.url}
+    (edge_port,) = free_ports(1)
+    edge = processes("edge", "--node-id", "edge-a", "--region", "eu-west", "--public", "127.0.0.1:0",
+                     "--http", f"127.0.0.1:{edge_port}", env=env)
+    wait_http(f"http://127.0.0.1:{edge_port}/v1/status", edge)
+    key = "/voicemesh/v1/index/edge/eu-west/1"
+
+    async def take_index() -> None:
+        async with Etcd3Client([etcd.endpoint]) as raw:
+            ours = (await raw.kv.get(key)).kvs[0].lease
+            holder = await raw.lease.grant(600)
+            await raw.kv.put(key, b"another-node", lease=holder.ID)
+            await raw.lease.revoke(ours)
+
+    asyncio.run(take_index())
+    try:
+        status = edge.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the edge kept running on an index another node holds")
+    err = edge.stderr.read().decode()
+    assert status == EXIT_INDEX_LOST, err
+    assert "another node holds this node's registry index" in err and "edge drained" in err
+
+
+def test_a_transceiver_that_lost_its_index_keeps_its_live_call_to_the_end_then_exits(etcd, processes,
+                                                                                    tmp_path: Path) -> None:
+    """A call is up when another node takes the transceiver's index while its lease is gone: the transceiver
+    gives the index up, drains (the live call's routing token carries the index, so it is not re-keyed) and
+    exits with EXIT_INDEX_LOST only once the call has ended by itself, with its audio both ways to the end."""
+    from etcd3aio import Etcd3Client
+
+    from voicemesh.app.cli import EXIT_INDEX_LOST
+
+    env = {"VOICEMESH_TOKEN_KEYS": f"1:{secrets.token_hex(32)}", "VOICEMESH_REGISTRY": etcd.url}
+    agent_port, trx_port, edge_port = free_ports(3)
+    agent = processes("agent", "--bind", f"127.0.0.1:{agent_port}", "--region", "eu-west", env=env)
+    trx = processes("transceiver", "--node-id", "trx-a", "--region", "eu-west", "--region-id", "3",
+                    "--backbone", "127.0.0.1:0", "--http", f"127.0.0.1:{trx_port}", "--agent", "registry",
+                    env={**env, "VOICEMESH_DRAIN_TIMEOUT_S": "120"})
+    trx_status = f"http://127.0.0.1:{trx_port}/v1/status"
+    wait_http(trx_status, trx)
+    edge = processes("edge", "--node-id", "edge-a", "--region", "eu-west", "--public", "127.0.0.1:0",
+                     "--http", f"127.0.0.1:{edge_port}", env=env)
+    wait_http(f"http://127.0.0.1:{edge_port}/v1/status", edge)
+    caller = subprocess.Popen(
+        [*VOICEMESH, "call", f"http://127.0.0.1:{edge_port}/v1/sessions", "--wav", bundled_speech(),
+         "--bind", "127.0.0.1", "--duration", "30", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    key = "/voicemesh/v1/index/transceiver/eu-west/1"
+
+    async def take_index() -> None:
+        async with Etcd3Client([etcd.endpoint]) as raw:
+            ours = (await raw.kv.get(key)).kvs[0].lease
+            holder = await raw.lease.grant(600)
+            await raw.kv.put(key, b"another-node", lease=holder.ID)
+            await raw.lease.revoke(ours)
+
+    try:
+        wait_http(trx_status, trx, lambda b: b["sessions"] == 1)
+        asyncio.run(take_index())
+        out, err = caller.communicate(timeout=120)
+        status = trx.wait(timeout=60)
+    finally:
+        caller.kill()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report["ok"], err.decode()
+    assert report["packets_received"] >= 0.9 * report["packets_sent"], "the echo went on to the call's end"
+    trx_err = trx.stderr.read().decode()
+    assert status == EXIT_INDEX_LOST, trx_err
+    logs = [json.loads(line) for line in trx_err.splitlines() if line.startswith("{")]
+    messages = [line["msg"] for line in logs]
+    assert messages.index("another node holds this node's registry index: draining, then exiting to start again "
+                          "with a free index") < messages.index("session ended")
+    assert [line["reason"] for line in logs if line["msg"] == "session ended"] == ["deleted"], "the call ended itself"
+    for proc in (edge, agent):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, proc.stderr.read().decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import signal
 import socket
 import sys
@@ -218,6 +219,57 @@ async def test_concurrent_index_allocations_are_distinct(registries):
         *(instance.allocate_index("edge", "eu-west") for instance in instances for _ in range(2))
     )
     assert sorted(indexes) == list(range(1, 11))
+
+
+async def _index_taken_while_our_lease_is_gone(node: EtcdRegistry, raw, holder_ttl_s: int) -> tuple[str, bytes]:
+    """Allocate an edge index on ``node``, then do what an etcd restore (or another node starting during an
+    outage) does to it: the index key passes to another claim on a lease of its own (``holder_ttl_s``), and
+    ``node``'s lease is revoked. Returns (index key, ``node``'s claim token)."""
+    index = await node.allocate_index("edge", "eu-west")
+    key = f"/voicemesh/v1/index/edge/eu-west/{index}"
+    ours = (await raw.kv.get(key)).kvs[0]
+    holder = await raw.lease.grant(holder_ttl_s)
+    await raw.kv.put(key, b"restored-claim", lease=holder.ID)
+    await raw.lease.revoke(ours.lease)
+    return key, ours.value
+
+
+async def test_an_index_held_by_a_restored_claim_is_claimed_again_when_that_lease_expires(registries, raw, caplog):
+    """A restored snapshot brings back a gone host's claim on our index, alive for one TTL: the node re-registers,
+    finds the index held, and claims it again once that lease expires, without giving it up."""
+    caplog.set_level(logging.WARNING, "voicemesh.registry")
+    node = await registries(lease_ttl_s=2)
+    lost: list[str] = []
+    node.subscribe_index_lost(lost.append)
+    await node.register(EDGE)
+    key, token = await _index_taken_while_our_lease_is_gone(node, raw, holder_ttl_s=4)
+
+    deadline = time.monotonic() + 20.0
+    while (again := (await raw.kv.get(key)).kvs) == [] or again[0].value != token:
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for the node to claim its index again")
+        await asyncio.sleep(0.05)
+
+    assert any("is held by another node" in r.getMessage() for r in caplog.records), "the claim was contested"
+    assert again[0].lease == (await raw.kv.get(EDGE.key)).kvs[0].lease, "on the node's new lease"
+    assert lost == []
+
+
+async def test_an_index_another_live_node_holds_is_given_up_and_signalled(registries, raw):
+    """Another node took the index while our lease was gone and keeps it: after a few lease TTLs the registry
+    gives the index up and tells its subscribers (the CLI drains and exits); it never claims it again."""
+    node = await registries(lease_ttl_s=2)
+    lost: list[str] = []
+    node.subscribe_index_lost(lost.append)
+    await node.register(EDGE)
+    key, _token = await _index_taken_while_our_lease_is_gone(node, raw, holder_ttl_s=600)
+
+    await eventually(lambda: lost, "the registry to give the index up")
+
+    assert lost == [key]
+    assert key not in node._indexes, "a later lease renewal does not claim it again"
+    assert (await raw.kv.get(key)).kvs[0].value == b"restored-claim", "the holder keeps it"
+    assert (await raw.kv.get(EDGE.key)).kvs, "the node's record stays registered while it drains"
 
 
 async def test_claims_are_attached_to_the_lease(registries, raw):

@@ -78,3 +78,14 @@ async def test_a_cluster_speaks_only_for_its_own_regions_transceivers():
         await registry.register(EU_TRX)
     await registry.close()
     await planter.close()
+
+
+def test_the_home_clusters_index_loss_reaches_the_regional_registrys_subscribers():
+    """The home cluster's client claims the index (allocate_index goes home) and gives it up after a lost lease;
+    the node subscribes on the RegionalRegistry, so the signal has to pass through it."""
+    stores = {"eu-central": MemoryStore(), "us-east": MemoryStore()}
+    registry = regional("eu-central", stores)
+    lost: list[str] = []
+    registry.subscribe_index_lost(lost.append)
+    registry.clusters["eu-central"]._index_lost("/voicemesh/v1/index/transceiver/eu-central/1")
+    assert lost == ["/voicemesh/v1/index/transceiver/eu-central/1"]

@@ -8,6 +8,7 @@ caller's own first Binding request, captured on its way to the relay and sent ag
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import time
@@ -114,6 +115,38 @@ async def test_live_flows_survive_their_transceiver_leaving_and_reentering_the_v
         relay.close()
         transceiver.close()
         client.close()
+
+
+async def test_a_transceiver_draining_on_an_index_another_holds_keeps_its_calls_and_new_calls_reach_the_holder():
+    """A transceiver lost its registry index to another while its lease was gone: it drains, still registered with
+    the index, before it exits. Both records carry index 1; its key sorts last. Its live flow keeps forwarding
+    to it, while a new call's first packet, whose token names index 1, goes to the index's holder."""
+    tokens = TokenCodec({1: os.urandom(32)}, 1)
+    loser, holder = bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0)
+    losing = NodeRecord("transceiver", "local", "trx-z", index=1, region_id=1,
+                        backbone=format_hostport(loser.getsockname()))
+    holding = NodeRecord("transceiver", "local", "trx-b", index=1, region_id=1,
+                         backbone=format_hostport(holder.getsockname()))
+    relay = Relay(bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0, reuse_port=True), 7, tokens)
+    relay.set_transceivers([losing])
+    relay.start()
+    live, new = bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0)
+    try:
+        ufrag = tokens.mint(region=1, transceiver=1, nonce=1, issued_at=int(time.time()), lifetime_s=60)
+        live.sendto(binding(aioice_stun.Class.REQUEST, f"{ufrag}:abcd"), relay.public_address)
+        header = (await recv(loser))[:12]
+
+        relay.set_transceivers([holding, dataclasses.replace(losing, draining=True)])  # the view's order: by key
+        live.sendto(SRTP, relay.public_address)
+        assert await recv(loser) == header + SRTP, "the live call goes on"
+        second = tokens.mint(region=1, transceiver=1, nonce=2, issued_at=int(time.time()), lifetime_s=60)
+        check = binding(aioice_stun.Class.REQUEST, f"{second}:abcd")
+        new.sendto(check, relay.public_address)
+        assert (await recv(holder)).endswith(check), "the new call reaches the index's holder"
+    finally:
+        relay.close()
+        for sock in (loser, holder, live, new):
+            sock.close()
 
 
 class Nat:

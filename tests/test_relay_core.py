@@ -435,6 +435,21 @@ def test_a_transceiver_out_of_the_directory_that_still_sends_keeps_its_flows():
     assert core.flows.open_by_client[CLIENT] is flow
 
 
+def test_a_transceiver_known_outside_the_directory_keeps_its_silent_flows_but_gets_no_new_ones():
+    """A transceiver draining on an index another holds is passed as one of set_directory's ``others``: its flows
+    stay through sweeps however long it is silent (a call on hold), and its frames are taken; a new flow with a
+    token naming its index goes to the directory's transceiver."""
+    core = make_core(transceiver_gone_s=6)
+    flow = open_flow(core)
+    core.set_directory({(1, 5): OTHER_TRANSCEIVER}, [TRANSCEIVER])
+    for second in range(2, 30):
+        assert core.expire(T0 + second) == []
+    assert core.receive_backbone(header() + SRTP, TRANSCEIVER, T0 + 30) == Downlink(flow, SRTP)
+
+    decision = core.receive_public(client_check(mint(nonce=2)), REBOUND, T0 + 30)
+    assert decision.flow.transceiver == OTHER_TRANSCEIVER
+
+
 def test_frames_for_an_ipv6_client():
     core = make_core()
     client = ("2001:db8::7", 50000, 0, 0)  # as an AF_INET6 socket reports it

@@ -11,11 +11,15 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import uvloop
 
 from voicemesh import __version__
 from voicemesh.runtime import config, logs, telemetry
+
+if TYPE_CHECKING:
+    from voicemesh.registry import Registry
 
 log = logging.getLogger("voicemesh")
 
@@ -380,19 +384,39 @@ def _registry_and_keys(args: argparse.Namespace, file: dict):
         raise config.ConfigError(str(exc)) from None
 
 
-async def _until_signalled(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> int:
-    """Run ``start``, wait for SIGINT or SIGTERM, then run ``stop`` (graceful shutdown)."""
+EXIT_INDEX_LOST = 75
+"""Exit status (EX_TEMPFAIL) of an edge or transceiver that drained and stopped because another node holds its
+registry index: the service manager (Restart=always) starts it again, and the new process claims a free index."""
+
+
+async def _until_signalled(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]],
+                           registry: Registry | None = None) -> int:
+    """Run ``start``, wait for SIGINT or SIGTERM, then run ``stop`` (graceful shutdown: the node drains) and
+    return 0. With ``registry`` (a node that allocated an index), its index-lost signal stops the node the same
+    way and returns EXIT_INDEX_LOST: routing tokens of its live calls carry the index, so it cannot change it
+    under them; it drains them and exits rather than go on with an index another node holds."""
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
+    status = 0
+
+    def index_lost(key: str) -> None:
+        nonlocal status
+        status = EXIT_INDEX_LOST
+        log.error("another node holds this node's registry index: draining, then exiting to start again with a "
+                  "free index", extra={"index_key": key, "exit_status": EXIT_INDEX_LOST})
+        done.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, done.set)
+    if registry is not None:
+        registry.subscribe_index_lost(index_lost)
     try:
         await start()
         await done.wait()
-        log.info("shutting down")
+        log.info("shutting down", extra={"exit_status": status})
     finally:
         await stop()
-    return 0
+    return status
 
 
 async def _edge(args: argparse.Namespace, file: dict, table: dict) -> int:
@@ -411,7 +435,7 @@ async def _edge(args: argparse.Namespace, file: dict, table: dict) -> int:
         await node.close()
         await registry.close()
 
-    return await _until_signalled(start, stop)
+    return await _until_signalled(start, stop, registry)
 
 
 async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int:
@@ -474,7 +498,7 @@ async def _transceiver(args: argparse.Namespace, file: dict, table: dict) -> int
                 await res.close()
         await registry.close()
 
-    return await _until_signalled(start, stop)
+    return await _until_signalled(start, stop, registry)
 
 
 def _positive_int(found: tuple) -> int:
