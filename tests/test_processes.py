@@ -82,12 +82,22 @@ def test_an_edge_without_auth_refuses_to_serve_whip_off_loopback() -> None:
     assert done.returncode == 2 and b"--insecure-open" in done.stderr
 
 
+async def take_index(endpoint: str, key: str) -> None:
+    """Another node's claim on registry index ``key`` (its own lease), and the holder's lease revoked: what a
+    restore or a lease lost in an outage leaves."""
+    from etcd3aio import Etcd3Client
+
+    async with Etcd3Client([endpoint]) as raw:
+        ours = (await raw.kv.get(key)).kvs[0].lease
+        holder = await raw.lease.grant(600)
+        await raw.kv.put(key, b"another-node", lease=holder.ID)
+        await raw.lease.revoke(ours)
+
+
 def test_an_edge_whose_index_another_node_holds_drains_and_exits_for_a_restart(etcd, processes) -> None:
     """The edge's lease is revoked while another live node claims its index (an outage in which a new host took
     it): the edge registers again, cannot get its index back within a few lease TTLs, drains and exits with
     EXIT_INDEX_LOST, so systemd (Restart=always) starts it again with a free index."""
-    from etcd3aio import Etcd3Client
-
     from voicemesh.app.cli import EXIT_INDEX_LOST
 
     env = {"VOICEMESH_TOKEN_KEYS": f"1:{secrets.token_hex(32)}", "VOICEMESH_REGISTRY": etcd.url}
@@ -95,16 +105,7 @@ def test_an_edge_whose_index_another_node_holds_drains_and_exits_for_a_restart(e
     edge = processes("edge", "--node-id", "edge-a", "--region", "eu-west", "--public", "127.0.0.1:0",
                      "--http", f"127.0.0.1:{edge_port}", env=env)
     wait_http(f"http://127.0.0.1:{edge_port}/v1/status", edge)
-    key = "/voicemesh/v1/index/edge/eu-west/1"
-
-    async def take_index() -> None:
-        async with Etcd3Client([etcd.endpoint]) as raw:
-            ours = (await raw.kv.get(key)).kvs[0].lease
-            holder = await raw.lease.grant(600)
-            await raw.kv.put(key, b"another-node", lease=holder.ID)
-            await raw.lease.revoke(ours)
-
-    asyncio.run(take_index())
+    asyncio.run(take_index(etcd.endpoint, "/voicemesh/v1/index/edge/eu-west/1"))
     try:
         status = edge.wait(timeout=60)
     except subprocess.TimeoutExpired:
@@ -119,8 +120,6 @@ def test_a_transceiver_that_lost_its_index_keeps_its_live_call_to_the_end_then_e
     """A call is up when another node takes the transceiver's index while its lease is gone: the transceiver
     gives the index up, drains (the live call's routing token carries the index, so it is not re-keyed) and
     exits with EXIT_INDEX_LOST only once the call has ended by itself, with its audio both ways to the end."""
-    from etcd3aio import Etcd3Client
-
     from voicemesh.app.cli import EXIT_INDEX_LOST
 
     env = {"VOICEMESH_TOKEN_KEYS": f"1:{secrets.token_hex(32)}", "VOICEMESH_REGISTRY": etcd.url}
@@ -137,18 +136,10 @@ def test_a_transceiver_that_lost_its_index_keeps_its_live_call_to_the_end_then_e
     caller = subprocess.Popen(
         [*VOICEMESH, "call", f"http://127.0.0.1:{edge_port}/v1/sessions", "--wav", bundled_speech(),
          "--bind", "127.0.0.1", "--duration", "30", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    key = "/voicemesh/v1/index/transceiver/eu-west/1"
-
-    async def take_index() -> None:
-        async with Etcd3Client([etcd.endpoint]) as raw:
-            ours = (await raw.kv.get(key)).kvs[0].lease
-            holder = await raw.lease.grant(600)
-            await raw.kv.put(key, b"another-node", lease=holder.ID)
-            await raw.lease.revoke(ours)
 
     try:
         wait_http(trx_status, trx, lambda b: b["sessions"] == 1)
-        asyncio.run(take_index())
+        asyncio.run(take_index(etcd.endpoint, "/voicemesh/v1/index/transceiver/eu-west/1"))
         out, err = caller.communicate(timeout=120)
         status = trx.wait(timeout=60)
     finally:
