@@ -9,7 +9,7 @@ from collections import Counter
 import pylibsrtp
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
-from aiortc.rtp import HeaderExtensionsMap
+from aiortc.rtp import HeaderExtensionsMap, RtcpByePacket, RtcpPacket, RtcpRrPacket, RtcpSdesPacket, RtcpSrPacket
 from aiortc.rtp import RtpPacket as AiortcPacket
 
 from voicemesh.core import hooks, lean
@@ -55,12 +55,27 @@ class Harness:
         self.streams: dict = {}
         self.counters: Counter[str] = Counter()
         self.now = 100.0
+        self.wall = 1_000_000.0
+        self.last_sr: tuple[dict[int, int], dict[int, float]] = ({}, {})
+        self.sender_reports: list[tuple[int, float]] = []
+        self._rtcp: list[list] = []
+        self._read = 0
         self.path = lean.LeanPath(
             lean.RtpParameters(OPUS, 0x01020304, LEVEL_ID), srtp(pylibsrtp.Policy.SSRC_ANY_INBOUND),
             srtp(pylibsrtp.Policy.SSRC_ANY_OUTBOUND), self.streams, hooks.new_stream,
             lambda *args: self.delivered.append(args), self.sent.append,
             lambda *args: self.reports.append(args), self.counters,
-            sequence_number=0xFFFE, timestamp_origin=0xFFFFFF00, now=lambda: self.now, ntp_now=lambda: 7 << 32)
+            sequence_number=0xFFFE, timestamp_origin=0xFFFFFF00, cname="us", last_sr=self.last_sr,
+            on_report=lambda *args: self.sender_reports.append(args), now=lambda: self.now,
+            ntp_now=lambda: 7 << 32, wall_now=lambda: self.wall, jitter=lambda: 0.5)
+
+    def rtcp(self) -> list[list]:
+        """Each RTCP compound packet sent so far, unprotected (each once: SRTCP's replay check) and parsed."""
+        for sent in self.sent[self._read:]:
+            if 191 < sent[1] < 224:
+                self._rtcp.append(RtcpPacket.parse(self.caller_rx.unprotect_rtcp(sent)))
+        self._read = len(self.sent)
+        return self._rtcp
 
 
 @pytest.fixture
@@ -135,11 +150,47 @@ def test_agent_frames_go_out_as_srtp_with_one_sequence_space_and_talkspurt_times
     assert harness.reports[-1][2:] == (11, 55)
 
 
-def test_a_closed_path_carries_nothing(harness: Harness) -> None:
+def test_a_closed_path_says_bye_and_carries_nothing_more(harness: Harness) -> None:
+    harness.path.close()
     harness.path.close()
     harness.path.receive(harness.caller_tx.protect(caller_rtp(1)))
     harness.path.push(b"frame")
-    assert harness.delivered == [] and harness.sent == []
+    harness.now += 60
+    harness.path.tick(harness.now)
+    [[bye]] = harness.rtcp()
+    assert isinstance(bye, RtcpByePacket) and bye.sources == [0x01020304], "one BYE (RFC 3550 6.6), then nothing"
+    assert harness.delivered == [] and len(harness.sent) == 1
+
+
+def test_rtcp_reports_come_every_interval_with_blocks_lsr_dlsr_and_cname(harness: Harness) -> None:
+    """The tick sends a receiver report before anything was sent, then sender reports carrying a report block
+    per remote SSRC (loss, highest sequence, LSR and DLSR of the caller's last sender report) and the SDES
+    CNAME, one compound packet per interval; each sender report is announced for the round trip."""
+    start = harness.now
+    harness.path.tick(harness.now)
+    assert harness.sent == [], "the first report waits half an interval"
+    for seq in (1, 2, 4):
+        harness.path.receive(harness.caller_tx.protect(caller_rtp(seq)))
+    harness.now = start + lean.RTCP_INTERVAL_S / 2
+    harness.path.tick(harness.now)
+    [[rr, sdes]] = harness.rtcp()
+    assert isinstance(rr, RtcpRrPacket) and rr.ssrc == 0x01020304, "nothing sent yet: a receiver report"
+    [block] = rr.reports
+    assert (block.ssrc, block.highest_sequence, block.packets_lost, block.lsr, block.dlsr) == (4242, 4, 1, 0, 0)
+    assert isinstance(sdes, RtcpSdesPacket) and sdes.chunks[0].items == [(1, b"us")]
+    harness.path.tick(harness.now + lean.RTCP_INTERVAL_S - 0.1)
+    assert len(harness.rtcp()) == 1, "not due before the interval"
+
+    harness.path.push(b"frame")
+    harness.last_sr[0][4242], harness.last_sr[1][4242] = 0x12345678, harness.wall - 0.5
+    harness.path.tick(harness.now + lean.RTCP_INTERVAL_S)
+    sr, sdes = harness.rtcp()[-1]
+    assert isinstance(sr, RtcpSrPacket) and (sr.sender_info.packet_count, sr.sender_info.octet_count) == (1, 5)
+    assert sr.sender_info.ntp_timestamp == 7 << 32 and sr.sender_info.rtp_timestamp == 0xFFFFFF00
+    [block] = sr.reports
+    assert (block.lsr, block.dlsr) == (0x12345678, 0x8000), "DLSR: half a second in 1/65536 s"
+    assert harness.sender_reports == [((7 << 32 >> 16) & 0xFFFFFFFF, harness.wall)]
+    assert harness.counters["rtcp_tx"] == 2
 
 
 def test_negotiated_reads_the_opus_payload_type_our_ssrc_and_the_audio_level_id() -> None:
