@@ -27,6 +27,7 @@ from typing import Any
 import aioice
 import aiortc
 import pylibsrtp
+import pylibsrtp._binding
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import CandidatePair, Connection, StunProtocol
 from aiortc import RTCPeerConnection
@@ -130,6 +131,16 @@ def _check_lean() -> None:
     for name in ("protect", "unprotect"):
         if not hasattr(pylibsrtp.Session, name):
             raise HookError(f"pylibsrtp.Session has no {name}")
+    session_init = inspect.getsource(pylibsrtp.Session.__init__)
+    for name in ("self._srtp = ", "self._cdata = ", "self._buffer = ffi.buffer(self._cdata)"):
+        if name not in session_init:
+            raise HookError(f"pylibsrtp.Session no longer sets {name.split(' =')[0]}")
+    for name in ("srtp_protect", "srtp_unprotect"):
+        if not hasattr(pylibsrtp._binding.lib, name):
+            raise HookError(f"pylibsrtp's binding has no {name}")
+    if not isinstance(getattr(pylibsrtp, "SRTP_MAX_TRAILER_LEN", None), int) or not isinstance(
+            getattr(pylibsrtp, "ERRORS", None), list):
+        raise HookError("pylibsrtp no longer has SRTP_MAX_TRAILER_LEN and ERRORS")
     receiver_init = inspect.getsource(RTCRtpReceiver.__init__)
     for name in (_REMOTE_STREAMS, _DECODER_THREAD):
         if f"self.__{name.split('__', 1)[1]}" not in receiver_init:
@@ -342,6 +353,34 @@ def srtp_sessions(dtls: RTCDtlsTransport) -> tuple[pylibsrtp.Session, pylibsrtp.
     if not isinstance(rx, pylibsrtp.Session) or not isinstance(tx, pylibsrtp.Session):
         raise HookError("the DTLS transport has no SRTP sessions (not connected?)")
     return rx, tx
+
+
+def srtp_processor(session: pylibsrtp.Session, *, protect: bool) -> Callable[[bytes], bytes]:
+    """``session.protect`` (or ``unprotect``) for one packet at a time on the hot path: libsrtp's
+    srtp_protect/srtp_unprotect (RFC 3711 3.3, 3.4) called straight on the session's own buffer, without the
+    wrapper's checks and allocation per call. The same session object, so one replay window and rollover
+    counter per SSRC; use it from the thread that owns the session (the buffer is shared). Raises
+    pylibsrtp.Error as the wrapper does, and for a packet longer than the buffer takes."""
+    binding = pylibsrtp._binding
+    # The session's own srtp_t pointer (freed with it, so held here) and packet buffer.
+    srtp, cdata, buffer = session._srtp, session._cdata, session._buffer
+    process = binding.lib.srtp_protect if protect else binding.lib.srtp_unprotect
+    limit = len(cdata) - (pylibsrtp.SRTP_MAX_TRAILER_LEN if protect else 0)
+    length = binding.ffi.new("int *")
+    errors = pylibsrtp.ERRORS
+
+    def run(packet: bytes) -> bytes:
+        size = len(packet)
+        if size > limit:
+            raise pylibsrtp.Error("packet is too long")
+        length[0] = size
+        buffer[0:size] = packet
+        status = process(srtp[0], cdata, length)
+        if status:
+            raise pylibsrtp.Error(errors[status] if status < len(errors) else f"libsrtp error {status}")
+        return buffer[0:length[0]]
+
+    return run
 
 
 def receiver_streams(receiver: RTCRtpReceiver) -> dict[int, StreamStatistics]:

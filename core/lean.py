@@ -50,6 +50,7 @@ from aiortc.rtp import (
     RtcpSrPacket,
 )
 
+from voicemesh.core import hooks
 from voicemesh.core.media import RTP_CLOCK_HZ, TalkspurtClock
 
 RTP_HEADER = struct.Struct("!BBHII")
@@ -237,7 +238,8 @@ class LeanPath:
                  wall_now: Callable[[], float] = time.time,
                  jitter: Callable[[], float] = random.random) -> None:
         self.params = params
-        self._rx = rx
+        self._unprotect = hooks.srtp_processor(rx, protect=False)
+        self._protect = hooks.srtp_processor(tx, protect=True)
         self._tx = tx
         self._streams = streams
         self._new_stream = new_stream
@@ -267,7 +269,7 @@ class LeanPath:
             return
         counters = self.counters
         try:
-            packet = parse(self._rx.unprotect(srtp), self.params.audio_level_id)
+            packet = parse(self._unprotect(srtp), self.params.audio_level_id)
         except pylibsrtp.Error:
             counters["srtp_error"] += 1
             return
@@ -294,7 +296,7 @@ class LeanPath:
         header = RTP_HEADER.pack(0x80, params.payload_type | (0x80 if starts else 0), self._sequence_number,
                                  timestamp, params.ssrc)
         try:
-            srtp = self._tx.protect(header + payload)
+            srtp = self._protect(header + payload)
         except pylibsrtp.Error:
             self.counters["srtp_protect_error"] += 1
             return
