@@ -27,7 +27,6 @@ from typing import Any
 import aioice
 import aiortc
 import pylibsrtp
-import pylibsrtp._binding
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import CandidatePair, Connection, StunProtocol
 from aiortc import RTCPeerConnection
@@ -46,9 +45,10 @@ _DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
 _STOP_DECODER = "_RTCRtpReceiver__stop_decoder"
 _SENDER_REPORT = ("_RTCRtpSender__ntp_timestamp", "_RTCRtpSender__rtp_timestamp",
                   "_RTCRtpSender__packet_count", "_RTCRtpSender__octet_count")
-_RTCP_TASKS = {RTCRtpSender: ("_RTCRtpSender__rtcp_task", "_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited"),
-               RTCRtpReceiver: ("_RTCRtpReceiver__rtcp_task", "_RTCRtpReceiver__rtcp_started",
-                                "_RTCRtpReceiver__rtcp_exited")}
+_RTCP_TASKS: dict[type[RTCRtpSender] | type[RTCRtpReceiver], tuple[str, str, str]] = {
+    RTCRtpSender: ("_RTCRtpSender__rtcp_task", "_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited"),
+    RTCRtpReceiver: ("_RTCRtpReceiver__rtcp_task", "_RTCRtpReceiver__rtcp_started", "_RTCRtpReceiver__rtcp_exited"),
+}
 _SENDER_LSR = ("_RTCRtpSender__lsr", "_RTCRtpSender__lsr_time")
 _SENDER_CNAME = "_RTCRtpSender__cname"
 _RECEIVER_LSR = ("_RTCRtpReceiver__lsr", "_RTCRtpReceiver__lsr_time")
@@ -136,8 +136,8 @@ def _check_lean() -> None:
         if name not in session_init:
             raise HookError(f"pylibsrtp.Session no longer sets {name.split(' =')[0]}")
     for name in ("srtp_protect", "srtp_unprotect"):
-        if not hasattr(pylibsrtp._binding.lib, name):
-            raise HookError(f"pylibsrtp's binding has no {name}")
+        if not hasattr(getattr(pylibsrtp, "lib", None), name):
+            raise HookError(f"pylibsrtp no longer imports its cffi binding as lib with {name}")
     if not isinstance(getattr(pylibsrtp, "SRTP_MAX_TRAILER_LEN", None), int) or not isinstance(
             getattr(pylibsrtp, "ERRORS", None), list):
         raise HookError("pylibsrtp no longer has SRTP_MAX_TRAILER_LEN and ERRORS")
@@ -361,12 +361,12 @@ def srtp_processor(session: pylibsrtp.Session, *, protect: bool) -> Callable[[by
     wrapper's checks and allocation per call. The same session object, so one replay window and rollover
     counter per SSRC; use it from the thread that owns the session (the buffer is shared). Raises
     pylibsrtp.Error as the wrapper does, and for a packet longer than the buffer takes."""
-    binding = pylibsrtp._binding
+    lib, ffi = pylibsrtp.lib, pylibsrtp.ffi  # the cffi binding pylibsrtp imports
     # The session's own srtp_t pointer (freed with it, so held here) and packet buffer.
     srtp, cdata, buffer = session._srtp, session._cdata, session._buffer
-    process = binding.lib.srtp_protect if protect else binding.lib.srtp_unprotect
+    process = lib.srtp_protect if protect else lib.srtp_unprotect
     limit = len(cdata) - (pylibsrtp.SRTP_MAX_TRAILER_LEN if protect else 0)
-    length = binding.ffi.new("int *")
+    length = ffi.new("int *")
     errors = pylibsrtp.ERRORS
 
     def run(packet: bytes) -> bytes:
