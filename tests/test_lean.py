@@ -129,8 +129,11 @@ def test_bad_srtp_replays_and_other_payload_types_are_dropped_and_counted(harnes
     harness.path.receive(good[:-1] + bytes([good[-1] ^ 1]))  # authentication tag broken
     harness.path.receive(b"\x80\x6f" + os.urandom(40))  # not ours at all
     harness.path.receive(harness.caller_tx.protect(caller_rtp(2, payload_type=0)))
+    harness.path.receive(b"\x80\x6f" + bytes(2000))  # longer than libsrtp's buffer: refused before the copy
     assert len(harness.delivered) == 1
-    assert harness.counters == Counter(lean_rx=1, srtp_error=3, rtp_payload_type=1)
+    assert harness.counters == Counter(lean_rx=1, srtp_error=4, rtp_payload_type=1)
+    harness.path.push(bytes(2000))  # an agent frame too long to protect
+    assert harness.counters["srtp_protect_error"] == 1 and harness.sent == []
 
 
 def test_agent_frames_go_out_as_srtp_with_one_sequence_space_and_talkspurt_timestamps(harness: Harness) -> None:
