@@ -409,12 +409,14 @@ def set_sender_report(sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: i
 def stop_rtcp(sender: RTCRtpSender, receiver: RTCRtpReceiver) -> bool:
     """Cancel the per-session RTCP tasks that ``sender`` and ``receiver`` created in ``send()`` and
     ``receive()`` (a sender report each second from one, a receiver report from the other), for a path that
-    sends its own reports (core/lean.py LeanPath.tick). Call in the loop iteration aiortc started them, before
-    they ran: the sender's task, once running, answers a cancel with an RTCP BYE. Their started and exited
-    events are set, so ``stop()`` does not wait for them. Returns False, changing nothing, unless both
-    tasks exist and are not over (a session that only sends or only receives keeps aiortc's)."""
+    sends its own reports (core/lean.py LeanPath.tick). Only tasks that have not run yet are cancelled (their
+    first step sets their started event): the sender's, once running, would answer a cancel with an RTCP BYE.
+    Their started and exited events are then set, so ``stop()`` does not wait for them. Returns False,
+    changing nothing, unless both tasks exist and have not run (a session that only sends or only receives,
+    or whose tasks already run, keeps aiortc's reports)."""
     tasks = [(part, _RTCP_TASKS[type(part)]) for part in (sender, receiver)]
-    if any(getattr(part, names[0]) is None or getattr(part, names[0]).done() for part, names in tasks):
+    if any(getattr(part, task) is None or getattr(part, task).done() or getattr(part, started).is_set()
+           for part, (task, started, _) in tasks):
         return False
     for part, (task, started, exited) in tasks:
         getattr(part, started).set()
