@@ -14,7 +14,8 @@ reports itself (``LeanPath.tick``), in place of aiortc's two per-session tasks (
 report every 0.5-1.5 s, each a timer wake-up and a datagram): one compound packet per session every
 RTCP_INTERVAL_S on average (RFC 3550 6.2's minimum, what browsers use for audio; randomized over 0.5-1.5
 times it, 6.3.1), a sender report carrying the reception report blocks (6.4.1) and the SDES CNAME (6.5.1),
-from a tick the transceiver shares among all its sessions; a BYE (6.6) when the session ends. Each received
+from a tick the transceiver shares among all its sessions; sooner while the agent is quiet, so that the caller
+hears something at least every QUIET_REPORT_S (plus a tick); a BYE (6.6) when the session ends. Each received
 packet goes into aiortc's receiver statistics for its SSRC (highest sequence, loss, jitter; RFC 3550
 6.4.2), which the report blocks and ``getStats`` read, and the sender's counters follow what is sent.
 aiortc's own sender never sends RTP (its track never yields), so one SSRC has one sequence space.
@@ -62,6 +63,10 @@ SENDER_REPORT_EVERY = 10
 """Sent packets between two updates of the fields aiortc's next sender report carries."""
 RTCP_INTERVAL_S = 5.0
 """Mean seconds between two RTCP reports of a session (RFC 3550 6.2 minimum); the first comes after half."""
+QUIET_REPORT_S = 0.75
+"""A session that sent the caller nothing (RTP or RTCP) for this long sends its report now: a caller hears
+from a live transceiver at least every QUIET_REPORT_S plus a tick even while the agent is quiet
+(``voicemesh call --redial`` takes 1.5 s of silence for a dead one, voicemesh.app.client SILENCE_S)."""
 EARLY_PACKETS = 8
 """SRTP packets held per session from before its keys exist (about 160 ms of audio)."""
 
@@ -259,6 +264,7 @@ class LeanPath:
         self._on_report = on_report
         self._sent_at = (0, 0)  # (NTP time, RTP timestamp) of a packet sent, for the sender report
         self._report_at = now() + RTCP_INTERVAL_S / 2 * (0.5 + jitter())
+        self._sent_last = now()  # when the caller was last sent RTP or RTCP
         self.packets_sent = 0
         self.octets_sent = 0
         self.closed = False
@@ -290,7 +296,8 @@ class LeanPath:
         """Send one Opus packet (20 ms) from the agent to the caller now (RFC 3550 5.1, RFC 7587)."""
         if self.closed:
             return
-        offset, starts = self._clock.next(self._now())
+        now = self._sent_last = self._now()
+        offset, starts = self._clock.next(now)
         timestamp = (self._timestamp_origin + offset) & 0xFFFFFFFF
         params = self.params
         header = RTP_HEADER.pack(0x80, params.payload_type | (0x80 if starts else 0), self._sequence_number,
@@ -310,12 +317,14 @@ class LeanPath:
             self._sender_report(*self._sent_at, self.packets_sent, self.octets_sent)
 
     def tick(self, now: float) -> None:
-        """Send the session's RTCP report if it is due at ``now`` (monotonic seconds); call it every second or
-        so (module docstring): a sender report, with a report block per remote SSRC (a receiver report before
-        anything was sent), then the SDES CNAME, as one compound SRTCP packet (RFC 3550 6.1, RFC 3711 3.4)."""
-        if self.closed or now < self._report_at:
+        """Send the session's RTCP report if it is due at ``now`` (monotonic seconds), or if the caller was sent
+        nothing for QUIET_REPORT_S; call it every half second or so (module docstring): a sender report, with a
+        report block per remote SSRC (a receiver report before anything was sent), then the SDES CNAME, as
+        one compound SRTCP packet (RFC 3550 6.1, RFC 3711 3.4)."""
+        if self.closed or (now < self._report_at and now - self._sent_last < QUIET_REPORT_S):
             return
         self._report_at = now + RTCP_INTERVAL_S * (0.5 + self._jitter())
+        self._sent_last = now
         wall = self._wall_now()
         lsr_by_ssrc, received_at = self._last_sr
         blocks = []

@@ -166,34 +166,55 @@ def test_a_closed_path_says_bye_and_carries_nothing_more(harness: Harness) -> No
 
 
 def test_rtcp_reports_come_every_interval_with_blocks_lsr_dlsr_and_cname(harness: Harness) -> None:
-    """The tick sends a receiver report before anything was sent, then sender reports carrying a report block
-    per remote SSRC (loss, highest sequence, LSR and DLSR of the caller's last sender report) and the SDES
-    CNAME, one compound packet per interval; each sender report is announced for the round trip."""
+    """While the agent talks, the tick sends one compound packet per interval (the first after half): a sender
+    report carrying a report block per remote SSRC (loss, highest sequence, LSR and DLSR of the caller's last
+    sender report) and the SDES CNAME; each sender report is announced for the round trip."""
     start = harness.now
-    harness.path.tick(harness.now)
-    assert harness.sent == [], "the first report waits half an interval"
+
+    def talk_until(end: float) -> None:
+        while harness.now < end:
+            harness.now = round(harness.now + 0.25, 2)
+            harness.path.push(b"frame")
+            harness.path.tick(harness.now)
+
     for seq in (1, 2, 4):
         harness.path.receive(harness.caller_tx.protect(caller_rtp(seq)))
-    harness.now = start + lean.RTCP_INTERVAL_S / 2
-    harness.path.tick(harness.now)
-    [[rr, sdes]] = harness.rtcp()
-    assert isinstance(rr, RtcpRrPacket) and rr.ssrc == 0x01020304, "nothing sent yet: a receiver report"
-    [block] = rr.reports
-    assert (block.ssrc, block.highest_sequence, block.packets_lost, block.lsr, block.dlsr) == (4242, 4, 1, 0, 0)
-    assert isinstance(sdes, RtcpSdesPacket) and sdes.chunks[0].items == [(1, b"us")]
-    harness.path.tick(harness.now + lean.RTCP_INTERVAL_S - 0.1)
-    assert len(harness.rtcp()) == 1, "not due before the interval"
-
-    harness.path.push(b"frame")
-    harness.last_sr[0][4242], harness.last_sr[1][4242] = 0x12345678, harness.wall - 0.5
-    harness.path.tick(harness.now + lean.RTCP_INTERVAL_S)
-    sr, sdes = harness.rtcp()[-1]
-    assert isinstance(sr, RtcpSrPacket) and (sr.sender_info.packet_count, sr.sender_info.octet_count) == (1, 5)
+    talk_until(start + lean.RTCP_INTERVAL_S / 2 - 0.25)
+    assert harness.rtcp() == [], "the first report waits half an interval"
+    talk_until(start + lean.RTCP_INTERVAL_S / 2)
+    [[sr, sdes]] = harness.rtcp()
+    assert isinstance(sr, RtcpSrPacket) and sr.ssrc == 0x01020304
     assert sr.sender_info.ntp_timestamp == 7 << 32 and sr.sender_info.rtp_timestamp == 0xFFFFFF00
     [block] = sr.reports
-    assert (block.lsr, block.dlsr) == (0x12345678, 0x8000), "DLSR: half a second in 1/65536 s"
+    assert (block.ssrc, block.highest_sequence, block.packets_lost, block.lsr, block.dlsr) == (4242, 4, 1, 0, 0)
+    assert isinstance(sdes, RtcpSdesPacket) and sdes.chunks[0].items == [(1, b"us")]
     assert harness.sender_reports == [((7 << 32 >> 16) & 0xFFFFFFFF, harness.wall)]
+
+    harness.last_sr[0][4242], harness.last_sr[1][4242] = 0x12345678, harness.wall - 0.5
+    talk_until(harness.now + lean.RTCP_INTERVAL_S - 0.25)
+    assert len(harness.rtcp()) == 1, "not due before the interval"
+    talk_until(harness.now + 0.25)
+    sr, _ = harness.rtcp()[-1]
+    sent = harness.path.packets_sent
+    assert (sr.sender_info.packet_count, sr.sender_info.octet_count) == (sent, 5 * sent), "what was sent so far"
+    [block] = sr.reports
+    assert (block.lsr, block.dlsr) == (0x12345678, 0x8000), "DLSR: half a second in 1/65536 s"
     assert harness.counters["rtcp_tx"] == 2
+
+
+def test_a_quiet_path_still_reports_often_enough_to_be_heard(harness: Harness) -> None:
+    """With nothing sent to the caller (a quiet agent), a report goes out once QUIET_REPORT_S passed since the
+    last packet, a receiver report while no RTP was ever sent: a caller watching for a dead transceiver
+    hears from a live one."""
+    start = harness.now
+    harness.path.tick(start + lean.QUIET_REPORT_S - 0.25)
+    assert harness.rtcp() == []
+    harness.path.tick(start + lean.QUIET_REPORT_S)
+    [[rr, sdes]] = harness.rtcp()
+    assert isinstance(rr, RtcpRrPacket) and rr.reports == [] and isinstance(sdes, RtcpSdesPacket)
+    harness.path.tick(start + lean.QUIET_REPORT_S + 0.5)
+    harness.path.tick(start + 2 * lean.QUIET_REPORT_S)
+    assert len(harness.rtcp()) == 2, "every QUIET_REPORT_S while quiet"
 
 
 def test_negotiated_reads_the_opus_payload_type_our_ssrc_and_the_audio_level_id() -> None:
