@@ -224,10 +224,11 @@ class LeanPath:
     sequence number and timestamp sent (random in use, RFC 3550 5.1). ``now`` is the monotonic clock
     (seconds), ``ntp_now`` the wall clock as 64-bit NTP, ``wall_now`` as unix seconds.
 
-    RTCP (``tick``): ``cname`` goes in the SDES; ``last_sr`` is the pair of dicts by remote SSRC of the middle
-    NTP bits of its last sender report and when it came (unix seconds), kept by aiortc's receiver, for each
-    report block's LSR and DLSR; ``on_report(lsr, sent_at)`` is told of each sender report sent, so that the
-    caller's receiver reports give the round trip. ``jitter()`` draws the interval's random factor (0-1).
+    RTCP (``tick``): ``cname`` (an attribute, settable later) goes in the SDES (no SDES while it is None);
+    ``last_sr`` is the pair of dicts by remote SSRC of the middle NTP bits of its last sender report and when
+    it came (unix seconds), kept by aiortc's receiver, for each report block's LSR and DLSR;
+    ``on_report(lsr, sent_at)`` is told of each sender report sent, so that the caller's receiver reports give
+    the round trip. ``jitter()`` draws the interval's random factor (0-1).
     """
 
     def __init__(self, params: RtpParameters, rx: pylibsrtp.Session, tx: pylibsrtp.Session,
@@ -259,7 +260,7 @@ class LeanPath:
         self._ntp_now = ntp_now
         self._wall_now = wall_now
         self._jitter = jitter
-        self._cname = cname
+        self.cname = cname
         self._last_sr = last_sr or ({}, {})
         self._on_report = on_report
         self._sent_at = (0, 0)  # (NTP time, RTP timestamp) of a packet sent, for the sender report
@@ -347,8 +348,8 @@ class LeanPath:
                 self._on_report((ntp_timestamp >> 16) & 0xFFFFFFFF, wall)
         else:
             packets.append(RtcpRrPacket(ssrc=ssrc, reports=blocks))
-        if self._cname is not None:
-            packets.append(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(1, self._cname.encode())])]))
+        if self.cname is not None:
+            packets.append(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(1, self.cname.encode())])]))
         self._send_rtcp(packets)
 
     def _send_rtcp(self, packets: list[AnyRtcpPacket]) -> None:

@@ -641,7 +641,7 @@ class Transceiver:
         else:
             self._take_media(session, audio, on_rtp)
         # aiortc starts the receiver (and its decoder thread) right after it reports "connected", in the same task.
-        asyncio.get_running_loop().call_soon(self._stop_decoder, session, audio.receiver)
+        asyncio.get_running_loop().call_soon(self._started, session, audio)
 
     def _take_media(self, session: Session, audio: Any,
                     on_rtp: Callable[[bytes, int, tuple[bool, int] | None], None]) -> None:
@@ -660,24 +660,29 @@ class Transceiver:
             hooks.receiver_streams(audio.receiver), hooks.new_stream, on_rtp,
             partial(self.mux.send_media, mux_session), partial(hooks.set_sender_report, audio.sender),
             self.media_counters, sequence_number=secrets.randbits(16), timestamp_origin=secrets.randbits(32),
-            cname=hooks.rtcp_cname(audio.sender), last_sr=hooks.last_sender_reports(audio.receiver),
+            last_sr=hooks.last_sender_reports(audio.receiver),
             on_report=partial(hooks.set_last_sender_report, audio.sender))
         session.lean = session.downlink = path
-        if hooks.stop_rtcp(audio.sender, audio.receiver):
-            self._reporting.add(path)
-            if self._rtcp_tick is None:
-                self._rtcp_tick = asyncio.get_running_loop().call_later(RTCP_TICK_S, self._rtcp_reports)
         if session.early is not None:
             session.early.replay(path)
             session.early = None
         mux_session.on_rtp = path.receive
 
-    @staticmethod
-    def _stop_decoder(session: Session, receiver: Any) -> None:
-        """Stop the receiver's idle decoder thread once aiortc has started it: the reference path taps its
-        jitter buffer, the lean path never feeds it."""
-        if not session.ended:
-            hooks.stop_decoder(receiver)
+    def _started(self, session: Session, audio: Any) -> None:
+        """Once aiortc has started the session's sender and receiver: stop the receiver's idle decoder thread
+        (the reference path taps its jitter buffer, the lean path never feeds it) and, on the lean path, take
+        the RTCP reports over from aiortc's per-session tasks before they run (LeanPath.tick, on the tick
+        all sessions share)."""
+        if session.ended:
+            return
+        hooks.stop_decoder(audio.receiver)
+        path = session.lean
+        if path is None or not hooks.stop_rtcp(audio.sender, audio.receiver):
+            return
+        path.cname = hooks.rtcp_cname(audio.sender)
+        self._reporting.add(path)
+        if self._rtcp_tick is None:
+            self._rtcp_tick = asyncio.get_running_loop().call_later(RTCP_TICK_S, self._rtcp_reports)
 
     def _downlink(self, session: Session, pcm: bool, rate: int,
                   barge_in: vad.BargeIn) -> Callable[[bytes, int], None]:
