@@ -12,8 +12,7 @@ at once.
 RTCP: aiortc still reads the caller's SRTCP (its round trip, its reports), but the lean path sends our
 reports itself (``LeanPath.tick``), in place of aiortc's two per-session tasks (a sender report and a receiver
 report every 0.5-1.5 s, each a timer wake-up and a datagram): one compound packet per session every
-RTCP_INTERVAL_S on average (RFC 3550 6.2's minimum, what browsers use for audio; randomized over 0.5-1.5
-times it, 6.3.1), a sender report carrying the reception report blocks (6.4.1) and the SDES CNAME (6.5.1),
+RTCP_INTERVAL_S on average (RFC 3550 6.2's recommended minimum; randomized over 0.5-1.5 times it, 6.3.1), a sender report carrying the reception report blocks (6.4.1) and the SDES CNAME (6.5.1),
 from a tick the transceiver shares among all its sessions; sooner while the agent is quiet, so that the caller
 hears something at least every QUIET_REPORT_S (plus a tick); a BYE (6.6) when the session ends. Each received
 packet goes into aiortc's receiver statistics for its SSRC (highest sequence, loss, jitter; RFC 3550
