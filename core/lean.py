@@ -9,15 +9,16 @@ the RFC 6464 audio level) and hands the payload on; the agent link batches it. E
 returns becomes one RTP packet with a 12-byte header, protected and sent over the session's active route
 at once.
 
-RTCP: aiortc still reads the caller's SRTCP (its round trip, its reports), but the lean path sends our
-reports itself (``LeanPath.tick``), in place of aiortc's two per-session tasks (a sender report and a receiver
-report every 0.5-1.5 s, each a timer wake-up and a datagram): one compound packet per session every
-RTCP_INTERVAL_S on average (RFC 3550 6.2's recommended minimum; randomized over 0.5-1.5 times it, 6.3.1), a sender report carrying the reception report blocks (6.4.1) and the SDES CNAME (6.5.1),
-from a tick the transceiver shares among all its sessions; sooner while the agent is quiet, so that the caller
-hears something at least every QUIET_REPORT_S (plus a tick); a BYE (6.6) when the session ends. Each received
-packet goes into aiortc's receiver statistics for its SSRC (highest sequence, loss, jitter; RFC 3550
-6.4.2), which the report blocks and ``getStats`` read, and the sender's counters follow what is sent.
-aiortc's own sender never sends RTP (its track never yields), so one SSRC has one sequence space.
+RTCP: aiortc still reads the caller's SRTCP (its round trip, its reports), but the lean path sends our reports
+itself (``LeanPath.tick``), in place of aiortc's two per-session tasks (a sender report and a receiver report
+every 0.5-1.5 s, each a timer wake-up and a datagram): one compound packet per session every RTCP_INTERVAL_S
+on average (RFC 3550 6.2's recommended minimum; randomized over 0.5-1.5 times it, 6.3.1), a sender report
+carrying the reception report blocks (6.4.1) and the SDES CNAME (6.5.1), from a tick the transceiver shares
+among all its sessions; sooner while the agent is quiet, so that the caller hears something at least every
+QUIET_REPORT_S (plus a tick); a BYE (6.6) when the session ends. Each received packet goes into aiortc's
+receiver statistics for its SSRC (highest sequence, loss, jitter; RFC 3550 6.4.2), which the report blocks and
+``getStats`` read, and the sender's counters follow what is sent. aiortc's own sender never sends RTP (its
+track never yields), so one SSRC has one sequence space.
 Every private reach into aiortc is in core/hooks.py.
 
 Drops are counted in ``counters`` (shared by all sessions of a transceiver): ``srtp_error`` (unprotect
