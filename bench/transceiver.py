@@ -578,6 +578,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--settle", type=float, help="seconds after all calls connected (default 3, quick 2)")
     parser.add_argument("--window", type=float, help="measured seconds (default 10, quick 5)")
     parser.add_argument("--no-workers", action="store_true", help="skip the --workers 1 vs 2 runs")
+    parser.add_argument("--targets", type=lambda s: s.split(","), default=["janus", "trx", "mesh"],
+                        help="servers to run, of janus, trx, mesh (default all; a ratio needs janus beside)")
+    parser.add_argument("--codecs", type=lambda s: s.split(","), default=["opus", "pcm16"],
+                        help="agent link formats to sweep, of opus, pcm16 (default both; --workers needs pcm16)")
     parser.add_argument("--server-quota", type=float, default=SERVER_QUOTA_PCT,
                         help=f"CPU quota of the server processes, %% of one core (default {SERVER_QUOTA_PCT:g}; 0: none, "
                              "the whole server core)")
@@ -609,14 +613,16 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="voicemesh-bench-trx-", dir=shm) as tmp, janus_netns() as (netns, janus_skipped):
         rows: dict[tuple[str, str], list[dict]] = {}
         for agent_codec in ("opus", "pcm16"):
-            targets = [t for t in TARGETS[agent_codec] if t != "janus" or netns is not None]
+            targets = [t for t in TARGETS[agent_codec] if t in args.targets and (t != "janus" or netns is not None)]
+            if agent_codec not in args.codecs or not targets:
+                continue
             found = sweep(agent_codec, counts[agent_codec], targets, settle_s, window_s, Path(tmp), netns, attempts, quiet,
                           args.server_quota or None)
             for target, target_rows in found.items():
                 rows[target, agent_codec] = target_rows
                 summary.update(summarize(target, agent_codec, target_rows))
                 summary["runs"].extend(target_rows)
-        if not args.no_workers:
+        if not args.no_workers and ("trx", "pcm16") in rows:
             pcm_rows = rows["trx", "pcm16"]
             knee = next((r["n"] for r in pcm_rows if is_knee(r)), math.ceil(pcm_rows[-1]["n"] * 1.5))
             summary.update(workers_bench(knee, 20 if args.quick else 40, settle_s, window_s, Path(tmp)))
@@ -624,9 +630,10 @@ def main(argv: list[str] | None = None) -> dict:
         summary["janus_skipped"] = janus_skipped
     janus_rows = rows.get(("janus", "opus"), [])
     for target in ("trx", "mesh"):
-        summary[f"{target}_opus_vs_janus"], summary[f"{target}_opus_vs_janus_n"] = ratio(rows[target, "opus"], janus_rows)
-    summary["first_audio_minus_dtls_ms"] = summary["mesh_opus_first_audio_minus_dtls_ms"]
-    summary["trx_rss_mb_per_session"] = summary["trx_opus_rss_mb_per_session"]
+        summary[f"{target}_opus_vs_janus"], summary[f"{target}_opus_vs_janus_n"] = ratio(rows.get((target, "opus"), []),
+                                                                                               janus_rows)
+    summary["first_audio_minus_dtls_ms"] = summary.get("mesh_opus_first_audio_minus_dtls_ms")
+    summary["trx_rss_mb_per_session"] = summary.get("trx_opus_rss_mb_per_session")
     for target, agent_codec in itertools.product(("janus", "trx", "mesh"), ("opus", "pcm16")):
         key = prefix(target, agent_codec)
         if f"{key}_ms_per_session_s" in summary and (target != "janus" or agent_codec == "opus"):

@@ -168,7 +168,7 @@ class AgentLink:
     raised. Use the link from the event loop's thread.
     """
 
-    def __init__(self, target: str | Callable[[frozenset[str]], str | None], *, batch_ms: float = 5.0,
+    def __init__(self, target: str | Callable[[frozenset[str]], str | None], *, batch_ms: float = 10.0,
                  queue_limit: int = 2000, give_up_s: float = 5.0,
                  credentials: grpc.ChannelCredentials | None = None) -> None:
         """target: "host:port" of the agent, or a function of the targets whose stream failed within

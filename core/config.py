@@ -22,6 +22,7 @@ class TransceiverConfig:
     agent_kind: str = "echo"
     agent_codec: str = "opus"
     agent_rate_hz: int = 16000
+    agent_batch_ms: float = 10.0  # core/agent_link.py AgentLink batch_ms
     media_path: str = "lean"
     opus_application: str = "voip"  # core/media.py DEFAULT_APPLICATION (bench/opus_complexity.py)
     opus_bitrate: int = 32000  # core/media.py DEFAULT_BITRATE

@@ -45,6 +45,13 @@ _DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
 _STOP_DECODER = "_RTCRtpReceiver__stop_decoder"
 _SENDER_REPORT = ("_RTCRtpSender__ntp_timestamp", "_RTCRtpSender__rtp_timestamp",
                   "_RTCRtpSender__packet_count", "_RTCRtpSender__octet_count")
+_RTCP_TASKS: dict[type[RTCRtpSender] | type[RTCRtpReceiver], tuple[str, str, str]] = {
+    RTCRtpSender: ("_RTCRtpSender__rtcp_task", "_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited"),
+    RTCRtpReceiver: ("_RTCRtpReceiver__rtcp_task", "_RTCRtpReceiver__rtcp_started", "_RTCRtpReceiver__rtcp_exited"),
+}
+_SENDER_LSR = ("_RTCRtpSender__lsr", "_RTCRtpSender__lsr_time")
+_SENDER_CNAME = "_RTCRtpSender__cname"
+_RECEIVER_LSR = ("_RTCRtpReceiver__lsr", "_RTCRtpReceiver__lsr_time")
 _STREAM_FIELDS = ("base_seq", "max_seq", "cycles", "packets_received", "_jitter_q4", "_last_arrival",
                   "_last_timestamp")
 
@@ -124,6 +131,16 @@ def _check_lean() -> None:
     for name in ("protect", "unprotect"):
         if not hasattr(pylibsrtp.Session, name):
             raise HookError(f"pylibsrtp.Session has no {name}")
+    session_init = inspect.getsource(pylibsrtp.Session.__init__)
+    for name in ("self._srtp = ", "self._cdata = ", "self._buffer = ffi.buffer(self._cdata)"):
+        if name not in session_init:
+            raise HookError(f"pylibsrtp.Session no longer sets {name.split(' =')[0]}")
+    for name in ("srtp_protect", "srtp_unprotect"):
+        if not hasattr(getattr(pylibsrtp, "lib", None), name):
+            raise HookError(f"pylibsrtp no longer imports its cffi binding as lib with {name}")
+    if not isinstance(getattr(pylibsrtp, "SRTP_MAX_TRAILER_LEN", None), int) or not isinstance(
+            getattr(pylibsrtp, "ERRORS", None), list):
+        raise HookError("pylibsrtp no longer has SRTP_MAX_TRAILER_LEN and ERRORS")
     receiver_init = inspect.getsource(RTCRtpReceiver.__init__)
     for name in (_REMOTE_STREAMS, _DECODER_THREAD):
         if f"self.__{name.split('__', 1)[1]}" not in receiver_init:
@@ -134,6 +151,21 @@ def _check_lean() -> None:
     for name in _SENDER_REPORT:
         if f"self.__{name.split('__', 1)[1]} = 0" not in sender_init:
             raise HookError(f"RTCRtpSender has no {name}")
+    for cls, names in _RTCP_TASKS.items():
+        init = inspect.getsource(cls.__init__)
+        for name in names:
+            if f"self.__{name.split('__', 1)[1]}" not in init:
+                raise HookError(f"{cls.__name__} has no {name}")
+        if "__rtcp_started.set()" not in inspect.getsource(cls._run_rtcp):
+            raise HookError(f"{cls.__name__}._run_rtcp no longer sets its started event")
+    for name in (*_SENDER_LSR, _SENDER_CNAME):
+        if f"self.__{name.split('__', 1)[1]}" not in sender_init:
+            raise HookError(f"RTCRtpSender has no {name}")
+    if "self.__lsr == report.lsr" not in inspect.getsource(RTCRtpSender._handle_rtcp_packet):
+        raise HookError("RTCRtpSender no longer measures the round trip from its last sender report's lsr")
+    for name in _RECEIVER_LSR:
+        if f"self.__{name.split('__', 1)[1]}" not in receiver_init:
+            raise HookError(f"RTCRtpReceiver has no {name}")
     stream = StreamStatistics(48000)
     for name in _STREAM_FIELDS:
         if not hasattr(stream, name):
@@ -323,6 +355,34 @@ def srtp_sessions(dtls: RTCDtlsTransport) -> tuple[pylibsrtp.Session, pylibsrtp.
     return rx, tx
 
 
+def srtp_processor(session: pylibsrtp.Session, *, protect: bool) -> Callable[[bytes], bytes]:
+    """``session.protect`` (or ``unprotect``) for one packet at a time on the hot path: libsrtp's
+    srtp_protect/srtp_unprotect (RFC 3711 3.3, 3.4) called straight on the session's own buffer, without the
+    wrapper's checks and allocation per call. The same session object, so one replay window and rollover
+    counter per SSRC; use it from the thread that owns the session (the buffer is shared). Raises
+    pylibsrtp.Error as the wrapper does, and for a packet longer than the buffer takes."""
+    lib, ffi = pylibsrtp.lib, pylibsrtp.ffi  # the cffi binding pylibsrtp imports
+    # The session's own srtp_t pointer (freed with it, so held here) and packet buffer.
+    srtp, cdata, buffer = session._srtp, session._cdata, session._buffer
+    process = lib.srtp_protect if protect else lib.srtp_unprotect
+    limit = len(cdata) - (pylibsrtp.SRTP_MAX_TRAILER_LEN if protect else 0)
+    length = ffi.new("int *")
+    errors = pylibsrtp.ERRORS
+
+    def run(packet: bytes) -> bytes:
+        size = len(packet)
+        if size > limit:
+            raise pylibsrtp.Error("packet is too long")
+        length[0] = size
+        buffer[0:size] = packet
+        status = process(srtp[0], cdata, length)
+        if status:
+            raise pylibsrtp.Error(errors[status] if status < len(errors) else f"libsrtp error {status}")
+        return buffer[0:length[0]]
+
+    return run
+
+
 def receiver_streams(receiver: RTCRtpReceiver) -> dict[int, StreamStatistics]:
     """``receiver``'s statistics per remote SSRC, from which aiortc builds its RTCP receiver reports
     (RFC 3550 6.4.2) and ``getStats``' inbound-rtp. Whoever bypasses the receiver must feed them:
@@ -344,6 +404,47 @@ def set_sender_report(sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: i
     sent around aiortc's sender, which then must send none of its own (one sequence space per SSRC)."""
     for name, value in zip(_SENDER_REPORT, (ntp_timestamp, rtp_timestamp, packets, octets), strict=True):
         setattr(sender, name, value)
+
+
+def stop_rtcp(sender: RTCRtpSender, receiver: RTCRtpReceiver) -> bool:
+    """Cancel the per-session RTCP tasks that ``sender`` and ``receiver`` created in ``send()`` and
+    ``receive()`` (a sender report each second from one, a receiver report from the other), for a path that
+    sends its own reports (core/lean.py LeanPath.tick). Only tasks that have not run yet are cancelled (their
+    first step sets their started event): the sender's, once running, would answer a cancel with an RTCP BYE.
+    Their started and exited events are then set, so ``stop()`` does not wait for them. Returns False,
+    changing nothing, unless both tasks exist and have not run (a session that only sends or only receives,
+    or whose tasks already run, keeps aiortc's reports)."""
+    tasks = [(part, _RTCP_TASKS[type(part)]) for part in (sender, receiver)]
+    if any(getattr(part, task) is None or getattr(part, task).done() or getattr(part, started).is_set()
+           for part, (task, started, _) in tasks):
+        return False
+    for part, (task, started, exited) in tasks:
+        getattr(part, started).set()
+        getattr(part, exited).set()
+        getattr(part, task).cancel()
+    return True
+
+
+def rtcp_cname(sender: RTCRtpSender) -> str | None:
+    """The CNAME ``sender`` puts in its RTCP SDES (RFC 3550 6.5.1), or None before ``send()``."""
+    cname: str | None = getattr(sender, _SENDER_CNAME)
+    return cname
+
+
+def set_last_sender_report(sender: RTCRtpSender, lsr: int, sent_at: float) -> None:
+    """Tell ``sender`` that a sender report with middle NTP bits ``lsr`` went out at ``sent_at`` (unix
+    seconds): the receiver reports that answer it then give the round trip (RFC 3550 6.4.1, getStats'
+    roundTripTime)."""
+    for name, value in zip(_SENDER_LSR, (lsr, sent_at), strict=True):
+        setattr(sender, name, value)
+
+
+def last_sender_reports(receiver: RTCRtpReceiver) -> tuple[dict[int, int], dict[int, float]]:
+    """The middle NTP bits of the last sender report from each remote SSRC and when it came (unix seconds),
+    which ``receiver`` keeps up to date: the LSR and DLSR of a receiver report (RFC 3550 6.4.1)."""
+    lsr: dict[int, int] = getattr(receiver, _RECEIVER_LSR[0])
+    lsr_time: dict[int, float] = getattr(receiver, _RECEIVER_LSR[1])
+    return lsr, lsr_time
 
 
 def stop_decoder(receiver: RTCRtpReceiver) -> bool:

@@ -9,21 +9,28 @@ the RFC 6464 audio level) and hands the payload on; the agent link batches it. E
 returns becomes one RTP packet with a 12-byte header, protected and sent over the session's active route
 at once.
 
-aiortc's RTCP still reports correctly because this path feeds the counters it builds them from: each
-received packet goes into the receiver's statistics for its SSRC (receiver reports: highest sequence,
-loss, jitter; RFC 3550 6.4.2), and the sender's report fields (RFC 3550 6.4.1) follow what is sent.
-aiortc's own sender never sends RTP (its track never yields), so one SSRC has one sequence space.
+RTCP: aiortc still reads the caller's SRTCP (its round trip, its reports), but the lean path sends our reports
+itself (``LeanPath.tick``), in place of aiortc's two per-session tasks (a sender report and a receiver report
+every 0.5-1.5 s, each a timer wake-up and a datagram): one compound packet per session every RTCP_INTERVAL_S
+on average (RFC 3550 6.2's recommended minimum; randomized over 0.5-1.5 times it, 6.3.1), a sender report
+carrying the reception report blocks (6.4.1) and the SDES CNAME (6.5.1), from a tick the transceiver shares
+among all its sessions; sooner while the agent is quiet, so that the caller hears something at least every
+QUIET_REPORT_S (plus a tick); a BYE (6.6) when the session ends. Each received packet goes into aiortc's
+receiver statistics for its SSRC (highest sequence, loss, jitter; RFC 3550 6.4.2), which the report blocks and
+``getStats`` read, and the sender's counters follow what is sent. aiortc's own sender never sends RTP (its
+track never yields), so one SSRC has one sequence space.
 Every private reach into aiortc is in core/hooks.py.
 
 Drops are counted in ``counters`` (shared by all sessions of a transceiver): ``srtp_error`` (unprotect
 failed: bad authentication tag, replay, unknown SSRC context), ``rtp_malformed`` (MalformedRtp, by any
-reason), ``rtp_payload_type`` (not the negotiated Opus payload type), ``srtp_protect_error``; and
-``lean_rx``, ``lean_tx`` count the packets carried; ``early_rtp`` the packets held until the keys existed
-(EarlyRtp) and ``early_rtp_overflow`` those it had no room for.
+reason), ``rtp_payload_type`` (not the negotiated Opus payload type), ``srtp_protect_error`` (RTP or RTCP);
+``lean_rx``, ``lean_tx`` count the packets carried and ``rtcp_tx`` the reports sent; ``early_rtp`` the packets
+held until the keys existed (EarlyRtp) and ``early_rtp_overflow`` those it had no room for.
 """
 
 from __future__ import annotations
 
+import random
 import struct
 import time
 from collections import Counter, deque
@@ -33,7 +40,18 @@ from typing import Any, NamedTuple, Protocol
 
 import pylibsrtp
 from aiortc import clock, sdp
+from aiortc.rtp import (
+    AnyRtcpPacket,
+    RtcpByePacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+)
 
+from voicemesh.core import hooks
 from voicemesh.core.media import RTP_CLOCK_HZ, TalkspurtClock
 
 RTP_HEADER = struct.Struct("!BBHII")
@@ -43,6 +61,12 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 """RFC 6464: the client-to-mixer audio level header extension."""
 SENDER_REPORT_EVERY = 10
 """Sent packets between two updates of the fields aiortc's next sender report carries."""
+RTCP_INTERVAL_S = 5.0
+"""Mean seconds between two RTCP reports of a session (RFC 3550 6.2 minimum); the first comes after half."""
+QUIET_REPORT_S = 0.75
+"""A session that sent the caller nothing (RTP or RTCP) for this long sends its report now: a caller hears
+from a live transceiver at least every QUIET_REPORT_S plus a tick even while the agent is quiet
+(``voicemesh call --redial`` takes 1.5 s of silence for a dead one, voicemesh.app.client SILENCE_S)."""
 EARLY_PACKETS = 8
 """SRTP packets held per session from before its keys exist (about 160 ms of audio)."""
 
@@ -195,10 +219,16 @@ class LeanPath:
     statistics by SSRC, filled with ``new_stream(clock_hz)`` for a new SSRC. ``on_packet(payload,
     timestamp, audio_level)`` gets each received Opus payload (timestamp: 48 kHz RTP clock). ``send(srtp)``
     sends a protected packet over the session's active route. ``sender_report(ntp_timestamp,
-    rtp_timestamp, packets, octets)`` updates what aiortc's next sender report says. ``counters`` counts
+    rtp_timestamp, packets, octets)`` updates aiortc's sender counters (``getStats``). ``counters`` counts
     drops and packets (module docstring). ``sequence_number`` and ``timestamp_origin``: the first RTP
     sequence number and timestamp sent (random in use, RFC 3550 5.1). ``now`` is the monotonic clock
-    (seconds), ``ntp_now`` the wall clock as 64-bit NTP.
+    (seconds), ``ntp_now`` the wall clock as 64-bit NTP, ``wall_now`` as unix seconds.
+
+    RTCP (``tick``): ``cname`` (an attribute, settable later) goes in the SDES (no SDES while it is None);
+    ``last_sr`` is the pair of dicts by remote SSRC of the middle NTP bits of its last sender report and when
+    it came (unix seconds), kept by aiortc's receiver, for each report block's LSR and DLSR;
+    ``on_report(lsr, sent_at)`` is told of each sender report sent, so that the caller's receiver reports give
+    the round trip. ``jitter()`` draws the interval's random factor (0-1).
     """
 
     def __init__(self, params: RtpParameters, rx: pylibsrtp.Session, tx: pylibsrtp.Session,
@@ -206,10 +236,16 @@ class LeanPath:
                  on_packet: Callable[[bytes, int, tuple[bool, int] | None], None],
                  send: Callable[[bytes], None], sender_report: Callable[[int, int, int, int], None],
                  counters: Counter[str], *, sequence_number: int = 0, timestamp_origin: int = 0,
+                 cname: str | None = None,
+                 last_sr: tuple[dict[int, int], dict[int, float]] | None = None,
+                 on_report: Callable[[int, float], None] | None = None,
                  now: Callable[[], float] = time.monotonic,
-                 ntp_now: Callable[[], int] = clock.current_ntp_time) -> None:
+                 ntp_now: Callable[[], int] = clock.current_ntp_time,
+                 wall_now: Callable[[], float] = time.time,
+                 jitter: Callable[[], float] = random.random) -> None:
         self.params = params
-        self._rx = rx
+        self._unprotect = hooks.srtp_processor(rx, protect=False)
+        self._protect = hooks.srtp_processor(tx, protect=True)
         self._tx = tx
         self._streams = streams
         self._new_stream = new_stream
@@ -222,6 +258,14 @@ class LeanPath:
         self._timestamp_origin = timestamp_origin & 0xFFFFFFFF
         self._now = now
         self._ntp_now = ntp_now
+        self._wall_now = wall_now
+        self._jitter = jitter
+        self.cname = cname
+        self._last_sr = last_sr or ({}, {})
+        self._on_report = on_report
+        self._sent_at = (0, 0)  # (NTP time, RTP timestamp) of a packet sent, for the sender report
+        self._report_at = now() + RTCP_INTERVAL_S / 2 * (0.5 + jitter())
+        self._sent_last = now()  # when the caller was last sent RTP or RTCP
         self.packets_sent = 0
         self.octets_sent = 0
         self.closed = False
@@ -232,7 +276,7 @@ class LeanPath:
             return
         counters = self.counters
         try:
-            packet = parse(self._rx.unprotect(srtp), self.params.audio_level_id)
+            packet = parse(self._unprotect(srtp), self.params.audio_level_id)
         except pylibsrtp.Error:
             counters["srtp_error"] += 1
             return
@@ -253,13 +297,14 @@ class LeanPath:
         """Send one Opus packet (20 ms) from the agent to the caller now (RFC 3550 5.1, RFC 7587)."""
         if self.closed:
             return
-        offset, starts = self._clock.next(self._now())
+        now = self._sent_last = self._now()
+        offset, starts = self._clock.next(now)
         timestamp = (self._timestamp_origin + offset) & 0xFFFFFFFF
         params = self.params
         header = RTP_HEADER.pack(0x80, params.payload_type | (0x80 if starts else 0), self._sequence_number,
                                  timestamp, params.ssrc)
         try:
-            srtp = self._tx.protect(header + payload)
+            srtp = self._protect(header + payload)
         except pylibsrtp.Error:
             self.counters["srtp_protect_error"] += 1
             return
@@ -269,12 +314,59 @@ class LeanPath:
         self.packets_sent += 1
         self.octets_sent += len(payload)
         if self.packets_sent % SENDER_REPORT_EVERY == 1:
-            self._sender_report(self._ntp_now(), timestamp, self.packets_sent, self.octets_sent)
+            self._sent_at = (self._ntp_now(), timestamp)
+            self._sender_report(*self._sent_at, self.packets_sent, self.octets_sent)
+
+    def tick(self, now: float) -> None:
+        """Send the session's RTCP report if it is due at ``now`` (monotonic seconds), or if the caller was sent
+        nothing for QUIET_REPORT_S; call it every half second or so (module docstring): a sender report, with a
+        report block per remote SSRC (a receiver report before anything was sent), then the SDES CNAME, as
+        one compound SRTCP packet (RFC 3550 6.1, RFC 3711 3.4)."""
+        if self.closed or (now < self._report_at and now - self._sent_last < QUIET_REPORT_S):
+            return
+        self._report_at = now + RTCP_INTERVAL_S * (0.5 + self._jitter())
+        self._sent_last = now
+        wall = self._wall_now()
+        lsr_by_ssrc, received_at = self._last_sr
+        blocks = []
+        for ssrc, stream in self._streams.items():
+            lsr = lsr_by_ssrc.get(ssrc, 0)
+            delay = wall - received_at[ssrc] if lsr else 0.0
+            blocks.append(RtcpReceiverInfo(
+                ssrc=ssrc, fraction_lost=stream.fraction_lost, packets_lost=stream.packets_lost,
+                highest_sequence=stream.max_seq, jitter=stream.jitter, lsr=lsr,
+                dlsr=int(delay * 65536) if 0 < delay < 65536 else 0))
+        ssrc = self.params.ssrc
+        packets: list[AnyRtcpPacket] = []
+        if self.packets_sent:
+            ntp_timestamp, rtp_timestamp = self._sent_at
+            packets.append(RtcpSrPacket(ssrc=ssrc, sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp_timestamp, rtp_timestamp=rtp_timestamp,
+                packet_count=self.packets_sent & 0xFFFFFFFF, octet_count=self.octets_sent & 0xFFFFFFFF),
+                reports=blocks))
+            if self._on_report is not None:
+                self._on_report((ntp_timestamp >> 16) & 0xFFFFFFFF, wall)
+        else:
+            packets.append(RtcpRrPacket(ssrc=ssrc, reports=blocks))
+        if self.cname is not None:
+            packets.append(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(1, self.cname.encode())])]))
+        self._send_rtcp(packets)
+
+    def _send_rtcp(self, packets: list[AnyRtcpPacket]) -> None:
+        try:
+            srtcp = self._tx.protect_rtcp(b"".join(bytes(packet) for packet in packets))
+        except pylibsrtp.Error:
+            self.counters["srtp_protect_error"] += 1
+            return
+        self._send(srtcp)
+        self.counters["rtcp_tx"] += 1
 
     def flush(self) -> int:
         """Drop the agent audio queued for the caller (barge-in): none is, each frame goes out as it comes."""
         return 0
 
     def close(self) -> None:
-        """Carry nothing more (the session ended or its DTLS transport closed)."""
-        self.closed = True
+        """Carry nothing more (the session ended): say so with an RTCP BYE (RFC 3550 6.6), once."""
+        if not self.closed:
+            self.closed = True
+            self._send_rtcp([RtcpByePacket(sources=[self.params.ssrc])])

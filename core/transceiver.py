@@ -52,6 +52,9 @@ log = logging.getLogger("voicemesh.transceiver")
 AGENTS_FROM_REGISTRY = "registry"
 """TransceiverConfig.agent value: find agents in the registry instead of at a fixed address."""
 
+RTCP_TICK_S = 0.5
+"""Seconds between two passes over the lean paths for their RTCP reports (each is due every few seconds,
+core/lean.py RTCP_INTERVAL_S): one timer for all sessions instead of two per session."""
 COLLECT_AFTER_END_S = 5.0
 """Seconds from a session's end to the full garbage collection that frees it, joined by every session that
 ends in between: ended sessions are held at most this long, and the collection runs at most once per window.
@@ -207,12 +210,15 @@ class Transceiver:
         self.record: NodeRecord | None = None
         self.mux: BackboneMux | None = None
         self.agent_link = AgentLink(self._agent_target if config.agent == AGENTS_FROM_REGISTRY else config.agent,
-                                    credentials=agent_credentials)
+                                    batch_ms=config.agent_batch_ms, credentials=agent_credentials)
         self._edges: set[tuple[str, int]] = set()
         self.media_counters: Counter[str] = Counter()
         """The lean media path's packets and drops by reason (core/lean.py), over all sessions."""
         self._load_update: asyncio.TimerHandle | None = None
         self._collect: asyncio.TimerHandle | None = None
+        self._reporting: set[LeanPath] = set()
+        """Lean paths that send their own RTCP (LeanPath.tick), ticked together every RTCP_TICK_S."""
+        self._rtcp_tick: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session_states = telemetry.Snapshot(self._count_states)
         meter = telemetry.meter()
@@ -274,6 +280,9 @@ class Transceiver:
         if self._collect is not None:
             self._collect.cancel()
             self._collect = None
+        if self._rtcp_tick is not None:
+            self._rtcp_tick.cancel()
+            self._rtcp_tick = None
         self._session_states.close()
         self.record = None
         await self.agent_link.close()
@@ -632,7 +641,7 @@ class Transceiver:
         else:
             self._take_media(session, audio, on_rtp)
         # aiortc starts the receiver (and its decoder thread) right after it reports "connected", in the same task.
-        asyncio.get_running_loop().call_soon(self._stop_decoder, session, audio.receiver)
+        asyncio.get_running_loop().call_soon(self._started, session, audio)
 
     def _take_media(self, session: Session, audio: Any,
                     on_rtp: Callable[[bytes, int, tuple[bool, int] | None], None]) -> None:
@@ -650,19 +659,30 @@ class Transceiver:
             negotiated(session.pc.localDescription.sdp), rx, tx,
             hooks.receiver_streams(audio.receiver), hooks.new_stream, on_rtp,
             partial(self.mux.send_media, mux_session), partial(hooks.set_sender_report, audio.sender),
-            self.media_counters, sequence_number=secrets.randbits(16), timestamp_origin=secrets.randbits(32))
+            self.media_counters, sequence_number=secrets.randbits(16), timestamp_origin=secrets.randbits(32),
+            last_sr=hooks.last_sender_reports(audio.receiver),
+            on_report=partial(hooks.set_last_sender_report, audio.sender))
         session.lean = session.downlink = path
         if session.early is not None:
             session.early.replay(path)
             session.early = None
         mux_session.on_rtp = path.receive
 
-    @staticmethod
-    def _stop_decoder(session: Session, receiver: Any) -> None:
-        """Stop the receiver's idle decoder thread once aiortc has started it: the reference path taps its
-        jitter buffer, the lean path never feeds it."""
-        if not session.ended:
-            hooks.stop_decoder(receiver)
+    def _started(self, session: Session, audio: Any) -> None:
+        """Once aiortc has started the session's sender and receiver: stop the receiver's idle decoder thread
+        (the reference path taps its jitter buffer, the lean path never feeds it) and, on the lean path, take
+        the RTCP reports over from aiortc's per-session tasks before they run (LeanPath.tick, on the tick
+        all sessions share)."""
+        if session.ended:
+            return
+        hooks.stop_decoder(audio.receiver)
+        path = session.lean
+        if path is None or not hooks.stop_rtcp(audio.sender, audio.receiver):
+            return
+        path.cname = hooks.rtcp_cname(audio.sender)
+        self._reporting.add(path)
+        if self._rtcp_tick is None:
+            self._rtcp_tick = asyncio.get_running_loop().call_later(RTCP_TICK_S, self._rtcp_reports)
 
     def _downlink(self, session: Session, pcm: bool, rate: int,
                   barge_in: vad.BargeIn) -> Callable[[bytes, int], None]:
@@ -760,6 +780,7 @@ class Transceiver:
             session.agent.close(reason)
         if session.lean is not None:
             session.lean.close()
+            self._reporting.discard(session.lean)
         session.track.stop()
         await self._record_rtt(session)
         await session.pc.close()
@@ -783,6 +804,14 @@ class Transceiver:
         for stats in (await session.pc.getStats()).values():
             if stats.type == "remote-inbound-rtp" and stats.roundTripTime is not None:
                 self._network_rtt.record(stats.roundTripTime, self._attributes())
+
+    def _rtcp_reports(self) -> None:
+        """The lean paths' shared RTCP tick: each sends its report if due (LeanPath.tick)."""
+        now = time.monotonic()
+        for path in self._reporting:
+            path.tick(now)
+        self._rtcp_tick = (asyncio.get_running_loop().call_later(RTCP_TICK_S, self._rtcp_reports)
+                           if self._reporting else None)
 
     def _collect_garbage(self) -> None:
         """Free the sessions that ended in the last COLLECT_AFTER_END_S (a full collection; see there)."""

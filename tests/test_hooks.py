@@ -15,6 +15,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from voicemesh.core import hooks
+from voicemesh.core.media import AgentAudioTrack
 from voicemesh.core.mux import BackboneMux, MuxTransport
 from voicemesh.runtime.udp import bind_udp
 
@@ -215,3 +216,35 @@ def test_check_names_a_sender_without_its_report_fields(monkeypatch) -> None:
     monkeypatch.setattr(RTCRtpSender, "__init__", init)
     with pytest.raises(hooks.HookError, match="_RTCRtpSender__ntp_timestamp"):
         hooks.check()
+
+
+async def test_stop_rtcp_takes_over_only_rtcp_tasks_that_have_not_run() -> None:
+    """Right after "connected" (as the transceiver calls it) both of aiortc's per-session RTCP tasks are
+    cancelled before they run, and closing still completes; tasks already running (they would send a BYE
+    when cancelled) are left alone."""
+    with hooks.gather_on("127.0.0.1"):
+        caller, answerer = RTCPeerConnection(RTCConfiguration(iceServers=[])), RTCPeerConnection(
+            RTCConfiguration(iceServers=[]))
+        caller.addTrack(AgentAudioTrack())
+        answerer.addTrack(AgentAudioTrack())
+        taken: list[bool] = []
+
+        @answerer.on("connectionstatechange")
+        def on_state() -> None:
+            if answerer.connectionState == "connected":
+                audio = answerer.getTransceivers()[0]
+                asyncio.get_running_loop().call_soon(
+                    lambda: taken.append(hooks.stop_rtcp(audio.sender, audio.receiver)))
+
+        await caller.setLocalDescription(await caller.createOffer())
+        await answerer.setRemoteDescription(caller.localDescription)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        await caller.setRemoteDescription(answerer.localDescription)
+    while not taken or caller.connectionState != "connected":
+        await asyncio.sleep(0.02)
+    assert taken == [True]
+    await asyncio.sleep(0.1)
+    audio = caller.getTransceivers()[0]
+    assert not hooks.stop_rtcp(audio.sender, audio.receiver), "running tasks are not taken over"
+    await answerer.close()
+    await caller.close()

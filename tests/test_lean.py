@@ -9,7 +9,7 @@ from collections import Counter
 import pylibsrtp
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
-from aiortc.rtp import HeaderExtensionsMap
+from aiortc.rtp import HeaderExtensionsMap, RtcpByePacket, RtcpPacket, RtcpRrPacket, RtcpSdesPacket, RtcpSrPacket
 from aiortc.rtp import RtpPacket as AiortcPacket
 
 from voicemesh.core import hooks, lean
@@ -55,12 +55,27 @@ class Harness:
         self.streams: dict = {}
         self.counters: Counter[str] = Counter()
         self.now = 100.0
+        self.wall = 1_000_000.0
+        self.last_sr: tuple[dict[int, int], dict[int, float]] = ({}, {})
+        self.sender_reports: list[tuple[int, float]] = []
+        self._rtcp: list[list] = []
+        self._read = 0
         self.path = lean.LeanPath(
             lean.RtpParameters(OPUS, 0x01020304, LEVEL_ID), srtp(pylibsrtp.Policy.SSRC_ANY_INBOUND),
             srtp(pylibsrtp.Policy.SSRC_ANY_OUTBOUND), self.streams, hooks.new_stream,
             lambda *args: self.delivered.append(args), self.sent.append,
             lambda *args: self.reports.append(args), self.counters,
-            sequence_number=0xFFFE, timestamp_origin=0xFFFFFF00, now=lambda: self.now, ntp_now=lambda: 7 << 32)
+            sequence_number=0xFFFE, timestamp_origin=0xFFFFFF00, cname="us", last_sr=self.last_sr,
+            on_report=lambda *args: self.sender_reports.append(args), now=lambda: self.now,
+            ntp_now=lambda: 7 << 32, wall_now=lambda: self.wall, jitter=lambda: 0.5)
+
+    def rtcp(self) -> list[list]:
+        """Each RTCP compound packet sent so far, unprotected (each once: SRTCP's replay check) and parsed."""
+        for sent in self.sent[self._read:]:
+            if 191 < sent[1] < 224:
+                self._rtcp.append(RtcpPacket.parse(self.caller_rx.unprotect_rtcp(sent)))
+        self._read = len(self.sent)
+        return self._rtcp
 
 
 @pytest.fixture
@@ -114,8 +129,11 @@ def test_bad_srtp_replays_and_other_payload_types_are_dropped_and_counted(harnes
     harness.path.receive(good[:-1] + bytes([good[-1] ^ 1]))  # authentication tag broken
     harness.path.receive(b"\x80\x6f" + os.urandom(40))  # not ours at all
     harness.path.receive(harness.caller_tx.protect(caller_rtp(2, payload_type=0)))
+    harness.path.receive(b"\x80\x6f" + bytes(2000))  # longer than libsrtp's buffer: refused before the copy
     assert len(harness.delivered) == 1
-    assert harness.counters == Counter(lean_rx=1, srtp_error=3, rtp_payload_type=1)
+    assert harness.counters == Counter(lean_rx=1, srtp_error=4, rtp_payload_type=1)
+    harness.path.push(bytes(2000))  # an agent frame too long to protect
+    assert harness.counters["srtp_protect_error"] == 1 and harness.sent == []
 
 
 def test_agent_frames_go_out_as_srtp_with_one_sequence_space_and_talkspurt_timestamps(harness: Harness) -> None:
@@ -135,11 +153,68 @@ def test_agent_frames_go_out_as_srtp_with_one_sequence_space_and_talkspurt_times
     assert harness.reports[-1][2:] == (11, 55)
 
 
-def test_a_closed_path_carries_nothing(harness: Harness) -> None:
+def test_a_closed_path_says_bye_and_carries_nothing_more(harness: Harness) -> None:
+    harness.path.close()
     harness.path.close()
     harness.path.receive(harness.caller_tx.protect(caller_rtp(1)))
     harness.path.push(b"frame")
-    assert harness.delivered == [] and harness.sent == []
+    harness.now += 60
+    harness.path.tick(harness.now)
+    [[bye]] = harness.rtcp()
+    assert isinstance(bye, RtcpByePacket) and bye.sources == [0x01020304], "one BYE (RFC 3550 6.6), then nothing"
+    assert harness.delivered == [] and len(harness.sent) == 1
+
+
+def test_rtcp_reports_come_every_interval_with_blocks_lsr_dlsr_and_cname(harness: Harness) -> None:
+    """While the agent talks, the tick sends one compound packet per interval (the first after half): a sender
+    report carrying a report block per remote SSRC (loss, highest sequence, LSR and DLSR of the caller's last
+    sender report) and the SDES CNAME; each sender report is announced for the round trip."""
+    start = harness.now
+
+    def talk_until(end: float) -> None:
+        while harness.now < end:
+            harness.now = round(harness.now + 0.25, 2)
+            harness.path.push(b"frame")
+            harness.path.tick(harness.now)
+
+    for seq in (1, 2, 4):
+        harness.path.receive(harness.caller_tx.protect(caller_rtp(seq)))
+    talk_until(start + lean.RTCP_INTERVAL_S / 2 - 0.25)
+    assert harness.rtcp() == [], "the first report waits half an interval"
+    talk_until(start + lean.RTCP_INTERVAL_S / 2)
+    [[sr, sdes]] = harness.rtcp()
+    assert isinstance(sr, RtcpSrPacket) and sr.ssrc == 0x01020304
+    assert sr.sender_info.ntp_timestamp == 7 << 32 and sr.sender_info.rtp_timestamp == 0xFFFFFF00
+    [block] = sr.reports
+    assert (block.ssrc, block.highest_sequence, block.packets_lost, block.lsr, block.dlsr) == (4242, 4, 1, 0, 0)
+    assert isinstance(sdes, RtcpSdesPacket) and sdes.chunks[0].items == [(1, b"us")]
+    assert harness.sender_reports == [((7 << 32 >> 16) & 0xFFFFFFFF, harness.wall)]
+
+    harness.last_sr[0][4242], harness.last_sr[1][4242] = 0x12345678, harness.wall - 0.5
+    talk_until(harness.now + lean.RTCP_INTERVAL_S - 0.25)
+    assert len(harness.rtcp()) == 1, "not due before the interval"
+    talk_until(harness.now + 0.25)
+    sr, _ = harness.rtcp()[-1]
+    sent = harness.path.packets_sent
+    assert (sr.sender_info.packet_count, sr.sender_info.octet_count) == (sent, 5 * sent), "what was sent so far"
+    [block] = sr.reports
+    assert (block.lsr, block.dlsr) == (0x12345678, 0x8000), "DLSR: half a second in 1/65536 s"
+    assert harness.counters["rtcp_tx"] == 2
+
+
+def test_a_quiet_path_still_reports_often_enough_to_be_heard(harness: Harness) -> None:
+    """With nothing sent to the caller (a quiet agent), a report goes out once QUIET_REPORT_S passed since the
+    last packet, a receiver report while no RTP was ever sent: a caller watching for a dead transceiver
+    hears from a live one."""
+    start = harness.now
+    harness.path.tick(start + lean.QUIET_REPORT_S - 0.25)
+    assert harness.rtcp() == []
+    harness.path.tick(start + lean.QUIET_REPORT_S)
+    [[rr, sdes]] = harness.rtcp()
+    assert isinstance(rr, RtcpRrPacket) and rr.reports == [] and isinstance(sdes, RtcpSdesPacket)
+    harness.path.tick(start + lean.QUIET_REPORT_S + 0.5)
+    harness.path.tick(start + 2 * lean.QUIET_REPORT_S)
+    assert len(harness.rtcp()) == 2, "every QUIET_REPORT_S while quiet"
 
 
 def test_negotiated_reads_the_opus_payload_type_our_ssrc_and_the_audio_level_id() -> None:

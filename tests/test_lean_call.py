@@ -82,8 +82,9 @@ async def test_echo_and_rtcp_on_each_media_path(media_path: str) -> None:
         caller, transceiver, session_url = await dial(mesh.whip_url, http, track,
                                                       lambda packet: echoed.append(packet.payload))
         [session] = mesh.transceiver.sessions.values()
-        for _ in range(400):
-            if len(echoed) >= 150 and await stats_of(caller, "remote-inbound-rtp"):
+        for _ in range(600):
+            if (len(echoed) >= 150 and await stats_of(caller, "remote-inbound-rtp")
+                    and [s for s in await stats_of(session.pc, "remote-inbound-rtp") if s.roundTripTime is not None]):
                 break
             await asyncio.sleep(0.02)
 
@@ -97,11 +98,14 @@ async def test_echo_and_rtcp_on_each_media_path(media_path: str) -> None:
         assert report.packetsLost == 0 and report.roundTripTime is not None, "receiver reports reach the caller"
         [sender_report] = await stats_of(caller, "remote-outbound-rtp")
         assert sender_report.packetsSent > 0, "sender reports carry what was sent"
+        [ours] = await stats_of(session.pc, "remote-inbound-rtp")
+        assert ours.roundTripTime is not None, "the caller's receiver reports answer our sender reports"
         counters = mesh.transceiver.media_counters
         if media_path == "lean":
             assert echoed[0] == track.packets[0], "the caller's first frame came back"
             assert counters["lean_rx"] >= 100 and counters["lean_tx"] >= 100, "past the first packets, the lean path carries it"
-            assert set(counters) <= {"lean_rx", "lean_tx", "early_rtp"}, "nothing dropped"
+            assert counters["rtcp_tx"] >= 1, "the lean path sends the reports, on the shared tick"
+            assert set(counters) <= {"lean_rx", "lean_tx", "early_rtp", "rtcp_tx"}, "nothing dropped"
         else:
             assert counters == {}
 

@@ -88,6 +88,8 @@ TRANSCEIVER_HELP = {
                   "voicemesh agent --kind)",
     "agent_codec": "audio format on the agent link: opus (as received) or pcm16",
     "agent_rate_hz": "PCM16 sample rate for the agent (8000, 12000, 16000, 24000, 48000)",
+    "agent_batch_ms": "least ms between two messages to the agent: a caller's frame waits at most this long, and "
+                      "the link sends at most 1000/ms messages a second whatever the number of calls",
     "media_path": "lean: SRTP straight between the backbone socket and the agent link once DTLS is up; "
                   "aiortc: aiortc's own RTP path (the reference, for comparison)",
     "opus_application": "libopus encoder application for the agent's PCM16 audio: voip (SILK, the default: "
