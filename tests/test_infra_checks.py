@@ -301,9 +301,30 @@ def test_name_servers_and_glue_are_each_edge_hosts_own_elastic_ip(state):
         if kind == "A":
             glue.setdefault(name.rstrip("."), set()).add(value)
     assert glue == expected
-    checks = {r["values"]["tags"]["Name"]: r["values"]["ip_address"] for r in render.resources(state)
-              if r["type"] == "aws_route53_health_check"}
-    assert checks == {h.name: h.public_ip for h in edges}, "each host's health check probes its own address"
+    checks = {r["values"]["tags"]["Name"]: (r["values"]["type"], r["values"]["ip_address"], r["values"]["port"])
+              for r in render.resources(state) if r["type"] == "aws_route53_health_check"}
+    assert checks == {**{h.name: ("HTTPS", h.public_ip, 443) for h in edges},
+                      **{f"{h.name}-ice-tcp": ("TCP", h.tcp_public_ip, 443) for h in edges}}, \
+        "each host's health checks probe its own addresses: WHIP on the first, ICE-TCP on the second"
+
+
+def test_each_edge_serves_ice_tcp_on_its_second_address_and_whip_on_its_first(hosts):
+    """ICE-TCP on 443 beside nginx's WHIP front on 443 (README "ICE-TCP on 443"): the relay binds the host's
+    secondary private IP and advertises its second Elastic IP, nginx listens on the first private IP only,
+    and the edge's container may bind 443. The four addresses are the host's own."""
+    edges = [h for h in hosts if h.role == "edge"]
+    assert edges
+    for h in edges:
+        addresses = [h.private_ip, h.public_ip, h.tcp_private_ip, h.tcp_public_ip]
+        assert all(ipaddress.ip_address(a) for a in addresses) and len(set(addresses)) == 4, addresses
+        part = json.loads(h.files["/etc/voicemesh/host.json"])["parts"]["edge"]
+        assert (part["settings"]["edge"]["relay_tcp"], part["settings"]["edge"]["advertise_tcp"]) == (
+            f"{h.tcp_private_ip}:443", f"{h.tcp_public_ip}:443"), h.name
+        assert part["docker_options"] == ["--user", "0", "--cap-add", "NET_BIND_SERVICE"] and part["uid"] == 0
+        nginx = h.files["/etc/nginx/conf.d/voicemesh-whip.conf"]
+        assert re.findall(r"^\s*listen\s+(.*);", nginx, re.M) == [f"{h.private_ip}:443 ssl"], h.name
+    own = {h.name.split("+")[0]: h.tcp_public_ip for h in edges}  # the ACME run renders the same hosts again
+    assert len(set(own.values())) == len(own) >= 2, "each edge host's ICE-TCP address is its own"
 
 
 def test_the_iam_check_refuses_what_a_policy_does_not_grant():

@@ -39,6 +39,25 @@ resource "aws_cloudwatch_metric_alarm" "edge_host_unhealthy" {
   ok_actions          = [aws_sns_topic.alarms.arn]
 }
 
+# Runbook: infra/README.md, "Alarm: edge host ICE-TCP unreachable".
+resource "aws_cloudwatch_metric_alarm" "edge_ice_tcp_unreachable" {
+  provider            = aws.us_east_1
+  for_each            = var.edge_ice_tcp ? local.edge_hosts : {}
+  alarm_name          = "${var.name}-edge-ice-tcp-unreachable-${each.key}"
+  alarm_description   = "Edge host ${each.key} (PoP ${each.value.pop}) takes no TCP connection on its ICE-TCP address ${each.value.tcp_public_ip}: callers whose networks drop UDP cannot connect through it. Runbook: infra/README.md, Alarm: edge host ICE-TCP unreachable."
+  namespace           = "AWS/Route53"
+  metric_name         = "HealthCheckStatus"
+  dimensions          = { HealthCheckId = each.value.tcp_health_check_id }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 3
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}
+
 # Runbook: infra/README.md, "Alarm: edge PoP down".
 resource "aws_cloudwatch_metric_alarm" "edge_pop_down" {
   provider            = aws.us_east_1

@@ -13,6 +13,7 @@ locals {
     name       = var.name
     sites      = module.topology.sites
     edges      = module.topology.edges
+    ice_tcp    = var.edge_ice_tcp
     cores      = module.topology.cores
     ports      = module.topology.ports
     mesh_cidrs = module.topology.mesh_cidrs

@@ -4,7 +4,7 @@ output "mesh_fqdn" {
 }
 
 output "edges" {
-  description = "Edge hosts by PoP and name: public_ip, private_ip, instance_id, health_check_id."
+  description = "Edge hosts by PoP and name: public_ip, private_ip, instance_id, health_check_id, and the ICE-TCP address tcp_public_ip, tcp_private_ip with its tcp_health_check_id (\"\" without edge_ice_tcp)."
   value       = local.edges
 }
 

@@ -54,6 +54,12 @@ variable "edge_hosts" {
   default     = 2
 }
 
+variable "edge_ice_tcp" {
+  description = "ICE-TCP (RFC 6544) at every edge host for callers whose networks drop UDP: a second private IP and Elastic IP per host, where the relay takes TCP on the WHIP port (443) beside nginx on the first (README \"ICE-TCP on 443\"). false: one address per host, UDP only."
+  type        = bool
+  default     = true
+}
+
 variable "transceivers" {
   description = "Each core region's transceiver fleet: min and max hosts, workers per host (one per vCPU), capacity (sessions per worker), cpu_target (percent average CPU the autoscaling keeps), max_session_s (the longest call in seconds; a terminating host drains that long at most)."
   type        = object({ min = number, max = number, workers = number, capacity = number, cpu_target = number, max_session_s = optional(number, 14400) })

@@ -7,7 +7,7 @@
 boots. ``hosts(state)`` -> one :class:`Host` per EC2 instance and one per launch template (a
 template is the host every launch of its Auto Scaling group gets): its cloud-config as the instance
 would receive it (``user_data_base64``, gzip'd), the files that cloud-config writes, and the units it
-enables, and its Elastic IP. ``policies(state)`` -> each IAM role's policy documents, parsed.
+enables, its Elastic IP, and an edge's second (ICE-TCP) address. ``policies(state)`` -> each IAM role's policy documents, parsed.
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ class Host:
     """The Auto Scaling group whose launch template this is ("" for an instance)."""
     public_ip: str = ""
     """The Elastic IP on the instance's network interface ("" for none)."""
+    tcp_private_ip: str = ""
+    """An edge's secondary private IP, where its relay takes ICE-TCP ("" for none)."""
+    tcp_public_ip: str = ""
+    """The second Elastic IP, on tcp_private_ip ("" for none)."""
 
 
 def _terraform(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -105,7 +109,7 @@ def resources(state: dict) -> list[dict]:
     return found
 
 
-def _host(address: str, values: dict, user_data: str, tags: dict, group: str = "", public_ip: str = "") -> Host:
+def _host(address: str, values: dict, user_data: str, tags: dict, group: str = "", **addresses: str) -> Host:
     text = gzip.decompress(base64.b64decode(user_data)).decode()
     document = yaml.safe_load(text)
     units: list[str] = []
@@ -114,23 +118,32 @@ def _host(address: str, values: dict, user_data: str, tags: dict, group: str = "
             units.extend(command[3:])
     region = address.split(".")[1].removeprefix("region_").replace("_", "-")
     return Host(address=address, name=tags.get("Name", address), role=tags.get("voicemesh:role", ""),
-                aws_region=region, tags=tags, private_ip=values.get("private_ip") or "", cloud_config_text=text,
+                aws_region=region, tags=tags, cloud_config_text=text,
                 cloud_config=document, files={f["path"]: f["content"] for f in document.get("write_files", [])},
-                units=[u for u in units if u != "docker"], group=group, public_ip=public_ip)
+                units=[u for u in units if u != "docker"], group=group,
+                **{"private_ip": values.get("private_ip") or "", **addresses})
 
 
 def hosts(state: dict) -> list[Host]:
     """Every EC2 instance and launch template of the state as a Host; the AWS region comes from the
     region module's address (``module.region_eu_central_1`` -> ``eu-central-1``). Raises RenderError."""
     found = []
-    eips = {r["values"]["network_interface"]: r["values"]["public_ip"] for r in resources(state)
+    # An edge's interface (its private IP, not the instance's) and its Elastic IPs: edge_pop's "host"
+    # on the primary private IP, "tcp" (ICE-TCP) on the secondary.
+    interfaces = {r["values"]["id"]: r["values"] for r in resources(state) if r["type"] == "aws_network_interface"}
+    eips = {(r["values"]["network_interface"], r["name"]): r["values"] for r in resources(state)
             if r["type"] == "aws_eip" and r["values"].get("network_interface")}
     for r in resources(state):
         values = r["values"]
         if r["type"] == "aws_instance":
-            interfaces = [i["network_interface_id"] for i in values.get("network_interface") or []]
-            host = _host(r["address"], values, values["user_data_base64"], values.get("tags") or {},
-                         public_ip=next((eips[i] for i in interfaces if i in eips), ""))
+            addresses = {}
+            for i in [i["network_interface_id"] for i in values.get("network_interface") or []]:
+                if (i, "host") in eips:
+                    addresses = {"public_ip": eips[i, "host"]["public_ip"], "private_ip": interfaces[i]["private_ip"]}
+                if (i, "tcp") in eips:
+                    addresses.update(tcp_public_ip=eips[i, "tcp"]["public_ip"],
+                                     tcp_private_ip=eips[i, "tcp"]["associate_with_private_ip"])
+            host = _host(r["address"], values, values["user_data_base64"], values.get("tags") or {}, **addresses)
         elif r["type"] == "aws_launch_template":
             tags = values["tag_specifications"][0]["tags"]
             # core_region names a group and its template's hosts alike: <name>-<core>-<role>.

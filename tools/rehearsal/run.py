@@ -87,6 +87,9 @@ class Machine:
     instance_id: str
     index: int
     public_ip: str = ""
+    tcp_ip: str = ""
+    """An edge's second private address (its relay's ICE-TCP listener), with its Elastic IP tcp_public_ip."""
+    tcp_public_ip: str = ""
     hostdir: Path = Path()
     init: subprocess.Popen | None = None
     events: list = field(default_factory=list)
@@ -357,9 +360,11 @@ def boot(machine: Machine, workdir: Path, agents: dict[str, str]) -> None:
     machine.hostdir.mkdir(parents=True)
     (machine.hostdir / "user-data").write_text(machine.host.cloud_config_text)
     preinstall(machine, agents)
-    add_namespace(machine.ns, f"{PREFIX}{machine.index:02d}", [machine.ip] + ([machine.public_ip] if machine.public_ip else []))
-    if machine.public_ip:
-        elastic_ip(machine.ns, machine.ip, machine.public_ip)
+    add_namespace(machine.ns, f"{PREFIX}{machine.index:02d}",
+                  [a for a in (machine.ip, machine.public_ip, machine.tcp_ip, machine.tcp_public_ip) if a])
+    for private, public in ((machine.ip, machine.public_ip), (machine.tcp_ip, machine.tcp_public_ip)):
+        if public:
+            elastic_ip(machine.ns, private, public)
     Imds.machines[machine.ip] = machine
     machine.init = subprocess.Popen(["ip", "netns", "exec", machine.ns, sys.executable, str(HERE / "hostinit.py"),
                                      "boot", str(machine.hostdir)],
@@ -600,15 +605,16 @@ def rehearse(args: argparse.Namespace) -> dict:
         def machine(host: render.Host, instance_id: str) -> Machine:
             n = next(index)
             site = {"eu-central-1": 64, "us-east-1": 66}[host.aws_region]
-            if host.role == "etcd":
+            if host.role in ("etcd", "edge"):  # fixed addresses: the rendered files name them
                 ip = host.private_ip
             else:
-                base = {"edge": 10, "agent": 50, "transceiver": 100}[host.role]
+                base = {"agent": 50, "transceiver": 100}[host.role]
                 ips[host.name] = ips.get(host.name, -1) + 1
-                ip = f"10.{site}.{0 if host.role == 'edge' else 16}.{base + ips[host.name]}"
+                ip = f"10.{site}.16.{base + ips[host.name]}"
             public = host.public_ip if host.role == "edge" else ""
             return Machine(host=host, name=host.name if not host.group else f"{host.group}-{instance_id[-4:]}",
-                           ip=ip, instance_id=instance_id, index=n, public_ip=public)
+                           ip=ip, instance_id=instance_id, index=n, public_ip=public,
+                           tcp_ip=host.tcp_private_ip, tcp_public_ip=host.tcp_public_ip)
 
         for host in [h for h in hosts if not h.group]:
             machines.append(machine(host, "i-0" + secrets.token_hex(8)))

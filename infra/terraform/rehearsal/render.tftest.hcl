@@ -78,6 +78,28 @@ override_resource {
   values = { public_ip = "198.51.100.12" }
 }
 
+# Each edge's second Elastic IP (ICE-TCP), and its interface's private IPs: the addresses
+# tools/rehearsal/run.py gives the edge's namespace (nginx and the relay bind them).
+override_resource {
+  target = module.region_eu_central_1.module.edge_pop["edge-fra"].aws_eip.tcp["edge-fra-1"]
+  values = { public_ip = "198.51.100.111" }
+}
+
+override_resource {
+  target = module.region_us_east_1.module.edge_pop["edge-iad"].aws_eip.tcp["edge-iad-1"]
+  values = { public_ip = "198.51.100.112" }
+}
+
+override_resource {
+  target = module.region_eu_central_1.module.edge_pop["edge-fra"].aws_network_interface.host["edge-fra-1"]
+  values = { private_ip = "10.64.0.10", private_ips = ["10.64.0.10", "10.64.0.20"] }
+}
+
+override_resource {
+  target = module.region_us_east_1.module.edge_pop["edge-iad"].aws_network_interface.host["edge-iad-1"]
+  values = { private_ip = "10.66.0.10", private_ips = ["10.66.0.10", "10.66.0.20"] }
+}
+
 run "two_regions" {
   variables {
     # No collector sidecar: the rehearsal's docker stand-in runs only the voicemesh and etcd images.

@@ -11,6 +11,8 @@
 # mesh: the pinned AMI, the transceivers' drain hook and instance refresh, VPC endpoints, alarms, the
 # telemetry sidecar and ACME.
 #
+# The run with state_key "ice_tcp_off" renders that cut without ICE-TCP at the edges (edge_ice_tcp).
+#
 # One file, so the ten mock providers (terraform test has no include) are written once; each state_key
 # starts from an empty state, as a file of its own would.
 
@@ -80,11 +82,22 @@ variables {
 }
 
 run "every_region_of_the_topology" {
-  # Each edge host's Elastic IP its own address (the mock's default is one address for all):
-  # 198.51.100.<10 x the PoP's place in the topology + the host's number>.
+  # Each edge host's Elastic IPs their own addresses (the mock's default is one address for all):
+  # 198.51.100.<10 x the PoP's place in the topology + the host's number>, and 100 more for its
+  # ICE-TCP address. Frankfurt's first host's interface has its own private IPs too.
+  override_resource {
+    target = module.region_eu_central_1.module.edge_pop["edge-fra"].aws_network_interface.host["edge-fra-1"]
+    values = { private_ip = "10.64.0.10", private_ips = ["10.64.0.10", "10.64.0.20"] }
+  }
+
   override_resource {
     target = module.region_eu_central_1.module.edge_pop["edge-fra"].aws_eip.host["edge-fra-1"]
     values = { public_ip = "198.51.100.11" }
+  }
+
+  override_resource {
+    target = module.region_eu_central_1.module.edge_pop["edge-fra"].aws_eip.tcp["edge-fra-1"]
+    values = { public_ip = "198.51.100.111" }
   }
 
   override_resource {
@@ -93,8 +106,18 @@ run "every_region_of_the_topology" {
   }
 
   override_resource {
+    target = module.region_eu_central_1.module.edge_pop["edge-fra"].aws_eip.tcp["edge-fra-2"]
+    values = { public_ip = "198.51.100.112" }
+  }
+
+  override_resource {
     target = module.region_eu_west_2.module.edge_pop["edge-lon"].aws_eip.host["edge-lon-1"]
     values = { public_ip = "198.51.100.21" }
+  }
+
+  override_resource {
+    target = module.region_eu_west_2.module.edge_pop["edge-lon"].aws_eip.tcp["edge-lon-1"]
+    values = { public_ip = "198.51.100.121" }
   }
 
   override_resource {
@@ -103,8 +126,18 @@ run "every_region_of_the_topology" {
   }
 
   override_resource {
+    target = module.region_eu_west_2.module.edge_pop["edge-lon"].aws_eip.tcp["edge-lon-2"]
+    values = { public_ip = "198.51.100.122" }
+  }
+
+  override_resource {
     target = module.region_us_east_1.module.edge_pop["edge-iad"].aws_eip.host["edge-iad-1"]
     values = { public_ip = "198.51.100.31" }
+  }
+
+  override_resource {
+    target = module.region_us_east_1.module.edge_pop["edge-iad"].aws_eip.tcp["edge-iad-1"]
+    values = { public_ip = "198.51.100.131" }
   }
 
   override_resource {
@@ -113,8 +146,18 @@ run "every_region_of_the_topology" {
   }
 
   override_resource {
+    target = module.region_us_east_1.module.edge_pop["edge-iad"].aws_eip.tcp["edge-iad-2"]
+    values = { public_ip = "198.51.100.132" }
+  }
+
+  override_resource {
     target = module.region_us_west_1.module.edge_pop["edge-sjc"].aws_eip.host["edge-sjc-1"]
     values = { public_ip = "198.51.100.41" }
+  }
+
+  override_resource {
+    target = module.region_us_west_1.module.edge_pop["edge-sjc"].aws_eip.tcp["edge-sjc-1"]
+    values = { public_ip = "198.51.100.141" }
   }
 
   override_resource {
@@ -123,8 +166,18 @@ run "every_region_of_the_topology" {
   }
 
   override_resource {
+    target = module.region_us_west_1.module.edge_pop["edge-sjc"].aws_eip.tcp["edge-sjc-2"]
+    values = { public_ip = "198.51.100.142" }
+  }
+
+  override_resource {
     target = module.region_sa_east_1.module.edge_pop["edge-gru"].aws_eip.host["edge-gru-1"]
     values = { public_ip = "198.51.100.51" }
+  }
+
+  override_resource {
+    target = module.region_sa_east_1.module.edge_pop["edge-gru"].aws_eip.tcp["edge-gru-1"]
+    values = { public_ip = "198.51.100.151" }
   }
 
   override_resource {
@@ -133,8 +186,18 @@ run "every_region_of_the_topology" {
   }
 
   override_resource {
+    target = module.region_sa_east_1.module.edge_pop["edge-gru"].aws_eip.tcp["edge-gru-2"]
+    values = { public_ip = "198.51.100.152" }
+  }
+
+  override_resource {
     target = module.region_ap_southeast_1.module.edge_pop["edge-sin"].aws_eip.host["edge-sin-1"]
     values = { public_ip = "198.51.100.61" }
+  }
+
+  override_resource {
+    target = module.region_ap_southeast_1.module.edge_pop["edge-sin"].aws_eip.tcp["edge-sin-1"]
+    values = { public_ip = "198.51.100.161" }
   }
 
   override_resource {
@@ -143,8 +206,18 @@ run "every_region_of_the_topology" {
   }
 
   override_resource {
+    target = module.region_ap_southeast_1.module.edge_pop["edge-sin"].aws_eip.tcp["edge-sin-2"]
+    values = { public_ip = "198.51.100.162" }
+  }
+
+  override_resource {
     target = module.region_ap_northeast_1.module.edge_pop["edge-nrt"].aws_eip.host["edge-nrt-1"]
     values = { public_ip = "198.51.100.71" }
+  }
+
+  override_resource {
+    target = module.region_ap_northeast_1.module.edge_pop["edge-nrt"].aws_eip.tcp["edge-nrt-1"]
+    values = { public_ip = "198.51.100.171" }
   }
 
   override_resource {
@@ -153,8 +226,18 @@ run "every_region_of_the_topology" {
   }
 
   override_resource {
+    target = module.region_ap_northeast_1.module.edge_pop["edge-nrt"].aws_eip.tcp["edge-nrt-2"]
+    values = { public_ip = "198.51.100.172" }
+  }
+
+  override_resource {
     target = module.region_ap_southeast_2.module.edge_pop["edge-syd"].aws_eip.host["edge-syd-1"]
     values = { public_ip = "198.51.100.81" }
+  }
+
+  override_resource {
+    target = module.region_ap_southeast_2.module.edge_pop["edge-syd"].aws_eip.tcp["edge-syd-1"]
+    values = { public_ip = "198.51.100.181" }
   }
 
   override_resource {
@@ -163,13 +246,28 @@ run "every_region_of_the_topology" {
   }
 
   override_resource {
+    target = module.region_ap_southeast_2.module.edge_pop["edge-syd"].aws_eip.tcp["edge-syd-2"]
+    values = { public_ip = "198.51.100.182" }
+  }
+
+  override_resource {
     target = module.region_ap_south_1.module.edge_pop["edge-bom"].aws_eip.host["edge-bom-1"]
     values = { public_ip = "198.51.100.91" }
   }
 
   override_resource {
+    target = module.region_ap_south_1.module.edge_pop["edge-bom"].aws_eip.tcp["edge-bom-1"]
+    values = { public_ip = "198.51.100.191" }
+  }
+
+  override_resource {
     target = module.region_ap_south_1.module.edge_pop["edge-bom"].aws_eip.host["edge-bom-2"]
     values = { public_ip = "198.51.100.92" }
+  }
+
+  override_resource {
+    target = module.region_ap_south_1.module.edge_pop["edge-bom"].aws_eip.tcp["edge-bom-2"]
+    values = { public_ip = "198.51.100.192" }
   }
 
   assert {
@@ -203,6 +301,30 @@ run "every_region_of_the_topology" {
   assert {
     condition     = length(module.dns_delegation.records) == 9 + 9 * 2
     error_message = "One NS record per PoP and one glue record per edge host."
+  }
+  assert {
+    condition     = alltrue(flatten([for hosts in values(output.edges) : [for h in values(hosts) : h.tcp_public_ip != "" && h.tcp_health_check_id != ""]])) && length(distinct(flatten([for hosts in values(output.edges) : [for h in values(hosts) : [h.public_ip, h.tcp_public_ip]]]))) == 9 * 2 * 2
+    error_message = "Every edge host has a second Elastic IP of its own for ICE-TCP, watched by a health check."
+  }
+  assert {
+    condition     = output.edges["edge-fra"]["edge-fra-1"].tcp_private_ip == "10.64.0.20" && output.edges["edge-fra"]["edge-fra-1"].private_ip == "10.64.0.10" && output.edges["edge-fra"]["edge-fra-1"].tcp_public_ip == "198.51.100.111"
+    error_message = "The relay's address is the interface's secondary private IP, with the second Elastic IP."
+  }
+  assert {
+    condition     = jsondecode(module.region_eu_central_1.edge_host_json["edge-fra-1"]).parts.edge.settings.edge.relay_tcp == "10.64.0.20:443" && jsondecode(module.region_eu_central_1.edge_host_json["edge-fra-1"]).parts.edge.settings.edge.advertise_tcp == "198.51.100.111:443"
+    error_message = "The relay binds ICE-TCP on the secondary private IP's 443 and advertises the second Elastic IP."
+  }
+  assert {
+    condition     = jsondecode(module.region_eu_central_1.edge_host_json["edge-fra-1"]).parts.edge.docker_options == ["--user", "0", "--cap-add", "NET_BIND_SERVICE"]
+    error_message = "The edge's container may bind 443 (and nothing else is added)."
+  }
+  assert {
+    condition     = strcontains(module.region_eu_central_1.edge_whip_nginx_conf["edge-fra-1"], "listen 10.64.0.10:443 ssl;") && length(regexall("listen ", module.region_eu_central_1.edge_whip_nginx_conf["edge-fra-1"])) == 1
+    error_message = "nginx holds 443 on the host's first private IP only."
+  }
+  assert {
+    condition     = length(aws_cloudwatch_metric_alarm.edge_ice_tcp_unreachable) == 9 * 2 && aws_cloudwatch_metric_alarm.edge_ice_tcp_unreachable["edge-fra-1"].dimensions.HealthCheckId == output.edges["edge-fra"]["edge-fra-1"].tcp_health_check_id
+    error_message = "Each edge host's ICE-TCP health check feeds an alarm."
   }
 }
 
@@ -308,8 +430,8 @@ run "agent_endpoint_replaces_the_echo_fleet" {
 }
 
 run "every_node_reads_every_region_and_registers_at_home" {
+  # Applied: an edge's host.json names its interface's private IP and its Elastic IPs (ICE-TCP).
   state_key = "two_regions"
-  command   = plan
 
   variables {
     topology_file = "tests/fixtures/topology-two-regions.json"
@@ -453,5 +575,23 @@ run "alarms_and_the_acme_validation_zone" {
   assert {
     condition     = alltrue([for json in concat(values(module.region_eu_west_2.edge_host_json), [module.region_us_east_1.cores["us-east"].transceiver_host_json]) : jsondecode(json).otel_endpoint == "http://127.0.0.1:4317"])
     error_message = "Edge and transceiver hosts run the collector sidecar, and their parts export to it."
+  }
+}
+
+run "ice_tcp_off_keeps_one_address_per_edge_host" {
+  state_key = "ice_tcp_off"
+
+  variables {
+    topology_file = "tests/fixtures/topology-two-regions.json"
+    edge_ice_tcp  = false
+  }
+
+  assert {
+    condition     = alltrue(flatten([for hosts in values(output.edges) : [for h in values(hosts) : h.tcp_public_ip == "" && h.tcp_private_ip == "" && h.tcp_health_check_id == ""]])) && length(aws_cloudwatch_metric_alarm.edge_ice_tcp_unreachable) == 0
+    error_message = "Without ICE-TCP an edge host has one private IP and one Elastic IP."
+  }
+  assert {
+    condition     = !can(jsondecode(module.region_eu_central_1.edge_host_json["edge-fra-1"]).parts.edge.settings.edge.relay_tcp) && !can(jsondecode(module.region_eu_central_1.edge_host_json["edge-fra-1"]).parts.edge.docker_options)
+    error_message = "Without ICE-TCP the relay takes no TCP and its container keeps no capability."
   }
 }

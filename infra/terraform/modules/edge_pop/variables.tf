@@ -87,3 +87,9 @@ variable "acme" {
   type        = any
   default     = null
 }
+
+variable "ice_tcp" {
+  description = "Give each host a second address (secondary private IP and Elastic IP) where the relay serves ICE-TCP on the whip_https port (README \"ICE-TCP on 443\"); false: UDP only, one address."
+  type        = bool
+  default     = true
+}

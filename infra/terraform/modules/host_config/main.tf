@@ -20,7 +20,7 @@ locals {
 
   # merge([for e in ... : {...}]...) is {} without that role's input: one object type either way.
   edge_parts = merge([for e in var.edge == null ? [] : [var.edge] : {
-    edge = {
+    edge = merge({
       args    = concat(["edge"], local.config_args)
       secrets = { token_keys = e.token_keys_secret, "edge.api_keys" = e.api_keys_secret }
       pki     = { secret = e.node_secret, name = "edge/${e.pop}/${e.node_id}", settings = local.registry_pki }
@@ -28,7 +28,7 @@ locals {
         registry             = e.registry
         registry_home        = e.registry_home
         registry_server_name = e.registry_server_name
-        edge = {
+        edge = merge({
           node_id       = e.node_id
           region        = e.pop
           region_rtt_ms = e.region_rtt_ms
@@ -38,9 +38,18 @@ locals {
           http          = "127.0.0.1:8080"
           lat           = e.lat
           lon           = e.lon
-        }
+          # ICE-TCP (RFC 6544) on the host's second address; the answers carry its Elastic IP.
+          }, [for t in e.ice_tcp == null ? [] : [e.ice_tcp] : {
+            relay_tcp     = t.bind
+            advertise_tcp = t.advertise
+        }]...)
       }
-    }
+      # Binding 443 takes CAP_NET_BIND_SERVICE, which Docker grants only to the container's root
+      # (as for dns below); the root file system stays read-only and every other capability dropped.
+      }, [for t in e.ice_tcp == null ? [] : [e.ice_tcp] : {
+        docker_options = ["--user", "0", "--cap-add", "NET_BIND_SERVICE"]
+        uid            = 0
+    }]...)
     dns = {
       args           = concat(["dns"], local.config_args)
       docker_options = ["--user", "0", "--cap-add", "NET_BIND_SERVICE"]
@@ -155,7 +164,7 @@ locals {
     { path = "/etc/systemd/system/voicemesh@.service", permissions = "0644", content = file("${local.deploy}/voicemesh@.service") },
   ]
   edge_files = var.role != "edge" ? [] : [
-    { path = "/etc/nginx/conf.d/voicemesh-whip.conf", permissions = "0644", content = file("${local.deploy}/whip-tls.nginx.conf") },
+    { path = "/etc/nginx/conf.d/voicemesh-whip.conf", permissions = "0644", content = templatefile("${local.deploy}/whip-tls.nginx.conf", { listen = var.edge.whip_listen }) },
     { path = "/etc/systemd/system/nginx.service.d/voicemesh.conf", permissions = "0644", content = file("${local.deploy}/nginx-whip-tls.conf") },
   ]
   etcd_files = var.role != "etcd" ? [] : [

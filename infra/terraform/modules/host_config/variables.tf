@@ -20,7 +20,7 @@ variable "common" {
 }
 
 variable "edge" {
-  description = "For role edge: node_id (host name), pop (edge id), lat, lon, registry (etcd:// URL of every core region's cluster, region=members;...), registry_home (the core region whose cluster it registers in), region_rtt_ms (region=ms,...: the backbone round trip from the PoP to each core region, the order of region failover), registry_server_name (the name in the etcd members' certificates), zone, mesh_name (rtc.<zone>), name_servers_parameter (SSM name of the zone's name servers, name=address,...), geoip_db_s3_uri; Secrets Manager names: token_keys_secret, api_keys_secret, whip_tls_secret, node_secret (this host's etcd client certificates: its edge user's and dns)."
+  description = "For role edge: node_id (host name), pop (edge id), lat, lon, registry (etcd:// URL of every core region's cluster, region=members;...), registry_home (the core region whose cluster it registers in), region_rtt_ms (region=ms,...: the backbone round trip from the PoP to each core region, the order of region failover), registry_server_name (the name in the etcd members' certificates), zone, mesh_name (rtc.<zone>), name_servers_parameter (SSM name of the zone's name servers, name=address,...), geoip_db_s3_uri; Secrets Manager names: token_keys_secret, api_keys_secret, whip_tls_secret, node_secret (this host's etcd client certificates: its edge user's and dns); whip_listen, nginx's WHIP listen address (the host's first private IP:443; 443 alone: every address); ice_tcp, the relay's ICE-TCP listener: bind (the second private IP:443) and advertise (the second Elastic IP:443, the candidate in answers), null for none."
   type = object({
     node_id                = string
     pop                    = string
@@ -38,6 +38,8 @@ variable "edge" {
     api_keys_secret        = string
     whip_tls_secret        = string
     node_secret            = string
+    whip_listen            = optional(string, "443")
+    ice_tcp                = optional(object({ bind = string, advertise = string }))
   })
   default = null
 }

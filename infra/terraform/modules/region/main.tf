@@ -105,6 +105,7 @@ module "edge_pop" {
   instance_profile = local.m.instance_profiles.edge
   host_common      = local.host_common
   mesh_fqdn        = local.m.mesh_fqdn
+  ice_tcp          = local.m.ice_tcp
   host_edge = {
     registry               = local.m.registry
     registry_home          = each.value.home_core

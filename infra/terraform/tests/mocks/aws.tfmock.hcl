@@ -26,6 +26,11 @@ mock_resource "aws_route53_zone" {
   defaults = { zone_id = "Z0ACMEVALIDATION", arn = "arn:aws:route53:::hostedzone/Z0ACMEVALIDATION" }
 }
 
+# An edge host's interface: its primary private IP and, with ICE-TCP, a secondary (private_ips holds both).
+mock_resource "aws_network_interface" {
+  defaults = { private_ip = "10.0.0.10", private_ips = ["10.0.0.10", "10.0.0.20"] }
+}
+
 mock_resource "aws_eip" {
   defaults = { public_ip = "198.51.100.7" }
 }

@@ -69,6 +69,82 @@ run "edge" {
   }
 }
 
+
+run "edge_with_ice_tcp" {
+  command = plan
+
+  variables {
+    role = "edge"
+    edge = {
+      node_id                = "edge-fra-1"
+      pop                    = "edge-fra"
+      lat                    = 50.11
+      lon                    = 8.68
+      registry               = "etcd://eu-central=10.64.16.10:2379;us-east=10.66.16.10:2379"
+      registry_home          = "eu-central"
+      region_rtt_ms          = "eu-central=0,us-east=90"
+      registry_server_name   = "etcd.voicemesh.internal"
+      zone                   = "voicemesh.test"
+      mesh_name              = "rtc.voicemesh.test"
+      name_servers_parameter = "/voicemesh/name-servers"
+      geoip_db_s3_uri        = "s3://geo/GeoLite2-City.mmdb"
+      token_keys_secret      = "voicemesh/token-keys"
+      api_keys_secret        = "voicemesh/api-keys"
+      whip_tls_secret        = "voicemesh/whip-tls"
+      node_secret            = "voicemesh/node/edge-fra-1"
+      whip_listen            = "10.64.0.10:443"
+      ice_tcp                = { bind = "10.64.0.20:443", advertise = "198.51.100.111:443" }
+    }
+  }
+
+  assert {
+    condition     = jsondecode(output.host_json).parts.edge.settings.edge.relay_tcp == "10.64.0.20:443" && jsondecode(output.host_json).parts.edge.settings.edge.advertise_tcp == "198.51.100.111:443"
+    error_message = "The relay binds ICE-TCP on the host's second address and advertises its second public address."
+  }
+  assert {
+    condition     = jsondecode(output.host_json).parts.edge.docker_options == ["--user", "0", "--cap-add", "NET_BIND_SERVICE"] && jsondecode(output.host_json).parts.edge.uid == 0
+    error_message = "The edge's container may bind 443, and its files are its (root's)."
+  }
+  assert {
+    condition     = jsonencode(regexall("(?m)^\\s*listen\\s+(.*);", output.files["/etc/nginx/conf.d/voicemesh-whip.conf"])) == jsonencode([["10.64.0.10:443 ssl"]])
+    error_message = "nginx listens on the host's first address only."
+  }
+}
+
+run "edge_without_ice_tcp" {
+  command = plan
+
+  variables {
+    role = "edge"
+    edge = {
+      node_id                = "edge-fra-1"
+      pop                    = "edge-fra"
+      lat                    = 50.11
+      lon                    = 8.68
+      registry               = "etcd://eu-central=10.64.16.10:2379;us-east=10.66.16.10:2379"
+      registry_home          = "eu-central"
+      region_rtt_ms          = "eu-central=0,us-east=90"
+      registry_server_name   = "etcd.voicemesh.internal"
+      zone                   = "voicemesh.test"
+      mesh_name              = "rtc.voicemesh.test"
+      name_servers_parameter = "/voicemesh/name-servers"
+      geoip_db_s3_uri        = "s3://geo/GeoLite2-City.mmdb"
+      token_keys_secret      = "voicemesh/token-keys"
+      api_keys_secret        = "voicemesh/api-keys"
+      whip_tls_secret        = "voicemesh/whip-tls"
+      node_secret            = "voicemesh/node/edge-fra-1"
+    }
+  }
+
+  assert {
+    condition     = !can(jsondecode(output.host_json).parts.edge.settings.edge.relay_tcp) && !can(jsondecode(output.host_json).parts.edge.docker_options) && !can(jsondecode(output.host_json).parts.edge.uid)
+    error_message = "Without ICE-TCP the relay takes no TCP and its container keeps no capability."
+  }
+  assert {
+    condition     = jsonencode(regexall("(?m)^\\s*listen\\s+(.*);", output.files["/etc/nginx/conf.d/voicemesh-whip.conf"])) == jsonencode([["443 ssl"]])
+    error_message = "Without an address nginx listens on 443 of every address, as before."
+  }
+}
 run "transceiver" {
   command = plan
 
