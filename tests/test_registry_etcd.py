@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from etcd3aio import Etcd3Client
+from polling import eventually
 
 from voicemesh.registry import AlreadyClaimed, NodeRecord, RegistryUnavailable, open_registry
 from voicemesh.registry.etcd import EtcdRegistry
@@ -39,15 +40,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-async def eventually(predicate, what: str, deadline_s: float = 20.0) -> None:
-    """Poll ``predicate()`` every 20 ms until it is true; fail after a generous deadline."""
-    deadline = time.monotonic() + deadline_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

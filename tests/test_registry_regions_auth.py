@@ -4,10 +4,8 @@ region's cluster and reads the other's; a write in a cluster the node is not hom
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
+from polling import eventually
 
 from voicemesh.registry import NodeRecord, RegistryForbidden, open_registry
 from voicemesh.registry.access import Identity
@@ -33,14 +31,6 @@ async def clusters(secure_etcd_pair):
     for server, region in ((eu, "eu-central"), (us, "us-east")):
         await ensure_access([server.endpoint], server.tls("root"), NODES, cluster=region)
     return {"eu-central": eu, "us-east": us}
-
-
-async def eventually(predicate, what: str, deadline_s: float = 20.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_a_node_registers_at_home_and_reads_the_other_region(clusters) -> None:

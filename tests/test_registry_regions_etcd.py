@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
+from polling import eventually
 
 from voicemesh.registry import NodeRecord, RegistryUnavailable, open_registry
 
@@ -14,14 +14,6 @@ pytestmark = pytest.mark.integration
 EU_TRX = NodeRecord("transceiver", "eu-central", "trx-eu", capacity=10, http="http://eu")
 US_TRX = NodeRecord("transceiver", "us-east", "trx-us", capacity=10, http="http://us")
 FRA_EDGE = NodeRecord("edge", "fra", "edge-fra", http="http://fra")
-
-
-async def eventually(predicate, what: str, deadline_s: float = 20.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_one_regions_etcd_down_stops_only_claims_in_that_region(etcd, etcd2):
