@@ -7,11 +7,10 @@ then a long poll for the answer), so both servers see the same sessions. Each ca
 as ``av.Packet``s, fullband, or wideband when the answer's Opus ``maxplaybackrate`` is 16000 Hz or less
 (RFC 7587 6.1, as the transceiver answers in PCM16 mode), as a browser's encoder then sends, on an
 absolute 50 packets/s schedule, so the client never encodes, and counts the echoed RTP packets through
-``core.hooks.tap_receiver`` without a jitter buffer or decoder. ICE gathers on ``--bind`` (127.0.0.1) only. After every call is
-connected and a settle time has passed, it reads the CPU time of the given
-processes and the packets sent over a window, then halts the senders and
-counts the echoes until they stop, prints one JSON object (the fields of
-``Window``) as its last line and hangs up.
+``core.hooks.tap_receiver`` without a jitter buffer or decoder. ICE gathers on ``--bind`` (127.0.0.1)
+only. After every call is connected and a settle time has passed, it reads the CPU time of the given
+processes and the packets sent over a window, then halts the senders and counts the echoes until they
+stop, prints one JSON object (the fields of ``Window``) as its last line and hangs up.
 
 Run it as ``python bench/load_client.py --url WHIP --n N --pid trx=PID ...`` or
 ``... --janus http://127.0.0.1:8088/janus --bind 10.77.0.2 ...`` (inside Janus' network namespace).
