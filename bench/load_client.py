@@ -4,13 +4,13 @@ A call is set up over WHIP (``--url``, the voicemesh edge) or over Janus' HTTP A
 EchoTest session: create, attach ``janus.plugin.echotest``, a message with the offer, trickle completed,
 then a long poll for the answer), so both servers see the same sessions. Each call sends pre-encoded
 20 ms Opus packets (the bundled speech, encoded once at 32 kbit/s mono, each call from a random offset)
-as ``av.Packet``s on an absolute 50 packets/s schedule, so the client never encodes, and counts
-the echoed RTP packets through ``core.hooks.tap_receiver`` without a jitter
-buffer or decoder. ICE gathers on ``--bind`` (127.0.0.1) only. After every call is
-connected and a settle time has passed, it reads the CPU time of the given
-processes and the packets sent over a window, then halts the senders and
-counts the echoes until they stop, prints one JSON object (the fields of
-``Window``) as its last line and hangs up.
+as ``av.Packet``s, fullband, or wideband when the answer's Opus ``maxplaybackrate`` is 16000 Hz or less
+(RFC 7587 6.1, as the transceiver answers in PCM16 mode), as a browser's encoder then sends, on an
+absolute 50 packets/s schedule, so the client never encodes, and counts the echoed RTP packets through
+``core.hooks.tap_receiver`` without a jitter buffer or decoder. ICE gathers on ``--bind`` (127.0.0.1)
+only. After every call is connected and a settle time has passed, it reads the CPU time of the given
+processes and the packets sent over a window, then halts the senders and counts the echoes until they
+stop, prints one JSON object (the fields of ``Window``) as its last line and hangs up.
 
 Run it as ``python bench/load_client.py --url WHIP --n N --pid trx=PID ...`` or
 ``... --janus http://127.0.0.1:8088/janus --bind 10.77.0.2 ...`` (inside Janus' network namespace).
@@ -31,14 +31,15 @@ from fractions import Fraction
 
 import aiohttp
 import av
+import opuslib_next
 import uvloop
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
 from yarl import URL
 
 from voicemesh.app import audio
 from voicemesh.app.demo import bundled_speech
 from voicemesh.core import hooks
-from voicemesh.core.media import RTP_CLOCK_HZ, SAMPLES_PER_FRAME, OpusEncoder
+from voicemesh.core.media import RTP_CLOCK_HZ, SAMPLES_PER_FRAME
 
 FRAME_S = 0.02
 LATE_IAT_S = 0.06
@@ -47,11 +48,28 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOOPBACK = "127.0.0.1"
 
 
-def encode_speech(bitrate: int = 32_000) -> list[bytes]:
+WIDEBAND_PLAYBACK_HZ = 16_000
+"""An answer's ``maxplaybackrate`` at or below this caps the load at wideband, as Chromium caps its encoder
+(OPUS_SET_MAX_BANDWIDTH: 16000 Hz or less gives wideband)."""
+
+
+def encode_speech(bitrate: int = 32_000, max_bandwidth: int = opuslib_next.BANDWIDTH_FULLBAND) -> list[bytes]:
     """The bundled speech as 20 ms Opus packets (48 kHz mono, ``bitrate`` bit/s, libopus' VoIP application:
-    what browsers send; complexity 4, as the load always was)."""
-    encoder = OpusEncoder(RTP_CLOCK_HZ, bitrate, complexity=4, application="voip")
-    return encoder.encode(audio.load_wav_mono(bundled_speech(), RTP_CLOCK_HZ).tobytes())
+    what browsers send; complexity 4, as the load always was), coded up to ``max_bandwidth``
+    (an OPUS_BANDWIDTH_*: fullband is SILK+CELT hybrid at this bitrate, wideband SILK alone)."""
+    encoder = opuslib_next.Encoder(RTP_CLOCK_HZ, 1, opuslib_next.APPLICATION_VOIP)
+    encoder.bitrate, encoder.complexity, encoder.max_bandwidth = bitrate, 4, max_bandwidth
+    pcm = audio.load_wav_mono(bundled_speech(), RTP_CLOCK_HZ).tobytes()
+    frame = SAMPLES_PER_FRAME * 2
+    return [encoder.encode(pcm[at:at + frame], SAMPLES_PER_FRAME) for at in range(0, len(pcm) - frame + 1, frame)]
+
+
+def max_playback_rate(answer: str) -> int | None:
+    """The ``maxplaybackrate`` (Hz) an SDP answer sets on its first audio m-line's Opus, or None."""
+    audio = next((m for m in sdp.SessionDescription.parse(answer).media if m.kind == "audio"), None)
+    opus = next((c for c in audio.rtp.codecs if c.mimeType.lower() == "audio/opus"), None) if audio else None
+    rate = opus.parameters.get("maxplaybackrate") if opus else None
+    return int(rate) if rate is not None else None
 
 
 class PacketTrack(MediaStreamTrack):
@@ -62,7 +80,8 @@ class PacketTrack(MediaStreamTrack):
 
     def __init__(self, packets: list[bytes], offset: int) -> None:
         super().__init__()
-        self._packets = packets
+        self.packets = packets
+        """What it plays; the caller may swap it for the same speech coded otherwise (same length)."""
         self._offset = offset
         self._start: float | None = None
         self._halted = asyncio.Event()
@@ -78,7 +97,7 @@ class PacketTrack(MediaStreamTrack):
         await asyncio.sleep(self._start + self.sent * FRAME_S - time.monotonic())
         if self._halted.is_set():
             await asyncio.Future()
-        packet = av.Packet(self._packets[(self._offset + self.sent) % len(self._packets)])
+        packet = av.Packet(self.packets[(self._offset + self.sent) % len(self.packets)])
         packet.pts = self.sent * SAMPLES_PER_FRAME
         packet.time_base = Fraction(1, RTP_CLOCK_HZ)
         self.sent += 1
@@ -188,9 +207,10 @@ async def _janus_answer(http: aiohttp.ClientSession, base: str, call: Call) -> s
 
 
 async def open_call(http: aiohttp.ClientSession, url: str, packets: list[bytes], timeout_s: float,
-                    janus: bool = False) -> Call:
+                    janus: bool = False, wideband: list[bytes] | None = None) -> Call:
     """Set up one call to ``url``: WHIP, or Janus EchoTest when ``janus``; retries a WHIP 503 until
-    ``timeout_s``. Never raises: a failure is in ``call.error``."""
+    ``timeout_s``. Sends ``wideband`` (the same speech coded wideband) instead of ``packets`` if given and the
+    answer's ``maxplaybackrate`` is WIDEBAND_PLAYBACK_HZ or less. Never raises: a failure is in ``call.error``."""
     call, connected = _new_call(packets)
     call.janus = janus
     t0 = time.monotonic()
@@ -199,6 +219,9 @@ async def open_call(http: aiohttp.ClientSession, url: str, packets: list[bytes],
             await call.pc.setLocalDescription(await call.pc.createOffer())
             answer = await (_janus_answer(http, url, call) if janus else _whip_answer(http, url, call))
             await call.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            rate = max_playback_rate(answer)
+            if wideband is not None and rate is not None and rate <= WIDEBAND_PLAYBACK_HZ:
+                call.track.packets = wideband
             await connected.wait()
         call.setup_ms = (time.monotonic() - t0) * 1000
     except (TimeoutError, RuntimeError, aiohttp.ClientError, ValueError, KeyError) as exc:
@@ -320,11 +343,12 @@ async def run(url: str, n: int, pids: dict[str, int], settle_s: float, window_s:
     """Open ``n`` calls to ``url`` (WHIP, or Janus EchoTest when ``janus``; ``parallel`` at a time, ICE on
     ``bind``), settle, measure one window (with the throttling in the cgroup ``cpu_stat`` file), hang up."""
     packets = encode_speech()
+    wideband = encode_speech(max_bandwidth=opuslib_next.BANDWIDTH_WIDEBAND)
     gate = asyncio.Semaphore(parallel)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=40)) as http:
         async def opened() -> Call:
             async with gate:
-                return await open_call(http, url, packets, timeout_s, janus)
+                return await open_call(http, url, packets, timeout_s, janus, wideband)
 
         if janus:
             await wait_janus(http, url)

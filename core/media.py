@@ -34,6 +34,8 @@ MAX_PACKET_MS = 120
 """The longest Opus packet (RFC 6716 3.2.5), ms."""
 MAX_PACKET_BYTES = 1275
 """The largest Opus frame (RFC 6716 3.2.1), bytes: one 20 ms packet from the encoder fits."""
+BANDWIDTHS = {1101: "narrowband", 1102: "mediumband", 1103: "wideband", 1104: "superwideband", 1105: "fullband"}
+"""libopus' OPUS_BANDWIDTH_* values by name: audio up to 4, 6, 8, 12 and 20 kHz (RFC 6716 2)."""
 APPLICATIONS = {"voip": opuslib_next.APPLICATION_VOIP, "audio": opuslib_next.APPLICATION_AUDIO,
                 "lowdelay": opuslib_next.APPLICATION_RESTRICTED_LOWDELAY}
 """libopus' encoder applications by config name (OPUS_APPLICATION_*). ``voip`` codes wideband speech with
@@ -155,6 +157,12 @@ class OpusDecoder:
         self._pcm = ctypes.create_string_buffer(self._max_samples * 2)
         self._pcm_address = ctypes.addressof(self._pcm)
         self.errors = 0
+
+    @property
+    def bandwidth(self) -> str:
+        """The audio bandwidth of the last packet decoded (a value of BANDWIDTHS; OPUS_GET_BANDWIDTH), or ""
+        before the first."""
+        return BANDWIDTHS.get(self._decoder.bandwidth, "")
 
     def decode(self, payload: bytes) -> bytes:
         """Decode one packet; returns PCM16 bytes (b"" if libopus rejects it, counted in ``errors``)."""

@@ -14,12 +14,16 @@ A PATCH (RFC 9725 4.3) carries an ``application/trickle-ice-sdpfrag`` (RFC 8840)
 credentials, and for trickle ICE its candidates, which the transceiver does not need (it takes the
 caller's address from its first check through the relay), or for an ICE restart new credentials.
 ``parse_sdpfrag`` reads one, ``restart_answer`` writes the answer to a restart.
+
+``limit_opus_rates`` tells the caller, in the answer, the audio bandwidth the transceiver uses when it
+decodes for the agent itself (PCM16): RFC 7587's ``maxplaybackrate`` and ``sprop-maxcapturerate``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import accumulate
 
 from aioice.candidate import candidate_foundation
 from aiortc import sdp
@@ -159,6 +163,42 @@ def add_tcp_candidate(answer: str, relay_tcp: tuple[str, int]) -> str:
                 out[-1] += "\r\n"
             out.append(line + ending)
     return "".join(out)
+
+
+OPUS_FMTP_RATES_HZ = (8000, 48000)
+"""The range of ``maxplaybackrate`` and ``sprop-maxcapturerate`` (RFC 7587 6.1), Hz."""
+_OPUS_RTPMAP = re.compile(r"a=rtpmap:(\d+) opus/48000(/2)?\s*$", re.IGNORECASE)
+_OPUS_RATE_PARAMS = ("maxplaybackrate", "sprop-maxcapturerate")
+
+
+def limit_opus_rates(answer: str, rate_hz: int) -> str:
+    """The answer with RFC 7587 6.1's ``maxplaybackrate`` and ``sprop-maxcapturerate`` set to ``rate_hz``
+    on every Opus payload type (``a=rtpmap:<pt> opus/48000/2``): in the payload type's ``a=fmtp`` line,
+    replacing any value these two had and keeping the other parameters, or in a new ``a=fmtp`` line after
+    the rtpmap. The caller's encoder may then stop coding audio above ``rate_hz`` / 2 (RFC 7587 7.1;
+    browsers cap the encoder's bandwidth, 16000 Hz giving wideband SILK), and knows the transceiver's own
+    audio carries nothing above it. Line endings are kept; an answer without Opus is returned unchanged.
+    Raises ValueError for a rate outside OPUS_FMTP_RATES_HZ."""
+    low, high = OPUS_FMTP_RATES_HZ
+    if not low <= rate_hz <= high:
+        raise ValueError(f"an Opus playback rate must be {low}-{high} Hz (RFC 7587 6.1), got {rate_hz}")
+    rates = f"maxplaybackrate={rate_hz};sprop-maxcapturerate={rate_hz}"
+    lines = answer.splitlines(keepends=True)
+    sections = list(accumulate(line.startswith("m=") for line in lines))  # each line's m-section, 0 = session
+    rtpmaps = {(sections[i], m.group(1)): i for i, line in enumerate(lines)
+               if (m := _OPUS_RTPMAP.match(line.rstrip("\r\n"))) is not None}
+    for i, line in enumerate(lines):
+        text = line.rstrip("\r\n")
+        pt, _, params = text.removeprefix("a=fmtp:").partition(" ")
+        if text.startswith("a=fmtp:") and rtpmaps.pop((sections[i], pt), None) is not None:
+            kept = [p for p in params.split(";") if p.strip() and p.split("=", 1)[0].strip() not in _OPUS_RATE_PARAMS]
+            lines[i] = f"a=fmtp:{pt} " + ";".join([*kept, rates]) + line[len(text):]
+    for (_, pt), i in sorted(rtpmaps.items(), key=lambda item: -item[1]):  # no a=fmtp yet: one after the rtpmap
+        ending = lines[i][len(lines[i].rstrip("\r\n")):]
+        if not ending:  # the answer's last line
+            lines[i] += "\r\n"
+        lines.insert(i + 1, f"a=fmtp:{pt} {rates}{ending}")
+    return "".join(lines)
 
 
 _UFRAG = re.compile(r"[A-Za-z0-9+/]{4,256}")

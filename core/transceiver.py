@@ -37,7 +37,14 @@ from voicemesh.core.config import MEDIA_PATHS, TransceiverConfig
 from voicemesh.core.lean import EarlyRtp, LeanPath, negotiated
 from voicemesh.core.media import RTP_CLOCK_HZ, AgentAudioTrack, OpusDecoder, OpusEncoder
 from voicemesh.core.mux import BackboneMux, MuxTransport
-from voicemesh.core.offer import OfferRejected, add_tcp_candidate, check_offer, restart_answer, tcp_candidate
+from voicemesh.core.offer import (
+    OfferRejected,
+    add_tcp_candidate,
+    check_offer,
+    limit_opus_rates,
+    restart_answer,
+    tcp_candidate,
+)
 from voicemesh.core.priority import SetupHold
 from voicemesh.registry import AlreadyClaimed, Claim, NodeRecord, Registry, RegistryUnavailable
 from voicemesh.runtime import telemetry
@@ -162,6 +169,7 @@ class Session:
     lean: LeanPath | None = None
     early: EarlyRtp | None = None
     media_in: Callable[[bytes], None] | None = None
+    decoder: OpusDecoder | None = None
 
     def log_extra(self, **more: object) -> dict:
         """Fields every log line about this session carries."""
@@ -213,7 +221,9 @@ class Transceiver:
                                     batch_ms=config.agent_batch_ms, credentials=agent_credentials)
         self._edges: set[tuple[str, int]] = set()
         self.media_counters: Counter[str] = Counter()
-        """The lean media path's packets and drops by reason (core/lean.py), over all sessions."""
+        """The lean media path's packets and drops by reason (core/lean.py), over all sessions; in PCM16 mode
+        also ``pcm_rx_<bandwidth>``: ended sessions by the audio bandwidth of the caller's last packet
+        (core/media.py BANDWIDTHS), which shows whether callers keep to the answer's ``maxplaybackrate``."""
         self._load_update: asyncio.TimerHandle | None = None
         self._collect: asyncio.TimerHandle | None = None
         self._reporting: set[LeanPath] = set()
@@ -331,7 +341,10 @@ class Transceiver:
         Realtime session configuration (a JSON object as text, or ""), for the agent's SessionStart.
 
         Returns the Session; its answer is ``session.answer``: aiortc's (``pc.localDescription.sdp``) with,
-        when the edge serves ICE-TCP (``edge.relay_tcp``), a passive TCP candidate after the UDP one.
+        in PCM16 mode, the agent's rate as Opus' ``maxplaybackrate`` and ``sprop-maxcapturerate`` (core/offer.py
+        limit_opus_rates: the transceiver decodes at that rate, so audio above half of it is lost on the agent,
+        and a browser then sends wideband SILK at 16 kHz, cheaper to decode), and, when the edge serves ICE-TCP
+        (``edge.relay_tcp``), a passive TCP candidate after the UDP one.
         Raises OfferRejected (a 400 for the caller), Capacity (503): capacity
         is taken before the first await, so concurrent offers never exceed
         it. The agent stream opens only when the connection state becomes
@@ -415,6 +428,8 @@ class Transceiver:
             self._admitting.discard(session_id)
             self.sessions[session_id] = session
             session.answer = pc.localDescription.sdp
+            if self.config.agent_codec == "pcm16":
+                session.answer = limit_opus_rates(session.answer, self.config.agent_rate_hz)
             if edge.relay_tcp is not None:
                 session.answer = add_tcp_candidate(session.answer, edge.relay_tcp)
         except BaseException:
@@ -614,7 +629,7 @@ class Transceiver:
                     session.downlink.flush()
 
         if pcm:
-            decoder = OpusDecoder(rate)
+            decoder = session.decoder = OpusDecoder(rate)
             voicing = vad.PcmVoicing(rate) if rate in vad.WEBRTCVAD_RATES_HZ else None
 
             def on_rtp(payload: bytes, timestamp: int, level: tuple[bool, int] | None) -> None:
@@ -781,6 +796,8 @@ class Transceiver:
         if session.lean is not None:
             session.lean.close()
             self._reporting.discard(session.lean)
+        if session.decoder is not None and session.decoder.bandwidth:
+            self.media_counters["pcm_rx_" + session.decoder.bandwidth] += 1
         session.track.stop()
         await self._record_rtt(session)
         await session.pc.close()

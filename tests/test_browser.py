@@ -37,3 +37,6 @@ async def test_chromium_hears_its_echo_over_the_lean_media_path(codec: str) -> N
         counters = mesh.transceiver.media_counters
         assert counters["lean_rx"] > 100 and counters["lean_tx"] > 100, "Chromium's SRTP took the lean path"
         assert not {"srtp_error", "rtp_malformed", "rtp_payload_type"} & set(counters), counters
+        if codec == "pcm16":
+            # The answer's maxplaybackrate=16000 (the agent's rate) caps Chromium's encoder: wideband SILK.
+            assert {k: v for k, v in counters.items() if k.startswith("pcm_rx_")} == {"pcm_rx_wideband": 1}, counters

@@ -88,3 +88,14 @@ def test_a_setting_libopus_does_not_take_is_refused(kwargs: dict, message: str) 
 def test_a_rate_libopus_does_not_decode_at_is_refused() -> None:
     with pytest.raises(ValueError, match="PCM rate"):
         OpusDecoder(22_050)
+
+
+def test_the_decoder_tells_the_bandwidth_of_the_last_packet(speech: bytes) -> None:
+    """OPUS_GET_BANDWIDTH after each packet (the transceiver's pcm_rx_<bandwidth> counter): wideband for 16 kHz
+    input, fullband for the CELT packets of 48 kHz input, nothing before the first packet."""
+    decoder = OpusDecoder(RATE_HZ)
+    assert decoder.bandwidth == ""
+    decoder.decode(OpusEncoder(RATE_HZ).encode(speech)[10])
+    assert decoder.bandwidth == "wideband"
+    decoder.decode(OpusEncoder(48_000, 64_000, 0, "lowdelay").encode(bytes(960 * 2))[0])
+    assert decoder.bandwidth == "fullband"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from aiortc import sdp
 
 from voicemesh.core.offer import (
     MAX_ATTRIBUTES,
@@ -14,6 +15,7 @@ from voicemesh.core.offer import (
     add_tcp_candidate,
     check_limits,
     check_offer,
+    limit_opus_rates,
     parse_sdpfrag,
     restart_answer,
     strip_candidates,
@@ -175,3 +177,44 @@ def test_the_restart_answer_reads_back_and_ends_lines_in_crlf() -> None:
     answer = restart_answer("Tok+en/0123", PWD, "audio", "0", "1 1 udp 2130706431 192.0.2.9 3478 typ host")
     assert answer.endswith("a=end-of-candidates\r\n") and "\n" not in answer.replace("\r\n", "")
     assert parse_sdpfrag(answer) == SdpFrag("Tok+en/0123", PWD, ("0",), 1, True)
+
+
+AIORTC_ANSWER = (
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\nc=IN IP4 0.0.0.0\r\na=sendrecv\r\na=mid:0\r\na=rtcp-mux\r\n"
+    "a=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\na=ice-ufrag:abcd\r\n" + DATA_CHANNEL
+)
+
+
+def test_the_answer_tells_the_caller_the_agent_rate_in_a_new_opus_fmtp() -> None:
+    """aiortc's answer has no fmtp for Opus: one follows its rtpmap, and nothing else changes."""
+    answer = limit_opus_rates(AIORTC_ANSWER, 16000)
+
+    assert answer == AIORTC_ANSWER.replace(
+        "a=rtpmap:111 opus/48000/2\r\n",
+        "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 maxplaybackrate=16000;sprop-maxcapturerate=16000\r\n")
+    codec = sdp.SessionDescription.parse(answer).media[0].rtp.codecs[0]
+    assert (codec.mimeType, codec.parameters) == ("audio/opus", {"maxplaybackrate": 16000, "sprop-maxcapturerate": "16000"})
+
+
+def test_an_existing_opus_fmtp_keeps_its_other_parameters_and_loses_its_old_rates() -> None:
+    before = ("v=0\nm=audio 9 UDP/TLS/RTP/SAVPF 109 96\na=fmtp:109 minptime=10; useinbandfec=1;maxplaybackrate=48000\n"
+              "a=rtpmap:109 OPUS/48000/2\na=rtpmap:96 telephone-event/8000\na=fmtp:96 0-15")
+
+    assert limit_opus_rates(before, 8000) == before.replace(
+        "useinbandfec=1;maxplaybackrate=48000", "useinbandfec=1;maxplaybackrate=8000;sprop-maxcapturerate=8000")
+
+
+def test_an_opus_rtpmap_on_the_last_line_gets_its_fmtp_after_it() -> None:
+    before = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2"
+
+    assert limit_opus_rates(before, 24000) == before + (
+        "\r\na=fmtp:111 maxplaybackrate=24000;sprop-maxcapturerate=24000")
+
+
+def test_an_answer_without_opus_is_unchanged_and_rates_outside_rfc7587_are_refused() -> None:
+    no_opus = AIORTC_ANSWER.replace("a=rtpmap:111 opus/48000/2\r\n", "")
+    assert limit_opus_rates(no_opus, 16000) == no_opus
+    for rate in (7999, 48001):
+        with pytest.raises(ValueError):
+            limit_opus_rates(AIORTC_ANSWER, rate)

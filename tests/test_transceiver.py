@@ -1,6 +1,7 @@
 """The transceiver's admission: capacity is taken atomically, draining refuses, and the agent stream opens
-only when the caller connects; with the registry out of reach, offers get 503 and live sessions are claimed
-again once it is back. Real aiortc offers to a real transceiver API in the embedded mesh or on a real etcd."""
+only when the caller connects; a PCM16 answer tells the caller the agent's rate; with the registry out of
+reach, offers get 503 and live sessions are claimed again once it is back. Real aiortc offers to a real
+transceiver API in the embedded mesh or on a real etcd."""
 
 from __future__ import annotations
 
@@ -103,6 +104,20 @@ async def test_the_agent_stream_opens_when_the_caller_connects_not_at_the_offer(
         report = await call(mesh.whip_url, bundled_speech(), bind=LOOPBACK)
         assert report.ok and report.correlation is not None and report.correlation > 0.5, report.error
         assert "first_audio" in report.setup_ms
+
+
+@pytest.mark.parametrize(("codec", "fmtp"), [
+    ("pcm16", "maxplaybackrate=16000;sprop-maxcapturerate=16000"), ("opus", None)])
+async def test_only_a_pcm16_answer_caps_the_callers_opus_at_the_agent_rate(codec: str, fmtp: str | None) -> None:
+    """In PCM16 mode the transceiver decodes at the agent's rate (16 kHz): the answer says so (RFC 7587 6.1).
+    In Opus mode the agent gets the caller's own Opus, so its answer asks for nothing."""
+    async with embedded_mesh(agent_codec=codec) as mesh:
+        async with aiohttp.ClientSession() as http:
+            status, _, answer = await post_offer(http, mesh, await real_offer())
+        assert status == 201
+        pt = next(line.split()[0].split(":")[1] for line in answer.splitlines() if " opus/48000" in line)
+        fmtps = [line.split(" ", 1)[1] for line in answer.splitlines() if line.startswith(f"a=fmtp:{pt} ")]
+        assert fmtps == ([fmtp] if fmtp else [])
 
 
 @contextlib.contextmanager
