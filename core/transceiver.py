@@ -75,6 +75,11 @@ to hold them and stays that large. Collected within the window, they are freed w
 reuse the memory. A full collection scans the objects that are not frozen: the transceiver process freezes
 what it holds at start-up (``voicemesh transceiver``), so its cost follows the live sessions."""
 
+CERTIFICATE_ROTATE_S = 24 * 3600.0
+"""Seconds a DTLS certificate serves new sessions (core/hooks.py SharedCertificate: one per process instead of
+one per session) before a fresh one replaces it; sessions keep the one they started with. aiortc's certificates
+are valid for 30 days from their making, so this plus ``max_session_s`` must stay well under that."""
+
 CODECS = {"opus": agent_pb2.CODEC_OPUS, "pcm16": agent_pb2.CODEC_PCM16}
 """Agent link formats by config name: Opus as received, or PCM16 mono."""
 
@@ -229,6 +234,8 @@ class Transceiver:
         self._reporting: set[LeanPath] = set()
         """Lean paths that send their own RTCP (LeanPath.tick), ticked together every RTCP_TICK_S."""
         self._rtcp_tick: asyncio.TimerHandle | None = None
+        self._certificate: hooks.SharedCertificate | None = None
+        self._certificate_made_at = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session_states = telemetry.Snapshot(self._count_states)
         meter = telemetry.meter()
@@ -368,7 +375,8 @@ class Transceiver:
             self._admitting.discard(session_id)
             raise
         assert self.record is not None and self.mux is not None
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        with hooks.new_peer_connections_use(self._dtls_certificate()):
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except BaseException as exc:
@@ -377,6 +385,8 @@ class Transceiver:
             if isinstance(exc, Exception):  # aiortc raises ValueError, InternalError, ...
                 raise OfferRejected("unsupported-offer", f"the offer was not accepted: {exc}") from None
             raise
+        for rtp in pc.getTransceivers():
+            hooks.receive_without_decoder(rtp.receiver)
         track = AgentAudioTrack()
         pc.addTrack(track)
         issued_at = int(time.time())
@@ -495,6 +505,15 @@ class Transceiver:
             candidate = hooks.local_candidate_sdp(session.transport.protocol, session.edge.relay)
         kind, mid = session.media
         return restart_answer(conn.local_username, conn.local_password, kind, mid, candidate)
+
+    def _dtls_certificate(self) -> hooks.SharedCertificate:
+        """The DTLS certificate for a new session: one for every session of the process (its key, fingerprints
+        and DTLS context are made once, not per call), replaced for new sessions every CERTIFICATE_ROTATE_S."""
+        now = time.monotonic()
+        if self._certificate is None or now - self._certificate_made_at >= CERTIFICATE_ROTATE_S:
+            self._certificate = hooks.SharedCertificate.generateCertificate()
+            self._certificate_made_at = now
+        return self._certificate
 
     async def _claim(self, session: Session) -> float:
         """Claim ``session`` in the registry (its ``claim``, whose revision fences it); the ms it took. A claim
@@ -655,7 +674,7 @@ class Transceiver:
                                                                      packet.extensions.audio_level))
         else:
             self._take_media(session, audio, on_rtp)
-        # aiortc starts the receiver (and its decoder thread) right after it reports "connected", in the same task.
+        # aiortc starts the sender and receiver (without its decoder thread) right after it reports "connected".
         asyncio.get_running_loop().call_soon(self._started, session, audio)
 
     def _take_media(self, session: Session, audio: Any,
@@ -684,13 +703,10 @@ class Transceiver:
         mux_session.on_rtp = path.receive
 
     def _started(self, session: Session, audio: Any) -> None:
-        """Once aiortc has started the session's sender and receiver: stop the receiver's idle decoder thread
-        (the reference path taps its jitter buffer, the lean path never feeds it) and, on the lean path, take
-        the RTCP reports over from aiortc's per-session tasks before they run (LeanPath.tick, on the tick
-        all sessions share)."""
+        """Once aiortc has started the session's sender and receiver, on the lean path: take the RTCP reports
+        over from aiortc's per-session tasks before they run (LeanPath.tick, on the tick all sessions share)."""
         if session.ended:
             return
-        hooks.stop_decoder(audio.receiver)
         path = session.lean
         if path is None or not hooks.stop_rtcp(audio.sender, audio.receiver):
             return
