@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any, Protocol
 
 import grpc
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription, sdp
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from opentelemetry import metrics, trace
 
 from voicemesh.agent.v1 import agent_pb2
@@ -369,7 +369,7 @@ class Transceiver:
         session_id = self.session_ids.mint(secrets.token_bytes(RANDOM_BYTES))
         self._admit(session_id)
         try:
-            offer = check_offer(offer_sdp)
+            offer, description = check_offer(offer_sdp)
             await self.setup_hold.turn()
         except BaseException:
             self._admitting.discard(session_id)
@@ -410,7 +410,6 @@ class Transceiver:
             hooks.set_local_ufrag(conn, ufrag)
             transport = MuxTransport(self.mux, edge.relay)
             transport.protocol = hooks.attach_protocol(conn, transport, edge.relay)
-            description = sdp.SessionDescription.parse(offer)
             if all(m.dtls is not None and m.dtls.role == "auto" for m in description.media):
                 hooks.answer_as_dtls_server(pc)
             first = description.media[0]
@@ -690,7 +689,7 @@ class Transceiver:
             return
         rx, tx = hooks.srtp_sessions(audio.receiver.transport)
         path = LeanPath(
-            negotiated(session.pc.localDescription.sdp), rx, tx,
+            negotiated(session.answer), rx, tx,
             hooks.receiver_streams(audio.receiver), hooks.new_stream, on_rtp,
             partial(self.mux.send_media, mux_session), partial(hooks.set_sender_report, audio.sender),
             self.media_counters, sequence_number=secrets.randbits(16), timestamp_origin=secrets.randbits(32),
