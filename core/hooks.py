@@ -499,7 +499,7 @@ def receive_without_decoder(receiver: RTCRtpReceiver) -> None:
 
 class SharedCertificate(RTCCertificate):
     """A DTLS certificate (aiortc's: ECDSA P-256, self-signed, valid 30 days from its making) for many peer
-    connections of one process, as Janus and Pion use one: DTLS-SRTP binds a certificate to a session by the
+    connections of one process, as Janus uses one: DTLS-SRTP binds a certificate to a session by the
     fingerprint in the SDP (RFC 5763 5, RFC 8122 5), which each side still checks after the handshake, and the
     key only signs the ephemeral ECDHE exchange, so each session keeps keys of its own. What aiortc otherwise
     makes for every peer connection is made once: the key and certificate, their fingerprints (three digests)
