@@ -8,8 +8,10 @@ all six, so this
 module reads and writes a handful of private attributes; and aioice has no option
 to gather on one chosen address, which the test client (``voicemesh call --bind``)
 needs. The lean media path (core/lean.py) also takes the SRTP sessions aiortc
-negotiated, feeds the counters aiortc's RTCP reports are built from, and stops the
-decoder thread aiortc starts for every receiver. aiortc, aioice and pylibsrtp are
+negotiated, feeds the counters aiortc's RTCP reports are built from, and keeps aiortc
+from starting a decoder thread for every receiver. A call's set-up reuses one DTLS
+certificate, its fingerprints and its DTLS context per process (aiortc makes all three
+anew for every peer connection). aiortc, aioice and pylibsrtp are
 pinned exactly in pyproject.toml;
 ``check()`` runs at transceiver start and tests/test_hooks.py runs it in CI, so
 an upgrade that moves a hook fails loudly instead of silently breaking calls.
@@ -17,8 +19,10 @@ an upgrade that moves a hook fails loudly instead of silently breaking calls.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
+import hashlib
 import inspect
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -30,10 +34,11 @@ import pylibsrtp
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import CandidatePair, Connection, StunProtocol
 from aiortc import RTCPeerConnection
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsTransport, SRTPProtectionProfile
 from aiortc.rtcicetransport import RTCIceGatherer
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
+from OpenSSL import SSL
 
 AIORTC_VERSION = "1.16.0"
 AIOICE_VERSION = "0.13.0"
@@ -42,7 +47,11 @@ PYLIBSRTP_VERSION = "1.0.0"
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _REMOTE_STREAMS = "_RTCRtpReceiver__remote_streams"
 _DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
-_STOP_DECODER = "_RTCRtpReceiver__stop_decoder"
+_RECEIVER_START = ("_RTCRtpReceiver__started", "_RTCRtpReceiver__codecs", "_RTCRtpReceiver__rtx_ssrc",
+                   "_RTCRtpReceiver__rtcp_task")
+_RECEIVE_SHA256 = "d6d8d8d7a0bf4e95f3fb7cb78cf275d0a5f50c4912e0cb8498272008779916ef"
+"""sha256 of aiortc 1.16.0's ``RTCRtpReceiver.receive`` source, which receive_without_decoder repeats but
+for the decoder thread: any change to it must be reviewed there."""
 _SENDER_REPORT = ("_RTCRtpSender__ntp_timestamp", "_RTCRtpSender__rtp_timestamp",
                   "_RTCRtpSender__packet_count", "_RTCRtpSender__octet_count")
 _RTCP_TASKS: dict[type[RTCRtpSender] | type[RTCRtpReceiver], tuple[str, str, str]] = {
@@ -142,11 +151,12 @@ def _check_lean() -> None:
             getattr(pylibsrtp, "ERRORS", None), list):
         raise HookError("pylibsrtp no longer has SRTP_MAX_TRAILER_LEN and ERRORS")
     receiver_init = inspect.getsource(RTCRtpReceiver.__init__)
-    for name in (_REMOTE_STREAMS, _DECODER_THREAD):
+    for name in (_REMOTE_STREAMS, _DECODER_THREAD, *_RECEIVER_START):
         if f"self.__{name.split('__', 1)[1]}" not in receiver_init:
             raise HookError(f"RTCRtpReceiver has no {name}")
-    if not callable(getattr(RTCRtpReceiver, _STOP_DECODER, None)):
-        raise HookError(f"RTCRtpReceiver has no {_STOP_DECODER}")
+    if hashlib.sha256(inspect.getsource(RTCRtpReceiver.receive).encode()).hexdigest() != _RECEIVE_SHA256:
+        raise HookError("RTCRtpReceiver.receive changed: review core/hooks.py receive_without_decoder")
+    _check_certificate()
     sender_init = inspect.getsource(RTCRtpSender.__init__)
     for name in _SENDER_REPORT:
         if f"self.__{name.split('__', 1)[1]} = 0" not in sender_init:
@@ -172,6 +182,21 @@ def _check_lean() -> None:
             raise HookError(f"aiortc's StreamStatistics has no {name}")
     if list(inspect.signature(StreamStatistics.add).parameters) != ["self", "packet"]:
         raise HookError("aiortc's StreamStatistics.add is no longer add(packet)")
+
+
+def _check_certificate() -> None:
+    """The private parts of aiortc that SharedCertificate and new_peer_connections_use rely on."""
+    if "RTCCertificate.generateCertificate()" not in inspect.getsource(RTCPeerConnection.__init__):
+        raise HookError("RTCPeerConnection.__init__ no longer makes its certificate with RTCCertificate.generateCertificate")
+    if not isinstance(inspect.getattr_static(RTCCertificate, "generateCertificate"), classmethod):
+        raise HookError("RTCCertificate.generateCertificate is no longer a classmethod")
+    if list(inspect.signature(RTCCertificate._create_ssl_context).parameters) != ["self", "srtp_profiles"]:
+        raise HookError("RTCCertificate._create_ssl_context is no longer _create_ssl_context(srtp_profiles)")
+    start = inspect.getsource(RTCDtlsTransport.start)
+    if "SSL.Connection(\n            self.__local_certificate._create_ssl_context(" not in start:
+        raise HookError("RTCDtlsTransport.start no longer builds its SSL.Connection on the certificate's context")
+    if "self.__local_certificate.getFingerprints()" not in inspect.getsource(RTCDtlsTransport.getLocalParameters):
+        raise HookError("RTCDtlsTransport.getLocalParameters no longer asks its certificate for the fingerprints")
 
 
 def ice_connection(pc: RTCPeerConnection) -> Connection:
@@ -447,14 +472,95 @@ def last_sender_reports(receiver: RTCRtpReceiver) -> tuple[dict[int, int], dict[
     return lsr, lsr_time
 
 
-def stop_decoder(receiver: RTCRtpReceiver) -> bool:
-    """Stop the decoder thread that ``receiver`` started in ``receive()``: with the jitter buffer tapped
-    (tap_receiver) or bypassed, it never gets a frame, and each idle thread holds a stack. Its remote track
-    ends. Returns whether a thread was running. Call after the receiver started (connected)."""
-    if getattr(receiver, _DECODER_THREAD) is None:
-        return False
-    getattr(receiver, _STOP_DECODER)()
-    return True
+def receive_without_decoder(receiver: RTCRtpReceiver) -> None:
+    """Make ``receiver`` start (``receive()``, which aiortc calls right after DTLS connects) without the decoder
+    thread aiortc starts for every receiver: with the jitter buffer tapped (tap_receiver) or bypassed (the lean
+    path) it would never get a frame, yet starting it and stopping it again cost the event loop a thread's
+    creation and two hand-overs of the GIL in the middle of the call's set-up. Everything else ``receive()``
+    does is kept: the codecs and RTX SSRCs, the registration with the DTLS transport's RTP router, the RTCP
+    task (stop_rtcp takes it over). The receiver's remote track then never gets a frame. Call before the
+    session connects."""
+
+    async def receive(parameters: Any) -> None:
+        started, codecs, rtx_ssrc, rtcp_task = _RECEIVER_START
+        if getattr(receiver, started):
+            return
+        for codec in parameters.codecs:
+            getattr(receiver, codecs)[codec.payloadType] = codec
+        for encoding in parameters.encodings:
+            if encoding.rtx:
+                getattr(receiver, rtx_ssrc)[encoding.rtx.ssrc] = encoding.ssrc
+        receiver.transport._register_rtp_receiver(receiver, parameters)
+        setattr(receiver, rtcp_task, asyncio.ensure_future(receiver._run_rtcp()))
+        setattr(receiver, started, True)
+
+    receiver.receive = receive  # type: ignore[method-assign]
+
+
+class SharedCertificate(RTCCertificate):
+    """A DTLS certificate (aiortc's: ECDSA P-256, self-signed, valid 30 days from its making) for many peer
+    connections of one process, as Janus uses one: DTLS-SRTP binds a certificate to a session by the
+    fingerprint in the SDP (RFC 5763 5, RFC 8122 5), which each side still checks after the handshake, and the
+    key only signs the ephemeral ECDHE exchange, so each session keeps keys of its own. What aiortc otherwise
+    makes for every peer connection is made once: the key and certificate, their fingerprints (three digests)
+    and the DTLS context (one per list of SRTP profiles). The context has OpenSSL's session cache off, as
+    aiortc's single-use contexts in effect have: no session of one call can be resumed by another. Make one
+    with ``SharedCertificate.generateCertificate()``; pair it with new_peer_connections_use."""
+
+    def __init__(self, key: Any, cert: Any) -> None:
+        super().__init__(key=key, cert=cert)
+        self._fingerprints = super().getFingerprints()
+        self._contexts: dict[tuple[bytes, ...], SSL.Context] = {}
+
+    def getFingerprints(self) -> list[RTCDtlsFingerprint]:
+        """The certificate's fingerprints (RFC 8122 5), computed once."""
+        return list(self._fingerprints)
+
+    def _create_ssl_context(self, srtp_profiles: list[SRTPProtectionProfile]) -> SSL.Context:
+        """aiortc's DTLS context for ``srtp_profiles``, made once per list and shared by every connection."""
+        key = tuple(profile.openssl_profile for profile in srtp_profiles)
+        context = self._contexts.get(key)
+        if context is None:
+            context = super()._create_ssl_context(srtp_profiles)
+            context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+            self._contexts[key] = context
+        return context
+
+
+_CERTIFICATE: contextvars.ContextVar[RTCCertificate | None] = contextvars.ContextVar(
+    "voicemesh_certificate", default=None)
+_wrapped_generate: classmethod = inspect.getattr_static(RTCCertificate, "generateCertificate")
+
+
+def _generate_certificate(cls: type[RTCCertificate]) -> RTCCertificate:
+    """Stand-in for ``RTCCertificate.generateCertificate``: the certificate of the new_peer_connections_use
+    block this runs in, else a fresh one as the wrapped method makes it."""
+    certificate = _CERTIFICATE.get()
+    if certificate is not None and cls is RTCCertificate:
+        return certificate
+    made: RTCCertificate = _wrapped_generate.__func__(cls)
+    return made
+
+
+@contextlib.contextmanager
+def new_peer_connections_use(certificate: RTCCertificate) -> Iterator[None]:
+    """Make every RTCPeerConnection constructed inside this block use ``certificate`` for DTLS instead of
+    making one of its own (see SharedCertificate).
+
+    ``RTCPeerConnection.__init__`` calls ``RTCCertificate.generateCertificate()`` and has no option to take
+    one. A stand-in is installed in its place once per process (wrapping whatever is there) and answers
+    ``certificate`` only inside this block's context, so other peer connections in the process (a test's
+    callers) still make their own."""
+    global _wrapped_generate
+    installed = inspect.getattr_static(RTCCertificate, "generateCertificate")
+    if getattr(installed, "__func__", None) is not _generate_certificate:
+        _wrapped_generate = installed
+        RTCCertificate.generateCertificate = classmethod(_generate_certificate)  # type: ignore[method-assign,assignment]
+    token = _CERTIFICATE.set(certificate)
+    try:
+        yield
+    finally:
+        _CERTIFICATE.reset(token)
 
 
 _GATHER_ON: contextvars.ContextVar[str | None] = contextvars.ContextVar("voicemesh_gather_on", default=None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import NamedTuple
 
 from aioice.candidate import candidate_foundation
 from aiortc import sdp
@@ -91,8 +92,16 @@ def check_limits(offer: str) -> None:
                                     f"a section of the offer has over {MAX_ATTRIBUTES} attribute lines")
 
 
-def check_offer(offer: str) -> str:
-    """Validate an SDP offer (RFC 8866, RFC 8829) and return it without client candidates.
+class CheckedOffer(NamedTuple):
+    """An offer that passed ``check_offer``: ``sdp``, its text without client candidates, and ``description``,
+    that text as aiortc parsed it (read it, do not change it)."""
+
+    sdp: str
+    description: sdp.SessionDescription
+
+
+def check_offer(offer: str) -> CheckedOffer:
+    """Validate an SDP offer (RFC 8866, RFC 8829) and return it without client candidates, parsed once.
 
     Raises OfferRejected with a title from ``check_limits``, or
     ``malformed-sdp``, ``no-audio``, ``unsupported-m-line`` (media other than
@@ -101,8 +110,9 @@ def check_offer(offer: str) -> str:
     if not offer.startswith("v=0"):
         raise OfferRejected("malformed-sdp", "the body is not an SDP offer: it must start with 'v=0'")
     check_limits(offer)
+    stripped = strip_candidates(offer)
     try:
-        description = sdp.SessionDescription.parse(offer)
+        description = sdp.SessionDescription.parse(stripped)
     except Exception as exc:  # aiortc's parser raises many types on garbage
         raise OfferRejected("malformed-sdp", f"the SDP offer could not be parsed: {exc}") from None
     audio = [m for m in description.media if m.kind == "audio"]
@@ -120,7 +130,7 @@ def check_offer(offer: str) -> str:
         raise OfferRejected("no-opus", "the offer's audio m-line does not offer Opus (RFC 7587)")
     if not all(m.ice and m.ice.usernameFragment and m.ice.password and m.dtls for m in description.media if m.port):
         raise OfferRejected("no-ice-credentials", "every m-line needs a=ice-ufrag, a=ice-pwd and a=fingerprint")
-    return strip_candidates(offer)
+    return CheckedOffer(stripped, description)
 
 
 def strip_candidates(offer: str) -> str:

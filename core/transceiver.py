@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any, Protocol
 
 import grpc
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription, sdp
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from opentelemetry import metrics, trace
 
 from voicemesh.agent.v1 import agent_pb2
@@ -74,6 +74,11 @@ of a hundred or more sessions and the C memory behind them); the allocator's hea
 to hold them and stays that large. Collected within the window, they are freed while the next sessions can
 reuse the memory. A full collection scans the objects that are not frozen: the transceiver process freezes
 what it holds at start-up (``voicemesh transceiver``), so its cost follows the live sessions."""
+
+CERTIFICATE_ROTATE_S = 24 * 3600.0
+"""Seconds a DTLS certificate serves new sessions (core/hooks.py SharedCertificate: one per process instead of
+one per session) before a fresh one replaces it; sessions keep the one they started with. aiortc's certificates
+are valid for 30 days from their making, so this plus ``max_session_s`` must stay well under that."""
 
 CODECS = {"opus": agent_pb2.CODEC_OPUS, "pcm16": agent_pb2.CODEC_PCM16}
 """Agent link formats by config name: Opus as received, or PCM16 mono."""
@@ -229,6 +234,8 @@ class Transceiver:
         self._reporting: set[LeanPath] = set()
         """Lean paths that send their own RTCP (LeanPath.tick), ticked together every RTCP_TICK_S."""
         self._rtcp_tick: asyncio.TimerHandle | None = None
+        self._certificate: hooks.SharedCertificate | None = None
+        self._certificate_made_at = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session_states = telemetry.Snapshot(self._count_states)
         meter = telemetry.meter()
@@ -362,13 +369,14 @@ class Transceiver:
         session_id = self.session_ids.mint(secrets.token_bytes(RANDOM_BYTES))
         self._admit(session_id)
         try:
-            offer = check_offer(offer_sdp)
+            offer, description = check_offer(offer_sdp)
             await self.setup_hold.turn()
         except BaseException:
             self._admitting.discard(session_id)
             raise
         assert self.record is not None and self.mux is not None
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        with hooks.new_peer_connections_use(self._dtls_certificate()):
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except BaseException as exc:
@@ -377,6 +385,8 @@ class Transceiver:
             if isinstance(exc, Exception):  # aiortc raises ValueError, InternalError, ...
                 raise OfferRejected("unsupported-offer", f"the offer was not accepted: {exc}") from None
             raise
+        for rtp in pc.getTransceivers():
+            hooks.receive_without_decoder(rtp.receiver)
         track = AgentAudioTrack()
         pc.addTrack(track)
         issued_at = int(time.time())
@@ -400,7 +410,6 @@ class Transceiver:
             hooks.set_local_ufrag(conn, ufrag)
             transport = MuxTransport(self.mux, edge.relay)
             transport.protocol = hooks.attach_protocol(conn, transport, edge.relay)
-            description = sdp.SessionDescription.parse(offer)
             if all(m.dtls is not None and m.dtls.role == "auto" for m in description.media):
                 hooks.answer_as_dtls_server(pc)
             first = description.media[0]
@@ -495,6 +504,15 @@ class Transceiver:
             candidate = hooks.local_candidate_sdp(session.transport.protocol, session.edge.relay)
         kind, mid = session.media
         return restart_answer(conn.local_username, conn.local_password, kind, mid, candidate)
+
+    def _dtls_certificate(self) -> hooks.SharedCertificate:
+        """The DTLS certificate for a new session: one for every session of the process (its key, fingerprints
+        and DTLS context are made once, not per call), replaced for new sessions every CERTIFICATE_ROTATE_S."""
+        now = time.monotonic()
+        if self._certificate is None or now - self._certificate_made_at >= CERTIFICATE_ROTATE_S:
+            self._certificate = hooks.SharedCertificate.generateCertificate()
+            self._certificate_made_at = now
+        return self._certificate
 
     async def _claim(self, session: Session) -> float:
         """Claim ``session`` in the registry (its ``claim``, whose revision fences it); the ms it took. A claim
@@ -655,7 +673,7 @@ class Transceiver:
                                                                      packet.extensions.audio_level))
         else:
             self._take_media(session, audio, on_rtp)
-        # aiortc starts the receiver (and its decoder thread) right after it reports "connected", in the same task.
+        # aiortc starts the sender and receiver (without its decoder thread) right after it reports "connected".
         asyncio.get_running_loop().call_soon(self._started, session, audio)
 
     def _take_media(self, session: Session, audio: Any,
@@ -671,7 +689,7 @@ class Transceiver:
             return
         rx, tx = hooks.srtp_sessions(audio.receiver.transport)
         path = LeanPath(
-            negotiated(session.pc.localDescription.sdp), rx, tx,
+            negotiated(session.answer), rx, tx,
             hooks.receiver_streams(audio.receiver), hooks.new_stream, on_rtp,
             partial(self.mux.send_media, mux_session), partial(hooks.set_sender_report, audio.sender),
             self.media_counters, sequence_number=secrets.randbits(16), timestamp_origin=secrets.randbits(32),
@@ -684,13 +702,10 @@ class Transceiver:
         mux_session.on_rtp = path.receive
 
     def _started(self, session: Session, audio: Any) -> None:
-        """Once aiortc has started the session's sender and receiver: stop the receiver's idle decoder thread
-        (the reference path taps its jitter buffer, the lean path never feeds it) and, on the lean path, take
-        the RTCP reports over from aiortc's per-session tasks before they run (LeanPath.tick, on the tick
-        all sessions share)."""
+        """Once aiortc has started the session's sender and receiver, on the lean path: take the RTCP reports
+        over from aiortc's per-session tasks before they run (LeanPath.tick, on the tick all sessions share)."""
         if session.ended:
             return
-        hooks.stop_decoder(audio.receiver)
         path = session.lean
         if path is None or not hooks.stop_rtcp(audio.sender, audio.receiver):
             return

@@ -65,7 +65,7 @@ def mutated_offers(draw) -> str:
 def checked(offer: str) -> str | None:
     """check_offer(offer), or None when it raises OfferRejected (any other exception fails the test)."""
     try:
-        out = check_offer(offer)
+        out = check_offer(offer).sdp
     except OfferRejected as exc:
         assert exc.title and exc.detail
         return None

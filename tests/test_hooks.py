@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import aioice
 import aiortc
@@ -13,6 +14,7 @@ from aioice.ice import Connection
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
+from OpenSSL import SSL
 
 from voicemesh.core import hooks
 from voicemesh.core.media import AgentAudioTrack
@@ -191,10 +193,77 @@ def test_check_names_a_pylibsrtp_version_mismatch(monkeypatch) -> None:
         hooks.check()
 
 
-def test_check_names_a_moved_decoder_stop(monkeypatch) -> None:
-    monkeypatch.delattr(RTCRtpReceiver, "_RTCRtpReceiver__stop_decoder")
-    with pytest.raises(hooks.HookError, match="__stop_decoder"):
+def test_check_names_a_changed_receiver_start(monkeypatch) -> None:
+    async def receive(self, parameters) -> None:
+        """aiortc's receive() after an upgrade that receive_without_decoder has not caught up with."""
+
+    monkeypatch.setattr(RTCRtpReceiver, "receive", receive)
+    with pytest.raises(hooks.HookError, match="RTCRtpReceiver.receive changed"):
         hooks.check()
+
+
+def test_check_names_a_peer_connection_that_makes_its_certificate_otherwise(monkeypatch) -> None:
+    def init(self, configuration=None) -> None:
+        """An RTCPeerConnection.__init__ that no longer asks RTCCertificate.generateCertificate."""
+
+    monkeypatch.setattr(RTCPeerConnection, "__init__", init)
+    with pytest.raises(hooks.HookError, match="no longer makes its certificate"):
+        hooks.check()
+
+
+async def connected_pair(answerer: RTCPeerConnection, fingerprint: str | None = None) -> RTCPeerConnection:
+    """A caller connected (or failed) to ``answerer`` over loopback, both with an audio track; with
+    ``fingerprint``, the caller is told the answerer's certificate has that sha-256 fingerprint instead."""
+    caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    caller.addTrack(AgentAudioTrack())
+    with hooks.gather_on("127.0.0.1"):
+        await caller.setLocalDescription(await caller.createOffer())
+        await answerer.setRemoteDescription(caller.localDescription)
+        answerer.addTrack(AgentAudioTrack())
+        for transceiver in answerer.getTransceivers():
+            hooks.receive_without_decoder(transceiver.receiver)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+    answer = answerer.localDescription.sdp
+    if fingerprint is not None:
+        answer = "".join(f"a=fingerprint:sha-256 {fingerprint}\r\n" if line.startswith("a=fingerprint:sha-256")
+                         else line for line in answer.splitlines(keepends=True))
+    await caller.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    for _ in range(250):
+        if caller.connectionState in ("connected", "failed") and answerer.connectionState in ("connected", "failed"):
+            break
+        await asyncio.sleep(0.02)
+    return caller
+
+
+async def test_peer_connections_share_one_certificate_and_still_check_the_peer() -> None:
+    """Peer connections made inside new_peer_connections_use share its certificate, its fingerprints and one DTLS
+    context (with OpenSSL's session cache off: no call resumes another's session), and each still connects
+    with SRTP keys of its own; a caller told another fingerprint refuses the handshake; peer connections
+    made outside the block make their own certificate."""
+    certificate = hooks.SharedCertificate.generateCertificate()
+    with hooks.new_peer_connections_use(certificate):
+        answerers = [RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(3)]
+    callers = [await connected_pair(answerer) for answerer in answerers[:2]]
+    assert [pc.connectionState for pc in (*answerers[:2], *callers)] == ["connected"] * 4
+    dtls = [answerer.getTransceivers()[0].receiver.transport for answerer in answerers[:2]]
+    assert dtls[0]._ssl.get_context() is dtls[1]._ssl.get_context()
+    assert dtls[0]._ssl.get_context().get_session_cache_mode() == SSL.SESS_CACHE_OFF
+    assert all(d.getLocalParameters().fingerprints == certificate.getFingerprints() for d in dtls)
+    keys = [hooks.srtp_sessions(d)[0] for d in dtls]
+    assert keys[0] is not keys[1] and dtls[0]._ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 60) != \
+        dtls[1]._ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 60), "each session has keys of its own"
+    assert [t.name for t in threading.enumerate()].count("audio-decoder") == 2, "the callers' only"
+
+    other = hooks.SharedCertificate.generateCertificate().getFingerprints()[0].value
+    refused = await connected_pair(answerers[2], fingerprint=other)
+    assert refused.connectionState == "failed", "the fingerprint in the SDP is still checked"
+
+    outside = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    outside.addTransceiver("audio")
+    await outside.setLocalDescription(await outside.createOffer())
+    assert certificate.getFingerprints()[0].value not in outside.localDescription.sdp
+    for pc in (*answerers, *callers, refused, outside):
+        await pc.close()
 
 
 def test_check_names_receiver_statistics_that_lost_a_counter(monkeypatch) -> None:

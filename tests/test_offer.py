@@ -46,7 +46,7 @@ def audio_m_lines(count: int) -> str:
 
 
 def test_a_good_offer_loses_its_candidates_only() -> None:
-    out = check_offer(OFFER)
+    out = check_offer(OFFER).sdp
     assert "a=candidate" not in out and "a=end-of-candidates" not in out
     assert out.count("\r\n") == OFFER.count("\r\n") - 2
 
@@ -76,7 +76,7 @@ def test_strip_keeps_unix_line_endings() -> None:
 
 def test_one_data_channel_m_line_is_allowed_beside_the_audio() -> None:
     offer = OFFER.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1") + DATA_CHANNEL
-    assert "m=application" in check_offer(offer)
+    assert "m=application" in check_offer(offer).sdp
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from offers import real_offer
 from voicemesh.app.client import call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
 from voicemesh.core import api, echo_agent
+from voicemesh.core import transceiver as transceiver_module
 from voicemesh.core.config import TransceiverConfig
 from voicemesh.core.transceiver import Transceiver
 from voicemesh.registry import MemoryRegistry
@@ -118,6 +119,22 @@ async def test_only_a_pcm16_answer_caps_the_callers_opus_at_the_agent_rate(codec
         pt = next(line.split()[0].split(":")[1] for line in answer.splitlines() if " opus/48000" in line)
         fmtps = [line.split(" ", 1)[1] for line in answer.splitlines() if line.startswith(f"a=fmtp:{pt} ")]
         assert fmtps == ([fmtp] if fmtp else [])
+
+
+async def test_answers_share_one_certificate_until_it_is_rotated(monkeypatch) -> None:
+    """One DTLS certificate serves every session of a transceiver (core/hooks.py SharedCertificate), the
+    callers' own apart; once CERTIFICATE_ROTATE_S has passed, new sessions get a fresh one."""
+    def fingerprint(sdp: str) -> str:
+        return next(line for line in sdp.splitlines() if line.startswith("a=fingerprint:sha-256"))
+
+    async with embedded_mesh() as mesh, aiohttp.ClientSession() as http:
+        offers = [await real_offer() for _ in range(3)]
+        answers = [(await post_offer(http, mesh, sdp))[2] for sdp in offers[:2]]
+        assert fingerprint(answers[0]) == fingerprint(answers[1])
+        assert fingerprint(answers[0]) not in {fingerprint(sdp) for sdp in offers}
+        monkeypatch.setattr(transceiver_module, "CERTIFICATE_ROTATE_S", 0.0)
+        rotated = (await post_offer(http, mesh, offers[2]))[2]
+        assert fingerprint(rotated) != fingerprint(answers[0])
 
 
 @contextlib.contextmanager
