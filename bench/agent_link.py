@@ -1,12 +1,15 @@
-"""Benchmark: CPU cost of the agent link per frame (uplink plus its echo), for several batch_ms.
+"""Benchmark: CPU cost of the agent link per frame and per message (uplink plus its echo), for several batch_ms.
 
 Runs the echo agent in a child process, drives `sessions` x 50 frames/s of 160 B Opus-sized frames
-through one AgentLink in this process, and prints one JSON line. Usage: python bench/agent_link.py
+through one AgentLink in this process, and prints one JSON line: this process's CPU (less the driver's
+own, measured first without a link) and the agent's (its /proc accounting), per frame and per uplink
+message with its downlink. Usage: python bench/agent_link.py [--sessions 20 --batch-ms 10]
 """
 
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -24,6 +27,13 @@ async def main():
     await server.wait_for_termination()
 asyncio.run(main())
 """
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU time (user + system, s) process ``pid`` has used, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def drive(send, sessions: int, duration_s: float) -> tuple[float, int]:
@@ -45,7 +55,7 @@ async def drive(send, sessions: int, duration_s: float) -> tuple[float, int]:
     return time.process_time() - cpu, frames
 
 
-async def measure(port: int, batch_ms: float, sessions: int, duration_s: float, baseline_cpu_s: float) -> dict:
+async def measure(port: int, agent_pid: int, batch_ms: float, sessions: int, duration_s: float, baseline_cpu_s: float) -> dict:
     link = AgentLink(f"127.0.0.1:{port}", batch_ms=batch_ms)
     await link.start()
     while not link.connected:
@@ -63,14 +73,21 @@ async def measure(port: int, batch_ms: float, sessions: int, duration_s: float, 
         for n in range(sessions)
     ]
     payload = bytes(160)
+    uplinks = link.uplink_messages
+    agent_cpu_s = process_cpu_s(agent_pid)
     cpu_s, frames = await drive(lambda index, n: opened[index].send(payload, n * 960), sessions, duration_s)
+    agent_cpu_s = process_cpu_s(agent_pid) - agent_cpu_s
+    uplinks = link.uplink_messages - uplinks
     await asyncio.sleep(0.5)
     await link.close()
     return {
         "batch_ms": batch_ms,
         "cpu_us_per_frame": round((cpu_s - baseline_cpu_s) / frames * 1e6, 1),
         "cpu_percent": round((cpu_s - baseline_cpu_s) / duration_s * 100, 1),
-        "uplink_messages_per_s": round(link.uplink_messages / duration_s),
+        "cpu_us_per_message": round((cpu_s - baseline_cpu_s) / uplinks * 1e6, 1),
+        "agent_cpu_percent": round(agent_cpu_s / duration_s * 100, 1),
+        "agent_cpu_us_per_message": round(agent_cpu_s / uplinks * 1e6, 1),
+        "uplink_messages_per_s": round(uplinks / duration_s),
         "downlink_messages_per_s": round(link.downlink_messages / duration_s),
         "frames_sent": frames,
         "frames_echoed": echoed[0],
@@ -89,7 +106,7 @@ async def main() -> None:
         port = int(await agent.stdout.readline())
         baseline_cpu_s, _ = await drive(lambda index, n: None, args.sessions, args.duration)
         results = [
-            await measure(port, batch_ms, args.sessions, args.duration, baseline_cpu_s) for batch_ms in args.batch_ms
+            await measure(port, agent.pid, batch_ms, args.sessions, args.duration, baseline_cpu_s) for batch_ms in args.batch_ms
         ]
     finally:
         agent.terminate()
