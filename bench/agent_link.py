@@ -3,7 +3,10 @@
 Runs the echo agent in a child process, drives `sessions` x 50 frames/s of 160 B Opus-sized frames
 through one AgentLink in this process, and prints one JSON line: this process's CPU (less the driver's
 own, measured first without a link) and the agent's (its /proc accounting), per frame and per uplink
-message with its downlink. Usage: python bench/agent_link.py [--sessions 20 --batch-ms 10]
+message with its downlink. Usage: python bench/agent_link.py [--sessions 20 --batch-ms 10]. With
+``--agent speaker`` the child is an SDK agent (voicemesh.agent.sdk) that speaks to every session, its
+frames paced by send_audio as a speech agent's are, instead of the echo agent: downlinks then come from
+the SDK's batching, not one per uplink.
 """
 
 import argparse
@@ -23,6 +26,19 @@ import asyncio
 from voicemesh.core.echo_agent import serve
 async def main():
     server, port = await serve("127.0.0.1:0")
+    print(port, flush=True)
+    await server.wait_for_termination()
+asyncio.run(main())
+"""
+SPEAKER = """
+import asyncio
+from voicemesh.agent import sdk
+class Speaker(sdk.Agent):
+    async def on_session(self, session):
+        while not session.ended:
+            await session.send_audio(bytes(160))
+async def main():
+    server, port = await sdk.serve(Speaker())
     print(port, flush=True)
     await server.wait_for_termination()
 asyncio.run(main())
@@ -65,19 +81,19 @@ async def measure(port: int, agent_pid: int, batch_ms: float, sessions: int, dur
     def on_frame(payload: bytes, timestamp: int) -> None:
         echoed[0] += 1
 
-    opened = [
-        link.open_session(
+    opened = []
+    for n in range(sessions):  # spread over a frame period, as calls that began at different times
+        opened.append(link.open_session(
             f"bench-{n}", codec=agent_pb2.CODEC_OPUS, sample_rate_hz=48000, on_frame=on_frame,
             on_end=lambda reason: print("session ended:", reason, file=sys.stderr),
-        )
-        for n in range(sessions)
-    ]
+        ))
+        await asyncio.sleep(1 / FRAMES_PER_S / sessions)
     payload = bytes(160)
-    uplinks = link.uplink_messages
+    uplinks, downlinks = link.uplink_messages, link.downlink_messages
     agent_cpu_s = process_cpu_s(agent_pid)
     cpu_s, frames = await drive(lambda index, n: opened[index].send(payload, n * 960), sessions, duration_s)
     agent_cpu_s = process_cpu_s(agent_pid) - agent_cpu_s
-    uplinks = link.uplink_messages - uplinks
+    uplinks, downlinks = link.uplink_messages - uplinks, link.downlink_messages - downlinks
     await asyncio.sleep(0.5)
     await link.close()
     return {
@@ -88,7 +104,7 @@ async def measure(port: int, agent_pid: int, batch_ms: float, sessions: int, dur
         "agent_cpu_percent": round(agent_cpu_s / duration_s * 100, 1),
         "agent_cpu_us_per_message": round(agent_cpu_s / uplinks * 1e6, 1),
         "uplink_messages_per_s": round(uplinks / duration_s),
-        "downlink_messages_per_s": round(link.downlink_messages / duration_s),
+        "downlink_messages_per_s": round(downlinks / duration_s),
         "frames_sent": frames,
         "frames_echoed": echoed[0],
         "dropped_frames": link.dropped_frames,
@@ -100,8 +116,10 @@ async def main() -> None:
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per batch_ms setting")
     parser.add_argument("--batch-ms", type=float, nargs="+", default=[0, 5, 10])
+    parser.add_argument("--agent", choices=["echo", "speaker"], default="echo")
     args = parser.parse_args()
-    agent = await asyncio.create_subprocess_exec(sys.executable, "-c", AGENT, stdout=asyncio.subprocess.PIPE)
+    code = AGENT if args.agent == "echo" else SPEAKER
+    agent = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
     try:
         port = int(await agent.stdout.readline())
         baseline_cpu_s, _ = await drive(lambda index, n: None, args.sessions, args.duration)
@@ -115,6 +133,7 @@ async def main() -> None:
         json.dumps(
             {
                 "bench": "agent_link",
+                "agent": args.agent,
                 "sessions": args.sessions,
                 "frames_per_s_per_session": FRAMES_PER_S,
                 "frame_bytes": 160,
