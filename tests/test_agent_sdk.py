@@ -120,6 +120,39 @@ async def test_events_keep_their_place_among_frames_both_ways(serve_agent, link)
     assert agent.sessions[0].end_reason == "hangup"
 
 
+async def test_downlinks_are_batched_but_a_sessions_first_frame_goes_at_once(serve_agent, link):
+    """Agent.batch_ms: frames sent in different loop iterations within the interval share one Downlink;
+    a session's first frame does not wait for it. The interval here is a minute, so without the first-frame
+    rule the second session's first frame would not arrive, and without the batching a, b and c would be
+    three Downlinks."""
+
+    class Speaker(sdk.Agent):
+        batch_ms = 60_000.0
+
+        async def on_session(self, session):
+            await session.send_audio(b"first")
+            async for item in session:
+                if item.payload == b"stop":
+                    return
+                for payload in (b"a", b"b", b"c"):
+                    await session.send_audio(payload)
+                    await asyncio.sleep(0)
+
+    agent_link = await link(await serve_agent(Speaker()))
+    recorder, other = Recorder(), Recorder()
+    session = recorder.open(agent_link)
+    await wait_until(lambda: ("frame", b"first") in recorder.got)
+    other.open(agent_link, "other")  # its first frame comes right after a Downlink, well within the minute
+    await wait_until(lambda: ("frame", b"first") in other.got)
+    before = agent_link.downlink_messages
+    session.send(b"go", 0)
+    session.send(b"stop", 960)
+    await wait_until(lambda: ("end", "agent_done") in recorder.got)
+    assert recorder.got == [("frame", b"first"), ("frame", b"a"), ("frame", b"b"), ("frame", b"c"),
+                            ("end", "agent_done")]
+    assert agent_link.downlink_messages - before == 1
+
+
 async def test_returning_or_raising_in_on_session_hangs_up(serve_agent, link):
     class OneFrame(sdk.Agent):
         async def on_session(self, session):

@@ -186,7 +186,10 @@ class Session:
 
 
 class _Stream:
-    """One Connect stream on the agent's side: its sessions by stream_id and the Downlinks to send."""
+    """One Connect stream on the agent's side: its sessions by stream_id and the Downlinks to send.
+
+    What the sessions send waits in ``outbox`` until ``wake`` is set: at most every ``agent.batch_ms``
+    (from the last send, ``sent()``), at once for a session's first frame (seq 0)."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -194,16 +197,41 @@ class _Stream:
         self.tasks: set[asyncio.Task[None]] = set()
         self.outbox: list[agent_pb2.Downlink] = []
         self.wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._batch_s = agent.batch_ms / 1000
+        self._last_sent = float("-inf")
+        self._flush_handle: asyncio.TimerHandle | None = None
 
-    def _batch(self, for_frame: bool) -> agent_pb2.Downlink:
+    def _batch(self, for_frame: bool, at_once: bool = False) -> agent_pb2.Downlink:
         # A frame sent after an event goes in a later Downlink: receivers apply frames before events.
         if not self.outbox or (for_frame and (self.outbox[-1].events or self.outbox[-1].json_events)):
             self.outbox.append(agent_pb2.Downlink())
-        self.wake.set()
+        if at_once:
+            self._flush()
+        elif self._flush_handle is None and not self.wake.is_set():
+            when = max(self._loop.time(), self._last_sent + self._batch_s)
+            self._flush_handle = self._loop.call_at(when, self._flush)
         return self.outbox[-1]
 
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self.wake.set()
+
+    def sent(self) -> None:
+        """The outbox went out: the next batch waits batch_ms from now."""
+        self._last_sent = self._loop.time()
+
+    def close(self) -> None:
+        """The stream is over: no batch is pending any more."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+
     def frame(self, stream_id: int, seq: int, timestamp: int, payload: bytes) -> None:
-        self._batch(True).frames.add(stream_id=stream_id, seq=seq, timestamp=timestamp, payload=payload)
+        self._batch(True, at_once=not seq).frames.add(stream_id=stream_id, seq=seq, timestamp=timestamp,
+                                                      payload=payload)
 
     def event(self, stream_id: int, event: int, timestamp: int) -> None:
         self._batch(False).events.add(stream_id=stream_id, event=event, timestamp=timestamp)
@@ -289,6 +317,12 @@ class Agent(agent_pb2_grpc.AgentServicer):
     """
 
     json_events = False
+    batch_ms = 10.0
+    """Downlink batching, as the transceiver's uplink (``--agent-batch-ms``): what the sessions send
+    goes out in one Downlink at most every batch_ms ms per stream, a session's first frame at once;
+    each frame waits at most batch_ms. A Downlink costs the same CPU on both sides whatever it
+    carries, and sessions that pace their own audio (send_audio) would otherwise send one each
+    for most frames. 0: each loop iteration's frames in one Downlink."""
 
     def __init__(self) -> None:
         self.dropped_frames = 0
@@ -310,9 +344,12 @@ class Agent(agent_pb2_grpc.AgentServicer):
                 await stream.wake.wait()
                 stream.wake.clear()
                 outbox, stream.outbox = stream.outbox, []
+                if outbox:
+                    stream.sent()
                 for downlink in outbox:
                     yield downlink
         finally:
+            stream.close()
             for task in (reader, *stream.tasks):
                 task.cancel()
             await asyncio.gather(reader, *stream.tasks, return_exceptions=True)
