@@ -121,8 +121,9 @@ class AgentSession:
 class AgentLink:
     """One channel + one Connect stream to an agent endpoint, many sessions on it.
 
-    Batching policy (latency vs CPU): a grpc.aio message costs ~200 us of CPU
-    per direction, so frames are not sent one per message. send() queues the
+    Batching policy (latency vs CPU): a grpc.aio message costs far more CPU than
+    the frames it carries (README, "the agent link's messages"), so frames are
+    not sent one per message. send() queues the
     frame, and if no flush is pending, schedules one with loop.call_at at
     max(now, last_flush + batch_ms). An idle link therefore adds ~0 ms (the
     first frame goes out on the next loop iteration), and a busy link sends at
