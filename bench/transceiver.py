@@ -13,8 +13,8 @@ knee: the first N where a call fails to connect or loss or late packets reach 1 
 only (it forwards, it does not transcode); the transceiver and the mesh also run with the agent link
 in PCM16. ``trx_*`` figures are the transceiver process alone (ICE, DTLS, SRTP, its RTP path, the
 gRPC agent link and, in PCM16 mode, the Opus decode/encode); ``mesh_*`` add the edge relay and the
-echo agent. Then ``voicemesh transceiver --workers 1`` and ``--workers 2`` take the same load: setups
-per second, and PCM16 sessions past one core's knee.
+echo agent. Then ``voicemesh transceiver --workers 1`` and ``--workers 2`` take the same load, each worker
+under the servers' quota: setups per second, and PCM16 at the transceiver's knee (past one worker's).
 
 ``python bench/transceiver.py [--quick]`` prints a table and, as its last line, one JSON object (see
 ``main``). Janus needs root and ``janus``; without them its figures are None and ``janus_skipped``
@@ -283,14 +283,17 @@ def run_point(target: str, agent_codec: str, n: int, settle_s: float, window_s: 
     processes alone; None for Janus), ``rss_mb_per_session`` (the main process' RSS growth per session,
     MB), ``client_side_pct`` (our processes on the client's core, % of one core), ``foreign_pct`` (per core:
     busy % not explained by the processes placed on it), ``quota_pct`` (the server processes' CPU quota, %
-    of one core, None without), ``throttled_s`` (seconds the quota held them back, from their start to the
+    of one core, None without; for ``workers``, each worker's own quota), ``throttled_s`` (seconds the quota held
+    them back, from their start to the
     window's end) and ``throttled_pct`` (the % of the window's CFS periods in which it did).
     Raises BenchError, cpuquota.QuotaError (and janus.JanusError for Janus)."""
     client = [sys.executable, "-P", str(LOAD_CLIENT), "--n", str(n), "--settle", str(settle_s),
               "--window", str(window_s), "--parallel", str(parallel)]
     # -P: keep bench/ off sys.path, where bench/dns.py would shadow dnspython (imported by aioice).
     placed: dict[str, str] = {"client": CLIENT_CPU}
-    quota = cpuquota.CpuQuota(f"voicemesh-bench-{os.getpid()}-{workdir.name}", quota_pct) if quota_pct else None
+    # --workers: a quota of its own for each worker (below), as each would have a core of its own.
+    quota = (cpuquota.CpuQuota(f"voicemesh-bench-{os.getpid()}-{workdir.name}", quota_pct)
+             if quota_pct and target != "workers" else None)
     quota_args = ["--cpu-stat", str(quota.cpu_stat)] if quota else []
     if target == "janus":
         assert netns is not None
@@ -310,16 +313,24 @@ def run_point(target: str, agent_codec: str, n: int, settle_s: float, window_s: 
         server_procs, main_procs = ["janus"], ["janus"]
     else:
         layout = LAYOUTS[target]
-        with quota or contextlib.nullcontext(), Mesh(agent_codec, workdir, layout, workers) as mesh:
+        with (contextlib.ExitStack() as groups, quota or contextlib.nullcontext(),
+              Mesh(agent_codec, workdir, layout, workers) as mesh):
             if quota:
                 for name in SERVER_PROCS[target]:
                     quota.add(mesh.pids[name])
+            worker_quotas = []
+            for name in [name for name in mesh.pids if name.startswith("trx")] if target == "workers" and quota_pct else []:
+                group = groups.enter_context(cpuquota.CpuQuota(f"voicemesh-bench-{os.getpid()}-{workdir.name}-{name}",
+                                                               quota_pct))
+                group.add(mesh.pids[name])
+                worker_quotas.append(group)
             pins = ["taskset", "-c", CLIENT_CPU] if layout else []
             argv = [*pins, *client, "--url", mesh.url, *quota_args]
             for name, pid in mesh.pids.items():
                 argv += ["--pid", f"{name}={pid}"]
             row = _load(argv, n, settle_s, window_s, lambda: mesh.log_tail("trx"))
-            row["throttled_s"] = round(quota.throttled_s(), 2) if quota else 0.0
+            row["throttled_s"] = round(sum(group.throttled_s() for group in [*([quota] if quota else []),
+                                                                             *worker_quotas]), 2)
         placed = {**placed, **layout} if layout else {}
         main_procs = [name for name in row["cpu_pct"] if name.startswith("trx")]
         server_procs = [*main_procs, *([] if target == "trx" else ["edge", "agent"])]
@@ -514,11 +525,15 @@ def ratio(ours: list[dict], janus_rows: list[dict]) -> tuple[float | None, int |
     return round(best["ms_per_session_s"] / theirs[best["n"]]["ms_per_session_s"], 2), best["n"]
 
 
-def workers_bench(pcm_n: int, setup_n: int, settle_s: float, window_s: float, root: Path) -> dict:
+def workers_bench(pcm_n: int, setup_n: int, settle_s: float, window_s: float, root: Path,
+                  quota_pct: float | None = None) -> dict:
     """``--workers 1`` against ``--workers 2``, nothing else pinned (the load client and the mesh share the
-    two cores with the workers): ``workers<W>_setups_per_s`` (``setup_n`` Opus calls opened 16 at a time:
-    calls connected / seconds from the first offer to the last connected) and PCM16 at ``pcm_n`` sessions
-    (``workers<W>_pcm_loss_pct``, ``_late_pct``, ``_trx_pct``: all workers' CPU, % of one core)."""
+    two cores with the workers; the supervisor pins each worker to a core), each worker under a CPU quota of
+    its own of ``quota_pct`` % of one core (None: none), as the sweep's servers are, so that ``pcm_n`` (the
+    sweep's PCM16 knee) is past one worker's capacity as it was past the transceiver's:
+    ``workers<W>_setups_per_s`` (``setup_n`` Opus calls opened 16 at a time: calls connected / seconds from
+    the first offer to the last connected) and PCM16 at ``pcm_n`` sessions (``workers<W>_pcm_loss_pct``,
+    ``_late_pct``, ``_trx_pct``: all workers' CPU, % of one core)."""
     out: dict = {"workers_pcm_n": pcm_n, "workers_setup_n": setup_n, "workers_runs": []}
     for workers in (1, 2):
         for agent_codec, n, parallel in (("opus", setup_n, 16), ("pcm16", pcm_n, 8)):
@@ -527,7 +542,7 @@ def workers_bench(pcm_n: int, setup_n: int, settle_s: float, window_s: float, ro
             workdir.mkdir()
             try:
                 row = run_point("workers", agent_codec, n, settle_s, window_s, workdir, workers=workers,
-                                parallel=parallel)
+                                parallel=parallel, quota_pct=quota_pct)
             except BenchError as exc:
                 row = {"target": "workers", "agent_codec": agent_codec, "n": n, "workers": workers, "error": str(exc)}
             print(f"workers={workers} " + format_row(row), flush=True)
@@ -625,7 +640,8 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.no_workers and ("trx", "pcm16") in rows:
             pcm_rows = rows["trx", "pcm16"]
             knee = next((r["n"] for r in pcm_rows if is_knee(r)), math.ceil(pcm_rows[-1]["n"] * 1.5))
-            summary.update(workers_bench(knee, 20 if args.quick else 40, settle_s, window_s, Path(tmp)))
+            summary.update(workers_bench(knee, 20 if args.quick else 40, settle_s, window_s, Path(tmp),
+                                         args.server_quota or None))
     if netns is None:
         summary["janus_skipped"] = janus_skipped
     janus_rows = rows.get(("janus", "opus"), [])

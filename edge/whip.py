@@ -1,8 +1,9 @@
 """The edge's WHIP front (RFC 9725): takes a caller's offer and forwards it to a transceiver.
 
 It picks a transceiver from the registry view: in the nearest core region with
-capacity (or the region the request pins), the least loaded there. It forwards the offer with the edge's id, its public
-relay address and the caller's address, and returns the transceiver's answer
+capacity (or the region the request pins), the least loaded there, counting the offers it sent each
+transceiver in the last LOAD_LAG_S that its record may not show yet (RecentForwards). It forwards the
+offer with the edge's id, its public relay address and the caller's address, and returns the transceiver's answer
 as ``201 Created`` with a ``Location`` on this edge and the ICE session's ``ETag``. It names the edge and the
 core region serving the call (``Voicemesh-Edge``, ``Voicemesh-Region``). ``PATCH`` (trickle ICE
 and ICE restart, RFC 9725 4.3) and ``DELETE`` on that URL find the owner through the session's claim in the
@@ -49,7 +50,7 @@ import math
 import re
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from importlib import resources
 
@@ -113,6 +114,11 @@ FORWARD_ATTEMPTS = 3
 """Transceivers an offer is tried on, in the choice order, before the edge answers 503."""
 REGION_ATTEMPTS = 2
 """Transceivers of one region an offer is tried on at most, before it fails over to the next region."""
+LOAD_LAG_S = 1.0
+"""Seconds an offer this edge sent a transceiver counts towards that transceiver's load when the edge picks one:
+the transceiver's registry record counts a session only once it is admitted, after a 0.2 s load update and
+the watch that brings it to the edges, so a burst of offers would otherwise all go to whichever transceiver
+was least loaded when it began."""
 TOKEN_REPLAY_CAPACITY = 100_000
 """Client-token nonces an edge remembers at most (each for at most MAX_TTL_S): over it, offers with client
 tokens get 503 until some expire (only API key holders can fill it)."""
@@ -192,21 +198,47 @@ def pin_from_request(request: web.Request) -> str | None:
 
 
 def pick_transceivers(nodes: list[NodeRecord], edge: NodeRecord, region: str | None = None,
-                      region_rtt_ms: Mapping[str, float] | None = None) -> list[NodeRecord]:
+                      region_rtt_ms: Mapping[str, float] | None = None,
+                      recent: Mapping[str, int] | None = None) -> list[NodeRecord]:
     """Transceivers to try, best first.
 
     Only those not draining and below capacity; only ``region`` if given.
     Nearest region first: by the backbone round trip (ms) from this edge's site to the region in
     ``region_rtt_ms`` (the topology's ``rtt_ms``; regions it lacks come after those it has), then by
     great-circle distance from ``edge`` to the transceiver's coordinates; then least loaded
-    (sessions / capacity), then node id.
+    ((sessions + ``recent[node_id]``, the offers this edge sent it that its record may not count yet:
+    RecentForwards) / capacity), then node id.
     """
-    rtts = region_rtt_ms or {}
+    rtts, sent = region_rtt_ms or {}, recent or {}
     usable = [n for n in nodes if not n.draining and n.load < n.capacity and n.http
               and (region is None or n.region == region)]
     return sorted(usable, key=lambda n: (rtts.get(n.region, math.inf),
                                          round(distance_km(edge.lat, edge.lon, n.lat, n.lon)),
-                                         n.load / n.capacity, n.node_id))
+                                         (n.load + sent.get(n.node_id, 0)) / n.capacity, n.node_id))
+
+
+class RecentForwards:
+    """The offers this edge sent each transceiver in the last ``window_s`` seconds (LOAD_LAG_S), which its
+    registry record may not count yet; pick_transceivers adds them to its load. Sans-IO: the caller passes the
+    time (s, monotonic). Holds one float per offer for ``window_s``."""
+
+    def __init__(self, window_s: float = LOAD_LAG_S) -> None:
+        self.window_s = window_s
+        self._sent: dict[str, deque[float]] = {}
+
+    def add(self, node_id: str, now: float) -> None:
+        """An offer sent to ``node_id`` at ``now``."""
+        self._sent.setdefault(node_id, deque()).append(now)
+
+    def counts(self, now: float) -> dict[str, int]:
+        """Offers per node id sent in the ``window_s`` before ``now``; older ones are forgotten."""
+        cutoff = now - self.window_s
+        for node_id, times in list(self._sent.items()):
+            while times and times[0] <= cutoff:
+                times.popleft()
+            if not times:
+                del self._sent[node_id]
+        return {node_id: len(times) for node_id, times in self._sent.items()}
 
 
 def forward_order(candidates: list[NodeRecord], attempts: int = FORWARD_ATTEMPTS,
@@ -298,6 +330,7 @@ class WhipFront:
         self.pending = 0
         self.counters: Counter[str] = Counter()
         self._unreachable: dict[str, float] = {}  # node id -> until when (self.clock) it is tried last
+        self._recent = RecentForwards()
         self._refusal_log = LogThrottle(REFUSAL_LOG_INTERVAL_S)
         self._refusals = telemetry.meter().create_counter(
             "voicemesh.whip.refused", unit="{request}", description="WHIP requests refused at the edge, by reason")
@@ -533,13 +566,15 @@ class WhipFront:
         region = request.get(TOKEN_REGION) or self.region_policy(request)
         now = self.clock()
         self._unreachable = {node_id: until for node_id, until in self._unreachable.items() if until > now}
-        candidates = pick_transceivers(self.registry.nodes("transceiver"), edge, region, self.region_rtt_ms)
+        candidates = pick_transceivers(self.registry.nodes("transceiver"), edge, region, self.region_rtt_ms,
+                                       self._recent.counts(now))
         order = forward_order(sorted(candidates, key=lambda n: n.node_id in self._unreachable))
         first_region = order[0].region if order else ""
         for node in order:
             url = f"{node.http}/v1/sessions"
             signature = self._sign("POST", url, node.node_id, sdp, headers)
             hop: dict[str, object] = {"new_connection": False}
+            self._recent.add(node.node_id, self.clock())
             sent = time.perf_counter()
             with telemetry.tracer().start_as_current_span("POST", kind=SpanKind.CLIENT, attributes={
                     "http.request.method": "POST", "url.full": url, telemetry.NODE_ID: node.node_id}) as span:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voicemesh.edge.config import EdgeConfig
-from voicemesh.edge.whip import forward_order, pick_transceivers
+from voicemesh.edge.whip import RecentForwards, forward_order, pick_transceivers
 from voicemesh.registry import NodeRecord
 
 pytestmark = pytest.mark.unit
@@ -26,6 +26,23 @@ IAD_A = trx("iad-a", "us-east", 39.04, -77.49)
 
 def test_nearest_region_first_then_least_loaded() -> None:
     assert pick_transceivers([IAD_A, FRA_A, FRA_B], EDGE_LON) == [FRA_B, FRA_A, IAD_A]
+
+
+def test_offers_sent_but_not_yet_in_the_record_count_as_load() -> None:
+    # fra-b's record says 2 sessions against fra-a's 5; this edge just sent fra-b 4 offers its record does not
+    # count yet: a burst spreads instead of all going to the transceiver least loaded when it began.
+    assert pick_transceivers([FRA_A, FRA_B], EDGE_LON, recent={"fra-b": 4}) == [FRA_A, FRA_B]
+    assert pick_transceivers([FRA_A, FRA_B], EDGE_LON, recent={"fra-b": 2}) == [FRA_B, FRA_A]
+
+
+def test_recent_forwards_are_counted_for_their_window_only() -> None:
+    recent = RecentForwards(window_s=1.0)
+    recent.add("fra-a", 10.0)
+    recent.add("fra-a", 10.5)
+    recent.add("fra-b", 10.2)
+    assert recent.counts(10.6) == {"fra-a": 2, "fra-b": 1}
+    assert recent.counts(11.3) == {"fra-a": 1}
+    assert recent.counts(12.0) == {}
 
 
 def test_full_or_draining_transceivers_are_skipped() -> None:
