@@ -49,8 +49,11 @@ async def test_a_full_transceiver_passes_the_offer_to_the_next() -> None:
 
         registry = MemoryRegistry(full.registry.store)
         await registry.start()
+        # Farther from the edge than the full one (Sydney), so the full one is still tried first whatever the
+        # load the edge counts for it (its stale record and the offer it just sent it: RecentForwards).
         spare = Transceiver(TransceiverConfig(node_id="trx-spare", agent=full.config.agent, backbone=f"{LOOPBACK}:0",
-                                              capacity=5, drain_timeout_s=0), registry, mesh.tokens)
+                                              capacity=5, drain_timeout_s=0, lat=-33.87, lon=151.21),
+                            registry, mesh.tokens)
         runner = await api.serve(spare, HopVerifier(mesh.keys), LOOPBACK, 0)
         try:
             status, headers, _ = await post(mesh.whip_url, await real_offer())
