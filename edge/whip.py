@@ -574,7 +574,7 @@ class WhipFront:
             url = f"{node.http}/v1/sessions"
             signature = self._sign("POST", url, node.node_id, sdp, headers)
             hop: dict[str, object] = {"new_connection": False}
-            self._recent.add(node.node_id, self.clock())
+            self._recent.add(node.node_id, now)
             sent = time.perf_counter()
             with telemetry.tracer().start_as_current_span("POST", kind=SpanKind.CLIENT, attributes={
                     "http.request.method": "POST", "url.full": url, telemetry.NODE_ID: node.node_id}) as span:

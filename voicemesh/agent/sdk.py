@@ -214,9 +214,7 @@ class _Stream:
         return self.outbox[-1]
 
     def _flush(self) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        self.close()
         self.wake.set()
 
     def sent(self) -> None:
@@ -224,7 +222,7 @@ class _Stream:
         self._last_sent = self._loop.time()
 
     def close(self) -> None:
-        """The stream is over: no batch is pending any more."""
+        """No batch timer is pending any more (the outbox is going out now, or the stream is over)."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
