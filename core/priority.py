@@ -8,8 +8,11 @@ that the burst exhausts, each of those steps waits behind other calls' handshake
 call that has just connected comes tens of ms late. ``SetupHold`` gives that audio the loop first: from a
 session's DTLS "connected" until the agent's first frame for it (or HOLD_MAX_S, whichever is first), new
 offers wait before they build a peer connection and the DTLS datagrams of sessions not yet connected wait in
-arrival order; both go on, in order, as soon as no session holds. STUN (ICE checks and consent) is never
-held. A burst of calls then alternates: one call's first audio, then the next handshakes.
+arrival order; both go on, in order, as soon as no session holds. Those datagrams also go on one per turn of
+the event loop: one read of the socket often brings the last flights of several handshakes, and run back to
+back their completions (~1 ms of CPU each) would all come before the first connected session's audio, so a
+hold could only start after them. STUN (ICE checks and consent) is never held. A burst of calls then
+alternates: one call's first audio, then the next handshakes.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ class SetupHold:
     a hold not released within ``hold_max_s`` seconds lapses (``counters["hold_lapsed"]``); with
     ``hold_max_s`` 0 nothing is ever held. ``await turn()``
     before a new session's set-up; ``run(fn, *args)`` for a datagram of a session still connecting: it runs
-    now, or later in arrival order. ``counters``: ``holds``, ``hold_lapsed``, ``offers_held``,
-    ``datagrams_held``. Use from the event loop's thread.
+    now, or on a later turn of the event loop in arrival order (one per turn). ``counters``: ``holds``,
+    ``hold_lapsed``, ``offers_held``, ``datagrams_held``. Use from the event loop's thread.
     """
 
     def __init__(self, hold_max_s: float = HOLD_MAX_S) -> None:
@@ -40,6 +43,7 @@ class SetupHold:
         self.counters: Counter[str] = Counter()
         self._holds: dict[Hashable, asyncio.TimerHandle] = {}
         self._deferred: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._pump_handle: asyncio.Handle | None = None
         self._open = asyncio.Event()
         self._open.set()
 
@@ -64,10 +68,8 @@ class SetupHold:
         handle.cancel()
         if not self._holds:
             self._open.set()
-            deferred = self._deferred
-            while deferred and not self._holds:
-                fn, args = deferred.popleft()
-                fn(*args)
+            if self._deferred and self._pump_handle is None:
+                self._pump_handle = asyncio.get_running_loop().call_soon(self._pump)
 
     def _lapse(self, key: Hashable) -> None:
         self.counters["hold_lapsed"] += 1
@@ -81,9 +83,24 @@ class SetupHold:
                 await self._open.wait()
 
     def run(self, fn: Callable[..., None], *args: Any) -> None:
-        """``fn(*args)`` now if no session holds and nothing held is waiting, else after the work held before it."""
-        if self._holds or self._deferred:
-            self.counters["datagrams_held"] += 1
+        """``fn(*args)`` now if no session holds, nothing is waiting and nothing ran yet in this turn of the event
+        loop, else on a later turn, after the work that waits before it (``hold_max_s`` 0: always now)."""
+        if self.hold_max_s <= 0:
+            fn(*args)
+            return
+        if self._holds or self._deferred or self._pump_handle is not None:
+            if self._holds:
+                self.counters["datagrams_held"] += 1
             self._deferred.append((fn, args))
             return
         fn(*args)
+        self._pump_handle = asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """One waiting ``run`` per turn of the event loop, while no session holds (release() restarts it)."""
+        self._pump_handle = None
+        if self._holds or not self._deferred:
+            return
+        fn, args = self._deferred.popleft()
+        fn(*args)
+        self._pump_handle = asyncio.get_running_loop().call_soon(self._pump)
