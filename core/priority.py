@@ -8,10 +8,10 @@ that the burst exhausts, each of those steps waits behind other calls' handshake
 call that has just connected comes tens of ms late. ``SetupHold`` gives that audio the loop first: from a
 session's DTLS "connected" until the agent's first frame for it (or HOLD_MAX_S, whichever is first), new
 offers wait before they build a peer connection and the DTLS datagrams of sessions not yet connected wait in
-arrival order; both go on, in order, as soon as no session holds. Those datagrams also go on one per turn of
-the event loop: one read of the socket often brings the last flights of several handshakes, and run back to
-back their completions (~1 ms of CPU each) would all come before the first connected session's audio, so a
-hold could only start after them. STUN (ICE checks and consent) is never held. A burst of calls then
+arrival order; both go on, in order, as soon as no session holds. Those datagrams are also paced a few turns
+of the event loop apart (PACE_TURNS): one read of the socket often brings the last flights of several
+handshakes, and run back to back their completions (~1 ms of CPU each) would all come before the first
+connected session's audio, so a hold could only start after them. STUN (ICE checks and consent) is never held. A burst of calls then
 alternates: one call's first audio, then the next handshakes.
 """
 
@@ -21,6 +21,11 @@ import asyncio
 from collections import Counter, deque
 from collections.abc import Callable, Hashable
 from typing import Any
+
+PACE_TURNS = 3
+"""Turns of the event loop between two datagrams that ``run`` paces: aiortc reads a handshake datagram two
+turns after it is delivered (its DTLS transport's read runs in a task of its own under asyncio.wait_for), so a
+session the first datagram connects holds before the next datagram goes on."""
 
 HOLD_MAX_S = 0.05
 """The longest one session holds back the others' set-up (seconds): the agent's first frame usually comes
@@ -34,7 +39,7 @@ class SetupHold:
     a hold not released within ``hold_max_s`` seconds lapses (``counters["hold_lapsed"]``); with
     ``hold_max_s`` 0 nothing is ever held. ``await turn()``
     before a new session's set-up; ``run(fn, *args)`` for a datagram of a session still connecting: it runs
-    now, or on a later turn of the event loop in arrival order (one per turn). ``counters``: ``holds``,
+    now, or on a later turn of the event loop in arrival order (PACE_TURNS apart). ``counters``: ``holds``,
     ``hold_lapsed``, ``offers_held``, ``datagrams_held``. Use from the event loop's thread.
     """
 
@@ -69,7 +74,7 @@ class SetupHold:
         if not self._holds:
             self._open.set()
             if self._deferred and self._pump_handle is None:
-                self._pump_handle = asyncio.get_running_loop().call_soon(self._pump)
+                self._pace(1)
 
     def _lapse(self, key: Hashable) -> None:
         self.counters["hold_lapsed"] += 1
@@ -83,8 +88,8 @@ class SetupHold:
                 await self._open.wait()
 
     def run(self, fn: Callable[..., None], *args: Any) -> None:
-        """``fn(*args)`` now if no session holds, nothing is waiting and nothing ran yet in this turn of the event
-        loop, else on a later turn, after the work that waits before it (``hold_max_s`` 0: always now)."""
+        """``fn(*args)`` now if no session holds, nothing is waiting and none ran in the last PACE_TURNS turns of
+        the event loop, else on a later turn, after the work that waits before it (``hold_max_s`` 0: always now)."""
         if self.hold_max_s <= 0:
             fn(*args)
             return
@@ -94,13 +99,19 @@ class SetupHold:
             self._deferred.append((fn, args))
             return
         fn(*args)
-        self._pump_handle = asyncio.get_running_loop().call_soon(self._pump)
+        self._pace()
 
-    def _pump(self) -> None:
-        """One waiting ``run`` per turn of the event loop, while no session holds (release() restarts it)."""
+    def _pace(self, turns: int = PACE_TURNS) -> None:
+        """The next waiting ``run`` goes on ``turns`` turns of the event loop from now, if no session holds then."""
+        self._pump_handle = asyncio.get_running_loop().call_soon(self._pump, turns - 1)
+
+    def _pump(self, turns: int) -> None:
+        if turns > 0:
+            self._pace(turns)
+            return
         self._pump_handle = None
         if self._holds or not self._deferred:
             return
         fn, args = self._deferred.popleft()
         fn(*args)
-        self._pump_handle = asyncio.get_running_loop().call_soon(self._pump)
+        self._pace()
