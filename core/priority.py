@@ -11,8 +11,8 @@ offers wait before they build a peer connection and the DTLS datagrams of sessio
 arrival order; both go on, in order, as soon as no session holds. Those datagrams are also paced a few turns
 of the event loop apart (PACE_TURNS): one read of the socket often brings the last flights of several
 handshakes, and run back to back their completions (~1 ms of CPU each) would all come before the first
-connected session's audio, so a hold could only start after them. STUN (ICE checks and consent) is never held. A burst of calls then
-alternates: one call's first audio, then the next handshakes.
+connected session's audio, so a hold could only start after them. STUN (ICE checks and consent) is never
+held. A burst of calls then alternates: one call's first audio, then the next handshakes.
 """
 
 from __future__ import annotations
