@@ -225,6 +225,7 @@ class Transceiver:
         self.agent_link = AgentLink(self._agent_target if config.agent == AGENTS_FROM_REGISTRY else config.agent,
                                     batch_ms=config.agent_batch_ms, credentials=agent_credentials)
         self._edges: set[tuple[str, int]] = set()
+        self._batch_edges: set[tuple[str, int]] = set()
         self.media_counters: Counter[str] = Counter()
         """The lean media path's packets and drops by reason (core/lean.py), over all sessions; in PCM16 mode
         also ``pcm_rx_<bandwidth>``: ended sessions by the audio bandwidth of the caller's last packet
@@ -256,7 +257,7 @@ class Transceiver:
         """Bind, register as ``http_url`` (the base URL of the transceiver API)."""
         hooks.check()
         self._session_states.start()
-        self.mux = BackboneMux(bind_udp(*parse_hostport(self.config.backbone)), self._edges)
+        self.mux = BackboneMux(bind_udp(*parse_hostport(self.config.backbone)), self._edges, self._batch_edges)
         self.mux.start()
         self.registry.subscribe(self._on_view)
         self.registry.subscribe_lease(self._on_new_lease)
@@ -324,12 +325,16 @@ class Transceiver:
         return max(local, key=lambda n: hashlib.blake2b(me + b"/" + n.node_id.encode(), digest_size=8).digest()).grpc
 
     def _on_view(self) -> None:
-        edges = set()
+        edges, batch_edges = set(), set()
         for node in self.registry.nodes("edge"):
             if node.backbone:
                 edges.add(parse_hostport(node.backbone))
+                if node.backbone_batch:
+                    batch_edges.add(parse_hostport(node.backbone))
         self._edges.clear()
         self._edges.update(edges)
+        self._batch_edges.clear()
+        self._batch_edges.update(batch_edges)
 
     def _count_states(self) -> tuple[tuple[str, int], ...]:
         """Live sessions by connection state, taken on the event loop (telemetry.Snapshot)."""

@@ -166,6 +166,7 @@ class EdgeNode:
             backbone=format_hostport(relay.backbone_address),
             public_relay=public_relay,
             public_relay_tcp=self._public_relay_tcp(public_relay),
+            backbone_batch=True,
             lat=cfg.lat,
             lon=cfg.lon,
         )

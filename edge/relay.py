@@ -305,6 +305,9 @@ class Relay:
                     self._read_public()
         elif isinstance(result, Hello):
             self._send(self.uplink_to(result.transceiver), result.frame)
+        elif isinstance(result, frame.Batch):
+            for one in result.frames:
+                self.on_backbone(one, src)
 
     def _sweep(self) -> None:
         orphaned = self.core.counts["flows_transceiver_gone"]

@@ -155,7 +155,8 @@ class RelayCore:
     check over the unproven flow's byte budget). Backbone: ``frame_<reason>``
     (malformed), ``no_flow``, ``frame_wrong_transceiver`` (a registered transceiver, not the flow's),
     ``frame_unknown_transceiver``; control frames: ``frame_control_<reason>`` (malformed),
-    ``vouch_unknown_transceiver``, ``vouch_unsolicited`` (wrong nonce, or no hello to that transceiver within
+    ``vouch_unknown_transceiver`` (any control frame, BATCH too, from an unregistered source),
+    ``vouch_unsolicited`` (wrong nonce, or no hello to that transceiver within
     VOUCH_WINDOW_S). Refused vouched routes, one each: ``vouch_<BadToken reason>``, ``vouch_revoked``,
     ``vouch_wrong_transceiver`` (the token names another transceiver), ``vouch_conflict`` (the client has a
     flow of another token or header), ``vouch_table_full``, ``vouch_token_cap``. The adapter adds
@@ -284,8 +285,10 @@ class RelayCore:
         return (message_type == stun.BINDING_SUCCESS or message_type == stun.BINDING_ERROR) and txid in flow.checks
 
     def receive_backbone(self, data: bytes, transceiver: tuple[str, int],
-                         now: float) -> Downlink | Held | Closed | Vouched | Hello | Drop:
-        """Decide what to do with a backbone frame from ``transceiver`` (its socket address) at ``now``."""
+                         now: float) -> Downlink | Held | Closed | Vouched | Hello | frame.Batch | Drop:
+        """Decide what to do with a backbone frame from ``transceiver`` (its socket address) at ``now``. A BATCH
+        from a registered transceiver comes back as its frames (frame.Batch), each to be taken as if it had come
+        alone (from the same ``transceiver``)."""
         try:
             n = frame.header_length(data)
         except frame.MalformedFrame as exc:
@@ -337,13 +340,15 @@ class RelayCore:
         flow.bytes_out += len(datagram)
         return Downlink(flow, datagram)
 
-    def _control(self, data: bytes, transceiver: tuple[str, int], now: float) -> Vouched | Drop:
+    def _control(self, data: bytes, transceiver: tuple[str, int], now: float) -> Vouched | frame.Batch | Drop:
         if transceiver not in self._transceivers:
             return self._drop("vouch_unknown_transceiver")
         try:
             message = frame.decode_control(data)
         except frame.MalformedFrame as exc:
             return self._drop("frame_" + exc.reason)
+        if isinstance(message, frame.Batch):
+            return message
         if not isinstance(message, frame.Vouch):
             return self._drop("frame_control_type")  # a hello is for transceivers
         asked = self._asked.get(transceiver)

@@ -157,7 +157,7 @@ def test_malformed_control_frames():
     assert control_reason(hello[:-1]) == "control_length"
     assert control_reason(hello + b"x") == "control_length"
     assert control_reason(hello[:4]) == "control_length"
-    assert control_reason(hello[:4] + b"\x03") == "control_type"
+    assert control_reason(hello[:4] + b"\x04") == "control_type"
     assert control_reason(vouch[:-1]) == "control_length"
     assert control_reason(vouch + b"x") == "control_length"
     assert control_reason(vouch[:15] + b"VM\x01\x00" + vouch[19:]) == "control_entry"
@@ -203,3 +203,41 @@ def test_a_vouch_may_name_a_tcp_route_and_the_edge_decides():
     [vouch] = frame.encode_vouches(b"n" * 8, [(header, b"ufrag")])
 
     assert frame.decode_control(vouch).routes == ((header, b"ufrag"),)
+
+
+def test_frames_for_one_edge_travel_in_batches_of_at_most_1200_bytes():
+    frames = [frame.encode_header(("192.0.2.1", port), 1) + bytes([port]) * 150 for port in range(20)]
+
+    datagrams = frame.encode_batches(frames)
+
+    assert all(len(d) <= frame.MAX_CONTROL_BYTES and frame.is_control(d) for d in datagrams)
+    assert datagrams[0][:6] == b"VM\x01\x00" + bytes([frame.BATCH, 7])
+    assert datagrams[0][6:8] == (12 + 150).to_bytes(2, "big") and datagrams[0][8:8 + 162] == frames[0]
+    assert [f for d in datagrams for f in frame.decode_control(d).frames] == frames, "in order, unchanged"
+    assert reason(datagrams[0]) == "family", "a part that does not know BATCH drops it"
+
+
+def test_a_frame_with_nothing_beside_it_travels_alone():
+    small = frame.encode_header(("192.0.2.1", 1), 1) + b"x"
+    big = frame.encode_header(("192.0.2.1", 2), 1) + bytes(1200)
+
+    assert frame.encode_batches([small]) == [small]
+    assert frame.encode_batches([small, big, small]) == [small, big, small]
+    assert frame.encode_batches([]) == []
+
+
+def test_malformed_batches():
+    one = frame.encode_header(("192.0.2.1", 1), 1) + b"srtp"
+    (batch,) = frame.encode_batches([one, one])
+    hello = frame.encode_hello(1, NONCE)
+
+    assert frame.decode_control(batch) == frame.Batch((one, one))
+    assert control_reason(batch[:5]) == "control_length"
+    assert control_reason(batch[:-1]) == "control_length"
+    assert control_reason(batch + b"x") == "control_length"
+    assert control_reason(batch[:5] + b"\x03" + batch[6:]) == "control_length", "a count above the frames"
+    assert control_reason(batch[:8] + b"VX" + batch[10:]) == "control_entry"
+    nested = batch[:5] + b"\x01" + len(hello).to_bytes(2, "big") + hello
+    assert control_reason(nested) == "control_entry", "a control frame never travels inside a batch"
+    short = batch[:5] + b"\x01\x00\x04" + one[:4]
+    assert control_reason(short) == "control_entry", "each frame holds a whole header"

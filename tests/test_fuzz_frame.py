@@ -1,6 +1,6 @@
 """Fuzzing the backbone frame (voicemesh/wire/frame.py) with hypothesis: header_length and decode on
 arbitrary datagrams and mutated frames return normally or raise MalformedFrame; frames decode to what
-was encoded; decode_control on mutated hellos and vouches returns a well-formed message or raises
+was encoded; decode_control on mutated hellos, vouches and batches returns a well-formed message or raises
 MalformedFrame."""
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voicemesh.wire.frame import (
+    Batch,
     Hello,
     MalformedFrame,
     Vouch,
     decode,
     decode_control,
+    encode_batches,
     encode_header,
     encode_hello,
     encode_vouches,
@@ -67,7 +69,8 @@ controls = st.one_of(
     st.builds(encode_hello, st.integers(0, 0xFFFF), st.binary(min_size=8, max_size=8)),
     st.builds(lambda nonce, routes: encode_vouches(nonce, routes)[-1], st.binary(min_size=8, max_size=8),
               st.lists(st.tuples(frames.map(lambda f: f[:header_length(f)]), st.binary(min_size=1, max_size=40)),
-                       max_size=5)))
+                       max_size=5)),
+    st.builds(lambda group: encode_batches(group)[0], st.lists(frames, min_size=2, max_size=4)))
 
 
 @st.composite
@@ -88,5 +91,7 @@ def test_decode_control_raises_only_malformed_frame(data):
         return
     if isinstance(message, Vouch):
         assert all(header_length(header) == len(header) and ufrag for header, ufrag in message.routes)
+    elif isinstance(message, Batch):
+        assert all(header_length(one) <= len(one) for one in message.frames)
     else:
         assert isinstance(message, Hello) and len(message.nonce) == 8

@@ -1,14 +1,18 @@
 """The backbone mux against a real call: signed checks from spoofed sources neither move the call's media nor
-grow aioice's state, and a session's end sends its edge the close frames. Real aiortc, real UDP, loopback."""
+grow aioice's state, a session's end sends its edge the close frames, and media goes to an edge in BATCH frames
+only if its registry record says it reads them. Real aiortc, real UDP, loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
+from collections import Counter
 
 import pytest
 from aioice import stun as aioice_stun
+from polling import eventually
 
 from voicemesh.app.client import call
 from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
@@ -102,7 +106,7 @@ async def test_a_session_end_sends_its_edge_a_close_frame_per_route() -> None:
         send = trx.mux._sendto
 
         def record(data: bytes, edge: tuple[str, int]) -> None:
-            if frame.header_length(data) == len(data):
+            if not frame.is_control(data) and frame.header_length(data) == len(data):
                 closes.append((data, edge))
             send(data, edge)
 
@@ -115,3 +119,33 @@ async def test_a_session_end_sends_its_edge_a_close_frame_per_route() -> None:
         (ip, _port), edge_id, _ = frame.decode(data)
         assert (ip, edge) == (LOOPBACK, mesh.relay.backbone_address)
         assert len(trx.mux.core) == 0
+
+
+async def test_media_goes_in_batch_frames_to_an_edge_that_reads_them_and_alone_to_one_that_does_not() -> None:
+    """Two calls at once: the agent's downlink carries both calls' packets together, so the lean path's media
+    to the edge (its record says ``backbone_batch``) goes in BATCH frames, and both echoes carry their clip.
+    Once the edge's record no longer says so (an edge of an earlier version), every frame travels alone."""
+    async with embedded_mesh() as mesh:
+        trx = mesh.transceiver
+        sent: Counter[str] = Counter()
+        send = trx.mux._sendto
+
+        def record(data: bytes, edge: tuple[str, int]) -> None:
+            sent["batch" if frame.is_control(data) else "alone"] += 1
+            send(data, edge)
+
+        async def two_calls() -> None:
+            reports = await asyncio.gather(*(call(mesh.whip_url, bundled_speech(), bind=LOOPBACK, duration_s=2.0)
+                                             for _ in range(2)))
+            assert all(report.ok for report in reports), [report.error for report in reports]
+
+        trx.mux._sendto = record
+        await two_calls()
+        assert sent["batch"] > 0 and trx.mux.counters["tx_batched"] > sent["batch"]
+
+        await mesh.edge.registry.register(dataclasses.replace(mesh.edge.record, backbone_batch=False))
+        await eventually(lambda: not trx.mux.batch_edges, "the transceiver to read the record")
+        sent.clear()
+        batched = trx.mux.counters["tx_batched"]
+        await two_calls()
+        assert sent["batch"] == 0 and sent["alone"] > 0 and trx.mux.counters["tx_batched"] == batched

@@ -23,6 +23,7 @@ from voicemesh.edge.flows import Flow, FlowState
 from voicemesh.edge.relay import Relay
 from voicemesh.registry import NodeRecord
 from voicemesh.runtime.udp import bind_udp
+from voicemesh.wire import frame
 from voicemesh.wire.addr import format_hostport
 from voicemesh.wire.token import TokenCodec
 
@@ -44,6 +45,23 @@ async def nothing_arrives(sock: socket.socket) -> bool:
     return False
 
 
+async def prove(relay: Relay, client: socket.socket, transceiver: socket.socket, ufrag: str) -> bytes:
+    """Open ``client``'s flow the way a pending one opens (ICE checks both ways, no media before); returns
+    its frame header."""
+    client.sendto(binding(aioice_stun.Class.REQUEST, f"{ufrag}:abcd"), relay.public_address)
+    header = (await recv(transceiver))[:12]
+    client.sendto(SRTP, relay.public_address)
+    assert await nothing_arrives(transceiver), "pending: no media upstream"
+    check = binding(aioice_stun.Class.REQUEST, f"abcd:{ufrag}")
+    transceiver.sendto(header + check, relay.backbone_address)
+    assert await recv(client) == check
+    txid = aioice_stun.parse_message(check).transaction_id
+    client.sendto(binding(aioice_stun.Class.RESPONSE, transaction_id=txid), relay.public_address)
+    await recv(transceiver)
+    assert relay.flows.by_client[client.getsockname()].state is FlowState.OPEN
+    return header
+
+
 async def test_the_fast_path_follows_the_cores_rules() -> None:
     """A proven flow takes the adapter's fast path both ways; an empty datagram from its client still goes
     nowhere, and an empty frame from its transceiver closes it and revokes the token."""
@@ -56,18 +74,7 @@ async def test_the_fast_path_follows_the_cores_rules() -> None:
     ufrag = tokens.mint(region=1, transceiver=1, nonce=1, issued_at=int(time.time()), lifetime_s=60)
     client = bind_udp(LOOPBACK, 0)
     try:
-        client.sendto(binding(aioice_stun.Class.REQUEST, f"{ufrag}:abcd"), relay.public_address)
-        header = (await recv(transceiver))[:12]
-        client.sendto(SRTP, relay.public_address)
-        assert await nothing_arrives(transceiver), "pending: no media upstream"
-
-        check = binding(aioice_stun.Class.REQUEST, f"abcd:{ufrag}")
-        transceiver.sendto(header + check, relay.backbone_address)
-        assert await recv(client) == check
-        txid = aioice_stun.parse_message(check).transaction_id
-        client.sendto(binding(aioice_stun.Class.RESPONSE, transaction_id=txid), relay.public_address)
-        await recv(transceiver)
-        assert relay.flows.by_client[client.getsockname()].state is FlowState.OPEN
+        header = await prove(relay, client, transceiver, ufrag)
 
         client.sendto(SRTP, relay.public_address)
         assert await recv(transceiver) == header + SRTP
@@ -88,6 +95,32 @@ async def test_the_fast_path_follows_the_cores_rules() -> None:
         relay.close()
         transceiver.close()
         client.close()
+
+
+async def test_a_batch_from_the_flows_transceiver_reaches_its_clients_and_one_from_a_stranger_nothing() -> None:
+    """A BATCH frame's frames each take the path they would take alone: to the client of a flow of the
+    transceiver that sent it, in order; from an unregistered source, nowhere."""
+    tokens = TokenCodec({1: os.urandom(32)}, 1)
+    transceiver, stranger = bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0)
+    relay = Relay(bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0, reuse_port=True), 7, tokens, open_window_s=0.0)
+    relay.directory = {(1, 1): transceiver.getsockname()}
+    relay.start()
+    clients = [bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0)]
+    try:
+        headers = [await prove(relay, client, transceiver, tokens.mint(
+            region=1, transceiver=1, nonce=n, issued_at=int(time.time()), lifetime_s=60)) for n, client in enumerate(clients)]
+        (batch,) = frame.encode_batches([headers[0] + b"one", headers[1] + b"two", headers[0] + b"three"])
+
+        stranger.sendto(batch, relay.backbone_address)
+        assert await nothing_arrives(clients[0]) and await nothing_arrives(clients[1])
+        assert relay.stats()["drops"]["vouch_unknown_transceiver"] == 1
+
+        transceiver.sendto(batch, relay.backbone_address)
+        assert [await recv(clients[0]), await recv(clients[0]), await recv(clients[1])] == [b"one", b"three", b"two"]
+    finally:
+        relay.close()
+        for sock in (transceiver, stranger, *clients):
+            sock.close()
 
 
 async def test_live_flows_survive_their_transceiver_leaving_and_reentering_the_view() -> None:

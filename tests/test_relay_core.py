@@ -386,6 +386,16 @@ def test_frames_from_the_wrong_or_an_unknown_transceiver_are_dropped():
     assert core.receive_backbone(header(REBOUND) + SRTP, STRANGER, T0 + 2) == Drop("frame_unknown_transceiver")
 
 
+def test_a_batch_comes_back_as_its_frames_only_from_a_registered_transceiver():
+    core = make_core()
+    open_flow(core)
+    (batch,) = frame.encode_batches([header() + SRTP, header(REBOUND) + SRTP])
+
+    assert core.receive_backbone(batch, STRANGER, T0 + 2) == Drop("vouch_unknown_transceiver")
+    assert core.receive_backbone(batch, TRANSCEIVER, T0 + 2) == frame.Batch((header() + SRTP, header(REBOUND) + SRTP))
+    assert core.receive_backbone(batch[:-1], TRANSCEIVER, T0 + 2) == Drop("frame_control_length")
+
+
 def test_a_transceiver_that_leaves_and_reenters_the_directory_keeps_its_flows():
     """A registry blip takes a transceiver out of the edge's view and back: its live flows stay and keep
     forwarding both ways (issue 11: the stale-socket bug)."""

@@ -18,6 +18,13 @@ seen (edge/relay_core.py, core/mux_core.py):
   bytes | server ufrag length u8 | server ufrag)``. One answer is one or more frames, the last one flagged,
   even when it vouches for nothing.
 
+- ``BATCH`` (type 3, transceiver to edge, at most MAX_CONTROL_BYTES): ``count u8 | count x (length u16 | frame)``,
+  each frame a client frame (header, then its datagram) as it would travel alone. A transceiver packs the
+  frames it sends one edge in one turn of its event loop (the agent's batched downlink: many sessions' packets
+  at once) into one datagram: one system call and one wake-up on each side instead of one per packet, and
+  fewer packets per second on the backbone. It sends BATCH only to an edge whose registry record says it reads
+  them (``backbone_batch``); the edge checks each frame as if it had come alone.
+
 **Transport** (RFC 6544 ICE-TCP): the family byte's top bit (``TCP`` = 0x80) marks a client that reached the
 edge over TCP with RFC 4571 framing: family 0x84 (IPv4) or 0x86 (IPv6), header lengths unchanged. The frame
 carries one framed packet (the RFC 4571 length is not carried). A TCP route and a UDP route of the same
@@ -50,14 +57,18 @@ CONTROL = 0
 """The family byte of a control frame."""
 HELLO = 1
 VOUCH = 2
+BATCH = 3
 VOUCH_LAST = 0x01
 """VOUCH flag: the last frame of the answer to one hello."""
 NONCE_LENGTH = 8
 MAX_CONTROL_BYTES = 1200
-"""Largest VOUCH frame encode_vouches writes (bytes): one datagram on any backbone path."""
+"""Largest VOUCH or BATCH frame encode_vouches and encode_batches write (bytes): one datagram on any backbone
+path."""
 _CONTROL_PREFIX = MAGIC + bytes([VERSION, CONTROL])
 _HELLO = struct.Struct(">4sBH8s")  # prefix, type, edge id, nonce: 15 bytes
 _VOUCH = struct.Struct(">4sBB8sB")  # prefix, type, flags, nonce, count: 15 bytes
+_BATCH = struct.Struct(">4sBB")  # prefix, type, count: 6 bytes
+_LENGTH = struct.Struct(">H")
 
 
 class MalformedFrame(ValueError):
@@ -149,6 +160,13 @@ class Vouch:
     routes: tuple[tuple[bytes, bytes], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A BATCH control frame: the client frames it carries, in order."""
+
+    frames: tuple[bytes, ...]
+
+
 def is_control(data: bytes) -> bool:
     """Whether ``data`` starts like a control frame (magic, version 1, family 0)."""
     return data[:4] == _CONTROL_PREFIX
@@ -185,9 +203,34 @@ def encode_vouches(nonce: bytes, routes: Iterable[tuple[bytes, bytes]]) -> list[
     return frames
 
 
-def decode_control(data: bytes) -> Hello | Vouch:
+def encode_batches(frames: list[bytes]) -> list[bytes]:
+    """The datagrams that carry ``frames`` (client frames for one edge, in order): consecutive frames packed into
+    BATCH frames of at most MAX_CONTROL_BYTES and 255 frames; a frame that would travel alone (nothing beside it
+    fits) is sent as it is. Does not check the frames (they are the caller's own)."""
+    datagrams: list[bytes] = []
+    group: list[bytes] = []
+    size = _BATCH.size
+    for data in frames:
+        if group and (size + 2 + len(data) > MAX_CONTROL_BYTES or len(group) == 0xFF):
+            datagrams.append(_batch(group))
+            group, size = [], _BATCH.size
+        group.append(data)
+        size += 2 + len(data)
+    if group:
+        datagrams.append(_batch(group))
+    return datagrams
+
+
+def _batch(group: list[bytes]) -> bytes:
+    if len(group) == 1:
+        return group[0]
+    return _BATCH.pack(_CONTROL_PREFIX, BATCH, len(group)) + b"".join(_LENGTH.pack(len(f)) + f for f in group)
+
+
+def decode_control(data: bytes) -> Hello | Vouch | Batch:
     """Parse a control frame (is_control is true). Raises MalformedFrame: "control_length",
-    "control_type", "control_entry"; or as header_length if ``data`` is no control frame."""
+    "control_type", "control_entry" (for BATCH: a frame that header_length refuses, a control frame among
+    them); or as header_length if ``data`` is no control frame."""
     if not is_control(data):
         raise MalformedFrame("family" if data[:4] in _HEADER_LENGTHS else _reason(data))
     if len(data) < 5:
@@ -198,6 +241,8 @@ def decode_control(data: bytes) -> Hello | Vouch:
             raise MalformedFrame("control_length")
         _, _, edge_id, nonce = _HELLO.unpack(data)
         return Hello(edge_id, nonce)
+    if kind == BATCH:
+        return _decode_batch(data)
     if kind != VOUCH:
         raise MalformedFrame("control_type")
     if len(data) < _VOUCH.size:
@@ -222,6 +267,29 @@ def decode_control(data: bytes) -> Hello | Vouch:
     if at != len(data):
         raise MalformedFrame("control_length")
     return Vouch(nonce, bool(flags & VOUCH_LAST), tuple(routes))
+
+
+def _decode_batch(data: bytes) -> Batch:
+    if len(data) < _BATCH.size:
+        raise MalformedFrame("control_length")
+    count = data[5]
+    frames = []
+    at = _BATCH.size
+    for _ in range(count):
+        if len(data) < at + 2:
+            raise MalformedFrame("control_length")
+        end = at + 2 + _LENGTH.unpack_from(data, at)[0]
+        if len(data) < end:
+            raise MalformedFrame("control_length")
+        one = data[at + 2:end]
+        n = _HEADER_LENGTHS.get(one[:4])
+        if n is None or len(one) < n:
+            raise MalformedFrame("control_entry")
+        frames.append(one)
+        at = end
+    if at != len(data):
+        raise MalformedFrame("control_length")
+    return Batch(tuple(frames))
 
 
 def _check_nonce(nonce: bytes) -> None:
