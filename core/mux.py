@@ -156,7 +156,7 @@ class BackboneMux:
     def _flush(self) -> None:
         """Send the media that waited for the end of the turn, in BATCH frames (frame.encode_batches)."""
         if self._flush_handle is not None:
-            self._flush_handle.cancel()
+            self._flush_handle.cancel()  # when called before the end of the turn (close, unregister)
             self._flush_handle = None
         pending, self._pending = self._pending, {}
         for edge, frames in pending.items():

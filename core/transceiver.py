@@ -328,9 +328,10 @@ class Transceiver:
         edges, batch_edges = set(), set()
         for node in self.registry.nodes("edge"):
             if node.backbone:
-                edges.add(parse_hostport(node.backbone))
+                address = parse_hostport(node.backbone)
+                edges.add(address)
                 if node.backbone_batch:
-                    batch_edges.add(parse_hostport(node.backbone))
+                    batch_edges.add(address)
         self._edges.clear()
         self._edges.update(edges)
         self._batch_edges.clear()

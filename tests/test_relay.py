@@ -99,11 +99,12 @@ async def test_the_fast_path_follows_the_cores_rules() -> None:
 
 async def test_a_batch_from_the_flows_transceiver_reaches_its_clients_and_one_from_a_stranger_nothing() -> None:
     """A BATCH frame's frames each take the path they would take alone: to the client of a flow of the
-    transceiver that sent it, in order; from an unregistered source, nowhere."""
+    transceiver that sent it, in order; from an unregistered source, or from another registered transceiver
+    (frames for flows it does not own), nowhere."""
     tokens = TokenCodec({1: os.urandom(32)}, 1)
-    transceiver, stranger = bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0)
+    transceiver, other, stranger = bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0)
     relay = Relay(bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0, reuse_port=True), 7, tokens, open_window_s=0.0)
-    relay.directory = {(1, 1): transceiver.getsockname()}
+    relay.directory = {(1, 1): transceiver.getsockname(), (1, 2): other.getsockname()}
     relay.start()
     clients = [bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0)]
     try:
@@ -114,12 +115,15 @@ async def test_a_batch_from_the_flows_transceiver_reaches_its_clients_and_one_fr
         stranger.sendto(batch, relay.backbone_address)
         assert await nothing_arrives(clients[0]) and await nothing_arrives(clients[1])
         assert relay.stats()["drops"]["vouch_unknown_transceiver"] == 1
+        other.sendto(batch, relay.backbone_address)
+        assert await nothing_arrives(clients[0]) and await nothing_arrives(clients[1])
+        assert relay.stats()["drops"]["frame_wrong_transceiver"] == 3
 
         transceiver.sendto(batch, relay.backbone_address)
         assert [await recv(clients[0]), await recv(clients[0]), await recv(clients[1])] == [b"one", b"three", b"two"]
     finally:
         relay.close()
-        for sock in (transceiver, stranger, *clients):
+        for sock in (transceiver, other, stranger, *clients):
             sock.close()
 
 
