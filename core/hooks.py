@@ -123,14 +123,17 @@ def check() -> None:
 
 
 def _check_lean() -> None:
-    """The private parts of aiortc that the lean media path (core/lean.py) uses, and the DTLS role the
-    answer takes (answer_as_dtls_server)."""
+    """The private parts of aiortc that the lean media path (core/lean.py) uses, the DTLS role the answer
+    takes (answer_as_dtls_server), and the depth of the DTLS read that core/priority.py's pacing counts on."""
     if 'self._role = "auto"' not in inspect.getsource(RTCDtlsTransport.__init__):
         raise HookError("RTCDtlsTransport no longer starts with _role 'auto'")
     if not callable(getattr(RTCDtlsTransport, "_set_role", None)):
         raise HookError("RTCDtlsTransport has no _set_role")
     if "dtlsTransport._role" not in inspect.getsource(RTCPeerConnection.createAnswer):
         raise HookError("RTCPeerConnection.createAnswer no longer takes the DTLS role from dtlsTransport._role")
+    if "await asyncio.wait_for(self.transport._recv()" not in inspect.getsource(RTCDtlsTransport._recv_next):
+        raise HookError("RTCDtlsTransport._recv_next no longer reads a handshake datagram under asyncio.wait_for: "
+                        "review core/priority.py PACE_TURNS")
     dtls_init = inspect.getsource(RTCDtlsTransport.__init__)
     for name in ("self._rx_srtp", "self._tx_srtp"):
         if name not in dtls_init:

@@ -25,7 +25,8 @@ from typing import Any
 PACE_TURNS = 3
 """Turns of the event loop between two datagrams that ``run`` paces: aiortc reads a handshake datagram two
 turns after it is delivered (its DTLS transport's read runs in a task of its own under asyncio.wait_for), so a
-session the first datagram connects holds before the next datagram goes on."""
+session the first datagram connects holds before the next datagram goes on. core/hooks.py ``check`` fails if
+aiortc reads it otherwise."""
 
 HOLD_MAX_S = 0.05
 """The longest one session holds back the others' set-up (seconds): the agent's first frame usually comes

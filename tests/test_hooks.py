@@ -12,6 +12,7 @@ import pytest
 from aioice import stun
 from aioice.ice import Connection
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
 from OpenSSL import SSL
@@ -199,6 +200,15 @@ def test_check_names_a_changed_receiver_start(monkeypatch) -> None:
 
     monkeypatch.setattr(RTCRtpReceiver, "receive", receive)
     with pytest.raises(hooks.HookError, match="RTCRtpReceiver.receive changed"):
+        hooks.check()
+
+
+def test_check_names_a_dtls_read_whose_depth_the_pacing_no_longer_matches(monkeypatch) -> None:
+    async def _recv_next(self) -> None:
+        await self.transport._recv()
+
+    monkeypatch.setattr(RTCDtlsTransport, "_recv_next", _recv_next)
+    with pytest.raises(hooks.HookError, match="PACE_TURNS"):
         hooks.check()
 
 
