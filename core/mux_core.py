@@ -44,20 +44,16 @@ route's header and the session's server ufrag, which the edge checks (edge/relay
 and routes the media left, are never vouched for, nor TCP routes (their connection died with the edge
 process; the client connects again). A hello asks nothing of a session and moves no media.
 
-Batches: an edge whose transceiver record says ``backbone_batch`` (this one's does) sends the client frames
-of one turn of its event loop in BATCH control frames; from a registered edge each frame in it is taken as
-if it had come alone (``batches`` counts them in ``events``), from any other source none is.
-
 Drop reasons in ``counters``: ``malformed_frame``, ``unknown_edge``, ``empty`` (a frame with no datagram),
 ``no_session`` (not a Binding request, or an unknown ufrag, on an unknown route), ``bad_integrity``,
 ``malformed_stun`` (first byte 0-3 but not STUN), ``replay``, ``transport_conflict``, ``route_cap``,
-``unproven_media``, ``control`` (a malformed control frame, or a VOUCH), ``hello_rate`` (a second hello from
+``unproven_media``, ``control`` (a malformed control frame, or one that is not a hello), ``hello_rate`` (a second hello from
 the edge within HELLO_INTERVAL_S), ``tx_noroute`` (the agent sent STUN to an address with no route),
 ``tx_unproven`` (DTLS/SRTP before any route was proven), ``tx_empty``, and ``route_evicted`` (a route
 dropped to make room); ``rx`` counts datagrams delivered.
 Route events, in ``events``: ``route_learned`` (``route_learned_tcp`` over TCP), ``route_proven``,
 ``route_switched``; ``hello`` (hellos
-answered) and ``vouched`` (routes vouched for); ``rekeyed`` (ICE restarts); ``batches`` (BATCH frames taken).
+answered) and ``vouched`` (routes vouched for); ``rekeyed`` (ICE restarts).
 """
 
 from __future__ import annotations
@@ -263,7 +259,7 @@ class MuxCore:
             n = frame.header_length(data)
         except frame.MalformedFrame:
             if frame.is_control(data):
-                return self._control(data, (edge[0], edge[1]), now)
+                return self._hello(data, (edge[0], edge[1]), now)
             return self._drop("malformed_frame")
         route = self._by_header.get(data[:n])
         if route is None:
@@ -388,26 +384,16 @@ class MuxCore:
         session.on_stun(payload, client)
         return None
 
-    def _control(self, data: bytes, edge: Address, now: float) -> str | None:
-        """A control frame from ``edge``: a hello (``_hello``) or a BATCH, whose frames each go through
-        ``datagram_received`` (module docstring: Batches)."""
+    def _hello(self, data: bytes, edge: Address, now: float) -> str | None:
+        """Answer an edge's hello with the proven routes through it (module docstring: Vouching)."""
         if not self._known_edge(edge):
             return self._drop("unknown_edge")
         try:
-            control = frame.decode_control(data)
+            hello = frame.decode_control(data)
         except frame.MalformedFrame:
             return self._drop("control")
-        if isinstance(control, frame.Batch):
-            self.events["batches"] += 1
-            for one in control.frames:
-                self.datagram_received(one, edge)
-            return None
-        if not isinstance(control, frame.Hello):
+        if not isinstance(hello, frame.Hello):
             return self._drop("control")
-        return self._hello(control, edge, now)
-
-    def _hello(self, hello: frame.Hello, edge: Address, now: float) -> str | None:
-        """Answer an edge's hello with the proven routes through it (module docstring: Vouching)."""
         last = self._hellos.get(edge)
         if last is not None and now - last < HELLO_INTERVAL_S:
             return self._drop("hello_rate")

@@ -272,7 +272,6 @@ class Transceiver:
             region_id=self.config.region_id,
             http=http_url,
             backbone=format_hostport(self.mux.address),
-            backbone_batch=True,
             capacity=self.config.capacity,
             lat=self.config.lat,
             lon=self.config.lon,

@@ -12,11 +12,6 @@ connected to that transceiver: ``send`` skips the per-packet address parse and r
 and ``recv`` builds no address tuple; the kernel delivers only that transceiver's datagrams to it. The
 unconnected backbone socket still takes frames from a transceiver whose socket is not open yet.
 
-Towards a transceiver whose registry record says ``backbone_batch``, the client frames of one turn of the event
-loop wait for its end and go in BATCH frames (voicemesh/wire/frame.py) of at most 1200 bytes: the datagrams of
-many callers that one read of the public socket brings cost the edge one ``send`` and the transceiver one
-``recv`` per BATCH instead of one per packet. A frame with nothing beside it goes as it is.
-
 A restarted edge, or a new process taking over the ports of a running one (all sockets bound with
 SO_REUSEPORT), starts with ``start(pick_up=True)``: before it reads the public socket it asks every
 transceiver to vouch for the flows it has proven through this backbone address (a hello; edge/relay_core.py
@@ -31,7 +26,6 @@ import asyncio
 import logging
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -95,8 +89,6 @@ class Relay:
         self.drops = self.core.drops
         self.on_flow: Callable[[Flow], None] | None = None
         self._links: dict[tuple[str, int], socket.socket] = {}
-        self._batching: set[tuple[str, int]] = set()
-        self._batched: dict[tuple[str, int], Callable[[bytes], None]] = {}
         self._open_by_client = self.core.flows.open_by_client
         self._open_by_header = self.core.flows.open_by_header
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -139,7 +131,7 @@ class Relay:
         self._unanswered = set(self.directory.values())
         now = time.time()
         for address in self._unanswered:
-            self._send(self._raw_uplink(address), self.core.hello(address, now))
+            self._send(self.uplink_to(address), self.core.hello(address, now))
         self._vouch_wait = self._loop.call_later(VOUCH_WAIT_S, self._read_public)
 
     def _read_public(self) -> None:
@@ -174,22 +166,17 @@ class Relay:
 
         Two records with one (region id, index) (a transceiver that lost its index to another drains before it
         exits, still registered with it): the one not draining gets the index, so new calls, whose routing
-        tokens carry it, reach the index's holder; the draining one stays known, so its live flows go on.
-        A record with ``backbone_batch`` gets its client frames in BATCH frames (module docstring)."""
+        tokens carry it, reach the index's holder; the draining one stays known, so its live flows go on."""
         indexed = [n for n in nodes if n.backbone and n.index]
         directory = {(n.region_id, n.index): parse_hostport(n.backbone)
                      for n in sorted(indexed, key=lambda n: not n.draining)}  # stable: not draining is put last
         live = {parse_hostport(n.backbone) for n in indexed}
-        batching = {parse_hostport(n.backbone) for n in indexed if n.backbone_batch}
-        changed, self._batching = batching ^ self._batching, batching
         self.core.set_directory(directory, live - set(directory.values()))
         for address in set(self._links) - live:
             self._close_link(address)
         if self._loop is not None:
             for address in live - set(self._links):
                 self._open_link(address)
-            for address in changed & set(self._links):
-                self._bind_uplinks(address)
 
     def _open_link(self, address: tuple[str, int]) -> None:
         try:
@@ -204,7 +191,6 @@ class Relay:
         self._bind_uplinks(address)
 
     def _close_link(self, address: tuple[str, int]) -> None:
-        self._flush_batched(address)
         sock = self._links.pop(address)
         if self._loop is not None:
             self._loop.remove_reader(sock.fileno())
@@ -212,37 +198,16 @@ class Relay:
         self._bind_uplinks(address)
 
     def uplink_to(self, address: tuple[str, int]) -> Callable[[bytes], object]:
-        """The function that sends a client frame towards the transceiver at ``address``: over its connected
-        backbone socket, in BATCH frames at the end of the turn if it reads them (``batched_uplink``), else
-        with the socket's ``send``; ``sendto`` on the unconnected one while it has none."""
-        link = self._links.get(address)
-        if link is None:
-            return _sendto(self.backbone, address)
-        if address not in self._batching:
-            return link.send
-        uplink = self._batched.get(address)
-        if uplink is None:
-            assert self._loop is not None
-            uplink = self._batched[address] = batched_uplink(self._loop, link.send, self.drops)
-        return uplink
-
-    def _raw_uplink(self, address: tuple[str, int]) -> Callable[[bytes], object]:
-        """A send function towards ``address`` that sends at once and alone (for control frames)."""
+        """The send function towards the transceiver at ``address``: its connected backbone socket's ``send``,
+        or ``sendto`` on the unconnected one while it has none."""
         link = self._links.get(address)
         return link.send if link is not None else _sendto(self.backbone, address)
-
-    def _flush_batched(self, address: tuple[str, int]) -> None:
-        uplink = self._batched.pop(address, None)
-        if uplink is not None:
-            uplink(b"")
 
     def _bind_uplinks(self, address: tuple[str, int]) -> None:
         """Point every flow towards the transceiver at ``address`` at its current socket. A transceiver
         that leaves the registry view and comes back (an etcd blip) gets a new connected socket; its live
         flows must not keep the closed one's ``send`` (they use the unconnected backbone socket
         meanwhile)."""
-        if address not in self._batching:
-            self._flush_batched(address)
         uplink = self.uplink_to(address)
         for flow in self.core.flows.by_client.values():
             if flow.transceiver == address:
@@ -339,7 +304,7 @@ class Relay:
                 if not self._unanswered:
                     self._read_public()
         elif isinstance(result, Hello):
-            self._send(self._raw_uplink(result.transceiver), result.frame)
+            self._send(self.uplink_to(result.transceiver), result.frame)
         elif isinstance(result, frame.Batch):
             for one in result.frames:
                 self.on_backbone(one, src)
@@ -364,38 +329,3 @@ class Relay:
 
 def _sendto(sock: socket.socket, address: tuple[str, int]) -> Callable[[bytes], int]:
     return lambda data: sock.sendto(data, address)
-
-
-def batched_uplink(loop: asyncio.AbstractEventLoop, send: Callable[[bytes], object],
-                   drops: Counter[str]) -> Callable[[bytes], None]:
-    """A flow's uplink towards a transceiver that reads BATCH frames: each client frame waits for the end of the
-    event loop's turn, then the turn's frames go on ``send`` in the datagrams ``frame.encode_batches`` packs.
-    Never raises: a send that fails is tried once more if it failed on an earlier datagram's ICMP error (as
-    ``Relay._resend``), else counted in ``drops["tx_error"]``. An empty frame sends what waits at once (the
-    link closes)."""
-    frames: list[bytes] = []
-
-    def flush() -> None:
-        if not frames:
-            return
-        for datagram in frame.encode_batches(frames):
-            try:
-                send(datagram)
-            except ConnectionRefusedError:
-                try:
-                    send(datagram)
-                except OSError:
-                    drops["tx_error"] += 1
-            except OSError:
-                drops["tx_error"] += 1
-        frames.clear()
-
-    def uplink(data: bytes) -> None:
-        if not data:
-            flush()
-            return
-        if not frames:
-            loop.call_soon(flush)
-        frames.append(data)
-
-    return uplink

@@ -147,8 +147,8 @@ class NodeRecord:
     Registry.allocate_index); ``region_id`` the u8 region carried in routing tokens;
     ``http`` the base URL of its HTTP API; ``backbone`` the "ip:port" of its backbone UDP
     socket; ``public_relay`` (edges) the "ip:port" of the public relay socket and ``public_relay_tcp``
-    its ICE-TCP one ("" if none), ``backbone_batch`` (edges and transceivers) whether it reads BATCH backbone frames
-    (voicemesh/wire/frame.py; each side sends them only to a node that says so); ``grpc``
+    its ICE-TCP one ("" if none), ``backbone_batch`` (edges) whether it reads BATCH backbone frames
+    (voicemesh/wire/frame.py; transceivers send them only to an edge that says so); ``grpc``
     (agents) the "host:port" transceivers connect to; ``capacity``
     and ``load`` count sessions; ``lat``/``lon`` are degrees. Raises InvalidName if role,
     region or node_id cannot be a key segment.

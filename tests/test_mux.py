@@ -19,7 +19,6 @@ from voicemesh.app.demo import LOOPBACK, bundled_speech, embedded_mesh
 from voicemesh.core import hooks
 from voicemesh.core.mux_core import MAX_ROUTES
 from voicemesh.registry import NodeRecord
-from voicemesh.runtime.udp import add_drain_reader
 from voicemesh.wire import frame
 
 pytestmark = pytest.mark.integration
@@ -150,33 +149,3 @@ async def test_media_goes_in_batch_frames_to_an_edge_that_reads_them_and_alone_t
         batched = trx.mux.counters["tx_batched"]
         await two_calls()
         assert sent["batch"] == 0 and sent["alone"] > 0 and trx.mux.counters["tx_batched"] == batched
-
-
-async def test_a_burst_of_callers_datagrams_reaches_the_transceiver_in_batch_frames_each_taken_alone() -> None:
-    """Two calls at once, and the edge's public socket left unread for 100 ms mid-call (as a busy edge reads
-    it late): what both callers sent meanwhile goes to the transceiver, whose record says ``backbone_batch``,
-    in BATCH frames, which it takes frame by frame, and both echoes carry their clip. Once its record no longer
-    says so (a transceiver of an earlier version), the edge sends every frame alone."""
-    async with embedded_mesh() as mesh:
-        trx, relay = mesh.transceiver, mesh.relay
-        loop = asyncio.get_running_loop()
-
-        async def two_calls_with_a_late_read() -> None:
-            calls = asyncio.gather(*(call(mesh.whip_url, bundled_speech(), bind=LOOPBACK, duration_s=2.0)
-                                     for _ in range(2)))
-            await eventually(lambda: trx.mux.counters["rx"] > 100, "media from both callers")
-            loop.remove_reader(relay.public.fileno())
-            await asyncio.sleep(0.1)
-            add_drain_reader(loop, relay.public, relay.on_public)
-            reports = await calls
-            assert all(report.ok for report in reports), [report.error for report in reports]
-
-        await two_calls_with_a_late_read()
-        batches = trx.mux.core.events["batches"]
-        assert batches > 0
-
-        await trx.registry.register(dataclasses.replace(trx.record, backbone_batch=False))
-        await eventually(lambda: not any(n.backbone_batch for n in mesh.edge.registry.nodes("transceiver")),
-                         "the edge to read the record")
-        await two_calls_with_a_late_read()
-        assert trx.mux.core.events["batches"] == batches

@@ -562,49 +562,6 @@ def test_the_socket_entry_answers_hellos_too() -> None:
     assert outbox.routes() == [(session.routes[0].header, UFRAG.encode())]
 
 
-# Batches: an edge whose transceiver reads BATCH frames sends one turn's client frames in one datagram
-
-
-def test_each_frame_of_a_batch_from_an_edge_is_taken_as_if_it_came_alone(core: MuxCore, sink: Sink,
-                                                                          session: MuxSession) -> None:
-    prove(core, session, CALLER)
-    delivered = len(sink.stun)
-    request = check()
-    batch = frame.encode_batches([framed(CALLER, SRTP), framed(CALLER, request), framed(REBOUND, DTLS),
-                                  framed(CALLER, DTLS)])
-    assert len(batch) == 1 and frame.is_control(batch[0])
-
-    assert core.receive(batch[0], EDGE, 1.0) is None
-
-    assert sink.media == [SRTP, DTLS], "media on the proven route; DTLS from an unknown route is dropped"
-    assert sink.stun[delivered:] == [(request, CALLER)]
-    assert core.counters["no_session"] == 1 and core.events["batches"] == 1
-
-
-def test_a_batch_from_a_source_that_is_no_registered_edge_delivers_nothing(core: MuxCore, sink: Sink,
-                                                                          session: MuxSession) -> None:
-    prove(core, session, CALLER)
-    delivered = len(sink.stun)
-    batch = frame.encode_batches([framed(CALLER, SRTP), framed(CALLER, check())])[0]
-
-    assert core.receive(batch, ATTACKER, 1.0) == "unknown_edge"
-    core.datagram_received(batch, ATTACKER)
-
-    assert sink.media == [] and len(sink.stun) == delivered and core.events["batches"] == 0
-    assert core.counters["unknown_edge"] == 2
-
-
-def test_the_socket_entry_takes_batches_and_a_malformed_one_is_dropped_whole(core: MuxCore, sink: Sink,
-                                                                             session: MuxSession) -> None:
-    prove(core, session, CALLER)
-    batch = frame.encode_batches([framed(CALLER, SRTP), framed(CALLER, DTLS)])[0]
-
-    core.datagram_received(batch, EDGE)
-    assert core.receive(batch[:-1], EDGE, 1.0) == "control"
-
-    assert sink.media == [SRTP, DTLS]
-
-
 def tcp_framed(client: tuple[str, int], payload: bytes, edge_id: int = 1) -> bytes:
     return frame.encode_header(client, edge_id, tcp=True) + payload
 

@@ -127,46 +127,6 @@ async def test_a_batch_from_the_flows_transceiver_reaches_its_clients_and_one_fr
             sock.close()
 
 
-async def test_a_turns_uplink_goes_in_batches_to_a_transceiver_that_reads_them_and_alone_to_one_that_does_not():
-    """The callers' datagrams one read of the public socket brings go to a transceiver whose record says
-    backbone_batch in one BATCH frame, in order; to one whose record does not, one frame each (a transceiver
-    of an earlier version drops control frames it does not know)."""
-    tokens = TokenCodec({1: os.urandom(32)}, 1)
-    transceiver = bind_udp(LOOPBACK, 0)
-    record = NodeRecord("transceiver", "local", "trx-1", index=1, region_id=1, backbone_batch=True,
-                        backbone=format_hostport(transceiver.getsockname()))
-    relay = Relay(bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0, reuse_port=True), 7, tokens)
-    relay.set_transceivers([record])
-    relay.start()
-    clients = [bind_udp(LOOPBACK, 0), bind_udp(LOOPBACK, 0)]
-    try:
-        headers = []
-        for nonce, client in enumerate(clients):
-            ufrag = tokens.mint(region=1, transceiver=1, nonce=nonce, issued_at=int(time.time()), lifetime_s=60)
-            client.sendto(binding(aioice_stun.Class.REQUEST, f"{ufrag}:abcd"), relay.public_address)
-            first = await recv(transceiver)
-            assert not frame.is_control(first), "a frame with nothing beside it goes alone"
-            headers.append(first[:12])
-        sent = [(0, b"\x80\x6f one"), (1, b"\x80\x6f two"), (0, b"\x80\x6f three")]
-
-        for index, payload in sent:  # all in the kernel before the relay's next read
-            clients[index].sendto(payload, relay.public_address)
-        batch = frame.decode_control(await recv(transceiver))
-        assert isinstance(batch, frame.Batch)
-        assert list(batch.frames) == [headers[index] + payload for index, payload in sent]
-        assert await nothing_arrives(transceiver)
-
-        relay.set_transceivers([dataclasses.replace(record, backbone_batch=False)])
-        for index, payload in sent:
-            clients[index].sendto(payload, relay.public_address)
-        assert [await recv(transceiver) for _ in sent] == [headers[index] + payload for index, payload in sent]
-        assert "tx_error" not in relay.stats()["drops"]
-    finally:
-        relay.close()
-        for sock in (transceiver, *clients):
-            sock.close()
-
-
 async def test_live_flows_survive_their_transceiver_leaving_and_reentering_the_view() -> None:
     """An etcd blip takes the transceiver out of the edge's registry view and back: its connected backbone
     socket is closed and a new one opened. The live flow keeps forwarding through it all (issue 11: it

@@ -18,13 +18,12 @@ seen (edge/relay_core.py, core/mux_core.py):
   bytes | server ufrag length u8 | server ufrag)``. One answer is one or more frames, the last one flagged,
   even when it vouches for nothing.
 
-- ``BATCH`` (type 3, either way, at most MAX_CONTROL_BYTES): ``count u8 | count x (length u16 | frame)``,
+- ``BATCH`` (type 3, transceiver to edge, at most MAX_CONTROL_BYTES): ``count u8 | count x (length u16 | frame)``,
   each frame a client frame (header, then its datagram) as it would travel alone. A transceiver packs the
   frames it sends one edge in one turn of its event loop (the agent's batched downlink: many sessions' packets
-  at once), and an edge the frames it sends one transceiver in one turn (the callers' datagrams one read of
-  its public socket brings), into one datagram: one system call and one wake-up on each side instead of one
-  per packet, and fewer packets per second on the backbone. Each sends BATCH only to a node whose registry
-  record says it reads them (``backbone_batch``); the receiver checks each frame as if it had come alone.
+  at once) into one datagram: one system call and one wake-up on each side instead of one per packet, and
+  fewer packets per second on the backbone. It sends BATCH only to an edge whose registry record says it reads
+  them (``backbone_batch``); the edge checks each frame as if it had come alone.
 
 **Transport** (RFC 6544 ICE-TCP): the family byte's top bit (``TCP`` = 0x80) marks a client that reached the
 edge over TCP with RFC 4571 framing: family 0x84 (IPv4) or 0x86 (IPv6), header lengths unchanged. The frame
