@@ -153,6 +153,9 @@ def create_app(transceiver: Transceiver, hop: HopVerifier, clock: Callable[[], f
             if exc.reason == "too_many":
                 return problem(429, "too-many-ice-restarts", "this session made as many ICE restarts as it may;"
                                                              " start a new session")
+            if exc.reason == "index_lost":
+                return problem(503, "draining", "this transceiver is draining and cannot move the call to a new"
+                                                " path; start a new session")
             return problem(409, "ice-not-connected", "ICE cannot restart before it has connected, or while"
                                                      " the session ends")
         return web.Response(status=200, text=answer, content_type=TRICKLE_TYPE, headers={"ETag": session.etag})

@@ -130,7 +130,8 @@ class Capacity(Exception):
 class RestartRefused(Exception):
     """An ICE restart that cannot be made; the session goes on as it was. ``reason``: ``not_connected``
     (ICE has no selected pair yet, or is closing), ``too_many`` (MAX_ICE_RESTARTS made), ``closing``
-    (the transceiver is shutting down)."""
+    (the transceiver is shutting down), ``index_lost`` (another node holds this transceiver's registry index,
+    which a new routing token would carry: the caller must start a new session)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -227,6 +228,7 @@ class Transceiver:
         self._edges: set[tuple[str, int]] = set()
         self._batch_edges: set[tuple[str, int]] = set()
         self.media_counters: Counter[str] = Counter()
+        self.index_lost = False
         """The lean media path's packets and drops by reason (core/lean.py), over all sessions; in PCM16 mode
         also ``pcm_rx_<bandwidth>``: ended sessions by the audio bandwidth of the caller's last packet
         (core/media.py BANDWIDTHS), which shows whether callers keep to the answer's ``maxplaybackrate``."""
@@ -261,6 +263,7 @@ class Transceiver:
         self.mux.start()
         self.registry.subscribe(self._on_view)
         self.registry.subscribe_lease(self._on_new_lease)
+        self.registry.subscribe_index_lost(self._on_index_lost)
         self._on_view()
         await self.agent_link.start()
         index = await self.registry.allocate_index("transceiver", self.config.region)
@@ -474,6 +477,8 @@ class Transceiver:
             raise RestartRefused("too_many")
         if self.record is None or self.mux is None or session.transport is None or session.transport.session is None:
             raise RestartRefused("closing")
+        if self.index_lost:
+            raise RestartRefused("index_lost")
         now = int(time.time())
         ufrag = self.tokens.mint(region=self.config.region_id, transceiver=self.record.index,
                                  nonce=secrets.randbits(32), issued_at=now,
@@ -547,6 +552,11 @@ class Transceiver:
 
     def _on_new_lease(self) -> None:
         spawn(self._reclaim(), "reclaim sessions", self._tasks)
+
+    def _on_index_lost(self, _key: str) -> None:
+        """Another node holds this transceiver's registry index (the process drains and exits): routing tokens
+        minted now would send the callers' checks to that node, so ICE restarts are refused from now on."""
+        self.index_lost = True
 
     async def _reclaim(self) -> None:
         """Claim every live session again after the registry got a new lease (the old claims expired with the

@@ -187,3 +187,23 @@ async def test_no_ice_restart_before_ice_connects() -> None:
                               headers=TRICKLE | {"If-Match": "*"}) as resp:
             assert resp.status == 409 and (await resp.json())["title"] == "ice-not-connected"
         assert len(mesh.transceiver.sessions) == 1, "a refused restart leaves the session as it was"
+
+
+async def test_a_transceiver_that_lost_its_registry_index_refuses_ice_restarts() -> None:
+    """Another node took this transceiver's registry index while its lease was gone, so it drains and exits: a
+    routing token minted now would carry that index and send the caller's new checks to the other node. An ICE
+    restart gets 503 (start a new session) and the call goes on over its path as it was."""
+    async with embedded_mesh() as mesh, aiohttp.ClientSession() as http:
+        pc, location, _etag = await connected_caller(http, mesh.whip_url)
+        session = next(iter(mesh.transceiver.sessions.values()))
+        first_ufrag = session.ufrag
+        mesh.transceiver.registry._index_lost("/voicemesh/v1/index/transceiver/local/1")
+
+        async with http.patch(mesh.edge.url + location, data=sdpfrag(secrets.token_hex(4), secrets.token_hex(16)),
+                              headers=TRICKLE | {"If-Match": "*"}) as resp:
+            assert resp.status == 503 and (await resp.json())["title"] == "draining"
+        assert session.ufrag == first_ufrag and session.restarts == 0
+        before = await received_packets(pc)
+        await asyncio.sleep(1.0)
+        assert await received_packets(pc) > before, "the call goes on"
+        await pc.close()
