@@ -228,10 +228,11 @@ class Transceiver:
         self._edges: set[tuple[str, int]] = set()
         self._batch_edges: set[tuple[str, int]] = set()
         self.media_counters: Counter[str] = Counter()
-        self.index_lost = False
         """The lean media path's packets and drops by reason (core/lean.py), over all sessions; in PCM16 mode
         also ``pcm_rx_<bandwidth>``: ended sessions by the audio bandwidth of the caller's last packet
         (core/media.py BANDWIDTHS), which shows whether callers keep to the answer's ``maxplaybackrate``."""
+        self.index_lost = False
+        """Another node holds this transceiver's registry index (``_on_index_lost``): ICE restarts are refused."""
         self._load_update: asyncio.TimerHandle | None = None
         self._collect: asyncio.TimerHandle | None = None
         self._reporting: set[LeanPath] = set()
