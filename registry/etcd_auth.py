@@ -1,5 +1,6 @@
 """Sets up etcd's users and roles for voicemesh (registry/access.py) and turns etcd's auth on, through
-etcd's Auth API (etcd3aio's AuthService): ``voicemesh registry init`` and ``voicemesh registry add-node``.
+etcd's Auth API (etcd3aio's AuthService): ``voicemesh registry init`` and ``voicemesh registry add-node``; and
+takes a retired node's user and role away again (``voicemesh registry remove-node``).
 
 Run it with the root user's client certificate (CN ``root``) against an etcd started with
 ``--client-cert-auth --trusted-ca-file``: before auth is on, etcd lets any client with a certificate
@@ -10,13 +11,14 @@ in the list are left alone (other nodes added one by one), and enabling auth aga
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
+import grpc
 from etcd3aio import Etcd3Client
 from etcd3aio.auth import PermissionType
 
-from .access import READER_GRANTS, READER_ROLE, ROOT, Grant, Identity
+from .access import NODE_ROLES, READER_GRANTS, READER_ROLE, ROOT, Grant, Identity
 from .base import RegistryTls
 from .etcd import connect_client, etcd_errors
 
@@ -110,5 +112,61 @@ async def ensure_access(endpoints: Sequence[str], tls: RegistryTls, identities: 
         with setup.errors("Auth.AuthEnable"):
             await setup.auth.auth_enable(timeout=timeout_s)
         return setup.report
+    finally:
+        await client.close()
+
+
+async def _deleted(delete: Awaitable[object]) -> bool:
+    """Await an Auth.UserDelete or RoleDelete: False if etcd no longer had that name (another registrar, on
+    another member, deleted it first), True once deleted."""
+    try:
+        await delete
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "not found" in (exc.details() or ""):
+            return False
+        raise
+    return True
+
+
+@dataclass
+class RemovalReport:
+    """What remove_access deleted: names of the users and roles (both empty on a second run)."""
+
+    users_deleted: list[str] = field(default_factory=list)
+    roles_deleted: list[str] = field(default_factory=list)
+
+
+async def remove_access(endpoints: Sequence[str], tls: RegistryTls, identities: Sequence[Identity], *,
+                        timeout_s: float = 5.0) -> RemovalReport:
+    """Delete each node identity's etcd user and its own role from etcd at ``endpoints``, where they exist
+    (idempotent): a retired node's certificate, valid until it expires, then reads and writes nothing, not
+    even its own node key or, for a transceiver, its region's session claims. Its keys are left to their
+    leases. ``tls`` must carry root's client certificate once auth is on. Raises ValueError for an identity
+    that is not a node's (the DNS servers share one user) before any change, RegistryForbidden (not root),
+    RegistryUnavailable."""
+    for identity in identities:
+        if identity.role not in NODE_ROLES:
+            raise ValueError(f"only a node's user can be removed, not {identity.user!r} (shared by every "
+                             f"{identity.role} server)")
+    client = connect_client(endpoints, tls)
+    await client.connect()
+    try:
+        setup = _Setup(client, endpoints, timeout_s)
+        report = RemovalReport()
+        with setup.errors("Auth.UserList"):
+            users = set((await setup.auth.user_list(timeout=timeout_s)).users)
+        with setup.errors("Auth.RoleList"):
+            roles = set((await setup.auth.role_list(timeout=timeout_s)).roles)
+        for identity in identities:
+            name = identity.user
+            if name in users:
+                with setup.errors(f"Auth.UserDelete {name}"):
+                    if await _deleted(setup.auth.user_delete(name, timeout=timeout_s)):
+                        report.users_deleted.append(name)
+            if name in roles:
+                with setup.errors(f"Auth.RoleDelete {name}"):
+                    if await _deleted(setup.auth.role_delete(name, timeout=timeout_s)):
+                        report.roles_deleted.append(name)
+        return report
     finally:
         await client.close()

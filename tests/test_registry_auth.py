@@ -20,7 +20,7 @@ from voicemesh.edge.config import EdgeConfig
 from voicemesh.edge.node import EdgeNode
 from voicemesh.registry import NodeRecord, RegistryForbidden, RegistryUnavailable, open_registry
 from voicemesh.registry.access import Identity
-from voicemesh.registry.etcd_auth import ensure_access
+from voicemesh.registry.etcd_auth import ensure_access, remove_access
 from voicemesh.wire.hopauth import HopVerifier
 from voicemesh.wire.meshkeys import MeshKeys
 from voicemesh.wire.token import TokenCodec
@@ -122,6 +122,41 @@ async def test_an_edge_cannot_overwrite_or_free_a_session_claim(as_user) -> None
     with pytest.raises(RegistryForbidden):
         await edge.claim(claim.key, b'{"owner":"evil"}')
     assert await edge.get(claim.key) == claim.value
+
+
+async def test_a_removed_node_certificate_writes_and_reads_nothing(mesh_etcd, as_user) -> None:
+    """``registry remove-node``: a retired transceiver's certificate (valid until it expires) can no longer
+    claim its region's sessions or register; the other nodes keep their access; a second removal is a no-op."""
+    trx = await as_user(TRX.user)
+    owner = record(TRX, index=1, http="http://127.0.0.1:9")
+    await trx.register(owner)
+    report = await remove_access([mesh_etcd.endpoint], mesh_etcd.tls("root"), [TRX])
+    assert (report.users_deleted, report.roles_deleted) == ([TRX.user], [TRX.user])
+    with pytest.raises(RegistryForbidden):
+        await trx.claim_session("s2", owner)
+    retired = open_registry(mesh_etcd.url, tls=mesh_etcd.tls(TRX.user))
+    with pytest.raises(RegistryForbidden):
+        await retired.start()
+    edge = await as_user(EDGE.user)
+    await edge.register(record(EDGE, index=1))
+    again = await remove_access([mesh_etcd.endpoint], mesh_etcd.tls("root"), [TRX])
+    assert (again.users_deleted, again.roles_deleted) == ([], [])
+
+
+async def test_removals_from_two_members_at_once_both_succeed(mesh_etcd) -> None:
+    """The registrar's retire runs on every etcd host of the region at once: the one that loses a race to
+    delete the user finds it gone, which is success."""
+    reports = await asyncio.gather(*(remove_access([mesh_etcd.endpoint], mesh_etcd.tls("root"), [AGENT])
+                                     for _ in range(3)))
+    assert sorted(user for report in reports for user in report.users_deleted) == [AGENT.user]
+    assert sorted(role for report in reports for role in report.roles_deleted) == [AGENT.user]
+
+
+async def test_only_root_may_remove_a_node_and_never_the_shared_dns_user(mesh_etcd) -> None:
+    with pytest.raises(RegistryForbidden):
+        await remove_access([mesh_etcd.endpoint], mesh_etcd.tls(EDGE.user), [OTHER_EDGE])
+    with pytest.raises(ValueError, match="shared"):
+        await remove_access([mesh_etcd.endpoint], mesh_etcd.tls("root"), [DNS])
 
 
 async def test_a_certificate_of_an_unknown_user_reads_nothing(mesh_etcd) -> None:

@@ -699,8 +699,11 @@ def rehearse(args: argparse.Namespace) -> dict:
         terminate(lost)
         asg = client("autoscaling", lost.host.aws_region)
         asg.terminate_instance_in_auto_scaling_group(InstanceId=lost.instance_id, ShouldDecrementDesiredCapacity=False)
-        enroll(lost, etcd["eu-central-1"], documents["region_eu_central_1"], action="retire")
-        step("transceiver host terminated", True, host=lost.name)
+        retired = enroll(lost, etcd["eu-central-1"], documents["region_eu_central_1"], action="retire")
+        left = {cluster: [u for u in etcdctl(hosts[0], "user", "list").stdout.split() if lost.instance_id in u]
+                for cluster, hosts in etcd.items()}
+        step("transceiver host terminated and retired (its etcd users removed in every cluster)",
+             retired and not any(left.values()), host=lost.name, users_left=left)
         call_step("call while the transceiver host is gone", call_within("berlin", operator, DURING_S))
         known = {m.instance_id for m in machines}
         new_id = wait_for("group launched a replacement", lambda: [i for i in group_instances(lost.host)

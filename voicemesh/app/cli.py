@@ -241,10 +241,13 @@ def parser() -> argparse.ArgumentParser:
     init = reg.add_parser("init", help="create the root user, a role and user per node, then enable etcd auth "
                                        "(idempotent; run with root's certificate)")
     add_node = reg.add_parser("add-node", help="create (or fix) one node's role and user")
+    remove_node = reg.add_parser("remove-node", help="delete a retired node's user and role: its certificate "
+                                                     "then reads and writes nothing (idempotent)")
     certs = reg.add_parser("certs", help="make a local CA (or reuse DIR's) and certificates for etcd and each node")
-    for command in (init, add_node):
+    for command in (init, add_node, remove_node):
         command.add_argument("--config", help="TOML file (its top-level registry keys are read)")
         _registry_flags(command)
+    for command in (init, add_node):
         command.add_argument("--cluster-region", default=None,
                              help="the core region this etcd is the cluster of, with one cluster per core region: "
                                   "only nodes homed there write in it, the others get their reads (default: one "
@@ -260,6 +263,9 @@ def parser() -> argparse.ArgumentParser:
     add_node.add_argument("--node-id", default="", help="the node's id (not for dns)")
     add_node.add_argument("--home", default="", help="an edge's home: the core region whose cluster it registers "
                                                      "in (with --cluster-region)")
+    remove_node.add_argument("--role", required=True, choices=["edge", "transceiver", "agent"])
+    remove_node.add_argument("--region", required=True, help="the node's region")
+    remove_node.add_argument("--node-id", required=True, help="the node's id")
     certs.add_argument("--out", required=True, help="directory for ca.pem, etcd.pem, root.pem and <role>_<region>_"
                                                     "<node-id>.pem (with -key.pem each)")
     certs.add_argument("--host", action="append", default=[], help="name or address in the etcd and agent "
@@ -637,13 +643,13 @@ async def _dns(args: argparse.Namespace, file: dict, table: dict) -> int:
 
 
 async def _registry(args: argparse.Namespace) -> int:
-    """``voicemesh registry init|add-node|certs``."""
+    """``voicemesh registry init|add-node|remove-node|certs``."""
     from voicemesh.registry.access import Identity, identities_from_topology
 
     logs.setup("warning", "text")
     try:
-        if args.registry_command == "add-node":
-            identities = [Identity(args.role, args.region, args.node_id, args.home)]
+        if args.registry_command in ("add-node", "remove-node"):
+            identities = [Identity(args.role, args.region, args.node_id, getattr(args, "home", ""))]
         else:
             identities = identities_from_topology(args.topology) if args.topology else []
             identities += [Identity.parse(spec) for spec in args.node]
@@ -652,20 +658,21 @@ async def _registry(args: argparse.Namespace) -> int:
     if args.registry_command == "certs":
         return _certs(args.out, identities, args.host or ["127.0.0.1", "localhost"])
     from voicemesh.registry import BadRegistryUrl, RegistryUnavailable
-    from voicemesh.registry.etcd_auth import ensure_access
+    from voicemesh.registry.etcd_auth import ensure_access, remove_access
 
     file = config.load_file(args.config)
     url = str((config.setting("registry", args, file) or ("etcd://127.0.0.1:2379",))[0])
     tls = _registry_tls(args, file)
     if tls is None or not tls.cert:
-        raise config.ConfigError("registry init and add-node need TLS with root's certificate: --registry-ca, "
-                                 "--registry-cert and --registry-key")
+        raise config.ConfigError("registry init, add-node and remove-node need TLS with root's certificate: "
+                                 "--registry-ca, --registry-cert and --registry-key")
     scheme, _, rest = url.partition("://")
     if scheme != "etcd":
         raise config.ConfigError(str(BadRegistryUrl("scheme", url)))
+    endpoints = [e for e in rest.rstrip("/").split(",") if e]
     try:
-        report = await ensure_access([e for e in rest.rstrip("/").split(",") if e], tls, identities,
-                                     cluster=args.cluster_region)
+        report = (await remove_access(endpoints, tls, identities) if args.registry_command == "remove-node"
+                  else await ensure_access(endpoints, tls, identities, cluster=args.cluster_region))
     except ValueError as exc:
         raise config.ConfigError(str(exc)) from None
     except RegistryUnavailable as exc:
