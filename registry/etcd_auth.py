@@ -48,8 +48,8 @@ class _Setup:
         """Create role ``name`` if missing and make its permissions exactly ``grants``."""
         if name not in roles:
             with self.errors(f"Auth.RoleAdd {name}"):
-                await self.auth.role_add(name, timeout=self.timeout_s)
-            self.report.roles_created.append(name)
+                if await _changed(self.auth.role_add(name, timeout=self.timeout_s), "already exists"):
+                    self.report.roles_created.append(name)
         with self.errors(f"Auth.RoleGet {name}"):
             current = (await self.auth.role_get(name, timeout=self.timeout_s)).perm
         have = {(p.key.decode(), p.range_end.decode()): int(p.permType) for p in current}
@@ -57,8 +57,8 @@ class _Setup:
         changed = False
         for key, range_end in have.keys() - want.keys():
             with self.errors(f"Auth.RoleRevokePermission {name} {key}"):
-                await self.auth.role_revoke_permission(name, key, range_end or None, timeout=self.timeout_s)
-            changed = True
+                changed |= await _changed(self.auth.role_revoke_permission(name, key, range_end or None,
+                                                                           timeout=self.timeout_s), "not granted")
         for (key, range_end), permission in want.items():
             if have.get((key, range_end)) != permission:
                 with self.errors(f"Auth.RoleGrantPermission {name} {key}"):
@@ -73,12 +73,10 @@ class _Setup:
         """Create user ``name`` (no password: it authenticates with its certificate) if missing; grant ``roles``."""
         if name not in users:
             with self.errors(f"Auth.UserAdd {name}"):
-                await self.auth.user_add(name, no_password=True, timeout=self.timeout_s)
-            self.report.users_created.append(name)
-            has: set[str] = set()
-        else:
-            with self.errors(f"Auth.UserGet {name}"):
-                has = set((await self.auth.user_get(name, timeout=self.timeout_s)).roles)
+                if await _changed(self.auth.user_add(name, no_password=True, timeout=self.timeout_s), "already exists"):
+                    self.report.users_created.append(name)
+        with self.errors(f"Auth.UserGet {name}"):
+            has = set((await self.auth.user_get(name, timeout=self.timeout_s)).roles)
         for role in roles:
             if role not in has:
                 with self.errors(f"Auth.UserGrantRole {name} {role}"):
@@ -116,13 +114,13 @@ async def ensure_access(endpoints: Sequence[str], tls: RegistryTls, identities: 
         await client.close()
 
 
-async def _deleted(delete: Awaitable[object]) -> bool:
-    """Await an Auth.UserDelete or RoleDelete: False if etcd no longer had that name (another registrar, on
-    another member, deleted it first), True once deleted."""
+async def _changed(change: Awaitable[object], already: str) -> bool:
+    """Await one Auth change: False if etcd refused it as done already (its FAILED_PRECONDITION message
+    contains ``already``: another member's registrar, run at the same time, made it first), True once made."""
     try:
-        await delete
+        await change
     except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "not found" in (exc.details() or ""):
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and already in (exc.details() or ""):
             return False
         raise
     return True
@@ -161,11 +159,11 @@ async def remove_access(endpoints: Sequence[str], tls: RegistryTls, identities: 
             name = identity.user
             if name in users:
                 with setup.errors(f"Auth.UserDelete {name}"):
-                    if await _deleted(setup.auth.user_delete(name, timeout=timeout_s)):
+                    if await _changed(setup.auth.user_delete(name, timeout=timeout_s), "not found"):
                         report.users_deleted.append(name)
             if name in roles:
                 with setup.errors(f"Auth.RoleDelete {name}"):
-                    if await _deleted(setup.auth.role_delete(name, timeout=timeout_s)):
+                    if await _changed(setup.auth.role_delete(name, timeout=timeout_s), "not found"):
                         report.roles_deleted.append(name)
         return report
     finally:

@@ -69,6 +69,22 @@ async def test_init_is_idempotent(secure_etcd) -> None:
     assert (again.users_created, again.roles_created, again.roles_updated) == ([], [], [])
 
 
+async def test_init_on_every_member_at_once_succeeds_on_each(secure_etcd) -> None:
+    """Every etcd host of a region runs the registrar's init and enroll at the same time: a user or role
+    that another run just created is there already, which is success; each is created once."""
+    reports = await asyncio.gather(*(ensure_access([secure_etcd.endpoint], secure_etcd.tls("root"), NODES)
+                                     for _ in range(3)))
+    created = sorted(user for report in reports for user in report.users_created)
+    assert created == sorted({"root", *(i.user for i in NODES)})
+    edge = open_registry(secure_etcd.url, tls=secure_etcd.tls(EDGE.user))
+    await edge.start()
+    try:
+        with pytest.raises(RegistryForbidden):
+            await edge.register(record(TRX))
+    finally:
+        await edge.close()
+
+
 async def test_only_root_may_change_users_once_auth_is_on(mesh_etcd) -> None:
     with pytest.raises(RegistryForbidden):
         await ensure_access([mesh_etcd.endpoint], mesh_etcd.tls(EDGE.user), [Identity("edge", "fra", "evil")])
