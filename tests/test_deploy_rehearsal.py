@@ -53,6 +53,8 @@ def test_the_rendered_two_region_mesh_places_calls_and_heals_itself():
             "transceiver replaced and registered", "call after recovery",
             "etcd restored from its S3 snapshot (runbook steps 1-5)",
             "registry init after the restore (runbook step 6), nodes registered again, each on its own index",
+            "users of a host terminated since the snapshot removed again (runbook step 7)",
+            "transceiver host terminated and retired (its etcd users removed in every cluster)",
             "call after the restore"} <= set(steps)
     berlin, new_york = steps["call from berlin through the geo name"], steps["call from new-york through the geo name"]
     assert berlin["resolved"] != new_york["resolved"]  # each caller is sent to the PoP nearest to it

@@ -491,12 +491,12 @@ def revision(machine: Machine) -> int:
 def restore_from_snapshot(members_: list[Machine], newest: Machine, lost: Machine, step, call_step,
                           operator: dict) -> None:
     """infra/README.md's restore runbook on a region's three members, its blocks as written: stop, find the
-    newest snapshot in S3, restore it on each, start, check, registrar init. Then the region's nodes are
-    registered again (``newest``, a transceiver host launched after the snapshot, among them), ``lost``'s
-    record (a host terminated after the snapshot) expires with its lease, and a node whose index it held
-    claims it back once that record's lease expires (registry/etcd.py: no unit logs ``lost index``), and a call
-    goes through."""
-    stop, find, restore, start, check, init = runbook_blocks()
+    newest snapshot in S3, restore it on each, start, check, registrar init, retire. Then the region's nodes
+    are registered again (``newest``, a transceiver host launched after the snapshot, among them), ``lost``'s
+    record (a host terminated after the snapshot) expires with its lease, a node whose index it held claims it
+    back once that record's lease expires (registry/etcd.py: no unit logs ``lost index``), ``lost``'s etcd
+    users, back with the snapshot, are removed again, and a call goes through."""
+    stop, find, restore, start, check, init, retire = runbook_blocks()
     before = revision(members_[0])
     stopped = run_block(stop, members_)
     listing = on_host(members_[0], "sh", "-c", find.replace("<account>", ACCOUNT))
@@ -525,6 +525,14 @@ def restore_from_snapshot(members_: list[Machine], newest: Machine, lost: Machin
          initialized.returncode == 0 and not lost_index, launched_since_snapshot=newest.name,
          absent_from_snapshot=gone, lost_index=lost_index,
          nodes=sorted(k.rsplit("/v1/nodes/", 1)[-1] for k in registered(members_[0]) if "/v1/nodes/" in k))
+    def lost_users() -> list[str]:
+        return [u for u in etcdctl(members_[0], "user", "list").stdout.split() if lost.instance_id in u]
+
+    back = lost_users()
+    retired = run_block(retire.replace("<instance id>", lost.instance_id), members_[:1])[0]
+    step("users of a host terminated since the snapshot removed again (runbook step 7)",
+         retired.returncode == 0 and not lost_users(), restored_users=back,
+         stderr=retired.stderr.strip()[-300:])
     call_step("call after the restore", wait_for("call after the restore", lambda: (lambda c: c if c["ok"] else None)(
         place_call("berlin", operator["api_key"], operator["whip_ca"])), 180, 3))
 
