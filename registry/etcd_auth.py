@@ -11,7 +11,8 @@ in the list are left alone (other nodes added one by one), and enabling auth aga
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -34,19 +35,23 @@ class AccessReport:
 
 
 class _Setup:
+    """One root session on etcd's Auth API: ``users`` and ``roles`` as listed when it opened."""
+
     def __init__(self, client: Etcd3Client, endpoints: Sequence[str], timeout_s: float) -> None:
         assert client.auth is not None
         self.auth = client.auth
         self.endpoints = endpoints
         self.timeout_s = timeout_s
         self.report = AccessReport()
+        self.users: set[str] = set()
+        self.roles: set[str] = set()
 
     def errors(self, operation: str):
         return etcd_errors(self.endpoints, operation, self.timeout_s)
 
-    async def role(self, name: str, grants: Sequence[Grant], roles: set[str]) -> None:
+    async def role(self, name: str, grants: Sequence[Grant]) -> None:
         """Create role ``name`` if missing and make its permissions exactly ``grants``."""
-        if name not in roles:
+        if name not in self.roles:
             with self.errors(f"Auth.RoleAdd {name}"):
                 if await _changed(self.auth.role_add(name, timeout=self.timeout_s), "already exists"):
                     self.report.roles_created.append(name)
@@ -69,9 +74,9 @@ class _Setup:
         if changed and name not in self.report.roles_created:
             self.report.roles_updated.append(name)
 
-    async def user(self, name: str, roles: Sequence[str], users: set[str]) -> None:
+    async def user(self, name: str, roles: Sequence[str]) -> None:
         """Create user ``name`` (no password: it authenticates with its certificate) if missing; grant ``roles``."""
-        if name not in users:
+        if name not in self.users:
             with self.errors(f"Auth.UserAdd {name}"):
                 if await _changed(self.auth.user_add(name, no_password=True, timeout=self.timeout_s), "already exists"):
                     self.report.users_created.append(name)
@@ -92,24 +97,31 @@ async def ensure_access(endpoints: Sequence[str], tls: RegistryTls, identities: 
     with ``cluster``) before any change, RegistryForbidden (not root, once auth is on), RegistryUnavailable.
     """
     grants = {identity.user: identity.grants(cluster) for identity in identities}
+    async with _session(endpoints, tls, timeout_s) as setup:
+        await setup.user(ROOT, [ROOT])
+        await setup.role(READER_ROLE, READER_GRANTS)
+        for identity in identities:
+            own = grants[identity.user]
+            if own:
+                await setup.role(identity.user, own)
+            await setup.user(identity.user, [identity.user, READER_ROLE] if own else [READER_ROLE])
+        with setup.errors("Auth.AuthEnable"):
+            await setup.auth.auth_enable(timeout=timeout_s)
+        return setup.report
+
+
+@contextlib.asynccontextmanager
+async def _session(endpoints: Sequence[str], tls: RegistryTls, timeout_s: float) -> AsyncIterator[_Setup]:
+    """A connected _Setup with etcd's users and roles listed; the client is closed on the way out."""
     client = connect_client(endpoints, tls)
     await client.connect()
     try:
         setup = _Setup(client, endpoints, timeout_s)
         with setup.errors("Auth.UserList"):
-            users = set((await setup.auth.user_list(timeout=timeout_s)).users)
+            setup.users = set((await setup.auth.user_list(timeout=timeout_s)).users)
         with setup.errors("Auth.RoleList"):
-            roles = set((await setup.auth.role_list(timeout=timeout_s)).roles)
-        await setup.user(ROOT, [ROOT], users)
-        await setup.role(READER_ROLE, READER_GRANTS, roles)
-        for identity in identities:
-            own = grants[identity.user]
-            if own:
-                await setup.role(identity.user, own, roles)
-            await setup.user(identity.user, [identity.user, READER_ROLE] if own else [READER_ROLE], users)
-        with setup.errors("Auth.AuthEnable"):
-            await setup.auth.auth_enable(timeout=timeout_s)
-        return setup.report
+            setup.roles = set((await setup.auth.role_list(timeout=timeout_s)).roles)
+        yield setup
     finally:
         await client.close()
 
@@ -146,25 +158,15 @@ async def remove_access(endpoints: Sequence[str], tls: RegistryTls, identities: 
         if identity.role not in NODE_ROLES:
             raise ValueError(f"only a node's user can be removed, not {identity.user!r} (shared by every "
                              f"{identity.role} server)")
-    client = connect_client(endpoints, tls)
-    await client.connect()
-    try:
-        setup = _Setup(client, endpoints, timeout_s)
-        report = RemovalReport()
-        with setup.errors("Auth.UserList"):
-            users = set((await setup.auth.user_list(timeout=timeout_s)).users)
-        with setup.errors("Auth.RoleList"):
-            roles = set((await setup.auth.role_list(timeout=timeout_s)).roles)
-        for identity in identities:
-            name = identity.user
-            if name in users:
+    report = RemovalReport()
+    async with _session(endpoints, tls, timeout_s) as setup:
+        for name in (identity.user for identity in identities):
+            if name in setup.users:
                 with setup.errors(f"Auth.UserDelete {name}"):
                     if await _changed(setup.auth.user_delete(name, timeout=timeout_s), "not found"):
                         report.users_deleted.append(name)
-            if name in roles:
+            if name in setup.roles:
                 with setup.errors(f"Auth.RoleDelete {name}"):
                     if await _changed(setup.auth.role_delete(name, timeout=timeout_s), "not found"):
                         report.roles_deleted.append(name)
-        return report
-    finally:
-        await client.close()
+    return report

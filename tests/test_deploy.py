@@ -134,7 +134,7 @@ def test_registrar_runs_the_voicemesh_cli_with_arguments_it_accepts():
     assert Identity(add.role, add.region, add.node_id).user == "transceiver/eu-central/trx-eu-central-i-0abc1234-1"
     remove = parser().parse_args(registrar.remove_node_args("transceiver/eu-central/trx-eu-central-i-0abc1234-1"))
     assert remove.registry_command == "remove-node"
-    assert Identity(remove.role, remove.region, remove.node_id).user == add.role + "/" + add.region + "/" + add.node_id
+    assert Identity(remove.role, remove.region, remove.node_id).user == "transceiver/eu-central/trx-eu-central-i-0abc1234-1"
     assert registrar.cert_file("edge/edge-fra/edge-fra-1") == "edge_edge-fra_edge-fra-1.pem"
 
 

@@ -404,6 +404,11 @@ def members(machine: Machine) -> list[dict]:
     return json.loads(out.stdout).get("members", []) if out.returncode == 0 else []
 
 
+def etcd_users(machine: Machine, instance_id: str) -> list[str]:
+    """The etcd users of a transceiver host's workers (their names carry its instance id), listed as root."""
+    return [u for u in etcdctl(machine, "user", "list").stdout.split() if instance_id in u]
+
+
 def registered(machine: Machine) -> list[str]:
     """The registry's node keys, read with root's certificate on an etcd host (no prefix assumed)."""
     out = etcdctl(machine, "get", "", "--prefix", "--keys-only")
@@ -525,13 +530,10 @@ def restore_from_snapshot(members_: list[Machine], newest: Machine, lost: Machin
          initialized.returncode == 0 and not lost_index, launched_since_snapshot=newest.name,
          absent_from_snapshot=gone, lost_index=lost_index,
          nodes=sorted(k.rsplit("/v1/nodes/", 1)[-1] for k in registered(members_[0]) if "/v1/nodes/" in k))
-    def lost_users() -> list[str]:
-        return [u for u in etcdctl(members_[0], "user", "list").stdout.split() if lost.instance_id in u]
-
-    back = lost_users()
+    back = etcd_users(members_[0], lost.instance_id)
     retired = run_block(retire.replace("<instance id>", lost.instance_id), members_[:1])[0]
     step("users of a host terminated since the snapshot removed again (runbook step 7)",
-         retired.returncode == 0 and not lost_users(), restored_users=back,
+         retired.returncode == 0 and not etcd_users(members_[0], lost.instance_id), restored_users=back,
          stderr=retired.stderr.strip()[-300:])
     call_step("call after the restore", wait_for("call after the restore", lambda: (lambda c: c if c["ok"] else None)(
         place_call("berlin", operator["api_key"], operator["whip_ca"])), 180, 3))
@@ -708,8 +710,7 @@ def rehearse(args: argparse.Namespace) -> dict:
         asg = client("autoscaling", lost.host.aws_region)
         asg.terminate_instance_in_auto_scaling_group(InstanceId=lost.instance_id, ShouldDecrementDesiredCapacity=False)
         retired = enroll(lost, etcd["eu-central-1"], documents["region_eu_central_1"], action="retire")
-        left = {cluster: [u for u in etcdctl(hosts[0], "user", "list").stdout.split() if lost.instance_id in u]
-                for cluster, hosts in etcd.items()}
+        left = {cluster: etcd_users(hosts[0], lost.instance_id) for cluster, hosts in etcd.items()}
         step("transceiver host terminated and retired (its etcd users removed in every cluster)",
              retired and not any(left.values()), host=lost.name, users_left=left)
         call_step("call while the transceiver host is gone", call_within("berlin", operator, DURING_S))

@@ -266,6 +266,7 @@ def parser() -> argparse.ArgumentParser:
     remove_node.add_argument("--role", required=True, choices=["edge", "transceiver", "agent"])
     remove_node.add_argument("--region", required=True, help="the node's region")
     remove_node.add_argument("--node-id", required=True, help="the node's id")
+    remove_node.set_defaults(home="")
     certs.add_argument("--out", required=True, help="directory for ca.pem, etcd.pem, root.pem and <role>_<region>_"
                                                     "<node-id>.pem (with -key.pem each)")
     certs.add_argument("--host", action="append", default=[], help="name or address in the etcd and agent "
@@ -649,7 +650,7 @@ async def _registry(args: argparse.Namespace) -> int:
     logs.setup("warning", "text")
     try:
         if args.registry_command in ("add-node", "remove-node"):
-            identities = [Identity(args.role, args.region, args.node_id, getattr(args, "home", ""))]
+            identities = [Identity(args.role, args.region, args.node_id, args.home)]
         else:
             identities = identities_from_topology(args.topology) if args.topology else []
             identities += [Identity.parse(spec) for spec in args.node]
